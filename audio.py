@@ -1,0 +1,97 @@
+"""Telephone audio primitives: G.711 mu-law <-> PCM16 and 20 ms framing.
+
+Per-frame work on the call path must be cheap, so conversions are table
+lookups on numpy arrays built once at import.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from providers.base import FRAME_BYTES, SAMPLE_RATE
+
+MULAW_SILENCE = 0xFF  # mu-law code for PCM 0
+
+
+def _build_decode_table() -> np.ndarray:
+    codes = np.arange(256, dtype=np.int32)
+    u = ~codes & 0xFF
+    sign = u & 0x80
+    exponent = (u >> 4) & 0x07
+    mantissa = u & 0x0F
+    magnitude = (((mantissa << 3) + 0x84) << exponent) - 0x84
+    return np.where(sign != 0, -magnitude, magnitude).astype(np.int16)
+
+
+def _build_encode_table() -> np.ndarray:
+    # Index by (pcm16 >> 2) + 8192, i.e. 14-bit resolution, which is all G.711 keeps.
+    pcm = (np.arange(16384, dtype=np.int32) - 8192) << 2
+    bias, clip = 0x84, 32635
+    sign = np.where(pcm < 0, 0x80, 0)
+    mag = np.minimum(np.abs(pcm), clip) + bias
+    exponent = np.floor(np.log2(mag)).astype(np.int32) - 7
+    exponent = np.clip(exponent, 0, 7)
+    mantissa = (mag >> (exponent + 3)) & 0x0F
+    return (~(sign | (exponent << 4) | mantissa) & 0xFF).astype(np.uint8)
+
+
+MULAW_TO_PCM16: np.ndarray = _build_decode_table()
+_PCM14_TO_MULAW: np.ndarray = _build_encode_table()
+
+
+def mulaw_to_pcm16(data: bytes) -> np.ndarray:
+    """Decode mu-law bytes to int16 samples."""
+    return MULAW_TO_PCM16[np.frombuffer(data, dtype=np.uint8)]
+
+
+def pcm16_to_mulaw(samples: np.ndarray) -> bytes:
+    """Encode int16 samples (or float in [-1, 1]) to mu-law bytes."""
+    if samples.dtype.kind == "f":
+        samples = np.clip(samples * 32767.0, -32768, 32767).astype(np.int16)
+    idx = (samples.astype(np.int32) >> 2) + 8192
+    return _PCM14_TO_MULAW[idx].tobytes()
+
+
+def frame_energy(mulaw_frame: bytes) -> float:
+    """RMS of a mu-law frame on the PCM16 scale (0 .. 32767)."""
+    pcm = MULAW_TO_PCM16[np.frombuffer(mulaw_frame, dtype=np.uint8)].astype(np.float32)
+    return float(np.sqrt(np.mean(pcm * pcm))) if pcm.size else 0.0
+
+
+def silence(ms: int) -> bytes:
+    return bytes([MULAW_SILENCE]) * (SAMPLE_RATE * ms // 1000)
+
+
+class FrameSlicer:
+    """Cuts a stream of mu-law chunks of any size into exact 20 ms frames."""
+
+    __slots__ = ("_pending",)
+
+    def __init__(self) -> None:
+        self._pending = bytearray()
+
+    def push(self, chunk: bytes) -> list[bytes]:
+        self._pending.extend(chunk)
+        n = len(self._pending) // FRAME_BYTES
+        frames = [bytes(self._pending[i * FRAME_BYTES : (i + 1) * FRAME_BYTES]) for i in range(n)]
+        del self._pending[: n * FRAME_BYTES]
+        return frames
+
+    def flush(self) -> bytes | None:
+        """The last partial frame, padded with silence, if any audio is pending."""
+        if not self._pending:
+            return None
+        frame = bytes(self._pending) + bytes([MULAW_SILENCE]) * (FRAME_BYTES - len(self._pending))
+        self._pending.clear()
+        return frame
+
+
+def resample_to_8k_mulaw(samples: np.ndarray, rate: int) -> bytes:
+    """Resample float/int16 mono audio at ``rate`` to 8 kHz mu-law (soxr, high quality)."""
+    import soxr
+
+    if samples.dtype != np.float32:
+        samples = samples.astype(np.float32) / (32768.0 if samples.dtype == np.int16 else 1.0)
+    if rate != SAMPLE_RATE:
+        samples = soxr.resample(samples, rate, SAMPLE_RATE, quality="HQ")
+    return pcm16_to_mulaw(samples)

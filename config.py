@@ -1,0 +1,110 @@
+"""Process configuration, read from the environment and `.env` (pydantic-settings).
+
+Every variable is listed with its default and a one-line comment in `.env.example`.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ProviderChoice = Literal["auto", "deepgram", "local", "echo", "delayed"]
+LLMChoice = Literal["auto", "ollama", "local", "echo", "delayed"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    # --- service
+    public_url: str = "http://localhost:9001"
+    database_url: str = "sqlite+aiosqlite:///./agents.db"
+    api_keys: str = ""  # comma-separated; empty -> one is generated at first start
+    api_key_file: str = "./.api_key"
+    jwt_secret: SecretStr = SecretStr("")
+    jwt_algorithm: str = "HS256"
+    max_request_bytes: int = 2_000_000
+    max_upload_bytes: int = 10_000_000
+    log_level: str = "INFO"
+    log_file: str = ""
+    default_agent_id: str = ""
+    max_concurrent_calls: int = 200
+    stream_token_ttl_sec: int = 300
+
+    # --- Twilio
+    twilio_account_sid: str = ""
+    twilio_auth_token: SecretStr = SecretStr("")
+    twilio_phone_number: str = ""
+    twilio_api_base: str = ""  # tests point the SDK at a local stand-in
+
+    # --- Deepgram
+    deepgram_api_key: SecretStr = SecretStr("")
+    deepgram_url: str = ""  # e.g. ws://127.0.0.1:PORT for the protocol stand-in
+    deepgram_stt_model: str = "nova-2"
+    deepgram_voice: str = "aura-2-thalia-en"
+    deepgram_endpointing_ms: int = 300
+    deepgram_utterance_end_ms: int = 1000
+
+    # --- provider selection
+    stt_provider: ProviderChoice = "auto"
+    tts_provider: ProviderChoice = "auto"
+    llm_provider: LLMChoice = "auto"
+
+    # --- Ollama / LLM
+    ollama_host: str = "http://localhost:11434"
+    ollama_model: str = "llama3:8b-instruct-q4_K_S"
+    ollama_keep_alive: str = "30m"
+    llm_timeout_sec: float = 8.0
+    llm_max_tokens: int = 120
+    local_llm_path: str = ""  # GGUF path; empty -> the packaged SmolLM2
+    local_llm_threads: int = 2
+
+    # --- local speech
+    local_stt_model_dir: str = ""  # CTranslate2 Whisper dir; empty -> the packaged Whisper base
+    local_stt_threads: int = 2
+    local_tts_voice: str = ""  # piper .onnx; empty -> the packaged en_US joe voice
+
+    # --- RAG
+    embed_model: str = "sentence-transformers/all-MiniLM-L6-v2"
+    chroma_path: str = "./chroma_db"
+    chroma_host: str = ""
+    chroma_port: int = 8000
+    rag_top_k: int = 3
+    rag_min_score: float = 0.3
+
+    # --- interruption and turn-taking
+    interrupt_enabled: bool = True
+    interrupt_min_energy: float = 800.0
+    interrupt_debounce_ms: int = 400
+    interrupt_baseline_factor: float = 2.8
+    interrupt_min_speech_ms: int = 100
+    silence_threshold_sec: float = 0.3
+    silence_timeout_sec: float = 20.0  # caller says nothing this long -> "are you still there?"
+    max_call_duration_sec: int = 1800
+
+    # --- webhooks
+    webhook_timeout_sec: float = 5.0
+    webhook_max_attempts: int = 8
+    webhook_max_age_sec: int = 86_400
+    webhook_allow_private: bool = False
+
+    # --- benchmark stand-in delays (STT_PROVIDER=delayed etc.)
+    delayed_stt_ms: int = 150
+    delayed_llm_ms: int = 250
+    delayed_tts_ms: int = 150
+
+    recordings_dir: str = Field(default="./recordings")
+
+    def api_key_list(self) -> list[str]:
+        return [k.strip() for k in self.api_keys.split(",") if k.strip()]
+
+    @property
+    def twilio_configured(self) -> bool:
+        return bool(self.twilio_account_sid and self.twilio_auth_token.get_secret_value())
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

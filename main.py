@@ -1,0 +1,91 @@
+"""The AI SDR service: FastAPI app factory, lifespan and route wiring.
+
+Run with ``uvicorn main:app --host 0.0.0.0 --port 9001``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from auth import require_auth
+from config import Settings, get_settings
+from http_middleware import BodySizeLimitMiddleware, RequestLogMiddleware
+from routers import (
+    agents,
+    conversations,
+    elevenlabs,
+    health,
+    knowledge,
+    phone_numbers,
+    telephony,
+    tools,
+    webhooks,
+)
+from runtime import Runtime
+from utils import setup_logging
+
+log = logging.getLogger("ai_sdr")
+
+ERROR_RESPONSES = {
+    401: {"description": "Missing or invalid credentials"},
+    404: {"description": "Unknown id"},
+    422: {"description": "Invalid request body or parameters"},
+}
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    setup_logging(settings.log_level, settings.log_file)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime = Runtime(settings)
+        app.state.runtime = runtime
+        await runtime.start()
+        log.info("service started", extra={"fields": {"public_url": settings.public_url}})
+        try:
+            yield
+        finally:
+            await runtime.stop()
+            log.info("service stopped")
+
+    app = FastAPI(
+        title="AI SDR voice agent",
+        version="1.0.0",
+        description="Self-hosted voice agent: Twilio calls, streaming STT/TTS, LLM with RAG and tools.",
+        lifespan=lifespan,
+    )
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes, upload_max_bytes=settings.max_upload_bytes)
+    app.add_middleware(RequestLogMiddleware)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            for e in exc.errors()
+        ]
+        return JSONResponse(status_code=422, content={"detail": errors})
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+        log.error(
+            "unhandled error",
+            extra={"fields": {"path": request.url.path, "error": type(exc).__name__}},
+        )
+        return JSONResponse(status_code=500, content={"detail": "internal server error"})
+
+    api = [Depends(require_auth)]
+    app.include_router(health.router)
+    app.include_router(telephony.router)
+    for module in (agents, conversations, tools, phone_numbers, webhooks, knowledge, elevenlabs):
+        app.include_router(module.router, prefix="/v1", dependencies=api, responses=ERROR_RESPONSES)
+    return app
+
+
+app = create_app()

@@ -1,0 +1,302 @@
+"""SQLAlchemy 2 ORM models: the product's durable state.
+
+Ids are opaque prefixed strings (``agent_…``, ``conv_…``); timestamps are UTC.
+The same models run on SQLite (aiosqlite) and PostgreSQL (asyncpg).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from utils import new_id, utcnow
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores aware datetimes as UTC; returns them aware even from SQLite."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given; use utils.utcnow()")
+        return value.astimezone(utcnow().tzinfo)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=utcnow().tzinfo)
+        return value
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class TimestampMixin:
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Agent(TimestampMixin, Base):
+    __tablename__ = "agents"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("agent"))
+    name: Mapped[str] = mapped_column(String(200))
+    system_prompt: Mapped[str] = mapped_column(Text, default="")
+    first_message: Mapped[str] = mapped_column(Text, default="")
+    voice_id: Mapped[str | None] = mapped_column(String(100))
+    language: Mapped[str] = mapped_column(String(16), default="en")
+    llm_model: Mapped[str | None] = mapped_column(String(200))
+    temperature: Mapped[float] = mapped_column(Float, default=0.7)
+    max_call_duration_sec: Mapped[int] = mapped_column(Integer, default=1800)
+    silence_timeout_sec: Mapped[float] = mapped_column(Float, default=20.0)
+    interrupt_enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Per-agent overrides of the INTERRUPT_* / SILENCE_* settings (keys as in Settings, lower case).
+    turn_settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Per-agent provider overrides: {"stt": "local", "tts": "deepgram", "llm": "ollama"}.
+    providers: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Built-in tools enabled for this agent, e.g. ["end_call", "book_meeting"].
+    builtin_tools: Mapped[list[Any]] = mapped_column(default=list)
+    transfer_number: Mapped[str | None] = mapped_column(String(32))
+    # Post-call data collection: [{"name": "budget", "type": "string", "description": "…"}].
+    data_collection: Mapped[list[Any]] = mapped_column(default=list)
+    # Anything of an ElevenLabs conversation_config we keep but do not interpret.
+    extra_config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+    tools: Mapped[list[AgentTool]] = relationship(
+        back_populates="agent", cascade="all, delete-orphan", lazy="selectin"
+    )
+    documents: Mapped[list[KnowledgeDocument]] = relationship(
+        back_populates="agent", cascade="all, delete-orphan", lazy="selectin"
+    )
+
+
+class AgentTool(TimestampMixin, Base):
+    """A tool the agent may run during a call: a built-in or an HTTP webhook."""
+
+    __tablename__ = "agent_tools"
+    __table_args__ = (UniqueConstraint("agent_id", "name", name="uq_agent_tool_name"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("tool"))
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str] = mapped_column(Text, default="")
+    # webhook | end_call | transfer_call | send_sms | book_meeting
+    kind: Mapped[str] = mapped_column(String(32), default="webhook")
+    parameters: Mapped[dict[str, Any]] = mapped_column(default=dict)  # JSON schema
+    # kind-specific: {"url":…, "method":…, "headers":…, "timeout_sec":…} or {"number": …}
+    config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+
+    agent: Mapped[Agent] = relationship(back_populates="tools")
+
+
+class KnowledgeDocument(TimestampMixin, Base):
+    """One document of an agent's knowledge base; its chunks live in ChromaDB."""
+
+    __tablename__ = "knowledge_documents"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("doc"))
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(300))
+    content_type: Mapped[str] = mapped_column(String(100), default="text/plain")
+    size_bytes: Mapped[int] = mapped_column(Integer, default=0)
+    chunk_count: Mapped[int] = mapped_column(Integer, default=0)
+    text: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(16), default="ready")  # ready | failed
+
+    agent: Mapped[Agent] = relationship(back_populates="documents")
+
+
+class PhoneNumber(TimestampMixin, Base):
+    __tablename__ = "phone_numbers"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("pn"))
+    phone_number: Mapped[str] = mapped_column(String(32), unique=True)
+    agent_id: Mapped[str | None] = mapped_column(ForeignKey("agents.id", ondelete="SET NULL"), index=True)
+    label: Mapped[str] = mapped_column(String(200), default="")
+
+
+class Conversation(TimestampMixin, Base):
+    __tablename__ = "conversations"
+    __table_args__ = (Index("ix_conversations_agent_created", "agent_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("conv"))
+    agent_id: Mapped[str | None] = mapped_column(ForeignKey("agents.id", ondelete="SET NULL"))
+    call_sid: Mapped[str | None] = mapped_column(String(64), unique=True)
+    direction: Mapped[str] = mapped_column(String(16), default="inbound")  # inbound|outbound|web
+    from_number: Mapped[str | None] = mapped_column(String(32))
+    to_number: Mapped[str | None] = mapped_column(String(32))
+    # initiated | ringing | in_progress | completed | busy | no_answer | failed | canceled
+    status: Mapped[str] = mapped_column(String(16), default="initiated", index=True)
+    end_reason: Mapped[str | None] = mapped_column(String(64))
+    call_state: Mapped[str] = mapped_column(String(16), default="CALL_START")
+    started_at: Mapped[datetime | None] = mapped_column()
+    ended_at: Mapped[datetime | None] = mapped_column()
+    duration_sec: Mapped[float | None] = mapped_column(Float)
+    dynamic_variables: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    summary: Mapped[str | None] = mapped_column(Text)
+    outcome: Mapped[str | None] = mapped_column(String(32), index=True)
+    collected_data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    recording_url: Mapped[str | None] = mapped_column(String(500))
+
+    turns: Mapped[list[ConversationTurn]] = relationship(
+        back_populates="conversation",
+        cascade="all, delete-orphan",
+        order_by="ConversationTurn.seq",
+        lazy="selectin",
+    )
+    tool_calls: Mapped[list[ToolCallRecord]] = relationship(
+        back_populates="conversation",
+        cascade="all, delete-orphan",
+        order_by="ToolCallRecord.created_at",
+        lazy="selectin",
+    )
+
+
+class ConversationTurn(Base):
+    """One turn of a call, written when the turn ends.
+
+    Offsets (``*_ms``) are milliseconds since the call's media stream started, so
+    a turn's latency breakdown reads off directly, e.g. voice-to-voice =
+    ``first_frame_sent_ms - user_speech_end_ms`` of the agent turn.
+    """
+
+    __tablename__ = "conversation_turns"
+    __table_args__ = (UniqueConstraint("conversation_id", "seq", name="uq_turn_seq"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(Integer)
+    role: Mapped[str] = mapped_column(String(16))  # user | agent
+    # speech | dtmf | backchannel | greeting | filler | fallback
+    kind: Mapped[str] = mapped_column(String(16), default="speech")
+    text: Mapped[str] = mapped_column(Text, default="")  # as heard by the other side
+    full_text: Mapped[str | None] = mapped_column(Text)  # agent: the whole planned reply
+    interrupted: Mapped[bool] = mapped_column(Boolean, default=False)
+    intent: Mapped[str | None] = mapped_column(String(32))
+    start_ms: Mapped[float | None] = mapped_column(Float)
+    end_ms: Mapped[float | None] = mapped_column(Float)
+    # latency breakdown (agent turns), offsets in ms since stream start
+    user_speech_end_ms: Mapped[float | None] = mapped_column(Float)
+    stt_final_ms: Mapped[float | None] = mapped_column(Float)
+    llm_first_token_ms: Mapped[float | None] = mapped_column(Float)
+    tts_first_audio_ms: Mapped[float | None] = mapped_column(Float)
+    first_frame_sent_ms: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    conversation: Mapped[Conversation] = relationship(back_populates="turns")
+
+
+class ToolCallRecord(Base):
+    __tablename__ = "tool_calls"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("tc"))
+    conversation_id: Mapped[str] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(64))
+    arguments: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    result: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    success: Mapped[bool] = mapped_column(Boolean, default=True)
+    error: Mapped[str | None] = mapped_column(Text)
+    duration_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    conversation: Mapped[Conversation] = relationship(back_populates="tool_calls")
+
+
+class Meeting(Base):
+    """A meeting booked by the built-in ``book_meeting`` tool."""
+
+    __tablename__ = "meetings"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("mtg"))
+    conversation_id: Mapped[str | None] = mapped_column(
+        ForeignKey("conversations.id", ondelete="SET NULL"), index=True
+    )
+    agent_id: Mapped[str | None] = mapped_column(ForeignKey("agents.id", ondelete="SET NULL"))
+    attendee_name: Mapped[str] = mapped_column(String(200), default="")
+    attendee_contact: Mapped[str] = mapped_column(String(200), default="")
+    start_time: Mapped[datetime] = mapped_column()
+    duration_min: Mapped[int] = mapped_column(Integer, default=30)
+    notes: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WebhookConfig(TimestampMixin, Base):
+    __tablename__ = "webhook_configs"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("wh"))
+    url: Mapped[str] = mapped_column(String(1000))
+    events: Mapped[list[Any]] = mapped_column(default=list)  # empty = all events
+    secret: Mapped[str] = mapped_column(String(200))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    agent_id: Mapped[str | None] = mapped_column(
+        ForeignKey("agents.id", ondelete="CASCADE"), index=True
+    )  # None = global
+
+
+class WebhookEvent(Base):
+    """Outbox row: written in the same transaction as the change it describes."""
+
+    __tablename__ = "webhook_events"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("evt"))
+    type: Mapped[str] = mapped_column(String(64), index=True)
+    agent_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    conversation_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """One event owed to one webhook config, and how its delivery went."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        UniqueConstraint("event_id", "webhook_id", name="uq_delivery_event_webhook"),
+        Index("ix_deliveries_due", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("dlv"))
+    event_id: Mapped[str] = mapped_column(ForeignKey("webhook_events.id", ondelete="CASCADE"))
+    webhook_id: Mapped[str] = mapped_column(
+        ForeignKey("webhook_configs.id", ondelete="CASCADE"), index=True
+    )
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|delivered|dead
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(String(500))
+    delivered_at: Mapped[datetime | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ApiKey(Base):
+    """An API key generated by the service; only its SHA-256 is stored."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("key"))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    label: Mapped[str] = mapped_column(String(100), default="generated")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

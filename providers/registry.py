@@ -1,0 +1,133 @@
+"""Chooses and owns the process's STT/TTS/LLM providers.
+
+``auto`` picks the cloud provider when its credentials/server are there and
+the embedded local model otherwise. Providers are created once, lazily, and
+shared by every call (the local models are loaded once per process).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from config import Settings
+from providers.base import LLMProvider, STTProvider, TTSProvider
+
+log = logging.getLogger(__name__)
+
+
+class ProviderRegistry:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._instances: dict[tuple[str, str], Any] = {}
+        self._llm_auto_choice: str | None = None
+        self._warm_task: asyncio.Task[None] | None = None
+        self._warmed: dict[str, bool] = {}
+
+    # ------------------------------------------------------------ choice
+
+    def stt_name(self, override: str | None = None) -> str:
+        choice = override or self.settings.stt_provider
+        if choice == "auto":
+            return "deepgram" if self.settings.deepgram_api_key.get_secret_value() else "local"
+        return choice
+
+    def tts_name(self, override: str | None = None) -> str:
+        choice = override or self.settings.tts_provider
+        if choice == "auto":
+            return "deepgram" if self.settings.deepgram_api_key.get_secret_value() else "local"
+        return choice
+
+    async def llm_name(self, override: str | None = None) -> str:
+        choice = override or self.settings.llm_provider
+        if choice != "auto":
+            return choice
+        if self._llm_auto_choice is None:
+            ollama = self._get("llm", "ollama")
+            self._llm_auto_choice = "ollama" if await ollama.is_available() else "local"
+            log.info("llm provider chosen", extra={"fields": {"provider": self._llm_auto_choice}})
+        return self._llm_auto_choice
+
+    # ------------------------------------------------------------ instances
+
+    def stt(self, override: str | None = None) -> STTProvider:
+        return self._get("stt", self.stt_name(override))
+
+    def tts(self, override: str | None = None) -> TTSProvider:
+        return self._get("tts", self.tts_name(override))
+
+    async def llm(self, override: str | None = None) -> LLMProvider:
+        return self._get("llm", await self.llm_name(override))
+
+    def _get(self, kind: str, name: str) -> Any:
+        key = (kind, name)
+        if key not in self._instances:
+            self._instances[key] = self._create(kind, name)
+        return self._instances[key]
+
+    def _create(self, kind: str, name: str) -> Any:
+        s = self.settings
+        match (kind, name):
+            case ("stt", "deepgram"):
+                from providers.deepgram_stt import DeepgramSTTProvider
+
+                return DeepgramSTTProvider(s)
+            case ("stt", "local"):
+                from providers.local_stt import LocalSTTProvider
+
+                return LocalSTTProvider(s)
+            case ("tts", "deepgram"):
+                from providers.deepgram_tts import DeepgramTTSProvider
+
+                return DeepgramTTSProvider(s)
+            case ("tts", "local"):
+                from providers.local_tts import LocalTTSProvider
+
+                return LocalTTSProvider(s)
+            case ("llm", "ollama"):
+                from providers.ollama_llm import OllamaLLMProvider
+
+                return OllamaLLMProvider(s)
+            case ("llm", "local"):
+                from providers.local_llm import LocalLLMProvider
+
+                return LocalLLMProvider(s)
+            case (_, "echo" | "delayed"):
+                from providers import instant
+
+                return instant.create(kind, name, s)
+        raise ValueError(f"unknown {kind} provider {name!r}")
+
+    # ------------------------------------------------------------ lifecycle
+
+    def warm_in_background(self) -> None:
+        """Load the chosen models without delaying start-up; /readyz reports progress."""
+        self._warm_task = asyncio.create_task(self._warm(), name="warm-providers")
+
+    async def _warm(self) -> None:
+        for kind in ("stt", "tts", "llm"):
+            self._warmed[kind] = False
+        try:
+            targets = [("stt", self.stt()), ("tts", self.tts()), ("llm", await self.llm())]
+            for kind, provider in targets:
+                warm = getattr(provider, "warm", None)
+                if warm is not None:
+                    await warm()
+                self._warmed[kind] = True
+        except Exception as exc:  # noqa: BLE001 - a provider that fails to load is reported, not fatal
+            log.error("provider warm-up failed", extra={"fields": {"error": type(exc).__name__, "msg": str(exc)[:200]}})
+
+    def readiness(self) -> dict[str, bool]:
+        return {f"{kind}_loaded": ok for kind, ok in self._warmed.items()}
+
+    async def aclose(self) -> None:
+        if self._warm_task is not None and not self._warm_task.done():
+            self._warm_task.cancel()
+        for provider in self._instances.values():
+            close = getattr(provider, "aclose", None)
+            if close is not None:
+                try:
+                    await close()
+                except Exception:  # noqa: BLE001
+                    log.warning("provider close failed", exc_info=True)

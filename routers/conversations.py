@@ -1,0 +1,5 @@
+"""conversations routes."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

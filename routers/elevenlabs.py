@@ -1,0 +1,5 @@
+"""elevenlabs routes."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,5 @@
+"""knowledge routes."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

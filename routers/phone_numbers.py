@@ -1,0 +1,5 @@
+"""phone_numbers routes."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

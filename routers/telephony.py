@@ -1,0 +1,5 @@
+"""telephony routes."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

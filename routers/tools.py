@@ -1,0 +1,5 @@
+"""tools routes."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

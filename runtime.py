@@ -1,0 +1,41 @@
+"""The long-lived services of one running process, created at start-up and shared by routes and calls."""
+
+from __future__ import annotations
+
+import logging
+
+from auth import KeyRing
+from config import Settings
+from db import Database
+from providers.registry import ProviderRegistry
+from rag import KnowledgeStore
+from twilio_gateway import TwilioGateway
+from voice_pipeline import ConnectionManager
+from webhooks import WebhookDispatcher
+
+log = logging.getLogger(__name__)
+
+
+class Runtime:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.db = Database(settings.database_url)
+        self.keyring = KeyRing(settings)
+        self.providers = ProviderRegistry(settings)
+        self.knowledge = KnowledgeStore(settings)
+        self.webhooks = WebhookDispatcher(self.db, settings)
+        self.twilio = TwilioGateway(settings)
+        self.calls = ConnectionManager(self)
+
+    async def start(self) -> None:
+        await self.db.upgrade()
+        await self.keyring.load(self.db)
+        await self.webhooks.start()
+        self.providers.warm_in_background()
+
+    async def stop(self) -> None:
+        await self.calls.drain()
+        await self.webhooks.stop()
+        await self.providers.aclose()
+        self.knowledge.close()
+        await self.db.dispose()

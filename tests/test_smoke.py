@@ -1,0 +1,8 @@
+import pytest
+
+
+@pytest.mark.asyncio
+async def test_health_and_auth(app_client):
+    assert (await app_client.get("/healthz")).json() == {"status": "ok"}
+    r = await app_client.get("/readyz")
+    assert r.status_code in (200, 503)
