@@ -9,6 +9,7 @@ from config import Settings
 from db import Database
 from providers.registry import ProviderRegistry
 from rag import KnowledgeStore
+from tools import ToolRunner
 from twilio_gateway import TwilioGateway
 from voice_pipeline import ConnectionManager
 from webhooks import WebhookDispatcher
@@ -26,12 +27,26 @@ class Runtime:
         self.webhooks = WebhookDispatcher(self.db, settings)
         self.twilio = TwilioGateway(settings)
         self.calls = ConnectionManager(self)
+        self.tool_runner = ToolRunner(self)
 
     async def start(self) -> None:
         await self.db.upgrade()
         await self.keyring.load(self.db)
         await self.webhooks.start()
         self.providers.warm_in_background()
+
+    def webhooks_notify(self) -> None:
+        """Wake the webhook worker after a transaction that emitted events has committed."""
+        notify = getattr(self.webhooks, "notify", None)
+        if notify is not None:
+            notify()
+
+    async def post_call(self, conversation_id: str) -> None:
+        """After hang-up: summary, outcome and collected data, then `call.completed`."""
+        from post_call import run_post_call
+
+        await run_post_call(self, conversation_id)
+        self.webhooks_notify()
 
     async def stop(self) -> None:
         await self.calls.drain()

@@ -1,0 +1,17 @@
+# The same service as `make run`, on the embedded default (no keys needed).
+FROM python:3.11-slim-bookworm
+
+RUN apt-get update && apt-get install -y --no-install-recommends build-essential cmake git \
+    && rm -rf /var/lib/apt/lists/*
+
+WORKDIR /app
+COPY requirements.txt .
+# torch: the CPU wheel (the default index would pull a multi-GB CUDA build).
+RUN pip install --no-cache-dir torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu \
+    && CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX512=OFF" pip install --no-cache-dir -r requirements.txt
+
+COPY . .
+ENV HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 ANONYMIZED_TELEMETRY=False
+EXPOSE 9001
+HEALTHCHECK --interval=30s --timeout=5s CMD python -c "import urllib.request;urllib.request.urlopen('http://127.0.0.1:9001/healthz')"
+CMD ["uvicorn", "main:app", "--host", "0.0.0.0", "--port", "9001"]

@@ -1,0 +1,138 @@
+"""Durable state of a live call: the conversation row and its turns, written as the call goes.
+
+Each write is its own short transaction, so a crash mid-call loses at most the
+turn in progress.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select, update
+
+from db import Database
+from models import Agent, Conversation, ConversationTurn
+from utils import utcnow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class TurnRecord:
+    """A finished turn as the engine hands it over for storage."""
+
+    role: str
+    text: str
+    kind: str = "speech"
+    full_text: str | None = None
+    interrupted: bool = False
+    intent: str | None = None
+    start_ms: float | None = None
+    end_ms: float | None = None
+    user_speech_end_ms: float | None = None
+    stt_final_ms: float | None = None
+    llm_first_token_ms: float | None = None
+    tts_first_audio_ms: float | None = None
+    first_frame_sent_ms: float | None = None
+    seq: int = field(default=-1)
+
+
+class CallStore:
+    def __init__(self, db: Database, conversation_id: str, emit: Any = None) -> None:
+        self.db = db
+        self.conversation_id = conversation_id
+        self._next_seq = 0
+        self._emit = emit  # WebhookDispatcher.emit or None
+
+    async def load(self) -> tuple[Conversation, Agent | None]:
+        async with self.db.session() as session:
+            conversation = await session.get(Conversation, self.conversation_id)
+            if conversation is None:
+                raise LookupError(f"unknown conversation {self.conversation_id}")
+            agent = await session.get(Agent, conversation.agent_id) if conversation.agent_id else None
+            last = await session.scalar(
+                select(ConversationTurn.seq)
+                .where(ConversationTurn.conversation_id == self.conversation_id)
+                .order_by(ConversationTurn.seq.desc())
+                .limit(1)
+            )
+            self._next_seq = (last + 1) if last is not None else 0
+            return conversation, agent
+
+    async def mark_started(self, call_sid: str) -> None:
+        async with self.db.session() as session:
+            conversation = await session.get(Conversation, self.conversation_id)
+            assert conversation is not None
+            conversation.status = "in_progress"
+            conversation.started_at = conversation.started_at or utcnow()
+            conversation.call_sid = conversation.call_sid or call_sid
+            await self._emit_event(session, "call.started", conversation, {"call_sid": call_sid})
+
+    async def save_turn(self, turn: TurnRecord) -> int:
+        """Insert a turn (or update it when ``turn.seq`` is set, e.g. a merged user turn)."""
+        values = {
+            "role": turn.role,
+            "kind": turn.kind,
+            "text": turn.text,
+            "full_text": turn.full_text,
+            "interrupted": turn.interrupted,
+            "intent": turn.intent,
+            "start_ms": turn.start_ms,
+            "end_ms": turn.end_ms,
+            "user_speech_end_ms": turn.user_speech_end_ms,
+            "stt_final_ms": turn.stt_final_ms,
+            "llm_first_token_ms": turn.llm_first_token_ms,
+            "tts_first_audio_ms": turn.tts_first_audio_ms,
+            "first_frame_sent_ms": turn.first_frame_sent_ms,
+        }
+        async with self.db.session() as session:
+            if turn.seq >= 0:
+                await session.execute(
+                    update(ConversationTurn)
+                    .where(
+                        ConversationTurn.conversation_id == self.conversation_id,
+                        ConversationTurn.seq == turn.seq,
+                    )
+                    .values(**values)
+                )
+                return turn.seq
+            turn.seq = self._next_seq
+            self._next_seq += 1
+            session.add(ConversationTurn(conversation_id=self.conversation_id, seq=turn.seq, **values))
+            return turn.seq
+
+    async def set_state(self, state: str) -> None:
+        async with self.db.session() as session:
+            await session.execute(
+                update(Conversation).where(Conversation.id == self.conversation_id).values(call_state=state)
+            )
+
+    async def emit(self, event_type: str, data: dict[str, Any]) -> None:
+        async with self.db.session() as session:
+            conversation = await session.get(Conversation, self.conversation_id)
+            if conversation is not None:
+                await self._emit_event(session, event_type, conversation, data)
+
+    async def finish(self, end_reason: str, status: str = "completed") -> None:
+        async with self.db.session() as session:
+            conversation = await session.get(Conversation, self.conversation_id)
+            if conversation is None:
+                return
+            now = utcnow()
+            conversation.ended_at = now
+            conversation.end_reason = conversation.end_reason or end_reason
+            if conversation.status in ("initiated", "ringing", "in_progress"):
+                conversation.status = status
+            if conversation.started_at is not None:
+                conversation.duration_sec = round((now - conversation.started_at).total_seconds(), 2)
+            conversation.call_state = "ENDED"
+
+    async def _emit_event(self, session: Any, event_type: str, conversation: Conversation, data: dict) -> None:
+        if self._emit is None:
+            return
+        payload = {"conversation_id": conversation.id, "agent_id": conversation.agent_id, **data}
+        await self._emit(
+            session, event_type, payload, agent_id=conversation.agent_id, conversation_id=conversation.id
+        )

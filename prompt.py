@@ -1,0 +1,36 @@
+"""Builds the LLM's messages for one agent reply."""
+
+from __future__ import annotations
+
+from providers.base import ChatMessage
+
+STATE_HINTS = {
+    "CALL_START": "The call has just started; you already greeted the caller.",
+    "DISCOVERY": "You are learning who the caller is and what they need.",
+    "ACTIVE": "You are in the main conversation.",
+    "COMPLETION": "The conversation is ending; close politely.",
+}
+
+VOICE_RULES = (
+    "You are speaking on a phone call. Reply in one to three short spoken sentences. "
+    "No lists, no markdown, no emoji. Do not invent facts: if the knowledge below does not "
+    "answer a question, say you will follow up."
+)
+
+
+def build_messages(
+    system_prompt: str,
+    call_state: str,
+    knowledge: str,
+    history: list[ChatMessage],
+    user_text: str,
+    max_history: int = 12,
+) -> list[ChatMessage]:
+    """System prompt (variables already filled) + state + retrieved knowledge + heard history + the turn."""
+    parts = [system_prompt.strip(), VOICE_RULES, f"Call state: {STATE_HINTS.get(call_state, call_state)}"]
+    if knowledge:
+        parts.append("Knowledge (cite only what is relevant):\n" + knowledge)
+    messages = [ChatMessage("system", "\n\n".join(p for p in parts if p))]
+    messages.extend(history[-max_history:])
+    messages.append(ChatMessage("user", user_text))
+    return messages
