@@ -7,7 +7,9 @@ RUN apt-get update && apt-get install -y --no-install-recommends build-essential
 WORKDIR /app
 COPY requirements.txt .
 # torch: the CPU wheel (the default index would pull a multi-GB CUDA build).
-RUN pip install --no-cache-dir torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu \
+# Pass --build-arg PIP_EXTRA_INDEX_URL=<a CPU-only torch index> to avoid the CUDA wheels.
+ARG PIP_EXTRA_INDEX_URL=
+RUN pip install --no-cache-dir torch==2.13.0 \
     && CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX512=OFF" pip install --no-cache-dir -r requirements.txt
 
 COPY . .

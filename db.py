@@ -49,7 +49,7 @@ class Database:
             async with self.engine.connect() as conn:
                 await conn.exec_driver_sql("SELECT 1")
             return True
-        except Exception:  # noqa: BLE001 - readiness reports, it does not raise
+        except Exception:
             return False
 
     async def dispose(self) -> None:

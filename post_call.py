@@ -6,8 +6,9 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from models import Agent, Conversation, Meeting
 from sqlalchemy import select
+
+from models import Agent, Conversation, Meeting
 
 if TYPE_CHECKING:
     from runtime import Runtime
@@ -56,7 +57,7 @@ async def run_post_call(runtime: Runtime, conversation_id: str) -> None:
                 tool_calls=tool_calls, end_reason=end_reason,
             )
         summary, outcome, collected = analysis.summary, analysis.outcome, analysis.collected
-    except Exception as exc:  # noqa: BLE001 - the call record must still be completed and announced
+    except Exception as exc:
         log.warning("post-call analysis failed", extra={"fields": {"conversation_id": conversation_id, "error": type(exc).__name__}})
         summary, outcome, collected = None, None, {}
     async with runtime.db.session() as session:

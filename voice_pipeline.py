@@ -179,7 +179,7 @@ class WSConn:
             await self._receive_loop()
         except WebSocketDisconnect:
             pass
-        except Exception as exc:  # noqa: BLE001 - one broken call must not take others down
+        except Exception as exc:
             self.end_reason = "engine_error"
             self._log("call failed", logging.ERROR, error=type(exc).__name__, detail=str(exc)[:200])
         finally:
@@ -313,13 +313,13 @@ class WSConn:
         if self.stt is not None:
             try:
                 await self.stt.close()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 self._log("stt close failed", logging.WARNING)
         if self.store is not None and self.profile is not None:
             try:
                 await self.store.finish(self.end_reason)
                 self.runtime.calls.schedule_post_call(self.conversation_id)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 self._log("could not close conversation", logging.ERROR, error=type(exc).__name__)
         self.runtime.calls.unregister(self)
         await self._close(1000, "call ended")
@@ -330,7 +330,7 @@ class WSConn:
         if self.ws.client_state == WebSocketState.CONNECTED:
             try:
                 await self.ws.close(code=code, reason=reason)
-            except Exception:  # noqa: BLE001 - the peer may be gone already
+            except Exception:
                 pass
 
     async def hang_up(self, reason: str) -> None:
@@ -341,7 +341,7 @@ class WSConn:
         if getattr(twilio, "configured", False) and self.call_sid.startswith("CA"):
             try:
                 await twilio.hangup(self.call_sid)
-            except Exception as exc:  # noqa: BLE001 - closing the socket ends the stream anyway
+            except Exception as exc:
                 self._log("twilio hangup failed", logging.WARNING, error=type(exc).__name__)
         await self._close(1000, reason)
 
@@ -596,7 +596,7 @@ class WSConn:
                 await self.hang_up(turn.hang_up_after)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001 - a failed turn must not end the call
+        except Exception as exc:
             self._log("reply failed", logging.ERROR, error=type(exc).__name__, detail=str(exc)[:200])
 
     async def _answer(self, turn: ReplyTurn, intent: Intent) -> None:
@@ -715,7 +715,7 @@ class WSConn:
             async with asyncio.timeout(1.5):
                 chunks = await store.query(self.profile.id, text)
             return store.format_for_prompt(chunks) if chunks else ""
-        except Exception as exc:  # noqa: BLE001 - answer without knowledge rather than not at all
+        except Exception as exc:
             self._log("retrieval failed", logging.WARNING, error=type(exc).__name__)
             return ""
 
@@ -888,7 +888,7 @@ class WSConn:
             return
         try:
             await self.ws.send_text(text)
-        except Exception:  # noqa: BLE001 - the peer went away; the receive loop will notice
+        except Exception:
             self._closing = True
 
     async def wait_closed(self) -> None:

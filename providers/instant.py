@@ -20,7 +20,15 @@ import numpy as np
 
 from audio import frame_energy, pcm16_to_mulaw
 from config import Settings
-from providers.base import FRAME_BYTES, FRAME_MS, SAMPLE_RATE, ChatMessage, LLMChunk, ToolSpec, TranscriptEvent
+from providers.base import (
+    FRAME_BYTES,
+    FRAME_MS,
+    SAMPLE_RATE,
+    ChatMessage,
+    LLMChunk,
+    ToolSpec,
+    TranscriptEvent,
+)
 
 SPEECH_ENERGY = 300.0  # RMS on the PCM16 scale; line noise sits far below, speech far above
 MIN_SPEECH_MS = 60

@@ -115,7 +115,7 @@ class ProviderRegistry:
                 if warm is not None:
                     await warm()
                 self._warmed[kind] = True
-        except Exception as exc:  # noqa: BLE001 - a provider that fails to load is reported, not fatal
+        except Exception as exc:
             log.error("provider warm-up failed", extra={"fields": {"error": type(exc).__name__, "msg": str(exc)[:200]}})
 
     def readiness(self) -> dict[str, bool]:
@@ -129,5 +129,5 @@ class ProviderRegistry:
             if close is not None:
                 try:
                     await close()
-                except Exception:  # noqa: BLE001
+                except Exception:
                     log.warning("provider close failed", exc_info=True)
