@@ -18,13 +18,17 @@ from config import Settings, get_settings
 from http_middleware import BodySizeLimitMiddleware, RequestLogMiddleware
 from routers import (
     agents,
+    calls,
+    console,
     conversations,
     elevenlabs,
     health,
     knowledge,
+    outbound,
     phone_numbers,
     telephony,
     tools,
+    webhook_deliveries,
     webhooks,
 )
 from runtime import Runtime
@@ -83,7 +87,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api = [Depends(require_auth)]
     app.include_router(health.router)
     app.include_router(telephony.router)
-    for module in (agents, conversations, tools, phone_numbers, webhooks, knowledge, elevenlabs):
+    app.include_router(console.router)
+    api_modules = (
+        agents, conversations, tools, phone_numbers, webhooks, webhook_deliveries, knowledge, outbound, calls,
+        elevenlabs,
+    )
+    for module in api_modules:
         app.include_router(module.router, prefix="/v1", dependencies=api, responses=ERROR_RESPONSES)
     return app
 

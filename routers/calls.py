@@ -1,0 +1,5 @@
+"""calls routes (being written)."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,5 @@
+"""Web console: static pages served at / (being written)."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

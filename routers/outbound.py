@@ -1,0 +1,5 @@
+"""outbound routes (being written)."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

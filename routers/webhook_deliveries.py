@@ -1,0 +1,5 @@
+"""webhook_deliveries routes (being written)."""
+
+from fastapi import APIRouter
+
+router = APIRouter()
