@@ -18,6 +18,7 @@ from config import Settings, get_settings
 from http_middleware import BodySizeLimitMiddleware, RequestLogMiddleware
 from routers import (
     agents,
+    browser_calls,
     calls,
     console,
     conversations,
@@ -88,9 +89,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(telephony.router)
     app.include_router(console.router)
+    app.mount("/console", console.static_files, name="console")
     api_modules = (
-        agents, conversations, tools, phone_numbers, webhooks, webhook_deliveries, knowledge, outbound, calls,
-        elevenlabs,
+        agents, browser_calls, conversations, tools, phone_numbers, webhooks, webhook_deliveries, knowledge,
+        outbound, calls, elevenlabs,
     )
     for module in api_modules:
         app.include_router(module.router, prefix="/v1", dependencies=api, responses=ERROR_RESPONSES)

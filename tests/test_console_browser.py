@@ -1,0 +1,133 @@
+"""The web console in a real browser: Debian's headless Chromium, driven by Playwright.
+
+The browser's "microphone" is a WAV of synthesized caller speech (Chromium's fake capture device), so the
+test call goes through getUserMedia → the console's mu-law encoder → the Media Streams WebSocket → the
+same engine a phone call uses, with the caller's words transcribed by the local STT.
+Screenshots of the main pages land in ``artifacts/console/``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from audio import mulaw_to_pcm16
+from tests.conftest import API_KEY, ROOT, LiveServer, make_settings
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SCREENSHOTS = ROOT / "artifacts" / "console"
+CALLER_LINE = "Hello, I would like to book a demo for my sales team."
+
+
+def write_caller_wav(path: Path) -> None:
+    """1.5 s of silence (the greeting plays), the caller's sentence, then silence: 8 kHz 16-bit mono."""
+    from simulator.speech import synthesize_caller
+
+    speech = mulaw_to_pcm16(synthesize_caller(CALLER_LINE))
+    silence = np.zeros(8000 * 3 // 2, dtype=np.int16)
+    tail = np.zeros(8000 * 20, dtype=np.int16)  # Chromium loops the file: keep the repeat far away
+    samples = np.concatenate([silence, np.frombuffer(speech, dtype=np.int16), tail])
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(8000)
+        out.writeframes(samples.tobytes())
+
+
+@pytest.mark.asyncio
+async def test_console_browser_call(tmp_path: Path) -> None:
+    from playwright.async_api import async_playwright
+
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    caller_wav = tmp_path / "caller.wav"
+    write_caller_wav(caller_wav)
+    settings = make_settings(tmp_path, stt_provider="local", tts_provider="echo", llm_provider="echo")
+
+    async with LiveServer(settings) as server, async_playwright() as pw:
+        browser = await pw.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--use-fake-ui-for-media-stream",
+                "--use-fake-device-for-media-stream",
+                f"--use-file-for-fake-audio-capture={caller_wav}",
+                "--autoplay-policy=no-user-gesture-required",
+                "--no-sandbox",
+            ],
+        )
+        page = await browser.new_page(viewport={"width": 1280, "height": 900})
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+
+        # Sign in with an API key.
+        await page.goto(server.base_url + "/")
+        await page.fill("#api-key", "wrong-key")
+        await page.click("#sign-in")
+        await page.wait_for_selector("#toast:not([hidden])")
+        await page.screenshot(path=str(SCREENSHOTS / "sign-in.png"))
+        await page.fill("#api-key", API_KEY)
+        await page.click("#sign-in")
+
+        # Create an agent.
+        await page.click("#new-agent")
+        await page.fill("#agent-name", "Browser Bot")
+        await page.fill("#agent-system_prompt", "You are Alex, an SDR for Acme Analytics. Be brief.")
+        await page.fill("#agent-first_message", "Hi, this is Alex from Acme.")
+        await page.click("#save-agent")
+        await page.wait_for_selector("#call-button")
+        agent_id = page.url.rsplit("/", 1)[-1]
+        assert agent_id.startswith("agent_")
+        await page.screenshot(path=str(SCREENSHOTS / "agent.png"), full_page=True)
+
+        # Place a test call: the fake microphone speaks CALLER_LINE after the greeting.
+        await page.click("#call-button")
+        await page.wait_for_function("window.__call && window.__call.stats.framesReceived > 25", timeout=20_000)
+        async with server.client() as api:
+            conversation_id = await page.evaluate("window.__call.conversationId")
+            user_text = ""
+            for _ in range(120):  # up to 60 s: the caller speaks at ~1.5 s, then the local STT and a reply
+                detail = (await api.get(f"/v1/convai/conversations/{conversation_id}")).json()
+                user_turns = [t for t in detail["transcript"] if t["role"] == "user" and t["text"]]
+                agent_replies = [t for t in detail["transcript"] if t["role"] == "agent" and t["seq"] > 1]
+                if user_turns and agent_replies:
+                    user_text = " ".join(t["text"] for t in user_turns).lower()
+                    break
+                await asyncio.sleep(0.5)
+            assert "demo" in user_text, detail["transcript"]
+            await page.wait_for_selector("#live-transcript .turn.user")
+            await page.screenshot(path=str(SCREENSHOTS / "test-call.png"), full_page=True)
+            stats = await page.evaluate("window.__call.stats")
+            assert stats["framesSent"] > 100 and stats["marksEchoed"] > 0
+
+            # Live view, in a second tab (its own session sign-in) while the call is up.
+            live = await browser.new_page(viewport={"width": 1280, "height": 600})
+            await live.goto(server.base_url + "/")
+            await live.fill("#api-key", API_KEY)
+            await live.click("#sign-in")
+            await live.goto(server.base_url + "/#/live")
+            await live.wait_for_function("document.querySelector('#live-count')?.textContent === '1'")
+            await live.screenshot(path=str(SCREENSHOTS / "live-calls.png"))
+            await live.close()
+
+            # Leaving the agent page hangs up; the conversation is listed and its detail shows the words.
+            for _ in range(40):
+                status = (await api.get(f"/v1/convai/conversations/{conversation_id}")).json()["status"]
+                if status != "in_progress":
+                    break
+                await asyncio.sleep(0.25)
+
+        await page.goto(server.base_url + "/#/conversations")
+        await page.wait_for_selector("#conversations tr.clickable")
+        await page.screenshot(path=str(SCREENSHOTS / "conversations.png"), full_page=True)
+        await page.click("#conversations tr.clickable")
+        await page.wait_for_selector("#transcript .turn.user")
+        transcript_text = (await page.inner_text("#transcript")).lower()
+        assert "demo" in transcript_text
+        await page.screenshot(path=str(SCREENSHOTS / "conversation.png"), full_page=True)
+        assert not errors, errors
+        await browser.close()
