@@ -95,6 +95,7 @@ class Settings(BaseSettings):
     delayed_llm_ms: int = 250
     delayed_tts_ms: int = 150
 
+    record_calls: bool = True
     recordings_dir: str = Field(default="./recordings")
 
     def api_key_list(self) -> list[str]:

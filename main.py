@@ -25,8 +25,10 @@ from routers import (
     elevenlabs,
     health,
     knowledge,
+    metrics,
     outbound,
     phone_numbers,
+    recordings,
     telephony,
     tools,
     webhook_deliveries,
@@ -88,11 +90,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api = [Depends(require_auth)]
     app.include_router(health.router)
     app.include_router(telephony.router)
+    app.include_router(metrics.router)
     app.include_router(console.router)
     app.mount("/console", console.static_files, name="console")
     api_modules = (
         agents, browser_calls, conversations, tools, phone_numbers, webhooks, webhook_deliveries, knowledge,
-        outbound, calls, elevenlabs,
+        outbound, calls, recordings, elevenlabs,
     )
     for module in api_modules:
         app.include_router(module.router, prefix="/v1", dependencies=api, responses=ERROR_RESPONSES)

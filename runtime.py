@@ -7,6 +7,7 @@ import logging
 from auth import KeyRing
 from config import Settings
 from db import Database
+from metrics import LoopLagMonitor
 from providers.registry import ProviderRegistry
 from rag import KnowledgeStore
 from tools import ToolRunner
@@ -28,8 +29,10 @@ class Runtime:
         self.twilio = TwilioGateway(settings)
         self.calls = ConnectionManager(self)
         self.tool_runner = ToolRunner(self)
+        self.loop_lag = LoopLagMonitor()
 
     async def start(self) -> None:
+        self.loop_lag.start()
         await self.db.upgrade()
         await self.keyring.load(self.db)
         await self.webhooks.start()
@@ -54,3 +57,4 @@ class Runtime:
         await self.providers.aclose()
         self.knowledge.close()
         await self.db.dispose()
+        await self.loop_lag.stop()

@@ -331,6 +331,16 @@ function waterfall(turns) {
     h("div", { class: "legend" }, PHASES.map(([name, , , color]) => h("span", {}, h("i", { style: `background:${color}` }), name))));
 }
 
+function recordingPlayer(conversationId) {
+  // <audio src> cannot send the API key header: fetch the WAV, then play it from a blob URL.
+  const player = h("audio", { controls: true, id: "recording" });
+  fetch(`/v1/convai/conversations/${conversationId}/recording`, { headers: { "xi-api-key": session.key } })
+    .then((response) => (response.ok ? response.blob() : Promise.reject(new Error("recording unavailable"))))
+    .then((blob) => { player.src = URL.createObjectURL(blob); })
+    .catch((error) => player.replaceWith(h("span", { class: "muted" }, error.message)));
+  return player;
+}
+
 async function conversationPage(conversationId) {
   const c = await get(`/convai/conversations/${conversationId}`);
   const transcript = h("div", { class: "transcript", id: "transcript" });
@@ -349,7 +359,7 @@ async function conversationPage(conversationId) {
       h("label", {}, "Summary"), h("p", { id: "summary" }, c.summary || "—"),
       collected.length && h("div", {}, h("label", {}, "Collected data"),
         h("table", {}, collected.map(([k, v]) => h("tr", {}, h("th", {}, k), h("td", {}, JSON.stringify(v)))))),
-      c.recording_url && h("div", {}, h("label", {}, "Recording"), h("audio", { controls: true, src: c.recording_url, id: "recording" }))),
+      c.recording_url && h("div", {}, h("label", {}, "Recording (caller left, agent right)"), recordingPlayer(c.conversation_id))),
     h("h2", {}, "Latency per turn"), h("div", { class: "card" }, waterfall(c.transcript)),
     h("h2", {}, "Transcript (as the caller heard it)"), h("div", { class: "card" }, transcript));
 }
