@@ -1,0 +1,481 @@
+"""Load and latency benchmark: N concurrent calls through the real WebSocket path, over loopback.
+
+    python -m bench.load                       # all three profiles, default sweeps
+    python -m bench.load --profile overhead --calls 1,10,50,100,200
+    python -m bench.load --profile embedded --calls 1,2,4
+    python -m bench.load --profile cloud --calls 1,10
+
+Profiles (providers chosen by configuration, as an operator would):
+- overhead: instant echo STT/LLM/TTS, so the figures are the engine's own cost;
+- cloud: stand-ins with the fixed delays of Deepgram and a GPU Ollama (STT final 150 ms, LLM first token
+  250 ms, TTS first audio 150 ms), to show how much the engine overlaps them;
+- embedded: the real local STT, LLM and TTS.
+
+The server runs as its own process (uvicorn, as in production); callers run in 1–2 worker processes
+(bench/load_client.py). Each call: greeting, two caller turns, then a barge-in over the second reply.
+Output: tables on stdout, bench/results/load_<profile>.md/.json and PNG plots (latency CDF, jitter vs N).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+DATA = ROOT / "bench" / "data"
+API_KEY = "bench-key-" + secrets.token_hex(4)
+TO_NUMBER = "+15550009999"
+CALLER_LINES = [
+    "Hi, I got your message about the analytics platform.",
+    "What does it cost for a team of twenty people?",
+    "Actually, wait, can we book a demo next Tuesday?",
+]
+
+PROFILES: dict[str, dict[str, str]] = {
+    "overhead": {"STT_PROVIDER": "echo", "LLM_PROVIDER": "echo", "TTS_PROVIDER": "echo"},
+    "cloud": {"STT_PROVIDER": "delayed", "LLM_PROVIDER": "delayed", "TTS_PROVIDER": "delayed"},
+    "embedded": {"STT_PROVIDER": "local", "LLM_PROVIDER": "local", "TTS_PROVIDER": "local"},
+}
+DEFAULT_SWEEPS = {"overhead": [1, 10, 50, 100, 200], "cloud": [1, 10, 50], "embedded": [1, 2, 4]}
+CALL_TIMEOUT_S = {"overhead": 90, "cloud": 90, "embedded": 240}
+
+
+# ------------------------------------------------------------------ caller audio
+
+
+def caller_audio() -> list[bytes]:
+    """The caller's lines as 8 kHz mu-law, synthesized once by a real TTS and cached."""
+    DATA.mkdir(parents=True, exist_ok=True)
+    out = []
+    for index, line in enumerate(CALLER_LINES):
+        path = DATA / f"load_caller_{index}.ulaw"
+        if not path.exists():
+            from simulator.speech import synthesize_caller
+
+            path.write_bytes(synthesize_caller(line))
+        out.append(path.read_bytes())
+    return out
+
+
+# ------------------------------------------------------------------ server
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """``uvicorn main:app`` in its own process on a fresh SQLite file."""
+
+    def __init__(self, profile: str, workdir: Path, max_calls: int) -> None:
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        env = {
+            **os.environ,
+            **PROFILES[profile],
+            "DATABASE_URL": f"sqlite+aiosqlite:///{workdir / 'agents.db'}",
+            "CHROMA_PATH": str(workdir / "chroma"),
+            "RECORDINGS_DIR": str(workdir / "recordings"),
+            "API_KEYS": API_KEY,
+            "API_KEY_FILE": str(workdir / ".api_key"),
+            "PUBLIC_URL": self.base_url,
+            "MAX_CONCURRENT_CALLS": str(max_calls + 10),
+            "LOG_LEVEL": "WARNING",
+            "HF_HUB_OFFLINE": "1",
+            "TWILIO_ACCOUNT_SID": "",
+            "TWILIO_AUTH_TOKEN": "",
+            "DEEPGRAM_API_KEY": "",
+            "OLLAMA_HOST": "http://127.0.0.1:9",  # nothing there: auto would fall back to local anyway
+        }
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "main:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=open(workdir / "server.log", "wb"),
+        )
+        self.process = psutil.Process(self.proc.pid)
+
+    async def ready(self, timeout_s: float = 300) -> None:
+        deadline = time.monotonic() + timeout_s
+        async with httpx.AsyncClient() as http:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError("server exited; see server.log")
+                try:
+                    response = await http.get(self.base_url + "/readyz", timeout=2)
+                    if response.status_code == 200 and "llm_loaded" in response.json()["checks"]:
+                        return
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.5)
+        raise RuntimeError("server not ready in time")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+async def prepare_agent(base_url: str) -> str:
+    async with httpx.AsyncClient(base_url=base_url, headers={"xi-api-key": API_KEY}, timeout=30) as api:
+        agent = await api.post(
+            "/v1/convai/agents",
+            json={
+                "name": "Load Bot",
+                "system_prompt": "You are Alex, a friendly SDR for Acme Analytics. Answer in one sentence.",
+                "first_message": "Hi, this is Alex from Acme.",
+            },
+        )
+        agent.raise_for_status()
+        agent_id = agent.json()["agent_id"]
+        number = await api.post(
+            "/v1/convai/phone-numbers", json={"phone_number": TO_NUMBER, "agent_id": agent_id}
+        )
+        number.raise_for_status()
+        return agent_id
+
+
+# ------------------------------------------------------------------ one sweep point
+
+
+def run_workers(base_url: str, calls: int, timeout_s: float) -> list[dict]:
+    """Callers split over worker processes so the client is not the bottleneck on its own core."""
+    workers = 1 if calls <= 50 else 2
+    procs = []
+    for w in range(workers):
+        share = calls // workers + (1 if w < calls % workers else 0)
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "bench.load",
+                    "--worker",
+                    "--base-url",
+                    base_url,
+                    "--calls",
+                    str(share),
+                    "--offset",
+                    str(w * 10_000),
+                    "--timeout",
+                    str(timeout_s),
+                ],
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+        )
+    results: list[dict] = []
+    for proc in procs:
+        out, _ = proc.communicate(timeout=timeout_s + 60)
+        results.extend(json.loads(line) for line in out.splitlines() if line.startswith("{"))
+    return results
+
+
+async def measure(server: Server, profile: str, calls: int) -> dict:
+    async with httpx.AsyncClient(
+        base_url=server.base_url, headers={"xi-api-key": API_KEY}, timeout=30
+    ) as api:
+        await api.get("/metrics/loop-lag", params={"reset": True})
+        rss_before = server.process.memory_info().rss
+        cpu_before = server.process.cpu_times()
+        started = time.monotonic()
+        results = await asyncio.to_thread(run_workers, server.base_url, calls, CALL_TIMEOUT_S[profile])
+        wall = time.monotonic() - started
+        cpu_after = server.process.cpu_times()
+        rss_after = server.process.memory_info().rss
+        lag = (await api.get("/metrics/loop-lag")).json()
+        await asyncio.sleep(1.0)  # let the last turns land
+        stored = await stored_turns(api, [r["conversation_id"] for r in results if r["conversation_id"]])
+    cpu_s = (cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system)
+    v2v = [x for r in results for x in r["voice_to_voice_s"]]
+    barge = [x for r in results for x in r["barge_in_s"]]
+    gaps = [x for r in results for x in r["interarrival_s"]]
+    jitter = [abs(g - 0.02) for g in gaps]
+    sent_turns = sum(r["turns_sent"] for r in results)
+    stored_user = sum(stored["user_turns"].get(r["conversation_id"], 0) for r in results)
+    return {
+        "profile": profile,
+        "calls": calls,
+        "errors": sum(1 for r in results if r["error"]) + (calls - len(results)),
+        "error_samples": [r["error"] for r in results if r["error"]][:3],
+        "v2v_ms": pcts(v2v),
+        "v2v_samples_ms": [round(x * 1000, 1) for x in v2v],
+        "barge_in_ms": pcts(barge),
+        "barges_missed": sum(r["barges_missed"] for r in results),
+        "jitter_ms": pcts(jitter),
+        "underruns": sum(r["underruns"] for r in results),
+        "frames_received": sum(r["frames_received"] for r in results),
+        "turns_sent": sent_turns,
+        "user_turns_stored": stored_user,
+        "lost_turns": max(0, sent_turns - stored_user),
+        "server_breakdown_ms": stored["breakdown"],
+        "loop_lag_ms": lag,
+        "server_cpu_pct": round(100 * cpu_s / wall, 1),
+        "server_cpu_ms_per_call_s": round(1000 * cpu_s / max(1e-9, wall * calls), 2),
+        "rss_growth_mb": round((rss_after - rss_before) / 2**20, 1),
+        "rss_per_call_kb": round((rss_after - rss_before) / 1024 / calls, 1),
+        "wall_s": round(wall, 1),
+    }
+
+
+async def stored_turns(api: httpx.AsyncClient, conversation_ids: list[str]) -> dict:
+    """What the server stored: user turns per call, and the per-turn latency breakdown of agent turns."""
+    user_turns: dict[str, int] = {}
+    phases: dict[str, list[float]] = {
+        "endpointing+stt": [],
+        "llm_first_token": [],
+        "tts_first_audio": [],
+        "first_frame": [],
+        "voice_to_voice": [],
+    }
+    sem = asyncio.Semaphore(8)
+
+    async def one(conversation_id: str) -> None:
+        async with sem:
+            response = await api.get(f"/v1/convai/conversations/{conversation_id}")
+        if response.status_code != 200:
+            return
+        transcript = response.json()["transcript"]
+        user_turns[conversation_id] = sum(1 for t in transcript if t["role"] == "user")
+        for t in transcript:
+            if t["role"] != "agent" or t.get("user_speech_end_ms") is None:
+                continue
+            marks = [
+                t["user_speech_end_ms"],
+                t.get("stt_final_ms"),
+                t.get("llm_first_token_ms"),
+                t.get("tts_first_audio_ms"),
+                t.get("first_frame_sent_ms"),
+            ]
+            for name, a, b in zip(list(phases)[:4], marks, marks[1:], strict=False):
+                if a is not None and b is not None:
+                    phases[name].append((b - a) / 1000)
+            if marks[-1] is not None:
+                phases["voice_to_voice"].append((marks[-1] - marks[0]) / 1000)
+
+    await asyncio.gather(*(one(c) for c in conversation_ids))
+    return {"user_turns": user_turns, "breakdown": {k: pcts(v) for k, v in phases.items()}}
+
+
+def pcts(values: list[float]) -> dict[str, float | int]:
+    if not values:
+        return {"n": 0, "p50": float("nan"), "p95": float("nan"), "p99": float("nan")}
+    ordered = sorted(values)
+
+    def at(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 1)
+
+    return {
+        "n": len(ordered),
+        "p50": round(statistics.median(ordered) * 1000, 1),
+        "p95": at(0.95),
+        "p99": at(0.99),
+    }
+
+
+# ------------------------------------------------------------------ report
+
+
+def table(rows: list[dict]) -> str:
+    head = (
+        "| N | errors | lost turns | v2v p50 / p95 / p99 ms | barge-in→clear p50 / p95 ms | "
+        "jitter p99 ms | underruns | loop lag p99 ms | server CPU % | RSS Δ MB (per call KB) |"
+    )
+    lines = [head, "|" + "---|" * 10]
+    for r in rows:
+        v, b, j, lag = r["v2v_ms"], r["barge_in_ms"], r["jitter_ms"], r["loop_lag_ms"]
+        lines.append(
+            f"| {r['calls']} | {r['errors']} | {r['lost_turns']}/{r['turns_sent']} | "
+            f"{v['p50']} / {v['p95']} / {v['p99']} | {b['p50']} / {b['p95']} (missed {r['barges_missed']}) | "
+            f"{j['p99']} | {r['underruns']} | {lag['p99_ms']} | "
+            f"{r['server_cpu_pct']} | {r['rss_growth_mb']} ({r['rss_per_call_kb']}) |"
+        )
+    return "\n".join(lines)
+
+
+def breakdown_table(rows: list[dict]) -> str:
+    lines = [
+        "| N | endpointing+STT p50 | LLM first token p50 | TTS first audio p50 | first frame p50 | "
+        "server v2v p50 / p95 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        b = r["server_breakdown_ms"]
+        lines.append(
+            f"| {r['calls']} | {b['endpointing+stt']['p50']} | {b['llm_first_token']['p50']} | "
+            f"{b['tts_first_audio']['p50']} | {b['first_frame']['p50']} | "
+            f"{b['voice_to_voice']['p50']} / {b['voice_to_voice']['p95']} |"
+        )
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    memory_gib = round(psutil.virtual_memory().total / 2**30)
+    return f"{os.cpu_count()} cores, {memory_gib} GiB, Python {sys.version.split()[0]}"
+
+
+def plots(profile: str, rows: list[dict]) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    made = []
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in rows:
+        xs = sorted(r["v2v_samples_ms"])
+        if xs:
+            ax.plot(xs, [(i + 1) / len(xs) for i in range(len(xs))], label=f"N={r['calls']}")
+    ax.set_xlabel("voice-to-voice latency (ms)")
+    ax.set_ylabel("fraction of turns")
+    ax.set_title(f"Voice-to-voice CDF ({profile})")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    path = RESULTS / f"load_{profile}_v2v_cdf.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    made.append(path.name)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ns = [r["calls"] for r in rows]
+    ax.plot(ns, [r["jitter_ms"]["p99"] for r in rows], marker="o", label="pacing jitter p99")
+    ax.plot(ns, [r["loop_lag_ms"]["p99_ms"] for r in rows], marker="s", label="event-loop lag p99")
+    ax.axhline(20, color="grey", linestyle="--", linewidth=0.8)
+    ax.axhline(50, color="grey", linestyle=":", linewidth=0.8)
+    ax.set_xlabel("concurrent calls")
+    ax.set_ylabel("ms")
+    ax.set_title(f"Jitter and loop lag vs N ({profile})")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    path = RESULTS / f"load_{profile}_jitter.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    made.append(path.name)
+    plt.close(fig)
+    return made
+
+
+async def run_profile(profile: str, sweep: list[int]) -> list[dict]:
+    caller_audio()  # synthesize before the server starts, so it does not compete
+    rows = []
+    with tempfile.TemporaryDirectory(prefix=f"bench-load-{profile}-") as tmp:
+        server = Server(profile, Path(tmp), max(sweep))
+        try:
+            await server.ready()
+            await prepare_agent(server.base_url)
+            for calls in sweep:
+                row = await measure(server, profile, calls)
+                rows.append(row)
+                print(
+                    f"  {profile} N={calls}: v2v p50 {row['v2v_ms']['p50']} ms, jitter p99 "
+                    f"{row['jitter_ms']['p99']} ms, loop lag p99 {row['loop_lag_ms']['p99_ms']} ms, "
+                    f"errors {row['errors']}, lost {row['lost_turns']}",
+                    flush=True,
+                )
+                await asyncio.sleep(2)
+        finally:
+            server.stop()
+    return rows
+
+
+def report(profile: str, rows: list[dict]) -> str:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    images = plots(profile, rows)
+    text = (
+        f"## Load benchmark — {profile} profile\n\nMachine: {machine()}. "
+        f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Each call: greeting, two caller turns, "
+        f"a barge-in over the second reply. v2v = caller's last speech frame sent → "
+        f"first agent frame received "
+        f"(client side). Jitter = |inter-arrival − 20 ms| of agent frames after the lead.\n\n"
+        f"{table(rows)}\n\nServer-side per-turn breakdown (stored turn timings):\n\n"
+        f"{breakdown_table(rows)}\n\n"
+        + "".join(f"![{name}]({name})\n" for name in images)
+    )
+    (RESULTS / f"load_{profile}.md").write_text(text)
+    (RESULTS / f"load_{profile}.json").write_text(
+        json.dumps([{k: v for k, v in r.items() if k != "v2v_samples_ms"} for r in rows], indent=1)
+    )
+    return text
+
+
+# ------------------------------------------------------------------ worker
+
+
+async def worker(base_url: str, calls: int, offset: int, timeout_s: float) -> None:
+    from bench.load_client import SimulatedCaller, Utterance, frames_of
+
+    lines = [frames_of(audio) for audio in caller_audio()]
+    script = [Utterance(lines[0]), Utterance(lines[1]), Utterance(lines[2], barge_in_after_s=0.6)]
+    limits = httpx.Limits(max_connections=50)
+    async with httpx.AsyncClient(timeout=30, limits=limits) as http:
+
+        async def one(index: int) -> dict:
+            await asyncio.sleep(index * min(0.05, 2.0 / max(1, calls)))  # ramp up over ≤ 2 s
+            caller = SimulatedCaller(base_url, f"CA{offset + index:032x}", TO_NUMBER, script)
+            try:
+                result = await asyncio.wait_for(caller.run(http), timeout_s)
+            except TimeoutError:
+                result = caller.result
+                result.error = "timeout"
+            return result.__dict__
+
+        for result in await asyncio.gather(*(one(i) for i in range(calls))):
+            print(json.dumps(result), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--profile", choices=[*PROFILES, "all"], default="all")
+    parser.add_argument("--calls", help="comma-separated sweep, e.g. 1,10,50")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--base-url", help=argparse.SUPPRESS)
+    parser.add_argument("--offset", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--timeout", type=float, default=90, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        asyncio.run(worker(args.base_url, int(args.calls), args.offset, args.timeout))
+        return
+    profiles = list(PROFILES) if args.profile == "all" else [args.profile]
+    for profile in profiles:
+        sweep = [int(x) for x in args.calls.split(",")] if args.calls else DEFAULT_SWEEPS[profile]
+        print(f"load benchmark: {profile} profile, N = {sweep}", flush=True)
+        rows = asyncio.run(run_profile(profile, sweep))
+        print(report(profile, rows), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,279 @@
+"""The load driver's caller: Twilio's side of one call, lean enough to run hundreds per process.
+
+Each call posts the inbound webhook, opens the Media Stream from the TwiML, and then runs on one 20 ms
+clock: send a caller frame (speech from a script, else line silence), play out the agent's audio like
+Twilio does (real-time buffer, `mark` echoed when its audio has played, everything dropped on `clear`),
+and time-stamp what matters:
+
+- voice-to-voice: the caller's last speech frame sent → the first agent frame received after it;
+- pacing: inter-arrival times of the agent's frames within a reply (jitter, underruns);
+- barge-in: the caller's speech onset while the agent talks → `clear` received.
+
+Frames are pre-encoded JSON strings and incoming messages are classified by a substring test, so the
+client spends its time waiting, not parsing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import re
+import time
+from dataclasses import dataclass, field
+
+import httpx
+import websockets
+
+FRAME_S = 0.02
+FRAME_BYTES = 160
+LEAD_FRAMES = 3  # frames the server sends ahead of real time at the start of each segment
+SILENCE = b"\xff" * FRAME_BYTES
+_STREAM_URL = re.compile(r'<Stream url="([^"]+)"')
+_PARAMETER = re.compile(r'<Parameter name="([^"]+)" value="([^"]*)"')
+
+
+@dataclass
+class Utterance:
+    frames: list[bytes]
+    barge_in_after_s: float | None = None  # speak this long after the agent's reply starts, over it
+
+
+@dataclass
+class CallResult:
+    call_sid: str
+    conversation_id: str = ""
+    voice_to_voice_s: list[float] = field(default_factory=list)
+    barge_in_s: list[float] = field(default_factory=list)
+    interarrival_s: list[float] = field(default_factory=list)
+    underruns: int = 0
+    barges_missed: int = 0
+    frames_received: int = 0
+    turns_sent: int = 0
+    error: str | None = None
+
+
+class SimulatedCaller:
+    """One call over the real protocol; ``run()`` returns its measurements."""
+
+    REPLY_QUIET_S = 0.8  # the agent has finished its reply after this much quiet
+    TURN_TIMEOUT_S = 20.0
+
+    def __init__(self, base_url: str, call_sid: str, to_number: str, script: list[Utterance]) -> None:
+        self.base_url = base_url
+        self.call_sid = call_sid
+        self.to_number = to_number
+        self.script = script
+        self.result = CallResult(call_sid)
+        self.stream_sid = "MZ" + call_sid[2:]
+        self._last_agent_frame = 0.0
+        self._reply_started: float | None = None
+        self._playhead = 0.0
+        self._pending_marks: list[tuple[float, str]] = []
+        self._cleared_at: float | None = None
+        self._awaiting_reply_since: float | None = None
+        self._in_reply = False
+        self._seq = 0
+        self._replies: list[list[float]] = []
+
+    async def run(self, http: httpx.AsyncClient) -> CallResult:
+        try:
+            ws_url, params = await self._webhook(http)
+            self.result.conversation_id = params.get("conversation_id", "")
+            async with websockets.connect(ws_url, max_size=2**20, compression=None) as ws:
+                await self._send_json(ws, {"event": "connected", "protocol": "Call", "version": "1.0.0"})
+                await self._send_json(
+                    ws,
+                    {
+                        "event": "start",
+                        "streamSid": self.stream_sid,
+                        "start": {
+                            "streamSid": self.stream_sid,
+                            "accountSid": "ACbench",
+                            "callSid": self.call_sid,
+                            "tracks": ["inbound"],
+                            "customParameters": params,
+                            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                        },
+                    },
+                )
+                receiver = asyncio.create_task(self._receive(ws))
+                try:
+                    await self._talk(ws)
+                    await self._send_json(
+                        ws,
+                        {"event": "stop", "streamSid": self.stream_sid, "stop": {"callSid": self.call_sid}},
+                    )
+                finally:
+                    receiver.cancel()
+        except Exception as exc:
+            self.result.error = f"{type(exc).__name__}: {str(exc)[:120]}"
+        self._pacing()
+        return self.result
+
+    def _pacing(self) -> None:
+        """Jitter and underruns of each reply's frames as a Twilio playout buffer would see them.
+
+        The server sends a few frames ahead (its lead) and then one per 20 ms; a frame underruns when it
+        arrives after the moment its predecessor finished playing.
+        """
+        for arrivals in self._replies:
+            start = arrivals[0]
+            burst = 0
+            for k in range(1, len(arrivals)):
+                gap = arrivals[k] - arrivals[k - 1]
+                burst = burst + 1 if gap < 0.002 else 0
+                if not 0 < burst <= LEAD_FRAMES:  # a segment's lead frames come at once, by design
+                    self.result.interarrival_s.append(gap)
+                if arrivals[k] > start + k * FRAME_S + 0.005:
+                    self.result.underruns += 1
+                    start = arrivals[k] - k * FRAME_S  # playback resumes from the late frame
+
+    async def _webhook(self, http: httpx.AsyncClient) -> tuple[str, dict[str, str]]:
+        response = await http.post(
+            f"{self.base_url}/twiml/voice",
+            data={
+                "CallSid": self.call_sid,
+                "From": "+15550001111",
+                "To": self.to_number,
+                "AccountSid": "ACbench",
+            },
+        )
+        response.raise_for_status()
+        match = _STREAM_URL.search(response.text)
+        if match is None:
+            raise RuntimeError("no <Stream> in TwiML (call refused?)")
+        return match.group(1), dict(_PARAMETER.findall(response.text))
+
+    async def _send_json(self, ws: websockets.ClientConnection, message: dict) -> None:
+        self._seq += 1
+        message["sequenceNumber"] = str(self._seq)
+        await ws.send(json.dumps(message))
+
+    def _media(self, payload: bytes) -> str:
+        self._seq += 1
+        payload_b64 = base64.b64encode(payload).decode()
+        return (
+            f'{{"event":"media","sequenceNumber":"{self._seq}","streamSid":"{self.stream_sid}",'
+            f'"media":{{"track":"inbound","payload":"{payload_b64}"}}}}'
+        )
+
+    async def _receive(self, ws: websockets.ClientConnection) -> None:
+        async for raw in ws:
+            now = time.perf_counter()
+            if '"media"' in raw[:40]:
+                self.result.frames_received += 1
+                if not self._in_reply:
+                    self._in_reply = True
+                    self._reply_started = now
+                    self._replies.append([])
+                    if self._awaiting_reply_since is not None:
+                        self.result.voice_to_voice_s.append(now - self._awaiting_reply_since)
+                        self._awaiting_reply_since = None
+                if self._replies:
+                    self._replies[-1].append(now)
+                self._last_agent_frame = now
+                self._playhead = max(self._playhead, now) + FRAME_S
+            elif '"mark"' in raw[:40]:
+                name = json.loads(raw)["mark"]["name"]
+                self._pending_marks.append((max(self._playhead, now), name))
+            elif '"clear"' in raw[:40]:
+                self._cleared_at = now
+                self._playhead = now
+                for _, name in self._pending_marks:
+                    await self._send_json(
+                        ws, {"event": "mark", "streamSid": self.stream_sid, "mark": {"name": name}}
+                    )
+                self._pending_marks.clear()
+
+    async def _echo_played_marks(self, ws: websockets.ClientConnection, now: float) -> None:
+        while self._pending_marks and self._pending_marks[0][0] <= now:
+            _, name = self._pending_marks.pop(0)
+            await self._send_json(ws, {"event": "mark", "streamSid": self.stream_sid, "mark": {"name": name}})
+
+    def _agent_quiet(self, now: float) -> bool:
+        quiet = now - self._last_agent_frame > self.REPLY_QUIET_S
+        if quiet:
+            self._in_reply = False
+        return quiet
+
+    async def _talk(self, ws: websockets.ClientConnection) -> None:
+        """One 20 ms clock: caller frames out, marks echoed when played, the script advanced."""
+        silence = self._media(SILENCE)
+        next_tick = time.perf_counter()
+        queue: list[bytes] = []
+        script = list(self.script)
+        phase = "greeting"  # greeting → speaking → waiting → (next utterance) … → done
+        phase_since = next_tick
+        barge: Utterance | None = None
+        barge_onset: float | None = None
+        while True:
+            now = time.perf_counter()
+            await self._echo_played_marks(ws, now)
+            if phase == "greeting" and (
+                (self.result.frames_received and self._agent_quiet(now))
+                or now - phase_since > self.TURN_TIMEOUT_S
+            ):
+                phase, phase_since = "next", now
+            elif phase == "waiting":
+                if (
+                    barge is not None
+                    and self._awaiting_reply_since is None
+                    and self._in_reply
+                    and self._reply_started
+                    and now - self._reply_started >= (barge.barge_in_after_s or 0)
+                ):
+                    queue = list(barge.frames)
+                    self._cleared_at = None
+                    barge_onset = now
+                    barge = None
+                    phase = "barging"
+                elif (
+                    self._awaiting_reply_since is None and self._agent_quiet(now)
+                ) or now - phase_since > self.TURN_TIMEOUT_S:
+                    barge = None
+                    phase, phase_since = "next", now
+            if barge_onset is not None and self._cleared_at is not None and self._cleared_at >= barge_onset:
+                self.result.barge_in_s.append(self._cleared_at - barge_onset)
+                barge_onset = None
+            if phase == "barging":
+                if not queue:
+                    self._awaiting_reply_since = now
+                    self._in_reply = False
+                    phase, phase_since = "waiting", now
+            if phase == "next":
+                if barge_onset is not None:
+                    self.result.barges_missed += 1
+                    barge_onset = None
+                if not script:
+                    return
+                queue = list(script.pop(0).frames)
+                phase, phase_since = "speaking", now
+                self.result.turns_sent += 1
+            if queue:
+                await ws.send(self._media(queue.pop(0)))
+                if not queue and phase == "speaking":
+                    self._awaiting_reply_since = time.perf_counter()
+                    self._in_reply = False
+                    phase, phase_since = "waiting", now
+                    if script and script[0].barge_in_after_s is not None:
+                        barge = script.pop(0)  # spoken over the reply to what was just said
+                        self.result.turns_sent += 1
+            else:
+                await ws.send(silence)
+            next_tick += FRAME_S
+            delay = next_tick - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            else:
+                next_tick = time.perf_counter()  # the client fell behind: do not burst to catch up
+
+
+def frames_of(mulaw: bytes, speech_rms: float = 200.0) -> list[bytes]:
+    """20 ms frames of an utterance, leading and trailing silence trimmed: the last frame sent is speech."""
+    from audio import frame_energy
+
+    padded = mulaw + b"\xff" * (-len(mulaw) % FRAME_BYTES)
+    frames = [padded[i : i + FRAME_BYTES] for i in range(0, len(padded), FRAME_BYTES)]
+    voiced = [i for i, frame in enumerate(frames) if frame_energy(frame) > speech_rms]
+    return frames[voiced[0] : voiced[-1] + 1] if voiced else frames
