@@ -17,16 +17,22 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 CALLS_ACTIVE = Gauge("ai_sdr_calls_active", "Calls with an open media stream", registry=REGISTRY)
 CALLS_TOTAL = Counter("ai_sdr_calls_total", "Media streams handled", ["end_reason"], registry=REGISTRY)
 VOICE_TO_VOICE = Histogram(
-    "ai_sdr_voice_to_voice_seconds", "Caller's end of speech to the agent's first audio frame sent",
-    buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.5, 2.0, 3.0, 5.0), registry=REGISTRY,
+    "ai_sdr_voice_to_voice_seconds",
+    "Caller's end of speech to the agent's first audio frame sent",
+    buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.5, 2.0, 3.0, 5.0),
+    registry=REGISTRY,
 )
 BARGE_IN = Histogram(
-    "ai_sdr_barge_in_seconds", "Caller's speech onset to Twilio `clear` sent",
-    buckets=(0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0), registry=REGISTRY,
+    "ai_sdr_barge_in_seconds",
+    "Caller's speech onset to Twilio `clear` sent",
+    buckets=(0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0),
+    registry=REGISTRY,
 )
 LOOP_LAG = Histogram(
-    "ai_sdr_event_loop_lag_seconds", "How late the event loop woke a 20 ms timer",
-    buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0), registry=REGISTRY,
+    "ai_sdr_event_loop_lag_seconds",
+    "How late the event loop woke a 20 ms timer",
+    buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
+    registry=REGISTRY,
 )
 
 
@@ -60,7 +66,12 @@ class LoopLagMonitor:
         def pct(q: float) -> float:
             return round(values[min(len(values) - 1, int(q * len(values)))] * 1000, 2)
 
-        return {"count": len(values), "p50_ms": pct(0.5), "p99_ms": pct(0.99), "max_ms": round(values[-1] * 1000, 2)}
+        return {
+            "count": len(values),
+            "p50_ms": pct(0.5),
+            "p99_ms": pct(0.99),
+            "max_ms": round(values[-1] * 1000, 2),
+        }
 
     async def stop(self) -> None:
         if self._task is not None:

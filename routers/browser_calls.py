@@ -43,7 +43,11 @@ async def start_browser_call(
         raise HTTPException(404, detail=f"agent {agent_id!r} not found")
     call_sid = "WB" + secrets.token_hex(16)
     conversation = Conversation(
-        agent_id=agent_id, call_sid=call_sid, direction="web", from_number="browser", status="ringing",
+        agent_id=agent_id,
+        call_sid=call_sid,
+        direction="web",
+        from_number="browser",
+        status="ringing",
         dynamic_variables=dict((body or BrowserCallRequest()).dynamic_variables),
     )
     session.add(conversation)

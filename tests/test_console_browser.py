@@ -86,7 +86,9 @@ async def test_console_browser_call(tmp_path: Path) -> None:
 
         # Place a test call: the fake microphone speaks CALLER_LINE after the greeting.
         await page.click("#call-button")
-        await page.wait_for_function("window.__call && window.__call.stats.framesReceived > 25", timeout=20_000)
+        await page.wait_for_function(
+            "window.__call && window.__call.stats.framesReceived > 25", timeout=20_000
+        )
         async with server.client() as api:
             conversation_id = await page.evaluate("window.__call.conversationId")
             user_text = ""
