@@ -12,9 +12,9 @@ STATE_HINTS = {
 }
 
 VOICE_RULES = (
-    "You are speaking on a phone call. Reply in one to three short spoken sentences. "
-    "No lists, no markdown, no emoji. Do not invent facts: if the knowledge below does not "
-    "answer a question, say you will follow up."
+    "You are on a phone call. Reply to the caller in one or two short, friendly spoken sentences. "
+    "No lists, no markdown, no emoji. Do not invent facts: if the facts below do not answer a question, "
+    "say you will follow up by email."
 )
 
 
@@ -27,9 +27,9 @@ def build_messages(
     max_history: int = 12,
 ) -> list[ChatMessage]:
     """System prompt (variables already filled) + state + retrieved knowledge + heard history + the turn."""
-    parts = [system_prompt.strip(), VOICE_RULES, f"Call state: {STATE_HINTS.get(call_state, call_state)}"]
+    parts = [system_prompt.strip(), VOICE_RULES, STATE_HINTS.get(call_state, "")]
     if knowledge:
-        parts.append("Knowledge (cite only what is relevant):\n" + knowledge)
+        parts.append("Facts from the knowledge base (use only what answers the caller):\n" + knowledge)
     messages = [ChatMessage("system", "\n\n".join(p for p in parts if p))]
     messages.extend(history[-max_history:])
     messages.append(ChatMessage("user", user_text))

