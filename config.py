@@ -72,7 +72,8 @@ class Settings(BaseSettings):
     chroma_host: str = ""
     chroma_port: int = 8000
     rag_top_k: int = 3
-    rag_min_score: float = 0.3
+    rag_min_score: float = 0.25
+    warm_embeddings: bool = True  # load the embedding model at start, not on the first retrieval
 
     # --- interruption and turn-taking
     interrupt_enabled: bool = True

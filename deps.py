@@ -61,7 +61,11 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
         400: "Bad request (e.g. an invalid cursor)",
         404: "Unknown id",
         409: "Conflict with existing data (duplicate name or number, call in progress)",
+        403: "Forbidden",
         413: "Request body too large",
+        415: "Unsupported media type",
+        422: "The request is well-formed but cannot be processed (details in `detail`)",
+        503: "A required upstream service is not configured or unavailable",
     }
     return {code: {"model": ErrorResponse, "description": descriptions[code]} for code in codes}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from auth import KeyRing
@@ -37,6 +38,8 @@ class Runtime:
         await self.keyring.load(self.db)
         await self.webhooks.start()
         self.providers.warm_in_background()
+        if self.settings.warm_embeddings:
+            self._warm_knowledge = asyncio.create_task(self.knowledge.warm(), name="warm-embeddings")
 
     def webhooks_notify(self) -> None:
         """Wake the webhook worker after a transaction that emitted events has committed."""
@@ -52,6 +55,9 @@ class Runtime:
         self.webhooks_notify()
 
     async def stop(self) -> None:
+        warm = getattr(self, "_warm_knowledge", None)
+        if warm is not None and not warm.done():
+            warm.cancel()
         await self.calls.drain()
         await self.webhooks.stop()
         await self.providers.aclose()

@@ -711,6 +711,10 @@ class WSConn:
         store = self.runtime.knowledge
         if not self.profile.agent.documents or not hasattr(store, "query"):
             return ""
+        if any(d.status == "pending" for d in self.profile.agent.documents):
+            await store.index_pending(self.runtime.db, self.profile.id)  # documents copied from another agent
+            for document in self.profile.agent.documents:
+                document.status = "ready"
         try:
             async with asyncio.timeout(1.5):
                 chunks = await store.query(self.profile.id, text)

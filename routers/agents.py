@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 from sqlalchemy import func, select
 
 import agent_service
@@ -84,7 +84,8 @@ async def update_agent(agent_id: str, body: AgentUpdate, session: SessionDep) ->
     responses=error_responses(404),
     summary="Delete an agent with its tools, documents and agent-scoped webhooks",
 )
-async def delete_agent(agent_id: str, session: SessionDep) -> Response:
+async def delete_agent(agent_id: str, request: Request, session: SessionDep) -> Response:
     agent = await agent_service.get_agent_or_404(session, agent_id)
     await session.delete(agent)
+    await request.app.state.runtime.knowledge.delete_agent(agent_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

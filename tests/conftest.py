@@ -37,6 +37,7 @@ def make_settings(tmp_path: Path, **overrides: object) -> Settings:
         "tts_provider": "echo",
         "llm_provider": "echo",
         "webhook_allow_private": True,
+        "warm_embeddings": False,
         "log_level": "WARNING",
     }
     values.update(overrides)

@@ -1,0 +1,141 @@
+"""Knowledge base: chunking, real MiniLM embeddings in a real ChromaDB, and the REST routes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rag import KnowledgeStore, chunk_text
+from tests.conftest import make_settings
+
+FACTS = """Acme Analytics builds real-time dashboards for sales teams.
+
+Pricing: the Team plan costs 30 dollars per seat per month. The Enterprise plan adds single sign-on
+and costs 55 dollars per seat per month.
+
+Integrations: Acme connects to Salesforce, HubSpot and Pipedrive. Data syncs every five minutes.
+
+Security: Acme is SOC 2 Type II certified and keeps customer data in the EU or the US."""
+
+
+def make_pdf(text: str) -> bytes:
+    """A minimal one-page PDF with ``text`` on it (what a user would upload)."""
+    stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode()
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+        b"/Resources << /Font << /F1 5 0 R >> >> >>",
+        b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
+    out, offsets = bytearray(b"%PDF-1.4\n"), []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    return bytes(out)
+
+
+def test_chunks_follow_paragraphs_and_overlap() -> None:
+    chunks = chunk_text(FACTS)
+    assert len(chunks) >= 3
+    assert any("Salesforce" in c for c in chunks)
+    long_text = " ".join(f"Sentence number {i} talks about feature {i}." for i in range(200))
+    long_chunks = chunk_text(long_text, max_chars=300)
+    assert all(len(c) <= 360 for c in long_chunks)
+    # Overlap: each chunk starts with the last sentence of the previous one.
+    assert long_chunks[1].split(". ")[0] in long_chunks[0]
+
+
+@pytest.mark.asyncio
+async def test_store_retrieves_relevant_chunks_and_forgets_deleted_documents(tmp_path: Path) -> None:
+    store = KnowledgeStore(make_settings(tmp_path))
+    try:
+        assert await store.add_document("agent_a", "doc_1", "Acme facts", FACTS) >= 3
+        hits = await store.query("agent_a", "Do you work with Salesforce?")
+        assert hits and "Salesforce" in hits[0].text and hits[0].document_id == "doc_1"
+        price = await store.query("agent_a", "How much is the Team plan per seat?")
+        assert "30 dollars" in price[0].text
+        assert await store.query("agent_a", "What is the capital of Mongolia?", min_score=0.35) == []
+        assert await store.query("agent_b", "Salesforce") == []  # another agent's collection is separate
+        assert "[1] (Acme facts)" in store.format_for_prompt(hits)
+        await store.delete_document("agent_a", "doc_1")
+        assert await store.query("agent_a", "Salesforce", min_score=-1) == []
+    finally:
+        store.close()
+
+
+@pytest.mark.asyncio
+async def test_knowledge_routes(app_client) -> None:  # type: ignore[no-untyped-def]
+    agent = (await app_client.post("/v1/convai/agents", json={"name": "KB Bot"})).json()
+    base = f"/v1/convai/agents/{agent['agent_id']}/knowledge"
+
+    created = await app_client.post(
+        base, json={"name": "Facts", "text": FACTS, "content_type": "text/markdown"}
+    )
+    assert created.status_code == 201, created.text
+    assert created.json()["chunk_count"] >= 3 and created.json()["status"] == "ready"
+
+    pdf = await app_client.post(
+        f"{base}/upload",
+        files={"file": ("sso.pdf", make_pdf("Single sign-on uses SAML 2.0 and Okta."), "application/pdf")},
+    )
+    assert pdf.status_code == 201, pdf.text
+    txt = await app_client.post(
+        f"{base}/upload", files={"file": ("notes.txt", b"Support is open 24/7 by phone.", "text/plain")}
+    )
+    assert txt.status_code == 201
+
+    listed = (await app_client.get(base)).json()["documents"]
+    assert [d["name"] for d in listed] == ["Facts", "sso.pdf", "notes.txt"]
+    store = app_client.app.state.runtime.knowledge
+    hits = await store.query(agent["agent_id"], "Which identity protocol does single sign-on use?")
+    assert "SAML" in hits[0].text
+
+    bad_type = await app_client.post(
+        f"{base}/upload", files={"file": ("x.exe", b"MZ...", "application/octet-stream")}
+    )
+    assert bad_type.status_code == 415 and "unsupported" in bad_type.json()["detail"]
+    broken_pdf = await app_client.post(
+        f"{base}/upload", files={"file": ("b.pdf", b"%PDF-1.4 garbage", "application/pdf")}
+    )
+    assert broken_pdf.status_code == 422
+    empty = await app_client.post(base, json={"name": "Empty", "text": "   "})
+    assert empty.status_code == 422
+    unknown = await app_client.get("/v1/convai/agents/agent_nope/knowledge")
+    assert unknown.status_code == 404
+
+    doc_id = created.json()["id"]
+    assert (await app_client.delete(f"{base}/{doc_id}")).status_code == 204
+    assert (await app_client.get(f"{base}/{doc_id}")).status_code == 404
+    assert all(
+        "Salesforce" not in h.text for h in await store.query(agent["agent_id"], "Salesforce", min_score=-1)
+    )
+
+
+@pytest.mark.asyncio
+async def test_upload_size_limit(tmp_path: Path) -> None:
+    import httpx
+
+    from main import create_app
+    from tests.conftest import API_KEY
+
+    app = create_app(make_settings(tmp_path, max_upload_bytes=1000))
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://t", headers={"xi-api-key": API_KEY}
+        ) as client:
+            agent = (await client.post("/v1/convai/agents", json={"name": "A"})).json()
+            big = await client.post(
+                f"/v1/convai/agents/{agent['agent_id']}/knowledge/upload",
+                files={"file": ("big.txt", b"x" * 5000, "text/plain")},
+            )
+            assert big.status_code == 413
+            assert (await client.get(f"/v1/convai/agents/{agent['agent_id']}/knowledge")).json()[
+                "documents"
+            ] == []
