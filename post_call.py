@@ -68,27 +68,28 @@ async def run_post_call(runtime: Runtime, conversation_id: str) -> None:
         conversation.outcome = outcome
         conversation.collected_data = collected
         meetings = (await session.scalars(select(Meeting).where(Meeting.conversation_id == conversation_id))).all()
-        emit = getattr(runtime.webhooks, "emit", None)
-        if emit is not None:
-            await emit(
-                session, "call.completed",
-                {
-                    "conversation_id": conversation.id,
-                    "agent_id": conversation.agent_id,
-                    "call_sid": conversation.call_sid,
-                    "direction": conversation.direction,
-                    "status": conversation.status,
-                    "end_reason": conversation.end_reason,
-                    "duration_sec": conversation.duration_sec,
-                    "started_at": conversation.started_at,
-                    "ended_at": conversation.ended_at,
-                    "transcript": transcript,
-                    "tool_calls": tool_calls,
-                    "meetings": [{"id": m.id, "start_time": m.start_time, "attendee_name": m.attendee_name} for m in meetings],
-                    "summary": summary,
-                    "outcome": outcome,
-                    "collected_data": collected,
-                    "recording_url": conversation.recording_url,
-                },
-                agent_id=conversation.agent_id, conversation_id=conversation.id,
-            )
+        await runtime.webhooks.emit(
+            session, "call.completed",
+            {
+                "conversation_id": conversation.id,
+                "agent_id": conversation.agent_id,
+                "call_sid": conversation.call_sid,
+                "direction": conversation.direction,
+                "status": conversation.status,
+                "end_reason": conversation.end_reason,
+                "duration_sec": conversation.duration_sec,
+                "started_at": conversation.started_at,
+                "ended_at": conversation.ended_at,
+                "transcript": transcript,
+                "tool_calls": tool_calls,
+                "meetings": [{"id": m.id, "start_time": m.start_time, "attendee_name": m.attendee_name} for m in meetings],
+                "summary": summary,
+                "outcome": outcome,
+                "collected_data": collected,
+                "recording_url": (
+                    runtime.settings.public_url.rstrip("/") + conversation.recording_url
+                    if conversation.recording_url else None
+                ),
+            },
+            agent_id=conversation.agent_id, conversation_id=conversation.id,
+        )

@@ -43,9 +43,7 @@ class Runtime:
 
     def webhooks_notify(self) -> None:
         """Wake the webhook worker after a transaction that emitted events has committed."""
-        notify = getattr(self.webhooks, "notify", None)
-        if notify is not None:
-            notify()
+        self.webhooks.notify()
 
     async def post_call(self, conversation_id: str) -> None:
         """After hang-up: summary, outcome and collected data, then `call.completed`."""
@@ -60,6 +58,8 @@ class Runtime:
             warm.cancel()
         await self.calls.drain()
         await self.webhooks.stop()
+        await self.tool_runner.aclose()
+        await self.twilio.aclose()
         await self.providers.aclose()
         self.knowledge.close()
         await self.db.dispose()
