@@ -33,6 +33,10 @@ class CallRecorder:
         """Agent frames are placed at the moment they were sent (silence fills the pauses)."""
         self._append(self._agent, mulaw, at_sample)
 
+    def truncate_agent(self, at_sample: int) -> None:
+        """Drop agent audio queued past ``at_sample``: a barge-in cleared it before it was played."""
+        del self._agent[max(0, at_sample) :]
+
     def _append(self, track: bytearray, mulaw: bytes, at_sample: int | None) -> None:
         if at_sample is not None and at_sample > len(track):
             track.extend(bytes([MULAW_SILENCE]) * min(at_sample - len(track), self._limit))

@@ -115,11 +115,13 @@ class CallStore:
             if conversation is not None:
                 await self._emit_event(session, event_type, conversation, data)
 
-    async def finish(self, end_reason: str, status: str = "completed") -> None:
+    async def finish(self, end_reason: str, status: str = "completed", recording_url: str | None = None) -> None:
         async with self.db.session() as session:
             conversation = await session.get(Conversation, self.conversation_id)
             if conversation is None:
                 return
+            if recording_url:
+                conversation.recording_url = recording_url
             now = utcnow()
             conversation.ended_at = now
             conversation.end_reason = conversation.end_reason or end_reason

@@ -65,6 +65,7 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
         413: "Request body too large",
         415: "Unsupported media type",
         422: "The request is well-formed but cannot be processed (details in `detail`)",
+        502: "An upstream service (Twilio) refused the request or could not be reached",
         503: "A required upstream service is not configured or unavailable",
     }
     return {code: {"model": ErrorResponse, "description": descriptions[code]} for code in codes}

@@ -67,6 +67,7 @@ class OutboundAudio:
         self._spurt_first_frame = 0
         self.paused = False
         self.on_first_frame: Callable[[int, float], None] | None = None  # (turn_id, monotonic time)
+        self.on_frame_sent: Callable[[bytes, float], None] | None = None  # (frame, monotonic time): recording
         self._announced_turns: set[int] = set()
         self._task: asyncio.Task[None] | None = None
 
@@ -220,6 +221,8 @@ class OutboundAudio:
             frame = self._frames[self._sent]
             self._sent += 1
             await self._send(self._media_prefix + base64.b64encode(frame).decode() + '"}}')
+            if self.on_frame_sent is not None:
+                self.on_frame_sent(frame, max(now, due))
             if self.on_first_frame is not None:
                 self._announce_first_frame(now)
             await self._send_due_marks()

@@ -1,20 +1,41 @@
 """Twilio's REST API and request signatures, through the official ``twilio`` SDK.
 
-(First cut: signature validation; calls/SMS/hang-up are added with the outbound issue.)
+Calls go through the SDK's asyncio HTTP client so nothing blocks the event loop. ``TWILIO_API_BASE``
+points the SDK at another host (the tests' local stand-in that answers like api.twilio.com).
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+from twilio.base.exceptions import TwilioException, TwilioRestException
+from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.request_validator import RequestValidator
+from twilio.rest import Client
+from twilio.twiml.voice_response import VoiceResponse
 
 from config import Settings
+
+log = logging.getLogger(__name__)
+
+
+class TwilioNotConfigured(RuntimeError):
+    """TWILIO_ACCOUNT_SID / TWILIO_AUTH_TOKEN are not set."""
+
+
+class TelephonyError(RuntimeError):
+    """Twilio refused or could not be reached; the message is safe to show (no credentials)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class TwilioGateway:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self._client: Client | None = None
 
     @property
     def configured(self) -> bool:
@@ -25,3 +46,64 @@ class TwilioGateway:
         if not token:
             return True  # no token configured: nothing to check against (local simulator use)
         return RequestValidator(token).validate(url, params, signature)
+
+    # ------------------------------------------------------------ REST
+
+    def _rest(self) -> Client:
+        if not self.configured:
+            raise TwilioNotConfigured("Twilio is not configured: set TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN")
+        if self._client is None:
+            client = Client(
+                self.settings.twilio_account_sid,
+                self.settings.twilio_auth_token.get_secret_value(),
+                http_client=AsyncTwilioHttpClient(timeout=10),
+            )
+            if self.settings.twilio_api_base:
+                client.api.base_url = self.settings.twilio_api_base.rstrip("/")
+            self._client = client
+        return self._client
+
+    async def create_call(self, *, to: str, from_: str, url: str, status_callback: str) -> str:
+        """Place an outbound call; Twilio fetches ``url`` for TwiML once the callee answers."""
+        call = await self._call(
+            self._rest().calls.create_async(
+                to=to,
+                from_=from_,
+                url=url,
+                method="POST",
+                status_callback=status_callback,
+                status_callback_method="POST",
+                status_callback_event=["initiated", "ringing", "answered", "completed"],
+            )
+        )
+        return str(call.sid)
+
+    async def hangup(self, call_sid: str) -> None:
+        await self._call(self._rest().calls(call_sid).update_async(status="completed"))
+
+    async def transfer(self, call_sid: str, number: str, announce: str | None = None) -> None:
+        """Replace the call's TwiML: the Media Stream ends and Twilio dials ``number``."""
+        twiml = VoiceResponse()
+        if announce:
+            twiml.say(announce)
+        twiml.dial(number)
+        await self._call(self._rest().calls(call_sid).update_async(twiml=str(twiml)))
+
+    async def send_sms(self, *, to: str, from_: str, body: str) -> str:
+        message = await self._call(self._rest().messages.create_async(to=to, from_=from_, body=body))
+        return str(message.sid)
+
+    async def _call(self, request: Any) -> Any:
+        try:
+            return await request
+        except TwilioRestException as exc:
+            raise TelephonyError(f"Twilio refused the request: {exc.msg} (code {exc.code})", exc.status) from None
+        except (TwilioException, OSError) as exc:
+            raise TelephonyError(f"Twilio could not be reached ({type(exc).__name__})") from None
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            http = self._client.http_client
+            close = getattr(http, "close", None)
+            if close is not None:
+                await close()

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from audio import FrameSlicer
+from call_recorder import CallRecorder
 from call_store import CallStore, TurnRecord
 from intents import Intent, detect_intent, extract_meeting_request, is_backchannel
 from interruption import FrameClassifier, InterruptionDetector, TurnSettings
@@ -33,6 +34,7 @@ from outbound_audio import OutboundAudio
 from prompt import build_messages
 from providers.base import (
     FRAME_BYTES,
+    SAMPLE_RATE,
     ChatMessage,
     LLMProvider,
     ProviderError,
@@ -125,6 +127,7 @@ class WSConn:
         self.t0 = time.monotonic()
         self.started_at = time.monotonic()
         self.store: CallStore | None = None
+        self.recorder: CallRecorder | None = None
         self.profile: AgentProfile | None = None
         self.out: OutboundAudio | None = None
         self.stt: STTSession | None = None
@@ -148,6 +151,7 @@ class WSConn:
         self._last_voice_at = time.monotonic()
         self._voiced_run = 0
         self._speech_end_ms: float | None = None
+        self._speech_start_ms: float | None = None  # of the caller turn being heard
         self._eot_handle: asyncio.TimerHandle | None = None
         self._last_user_seq: int | None = None
         self._dtmf: list[str] = []
@@ -232,7 +236,7 @@ class WSConn:
             self._closing = True
             await self._say_and_hang_up(BUSY_LINE, "capacity")
             return False
-        self.store = CallStore(rt.db, self.conversation_id, emit=getattr(rt.webhooks, "emit", None))
+        self.store = CallStore(rt.db, self.conversation_id, emit=rt.webhooks.emit)
         try:
             conversation, agent = await self.store.load()
         except LookupError:
@@ -249,6 +253,10 @@ class WSConn:
         self.caller_number = self.caller_number or (conversation.from_number or "")
         self.agent_number = self.agent_number or (conversation.to_number or "")
         self.profile = self._build_profile(agent, conversation.dynamic_variables or {})
+        if rt.settings.record_calls:
+            self.recorder = CallRecorder(rt.settings.recordings_dir, self.conversation_id)
+            assert self.out is not None
+            self.out.on_frame_sent = self._record_agent_frame
         overrides = agent.providers or {}
         self.tts = rt.providers.tts(overrides.get("tts"))
         self.llm = await rt.providers.llm(overrides.get("llm"))
@@ -295,6 +303,23 @@ class WSConn:
         self.out.on_first_frame = self._on_first_frame
         self.out.start()
 
+    def _sample_at(self, t: float) -> int:
+        return int((t - self.t0) * SAMPLE_RATE)
+
+    def _record_agent_frame(self, frame: bytes, at: float) -> None:
+        assert self.recorder is not None
+        self.recorder.agent_audio(frame, self._sample_at(at))
+
+    async def _save_recording(self) -> str | None:
+        if self.recorder is None:
+            return None
+        try:
+            path = await self.recorder.save()
+        except OSError as exc:
+            self._log("could not save recording", logging.ERROR, error=type(exc).__name__)
+            return None
+        return f"/v1/convai/conversations/{self.conversation_id}/recording" if path else None
+
     async def _teardown(self) -> None:
         self._closing = True
         for handle in (self._eot_handle, self._dtmf_handle):
@@ -317,7 +342,7 @@ class WSConn:
                 self._log("stt close failed", logging.WARNING)
         if self.store is not None and self.profile is not None:
             try:
-                await self.store.finish(self.end_reason)
+                await self.store.finish(self.end_reason, recording_url=await self._save_recording())
                 self.runtime.calls.schedule_post_call(self.conversation_id)
             except Exception as exc:
                 self._log("could not close conversation", logging.ERROR, error=type(exc).__name__)
@@ -416,6 +441,8 @@ class WSConn:
         if not chunk or len(chunk) > FRAME_BYTES * 50:
             self._bad(f"media of {len(chunk)} bytes")
             return
+        if self.recorder is not None:
+            self.recorder.caller_audio(chunk, self._sample_at(time.monotonic()))
         for frame in self._slicer.push(chunk) if len(chunk) != FRAME_BYTES else (chunk,):
             self._on_frame(frame)
         assert self.stt is not None
@@ -481,6 +508,9 @@ class WSConn:
 
     def _on_transcript(self, event: TranscriptEvent) -> None:
         now = time.monotonic()
+        if self._speech_start_ms is None and event.kind in ("speech_started", "partial", "final"):
+            started = self.t0 + event.start_s if event.start_s is not None else now
+            self._speech_start_ms = self.ms(min(started, now))
         if event.kind == "partial":
             if self._barge is not None and event.text.strip() and not is_backchannel(event.text):
                 if len(event.text.split()) >= 2:
@@ -524,7 +554,11 @@ class WSConn:
         self._finals.clear()
         self._final_at = None
         speech_end_ms, self._speech_end_ms = self._speech_end_ms, None
-        await self._user_turn(text, speech_end_ms=speech_end_ms, stt_final_ms=getattr(self, "_stt_final_ms", None))
+        speech_start_ms, self._speech_start_ms = self._speech_start_ms, None
+        await self._user_turn(
+            text, speech_start_ms=speech_start_ms, speech_end_ms=speech_end_ms,
+            stt_final_ms=getattr(self, "_stt_final_ms", None),
+        )
 
     async def _user_turn(
         self,
@@ -532,6 +566,7 @@ class WSConn:
         *,
         kind: str = "speech",
         display: str | None = None,
+        speech_start_ms: float | None = None,
         speech_end_ms: float | None = None,
         stt_final_ms: float | None = None,
     ) -> None:
@@ -540,7 +575,9 @@ class WSConn:
         self._silence_prompts = 0
         agent_talking = self._barge is not None or self.out.is_speaking
         if kind == "speech" and agent_talking and is_backchannel(text):
-            await self.store.save_turn(TurnRecord("user", text, kind="backchannel", end_ms=speech_end_ms, intent="BACKCHANNEL"))
+            await self.store.save_turn(TurnRecord(
+                "user", text, kind="backchannel", start_ms=speech_start_ms, end_ms=speech_end_ms, intent="BACKCHANNEL"
+            ))
             if self._barge is not None:
                 self._resume_after_false_barge("backchannel")
             return
@@ -557,7 +594,9 @@ class WSConn:
             merged_seq = reply.user_seq
         intent = detect_intent(text)
         record = TurnRecord(
-            "user", display or text, kind=kind, intent=intent.value, end_ms=speech_end_ms or self.ms(),
+            "user", display or text, kind=kind, intent=intent.value,
+            start_ms=speech_start_ms if speech_start_ms is not None else speech_end_ms or self.ms(),
+            end_ms=speech_end_ms or self.ms(),
             stt_final_ms=stt_final_ms, seq=merged_seq if merged_seq is not None else -1,
         )
         seq = await self.store.save_turn(record)
@@ -653,8 +692,8 @@ class WSConn:
         self._log("tool executed", tool=call.name, success=outcome.success, ms=round(outcome.duration_ms, 1))
         if outcome.say:
             await self._speak_lines(turn, [outcome.say])
-        elif not outcome.success:
-            await self._speak_lines(turn, ["Sorry, I couldn't do that just now."])
+        elif outcome.say is None:
+            await self._speak_tool_result(turn, call, outcome)
         if outcome.ends_call:
             await self._set_state(CallState.COMPLETION)
             turn.hang_up_after = "agent_ended_call"
@@ -664,6 +703,29 @@ class WSConn:
             turn.hang_up_after = None
             self.end_reason = "transferred"
         return outcome
+
+    async def _speak_tool_result(self, turn: ReplyTurn, call: ToolCall, outcome: Any) -> None:
+        """Let the LLM word a tool's result (one round: the call, then its result as a tool message)."""
+        assert self.profile is not None and self.llm is not None
+        result = outcome.result if outcome.success else {"error": outcome.error}
+        messages = build_messages(self.profile.system_prompt, self.state.value, "", self.history, turn.user_text)
+        messages += [
+            ChatMessage("assistant", "", tool_calls=[call]),
+            ChatMessage("tool", json.dumps(result, default=str)[:2000], tool_name=call.name),
+        ]
+        text = ""
+        try:
+            async with asyncio.timeout(self.runtime.settings.llm_timeout_sec):
+                async for chunk in self.llm.stream_chat(
+                    messages, model=self.profile.agent.llm_model, temperature=self.profile.agent.temperature,
+                    max_tokens=self.runtime.settings.llm_max_tokens,
+                ):
+                    text += chunk.text
+        except (ProviderError, TimeoutError) as exc:
+            self._log("llm tool follow-up failed", logging.WARNING, error=type(exc).__name__)
+        if not text.strip():
+            text = "Done." if outcome.success else "Sorry, I couldn't do that just now."
+        await self._speak_lines(turn, [text.strip()])
 
     async def _llm_reply(self, turn: ReplyTurn) -> None:
         assert self.profile is not None and self.llm is not None

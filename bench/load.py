@@ -12,7 +12,7 @@ Profiles (providers chosen by configuration, as an operator would):
 - embedded: the real local STT, LLM and TTS.
 
 The server runs as its own process (uvicorn, as in production); callers run in 1–2 worker processes
-(bench/load_client.py). Each call: greeting, two caller turns, then a barge-in over the second reply.
+(simulator/caller.py). Each call: greeting, two caller turns, then a barge-in over the second reply.
 Output: tables on stdout, bench/results/load_<profile>.md/.json and PNG plots (latency CDF, jitter vs N).
 """
 
@@ -34,6 +34,8 @@ from pathlib import Path
 import httpx
 import psutil
 
+from bench.report import machine, pcts
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 DATA = ROOT / "bench" / "data"
@@ -49,6 +51,8 @@ PROFILES: dict[str, dict[str, str]] = {
     "overhead": {"STT_PROVIDER": "echo", "LLM_PROVIDER": "echo", "TTS_PROVIDER": "echo"},
     "cloud": {"STT_PROVIDER": "delayed", "LLM_PROVIDER": "delayed", "TTS_PROVIDER": "delayed"},
     "embedded": {"STT_PROVIDER": "local", "LLM_PROVIDER": "local", "TTS_PROVIDER": "local"},
+    # the barge-in benchmark: real (embedded) STT, steady instant agent speech
+    "bargein": {"STT_PROVIDER": "local", "LLM_PROVIDER": "echo", "TTS_PROVIDER": "echo"},
 }
 DEFAULT_SWEEPS = {"overhead": [1, 10, 50, 100, 200], "cloud": [1, 10, 50], "embedded": [1, 2, 4]}
 CALL_TIMEOUT_S = {"overhead": 90, "cloud": 90, "embedded": 240}
@@ -289,22 +293,6 @@ async def stored_turns(api: httpx.AsyncClient, conversation_ids: list[str]) -> d
     return {"user_turns": user_turns, "breakdown": {k: pcts(v) for k, v in phases.items()}}
 
 
-def pcts(values: list[float]) -> dict[str, float | int]:
-    if not values:
-        return {"n": 0, "p50": float("nan"), "p95": float("nan"), "p99": float("nan")}
-    ordered = sorted(values)
-
-    def at(q: float) -> float:
-        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 1)
-
-    return {
-        "n": len(ordered),
-        "p50": round(statistics.median(ordered) * 1000, 1),
-        "p95": at(0.95),
-        "p99": at(0.99),
-    }
-
-
 # ------------------------------------------------------------------ report
 
 
@@ -339,11 +327,6 @@ def breakdown_table(rows: list[dict]) -> str:
             f"{b['voice_to_voice']['p50']} / {b['voice_to_voice']['p95']} |"
         )
     return "\n".join(lines)
-
-
-def machine() -> str:
-    memory_gib = round(psutil.virtual_memory().total / 2**30)
-    return f"{os.cpu_count()} cores, {memory_gib} GiB, Python {sys.version.split()[0]}"
 
 
 def plots(profile: str, rows: list[dict]) -> list[str]:
@@ -434,7 +417,7 @@ def report(profile: str, rows: list[dict]) -> str:
 
 
 async def worker(base_url: str, calls: int, offset: int, timeout_s: float) -> None:
-    from bench.load_client import SimulatedCaller, Utterance, frames_of
+    from simulator.caller import SimulatedCaller, Utterance, frames_of
 
     lines = [frames_of(audio) for audio in caller_audio()]
     script = [Utterance(lines[0]), Utterance(lines[1]), Utterance(lines[2], barge_in_after_s=0.6)]

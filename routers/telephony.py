@@ -149,14 +149,12 @@ async def call_status(request: Request) -> dict[str, Any]:
             conversation.duration_sec = float(duration)
         if status in FAILED_STATUSES:
             conversation.end_reason = conversation.end_reason or status
-            emit = getattr(runtime.webhooks, "emit", None)
-            if emit is not None:
-                await emit(
-                    session, "call.failed",
-                    {"conversation_id": conversation.id, "agent_id": conversation.agent_id, "status": status,
-                     "call_sid": call_sid},
-                    agent_id=conversation.agent_id, conversation_id=conversation.id,
-                )
+            await runtime.webhooks.emit(
+                session, "call.failed",
+                {"conversation_id": conversation.id, "agent_id": conversation.agent_id, "status": status,
+                 "call_sid": call_sid},
+                agent_id=conversation.agent_id, conversation_id=conversation.id,
+            )
     runtime.webhooks_notify()
     return {"ok": True, "status": status}
 

@@ -1,4 +1,4 @@
-"""The load driver's caller: Twilio's side of one call, lean enough to run hundreds per process.
+"""Twilio's side of one call, lean enough for the load benchmark to run hundreds per process.
 
 Each call posts the inbound webhook, opens the Media Stream from the TwiML, and then runs on one 20 ms
 clock: send a caller frame (speech from a script, else line silence), play out the agent's audio like
@@ -10,7 +10,9 @@ and time-stamp what matters:
 - barge-in: the caller's speech onset while the agent talks → `clear` received.
 
 Frames are pre-encoded JSON strings and incoming messages are classified by a substring test, so the
-client spends its time waiting, not parsing.
+client spends its time waiting, not parsing. The simulator CLI adds what a person trying the product
+wants (a signed webhook, DTMF, a stereo recording of what each side heard) through optional arguments
+that cost nothing when unused.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from dataclasses import dataclass, field
 import httpx
 import websockets
 
+from call_recorder import CallRecorder
+
 FRAME_S = 0.02
 FRAME_BYTES = 160
 LEAD_FRAMES = 3  # frames the server sends ahead of real time at the start of each segment
@@ -37,6 +41,7 @@ _PARAMETER = re.compile(r'<Parameter name="([^"]+)" value="([^"]*)"')
 class Utterance:
     frames: list[bytes]
     barge_in_after_s: float | None = None  # speak this long after the agent's reply starts, over it
+    dtmf: str = ""  # keypad digits pressed (as Twilio `dtmf` events) instead of speaking
 
 
 @dataclass
@@ -59,11 +64,27 @@ class SimulatedCaller:
     REPLY_QUIET_S = 0.8  # the agent has finished its reply after this much quiet
     TURN_TIMEOUT_S = 20.0
 
-    def __init__(self, base_url: str, call_sid: str, to_number: str, script: list[Utterance]) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        call_sid: str,
+        to_number: str,
+        script: list[Utterance],
+        *,
+        from_number: str = "+15550001111",
+        auth_token: str = "",
+        recorder: CallRecorder | None = None,
+        public_url: str | None = None,
+    ) -> None:
         self.base_url = base_url
         self.call_sid = call_sid
         self.to_number = to_number
+        self.from_number = from_number
         self.script = script
+        self.auth_token = auth_token  # sign the webhook like Twilio (the server checks when it has a token)
+        self.public_url = public_url or base_url  # the URL the server believes Twilio called
+        self.recorder = recorder
+        self._t0 = 0.0
         self.result = CallResult(call_sid)
         self.stream_sid = "MZ" + call_sid[2:]
         self._last_agent_frame = 0.0
@@ -78,6 +99,7 @@ class SimulatedCaller:
 
     async def run(self, http: httpx.AsyncClient) -> CallResult:
         try:
+            self._t0 = time.perf_counter()
             ws_url, params = await self._webhook(http)
             self.result.conversation_id = params.get("conversation_id", "")
             async with websockets.connect(ws_url, max_size=2**20, compression=None) as ws:
@@ -130,15 +152,21 @@ class SimulatedCaller:
                     start = arrivals[k] - k * FRAME_S  # playback resumes from the late frame
 
     async def _webhook(self, http: httpx.AsyncClient) -> tuple[str, dict[str, str]]:
-        response = await http.post(
-            f"{self.base_url}/twiml/voice",
-            data={
-                "CallSid": self.call_sid,
-                "From": "+15550001111",
-                "To": self.to_number,
-                "AccountSid": "ACbench",
-            },
-        )
+        params = {
+            "CallSid": self.call_sid,
+            "From": self.from_number,
+            "To": self.to_number,
+            "AccountSid": "ACsimulator",
+            "Direction": "inbound",
+            "CallStatus": "ringing",
+        }
+        headers = {}
+        if self.auth_token:
+            from twilio.request_validator import RequestValidator
+
+            signed_url = self.public_url.rstrip("/") + "/twiml/voice"
+            headers["X-Twilio-Signature"] = RequestValidator(self.auth_token).compute_signature(signed_url, params)
+        response = await http.post(f"{self.base_url}/twiml/voice", data=params, headers=headers)
         response.raise_for_status()
         match = _STREAM_URL.search(response.text)
         if match is None:
@@ -173,18 +201,31 @@ class SimulatedCaller:
                 if self._replies:
                     self._replies[-1].append(now)
                 self._last_agent_frame = now
+                if self.recorder is not None:
+                    payload = base64.b64decode(json.loads(raw)["media"]["payload"])
+                    self.recorder.agent_audio(payload, self._sample_at(max(self._playhead, now)))
                 self._playhead = max(self._playhead, now) + FRAME_S
             elif '"mark"' in raw[:40]:
                 name = json.loads(raw)["mark"]["name"]
                 self._pending_marks.append((max(self._playhead, now), name))
             elif '"clear"' in raw[:40]:
                 self._cleared_at = now
+                if self.recorder is not None:
+                    self.recorder.truncate_agent(self._sample_at(now))  # what was buffered is never heard
                 self._playhead = now
                 for _, name in self._pending_marks:
                     await self._send_json(
                         ws, {"event": "mark", "streamSid": self.stream_sid, "mark": {"name": name}}
                     )
                 self._pending_marks.clear()
+
+    def _sample_at(self, t: float) -> int:
+        return int((t - self._t0) * 8000)
+
+    async def _press(self, ws: websockets.ClientConnection, digits: str) -> None:
+        for digit in digits:
+            await self._send_json(ws, {"event": "dtmf", "streamSid": self.stream_sid,
+                                       "dtmf": {"track": "inbound_track", "digit": digit}})
 
     async def _echo_played_marks(self, ws: websockets.ClientConnection, now: float) -> None:
         while self._pending_marks and self._pending_marks[0][0] <= now:
@@ -247,11 +288,17 @@ class SimulatedCaller:
                     barge_onset = None
                 if not script:
                     return
-                queue = list(script.pop(0).frames)
+                utterance = script.pop(0)
+                if utterance.dtmf:
+                    await self._press(ws, utterance.dtmf)
+                queue = list(utterance.frames) or [SILENCE]
                 phase, phase_since = "speaking", now
                 self.result.turns_sent += 1
             if queue:
-                await ws.send(self._media(queue.pop(0)))
+                frame = queue.pop(0)
+                await ws.send(self._media(frame))
+                if self.recorder is not None:
+                    self.recorder.caller_audio(frame, self._sample_at(time.perf_counter()))
                 if not queue and phase == "speaking":
                     self._awaiting_reply_since = time.perf_counter()
                     self._in_reply = False
@@ -261,6 +308,8 @@ class SimulatedCaller:
                         self.result.turns_sent += 1
             else:
                 await ws.send(silence)
+                if self.recorder is not None:
+                    self.recorder.caller_audio(SILENCE, self._sample_at(time.perf_counter()))
             next_tick += FRAME_S
             delay = next_tick - time.perf_counter()
             if delay > 0:

@@ -31,7 +31,7 @@ def make_settings(tmp_path: Path, **overrides: object) -> Settings:
         "chroma_path": str(tmp_path / "chroma"),
         "api_keys": API_KEY,
         "api_key_file": str(tmp_path / ".api_key"),
-        "jwt_secret": "test-jwt-secret",
+        "jwt_secret": "test-jwt-secret-0123456789abcdef0123",
         "recordings_dir": str(tmp_path / "recordings"),
         "stt_provider": "echo",
         "tts_provider": "echo",

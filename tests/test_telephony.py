@@ -1,0 +1,399 @@
+"""Telephony and the call engine over real sockets: Twilio webhooks and REST (through the twilio SDK and a
+local stand-in), the Media Streams WebSocket driven by the simulator's caller with real synthesized
+speech, turns and timings through the REST API, DTMF, recordings, limits, bad tokens and bad input.
+
+The engine runs on the instant providers (STT_PROVIDER=echo …): these tests are about the call path,
+the speech and LLM providers have tests of their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import wave
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+
+from simulator.caller import SimulatedCaller, Utterance, frames_of
+from tests.conftest import LiveServer, make_settings
+from tests.twilio_standin import TwilioStandIn
+
+ACCOUNT_SID = "AC" + "0" * 32
+AUTH_TOKEN = "twilio-test-token"
+NUMBER = "+15550100001"
+
+
+@pytest.fixture(scope="module")
+def speech() -> dict[str, list[bytes]]:
+    """Caller turns spoken by the packaged Piper voice, as a phone line carries them."""
+    from simulator.speech import synthesize_caller
+
+    lines = {"hello": "Hi, I got your message about the demo.", "price": "How much does it cost per month?"}
+    return {key: frames_of(synthesize_caller(text)) for key, text in lines.items()}
+
+
+async def make_agent(client: httpx.AsyncClient, **overrides: Any) -> str:
+    body = {
+        "name": "Ava",
+        "system_prompt": "You are Ava, calling {{customer_name}} about the demo.",
+        "first_message": "Hi, this is Ava.",
+        "interrupt_enabled": True,
+        **overrides,
+    }
+    response = await client.post("/v1/convai/agents", json=body)
+    assert response.status_code == 201, response.text
+    agent_id = response.json()["agent_id"]
+    number = await client.post("/v1/convai/phone-numbers", json={"phone_number": NUMBER, "agent_id": agent_id})
+    assert number.status_code == 201, number.text
+    return agent_id
+
+
+async def conversation(client: httpx.AsyncClient, conversation_id: str, settle: float = 10.0) -> dict[str, Any]:
+    """The conversation once the engine has closed it."""
+    for _ in range(int(settle / 0.1)):
+        body = (await client.get(f"/v1/convai/conversations/{conversation_id}")).json()
+        if body.get("call_state") == "ENDED":
+            return body
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"conversation not closed: {body}")
+
+
+# ---------------------------------------------------------------- Twilio webhooks and REST
+
+
+@pytest.mark.asyncio
+async def test_outbound_call_reaches_twilio_with_the_right_twiml_url(tmp_path: Path) -> None:
+    async with TwilioStandIn(ACCOUNT_SID, AUTH_TOKEN) as twilio:
+        settings = make_settings(
+            tmp_path, twilio_account_sid=ACCOUNT_SID, twilio_auth_token=AUTH_TOKEN, twilio_api_base=twilio.url,
+        )
+        async with LiveServer(settings) as server, server.client() as client:
+            agent_id = await make_agent(client)
+            missing = await client.post("/v1/convai/outbound", json={"agent_id": agent_id, "to_number": "+15550109999"})
+            assert missing.status_code == 422
+            assert missing.json()["detail"][0]["loc"] == ["body", "dynamic_variables", "customer_name"]
+            bad_number = await client.post("/v1/convai/outbound", json={"agent_id": agent_id, "to_number": "555-0199"})
+            assert bad_number.status_code == 422 and "E.164" in bad_number.text
+            assert not twilio.calls
+
+            placed = await client.post("/v1/convai/outbound", json={
+                "agent_id": agent_id, "to_number": "+15550109999", "dynamic_variables": {"customer_name": "Sam"}})
+            assert placed.status_code == 201, placed.text
+            body = placed.json()
+            call = twilio.calls[body["call_sid"]]
+            assert call.params["To"] == "+15550109999" and call.params["From"] == NUMBER
+            assert call.params["Url"] == f"{server.base_url}/twiml/voice_outbound?conversation_id={body['conversation_id']}"
+            assert call.params["StatusCallback"] == f"{server.base_url}/twiml/status"
+
+            # Like Twilio, the stand-in then posts signed status callbacks and fetches the TwiML.
+            await twilio.settled()
+            assert [code for _, code in call.callbacks] == [200, 200, 200]
+            assert f'<Stream url="ws://127.0.0.1:{server.port}/ws/voice/{call.sid}">' in call.twiml
+            assert f'<Parameter name="conversation_id" value="{body["conversation_id"]}"' in call.twiml
+            detail = (await client.get(f"/v1/convai/conversations/{body['conversation_id']}")).json()
+            assert detail["status"] == "in_progress" and detail["dynamic_variables"] == {"customer_name": "Sam"}
+
+            # The ElevenLabs-shaped route goes the same way.
+            eleven = await client.post("/v1/convai/twilio/outbound-call", json={
+                "agent_id": agent_id, "to_number": "+15550108888",
+                "conversation_initiation_client_data": {"dynamic_variables": {"customer_name": "Kim"}}})
+            assert eleven.status_code == 200 and eleven.json()["success"] is True
+            assert eleven.json()["callSid"] in twilio.calls
+
+            # A failed call reported by Twilio closes the conversation with that status.
+            await twilio.settled()
+            assert twilio.unauthorized == 0
+
+
+@pytest.mark.asyncio
+async def test_outbound_without_twilio_credentials_is_503(tmp_path: Path) -> None:
+    async with LiveServer(make_settings(tmp_path)) as server, server.client() as client:
+        agent_id = await make_agent(client, system_prompt="Hello.")
+        response = await client.post("/v1/convai/outbound", json={"agent_id": agent_id, "to_number": "+15550109999"})
+        assert response.status_code == 503 and "TWILIO_ACCOUNT_SID" in response.json()["detail"]
+
+
+@pytest.mark.asyncio
+async def test_twilio_refusal_is_502_and_marks_the_conversation_failed(tmp_path: Path) -> None:
+    async with TwilioStandIn(ACCOUNT_SID, "a-different-token") as twilio:
+        settings = make_settings(
+            tmp_path, twilio_account_sid=ACCOUNT_SID, twilio_auth_token=AUTH_TOKEN, twilio_api_base=twilio.url,
+        )
+        async with LiveServer(settings) as server, server.client() as client:
+            agent_id = await make_agent(client, system_prompt="Hello.")
+            response = await client.post("/v1/convai/outbound", json={"agent_id": agent_id, "to_number": "+15550109999"})
+            assert response.status_code == 502
+            assert "20003" in response.json()["detail"] and AUTH_TOKEN not in response.text
+            listed = (await client.get("/v1/convai/conversations", params={"agent_id": agent_id})).json()
+            assert listed["conversations"][0]["status"] == "failed"
+
+
+@pytest.mark.asyncio
+async def test_webhook_signatures_and_status_callbacks(tmp_path: Path, speech: dict[str, list[bytes]]) -> None:
+    settings = make_settings(tmp_path, twilio_account_sid=ACCOUNT_SID, twilio_auth_token=AUTH_TOKEN)
+    async with LiveServer(settings) as server, server.client() as client:
+        await make_agent(client, system_prompt="Hello.")
+        form = {"CallSid": "CA" + "1" * 32, "From": "+15550001111", "To": NUMBER}
+        unsigned = await client.post("/twiml/voice", data=form)
+        assert unsigned.status_code == 403 and unsigned.json() == {"detail": "invalid Twilio signature"}
+        forged = await client.post("/twiml/voice", data=form, headers={"X-Twilio-Signature": "bm9wZQ=="})
+        assert forged.status_code == 403
+
+        caller = SimulatedCaller(server.base_url, "CA" + "2" * 32, NUMBER, [Utterance(speech["hello"])],
+                                 auth_token=AUTH_TOKEN)
+        async with httpx.AsyncClient() as http:
+            result = await caller.run(http)
+        assert result.error is None and result.voice_to_voice_s
+
+        from twilio.request_validator import RequestValidator
+
+        def signed(params: dict[str, str]) -> dict[str, str]:
+            url = f"{server.base_url}/twiml/status"
+            return {"X-Twilio-Signature": RequestValidator(AUTH_TOKEN).compute_signature(url, params)}
+
+        done = {"CallSid": caller.call_sid, "CallStatus": "completed", "CallDuration": "12"}
+        assert (await client.post("/twiml/status", data=done, headers=signed(done))).status_code == 200
+        detail = await conversation(client, result.conversation_id)
+        assert detail["status"] == "completed"
+        busy = {"CallSid": "CA" + "3" * 32, "CallStatus": "busy"}
+        assert (await client.post("/twiml/status", data=busy, headers=signed(busy))).status_code == 404
+
+
+@pytest.mark.asyncio
+async def test_unknown_number_without_default_agent_gets_an_apology(tmp_path: Path) -> None:
+    async with LiveServer(make_settings(tmp_path)) as server, server.client() as client:
+        response = await client.post("/twiml/voice", data={"CallSid": "CA" + "4" * 32, "To": "+15550000000"})
+        assert response.status_code == 200
+        assert "<Say>" in response.text and "<Hangup />" in response.text and "<Stream" not in response.text
+        bad = await client.post("/twiml/voice", data={"CallSid": "x y", "To": NUMBER})
+        assert bad.status_code == 400
+
+
+# ---------------------------------------------------------------- a whole call over Media Streams
+
+
+@pytest.mark.asyncio
+async def test_multi_turn_call_records_every_turn_with_timings(tmp_path: Path, speech: dict[str, list[bytes]]) -> None:
+    settings = make_settings(tmp_path)
+    async with LiveServer(settings) as server, server.client() as client:
+        await make_agent(client, system_prompt="You are Ava.")
+        from call_recorder import CallRecorder
+
+        recorder = CallRecorder(tmp_path, "simulated")
+        caller = SimulatedCaller(
+            server.base_url, "CA" + "5" * 32, NUMBER,
+            [Utterance(speech["hello"]), Utterance([], dtmf="42#"), Utterance(speech["price"])],
+            recorder=recorder,
+        )
+        async with httpx.AsyncClient() as http:
+            result = await caller.run(http)
+        assert result.error is None, result.error
+        assert len(result.voice_to_voice_s) == 3 and result.underruns == 0
+
+        detail = await conversation(client, result.conversation_id)
+        turns = detail["transcript"]
+        assert [(t["role"], t["kind"]) for t in turns] == [
+            ("agent", "greeting"), ("user", "speech"), ("agent", "speech"),
+            ("user", "dtmf"), ("agent", "speech"), ("user", "speech"), ("agent", "speech"),
+        ]
+        assert turns[0]["text"] == "Hi, this is Ava."
+        assert turns[1]["text"] == "caller turn 1" and turns[2]["text"].startswith("You said: caller turn 1.")
+        assert turns[3]["text"] == "42" and "4 2" in turns[4]["text"]
+        for user, agent in ((turns[1], turns[2]), (turns[5], turns[6])):
+            assert 0 < user["start_ms"] < user["end_ms"]  # when the caller spoke, on the call's clock
+            keys = ["user_speech_end_ms", "stt_final_ms", "llm_first_token_ms", "tts_first_audio_ms",
+                    "first_frame_sent_ms"]
+            stamps = [agent[k] for k in keys]
+            assert all(s is not None for s in stamps) and stamps == sorted(stamps), dict(zip(keys, stamps))
+            assert 250 <= agent["voice_to_voice_ms"] < 2000  # 300 ms endpointing dominates the echo profile
+        starts = [t["start_ms"] for t in turns]
+        assert starts == sorted(starts)
+        assert detail["status"] == "completed" and detail["metadata"]["termination_reason"] == "caller_hung_up"
+
+        # Both sides recorded: the server's stereo WAV, downloadable, and the simulator's own.
+        wav = await client.get(f"/v1/convai/conversations/{result.conversation_id}/recording")
+        assert wav.status_code == 200 and wav.headers["content-type"] == "audio/wav"
+        path = tmp_path / "server.wav"
+        path.write_bytes(wav.content)
+        with wave.open(str(path)) as w:
+            assert w.getnchannels() == 2 and w.getframerate() == 8000 and w.getnframes() > 8000 * 5
+        saved = await recorder.save()
+        assert saved is not None and saved.stat().st_size > 8000 * 2 * 2 * 5
+
+
+@pytest.mark.asyncio
+async def test_simulator_command_prints_a_transcript(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    async with LiveServer(settings) as server, server.client() as client:
+        agent = await client.post("/v1/convai/agents", json={"name": "Ava", "system_prompt": "You are Ava.",
+                                                              "first_message": "Hello from Ava."})
+        agent_id = agent.json()["agent_id"]
+        record = tmp_path / "call.wav"
+        proc = await asyncio.create_subprocess_exec(
+            "python", "-m", "simulator", "call", "--agent", agent_id, "--say", "I would like a demo please.",
+            "--url", server.base_url, "--api-key", settings.api_keys, "--record", str(record),
+            cwd=str(Path(__file__).resolve().parent.parent),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            env={**__import__("os").environ, "PATH": str(Path(__import__("sys").executable).parent) + ":/usr/bin:/bin"},
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 120)
+        text = out.decode()
+        assert proc.returncode == 0, err.decode()[-2000:]
+        assert "agent : Hello from Ava." in text
+        assert "caller: caller turn 1" in text and "voice-to-voice" in text
+        assert "attached test number" in err.decode()
+        assert record.is_file()
+
+
+# ---------------------------------------------------------------- limits and bad input
+
+
+def start_message(call_sid: str, params: dict[str, str]) -> str:
+    return json.dumps({
+        "event": "start", "sequenceNumber": "1", "streamSid": "MZ" + call_sid[2:],
+        "start": {"streamSid": "MZ" + call_sid[2:], "callSid": call_sid, "accountSid": "AC1", "tracks": ["inbound"],
+                  "customParameters": params,
+                  "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}},
+    })
+
+
+async def twiml_params(client: httpx.AsyncClient, call_sid: str) -> tuple[str, dict[str, str]]:
+    import re
+
+    twiml = (await client.post("/twiml/voice", data={"CallSid": call_sid, "From": "+15550001111", "To": NUMBER})).text
+    url = re.search(r'<Stream url="([^"]+)"', twiml)
+    assert url is not None, twiml
+    return url.group(1), dict(re.findall(r'<Parameter name="([^"]+)" value="([^"]*)"', twiml))
+
+
+@pytest.mark.asyncio
+async def test_bad_token_closes_the_stream_and_other_calls_go_on(tmp_path: Path, speech: dict[str, list[bytes]]) -> None:
+    async with LiveServer(make_settings(tmp_path)) as server, server.client() as client:
+        await make_agent(client, system_prompt="Hello.")
+        good = SimulatedCaller(server.base_url, "CA" + "6" * 32, NUMBER, [Utterance(speech["hello"])])
+        running = asyncio.create_task(good.run(httpx.AsyncClient()))
+
+        call_sid = "CA" + "7" * 32
+        url, params = await twiml_params(client, call_sid)
+        async with websockets.connect(url) as ws:
+            await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+            await ws.send(start_message(call_sid, {**params, "token": params["token"][:-4] + "AAAA"}))
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                while True:
+                    await asyncio.wait_for(ws.recv(), 5)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+        # A token for another call is refused too.
+        async with websockets.connect(url.replace(call_sid, "CA" + "8" * 32)) as ws:
+            await ws.send(start_message("CA" + "8" * 32, params))
+            with pytest.raises(websockets.ConnectionClosed):
+                while True:
+                    await asyncio.wait_for(ws.recv(), 5)
+
+        result = await running
+        assert result.error is None and len(result.voice_to_voice_s) == 1
+
+
+@pytest.mark.asyncio
+async def test_fuzzed_stream_messages_are_survived(tmp_path: Path, speech: dict[str, list[bytes]]) -> None:
+    """Garbage in the middle of a call is logged and skipped; the call still answers the caller."""
+    import random
+
+    rng = random.Random(7)
+    garbage: list[str | bytes] = [
+        "{not json", "[]", "null", '"media"', json.dumps({"event": "media"}),
+        json.dumps({"event": "media", "media": {"payload": "!!!not-base64!!!"}}),
+        json.dumps({"event": "media", "media": {"payload": base64.b64encode(b"\xff" * 7).decode()}}),
+        json.dumps({"event": "media", "media": {"payload": base64.b64encode(b"\xff" * 100_000).decode()}}),
+        json.dumps({"event": "mark", "mark": {"name": "no-such-mark"}}), json.dumps({"event": "mark", "mark": 5}),
+        json.dumps({"event": "dtmf", "dtmf": {"digit": "Z"}}), json.dumps({"event": "teleport"}),
+        start_message("CA" + "9" * 32, {}), b"\x00\x01binary",
+    ]
+    garbage += [bytes(rng.randrange(256) for _ in range(rng.randrange(1, 64))).decode("latin-1") for _ in range(20)]
+    async with LiveServer(make_settings(tmp_path)) as server, server.client() as client:
+        await make_agent(client, system_prompt="Hello.")
+        call_sid = "CA" + "a" * 32
+        url, params = await twiml_params(client, call_sid)
+        async with websockets.connect(url) as ws:
+            # Frames before `start` are not processed.
+            await ws.send(json.dumps({"event": "media", "media": {"payload": base64.b64encode(b"\xff" * 160).decode()}}))
+            await ws.send(start_message(call_sid, params))
+            for item in garbage:
+                await ws.send(item)
+            for frame in speech["hello"] + [b"\xff" * 160] * 40:
+                await ws.send(json.dumps({"event": "media", "media": {"payload": base64.b64encode(frame).decode()}}))
+                await asyncio.sleep(0.02)
+            replies = 0
+            try:
+                while replies < 60:
+                    msg = json.loads(await asyncio.wait_for(ws.recv(), 5))
+                    replies += msg["event"] == "media"
+            except TimeoutError:
+                pass
+            assert replies >= 60
+            await ws.send(json.dumps({"event": "stop", "stop": {"callSid": call_sid}}))
+        detail = await conversation(client, params["conversation_id"])
+        assert any(t["text"] == "caller turn 1" for t in detail["transcript"])
+
+        # A peer that only sends garbage is cut off with a reason, not served forever.
+        call_sid = "CA" + "b" * 32
+        url, params = await twiml_params(client, call_sid)
+        async with websockets.connect(url) as ws:
+            await ws.send(start_message(call_sid, params))
+            with pytest.raises(websockets.ConnectionClosed):
+                for _ in range(2000):
+                    await ws.send("{garbage")
+                    await asyncio.sleep(0)
+                await asyncio.wait_for(ws.recv(), 5)
+        detail = await conversation(client, params["conversation_id"])
+        assert detail["metadata"]["termination_reason"] == "protocol_error"
+
+
+@pytest.mark.asyncio
+async def test_calls_beyond_the_limit_are_refused_politely(tmp_path: Path, speech: dict[str, list[bytes]]) -> None:
+    async with LiveServer(make_settings(tmp_path, max_concurrent_calls=1)) as server, server.client() as client:
+        await make_agent(client, system_prompt="Hello.")
+        first = SimulatedCaller(server.base_url, "CA" + "c" * 32, NUMBER, [Utterance(speech["hello"])])
+        running = asyncio.create_task(first.run(httpx.AsyncClient()))
+        for _ in range(100):
+            if server.runtime.calls.active:
+                break
+            await asyncio.sleep(0.05)
+        refused = await client.post("/twiml/voice", data={"CallSid": "CA" + "d" * 32, "To": NUMBER})
+        assert "<Say>" in refused.text and "<Stream" not in refused.text
+        assert (await running).error is None
+
+
+@pytest.mark.asyncio
+async def test_silence_timeout_asks_then_says_goodbye(tmp_path: Path) -> None:
+    async with LiveServer(make_settings(tmp_path)) as server, server.client() as client:
+        await make_agent(client, system_prompt="Hello.", silence_timeout_sec=1.5)
+        caller = SimulatedCaller(server.base_url, "CA" + "e" * 32, NUMBER, [])
+        caller.TURN_TIMEOUT_S = 0.0
+        call_sid = caller.call_sid
+        url, params = await twiml_params(client, call_sid)
+        async with websockets.connect(url) as ws:
+            await ws.send(start_message(call_sid, params))
+
+            async def silence() -> None:
+                while True:
+                    await ws.send(json.dumps({"event": "media", "media": {"payload": base64.b64encode(b"\xff" * 160).decode()}}))
+                    await asyncio.sleep(0.02)
+
+            sender = asyncio.create_task(silence())
+            try:
+                with pytest.raises(websockets.ConnectionClosed):
+                    while True:
+                        msg = json.loads(await asyncio.wait_for(ws.recv(), 15))
+                        if msg["event"] == "mark":  # echo as played, so the engine knows the line was heard
+                            await ws.send(json.dumps({"event": "mark", "mark": msg["mark"]}))
+            finally:
+                sender.cancel()
+        detail = await conversation(client, params["conversation_id"])
+        kinds = [t["kind"] for t in detail["transcript"]]
+        assert kinds[-2:] == ["silence_prompt", "closing"], kinds
+        assert detail["metadata"]["termination_reason"] == "silence_timeout"
