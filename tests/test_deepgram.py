@@ -1,0 +1,255 @@
+"""Deepgram adapters: the real ``deepgram-sdk`` against a local stand-in speaking Deepgram's wire protocol.
+
+STT gets real caller speech (Piper, 8 kHz mu-law) in 20 ms frames, as Twilio would deliver it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from audio import silence
+from config import Settings
+from providers.base import FRAME_BYTES, STTError, TranscriptEvent, TTSError
+from providers.deepgram_stt import DeepgramSTTProvider, DeepgramSTTSession
+from providers.deepgram_tts import DeepgramTTSProvider
+from providers.registry import ProviderRegistry
+from simulator.speech import synthesize_caller
+from tests.conftest import free_port, make_settings
+from tests.deepgram_standin import DeepgramStandIn
+
+KEY = "dg-test-key-5f2c9a71"
+BAD_KEY = "dg-wrong-key-0b44e1d3"
+UTTERANCE = "I would like to book a demo for next Tuesday."
+LONG_TEXT = "Our Enterprise plan adds single sign-on, audit logs and a dedicated success manager. " * 4
+
+
+def dg_settings(tmp_path: Path, url: str, key: str = KEY) -> Settings:
+    return make_settings(
+        tmp_path,
+        deepgram_api_key=key,
+        deepgram_url=url,
+        deepgram_endpointing_ms=300,
+        deepgram_utterance_end_ms=1000,
+        stt_provider="deepgram",
+        tts_provider="deepgram",
+    )
+
+
+@pytest.fixture(scope="module")
+def caller_audio() -> bytes:
+    """The caller's line: a little silence, the sentence, then 1.5 s of silence (endpoint + utterance end)."""
+    return silence(300) + synthesize_caller(UTTERANCE) + silence(1500)
+
+
+@pytest_asyncio.fixture
+async def standin() -> AsyncIterator[DeepgramStandIn]:
+    async with DeepgramStandIn(KEY, transcripts=[UTTERANCE]) as server:
+        yield server
+
+
+async def collect(session: DeepgramSTTSession, into: list[TranscriptEvent]) -> None:
+    async for event in session.events():
+        into.append(event)
+
+
+async def wait_until(condition: Callable[[], bool], within_s: float = 5.0) -> None:
+    deadline = time.monotonic() + within_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+# ---------------------------------------------------------------- STT
+
+
+@pytest.mark.asyncio
+async def test_stt_transcribes_streamed_speech(
+    tmp_path: Path, standin: DeepgramStandIn, caller_audio: bytes
+) -> None:
+    provider = ProviderRegistry(dg_settings(tmp_path, standin.url)).stt()
+    assert isinstance(provider, DeepgramSTTProvider) and provider.name == "deepgram"
+    session = await provider.open_session(language="en", call_id="CA-test")
+    events: list[TranscriptEvent] = []
+    reader = asyncio.create_task(collect(session, events))
+
+    await session.keepalive()
+    for start in range(0, len(caller_audio), FRAME_BYTES):
+        await session.send_audio(caller_audio[start : start + FRAME_BYTES])
+    await wait_until(lambda: any(e.kind == "utterance_end" for e in events))
+    await session.finalize()
+    await session.close()
+    await asyncio.wait_for(reader, 5)  # events() ends once the session is closed
+
+    kinds = [e.kind for e in events]
+    assert kinds[0] == "speech_started"
+    assert "partial" in kinds
+    assert kinds.index("partial") < kinds.index("final") < kinds.index("utterance_end")
+    partials = [e.text for e in events if e.kind == "partial"]
+    assert all(UTTERANCE.startswith(p) for p in partials)  # interim words grow towards the final text
+    [final] = [e for e in events if e.kind == "final"]
+    assert final.text == UTTERANCE and final.speech_final and final.confidence == pytest.approx(0.98)
+    assert final.start_s is not None and final.end_s is not None
+    assert events[0].start_s == pytest.approx(final.start_s)
+    speech_s = (len(caller_audio) - len(silence(1800))) / 8000
+    assert 0.2 < final.start_s < final.end_s <= 0.3 + speech_s + 0.05  # timings from the audio itself
+    utterance_end = events[kinds.index("utterance_end")]
+    assert utterance_end.end_s == pytest.approx(final.end_s)
+
+    [record] = standin.listens
+    assert record.params == {
+        "model": "nova-2",
+        "language": "en",
+        "encoding": "mulaw",
+        "sample_rate": "8000",
+        "channels": "1",
+        "interim_results": "true",
+        "smart_format": "true",
+        "endpointing": "300",
+        "utterance_end_ms": "1000",
+        "vad_events": "true",
+    }
+    assert record.audio_bytes == len(caller_audio)
+    assert record.controls == ["KeepAlive", "Finalize", "CloseStream"]
+    assert record.sent[-1]["type"] == "Metadata" and record.closed
+
+
+@pytest.mark.asyncio
+async def test_stt_finalize_flushes_the_utterance_in_progress(
+    tmp_path: Path, standin: DeepgramStandIn, caller_audio: bytes
+) -> None:
+    session = await DeepgramSTTProvider(dg_settings(tmp_path, standin.url)).open_session()
+    events: list[TranscriptEvent] = []
+    reader = asyncio.create_task(collect(session, events))
+    speech = caller_audio[: len(caller_audio) - len(silence(1500))]  # no trailing silence: no endpoint
+    for start in range(0, len(speech), FRAME_BYTES):
+        await session.send_audio(speech[start : start + FRAME_BYTES])
+    await session.finalize()  # the engine decided the turn is over before Deepgram's endpoint
+    await wait_until(lambda: any(e.kind == "final" for e in events))
+    await session.close()
+    await asyncio.wait_for(reader, 5)
+    [final] = [e for e in events if e.kind == "final"]
+    assert final.text == UTTERANCE and not final.speech_final
+    assert standin.listens[0].sent[-2]["from_finalize"] is True
+
+
+@pytest.mark.asyncio
+async def test_stt_bad_key_and_unreachable_server_raise_stt_error(
+    tmp_path: Path, standin: DeepgramStandIn
+) -> None:
+    with pytest.raises(STTError, match="401") as failure:
+        await DeepgramSTTProvider(dg_settings(tmp_path, standin.url, key=BAD_KEY)).open_session()
+    assert BAD_KEY not in str(failure.value) and BAD_KEY not in str(failure.value.__cause__)
+    assert standin.rejected == 1 and standin.listens == []
+
+    with pytest.raises(STTError, match="connection failed"):
+        await DeepgramSTTProvider(dg_settings(tmp_path, f"ws://127.0.0.1:{free_port()}")).open_session()
+    with pytest.raises(STTError, match="not set"):
+        await DeepgramSTTProvider(dg_settings(tmp_path, standin.url, key="")).open_session()
+
+
+@pytest.mark.asyncio
+async def test_stt_server_hangup_surfaces_as_stt_error(tmp_path: Path) -> None:
+    async with DeepgramStandIn(KEY) as server:
+        session = await DeepgramSTTProvider(dg_settings(tmp_path, server.url)).open_session()
+        await session.send_audio(silence(200))
+    # The stand-in shut down under the open session: events() must fail, not end quietly.
+    with pytest.raises(STTError, match=r"closed|lost"):
+        async for _ in session.events():
+            pass
+    await session.send_audio(silence(20))  # the media path keeps going without raising
+    await session.close()
+
+
+# ---------------------------------------------------------------- TTS
+
+
+@pytest.mark.asyncio
+async def test_tts_streams_mulaw_chunks(tmp_path: Path, standin: DeepgramStandIn) -> None:
+    settings = dg_settings(tmp_path, standin.url)
+    provider = ProviderRegistry(settings).tts()
+    assert isinstance(provider, DeepgramTTSProvider) and provider.name == "deepgram"
+    text = "Thanks for calling Acme. How can I help you today?"
+
+    chunks = [chunk async for chunk in provider.synthesize(text, voice="aura-2-orion-en")]
+    assert len(chunks) > 1
+    assert sum(map(len, chunks)) == DeepgramStandIn.expected_tts_bytes(text)
+    assert all(len(c) % FRAME_BYTES == 0 for c in chunks)
+    [record] = standin.speaks
+    assert record.params == {"model": "aura-2-orion-en", "encoding": "mulaw", "sample_rate": "8000"}
+    assert record.texts == [text] and record.controls == ["Flush", "Close"]
+
+    audio = b"".join([chunk async for chunk in provider.synthesize("Sure.")])
+    assert len(audio) == DeepgramStandIn.expected_tts_bytes("Sure.")
+    assert standin.speaks[1].params["model"] == settings.deepgram_voice  # no voice -> DEEPGRAM_VOICE
+    assert [c async for c in provider.synthesize("   ")] == [] and len(standin.speaks) == 2
+
+
+@pytest.mark.asyncio
+async def test_tts_aclose_mid_stream_stops_synthesis(tmp_path: Path) -> None:
+    async with DeepgramStandIn(KEY, chunk_delay_s=0.01) as server:
+        provider = DeepgramTTSProvider(dg_settings(tmp_path, server.url))
+        stream = provider.synthesize(LONG_TEXT)
+        first = await anext(stream)
+        started = time.monotonic()
+        await stream.aclose()  # barge-in
+        assert time.monotonic() - started < 0.5
+        [record] = server.speaks
+        await wait_until(lambda: record.closed)
+        assert first and record.cleared and record.controls == ["Flush", "Clear", "Close"]
+        assert record.audio_bytes_sent < DeepgramStandIn.expected_tts_bytes(LONG_TEXT) / 2
+
+
+@pytest.mark.asyncio
+async def test_tts_cancelled_consumer_task_stops_synthesis(tmp_path: Path) -> None:
+    async with DeepgramStandIn(KEY, chunk_delay_s=0.01) as server:
+        provider = DeepgramTTSProvider(dg_settings(tmp_path, server.url))
+        chunks: list[bytes] = []
+
+        async def speak() -> None:  # like the engine: nothing but the TTS stream is awaited
+            async for chunk in provider.synthesize(LONG_TEXT):
+                chunks.append(chunk)
+
+        task = asyncio.create_task(speak())
+        await wait_until(lambda: len(chunks) >= 2)
+        started = time.monotonic()
+        task.cancel()  # what the engine does on barge-in
+        await asyncio.gather(task, return_exceptions=True)
+        assert time.monotonic() - started < 0.5
+        [record] = server.speaks
+        await wait_until(lambda: record.closed, within_s=1)
+        assert record.cleared and record.audio_bytes_sent < DeepgramStandIn.expected_tts_bytes(LONG_TEXT) / 2
+
+
+@pytest.mark.asyncio
+async def test_tts_abandoned_with_a_burst_in_flight_closes_promptly(tmp_path: Path) -> None:
+    """Aura sends faster than real time: more chunks than the client's 32-message queue can be in flight."""
+    async with DeepgramStandIn(KEY, chunk_bytes=FRAME_BYTES) as server:
+        provider = DeepgramTTSProvider(dg_settings(tmp_path, server.url))
+        stream = provider.synthesize(LONG_TEXT)
+        await anext(stream)
+        await asyncio.sleep(0.3)  # a slow consumer: the whole burst piles up client-side
+        started = time.monotonic()
+        await stream.aclose()
+        assert time.monotonic() - started < 1.0
+        assert server.speaks[0].audio_bytes_sent > 40 * FRAME_BYTES
+
+
+@pytest.mark.asyncio
+async def test_tts_bad_key_and_unreachable_server_raise_tts_error(
+    tmp_path: Path, standin: DeepgramStandIn
+) -> None:
+    provider = DeepgramTTSProvider(dg_settings(tmp_path, standin.url, key=BAD_KEY))
+    with pytest.raises(TTSError, match="401") as failure:
+        _ = [chunk async for chunk in provider.synthesize("Hello there.")]
+    assert BAD_KEY not in str(failure.value) and BAD_KEY not in str(failure.value.__cause__)
+    assert standin.rejected == 1 and standin.speaks == []
+
+    unreachable = DeepgramTTSProvider(dg_settings(tmp_path, f"ws://127.0.0.1:{free_port()}"))
+    with pytest.raises(TTSError, match="connection failed"):
+        _ = [chunk async for chunk in unreachable.synthesize("Hello there.")]
