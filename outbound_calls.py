@@ -85,7 +85,8 @@ async def place_call(
             to=to_number,
             from_=caller_id,
             url=f"{base}/twiml/voice_outbound?conversation_id={conversation_id}",
-            status_callback=f"{base}/twiml/status",
+            # The id rides along: Twilio may report "initiated" before calls.create has even returned the SID.
+            status_callback=f"{base}/twiml/status?conversation_id={conversation_id}",
         )
     except (TelephonyError, TwilioNotConfigured) as exc:
         async with runtime.db.session() as session:

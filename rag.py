@@ -22,6 +22,7 @@ CHUNK_CHARS = 400
 OVERLAP_SENTENCES = 1
 MIN_CHUNK_CHARS = 80  # a paragraph at least this long ends its chunk
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
+_SENTENCE_OR_LINE = re.compile(r"\n+|(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
 
 
 @dataclass(slots=True)
@@ -39,7 +40,7 @@ def chunk_text(text: str, max_chars: int = CHUNK_CHARS, overlap: int = OVERLAP_S
     chunks: list[str] = []
     carry = ""  # short paragraphs (a heading, one line) join the next one
     for paragraph in filter(None, paragraphs):
-        paragraph = f"{carry} {paragraph}".strip() if carry else paragraph
+        paragraph = f"{carry}\n{paragraph}".strip() if carry else paragraph
         carry = ""
         if len(paragraph) < MIN_CHUNK_CHARS:
             carry = paragraph
@@ -218,6 +219,19 @@ class KnowledgeStore:
 
     async def warm(self) -> None:
         await self.embedder.embed(["warm up"])
+
+    async def best_sentence(self, question: str, chunks: list[RetrievedChunk]) -> tuple[str, float]:
+        """The retrieved sentence closest in meaning to the question (for extractive answers)."""
+        sentences = [
+            s.strip() for c in chunks for s in _SENTENCE_OR_LINE.split(c.text)
+            if len(s.strip()) > 20 and (s.strip()[-1] in ".!?" or len(s.strip()) > 60)  # not a heading
+        ]
+        if not sentences:
+            return "", 0.0
+        vectors = await self.embedder.embed([question, *sentences])
+        scores = vectors[1:] @ vectors[0]  # embeddings are normalized: dot product = cosine
+        best = int(scores.argmax())
+        return sentences[best], float(scores[best])
 
     @staticmethod
     def format_for_prompt(chunks: list[RetrievedChunk]) -> str:

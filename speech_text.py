@@ -30,7 +30,10 @@ def fill_template(text: str, variables: Mapping[str, Any], *, strict: bool = Fal
         return "" if found is None else str(found)
 
     filled = _VARIABLE.sub(value, text or "")
-    return re.sub(r"[ \t]{2,}", " ", filled) if missing else filled
+    if not missing:
+        return filled
+    # "Hi {{name}}, …" without a name reads "Hi, …", not "Hi , …".
+    return re.sub(r"[ \t]+([,.!?;:])", r"\1", re.sub(r"[ \t]{2,}", " ", filled))
 
 
 _EMOJI = re.compile(

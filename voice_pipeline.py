@@ -55,6 +55,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("ai_sdr.call")
 
 FALLBACK_LINE = "Sorry, could you say that again?"
+EXTRACTIVE_MIN_SCORE = 0.45  # question ↔ knowledge-sentence cosine needed to answer with the sentence
 STILL_THERE_LINE = "Are you still there?"
 GOODBYE_LINE = "Thanks for your time. Goodbye!"
 TIMEOUT_GOODBYE_LINE = "It seems we got disconnected. I'll follow up later. Goodbye!"
@@ -275,6 +276,11 @@ class WSConn:
         self._tasks.append(asyncio.create_task(self._watchdog(), name=f"watchdog-{self.call_sid}"))
         if self.profile.first_message:
             self._start_reply(ReplyTurn(self._next_turn_id(), "", None, kind="greeting"), greeting=self.profile.first_message)
+        if hasattr(self.llm, "prefill"):
+            # While the greeting plays: the model reads the system prompt once, so the first reply's
+            # prompt is mostly cached (embedded model: ~1 s → ~0.1 s to the first token).
+            prompt = build_messages(self.profile.system_prompt, CallState.DISCOVERY.value, "", [], "")
+            self._tasks.append(asyncio.create_task(self.llm.prefill(prompt[:1]), name=f"prefill-{self.call_sid}"))
         self.state = CallState.DISCOVERY
         return True
 
@@ -649,7 +655,7 @@ class WSConn:
             return
         if await self._intent_tool(turn, intent):
             return
-        await self._llm_reply(turn)
+        await self._llm_reply(turn, intent)
 
     def _said_no_before(self) -> bool:
         return sum(1 for m in self.history if m.role == "user" and detect_intent(m.content) == Intent.NOT_INTERESTED) >= 1
@@ -727,11 +733,17 @@ class WSConn:
             text = "Done." if outcome.success else "Sorry, I couldn't do that just now."
         await self._speak_lines(turn, [text.strip()])
 
-    async def _llm_reply(self, turn: ReplyTurn) -> None:
+    async def _llm_reply(self, turn: ReplyTurn, intent: Intent | None = None) -> None:
         assert self.profile is not None and self.llm is not None
         settings = self.runtime.settings
         agent = self.profile.agent
-        knowledge = await self._retrieve(turn.user_text)
+        started = time.monotonic()
+        chunks = await self._retrieve(turn.user_text)
+        self._log("retrieved", level=logging.DEBUG, chunks=len(chunks), ms=round((time.monotonic() - started) * 1000, 1))
+        if chunks and intent == Intent.QUESTION and getattr(self.llm, "extractive_knowledge", False):
+            if await self._extractive_answer(turn, chunks):
+                return
+        knowledge = self.runtime.knowledge.format_for_prompt(chunks) if chunks else ""
         messages = build_messages(self.profile.system_prompt, self.state.value, knowledge, self.history, turn.user_text)
         tools = self.profile.tool_specs if getattr(self.llm, "supports_tools", self.llm.name != "local") else None
         sentences: asyncio.Queue[str | None] = asyncio.Queue()
@@ -768,22 +780,35 @@ class WSConn:
         for call in tool_calls[:3]:
             await self._run_tool(turn, call)
 
-    async def _retrieve(self, text: str) -> str:
+    async def _extractive_answer(self, turn: ReplyTurn, chunks: list[Any]) -> bool:
+        """A small embedded model paraphrases facts unreliably: answer a knowledge question with the
+        knowledge base's own best-matching sentence instead, when it matches the question well."""
+        try:
+            sentence, score = await self.runtime.knowledge.best_sentence(turn.user_text, chunks)
+        except Exception as exc:
+            self._log("extractive answer failed", logging.WARNING, error=type(exc).__name__)
+            return False
+        if score < EXTRACTIVE_MIN_SCORE:
+            return False
+        turn.timings["llm_first_token_ms"] = self.ms()
+        await self._speak_lines(turn, [sentence])
+        return True
+
+    async def _retrieve(self, text: str) -> list[Any]:
         assert self.profile is not None
         store = self.runtime.knowledge
-        if not self.profile.agent.documents or not hasattr(store, "query"):
-            return ""
+        if not self.profile.agent.documents:
+            return []
         if any(d.status == "pending" for d in self.profile.agent.documents):
             await store.index_pending(self.runtime.db, self.profile.id)  # documents copied from another agent
             for document in self.profile.agent.documents:
                 document.status = "ready"
         try:
             async with asyncio.timeout(1.5):
-                chunks = await store.query(self.profile.id, text)
-            return store.format_for_prompt(chunks) if chunks else ""
+                return await store.query(self.profile.id, text)
         except Exception as exc:
             self._log("retrieval failed", logging.WARNING, error=type(exc).__name__)
-            return ""
+            return []
 
     async def _speak_lines(self, turn: ReplyTurn, lines: list[str]) -> None:
         queue: asyncio.Queue[str | None] = asyncio.Queue()

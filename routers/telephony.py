@@ -131,7 +131,7 @@ async def voice_outbound(request: Request, conversation_id: str = "") -> Respons
 
 
 @router.post("/twiml/status", summary="Twilio call status callback")
-async def call_status(request: Request) -> dict[str, Any]:
+async def call_status(request: Request, conversation_id: str = "") -> dict[str, Any]:
     runtime: Runtime = request.app.state.runtime
     params = await _twilio_params(request)
     call_sid = _valid_call_sid(params)
@@ -139,9 +139,14 @@ async def call_status(request: Request) -> dict[str, Any]:
     if status is None:
         raise HTTPException(400, detail="unknown CallStatus")
     async with runtime.db.session() as session:
-        conversation = await session.scalar(select(Conversation).where(Conversation.call_sid == call_sid))
+        conversation = await session.get(Conversation, conversation_id) if conversation_id else None
+        if conversation is not None and conversation.call_sid not in (None, call_sid):
+            conversation = None  # the id and the SID disagree: trust neither
+        if conversation is None:
+            conversation = await session.scalar(select(Conversation).where(Conversation.call_sid == call_sid))
         if conversation is None:
             raise HTTPException(404, detail="unknown call")
+        conversation.call_sid = conversation.call_sid or call_sid
         if conversation.status not in ("completed", *FAILED_STATUSES) or status in FAILED_STATUSES:
             conversation.status = status
         duration = params.get("CallDuration")

@@ -157,6 +157,8 @@ async def call(args: argparse.Namespace) -> int:
             print(f"call failed: {result.error}", file=sys.stderr)
             return 1
         v2v = sorted(result.voice_to_voice_s)
+        if result.hung_up_by_agent:
+            print("the agent hung up")
         print(
             f"\n{result.turns_sent} caller turns in {time.perf_counter() - started:.1f} s;"
             + (f" voice-to-voice at the caller: median {v2v[len(v2v) // 2] * 1000:.0f} ms" if v2v else "")

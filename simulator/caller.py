@@ -53,6 +53,7 @@ class CallResult:
     interarrival_s: list[float] = field(default_factory=list)
     underruns: int = 0
     barges_missed: int = 0
+    hung_up_by_agent: bool = False
     frames_received: int = 0
     turns_sent: int = 0
     error: str | None = None
@@ -128,6 +129,8 @@ class SimulatedCaller:
                     )
                 finally:
                     receiver.cancel()
+        except websockets.ConnectionClosedOK:
+            self.result.hung_up_by_agent = True  # the agent ended the call: a normal ending
         except Exception as exc:
             self.result.error = f"{type(exc).__name__}: {str(exc)[:120]}"
         self._pacing()

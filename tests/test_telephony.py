@@ -88,7 +88,8 @@ async def test_outbound_call_reaches_twilio_with_the_right_twiml_url(tmp_path: P
             call = twilio.calls[body["call_sid"]]
             assert call.params["To"] == "+15550109999" and call.params["From"] == NUMBER
             assert call.params["Url"] == f"{server.base_url}/twiml/voice_outbound?conversation_id={body['conversation_id']}"
-            assert call.params["StatusCallback"] == f"{server.base_url}/twiml/status"
+            assert call.params["StatusCallback"] == (
+                f"{server.base_url}/twiml/status?conversation_id={body['conversation_id']}")
 
             # Like Twilio, the stand-in then posts signed status callbacks and fetches the TwiML.
             await twilio.settled()

@@ -1,0 +1,135 @@
+"""The labelled caller-side set: what a caller may send while the agent talks, and turns to end.
+
+Every case is 8 kHz mu-law as Twilio delivers it, written to ``bench/data/bargein/<id>.ulaw`` with
+``labels.json`` describing it. Labels:
+
+- ``interrupt``: real interruptions, four voices, normal and quiet (-10 dB);
+- ``backchannel``: "uh-huh", "yeah", "right" … (must not cut the agent off);
+- ``noise``: white/pink noise, clicks, a music-like chord sequence, mains hum, a far-away voice, at
+  levels given relative to a normal caller (must not cut the agent off);
+- ``silence``: line silence;
+- ``turn``: a complete caller turn after the agent has finished (response gap);
+- ``pause``: a turn with a mid-sentence pause (the agent must not answer the first half).
+
+    python -m bench.bargein.generate
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from audio import MULAW_TO_PCM16, pcm16_to_mulaw
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "bargein"
+VOICES = ["piper", "espeak:en-us", "espeak:en+f3", "espeak:en+m3"]
+INTERRUPTIONS = [
+    "Wait, stop, I have a question.",
+    "Sorry, can I ask something?",
+    "No, that's not what I meant.",
+    "Hold on, how much is it?",
+    "Actually, I'm really busy right now.",
+    "Excuse me, who is this?",
+]
+BACKCHANNELS = ["Uh-huh.", "Yeah.", "Right.", "Okay.", "Mm-hmm.", "Sure."]
+TURNS = [
+    "What does it cost for a team of ten?",
+    "Can you send me the details by email?",
+    "We use HubSpot today.",
+    "Tuesday afternoon works for me.",
+]
+PAUSED = [
+    ("I'd like to, um", "book a demo next week."),
+    ("We were thinking about", "switching tools this quarter."),
+    ("My budget is around, uh", "five thousand a year."),
+    ("Could you tell me if", "it works with Outlook?"),
+]
+REFERENCE_RMS = 3000.0  # a normal caller's speech level on the PCM16 scale (Piper at 0 dB is close)
+
+
+def _pcm(mulaw: bytes) -> np.ndarray:
+    return MULAW_TO_PCM16[np.frombuffer(mulaw, dtype=np.uint8)].astype(np.float32)
+
+
+def _at_level(pcm: np.ndarray, db_below_speech: float) -> bytes:
+    rms = float(np.sqrt(np.mean(pcm**2))) or 1.0
+    scaled = pcm * (REFERENCE_RMS / rms) * 10 ** (-db_below_speech / 20)
+    return pcm16_to_mulaw(np.clip(scaled, -32768, 32767).astype(np.int16))
+
+
+def noise_cases(rng: np.random.Generator) -> dict[str, bytes]:
+    from simulator.speech import noise_samples, synthesize_caller
+
+    n = 8000 * 2  # 2 s
+    t = np.arange(n) / 8000
+    clicks = np.zeros(n, dtype=np.float32)
+    for start in rng.integers(0, n - 40, 12):
+        clicks[start : start + 40] = rng.standard_normal(40) * 8
+    notes = [261.6, 329.6, 392.0, 523.3]
+    chord = sum(np.sin(2 * np.pi * f * t) * (1 + np.sin(2 * np.pi * (k + 1) * 0.7 * t)) for k, f in enumerate(notes))
+    far = _pcm(synthesize_caller("I told him we would be there by six, the traffic was terrible.", voice="espeak:en+f2"))
+    far_mix = _at_level(far, 22)
+    cases = {
+        "white_10db": _at_level(noise_samples(n, "white", rng), 10),
+        "white_20db": _at_level(noise_samples(n, "white", rng), 20),
+        "pink_10db": _at_level(noise_samples(n, "pink", rng), 10),
+        "pink_20db": _at_level(noise_samples(n, "pink", rng), 20),
+        "clicks": _at_level(clicks, 0),
+        "music_10db": _at_level(chord.astype(np.float32), 10),
+        "music_20db": _at_level(chord.astype(np.float32), 20),
+        "hum_10db": _at_level(noise_samples(n, "hum", rng), 10),
+        "far_voice_22db": far_mix,
+        "far_voice_pink": pcm16_to_mulaw(np.clip(
+            _pcm(far_mix) + _pcm(_at_level(noise_samples(len(far), "pink", rng), 25)), -32768, 32767
+        ).astype(np.int16)),
+    }
+    return cases
+
+
+def generate() -> list[dict]:
+    from simulator.caller import frames_of
+    from simulator.speech import scale, synthesize_caller
+
+    DATA.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(2026)
+    labels: list[dict] = []
+
+    def save(case_id: str, label: str, audio: bytes, **info: object) -> None:
+        (DATA / f"{case_id}.ulaw").write_bytes(audio)
+        labels.append({"id": case_id, "label": label, **info})
+
+    for i, text in enumerate(INTERRUPTIONS):
+        for j, voice in enumerate(VOICES):
+            gain = 0.0 if (i + j) % 2 == 0 else -10.0
+            audio = b"".join(frames_of(scale(synthesize_caller(text, voice=voice), gain)))
+            save(f"interrupt_{i}_{j}", "interrupt", audio, text=text, voice=voice, gain_db=gain)
+    for i, text in enumerate(BACKCHANNELS):
+        for j, voice in enumerate(VOICES[:3]):
+            save(f"backchannel_{i}_{j}", "backchannel", b"".join(frames_of(synthesize_caller(text, voice=voice))),
+                 text=text, voice=voice)
+    for name, audio in noise_cases(rng).items():
+        save(f"noise_{name}", "noise", audio, kind=name)
+    for k in range(3):
+        save(f"silence_{k}", "silence", b"\xff" * 8000 * 2)
+    for i, text in enumerate(TURNS):
+        voice = VOICES[i % len(VOICES)]
+        save(f"turn_{i}", "turn", b"".join(frames_of(synthesize_caller(text, voice=voice))), text=text, voice=voice)
+    for i, (first, second) in enumerate(PAUSED):
+        voice = VOICES[i % len(VOICES)]
+        a = b"".join(frames_of(synthesize_caller(first, voice=voice)))
+        b = b"".join(frames_of(synthesize_caller(second, voice=voice)))
+        pause_ms = 700
+        save(f"pause_{i}", "pause", a + b"\xff" * (8 * pause_ms) + b, text=f"{first} … {second}", voice=voice,
+             first_part_ms=len(a) // 8, pause_ms=pause_ms)
+    (DATA / "labels.json").write_text(json.dumps(labels, indent=1))
+    return labels
+
+
+if __name__ == "__main__":
+    made = generate()
+    counts: dict[str, int] = {}
+    for item in made:
+        counts[item["label"]] = counts.get(item["label"], 0) + 1
+    print(f"wrote {len(made)} cases to {DATA}: {counts}")

@@ -1,0 +1,101 @@
+"""LLM benchmark: time to first token, tokens per second and a sample of replies, as a call turn sees them.
+
+Runs the provider the service would use (``--provider local`` is the embedded model; ``ollama`` needs a
+server at OLLAMA_HOST) with the real prompt builder: an SDR system prompt, retrieved knowledge and a
+short history, then one caller question per run.
+
+    python -m bench.llm_bench [--provider local] [--runs 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+
+from bench.report import markdown_table, pcts, write_result
+
+SYSTEM = (
+    "You are Ava, a friendly sales development representative for Orbit CRM, calling Sam at Acme. "
+    "Keep every reply to one or two short spoken sentences. Goal: book a 20-minute demo."
+)
+KNOWLEDGE = (
+    "[1] Orbit CRM costs $49 per seat per month on the Growth plan, billed annually, with a 14-day free trial.\n"
+    "[2] Orbit CRM integrates with Gmail, Outlook, Slack and HubSpot."
+)
+QUESTIONS = [
+    "How much does it cost?",
+    "Does it work with Outlook?",
+    "Is there a free trial?",
+    "Who are you and why are you calling?",
+    "We already use a spreadsheet, why would we switch?",
+]
+
+
+async def run(provider_name: str, runs: int) -> None:
+    from config import Settings
+    from prompt import build_messages
+    from providers.registry import ProviderRegistry
+
+    settings = Settings(_env_file=None, llm_provider=provider_name)  # type: ignore[call-arg]
+    registry = ProviderRegistry(settings)
+    llm = await registry.llm()
+    load_started = time.perf_counter()
+    if hasattr(llm, "warm"):
+        await llm.warm()
+    load_s = time.perf_counter() - load_started
+    ttft, rates, totals, samples = [], [], [], []
+    for i in range(runs):
+        question = QUESTIONS[i % len(QUESTIONS)]
+        messages = build_messages(SYSTEM, "ACTIVE", KNOWLEDGE, [], question)
+        started = time.perf_counter()
+        first = None
+        tokens = 0
+        text = ""
+        async for chunk in llm.stream_chat(messages, temperature=0.3, max_tokens=60):
+            if chunk.text:
+                tokens += 1
+                text += chunk.text
+                if first is None:
+                    first = time.perf_counter()
+        end = time.perf_counter()
+        if first is not None:
+            ttft.append(first - started)
+            if tokens > 1 and end > first:
+                rates.append((tokens - 1) / (end - first))
+        totals.append(end - started)
+        if i < len(QUESTIONS):
+            samples.append((question, " ".join(text.split())[:160]))
+    await registry.aclose()
+    t, total = pcts(ttft), pcts(totals)
+    rate_sorted = sorted(rates)
+    rows = [[
+        getattr(llm, "name", provider_name), f"{load_s:.1f}", t["n"], t["p50"], t["p95"],
+        f"{rate_sorted[len(rate_sorted) // 2]:.1f}" if rates else "n/a",
+        f"{rate_sorted[max(0, int(len(rate_sorted) * 0.05))]:.1f}" if rates else "n/a",
+        total["p50"], total["p95"],
+    ]]
+    body = (
+        "Prompt = SDR system prompt + 2 knowledge chunks + the caller's question (~200 tokens); replies capped at "
+        "60 tokens, temperature 0.3. Tokens/s counts streamed chunks after the first.\n\n"
+        + markdown_table(
+            ["model", "load s", "runs", "TTFT p50 ms", "TTFT p95 ms", "tokens/s median", "tokens/s p5",
+             "reply p50 ms", "reply p95 ms"],
+            rows,
+        )
+        + "\n\nSample replies:\n\n"
+        + markdown_table(["caller", "agent"], [[q, a.replace("|", "/")] for q, a in samples])
+    )
+    write_result("llm_bench", f"LLM: {getattr(llm, 'name', provider_name)}", body)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--provider", default="local")
+    parser.add_argument("--runs", type=int, default=20)
+    args = parser.parse_args()
+    asyncio.run(run(args.provider, args.runs))
+
+
+if __name__ == "__main__":
+    main()
