@@ -236,7 +236,9 @@ async def copy_documents(session: AsyncSession, agent: Agent, document_ids: list
     wanted = list(dict.fromkeys(document_ids))
     found = {
         d.id: d
-        for d in (await session.scalars(select(KnowledgeDocument).where(KnowledgeDocument.id.in_(wanted)))).all()
+        for d in (
+            await session.scalars(select(KnowledgeDocument).where(KnowledgeDocument.id.in_(wanted)))
+        ).all()
     }
     missing = [i for i in wanted if i not in found]
     if missing:
@@ -283,7 +285,7 @@ def split_conversation_config(config: dict[str, Any]) -> tuple[dict[str, Any], d
 
 
 def _validation_error(exc: ValidationError, loc: tuple[str, ...]) -> RequestValidationError:
-    """Re-home errors of the mapped columns under their ElevenLabs path, for a 422 that points at the input."""
+    """Re-home errors of mapped columns under their ElevenLabs path: a 422 that points at the input."""
     reverse = {column: path for path, column in CONVERSATION_CONFIG_MAP.items()}
     errors = []
     for err in exc.errors():

@@ -70,9 +70,7 @@ def verify_jwt(token: str, settings: Settings) -> dict:
     if not secret:
         raise _unauthorized("bearer tokens are not enabled (JWT_SECRET is not set)")
     try:
-        return jwt.decode(
-            token, secret, algorithms=[settings.jwt_algorithm], options={"require": ["exp"]}
-        )
+        return jwt.decode(token, secret, algorithms=[settings.jwt_algorithm], options={"require": ["exp"]})
     except jwt.ExpiredSignatureError:
         raise _unauthorized("bearer token has expired") from None
     except jwt.PyJWTError:

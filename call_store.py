@@ -115,7 +115,9 @@ class CallStore:
             if conversation is not None:
                 await self._emit_event(session, event_type, conversation, data)
 
-    async def finish(self, end_reason: str, status: str = "completed", recording_url: str | None = None) -> None:
+    async def finish(
+        self, end_reason: str, status: str = "completed", recording_url: str | None = None
+    ) -> None:
         async with self.db.session() as session:
             conversation = await session.get(Conversation, self.conversation_id)
             if conversation is None:
@@ -131,7 +133,9 @@ class CallStore:
                 conversation.duration_sec = round((now - conversation.started_at).total_seconds(), 2)
             conversation.call_state = "ENDED"
 
-    async def _emit_event(self, session: Any, event_type: str, conversation: Conversation, data: dict) -> None:
+    async def _emit_event(
+        self, session: Any, event_type: str, conversation: Conversation, data: dict
+    ) -> None:
         if self._emit is None:
             return
         payload = {"conversation_id": conversation.id, "agent_id": conversation.agent_id, **data}

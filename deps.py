@@ -117,7 +117,9 @@ class PageResult(Generic[T]):
     next_cursor: str | None
 
 
-async def paginate(session: AsyncSession, stmt: Select[Any], model: Any, params: PageParams) -> PageResult[Any]:
+async def paginate(
+    session: AsyncSession, stmt: Select[Any], model: Any, params: PageParams
+) -> PageResult[Any]:
     """Keyset pagination, newest first, over ``model.created_at`` then ``model.id`` (stable on ties)."""
     if params.cursor:
         created_at, item_id = decode_cursor(params.cursor)

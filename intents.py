@@ -26,31 +26,93 @@ def _words(text: str) -> str:
 
 
 _BACKCHANNELS = {
-    "uh huh", "uh-huh", "uhhuh", "mm hmm", "mm-hmm", "mhm", "mm", "hmm", "yeah", "yep", "yes", "right",
-    "okay", "ok", "sure", "i see", "got it", "oh", "ah", "cool", "alright", "all right", "totally",
-    "exactly", "true", "nice", "wow", "really", "great", "uh", "um", "yeah yeah", "right right",
+    "uh huh",
+    "uh-huh",
+    "uhhuh",
+    "mm hmm",
+    "mm-hmm",
+    "mhm",
+    "mm",
+    "hmm",
+    "yeah",
+    "yep",
+    "yes",
+    "right",
+    "okay",
+    "ok",
+    "sure",
+    "i see",
+    "got it",
+    "oh",
+    "ah",
+    "cool",
+    "alright",
+    "all right",
+    "totally",
+    "exactly",
+    "true",
+    "nice",
+    "wow",
+    "really",
+    "great",
+    "uh",
+    "um",
+    "yeah yeah",
+    "right right",
 }
 
 # Ordered: the first rule that matches wins, so stronger signals come first.
 _RULES: list[tuple[Intent, re.Pattern[str]]] = [
-    (Intent.TRANSFER_REQUEST, re.compile(
-        r" (transfer me|speak (to|with) (a |an )?(human|person|someone|manager|representative|agent)|"
-        r"talk (to|with) (a |an )?(human|person|someone|real person|manager|representative)|real person|"
-        r"operator|put me through|connect me) ")),
-    (Intent.NOT_INTERESTED, re.compile(
-        r" (not interested|no thanks|no thank you|don't call|do not call|stop calling|remove me|"
-        r"take me off|not for us|we're good|we are good|not a fit) ")),
-    (Intent.CALLBACK_LATER, re.compile(
-        r" (call (me )?back|call later|another time|bad time|not a good time|busy right now|"
-        r"try (me )?(again )?later|reach me later) ")),
-    (Intent.BOOK_MEETING, re.compile(
-        r" (book|schedule|set up|arrange|put .{0,20}calendar|demo|meeting|appointment|slot) ")),
-    (Intent.GOODBYE, re.compile(r" (bye|goodbye|good bye|talk (to you )?later|have a (good|nice|great) (day|one)|that's all|hang up) ")),
-    (Intent.HELLO, re.compile(r"^ (hi|hello|hey|good (morning|afternoon|evening)|yes hello|hello there)( [a-z]+)? $")),
-    (Intent.DENY, re.compile(r"^ (no|nope|nah|not really|no it's not|not at all|i don't think so)( [a-z]+)? $")),
-    (Intent.CONFIRM, re.compile(r"^ (yes|yeah|yep|sure|correct|exactly|sounds good|that works|perfect|absolutely|of course|ok|okay)( [a-z]+){0,3} $")),
+    (
+        Intent.TRANSFER_REQUEST,
+        re.compile(
+            r" (transfer me|speak (to|with) (a |an )?(human|person|someone|manager|representative|agent)|"
+            r"talk (to|with) (a |an )?(human|person|someone|real person|manager|representative)|real person|"
+            r"operator|put me through|connect me) "
+        ),
+    ),
+    (
+        Intent.NOT_INTERESTED,
+        re.compile(
+            r" (not interested|no thanks|no thank you|don't call|do not call|stop calling|remove me|"
+            r"take me off|not for us|we're good|we are good|not a fit) "
+        ),
+    ),
+    (
+        Intent.CALLBACK_LATER,
+        re.compile(
+            r" (call (me )?back|call later|another time|bad time|not a good time|busy right now|"
+            r"try (me )?(again )?later|reach me later) "
+        ),
+    ),
+    (
+        Intent.BOOK_MEETING,
+        re.compile(r" (book|schedule|set up|arrange|put .{0,20}calendar|demo|meeting|appointment|slot) "),
+    ),
+    (
+        Intent.GOODBYE,
+        re.compile(
+            r" (bye|goodbye|good bye|talk (to you )?later|have a (good|nice|great) (day|one)|that's all|hang up) "  # noqa: E501
+        ),
+    ),
+    (
+        Intent.HELLO,
+        re.compile(r"^ (hi|hello|hey|good (morning|afternoon|evening)|yes hello|hello there)( [a-z]+)? $"),
+    ),
+    (
+        Intent.DENY,
+        re.compile(r"^ (no|nope|nah|not really|no it's not|not at all|i don't think so)( [a-z]+)? $"),
+    ),
+    (
+        Intent.CONFIRM,
+        re.compile(
+            r"^ (yes|yeah|yep|sure|correct|exactly|sounds good|that works|perfect|absolutely|of course|ok|okay)( [a-z]+){0,3} $"  # noqa: E501
+        ),
+    ),
 ]
-_QUESTION = re.compile(r" (what|how|why|when|where|who|which|can you|could you|do you|does it|is it|are you|is there) ")
+_QUESTION = re.compile(
+    r" (what|how|why|when|where|who|which|can you|could you|do you|does it|is it|are you|is there) "
+)
 
 
 def is_backchannel(text: str) -> bool:
@@ -62,7 +124,9 @@ def is_backchannel(text: str) -> bool:
     if normalized in _BACKCHANNELS:
         return True
     parts = normalized.replace("-", " ").split()
-    return len(parts) <= 3 and all(p in {w for b in _BACKCHANNELS for w in b.replace("-", " ").split()} for p in parts)
+    return len(parts) <= 3 and all(
+        p in {w for b in _BACKCHANNELS for w in b.replace("-", " ").split()} for p in parts
+    )
 
 
 def detect_intent(text: str) -> Intent:
@@ -81,12 +145,23 @@ def detect_intent(text: str) -> Intent:
 
 _WEEKDAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
 _NUMBER_WORDS = {
-    "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
-    "ten": 10, "eleven": 11, "twelve": 12, "noon": 12,
+    "one": 1,
+    "two": 2,
+    "three": 3,
+    "four": 4,
+    "five": 5,
+    "six": 6,
+    "seven": 7,
+    "eight": 8,
+    "nine": 9,
+    "ten": 10,
+    "eleven": 11,
+    "twelve": 12,
+    "noon": 12,
 }
 _TIME = re.compile(
     r"\b(?:at|around|by)?\s*(\d{1,2}|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|noon)"
-    r"(?::(\d{2})|\s+(thirty|fifteen|forty[- ]five))?\s*(a\.?m\.?|p\.?m\.?|in the morning|in the afternoon|o'clock)?",
+    r"(?::(\d{2})|\s+(thirty|fifteen|forty[- ]five))?\s*(a\.?m\.?|p\.?m\.?|in the morning|in the afternoon|o'clock)?",  # noqa: E501
     re.IGNORECASE,
 )
 
@@ -112,7 +187,13 @@ def _parse_time(text: str) -> tuple[int, int] | None:
         hour = _NUMBER_WORDS.get(raw.lower()) if not raw.isdigit() else int(raw)
         if hour is None or hour > 23:
             continue
-        minute = int(minutes) if minutes else {"thirty": 30, "fifteen": 15}.get((spoken_minutes or "").lower(), 45 if spoken_minutes else 0)
+        minute = (
+            int(minutes)
+            if minutes
+            else {"thirty": 30, "fifteen": 15}.get(
+                (spoken_minutes or "").lower(), 45 if spoken_minutes else 0
+            )
+        )
         half = (half or "").lower()
         if half.startswith("p") or "afternoon" in half:
             hour = hour + 12 if hour < 12 else hour

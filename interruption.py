@@ -35,7 +35,9 @@ class TurnSettings:
     vad_aggressiveness: int = 3
 
     @classmethod
-    def from_sources(cls, settings: Any, overrides: dict[str, Any] | None, agent_enabled: bool) -> TurnSettings:
+    def from_sources(
+        cls, settings: Any, overrides: dict[str, Any] | None, agent_enabled: bool
+    ) -> TurnSettings:
         values = {f.name: getattr(settings, f.name) for f in fields(cls) if hasattr(settings, f.name)}
         for key, value in (overrides or {}).items():
             if key in values or key == "vad_aggressiveness":

@@ -68,7 +68,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Self-hosted voice agent: Twilio calls, streaming STT/TTS, LLM with RAG and tools.",
         lifespan=lifespan,
     )
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes, upload_max_bytes=settings.max_upload_bytes)
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_bytes=settings.max_request_bytes,
+        upload_max_bytes=settings.max_upload_bytes,
+    )
     app.add_middleware(RequestLogMiddleware)
 
     @app.exception_handler(RequestValidationError)
@@ -94,8 +98,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(console.router)
     app.mount("/console", console.static_files, name="console")
     api_modules = (
-        agents, browser_calls, conversations, tools, phone_numbers, webhooks, webhook_deliveries, knowledge,
-        outbound, calls, recordings, elevenlabs,
+        agents,
+        browser_calls,
+        conversations,
+        tools,
+        phone_numbers,
+        webhooks,
+        webhook_deliveries,
+        knowledge,
+        outbound,
+        calls,
+        recordings,
+        elevenlabs,
     )
     for module in api_modules:
         app.include_router(module.router, prefix="/v1", dependencies=api, responses=ERROR_RESPONSES)

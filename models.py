@@ -279,9 +279,7 @@ class WebhookDelivery(Base):
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("dlv"))
     event_id: Mapped[str] = mapped_column(ForeignKey("webhook_events.id", ondelete="CASCADE"))
-    webhook_id: Mapped[str] = mapped_column(
-        ForeignKey("webhook_configs.id", ondelete="CASCADE"), index=True
-    )
+    webhook_id: Mapped[str] = mapped_column(ForeignKey("webhook_configs.id", ondelete="CASCADE"), index=True)
     status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|delivered|dead
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -54,14 +54,16 @@ class OutboundAudio:
 
     def __init__(self, stream_sid: str, send: Send) -> None:
         self._send = send
-        self._media_prefix = '{"event":"media","streamSid":"%s","media":{"payload":"' % stream_sid
-        self._mark_tpl = '{"event":"mark","streamSid":"%s","mark":{"name":"%%s"}}' % stream_sid
-        self._clear_msg = '{"event":"clear","streamSid":"%s"}' % stream_sid
+        # Pre-built JSON: per frame only the base64 payload is formatted in.
+        self._media_prefix = f'{{"event":"media","streamSid":"{stream_sid}","media":{{"payload":"'
+        self._mark_prefix = f'{{"event":"mark","streamSid":"{stream_sid}","mark":{{"name":"'
+        self._clear_msg = f'{{"event":"clear","streamSid":"{stream_sid}"}}'
         self._frames: list[bytes] = []
         self._segments: list[Segment] = []
         self._sent = 0  # index of the next frame to send
         self._slicer = FrameSlicer()
         self._wakeup = asyncio.Event()
+        self._progress = asyncio.Event()  # set whenever playback advances (frames sent, marks back, clear)
         self._sending = False
         self._spurt_start = 0.0  # monotonic time the current run of frames started
         self._spurt_first_frame = 0
@@ -115,6 +117,21 @@ class OutboundAudio:
     def idle(self) -> bool:
         return self._sent >= len(self._frames) and all(s.played or not s.mark_sent for s in self._segments)
 
+    async def wait_idle(self, timeout: float) -> bool:
+        """Until everything queued has been sent and confirmed played (or ``timeout``); True if idle."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self.idle:
+            self._progress.clear()
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            try:
+                await asyncio.wait_for(self._progress.wait(), remaining)
+            except TimeoutError:
+                return self.idle
+        return True
+
     def played_frame(self, now: float | None = None) -> int:
         """Best estimate of the frame the caller is hearing now."""
         if not self._sending:
@@ -149,6 +166,7 @@ class OutboundAudio:
         for seg in self._segments:
             if seg.mark_name == name and seg.mark_sent:
                 seg.played = True
+                self._progress.set()
                 return seg
         return None
 
@@ -168,6 +186,7 @@ class OutboundAudio:
         self._sent = played
         self._sending = False
         self.paused = False
+        self._progress.set()
         return played
 
     async def pause(self) -> int:
@@ -205,6 +224,7 @@ class OutboundAudio:
             if self._sent >= len(self._frames) or self.paused:
                 self._sending = False
                 await self._send_due_marks()
+                self._progress.set()
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
@@ -230,7 +250,10 @@ class OutboundAudio:
     def _announce_first_frame(self, now: float) -> None:
         index = self._sent - 1
         for seg in self._segments:
-            if seg.start_frame <= index < (seg.end_frame or len(self._frames)) and seg.turn_id not in self._announced_turns:
+            if (
+                seg.start_frame <= index < (seg.end_frame or len(self._frames))
+                and seg.turn_id not in self._announced_turns
+            ):
                 self._announced_turns.add(seg.turn_id)
                 assert self.on_first_frame is not None
                 self.on_first_frame(seg.turn_id, now)
@@ -238,6 +261,11 @@ class OutboundAudio:
 
     async def _send_due_marks(self) -> None:
         for seg in self._segments:
-            if not seg.mark_sent and not seg.played and seg.end_frame is not None and seg.end_frame <= self._sent:
+            if (
+                not seg.mark_sent
+                and not seg.played
+                and seg.end_frame is not None
+                and seg.end_frame <= self._sent
+            ):
                 seg.mark_sent = True
-                await self._send(self._mark_tpl % seg.mark_name)
+                await self._send(self._mark_prefix + seg.mark_name + '"}}')

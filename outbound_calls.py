@@ -59,21 +59,34 @@ async def place_call(
         if missing:
             raise OutboundCallError(
                 422,
-                [{"loc": ["body", "dynamic_variables", name], "msg": "required by the agent's prompt",
-                  "type": "missing"} for name in missing],
+                [
+                    {
+                        "loc": ["body", "dynamic_variables", name],
+                        "msg": "required by the agent's prompt",
+                        "type": "missing",
+                    }
+                    for name in missing
+                ],
             )
         caller_id = (
             from_number
-            or await session.scalar(select(PhoneNumber.phone_number).where(PhoneNumber.agent_id == agent_id).limit(1))
+            or await session.scalar(
+                select(PhoneNumber.phone_number).where(PhoneNumber.agent_id == agent_id).limit(1)
+            )
             or runtime.settings.twilio_phone_number
         )
         if not caller_id:
             raise OutboundCallError(
-                422, "no caller ID: pass from_number, attach a phone number to the agent or set TWILIO_PHONE_NUMBER"
+                422,
+                "no caller ID: pass from_number, give the agent a phone number or set TWILIO_PHONE_NUMBER",
             )
         conversation = Conversation(
-            agent_id=agent_id, direction="outbound", status="initiated",
-            from_number=caller_id, to_number=to_number, dynamic_variables=dict(dynamic_variables),
+            agent_id=agent_id,
+            direction="outbound",
+            status="initiated",
+            from_number=caller_id,
+            to_number=to_number,
+            dynamic_variables=dict(dynamic_variables),
         )
         session.add(conversation)
         await session.flush()

@@ -43,8 +43,13 @@ async def run_post_call(runtime: Runtime, conversation_id: str) -> None:
         agent = await session.get(Agent, conversation.agent_id) if conversation.agent_id else None
         transcript = transcript_as_heard(conversation)
         tool_calls = [
-            {"name": c.name, "arguments": c.arguments, "result": c.result, "success": c.success,
-             "duration_ms": c.duration_ms}
+            {
+                "name": c.name,
+                "arguments": c.arguments,
+                "result": c.result,
+                "success": c.success,
+                "duration_ms": c.duration_ms,
+            }
             for c in conversation.tool_calls
         ]
         end_reason = conversation.end_reason
@@ -53,12 +58,18 @@ async def run_post_call(runtime: Runtime, conversation_id: str) -> None:
         llm = await runtime.providers.llm((agent.providers or {}).get("llm") if agent else None)
         async with asyncio.timeout(ANALYSIS_TIMEOUT_S):
             analysis = await analyze_conversation(
-                [(t["role"], t["text"]) for t in transcript], data_fields, llm,
-                tool_calls=tool_calls, end_reason=end_reason,
+                [(t["role"], t["text"]) for t in transcript],
+                data_fields,
+                llm,
+                tool_calls=tool_calls,
+                end_reason=end_reason,
             )
         summary, outcome, collected = analysis.summary, analysis.outcome, analysis.collected
     except Exception as exc:
-        log.warning("post-call analysis failed", extra={"fields": {"conversation_id": conversation_id, "error": type(exc).__name__}})
+        log.warning(
+            "post-call analysis failed",
+            extra={"fields": {"conversation_id": conversation_id, "error": type(exc).__name__}},
+        )
         summary, outcome, collected = None, None, {}
     async with runtime.db.session() as session:
         conversation = await session.get(Conversation, conversation_id)
@@ -67,9 +78,12 @@ async def run_post_call(runtime: Runtime, conversation_id: str) -> None:
         conversation.summary = summary
         conversation.outcome = outcome
         conversation.collected_data = collected
-        meetings = (await session.scalars(select(Meeting).where(Meeting.conversation_id == conversation_id))).all()
+        meetings = (
+            await session.scalars(select(Meeting).where(Meeting.conversation_id == conversation_id))
+        ).all()
         await runtime.webhooks.emit(
-            session, "call.completed",
+            session,
+            "call.completed",
             {
                 "conversation_id": conversation.id,
                 "agent_id": conversation.agent_id,
@@ -82,14 +96,19 @@ async def run_post_call(runtime: Runtime, conversation_id: str) -> None:
                 "ended_at": conversation.ended_at,
                 "transcript": transcript,
                 "tool_calls": tool_calls,
-                "meetings": [{"id": m.id, "start_time": m.start_time, "attendee_name": m.attendee_name} for m in meetings],
+                "meetings": [
+                    {"id": m.id, "start_time": m.start_time, "attendee_name": m.attendee_name}
+                    for m in meetings
+                ],
                 "summary": summary,
                 "outcome": outcome,
                 "collected_data": collected,
                 "recording_url": (
                     runtime.settings.public_url.rstrip("/") + conversation.recording_url
-                    if conversation.recording_url else None
+                    if conversation.recording_url
+                    else None
                 ),
             },
-            agent_id=conversation.agent_id, conversation_id=conversation.id,
+            agent_id=conversation.agent_id,
+            conversation_id=conversation.id,
         )

@@ -223,7 +223,9 @@ class KnowledgeStore:
     async def best_sentence(self, question: str, chunks: list[RetrievedChunk]) -> tuple[str, float]:
         """The retrieved sentence closest in meaning to the question (for extractive answers)."""
         sentences = [
-            s.strip() for c in chunks for s in _SENTENCE_OR_LINE.split(c.text)
+            s.strip()
+            for c in chunks
+            for s in _SENTENCE_OR_LINE.split(c.text)
             if len(s.strip()) > 20 and (s.strip()[-1] in ".!?" or len(s.strip()) > 60)  # not a heading
         ]
         if not sentences:

@@ -42,7 +42,9 @@ CONVERSATION_STATUSES = (
 
 BuiltinToolName = Literal["end_call", "transfer_call", "send_sms", "book_meeting"]
 ToolKind = Literal["webhook", "end_call", "transfer_call", "send_sms", "book_meeting"]
-WebhookEventType = Literal["call.started", "call.completed", "call.interrupted", "call.failed", "tool.executed"]
+WebhookEventType = Literal[
+    "call.started", "call.completed", "call.interrupted", "call.failed", "tool.executed"
+]
 ConversationStatus = Literal[
     "initiated", "ringing", "in_progress", "completed", "busy", "no_answer", "failed", "canceled"
 ]
@@ -165,7 +167,9 @@ class ToolCreate(Strict):
     parameters: ParametersSchema = Field(default_factory=lambda: {"type": "object", "properties": {}})
     config: dict[str, Any] = Field(
         default_factory=dict,
-        description='webhook: {"url", "method", "headers", "timeout_sec"}; transfer_call/send_sms: {"number"}',
+        description=(
+            'webhook: {"url", "method", "headers", "timeout_sec"}; transfer_call/send_sms: {"number"}'
+        ),
     )
     enabled: bool = True
 
@@ -334,7 +338,11 @@ class ElevenLabsAgentCreate(BaseModel):
     conversation_config: dict[str, Any] = Field(
         examples=[
             {
-                "agent": {"prompt": {"prompt": "You are a helpful SDR."}, "first_message": "Hi!", "language": "en"},
+                "agent": {
+                    "prompt": {"prompt": "You are a helpful SDR."},
+                    "first_message": "Hi!",
+                    "language": "en",
+                },
                 "tts": {"voice_id": "aura-2-thalia-en"},
             }
         ]
@@ -482,7 +490,7 @@ class ConversationAnalysis(BaseModel):
 
 
 class ConversationDetail(ConversationSummary):
-    """A conversation with its transcript, tool calls and results (ElevenLabs ``GetConversationResponseModel``)."""
+    """A conversation with transcript, tool calls, results (ElevenLabs ``GetConversationResponseModel``)."""
 
     call_state: str
     dynamic_variables: dict[str, Any]
@@ -621,4 +629,4 @@ class ElevenLabsOutboundCallResponse(BaseModel):
     success: bool
     message: str
     conversation_id: str | None
-    callSid: str | None  # noqa: N815 (ElevenLabs' field name)
+    callSid: str | None

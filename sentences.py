@@ -7,7 +7,21 @@ import re
 # A sentence ends at . ! ? (optionally followed by closing quotes/brackets) and then whitespace.
 _BOUNDARY = re.compile(r"""(?<=[.!?…])["')\]]*\s+""")
 # Abbreviations whose trailing dot is not the end of a sentence.
-_ABBREVIATIONS = {"mr.", "mrs.", "ms.", "dr.", "st.", "vs.", "e.g.", "i.e.", "etc.", "inc.", "jr.", "sr.", "no."}
+_ABBREVIATIONS = {
+    "mr.",
+    "mrs.",
+    "ms.",
+    "dr.",
+    "st.",
+    "vs.",
+    "e.g.",
+    "i.e.",
+    "etc.",
+    "inc.",
+    "jr.",
+    "sr.",
+    "no.",
+}
 
 
 class SentenceChunker:

@@ -37,11 +37,13 @@ RETRY_DELAYS_S = (0.2, 0.6)  # webhook tools: retried on connection errors and 5
 
 BUILTIN_SPECS: dict[str, ToolSpec] = {
     "end_call": ToolSpec(
-        "end_call", "End the phone call politely when the conversation is over.",
+        "end_call",
+        "End the phone call politely when the conversation is over.",
         {"type": "object", "properties": {"reason": {"type": "string"}}, "required": []},
     ),
     "book_meeting": ToolSpec(
-        "book_meeting", "Book a meeting with the caller at an agreed date and time.",
+        "book_meeting",
+        "Book a meeting with the caller at an agreed date and time.",
         {
             "type": "object",
             "properties": {
@@ -54,12 +56,18 @@ BUILTIN_SPECS: dict[str, ToolSpec] = {
         },
     ),
     "transfer_call": ToolSpec(
-        "transfer_call", "Transfer the caller to a human colleague when they ask for one.",
+        "transfer_call",
+        "Transfer the caller to a human colleague when they ask for one.",
         {"type": "object", "properties": {"reason": {"type": "string"}}, "required": []},
     ),
     "send_sms": ToolSpec(
-        "send_sms", "Send the caller a text message (a link, a confirmation, details they asked for).",
-        {"type": "object", "properties": {"message": {"type": "string", "maxLength": 600}}, "required": ["message"]},
+        "send_sms",
+        "Send the caller a text message (a link, a confirmation, details they asked for).",
+        {
+            "type": "object",
+            "properties": {"message": {"type": "string", "maxLength": 600}},
+            "required": ["message"],
+        },
     ),
 }
 FILLERS = {
@@ -121,7 +129,8 @@ class ToolRunner:
     def tools_for(self, agent: Any) -> dict[str, ResolvedTool]:
         tools = {
             name: ResolvedTool(name, BUILTIN_SPECS[name], {})
-            for name in (agent.builtin_tools or []) if name in BUILTIN_SPECS
+            for name in (agent.builtin_tools or [])
+            if name in BUILTIN_SPECS
         }
         for tool in agent.tools or []:
             if not tool.enabled:
@@ -159,7 +168,9 @@ class ToolRunner:
             outcome = ToolOutcome(False, error=str(exc))
         except Exception as exc:
             log.warning("tool failed", extra={"fields": {"tool": call.name, "error": type(exc).__name__}})
-            outcome = ToolOutcome(False, error=f"the tool failed ({type(exc).__name__})")  # details stay in the log
+            outcome = ToolOutcome(
+                False, error=f"the tool failed ({type(exc).__name__})"
+            )  # details stay in the log
         outcome.duration_ms = (time.perf_counter() - started) * 1000
         await self._record(agent, call, ctx, outcome)
         return outcome
@@ -187,17 +198,20 @@ class ToolRunner:
             start = start.replace(tzinfo=UTC)  # models rarely give an offset; times are stored in UTC
         async with self.runtime.db.session() as session:
             meeting = Meeting(
-                conversation_id=ctx.conversation_id, agent_id=agent.id,
+                conversation_id=ctx.conversation_id,
+                agent_id=agent.id,
                 attendee_name=str(args.get("attendee_name") or ""),
                 attendee_contact=str(args.get("attendee_contact") or ctx.caller_number or ""),
-                start_time=start, notes=str(args.get("notes") or ""),
+                start_time=start,
+                notes=str(args.get("notes") or ""),
             )
             session.add(meeting)
             await session.flush()
             meeting_id = meeting.id
         when = start.strftime("%A, %B %-d at %-I:%M %p").replace(":00 ", " ")
         return ToolOutcome(
-            True, {"meeting_id": meeting_id, "start_time": start.isoformat()},
+            True,
+            {"meeting_id": meeting_id, "start_time": start.isoformat()},
             say=f"You're booked for {when}. You'll get a confirmation shortly.",
         )
 
@@ -233,17 +247,22 @@ class ToolRunner:
         except UnsafeURLError as exc:
             raise ToolError(f"refused: {exc}") from None
         method = str(config.get("method", "POST")).upper()
-        headers = {k: fill_template(str(v), ctx.dynamic_variables) for k, v in (config.get("headers") or {}).items()}
+        headers = {
+            k: fill_template(str(v), ctx.dynamic_variables) for k, v in (config.get("headers") or {}).items()
+        }
         # The same key on every retry of this call, so a receiver can tell a retry from a second request.
         fingerprint = hashlib.sha256(json.dumps(call.arguments, sort_keys=True).encode()).hexdigest()[:16]
         headers["idempotency-key"] = f"{ctx.conversation_id}:{call.id or call.name}:{fingerprint}"
         payload = {
-            "tool": call.name, "arguments": call.arguments,
-            "conversation_id": ctx.conversation_id, "call_sid": ctx.call_sid,
+            "tool": call.name,
+            "arguments": call.arguments,
+            "conversation_id": ctx.conversation_id,
+            "call_sid": ctx.call_sid,
         }
         request: dict[str, Any] = (
             {"params": {k: v if isinstance(v, str) else json.dumps(v) for k, v in call.arguments.items()}}
-            if method in ("GET", "DELETE") else {"json": payload}
+            if method in ("GET", "DELETE")
+            else {"json": payload}
         )
         timeout = float(config.get("timeout_sec", 5.0))
         last_error = "no attempt"
@@ -253,7 +272,9 @@ class ToolRunner:
             try:
                 status, body = await self._http_call(method, url, headers, timeout, request)
             except httpx.TimeoutException:
-                raise ToolError(f"the tool did not answer within {timeout:g} s") from None  # not retried: it may be running
+                raise ToolError(
+                    f"the tool did not answer within {timeout:g} s"
+                ) from None  # not retried: it may be running
             except httpx.TransportError as exc:
                 last_error = f"could not reach the tool ({type(exc).__name__})"
                 continue
@@ -285,17 +306,31 @@ class ToolRunner:
 
     async def _record(self, agent: Any, call: ToolCall, ctx: ToolContext, outcome: ToolOutcome) -> None:
         async with self.runtime.db.session() as session:
-            session.add(ToolCallRecord(
-                conversation_id=ctx.conversation_id, name=call.name, arguments=call.arguments,
-                result=outcome.result, success=outcome.success, error=outcome.error,
-                duration_ms=outcome.duration_ms,
-            ))
+            session.add(
+                ToolCallRecord(
+                    conversation_id=ctx.conversation_id,
+                    name=call.name,
+                    arguments=call.arguments,
+                    result=outcome.result,
+                    success=outcome.success,
+                    error=outcome.error,
+                    duration_ms=outcome.duration_ms,
+                )
+            )
             await self.runtime.webhooks.emit(
-                session, "tool.executed",
-                {"conversation_id": ctx.conversation_id, "name": call.name, "arguments": call.arguments,
-                 "result": outcome.result, "success": outcome.success, "error": outcome.error,
-                 "duration_ms": round(outcome.duration_ms, 1)},
-                agent_id=getattr(agent, "id", None), conversation_id=ctx.conversation_id,
+                session,
+                "tool.executed",
+                {
+                    "conversation_id": ctx.conversation_id,
+                    "name": call.name,
+                    "arguments": call.arguments,
+                    "result": outcome.result,
+                    "success": outcome.success,
+                    "error": outcome.error,
+                    "duration_ms": round(outcome.duration_ms, 1),
+                },
+                agent_id=getattr(agent, "id", None),
+                conversation_id=ctx.conversation_id,
             )
 
     async def aclose(self) -> None:

@@ -51,7 +51,9 @@ class TwilioGateway:
 
     def _rest(self) -> Client:
         if not self.configured:
-            raise TwilioNotConfigured("Twilio is not configured: set TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN")
+            raise TwilioNotConfigured(
+                "Twilio is not configured: set TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN"
+            )
         if self._client is None:
             client = Client(
                 self.settings.twilio_account_sid,
@@ -97,7 +99,9 @@ class TwilioGateway:
         try:
             return await request
         except TwilioRestException as exc:
-            raise TelephonyError(f"Twilio refused the request: {exc.msg} (code {exc.code})", exc.status) from None
+            raise TelephonyError(
+                f"Twilio refused the request: {exc.msg} (code {exc.code})", exc.status
+            ) from None
         except (TwilioException, OSError) as exc:
             raise TelephonyError(f"Twilio could not be reached ({type(exc).__name__})") from None
 

@@ -4,7 +4,7 @@
 
     caller frames ─┬─> FrameClassifier ─> InterruptionDetector ─> barge-in (pause / clear)
                    └─> STT session ─> transcript events ─> EndOfTurn ─> reply
-    reply: intent fast path / RAG + LLM stream ─> SentenceChunker ─> TTS ─> OutboundAudio (paced frames + marks)
+    reply: intent fast path / RAG + LLM stream ─> SentenceChunker ─> TTS ─> OutboundAudio (paced, marked)
 
 ``ConnectionManager`` registers live calls, enforces MAX_CONCURRENT_CALLS and
 drains calls on shutdown. The engine depends only on the provider interfaces
@@ -18,6 +18,7 @@ import base64
 import binascii
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -55,7 +56,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("ai_sdr.call")
 
 FALLBACK_LINE = "Sorry, could you say that again?"
+_STREAM_SID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 EXTRACTIVE_MIN_SCORE = 0.45  # question ↔ knowledge-sentence cosine needed to answer with the sentence
+FINALIZE_AFTER_S = 0.25  # silence beyond the end-of-turn threshold with only partials: ask for the final
+KEEPALIVE_AFTER_S = 3.0  # Deepgram closes a stream after ~10 s without audio
 STILL_THERE_LINE = "Are you still there?"
 GOODBYE_LINE = "Thanks for your time. Goodbye!"
 TIMEOUT_GOODBYE_LINE = "It seems we got disconnected. I'll follow up later. Goodbye!"
@@ -151,6 +155,8 @@ class WSConn:
         self._final_speech_end: float | None = None
         self._last_voice_at = time.monotonic()
         self._voiced_run = 0
+        self._partial_pending = False  # a partial transcript with no final yet
+        self._last_media_at = time.monotonic()
         self._speech_end_ms: float | None = None
         self._speech_start_ms: float | None = None  # of the caller turn being heard
         self._eot_handle: asyncio.TimerHandle | None = None
@@ -171,7 +177,11 @@ class WSConn:
         return round(((time.monotonic() if t is None else t) - self.t0) * 1000, 1)
 
     def _log(self, msg: str, level: int = logging.INFO, **fields: Any) -> None:
-        log.log(level, msg, extra={"fields": {"call_sid": self.call_sid, "conversation_id": self.conversation_id, **fields}})
+        log.log(
+            level,
+            msg,
+            extra={"fields": {"call_sid": self.call_sid, "conversation_id": self.conversation_id, **fields}},
+        )
 
     async def serve(self) -> None:
         """The whole life of the socket: handshake, call, teardown. Never raises."""
@@ -217,7 +227,12 @@ class WSConn:
                     await self._close(1008, "invalid stream token")
                     return None
                 self.conversation_id = conversation_id
-                self.stream_sid = str(msg.get("streamSid") or start.get("streamSid") or "")
+                stream_sid = str(msg.get("streamSid") or start.get("streamSid") or "")
+                if not _STREAM_SID.match(stream_sid):  # it is echoed into every frame we send
+                    self._log("stream refused: bad streamSid", logging.WARNING)
+                    await self._close(1008, "invalid streamSid")
+                    return None
+                self.stream_sid = stream_sid
                 self.caller_number = str(params.get("from", ""))
                 self.agent_number = str(params.get("to", ""))
                 return start
@@ -270,17 +285,27 @@ class WSConn:
         self.eot = EndOfTurn(turn.silence_threshold_sec)
         await self.store.mark_started(self.call_sid)
         rt.webhooks_notify()
-        self._log("call started", agent_id=agent.id, stt=getattr(rt.providers.stt(overrides.get("stt")), "name", ""),
-                  llm=getattr(self.llm, "name", ""), tts=getattr(self.tts, "name", ""))
+        self._log(
+            "call started",
+            agent_id=agent.id,
+            stt=getattr(rt.providers.stt(overrides.get("stt")), "name", ""),
+            llm=getattr(self.llm, "name", ""),
+            tts=getattr(self.tts, "name", ""),
+        )
         self._tasks.append(asyncio.create_task(self._stt_events(), name=f"stt-{self.call_sid}"))
         self._tasks.append(asyncio.create_task(self._watchdog(), name=f"watchdog-{self.call_sid}"))
         if self.profile.first_message:
-            self._start_reply(ReplyTurn(self._next_turn_id(), "", None, kind="greeting"), greeting=self.profile.first_message)
+            self._start_reply(
+                ReplyTurn(self._next_turn_id(), "", None, kind="greeting"),
+                greeting=self.profile.first_message,
+            )
         if hasattr(self.llm, "prefill"):
             # While the greeting plays: the model reads the system prompt once, so the first reply's
             # prompt is mostly cached (embedded model: ~1 s → ~0.1 s to the first token).
             prompt = build_messages(self.profile.system_prompt, CallState.DISCOVERY.value, "", [], "")
-            self._tasks.append(asyncio.create_task(self.llm.prefill(prompt[:1]), name=f"prefill-{self.call_sid}"))
+            self._tasks.append(
+                asyncio.create_task(self.llm.prefill(prompt[:1]), name=f"prefill-{self.call_sid}")
+            )
         self.state = CallState.DISCOVERY
         return True
 
@@ -355,7 +380,9 @@ class WSConn:
         self.runtime.calls.unregister(self)
         await self._close(1000, "call ended")
         self._closed.set()
-        self._log("call ended", reason=self.end_reason, duration_s=round(time.monotonic() - self.started_at, 1))
+        self._log(
+            "call ended", reason=self.end_reason, duration_s=round(time.monotonic() - self.started_at, 1)
+        )
 
     async def _close(self, code: int, reason: str) -> None:
         if self.ws.client_state == WebSocketState.CONNECTED:
@@ -447,8 +474,9 @@ class WSConn:
         if not chunk or len(chunk) > FRAME_BYTES * 50:
             self._bad(f"media of {len(chunk)} bytes")
             return
+        self._last_media_at = time.monotonic()
         if self.recorder is not None:
-            self.recorder.caller_audio(chunk, self._sample_at(time.monotonic()))
+            self.recorder.caller_audio(chunk, self._sample_at(self._last_media_at))
         for frame in self._slicer.push(chunk) if len(chunk) != FRAME_BYTES else (chunk,):
             self._on_frame(frame)
         assert self.stt is not None
@@ -468,6 +496,15 @@ class WSConn:
                 self._final_at = None
         else:
             self._voiced_run = 0
+            if (
+                self._partial_pending
+                and self.eot is not None
+                and now - self._last_voice_at > self.eot.silence_s + FINALIZE_AFTER_S
+            ):
+                # Words were heard, the caller went quiet, and no final came: ask the STT for it now.
+                self._partial_pending = False
+                if self.stt is not None:
+                    asyncio.get_running_loop().create_task(self.stt.finalize())
         barge = self._barge
         if barge is not None:
             if now > barge.words_deadline and not self._finals and now - self._last_voice_at > 0.3:
@@ -510,7 +547,9 @@ class WSConn:
         except ProviderError as exc:
             self._log("stt failed", logging.ERROR, error=type(exc).__name__, detail=str(exc)[:200])
             self.end_reason = "stt_failed"
-            await self._say_and_hang_up("Sorry, I'm having trouble hearing you. I'll call you back. Goodbye.", "stt_failed")
+            await self._say_and_hang_up(
+                "Sorry, I'm having trouble hearing you. I'll call you back. Goodbye.", "stt_failed"
+            )
 
     def _on_transcript(self, event: TranscriptEvent) -> None:
         now = time.monotonic()
@@ -518,17 +557,23 @@ class WSConn:
             started = self.t0 + event.start_s if event.start_s is not None else now
             self._speech_start_ms = self.ms(min(started, now))
         if event.kind == "partial":
+            self._partial_pending = bool(event.text.strip())
             if self._barge is not None and event.text.strip() and not is_backchannel(event.text):
                 if len(event.text.split()) >= 2:
                     asyncio.get_running_loop().create_task(self._commit_interruption())
             return
         if event.kind == "final":
+            self._partial_pending = False
             text = event.text.strip()
             if not text:
                 return
             self._finals.append(text)
             if self._speech_end_ms is None or event.end_s is not None:
-                end = self.ms(self.t0 + event.end_s) if event.end_s is not None else self.ms(self._last_voice_at)
+                end = (
+                    self.ms(self.t0 + event.end_s)
+                    if event.end_s is not None
+                    else self.ms(self._last_voice_at)
+                )
                 self._speech_end_ms = min(end, self.ms(now))
             self._stt_final_ms = self.ms(now)
             if event.speech_final:
@@ -542,7 +587,9 @@ class WSConn:
         if self._eot_handle is not None:
             self._eot_handle.cancel()
         loop = asyncio.get_running_loop()
-        self._eot_handle = loop.call_later(max(0.0, delay), lambda: loop.create_task(self._check_end_of_turn()))
+        self._eot_handle = loop.call_later(
+            max(0.0, delay), lambda: loop.create_task(self._check_end_of_turn())
+        )
 
     async def _check_end_of_turn(self) -> None:
         if not self._finals or self._closing or self.eot is None:
@@ -562,7 +609,9 @@ class WSConn:
         speech_end_ms, self._speech_end_ms = self._speech_end_ms, None
         speech_start_ms, self._speech_start_ms = self._speech_start_ms, None
         await self._user_turn(
-            text, speech_start_ms=speech_start_ms, speech_end_ms=speech_end_ms,
+            text,
+            speech_start_ms=speech_start_ms,
+            speech_end_ms=speech_end_ms,
             stt_final_ms=getattr(self, "_stt_final_ms", None),
         )
 
@@ -581,9 +630,16 @@ class WSConn:
         self._silence_prompts = 0
         agent_talking = self._barge is not None or self.out.is_speaking
         if kind == "speech" and agent_talking and is_backchannel(text):
-            await self.store.save_turn(TurnRecord(
-                "user", text, kind="backchannel", start_ms=speech_start_ms, end_ms=speech_end_ms, intent="BACKCHANNEL"
-            ))
+            await self.store.save_turn(
+                TurnRecord(
+                    "user",
+                    text,
+                    kind="backchannel",
+                    start_ms=speech_start_ms,
+                    end_ms=speech_end_ms,
+                    intent="BACKCHANNEL",
+                )
+            )
             if self._barge is not None:
                 self._resume_after_false_barge("backchannel")
             return
@@ -591,7 +647,13 @@ class WSConn:
             await self._commit_interruption()
         reply = self._reply
         merged_seq: int | None = None
-        if reply is not None and not reply.audio_started and reply.user_seq is not None and reply.task and not reply.task.done():
+        if (
+            reply is not None
+            and not reply.audio_started
+            and reply.user_seq is not None
+            and reply.task
+            and not reply.task.done()
+        ):
             # The caller added to the turn while the agent was still thinking: answer both as one.
             reply.task.cancel()
             await asyncio.gather(reply.task, return_exceptions=True)
@@ -600,10 +662,14 @@ class WSConn:
             merged_seq = reply.user_seq
         intent = detect_intent(text)
         record = TurnRecord(
-            "user", display or text, kind=kind, intent=intent.value,
+            "user",
+            display or text,
+            kind=kind,
+            intent=intent.value,
             start_ms=speech_start_ms if speech_start_ms is not None else speech_end_ms or self.ms(),
             end_ms=speech_end_ms or self.ms(),
-            stt_final_ms=stt_final_ms, seq=merged_seq if merged_seq is not None else -1,
+            stt_final_ms=stt_final_ms,
+            seq=merged_seq if merged_seq is not None else -1,
         )
         seq = await self.store.save_turn(record)
         self._log("user turn", seq=seq, intent=intent.value, chars=len(text))
@@ -621,12 +687,18 @@ class WSConn:
         self._turn_counter += 1
         return self._turn_counter
 
-    def _start_reply(self, turn: ReplyTurn, *, greeting: str | None = None, intent: Intent | None = None) -> None:
+    def _start_reply(
+        self, turn: ReplyTurn, *, greeting: str | None = None, intent: Intent | None = None
+    ) -> None:
         previous = self._reply
         self._reply = turn
-        turn.task = asyncio.create_task(self._run_reply(turn, previous, greeting, intent), name=f"reply-{turn.turn_id}")
+        turn.task = asyncio.create_task(
+            self._run_reply(turn, previous, greeting, intent), name=f"reply-{turn.turn_id}"
+        )
 
-    async def _run_reply(self, turn: ReplyTurn, previous: ReplyTurn | None, greeting: str | None, intent: Intent | None) -> None:
+    async def _run_reply(
+        self, turn: ReplyTurn, previous: ReplyTurn | None, greeting: str | None, intent: Intent | None
+    ) -> None:
         if previous is not None and previous.task is not None and not previous.task.done():
             # The previous reply finishes speaking first (interruptions are handled elsewhere).
             await asyncio.gather(previous.task, return_exceptions=True)
@@ -658,7 +730,14 @@ class WSConn:
         await self._llm_reply(turn, intent)
 
     def _said_no_before(self) -> bool:
-        return sum(1 for m in self.history if m.role == "user" and detect_intent(m.content) == Intent.NOT_INTERESTED) >= 1
+        return (
+            sum(
+                1
+                for m in self.history
+                if m.role == "user" and detect_intent(m.content) == Intent.NOT_INTERESTED
+            )
+            >= 1
+        )
 
     async def _intent_tool(self, turn: ReplyTurn, intent: Intent) -> bool:
         """Run a tool straight from the caller's words, without an LLM round trip."""
@@ -714,7 +793,9 @@ class WSConn:
         """Let the LLM word a tool's result (one round: the call, then its result as a tool message)."""
         assert self.profile is not None and self.llm is not None
         result = outcome.result if outcome.success else {"error": outcome.error}
-        messages = build_messages(self.profile.system_prompt, self.state.value, "", self.history, turn.user_text)
+        messages = build_messages(
+            self.profile.system_prompt, self.state.value, "", self.history, turn.user_text
+        )
         messages += [
             ChatMessage("assistant", "", tool_calls=[call]),
             ChatMessage("tool", json.dumps(result, default=str)[:2000], tool_name=call.name),
@@ -723,7 +804,9 @@ class WSConn:
         try:
             async with asyncio.timeout(self.runtime.settings.llm_timeout_sec):
                 async for chunk in self.llm.stream_chat(
-                    messages, model=self.profile.agent.llm_model, temperature=self.profile.agent.temperature,
+                    messages,
+                    model=self.profile.agent.llm_model,
+                    temperature=self.profile.agent.temperature,
                     max_tokens=self.runtime.settings.llm_max_tokens,
                 ):
                     text += chunk.text
@@ -739,13 +822,22 @@ class WSConn:
         agent = self.profile.agent
         started = time.monotonic()
         chunks = await self._retrieve(turn.user_text)
-        self._log("retrieved", level=logging.DEBUG, chunks=len(chunks), ms=round((time.monotonic() - started) * 1000, 1))
+        self._log(
+            "retrieved",
+            level=logging.DEBUG,
+            chunks=len(chunks),
+            ms=round((time.monotonic() - started) * 1000, 1),
+        )
         if chunks and intent == Intent.QUESTION and getattr(self.llm, "extractive_knowledge", False):
             if await self._extractive_answer(turn, chunks):
                 return
         knowledge = self.runtime.knowledge.format_for_prompt(chunks) if chunks else ""
-        messages = build_messages(self.profile.system_prompt, self.state.value, knowledge, self.history, turn.user_text)
-        tools = self.profile.tool_specs if getattr(self.llm, "supports_tools", self.llm.name != "local") else None
+        messages = build_messages(
+            self.profile.system_prompt, self.state.value, knowledge, self.history, turn.user_text
+        )
+        tools = (
+            self.profile.tool_specs if getattr(self.llm, "supports_tools", self.llm.name != "local") else None
+        )
         sentences: asyncio.Queue[str | None] = asyncio.Queue()
         speaker = asyncio.create_task(self._speak_queue(turn, sentences))
         chunker = SentenceChunker()
@@ -754,7 +846,10 @@ class WSConn:
         try:
             async with asyncio.timeout(settings.llm_timeout_sec):
                 async for chunk in self.llm.stream_chat(
-                    messages, tools=tools or None, model=agent.llm_model, temperature=agent.temperature,
+                    messages,
+                    tools=tools or None,
+                    model=agent.llm_model,
+                    temperature=agent.temperature,
                     max_tokens=settings.llm_max_tokens,
                 ):
                     if chunk.text:
@@ -846,9 +941,8 @@ class WSConn:
     async def _wait_played(self, turn: ReplyTurn) -> None:
         """Until Twilio has played every segment of the turn (its marks came back)."""
         assert self.out is not None
-        deadline = time.monotonic() + 5 + len(" ".join(turn.planned)) * 0.09
-        while not self.out.idle and time.monotonic() < deadline and not self._closing:
-            await asyncio.sleep(0.02)
+        # Bounded: a peer that never echoes marks must not hold the turn (and its storage) forever.
+        await self.out.wait_idle(timeout=5 + len(" ".join(turn.planned)) * 0.09)
 
     async def _save_reply(self, turn: ReplyTurn) -> None:
         if turn.saved or self.store is None:
@@ -865,10 +959,17 @@ class WSConn:
     def _agent_record(self, turn: ReplyTurn, heard: str, interrupted: bool) -> TurnRecord:
         t = turn.timings
         return TurnRecord(
-            "agent", heard, kind=turn.kind, full_text=" ".join(turn.planned), interrupted=interrupted,
-            start_ms=t.get("first_frame_sent_ms"), end_ms=self.ms(),
-            user_speech_end_ms=t.get("user_speech_end_ms"), stt_final_ms=t.get("stt_final_ms"),
-            llm_first_token_ms=t.get("llm_first_token_ms"), tts_first_audio_ms=t.get("tts_first_audio_ms"),
+            "agent",
+            heard,
+            kind=turn.kind,
+            full_text=" ".join(turn.planned),
+            interrupted=interrupted,
+            start_ms=t.get("first_frame_sent_ms"),
+            end_ms=self.ms(),
+            user_speech_end_ms=t.get("user_speech_end_ms"),
+            stt_final_ms=t.get("stt_final_ms"),
+            llm_first_token_ms=t.get("llm_first_token_ms"),
+            tts_first_audio_ms=t.get("tts_first_audio_ms"),
             first_frame_sent_ms=t.get("first_frame_sent_ms"),
         )
 
@@ -928,7 +1029,9 @@ class WSConn:
         if self.state == CallState.COMPLETION:
             self.state = CallState.ACTIVE
         if turn is not None and turn.planned and self.store is not None:
-            await self.store.emit("call.interrupted", {"heard_text": heard, "planned_text": " ".join(turn.planned)})
+            await self.store.emit(
+                "call.interrupted", {"heard_text": heard, "planned_text": " ".join(turn.planned)}
+            )
             self.runtime.webhooks_notify()
         self._log("interrupted", heard_chars=len(heard))
 
@@ -942,6 +1045,8 @@ class WSConn:
         while not self._closing:
             await asyncio.sleep(0.5)
             now = time.monotonic()
+            if now - self._last_media_at > KEEPALIVE_AFTER_S and self.stt is not None:
+                await self.stt.keepalive()  # no caller audio flowing: keep the STT stream open
             if now - self.t0 > max_duration:
                 await self._say_and_hang_up(MAX_DURATION_LINE, "max_duration")
                 return
@@ -953,7 +1058,10 @@ class WSConn:
                 self._silence_prompts += 1
                 self._last_activity = now
                 if self._silence_prompts == 1:
-                    self._start_reply(ReplyTurn(self._next_turn_id(), "", None, kind="silence_prompt"), greeting=STILL_THERE_LINE)
+                    self._start_reply(
+                        ReplyTurn(self._next_turn_id(), "", None, kind="silence_prompt"),
+                        greeting=STILL_THERE_LINE,
+                    )
                 else:
                     await self._say_and_hang_up(TIMEOUT_GOODBYE_LINE, "silence_timeout")
                     return

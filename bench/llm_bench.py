@@ -69,18 +69,34 @@ async def run(provider_name: str, runs: int) -> None:
     await registry.aclose()
     t, total = pcts(ttft), pcts(totals)
     rate_sorted = sorted(rates)
-    rows = [[
-        getattr(llm, "name", provider_name), f"{load_s:.1f}", t["n"], t["p50"], t["p95"],
-        f"{rate_sorted[len(rate_sorted) // 2]:.1f}" if rates else "n/a",
-        f"{rate_sorted[max(0, int(len(rate_sorted) * 0.05))]:.1f}" if rates else "n/a",
-        total["p50"], total["p95"],
-    ]]
+    rows = [
+        [
+            getattr(llm, "name", provider_name),
+            f"{load_s:.1f}",
+            t["n"],
+            t["p50"],
+            t["p95"],
+            f"{rate_sorted[len(rate_sorted) // 2]:.1f}" if rates else "n/a",
+            f"{rate_sorted[max(0, int(len(rate_sorted) * 0.05))]:.1f}" if rates else "n/a",
+            total["p50"],
+            total["p95"],
+        ]
+    ]
     body = (
         "Prompt = SDR system prompt + 2 knowledge chunks + the caller's question (~200 tokens); replies capped at "
         "60 tokens, temperature 0.3. Tokens/s counts streamed chunks after the first.\n\n"
         + markdown_table(
-            ["model", "load s", "runs", "TTFT p50 ms", "TTFT p95 ms", "tokens/s median", "tokens/s p5",
-             "reply p50 ms", "reply p95 ms"],
+            [
+                "model",
+                "load s",
+                "runs",
+                "TTFT p50 ms",
+                "TTFT p95 ms",
+                "tokens/s median",
+                "tokens/s p5",
+                "reply p50 ms",
+                "reply p95 ms",
+            ],
             rows,
         )
         + "\n\nSample replies:\n\n"

@@ -24,7 +24,6 @@ import json
 import os
 import secrets
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -403,8 +402,7 @@ def report(profile: str, rows: list[dict]) -> str:
         f"first agent frame received "
         f"(client side). Jitter = |inter-arrival − 20 ms| of agent frames after the lead.\n\n"
         f"{table(rows)}\n\nServer-side per-turn breakdown (stored turn timings):\n\n"
-        f"{breakdown_table(rows)}\n\n"
-        + "".join(f"![{name}]({name})\n" for name in images)
+        f"{breakdown_table(rows)}\n\n" + "".join(f"![{name}]({name})\n" for name in images)
     )
     (RESULTS / f"load_{profile}.md").write_text(text)
     (RESULTS / f"load_{profile}.json").write_text(

@@ -20,11 +20,26 @@ from bench.report import markdown_table, pcts, write_result
 
 PRODUCTS = ["Orbit CRM", "Pulse Dialer", "Beacon Analytics", "Atlas Scheduler", "Nova Inbox", "Vector Forms"]
 TOPICS = [
-    ("pricing", "{p} costs ${n} per seat per month on the {t} plan, billed annually, with a {d}-day free trial."),
-    ("integrations", "{p} integrates with Salesforce, HubSpot and Zendesk; the {t} plan adds {n} API calls per day."),
-    ("security", "{p} is SOC 2 Type II certified, encrypts data at rest with AES-256 and keeps backups for {d} days."),
-    ("onboarding", "Onboarding for {p} takes about {d} days and includes {n} hours of training on the {t} plan."),
-    ("support", "{p} support answers within {d} hours on the {t} plan and offers a dedicated manager above {n} seats."),
+    (
+        "pricing",
+        "{p} costs ${n} per seat per month on the {t} plan, billed annually, with a {d}-day free trial.",
+    ),
+    (
+        "integrations",
+        "{p} integrates with Salesforce, HubSpot and Zendesk; the {t} plan adds {n} API calls per day.",
+    ),
+    (
+        "security",
+        "{p} is SOC 2 Type II certified, encrypts data at rest with AES-256 and keeps backups for {d} days.",
+    ),
+    (
+        "onboarding",
+        "Onboarding for {p} takes about {d} days and includes {n} hours of training on the {t} plan.",
+    ),
+    (
+        "support",
+        "{p} support answers within {d} hours on the {t} plan and offers a dedicated manager above {n} seats.",
+    ),
     ("limits", "The {t} plan of {p} allows {n} users and {d} GB of storage per workspace."),
 ]
 TIERS = ["Starter", "Growth", "Scale", "Enterprise"]
@@ -83,8 +98,13 @@ async def measure(size: int, queries: int) -> dict[str, object]:
             latencies.append(time.perf_counter() - t)
             hits += bool(chunks)
         store.close()
-    return {"size": stored, "ingest_chunks_s": stored / ingest_s, "ingest_s": ingest_s,
-            "query": pcts(latencies), "hit_rate": hits / queries}
+    return {
+        "size": stored,
+        "ingest_chunks_s": stored / ingest_s,
+        "ingest_s": ingest_s,
+        "query": pcts(latencies),
+        "hit_rate": hits / queries,
+    }
 
 
 async def main_async(sizes: list[int], queries: int) -> None:
@@ -92,14 +112,32 @@ async def main_async(sizes: list[int], queries: int) -> None:
     for size in sizes:
         r = await measure(size, queries)
         q = r["query"]
-        rows.append([r["size"], f"{r['ingest_chunks_s']:.0f}", f"{r['ingest_s']:.1f}", q["n"], q["p50"], q["p95"],
-                     q["p99"], f"{r['hit_rate']:.0%}"])
+        rows.append(
+            [
+                r["size"],
+                f"{r['ingest_chunks_s']:.0f}",
+                f"{r['ingest_s']:.1f}",
+                q["n"],
+                q["p50"],
+                q["p95"],
+                q["p99"],
+                f"{r['hit_rate']:.0%}",
+            ]
+        )
     body = (
         "One agent's collection, all-MiniLM-L6-v2 (packaged, CPU), embedded ChromaDB (HNSW, cosine), top-k 3, "
         "min score 0.25. Retrieval = embed the question + search + filter, awaited as a call turn does.\n\n"
         + markdown_table(
-            ["chunks", "ingest chunks/s", "ingest s", "queries", "retrieval p50 ms", "p95 ms", "p99 ms",
-             "questions with ≥1 chunk"],
+            [
+                "chunks",
+                "ingest chunks/s",
+                "ingest s",
+                "queries",
+                "retrieval p50 ms",
+                "p95 ms",
+                "p99 ms",
+                "questions with ≥1 chunk",
+            ],
             rows,
         )
     )

@@ -22,7 +22,12 @@ def pcts(values: list[float]) -> dict[str, float | int]:
     def at(q: float) -> float:
         return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 1)
 
-    return {"n": len(ordered), "p50": round(statistics.median(ordered) * 1000, 1), "p95": at(0.95), "p99": at(0.99)}
+    return {
+        "n": len(ordered),
+        "p50": round(statistics.median(ordered) * 1000, 1),
+        "p95": at(0.95),
+        "p99": at(0.99),
+    }
 
 
 def machine() -> str:

@@ -134,16 +134,39 @@ async def stt_run(count: int) -> tuple[str, dict[str, float]]:
     lat = pcts(latencies)
     rtf = sorted(c / a for c, a in zip(compute, audio_s, strict=True))
     summary = {
-        "wer": errors / max(1, ref_words), "p50": lat["p50"], "p95": lat["p95"],
-        "rtf_p50": rtf[len(rtf) // 2], "rss_mb": rss_model / 2**20,
+        "wer": errors / max(1, ref_words),
+        "p50": lat["p50"],
+        "p95": lat["p95"],
+        "rtf_p50": rtf[len(rtf) // 2],
+        "rss_mb": rss_model / 2**20,
     }
     table = markdown_table(
-        ["model", "utterances", "final after end of speech p50 ms", "p95 ms", "WER", "RTF median",
-         "RSS of model MB", "endpointing ms"],
-        [["Whisper base int8 (CTranslate2)", len(items), lat["p50"], lat["p95"], f"{summary['wer']:.1%}",
-          f"{summary['rtf_p50']:.3f}", f"{summary['rss_mb']:.0f}", int(settings.silence_threshold_sec * 1000)]],
+        [
+            "model",
+            "utterances",
+            "final after end of speech p50 ms",
+            "p95 ms",
+            "WER",
+            "RTF median",
+            "RSS of model MB",
+            "endpointing ms",
+        ],
+        [
+            [
+                "Whisper base int8 (CTranslate2)",
+                len(items),
+                lat["p50"],
+                lat["p95"],
+                f"{summary['wer']:.1%}",
+                f"{summary['rtf_p50']:.3f}",
+                f"{summary['rss_mb']:.0f}",
+                int(settings.silence_threshold_sec * 1000),
+            ]
+        ],
     )
-    detail = markdown_table(["caller voice", "said", "heard"], [[a, b, c.replace("|", "/")] for a, b, c in rows])
+    detail = markdown_table(
+        ["caller voice", "said", "heard"], [[a, b, c.replace("|", "/")] for a, b, c in rows]
+    )
     return table + "\n\n<details><summary>Every utterance</summary>\n\n" + detail + "\n\n</details>", summary
 
 
@@ -172,8 +195,17 @@ async def tts_run() -> str:
     rtf.sort()
     return markdown_table(
         ["voice", "sentences", "first audio p50 ms", "p95 ms", "RTF median", "RTF p95", "RSS of model MB"],
-        [["Piper en_US joe (medium)", len(AGENT_LINES), t["p50"], t["p95"], f"{rtf[len(rtf) // 2]:.3f}",
-          f"{rtf[min(len(rtf) - 1, int(len(rtf) * 0.95))]:.3f}", f"{rss_model / 2**20:.0f}"]],
+        [
+            [
+                "Piper en_US joe (medium)",
+                len(AGENT_LINES),
+                t["p50"],
+                t["p95"],
+                f"{rtf[len(rtf) // 2]:.3f}",
+                f"{rtf[min(len(rtf) - 1, int(len(rtf) * 0.95))]:.3f}",
+                f"{rss_model / 2**20:.0f}",
+            ]
+        ],
     )
 
 
@@ -181,8 +213,10 @@ async def main_async(count: int) -> None:
     stt_table, _ = await stt_run(count)
     tts_table = await tts_run()
     body = (
-        "### Embedded STT (streamed in real time, 20 ms mu-law frames)\n\n" + stt_table
-        + "\n\n### Embedded TTS (8 kHz mu-law out)\n\n" + tts_table
+        "### Embedded STT (streamed in real time, 20 ms mu-law frames)\n\n"
+        + stt_table
+        + "\n\n### Embedded TTS (8 kHz mu-law out)\n\n"
+        + tts_table
         + "\n\nDeepgram (nova-2 / Aura) cannot be reached from this machine; its adapters are tested against "
         "a protocol stand-in (tests/deepgram_standin.py), which measures nothing about Deepgram itself."
     )

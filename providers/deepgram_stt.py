@@ -10,6 +10,14 @@ frames; a reader task turns Deepgram's JSON messages into ``TranscriptEvent``s:
 
 The SDK's own ``client.listen.v1.connect()`` builds the URL, query string and ``Authorization: Token``
 header; ``settings.deepgram_url`` only swaps the environment's base URL (tests use a local stand-in).
+
+A dropped socket is not the end of the call. The session keeps the caller audio Deepgram has not yet
+confirmed with a final result (at most ``REPLAY_MAX_BYTES``). When the socket closes without us asking,
+it reconnects with backoff (``RECONNECT_DELAYS_S``, within ``RECONNECT_BUDGET_S``), replays that audio,
+then goes back to live audio; meanwhile ``send_audio`` only buffers. Deepgram's timestamps restart at 0
+on the new socket, so events are shifted back onto the call's clock. Words already final were not in the
+buffer, so none repeat. Only when reconnecting fails (or Deepgram sent an ``Error`` explaining why it hung
+up) does ``events()`` raise ``STTError``. Each recovery logs one WARNING, ``deepgram stt reconnected``.
 """
 
 from __future__ import annotations
@@ -17,7 +25,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -41,6 +50,17 @@ log = logging.getLogger(__name__)
 # After CloseStream Deepgram sends the last Results and a Metadata message, then closes the socket.
 # Waiting this long lets those final words reach events() without letting a hung server stall teardown.
 CLOSE_WAIT_S = 2.0
+
+# Unconfirmed caller audio kept for a replay: 30 s of 8 kHz mu-law. Deepgram finalises far more often than
+# that, so the cap only bites on a pathological stream; then the oldest audio goes first.
+REPLAY_MAX_BYTES = 30 * SAMPLE_RATE
+# Pauses before each reconnect attempt, and the wall-clock limit for one outage: the caller is talking
+# meanwhile, so past a few seconds hanging up honestly beats a long silence.
+RECONNECT_DELAYS_S = (0.1, 0.3, 1.0, 2.0)
+RECONNECT_BUDGET_S = 5.0
+REPLAY_CHUNK_BYTES = SAMPLE_RATE  # replay in 1 s messages rather than thousands of 20 ms ones
+
+Connect = Callable[[], Awaitable[tuple[AsyncExitStack, AsyncV1SocketClient]]]
 
 
 def deepgram_client(settings: Settings) -> AsyncDeepgramClient:
@@ -93,17 +113,50 @@ def to_event(message: Any) -> TranscriptEvent | None:
 
 
 class DeepgramSTTSession:
-    """One call's live ``/v1/listen`` socket; see the module docstring for the event mapping."""
+    """One call's live ``/v1/listen`` stream, re-opened after a drop; see the module docstring."""
 
-    def __init__(self, stack: AsyncExitStack, socket: AsyncV1SocketClient, call_id: str) -> None:
-        self._stack = stack  # owns the SDK's connect() context: closing it closes the WebSocket
-        self._socket = socket
+    def __init__(
+        self, connect: Connect, stack: AsyncExitStack, socket: AsyncV1SocketClient, call_id: str
+    ) -> None:
+        self._connect = connect  # opens another socket with the same options (a reconnect)
+        # The stack owns the SDK's connect() context (closing it closes the socket). Both are None
+        # between sockets: send_audio then only buffers.
+        self._stack: AsyncExitStack | None = stack
+        self._socket: AsyncV1SocketClient | None = socket
         self._call_id = call_id
         self._events: asyncio.Queue[TranscriptEvent | STTError | None] = asyncio.Queue()
         self._closing = False  # set by close(): from then on the server closing the socket is expected
-        self._reader = asyncio.create_task(self._read(), name=f"deepgram-stt-{call_id}")
+        self._failed = False  # gave up: stop buffering audio that will never be sent
+        # Positions on the call's audio clock are byte counts: one mu-law byte is one 8 kHz sample.
+        self._unconfirmed = bytearray()  # audio sent since the last final result (the replay)
+        self._unconfirmed_at = 0  # where _unconfirmed[0] sits in the call's audio
+        self._socket_at = 0  # where the current socket's audio began: its timestamps count from here
+        self._finalize_pending = False  # finalize() came while reconnecting: send it after the replay
+        # One outage's attempts and deadline; see _reconnect() for when they start afresh.
+        self._attempts = 0
+        self._outage_deadline: float | None = None
+        self._connected_at = time.monotonic()
+        self._reader = asyncio.create_task(self._run(), name=f"deepgram-stt-{call_id}")
 
-    async def _read(self) -> None:
+    async def _run(self) -> None:
+        try:
+            while not self._closing:
+                reason = await self._read()
+                if not self._closing:
+                    await self._reconnect(reason)
+        except STTError as exc:
+            self._failed = True
+            self._events.put_nowait(exc)
+        except Exception as exc:  # a message we could not map: fail the call loudly, not silently
+            self._failed = True
+            self._events.put_nowait(STTError(f"deepgram listen: reader failed ({type(exc).__name__})"))
+        finally:
+            self._events.put_nowait(None)
+
+    async def _read(self) -> str:
+        """Turn the current socket's messages into events until it closes; returns why it closed."""
+        assert self._socket is not None
+        offset_s = self._socket_at / SAMPLE_RATE
         error: str | None = None
         try:
             async for message in self._socket:
@@ -112,39 +165,129 @@ class DeepgramSTTSession:
                     error = f"deepgram listen error: {message.variant}: {message.description}"[:300]
                     fields = {"call_sid": self._call_id, "error": error}
                     log.warning("deepgram stt error message", extra={"fields": fields})
-                elif (event := to_event(message)) is not None:
+                    continue
+                if isinstance(message, ListenV1Results) and message.is_final:
+                    # Final results tile the stream: everything up to start + duration is settled.
+                    self._confirm(round((offset_s + message.start + message.duration) * SAMPLE_RATE))
+                if (event := to_event(message)) is not None:
+                    if event.start_s is not None:
+                        event.start_s += offset_s
+                    if event.end_s is not None:
+                        event.end_s += offset_s
                     self._events.put_nowait(event)
-            if not self._closing:  # Deepgram hung up on us (idle timeout, server error, ...)
-                self._events.put_nowait(STTError(error or "deepgram listen: stream closed by the server"))
+            reason = "deepgram listen: stream closed by the server"
         except ConnectionClosed as exc:
-            if not self._closing:
-                code = exc.rcvd.code if exc.rcvd is not None else None
-                reason = error or f"deepgram listen: connection lost (close code {code})"
-                self._events.put_nowait(STTError(reason))
-        except Exception as exc:  # a message we could not map: fail the call loudly, not silently
-            self._events.put_nowait(STTError(f"deepgram listen: reader failed ({type(exc).__name__})"))
-        finally:
-            self._events.put_nowait(None)
+            code = exc.rcvd.code if exc.rcvd is not None else None
+            reason = f"deepgram listen: connection lost (close code {code})"
+        if error and not self._closing:
+            # Deepgram hung up on purpose (bad audio, idle timeout, ...): a new socket would fare no better.
+            raise STTError(error)
+        return reason
+
+    def _confirm(self, position: int) -> None:
+        """Deepgram finalised the audio before ``position``: it no longer needs replaying."""
+        settled = min(position - self._unconfirmed_at, len(self._unconfirmed))
+        if settled > 0:
+            del self._unconfirmed[:settled]
+            self._unconfirmed_at += settled
+
+    async def _reconnect(self, reason: str) -> None:
+        """Open a new socket and replay the unconfirmed audio; STTError once the outage's budget is spent."""
+        self._socket = None
+        await self._close_stack()
+        now = time.monotonic()
+        # A socket that stayed up longer than a whole budget earns a fresh one. One that died sooner
+        # continues the same outage, so a server that accepts and drops us at once cannot loop forever.
+        if self._outage_deadline is None or now - self._connected_at >= RECONNECT_BUDGET_S:
+            self._attempts, self._outage_deadline = 0, now + RECONNECT_BUDGET_S
+        while self._attempts < len(RECONNECT_DELAYS_S):
+            await asyncio.sleep(RECONNECT_DELAYS_S[self._attempts])
+            remaining = self._outage_deadline - time.monotonic()
+            if remaining <= 0 or self._closing:
+                break
+            self._attempts += 1
+            try:
+                async with asyncio.timeout(remaining):
+                    stack, socket = await self._connect()
+            except Exception as exc:
+                reason = describe_failure(exc, "listen")
+                continue
+            try:
+                replayed = await self._replay(socket)
+            except BaseException as exc:  # incl. cancellation by close(): don't leak the new socket
+                await self._close_stack(stack)
+                if not isinstance(exc, ConnectionClosed):
+                    raise
+                reason = f"deepgram listen: connection lost during replay ({type(exc).__name__})"
+                continue
+            self._stack, self._socket, self._connected_at = stack, socket, time.monotonic()
+            fields = {
+                "call_sid": self._call_id,
+                "attempts": self._attempts,
+                "replayed_ms": replayed * 1000 // SAMPLE_RATE,
+            }
+            log.warning("deepgram stt reconnected", extra={"fields": fields})
+            return
+        if not self._closing:
+            raise STTError(f"{reason}; reconnecting failed after {self._attempts} attempts")
+
+    async def _replay(self, socket: AsyncV1SocketClient) -> int:
+        """Send the unconfirmed audio, then a Finalize asked for meanwhile; returns the bytes replayed."""
+        self._socket_at = self._unconfirmed_at
+        sent = 0
+        # send_audio keeps appending while we await, so send until caught up. The caller then makes the
+        # socket live with no await in between: no frame is lost or sent out of order. Nothing trims the
+        # front meanwhile (the cap only applies while live, and finals arrive on this task).
+        while sent < len(self._unconfirmed):
+            chunk = bytes(self._unconfirmed[sent : sent + REPLAY_CHUNK_BYTES])
+            await socket.send_media(chunk)
+            sent += len(chunk)
+        if self._finalize_pending:
+            self._finalize_pending = False
+            await socket.send_finalize()
+        return sent
+
+    async def _close_stack(self, stack: AsyncExitStack | None = None) -> None:
+        if stack is None:
+            stack, self._stack = self._stack, None
+        if stack is None:
+            return
+        try:
+            await stack.aclose()
+        except Exception as exc:  # teardown of an already-dead socket: nothing left to save
+            log.debug("deepgram stt close failed: %s", type(exc).__name__)
 
     async def _send(self, send: Any, *args: Any) -> None:
-        if self._closing:
-            return
         try:
             await send(*args)
         except ConnectionClosed:
-            # The reader sees the same closed socket and reports it once, through events(): the media
-            # path (called for every 20 ms frame) must not blow up the Twilio handler meanwhile.
+            # The reader sees the same closed socket and reconnects (the unconfirmed audio includes this
+            # frame): the media path, called for every 20 ms frame, must not blow up the Twilio handler.
             pass
 
     async def send_audio(self, mulaw: bytes) -> None:
-        if mulaw:
-            await self._send(self._socket.send_media, mulaw)
+        if not mulaw or self._closing or self._failed:
+            return
+        self._unconfirmed += mulaw
+        socket = self._socket
+        if socket is None:
+            return  # reconnecting: the replay carries it; the media path must never wait for that
+        if (excess := len(self._unconfirmed) - REPLAY_MAX_BYTES) > 0:
+            del self._unconfirmed[:excess]
+            self._unconfirmed_at += excess
+        await self._send(socket.send_media, mulaw)
 
     async def finalize(self) -> None:
+        if self._closing or self._failed:
+            return
+        if self._socket is None:
+            self._finalize_pending = True
+            return
         await self._send(self._socket.send_finalize)
 
     async def keepalive(self) -> None:
-        await self._send(self._socket.send_keep_alive)
+        if self._socket is not None and not self._closing:  # a new socket needs none
+            await self._send(self._socket.send_keep_alive)
 
     async def events(self) -> AsyncIterator[TranscriptEvent]:
         while (item := await self._events.get()) is not None:
@@ -156,16 +299,15 @@ class DeepgramSTTSession:
         if self._closing:
             return
         self._closing = True
-        with contextlib.suppress(ConnectionClosed):
-            await self._socket.send_close_stream()
-        _, pending = await asyncio.wait({self._reader}, timeout=CLOSE_WAIT_S)
-        if pending:
+        if self._socket is not None:
+            with contextlib.suppress(ConnectionClosed):
+                await self._socket.send_close_stream()
+            await asyncio.wait({self._reader}, timeout=CLOSE_WAIT_S)
+        # Otherwise we are between sockets (or gave up): there are no last words to wait for.
+        if not self._reader.done():
             self._reader.cancel()
             await asyncio.gather(self._reader, return_exceptions=True)
-        try:
-            await self._stack.aclose()
-        except Exception as exc:  # teardown of an already-dead socket: nothing left to save
-            log.debug("deepgram stt close failed: %s", type(exc).__name__)
+        await self._close_stack()
 
 
 class DeepgramSTTProvider:
@@ -179,8 +321,9 @@ class DeepgramSTTProvider:
         s = self.settings
         if not s.deepgram_api_key.get_secret_value():
             raise STTError("deepgram listen: DEEPGRAM_API_KEY is not set")
-        stack = AsyncExitStack()
-        try:
+
+        async def connect() -> tuple[AsyncExitStack, AsyncV1SocketClient]:
+            stack = AsyncExitStack()
             socket = await stack.enter_async_context(
                 self._client.listen.v1.connect(
                     model=s.deepgram_stt_model,
@@ -198,9 +341,13 @@ class DeepgramSTTProvider:
                     vad_events=True,
                 )
             )
+            return stack, socket
+
+        try:
+            stack, socket = await connect()
         except Exception as exc:
             raise STTError(describe_failure(exc, "listen")) from exc
-        return DeepgramSTTSession(stack, socket, call_id)
+        return DeepgramSTTSession(connect, stack, socket, call_id)
 
     async def aclose(self) -> None:
         return None

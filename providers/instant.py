@@ -78,8 +78,12 @@ class EchoSTTSession:
         self._turns += 1
         end_s = (self._frames_seen - self._silent_frames) * FRAME_MS / 1000
         event = TranscriptEvent(
-            "final", text=f"caller turn {self._turns}", speech_final=True, confidence=1.0,
-            start_s=self._speech_start_s, end_s=end_s,
+            "final",
+            text=f"caller turn {self._turns}",
+            speech_final=True,
+            confidence=1.0,
+            start_s=self._speech_start_s,
+            end_s=end_s,
         )
         if self._final_delay_s > 0:
             asyncio.get_running_loop().call_later(self._final_delay_s, self._queue.put_nowait, event)

@@ -75,7 +75,7 @@ class LocalTTSProvider:
             yield resample_to_8k_mulaw(samples, chunk.sample_rate)
 
     async def synthesize(self, text: str, voice: str | None = None) -> AsyncIterator[bytes]:
-        """8 kHz mu-law audio of ``text``, a piper sentence at a time (``voice`` may set a speed: "joe@1.1")."""
+        """8 kHz mu-law audio of ``text``, a sentence at a time (``voice`` may set a speed: "joe@1.1")."""
         if not text.strip():
             return
         speed = 1.0

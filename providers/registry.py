@@ -116,7 +116,10 @@ class ProviderRegistry:
                     await warm()
                 self._warmed[kind] = True
         except Exception as exc:
-            log.error("provider warm-up failed", extra={"fields": {"error": type(exc).__name__, "msg": str(exc)[:200]}})
+            log.error(
+                "provider warm-up failed",
+                extra={"fields": {"error": type(exc).__name__, "msg": str(exc)[:200]}},
+            )
 
     def readiness(self) -> dict[str, bool]:
         return {f"{kind}_loaded": ok for kind, ok in self._warmed.items()}

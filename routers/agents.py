@@ -41,7 +41,9 @@ async def create_agent(body: AgentCreate, session: SessionDep) -> AgentResponse:
 async def list_agents(
     session: SessionDep,
     page: PageDep,
-    search: Annotated[str | None, Query(max_length=200, description="Name contains (case-insensitive)")] = None,
+    search: Annotated[
+        str | None, Query(max_length=200, description="Name contains (case-insensitive)")
+    ] = None,
 ) -> AgentListResponse:
     stmt = select(Agent)
     if search:

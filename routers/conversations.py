@@ -132,7 +132,9 @@ def to_conversation_detail(conv: Conversation, agent_name: str | None) -> Conver
             call_duration_secs=fields["call_duration_secs"],
             termination_reason=conv.end_reason,
         ),
-        analysis=ConversationAnalysis(call_successful=fields["call_successful"], transcript_summary=conv.summary or ""),
+        analysis=ConversationAnalysis(
+            call_successful=fields["call_successful"], transcript_summary=conv.summary or ""
+        ),
         has_audio=has_audio,
         has_user_audio=has_audio,
         has_response_audio=has_audio,

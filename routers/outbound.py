@@ -1,4 +1,4 @@
-"""Outbound calls: the flat ``POST /v1/convai/outbound`` and ElevenLabs' ``POST /v1/convai/twilio/outbound-call``."""
+"""Outbound calls: ``POST /v1/convai/outbound`` and ElevenLabs' ``POST /v1/convai/twilio/outbound-call``."""
 
 from __future__ import annotations
 
@@ -26,12 +26,17 @@ router = APIRouter(prefix="/convai", tags=["outbound calls"])
 async def create_outbound_call(body: OutboundCallRequest, runtime: RuntimeDep) -> OutboundCallResponse:
     try:
         placed = await place_call(
-            runtime, agent_id=body.agent_id, to_number=body.to_number,
-            from_number=body.from_number, dynamic_variables=body.dynamic_variables,
+            runtime,
+            agent_id=body.agent_id,
+            to_number=body.to_number,
+            from_number=body.from_number,
+            dynamic_variables=body.dynamic_variables,
         )
     except OutboundCallError as exc:
         raise HTTPException(exc.status, detail=exc.detail) from None
-    return OutboundCallResponse(conversation_id=placed.conversation_id, call_sid=placed.call_sid, status=placed.status)
+    return OutboundCallResponse(
+        conversation_id=placed.conversation_id, call_sid=placed.call_sid, status=placed.status
+    )
 
 
 @router.post(
@@ -52,14 +57,24 @@ async def create_outbound_call_elevenlabs(
         if number is None:
             raise HTTPException(404, detail=f"phone number not found: {body.agent_phone_number_id}")
         from_number = number.phone_number
-    variables = body.conversation_initiation_client_data.dynamic_variables if body.conversation_initiation_client_data else {}
+    variables = (
+        body.conversation_initiation_client_data.dynamic_variables
+        if body.conversation_initiation_client_data
+        else {}
+    )
     try:
         placed = await place_call(
-            runtime, agent_id=body.agent_id, to_number=body.to_number,
-            from_number=from_number, dynamic_variables=variables,
+            runtime,
+            agent_id=body.agent_id,
+            to_number=body.to_number,
+            from_number=from_number,
+            dynamic_variables=variables,
         )
     except OutboundCallError as exc:
         raise HTTPException(exc.status, detail=exc.detail) from None
     return ElevenLabsOutboundCallResponse(
-        success=True, message="Call initiated", conversation_id=placed.conversation_id, callSid=placed.call_sid
+        success=True,
+        message="Call initiated",
+        conversation_id=placed.conversation_id,
+        callSid=placed.call_sid,
     )

@@ -70,7 +70,11 @@ async def _twilio_params(request: Request) -> dict[str, str]:
 
 def _stream_twiml(runtime: Runtime, call_sid: str, conversation: Conversation) -> Response:
     base = runtime.settings.public_url.rstrip("/")
-    ws_base = "wss://" + base[len("https://") :] if base.startswith("https://") else "ws://" + base.split("://", 1)[-1]
+    ws_base = (
+        "wss://" + base[len("https://") :]
+        if base.startswith("https://")
+        else "ws://" + base.split("://", 1)[-1]
+    )
     response = VoiceResponse()
     connect = Connect()
     stream = connect.stream(url=f"{ws_base}/ws/voice/{call_sid}")
@@ -100,14 +104,22 @@ async def voice_inbound(request: Request) -> Response:
     async with runtime.db.session() as session:
         conversation = await session.scalar(select(Conversation).where(Conversation.call_sid == call_sid))
         if conversation is None:
-            agent_id = await session.scalar(select(PhoneNumber.agent_id).where(PhoneNumber.phone_number == to_number))
+            agent_id = await session.scalar(
+                select(PhoneNumber.agent_id).where(PhoneNumber.phone_number == to_number)
+            )
             agent_id = agent_id or runtime.settings.default_agent_id or None
             if agent_id is None or await session.get(Agent, agent_id) is None:
-                log.warning("inbound call for a number with no agent", extra={"fields": {"call_sid": call_sid}})
+                log.warning(
+                    "inbound call for a number with no agent", extra={"fields": {"call_sid": call_sid}}
+                )
                 return _say_and_hang_up(NO_AGENT_LINE)
             conversation = Conversation(
-                agent_id=agent_id, call_sid=call_sid, direction="inbound",
-                from_number=from_number, to_number=to_number, status="ringing",
+                agent_id=agent_id,
+                call_sid=call_sid,
+                direction="inbound",
+                from_number=from_number,
+                to_number=to_number,
+                status="ringing",
             )
             session.add(conversation)
             await session.flush()
@@ -155,10 +167,16 @@ async def call_status(request: Request, conversation_id: str = "") -> dict[str, 
         if status in FAILED_STATUSES:
             conversation.end_reason = conversation.end_reason or status
             await runtime.webhooks.emit(
-                session, "call.failed",
-                {"conversation_id": conversation.id, "agent_id": conversation.agent_id, "status": status,
-                 "call_sid": call_sid},
-                agent_id=conversation.agent_id, conversation_id=conversation.id,
+                session,
+                "call.failed",
+                {
+                    "conversation_id": conversation.id,
+                    "agent_id": conversation.agent_id,
+                    "status": status,
+                    "call_sid": call_sid,
+                },
+                agent_id=conversation.agent_id,
+                conversation_id=conversation.id,
             )
     runtime.webhooks_notify()
     return {"ok": True, "status": status}
@@ -166,7 +184,7 @@ async def call_status(request: Request, conversation_id: str = "") -> dict[str, 
 
 @router.websocket("/ws/voice/{call_sid}")
 async def media_stream(websocket: WebSocket, call_sid: str) -> None:
-    """Twilio Media Streams: `connected`, `start`, `media`, `mark`, `dtmf`, `stop` in; `media`, `mark`, `clear` out."""
+    """Twilio Media Streams: connected/start/media/mark/dtmf/stop in; media/mark/clear out."""
     await websocket.accept()
     if not _CALL_SID.match(call_sid):
         await websocket.close(code=1008, reason="bad call sid")

@@ -20,7 +20,9 @@ router = APIRouter(prefix="/convai/agents/{agent_id}/tools", tags=["tools"])
 
 async def _get_tool_or_404(session: AsyncSession, agent_id: str, tool_id: str) -> AgentTool:
     await agent_service.get_agent_or_404(session, agent_id)
-    tool = await session.scalar(select(AgentTool).where(AgentTool.id == tool_id, AgentTool.agent_id == agent_id))
+    tool = await session.scalar(
+        select(AgentTool).where(AgentTool.id == tool_id, AgentTool.agent_id == agent_id)
+    )
     if tool is None:
         raise not_found("tool", tool_id)
     return tool
@@ -32,10 +34,16 @@ async def _save(session: AsyncSession, tool: AgentTool) -> ToolResponse:
     return agent_service.to_tool_response(tool)
 
 
-@router.get("", response_model=ToolListResponse, responses=error_responses(404), summary="List an agent's tools")
+@router.get(
+    "", response_model=ToolListResponse, responses=error_responses(404), summary="List an agent's tools"
+)
 async def list_tools(agent_id: str, session: SessionDep) -> ToolListResponse:
     await agent_service.get_agent_or_404(session, agent_id)
-    tools = (await session.scalars(select(AgentTool).where(AgentTool.agent_id == agent_id).order_by(AgentTool.name))).all()
+    tools = (
+        await session.scalars(
+            select(AgentTool).where(AgentTool.agent_id == agent_id).order_by(AgentTool.name)
+        )
+    ).all()
     return ToolListResponse(tools=[agent_service.to_tool_response(t) for t in tools])
 
 

@@ -101,7 +101,11 @@ def describe_turn(turn: dict[str, Any]) -> str:
     if v2v is not None:
         parts = []
         end = turn.get("user_speech_end_ms")
-        for label, key in (("stt", "stt_final_ms"), ("llm", "llm_first_token_ms"), ("tts", "tts_first_audio_ms")):
+        for label, key in (
+            ("stt", "stt_final_ms"),
+            ("llm", "llm_first_token_ms"),
+            ("tts", "tts_first_audio_ms"),
+        ):
             if end is not None and turn.get(key) is not None:
                 parts.append(f"{label} +{turn[key] - end:.0f}")
         line += f"\n{'':10}voice-to-voice {v2v:.0f} ms ({', '.join(parts)})"
@@ -134,7 +138,10 @@ async def call(args: argparse.Namespace) -> int:
         call_sid = "CA" + uuid.uuid4().hex
         recorder = CallRecorder(Path(args.record).parent, Path(args.record).stem) if args.record else None
         caller = SimulatedCaller(
-            args.url, call_sid, to_number, script,
+            args.url,
+            call_sid,
+            to_number,
+            script,
             auth_token=args.auth_token or os.environ.get("TWILIO_AUTH_TOKEN", ""),
             public_url=args.public_url or os.environ.get("PUBLIC_URL") or args.url,
             recorder=recorder,
@@ -142,7 +149,7 @@ async def call(args: argparse.Namespace) -> int:
         done = asyncio.Event()
         started = time.perf_counter()
         run = asyncio.create_task(caller.run(api))
-        while not run.done() and not caller.result.conversation_id:
+        while not run.done() and not caller.result.conversation_id:  # noqa: ASYNC110 (set by the webhook step)
             await asyncio.sleep(0.05)
         printer = None
         if caller.result.conversation_id:
@@ -176,14 +183,34 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     who = c.add_mutually_exclusive_group(required=True)
     who.add_argument("--agent", help="agent id (its phone number is used, or a test number is attached)")
     who.add_argument("--to", help="the dialled number (E.164) of an agent's phone number")
-    c.add_argument("--say", dest="turns", action="append", type=lambda v: ("say", v), default=[],
-                   help="a caller turn, spoken by the local TTS (repeatable, in order)")
-    c.add_argument("--wav", dest="turns", action="append", type=lambda v: ("wav", v),
-                   help="a caller turn read from a 16-bit WAV file")
-    c.add_argument("--dtmf", dest="turns", action="append", type=lambda v: ("dtmf", v),
-                   help="a caller turn of keypad digits, e.g. 1 or 42#")
-    c.add_argument("--barge-in-after", type=float, default=None,
-                   help="speak the last turn this many seconds into the agent's previous reply")
+    c.add_argument(
+        "--say",
+        dest="turns",
+        action="append",
+        type=lambda v: ("say", v),
+        default=[],
+        help="a caller turn, spoken by the local TTS (repeatable, in order)",
+    )
+    c.add_argument(
+        "--wav",
+        dest="turns",
+        action="append",
+        type=lambda v: ("wav", v),
+        help="a caller turn read from a 16-bit WAV file",
+    )
+    c.add_argument(
+        "--dtmf",
+        dest="turns",
+        action="append",
+        type=lambda v: ("dtmf", v),
+        help="a caller turn of keypad digits, e.g. 1 or 42#",
+    )
+    c.add_argument(
+        "--barge-in-after",
+        type=float,
+        default=None,
+        help="speak the last turn this many seconds into the agent's previous reply",
+    )
     c.add_argument("--voice", default="piper", help="caller voice: piper or espeak:<voice>")
     c.add_argument("--url", default="http://127.0.0.1:9001", help="the server")
     c.add_argument("--public-url", default=None, help="PUBLIC_URL of the server, for the webhook signature")

@@ -168,7 +168,9 @@ class SimulatedCaller:
             from twilio.request_validator import RequestValidator
 
             signed_url = self.public_url.rstrip("/") + "/twiml/voice"
-            headers["X-Twilio-Signature"] = RequestValidator(self.auth_token).compute_signature(signed_url, params)
+            headers["X-Twilio-Signature"] = RequestValidator(self.auth_token).compute_signature(
+                signed_url, params
+            )
         response = await http.post(f"{self.base_url}/twiml/voice", data=params, headers=headers)
         response.raise_for_status()
         match = _STREAM_URL.search(response.text)
@@ -227,8 +229,14 @@ class SimulatedCaller:
 
     async def _press(self, ws: websockets.ClientConnection, digits: str) -> None:
         for digit in digits:
-            await self._send_json(ws, {"event": "dtmf", "streamSid": self.stream_sid,
-                                       "dtmf": {"track": "inbound_track", "digit": digit}})
+            await self._send_json(
+                ws,
+                {
+                    "event": "dtmf",
+                    "streamSid": self.stream_sid,
+                    "dtmf": {"track": "inbound_track", "digit": digit},
+                },
+            )
 
     async def _echo_played_marks(self, ws: websockets.ClientConnection, now: float) -> None:
         while self._pending_marks and self._pending_marks[0][0] <= now:

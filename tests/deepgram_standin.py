@@ -2,8 +2,10 @@
 
 ``/v1/listen``: mu-law audio in, real-shaped ``SpeechStarted`` / ``Results`` / ``UtteranceEnd`` /
 ``Metadata`` JSON out. An energy segmenter (20 ms frames, like ``providers.instant.EchoSTTSession``)
-finds utterances in the audio it is actually sent; the words are scripted (one string per utterance),
-the timings come from the audio. Endpointing and utterance-end follow the query parameters.
+finds utterances in the audio it is actually sent; the words are scripted (one string per utterance,
+in order across connections, so a reconnected client hears the same conversation), the timings come from
+the audio. Endpointing and utterance-end follow the query parameters. ``drop_after_bytes = N`` makes the
+next listen connection fail like a Deepgram-side error (close code 1011) once it has received N audio bytes.
 
 ``/v1/speak``: ``Speak`` text in; on ``Flush`` a 400 Hz tone (``MS_PER_CHAR`` per character) streams
 back as binary mu-law in ``chunk_bytes`` pieces, then ``Flushed``. ``Clear`` stops it (``Cleared``).
@@ -44,9 +46,11 @@ MODEL_UUID = "40bd3654-e622-47c4-a111-63a61b23bfe8"
 class ListenRecord:
     params: dict[str, str]
     audio_bytes: int = 0
+    audio: bytearray = field(default_factory=bytearray)  # every audio byte received, in order
     controls: list[str] = field(default_factory=list)  # KeepAlive / Finalize / CloseStream, in order
     sent: list[dict[str, Any]] = field(default_factory=list)  # every JSON message sent back
     closed: bool = False
+    dropped: bool = False  # the stand-in cut this connection (drop_after_bytes)
 
 
 @dataclass
@@ -78,6 +82,9 @@ class DeepgramStandIn:
         self.listens: list[ListenRecord] = []
         self.speaks: list[SpeakRecord] = []
         self.rejected = 0
+        self.utterances = 0  # finalised so far, on any listen connection: indexes ``transcripts``
+        # Cut the next listen connection once it has received this many audio bytes (then reset to None).
+        self.drop_after_bytes: int | None = None
         self.url = ""
         self._server: Server | None = None
 
@@ -91,6 +98,11 @@ class DeepgramStandIn:
         assert self._server is not None
         self._server.close()
         await self._server.wait_closed()
+
+    @property
+    def connections(self) -> int:
+        """Listen connections accepted so far (a reconnect makes a second one)."""
+        return len(self.listens)
 
     @staticmethod
     def expected_tts_bytes(text: str) -> int:
@@ -122,7 +134,7 @@ class ListenStream:
     def __init__(self, ws: ServerConnection, params: dict[str, str], standin: DeepgramStandIn) -> None:
         self.ws = ws
         self.params = params
-        self.scripts = standin.transcripts
+        self.standin = standin
         self.record = ListenRecord(params)
         standin.listens.append(self.record)
         self.request_id = str(uuid.uuid4())
@@ -138,7 +150,6 @@ class ListenStream:
         self.last_voiced_frame = 0
         self.interims = 0
         self.next_interim_frame = 0
-        self.utterances = 0
         self.awaiting_utterance_end = False
         self.last_word_end = 0.0
 
@@ -147,12 +158,19 @@ class ListenStream:
             async for message in self.ws:
                 if isinstance(message, bytes):
                     self.record.audio_bytes += len(message)
+                    self.record.audio.extend(message)
                     self.digest.update(message)
                     self.pending.extend(message)
                     while len(self.pending) >= FRAME_BYTES:
                         frame = bytes(self.pending[:FRAME_BYTES])
                         del self.pending[:FRAME_BYTES]
                         await self.on_frame(frame)
+                    drop_at = self.standin.drop_after_bytes
+                    if drop_at is not None and self.record.audio_bytes >= drop_at:
+                        self.standin.drop_after_bytes = None  # once: the reconnection is left alone
+                        self.record.dropped = True
+                        await self.ws.close(1011, "stand-in dropped the connection")
+                        break
                     continue
                 kind = json.loads(message).get("type", "")
                 self.record.controls.append(kind)
@@ -208,7 +226,7 @@ class ListenStream:
         text = self.script()
         self.in_speech = False
         self.voiced_run = 0
-        self.utterances += 1
+        self.standin.utterances += 1
         self.awaiting_utterance_end = True
         await self.send(
             self.results(text, is_final=True, speech_final=speech_final, from_finalize=from_finalize)
@@ -217,7 +235,8 @@ class ListenStream:
     # ------------------------------------------------------------ message shapes
 
     def script(self) -> str:
-        return self.scripts[min(self.utterances, len(self.scripts) - 1)]
+        scripts = self.standin.transcripts
+        return scripts[min(self.standin.utterances, len(scripts) - 1)]
 
     def seconds(self, frame: int) -> float:
         return round(frame * FRAME_MS / 1000, 3)
@@ -296,10 +315,17 @@ class SpeakStream:
     async def run(self) -> None:
         model = self.record.params.get("model", "aura-asteria-en")
         try:
-            await self.ws.send(json.dumps({
-                "type": "Metadata", "request_id": str(uuid.uuid4()), "model_name": model,
-                "model_version": "stand-in", "model_uuid": MODEL_UUID,
-            }))
+            await self.ws.send(
+                json.dumps(
+                    {
+                        "type": "Metadata",
+                        "request_id": str(uuid.uuid4()),
+                        "model_name": model,
+                        "model_version": "stand-in",
+                        "model_uuid": MODEL_UUID,
+                    }
+                )
+            )
             async for message in self.ws:
                 if isinstance(message, bytes):
                     continue

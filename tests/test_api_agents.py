@@ -49,7 +49,11 @@ async def test_create_with_the_spec_flat_body_and_get_it_back(app_client: httpx.
         temperature=0.3,
         max_call_duration_sec=600,
         silence_timeout_sec=12.5,
-        turn_settings={"interrupt_min_energy": 650, "interrupt_debounce_ms": 300, "silence_threshold_sec": 0.4},
+        turn_settings={
+            "interrupt_min_energy": 650,
+            "interrupt_debounce_ms": 300,
+            "silence_threshold_sec": 0.4,
+        },
         providers={"stt": "local", "tts": "deepgram", "llm": "ollama"},
         builtin_tools=["end_call", "book_meeting"],
         transfer_number="+14155550123",
@@ -146,7 +150,9 @@ async def test_list_rejects_bad_paging_input(app_client: httpx.AsyncClient) -> N
 @pytest.mark.asyncio
 async def test_patch_is_partial(app_client: httpx.AsyncClient) -> None:
     agent = await create(
-        app_client, turn_settings={"interrupt_min_energy": 500, "interrupt_debounce_ms": 250}, providers={"stt": "echo"}
+        app_client,
+        turn_settings={"interrupt_min_energy": 500, "interrupt_debounce_ms": 250},
+        providers={"stt": "echo"},
     )
     r = await app_client.patch(
         f"{AGENTS}/{agent['id']}",
@@ -172,7 +178,9 @@ async def test_patch_is_partial(app_client: httpx.AsyncClient) -> None:
 
 
 @pytest.mark.asyncio
-async def test_patch_with_elevenlabs_conversation_config_is_deep_merged(app_client: httpx.AsyncClient) -> None:
+async def test_patch_with_elevenlabs_conversation_config_is_deep_merged(
+    app_client: httpx.AsyncClient,
+) -> None:
     agent = await create(app_client)
     r = await app_client.patch(
         f"{AGENTS}/{agent['id']}",
@@ -195,7 +203,11 @@ async def test_patch_with_elevenlabs_conversation_config_is_deep_merged(app_clie
     r = await app_client.patch(
         f"{AGENTS}/{agent['id']}", json={"conversation_config": {"asr": {"provider": "elevenlabs"}}}
     )
-    assert r.json()["conversation_config"]["asr"] == {"quality": "high", "keywords": ["Acme"], "provider": "elevenlabs"}
+    assert r.json()["conversation_config"]["asr"] == {
+        "quality": "high",
+        "keywords": ["Acme"],
+        "provider": "elevenlabs",
+    }
     assert r.json()["system_prompt"] == "New prompt"
 
 
@@ -236,7 +248,10 @@ async def test_duplicate_tool_names_are_409_and_nothing_is_written(app_client: h
         ({"temperature": 3}, ["body", "temperature"]),
         ({"transfer_number": "555-1234"}, ["body", "transfer_number"]),
         ({"turn_settings": {"interrupt_threshold": 3}}, ["body", "turn_settings", "interrupt_threshold"]),
-        ({"turn_settings": {"interrupt_debounce_ms": -1}}, ["body", "turn_settings", "interrupt_debounce_ms"]),
+        (
+            {"turn_settings": {"interrupt_debounce_ms": -1}},
+            ["body", "turn_settings", "interrupt_debounce_ms"],
+        ),
         ({"providers": {"stt": "whisper-cloud"}}, ["body", "providers", "stt"]),
         ({"providers": {"llm": "deepgram"}}, ["body", "providers", "llm"]),
         ({"builtin_tools": ["end_call", "fly"]}, ["body", "builtin_tools", 1]),
@@ -271,10 +286,14 @@ async def test_patch_refuses_null_for_required_fields_and_bad_json(app_client: h
 
 
 @pytest.mark.asyncio
-async def test_knowledge_base_ids_copy_documents_and_unknown_ids_roll_back(app_client: httpx.AsyncClient) -> None:
+async def test_knowledge_base_ids_copy_documents_and_unknown_ids_roll_back(
+    app_client: httpx.AsyncClient,
+) -> None:
     source = await create(app_client, name="Source")
     async with app_client.app.state.runtime.db.session() as session:  # type: ignore[attr-defined]
-        doc = KnowledgeDocument(agent_id=source["id"], name="pricing.md", text="Pro plan: $99/month", size_bytes=19)
+        doc = KnowledgeDocument(
+            agent_id=source["id"], name="pricing.md", text="Pro plan: $99/month", size_bytes=19
+        )
         session.add(doc)
     r = await app_client.post(AGENTS, json=agent_body(name="Copy", knowledge_base_ids=[doc.id]))
     assert r.status_code == 201, r.text
@@ -289,10 +308,15 @@ async def test_knowledge_base_ids_copy_documents_and_unknown_ids_roll_back(app_c
     agents_before, tools_before = await count(app_client, Agent), await count(app_client, AgentTool)
     r = await app_client.post(
         AGENTS,
-        json=agent_body(name="Broken", knowledge_base_ids=["doc_missing"], tools=[{"name": "t", "kind": "end_call"}]),
+        json=agent_body(
+            name="Broken", knowledge_base_ids=["doc_missing"], tools=[{"name": "t", "kind": "end_call"}]
+        ),
     )
     assert r.status_code == 404 and r.json() == {"detail": "knowledge document not found: doc_missing"}
-    assert (await count(app_client, Agent), await count(app_client, AgentTool)) == (agents_before, tools_before)
+    assert (await count(app_client, Agent), await count(app_client, AgentTool)) == (
+        agents_before,
+        tools_before,
+    )
 
     # PATCH attaches: its own documents stay as they are.
     r = await app_client.patch(f"{AGENTS}/{source['id']}", json={"knowledge_base_ids": [doc.id]})
@@ -310,7 +334,12 @@ async def test_elevenlabs_create_maps_conversation_config(app_client: httpx.Asyn
                 "agent": {
                     "first_message": "Hi!",
                     "language": "fr",
-                    "prompt": {"prompt": "Be brief.", "llm": "qwen2.5:3b", "temperature": 0.1, "max_tokens": 90},
+                    "prompt": {
+                        "prompt": "Be brief.",
+                        "llm": "qwen2.5:3b",
+                        "temperature": 0.1,
+                        "max_tokens": 90,
+                    },
                 },
                 "tts": {"voice_id": "aura-2-amalthea-en", "stability": 0.5},
                 "turn": {"turn_timeout": 9},
@@ -323,7 +352,11 @@ async def test_elevenlabs_create_maps_conversation_config(app_client: httpx.Asyn
     agent_id = r.json()["agent_id"]
     agent = (await app_client.get(f"{AGENTS}/{agent_id}")).json()
     assert (agent["name"], agent["first_message"], agent["language"]) == ("EL agent", "Hi!", "fr")
-    assert (agent["system_prompt"], agent["llm_model"], agent["temperature"]) == ("Be brief.", "qwen2.5:3b", 0.1)
+    assert (agent["system_prompt"], agent["llm_model"], agent["temperature"]) == (
+        "Be brief.",
+        "qwen2.5:3b",
+        0.1,
+    )
     assert (agent["voice_id"], agent["silence_timeout_sec"], agent["max_call_duration_sec"]) == (
         "aura-2-amalthea-en",
         9,

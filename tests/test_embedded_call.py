@@ -29,26 +29,43 @@ Orbit CRM integrates with Gmail, Outlook, Slack and HubSpot.
 async def test_embedded_call_answers_from_knowledge_books_and_reports(tmp_path: Path) -> None:
     from simulator.speech import synthesize_caller
 
-    lines = ["How much does Orbit cost per seat?", "Can we book a meeting tomorrow at 3 pm?", "Great, thanks, bye."]
+    lines = [
+        "How much does Orbit cost per seat?",
+        "Can we book a meeting tomorrow at 3 pm?",
+        "Great, thanks, bye.",
+    ]
     script = [Utterance(frames_of(synthesize_caller(line))) for line in lines]
     settings = make_settings(tmp_path, stt_provider="local", tts_provider="local", llm_provider="local")
     async with WebhookReceiver(SECRET) as receiver, LiveServer(settings) as server, server.client() as client:
-        agent = await client.post("/v1/convai/agents", json={
-            "name": "Ava",
-            "system_prompt": "You are Ava, a friendly sales rep for Orbit CRM. Keep replies short.",
-            "first_message": "Hi {{customer_name}}, this is Ava from Orbit CRM.",
-            "builtin_tools": ["book_meeting", "end_call"],
-            "data_collection": [{"name": "budget", "type": "string", "description": "Budget the caller mentions"}],
-        })
+        agent = await client.post(
+            "/v1/convai/agents",
+            json={
+                "name": "Ava",
+                "system_prompt": "You are Ava, a friendly sales rep for Orbit CRM. Keep replies short.",
+                "first_message": "Hi {{customer_name}}, this is Ava from Orbit CRM.",
+                "builtin_tools": ["book_meeting", "end_call"],
+                "data_collection": [
+                    {"name": "budget", "type": "string", "description": "Budget the caller mentions"}
+                ],
+            },
+        )
         assert agent.status_code == 201, agent.text
         agent_id = agent.json()["agent_id"]
         await client.post("/v1/convai/phone-numbers", json={"phone_number": NUMBER, "agent_id": agent_id})
-        upload = await client.post(f"/v1/convai/agents/{agent_id}/knowledge/upload",
-                                   files={"file": ("pricing.md", KNOWLEDGE.encode(), "text/markdown")})
+        upload = await client.post(
+            f"/v1/convai/agents/{agent_id}/knowledge/upload",
+            files={"file": ("pricing.md", KNOWLEDGE.encode(), "text/markdown")},
+        )
         assert upload.status_code == 201, upload.text
-        hook = await client.post("/v1/convai/webhooks", json={
-            "url": receiver.url, "secret": SECRET, "agent_id": agent_id,
-            "events": ["call.started", "tool.executed", "call.completed"]})
+        hook = await client.post(
+            "/v1/convai/webhooks",
+            json={
+                "url": receiver.url,
+                "secret": SECRET,
+                "agent_id": agent_id,
+                "events": ["call.started", "tool.executed", "call.completed"],
+            },
+        )
         assert hook.status_code == 201, hook.text
         for _ in range(600):  # the models load in the background at start-up
             if (await client.get("/readyz")).status_code == 200:
@@ -67,13 +84,18 @@ async def test_embedded_call_answers_from_knowledge_books_and_reports(tmp_path: 
                 break
             await asyncio.sleep(0.1)
         turns = [(t["role"], t["text"]) for t in detail["transcript"]]
-        assert turns[0] == ("agent", "Hi, this is Ava from Orbit CRM.")  # no variable given: no "{{…}}" spoken
+        assert turns[0] == (
+            "agent",
+            "Hi, this is Ava from Orbit CRM.",
+        )  # no variable given: no "{{…}}" spoken
         user = [text.lower() for role, text in turns if role == "user"]
         assert "cost" in user[0] and "meeting" in user[1]
         answer = turns[2][1]
         assert "49 dollars" in answer, turns  # answered from the uploaded document
         assert "booked" in turns[4][1].lower()
-        assert [c["name"] for c in detail["tool_calls"]] == ["book_meeting"] and detail["tool_calls"][0]["success"]
+        assert [c["name"] for c in detail["tool_calls"]] == ["book_meeting"] and detail["tool_calls"][0][
+            "success"
+        ]
         assert detail["outcome"] == "meeting_booked"
         assert detail["summary"] and "budget" in detail["collected_data"]
 
@@ -85,7 +107,9 @@ async def test_embedded_call_answers_from_knowledge_books_and_reports(tmp_path: 
         assert completed["outcome"] == "meeting_booked" and completed["summary"] == detail["summary"]
         assert completed["collected_data"] == detail["collected_data"]
         assert [t["text"] for t in completed["transcript"]][:1] == ["Hi, this is Ava from Orbit CRM."]
-        assert completed["recording_url"].endswith(f"/v1/convai/conversations/{result.conversation_id}/recording")
+        assert completed["recording_url"].endswith(
+            f"/v1/convai/conversations/{result.conversation_id}/recording"
+        )
         assert by_type["tool.executed"]["data"]["name"] == "book_meeting"
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
+import sys
 import wave
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ import pytest
 import websockets
 
 from simulator.caller import SimulatedCaller, Utterance, frames_of
-from tests.conftest import LiveServer, make_settings
+from tests.conftest import ROOT, LiveServer, make_settings
 from tests.twilio_standin import TwilioStandIn
 
 ACCOUNT_SID = "AC" + "0" * 32
@@ -48,12 +50,16 @@ async def make_agent(client: httpx.AsyncClient, **overrides: Any) -> str:
     response = await client.post("/v1/convai/agents", json=body)
     assert response.status_code == 201, response.text
     agent_id = response.json()["agent_id"]
-    number = await client.post("/v1/convai/phone-numbers", json={"phone_number": NUMBER, "agent_id": agent_id})
+    number = await client.post(
+        "/v1/convai/phone-numbers", json={"phone_number": NUMBER, "agent_id": agent_id}
+    )
     assert number.status_code == 201, number.text
     return agent_id
 
 
-async def conversation(client: httpx.AsyncClient, conversation_id: str, settle: float = 10.0) -> dict[str, Any]:
+async def conversation(
+    client: httpx.AsyncClient, conversation_id: str, settle: float = 10.0
+) -> dict[str, Any]:
     """The conversation once the engine has closed it."""
     for _ in range(int(settle / 0.1)):
         body = (await client.get(f"/v1/convai/conversations/{conversation_id}")).json()
@@ -70,26 +76,43 @@ async def conversation(client: httpx.AsyncClient, conversation_id: str, settle: 
 async def test_outbound_call_reaches_twilio_with_the_right_twiml_url(tmp_path: Path) -> None:
     async with TwilioStandIn(ACCOUNT_SID, AUTH_TOKEN) as twilio:
         settings = make_settings(
-            tmp_path, twilio_account_sid=ACCOUNT_SID, twilio_auth_token=AUTH_TOKEN, twilio_api_base=twilio.url,
+            tmp_path,
+            twilio_account_sid=ACCOUNT_SID,
+            twilio_auth_token=AUTH_TOKEN,
+            twilio_api_base=twilio.url,
         )
         async with LiveServer(settings) as server, server.client() as client:
             agent_id = await make_agent(client)
-            missing = await client.post("/v1/convai/outbound", json={"agent_id": agent_id, "to_number": "+15550109999"})
+            missing = await client.post(
+                "/v1/convai/outbound", json={"agent_id": agent_id, "to_number": "+15550109999"}
+            )
             assert missing.status_code == 422
             assert missing.json()["detail"][0]["loc"] == ["body", "dynamic_variables", "customer_name"]
-            bad_number = await client.post("/v1/convai/outbound", json={"agent_id": agent_id, "to_number": "555-0199"})
+            bad_number = await client.post(
+                "/v1/convai/outbound", json={"agent_id": agent_id, "to_number": "555-0199"}
+            )
             assert bad_number.status_code == 422 and "E.164" in bad_number.text
             assert not twilio.calls
 
-            placed = await client.post("/v1/convai/outbound", json={
-                "agent_id": agent_id, "to_number": "+15550109999", "dynamic_variables": {"customer_name": "Sam"}})
+            placed = await client.post(
+                "/v1/convai/outbound",
+                json={
+                    "agent_id": agent_id,
+                    "to_number": "+15550109999",
+                    "dynamic_variables": {"customer_name": "Sam"},
+                },
+            )
             assert placed.status_code == 201, placed.text
             body = placed.json()
             call = twilio.calls[body["call_sid"]]
             assert call.params["To"] == "+15550109999" and call.params["From"] == NUMBER
-            assert call.params["Url"] == f"{server.base_url}/twiml/voice_outbound?conversation_id={body['conversation_id']}"
+            assert (
+                call.params["Url"]
+                == f"{server.base_url}/twiml/voice_outbound?conversation_id={body['conversation_id']}"
+            )
             assert call.params["StatusCallback"] == (
-                f"{server.base_url}/twiml/status?conversation_id={body['conversation_id']}")
+                f"{server.base_url}/twiml/status?conversation_id={body['conversation_id']}"
+            )
 
             # Like Twilio, the stand-in then posts signed status callbacks and fetches the TwiML.
             await twilio.settled()
@@ -97,12 +120,19 @@ async def test_outbound_call_reaches_twilio_with_the_right_twiml_url(tmp_path: P
             assert f'<Stream url="ws://127.0.0.1:{server.port}/ws/voice/{call.sid}">' in call.twiml
             assert f'<Parameter name="conversation_id" value="{body["conversation_id"]}"' in call.twiml
             detail = (await client.get(f"/v1/convai/conversations/{body['conversation_id']}")).json()
-            assert detail["status"] == "in_progress" and detail["dynamic_variables"] == {"customer_name": "Sam"}
+            assert detail["status"] == "in_progress" and detail["dynamic_variables"] == {
+                "customer_name": "Sam"
+            }
 
             # The ElevenLabs-shaped route goes the same way.
-            eleven = await client.post("/v1/convai/twilio/outbound-call", json={
-                "agent_id": agent_id, "to_number": "+15550108888",
-                "conversation_initiation_client_data": {"dynamic_variables": {"customer_name": "Kim"}}})
+            eleven = await client.post(
+                "/v1/convai/twilio/outbound-call",
+                json={
+                    "agent_id": agent_id,
+                    "to_number": "+15550108888",
+                    "conversation_initiation_client_data": {"dynamic_variables": {"customer_name": "Kim"}},
+                },
+            )
             assert eleven.status_code == 200 and eleven.json()["success"] is True
             assert eleven.json()["callSid"] in twilio.calls
 
@@ -115,7 +145,9 @@ async def test_outbound_call_reaches_twilio_with_the_right_twiml_url(tmp_path: P
 async def test_outbound_without_twilio_credentials_is_503(tmp_path: Path) -> None:
     async with LiveServer(make_settings(tmp_path)) as server, server.client() as client:
         agent_id = await make_agent(client, system_prompt="Hello.")
-        response = await client.post("/v1/convai/outbound", json={"agent_id": agent_id, "to_number": "+15550109999"})
+        response = await client.post(
+            "/v1/convai/outbound", json={"agent_id": agent_id, "to_number": "+15550109999"}
+        )
         assert response.status_code == 503 and "TWILIO_ACCOUNT_SID" in response.json()["detail"]
 
 
@@ -123,11 +155,16 @@ async def test_outbound_without_twilio_credentials_is_503(tmp_path: Path) -> Non
 async def test_twilio_refusal_is_502_and_marks_the_conversation_failed(tmp_path: Path) -> None:
     async with TwilioStandIn(ACCOUNT_SID, "a-different-token") as twilio:
         settings = make_settings(
-            tmp_path, twilio_account_sid=ACCOUNT_SID, twilio_auth_token=AUTH_TOKEN, twilio_api_base=twilio.url,
+            tmp_path,
+            twilio_account_sid=ACCOUNT_SID,
+            twilio_auth_token=AUTH_TOKEN,
+            twilio_api_base=twilio.url,
         )
         async with LiveServer(settings) as server, server.client() as client:
             agent_id = await make_agent(client, system_prompt="Hello.")
-            response = await client.post("/v1/convai/outbound", json={"agent_id": agent_id, "to_number": "+15550109999"})
+            response = await client.post(
+                "/v1/convai/outbound", json={"agent_id": agent_id, "to_number": "+15550109999"}
+            )
             assert response.status_code == 502
             assert "20003" in response.json()["detail"] and AUTH_TOKEN not in response.text
             listed = (await client.get("/v1/convai/conversations", params={"agent_id": agent_id})).json()
@@ -135,7 +172,9 @@ async def test_twilio_refusal_is_502_and_marks_the_conversation_failed(tmp_path:
 
 
 @pytest.mark.asyncio
-async def test_webhook_signatures_and_status_callbacks(tmp_path: Path, speech: dict[str, list[bytes]]) -> None:
+async def test_webhook_signatures_and_status_callbacks(
+    tmp_path: Path, speech: dict[str, list[bytes]]
+) -> None:
     settings = make_settings(tmp_path, twilio_account_sid=ACCOUNT_SID, twilio_auth_token=AUTH_TOKEN)
     async with LiveServer(settings) as server, server.client() as client:
         await make_agent(client, system_prompt="Hello.")
@@ -145,8 +184,9 @@ async def test_webhook_signatures_and_status_callbacks(tmp_path: Path, speech: d
         forged = await client.post("/twiml/voice", data=form, headers={"X-Twilio-Signature": "bm9wZQ=="})
         assert forged.status_code == 403
 
-        caller = SimulatedCaller(server.base_url, "CA" + "2" * 32, NUMBER, [Utterance(speech["hello"])],
-                                 auth_token=AUTH_TOKEN)
+        caller = SimulatedCaller(
+            server.base_url, "CA" + "2" * 32, NUMBER, [Utterance(speech["hello"])], auth_token=AUTH_TOKEN
+        )
         async with httpx.AsyncClient() as http:
             result = await caller.run(http)
         assert result.error is None and result.voice_to_voice_s
@@ -179,7 +219,9 @@ async def test_unknown_number_without_default_agent_gets_an_apology(tmp_path: Pa
 
 
 @pytest.mark.asyncio
-async def test_multi_turn_call_records_every_turn_with_timings(tmp_path: Path, speech: dict[str, list[bytes]]) -> None:
+async def test_multi_turn_call_records_every_turn_with_timings(
+    tmp_path: Path, speech: dict[str, list[bytes]]
+) -> None:
     settings = make_settings(tmp_path)
     async with LiveServer(settings) as server, server.client() as client:
         await make_agent(client, system_prompt="You are Ava.")
@@ -187,7 +229,9 @@ async def test_multi_turn_call_records_every_turn_with_timings(tmp_path: Path, s
 
         recorder = CallRecorder(tmp_path, "simulated")
         caller = SimulatedCaller(
-            server.base_url, "CA" + "5" * 32, NUMBER,
+            server.base_url,
+            "CA" + "5" * 32,
+            NUMBER,
             [Utterance(speech["hello"]), Utterance([], dtmf="42#"), Utterance(speech["price"])],
             recorder=recorder,
         )
@@ -199,22 +243,36 @@ async def test_multi_turn_call_records_every_turn_with_timings(tmp_path: Path, s
         detail = await conversation(client, result.conversation_id)
         turns = detail["transcript"]
         assert [(t["role"], t["kind"]) for t in turns] == [
-            ("agent", "greeting"), ("user", "speech"), ("agent", "speech"),
-            ("user", "dtmf"), ("agent", "speech"), ("user", "speech"), ("agent", "speech"),
+            ("agent", "greeting"),
+            ("user", "speech"),
+            ("agent", "speech"),
+            ("user", "dtmf"),
+            ("agent", "speech"),
+            ("user", "speech"),
+            ("agent", "speech"),
         ]
         assert turns[0]["text"] == "Hi, this is Ava."
         assert turns[1]["text"] == "caller turn 1" and turns[2]["text"].startswith("You said: caller turn 1.")
         assert turns[3]["text"] == "42" and "4 2" in turns[4]["text"]
         for user, agent in ((turns[1], turns[2]), (turns[5], turns[6])):
             assert 0 < user["start_ms"] < user["end_ms"]  # when the caller spoke, on the call's clock
-            keys = ["user_speech_end_ms", "stt_final_ms", "llm_first_token_ms", "tts_first_audio_ms",
-                    "first_frame_sent_ms"]
+            keys = [
+                "user_speech_end_ms",
+                "stt_final_ms",
+                "llm_first_token_ms",
+                "tts_first_audio_ms",
+                "first_frame_sent_ms",
+            ]
             stamps = [agent[k] for k in keys]
-            assert all(s is not None for s in stamps) and stamps == sorted(stamps), dict(zip(keys, stamps))
+            assert all(s is not None for s in stamps) and stamps == sorted(stamps), dict(
+                zip(keys, stamps, strict=True)
+            )
             assert 250 <= agent["voice_to_voice_ms"] < 2000  # 300 ms endpointing dominates the echo profile
         starts = [t["start_ms"] for t in turns]
         assert starts == sorted(starts)
-        assert detail["status"] == "completed" and detail["metadata"]["termination_reason"] == "caller_hung_up"
+        assert (
+            detail["status"] == "completed" and detail["metadata"]["termination_reason"] == "caller_hung_up"
+        )
 
         # Both sides recorded: the server's stereo WAV, downloadable, and the simulator's own.
         wav = await client.get(f"/v1/convai/conversations/{result.conversation_id}/recording")
@@ -231,16 +289,31 @@ async def test_multi_turn_call_records_every_turn_with_timings(tmp_path: Path, s
 async def test_simulator_command_prints_a_transcript(tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
     async with LiveServer(settings) as server, server.client() as client:
-        agent = await client.post("/v1/convai/agents", json={"name": "Ava", "system_prompt": "You are Ava.",
-                                                              "first_message": "Hello from Ava."})
+        agent = await client.post(
+            "/v1/convai/agents",
+            json={"name": "Ava", "system_prompt": "You are Ava.", "first_message": "Hello from Ava."},
+        )
         agent_id = agent.json()["agent_id"]
         record = tmp_path / "call.wav"
         proc = await asyncio.create_subprocess_exec(
-            "python", "-m", "simulator", "call", "--agent", agent_id, "--say", "I would like a demo please.",
-            "--url", server.base_url, "--api-key", settings.api_keys, "--record", str(record),
-            cwd=str(Path(__file__).resolve().parent.parent),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            env={**__import__("os").environ, "PATH": str(Path(__import__("sys").executable).parent) + ":/usr/bin:/bin"},
+            "python",
+            "-m",
+            "simulator",
+            "call",
+            "--agent",
+            agent_id,
+            "--say",
+            "I would like a demo please.",
+            "--url",
+            server.base_url,
+            "--api-key",
+            settings.api_keys,
+            "--record",
+            str(record),
+            cwd=str(ROOT),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"},
         )
         out, err = await asyncio.wait_for(proc.communicate(), 120)
         text = out.decode()
@@ -255,25 +328,38 @@ async def test_simulator_command_prints_a_transcript(tmp_path: Path) -> None:
 
 
 def start_message(call_sid: str, params: dict[str, str]) -> str:
-    return json.dumps({
-        "event": "start", "sequenceNumber": "1", "streamSid": "MZ" + call_sid[2:],
-        "start": {"streamSid": "MZ" + call_sid[2:], "callSid": call_sid, "accountSid": "AC1", "tracks": ["inbound"],
-                  "customParameters": params,
-                  "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}},
-    })
+    return json.dumps(
+        {
+            "event": "start",
+            "sequenceNumber": "1",
+            "streamSid": "MZ" + call_sid[2:],
+            "start": {
+                "streamSid": "MZ" + call_sid[2:],
+                "callSid": call_sid,
+                "accountSid": "AC1",
+                "tracks": ["inbound"],
+                "customParameters": params,
+                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+            },
+        }
+    )
 
 
 async def twiml_params(client: httpx.AsyncClient, call_sid: str) -> tuple[str, dict[str, str]]:
     import re
 
-    twiml = (await client.post("/twiml/voice", data={"CallSid": call_sid, "From": "+15550001111", "To": NUMBER})).text
+    twiml = (
+        await client.post("/twiml/voice", data={"CallSid": call_sid, "From": "+15550001111", "To": NUMBER})
+    ).text
     url = re.search(r'<Stream url="([^"]+)"', twiml)
     assert url is not None, twiml
     return url.group(1), dict(re.findall(r'<Parameter name="([^"]+)" value="([^"]*)"', twiml))
 
 
 @pytest.mark.asyncio
-async def test_bad_token_closes_the_stream_and_other_calls_go_on(tmp_path: Path, speech: dict[str, list[bytes]]) -> None:
+async def test_bad_token_closes_the_stream_and_other_calls_go_on(
+    tmp_path: Path, speech: dict[str, list[bytes]]
+) -> None:
     async with LiveServer(make_settings(tmp_path)) as server, server.client() as client:
         await make_agent(client, system_prompt="Hello.")
         good = SimulatedCaller(server.base_url, "CA" + "6" * 32, NUMBER, [Utterance(speech["hello"])])
@@ -306,27 +392,40 @@ async def test_fuzzed_stream_messages_are_survived(tmp_path: Path, speech: dict[
 
     rng = random.Random(7)
     garbage: list[str | bytes] = [
-        "{not json", "[]", "null", '"media"', json.dumps({"event": "media"}),
+        "{not json",
+        "[]",
+        "null",
+        '"media"',
+        json.dumps({"event": "media"}),
         json.dumps({"event": "media", "media": {"payload": "!!!not-base64!!!"}}),
         json.dumps({"event": "media", "media": {"payload": base64.b64encode(b"\xff" * 7).decode()}}),
         json.dumps({"event": "media", "media": {"payload": base64.b64encode(b"\xff" * 100_000).decode()}}),
-        json.dumps({"event": "mark", "mark": {"name": "no-such-mark"}}), json.dumps({"event": "mark", "mark": 5}),
-        json.dumps({"event": "dtmf", "dtmf": {"digit": "Z"}}), json.dumps({"event": "teleport"}),
-        start_message("CA" + "9" * 32, {}), b"\x00\x01binary",
+        json.dumps({"event": "mark", "mark": {"name": "no-such-mark"}}),
+        json.dumps({"event": "mark", "mark": 5}),
+        json.dumps({"event": "dtmf", "dtmf": {"digit": "Z"}}),
+        json.dumps({"event": "teleport"}),
+        start_message("CA" + "9" * 32, {}),
+        b"\x00\x01binary",
     ]
-    garbage += [bytes(rng.randrange(256) for _ in range(rng.randrange(1, 64))).decode("latin-1") for _ in range(20)]
+    garbage += [
+        bytes(rng.randrange(256) for _ in range(rng.randrange(1, 64))).decode("latin-1") for _ in range(20)
+    ]
     async with LiveServer(make_settings(tmp_path)) as server, server.client() as client:
         await make_agent(client, system_prompt="Hello.")
         call_sid = "CA" + "a" * 32
         url, params = await twiml_params(client, call_sid)
         async with websockets.connect(url) as ws:
             # Frames before `start` are not processed.
-            await ws.send(json.dumps({"event": "media", "media": {"payload": base64.b64encode(b"\xff" * 160).decode()}}))
+            await ws.send(
+                json.dumps({"event": "media", "media": {"payload": base64.b64encode(b"\xff" * 160).decode()}})
+            )
             await ws.send(start_message(call_sid, params))
             for item in garbage:
                 await ws.send(item)
             for frame in speech["hello"] + [b"\xff" * 160] * 40:
-                await ws.send(json.dumps({"event": "media", "media": {"payload": base64.b64encode(frame).decode()}}))
+                await ws.send(
+                    json.dumps({"event": "media", "media": {"payload": base64.b64encode(frame).decode()}})
+                )
                 await asyncio.sleep(0.02)
             replies = 0
             try:
@@ -355,8 +454,13 @@ async def test_fuzzed_stream_messages_are_survived(tmp_path: Path, speech: dict[
 
 
 @pytest.mark.asyncio
-async def test_calls_beyond_the_limit_are_refused_politely(tmp_path: Path, speech: dict[str, list[bytes]]) -> None:
-    async with LiveServer(make_settings(tmp_path, max_concurrent_calls=1)) as server, server.client() as client:
+async def test_calls_beyond_the_limit_are_refused_politely(
+    tmp_path: Path, speech: dict[str, list[bytes]]
+) -> None:
+    async with (
+        LiveServer(make_settings(tmp_path, max_concurrent_calls=1)) as server,
+        server.client() as client,
+    ):
         await make_agent(client, system_prompt="Hello.")
         first = SimulatedCaller(server.base_url, "CA" + "c" * 32, NUMBER, [Utterance(speech["hello"])])
         running = asyncio.create_task(first.run(httpx.AsyncClient()))
@@ -382,7 +486,11 @@ async def test_silence_timeout_asks_then_says_goodbye(tmp_path: Path) -> None:
 
             async def silence() -> None:
                 while True:
-                    await ws.send(json.dumps({"event": "media", "media": {"payload": base64.b64encode(b"\xff" * 160).decode()}}))
+                    await ws.send(
+                        json.dumps(
+                            {"event": "media", "media": {"payload": base64.b64encode(b"\xff" * 160).decode()}}
+                        )
+                    )
                     await asyncio.sleep(0.02)
 
             sender = asyncio.create_task(silence())

@@ -53,8 +53,14 @@ class ToolServer:
 
     async def _lookup(self, request: web.Request) -> web.Response:
         body = await request.json() if request.can_read_body else None
-        self.requests.append({"method": request.method, "query": dict(request.query), "json": body,
-                              "headers": dict(request.headers)})
+        self.requests.append(
+            {
+                "method": request.method,
+                "query": dict(request.query),
+                "json": body,
+                "headers": dict(request.headers),
+            }
+        )
         if self.fail_first > 0:
             self.fail_first -= 1
             return web.Response(status=503, text="busy")
@@ -71,38 +77,76 @@ class ToolServer:
 @pytest.mark.asyncio
 async def test_tools_run_validate_and_are_recorded(tmp_path: Path) -> None:
     async with ToolServer() as crm, TwilioStandIn(ACCOUNT_SID, AUTH_TOKEN) as twilio:
-        settings = make_settings(tmp_path, twilio_account_sid=ACCOUNT_SID, twilio_auth_token=AUTH_TOKEN,
-                                 twilio_api_base=twilio.url, twilio_phone_number="+15550100000")
+        settings = make_settings(
+            tmp_path,
+            twilio_account_sid=ACCOUNT_SID,
+            twilio_auth_token=AUTH_TOKEN,
+            twilio_api_base=twilio.url,
+            twilio_phone_number="+15550100000",
+        )
         app = create_app(settings)
         async with app.router.lifespan_context(app):
             runtime = app.state.runtime
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t",
-                                         headers={"xi-api-key": API_KEY}) as client:
-                agent = (await client.post("/v1/convai/agents", json={
-                    "name": "Ava", "system_prompt": "Hi", "transfer_number": "+15550107777",
-                    "builtin_tools": ["book_meeting", "send_sms", "transfer_call", "end_call"]})).json()
+            async with httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://t", headers={"xi-api-key": API_KEY}
+            ) as client:
+                agent = (
+                    await client.post(
+                        "/v1/convai/agents",
+                        json={
+                            "name": "Ava",
+                            "system_prompt": "Hi",
+                            "transfer_number": "+15550107777",
+                            "builtin_tools": ["book_meeting", "send_sms", "transfer_call", "end_call"],
+                        },
+                    )
+                ).json()
                 agent_id = agent["agent_id"]
-                params = {"type": "object", "properties": {"account_id": {"type": "string"}},
-                          "required": ["account_id"], "additionalProperties": False}
+                params = {
+                    "type": "object",
+                    "properties": {"account_id": {"type": "string"}},
+                    "required": ["account_id"],
+                    "additionalProperties": False,
+                }
                 for name, config in (
-                    ("lookup_post", {"url": crm.url + "/lookup", "method": "POST",
-                                     "headers": {"authorization": "Bearer {{crm_token}}"}}),
+                    (
+                        "lookup_post",
+                        {
+                            "url": crm.url + "/lookup",
+                            "method": "POST",
+                            "headers": {"authorization": "Bearer {{crm_token}}"},
+                        },
+                    ),
                     ("lookup_get", {"url": crm.url + "/lookup", "method": "GET"}),
                     ("slow", {"url": crm.url + "/slow", "method": "GET", "timeout_sec": 0.5}),
                     ("huge", {"url": crm.url + "/huge", "method": "GET"}),
                     ("missing", {"url": crm.url + "/missing", "method": "GET"}),
                 ):
-                    created = await client.post(f"/v1/convai/agents/{agent_id}/tools", json={
-                        "name": name, "description": "Look up the caller's account", "kind": "webhook",
-                        "parameters": params, "config": config})
+                    created = await client.post(
+                        f"/v1/convai/agents/{agent_id}/tools",
+                        json={
+                            "name": name,
+                            "description": "Look up the caller's account",
+                            "kind": "webhook",
+                            "parameters": params,
+                            "config": config,
+                        },
+                    )
                     assert created.status_code == 201, created.text
-                bad = await client.post(f"/v1/convai/agents/{agent_id}/tools", json={
-                    "name": "bad", "kind": "webhook", "config": {"url": "not a url"}})
+                bad = await client.post(
+                    f"/v1/convai/agents/{agent_id}/tools",
+                    json={"name": "bad", "kind": "webhook", "config": {"url": "not a url"}},
+                )
                 assert bad.status_code == 422
 
             async with runtime.db.session() as session:
-                conversation = Conversation(agent_id=agent_id, call_sid="CA" + "f" * 32, direction="inbound",
-                                            from_number="+15550001111", to_number="+15550100000")
+                conversation = Conversation(
+                    agent_id=agent_id,
+                    call_sid="CA" + "f" * 32,
+                    direction="inbound",
+                    from_number="+15550001111",
+                    to_number="+15550100000",
+                )
                 session.add(conversation)
                 await session.flush()
                 conversation_id = conversation.id
@@ -111,8 +155,13 @@ async def test_tools_run_validate_and_are_recorded(tmp_path: Path) -> None:
                 )
             # A placed call the transfer can update, as Twilio would have it.
             twilio.calls["CA" + "f" * 32] = PlacedCall(sid="CA" + "f" * 32, params={"To": "+15550100000"})
-            ctx = ToolContext(conversation_id, "CA" + "f" * 32, "+15550001111", "+15550100000",
-                              {"crm_token": "tok-123", "name": "Sam"})
+            ctx = ToolContext(
+                conversation_id,
+                "CA" + "f" * 32,
+                "+15550001111",
+                "+15550100000",
+                {"crm_token": "tok-123", "name": "Sam"},
+            )
             runner = runtime.tool_runner
             names = {spec.name for spec in runner.specs_for(loaded)}
             assert {"book_meeting", "send_sms", "transfer_call", "end_call", "lookup_post"} <= names
@@ -153,8 +202,13 @@ async def test_tools_run_validate_and_are_recorded(tmp_path: Path) -> None:
             assert not (await run("book_meeting", {"start_time": "next tuesday"})).success
 
             texted = await run("send_sms", {"message": "Hi {{name}}, here is the deck: https://x.example/d"})
-            assert texted.success and twilio.messages[-1]["Body"] == "Hi Sam, here is the deck: https://x.example/d"
-            assert twilio.messages[-1]["To"] == "+15550001111" and twilio.messages[-1]["From"] == "+15550100000"
+            assert (
+                texted.success
+                and twilio.messages[-1]["Body"] == "Hi Sam, here is the deck: https://x.example/d"
+            )
+            assert (
+                twilio.messages[-1]["To"] == "+15550001111" and twilio.messages[-1]["From"] == "+15550100000"
+            )
 
             transferred = await run("transfer_call", {"reason": "wants a human"})
             assert transferred.success and transferred.transferred
@@ -165,9 +219,14 @@ async def test_tools_run_validate_and_are_recorded(tmp_path: Path) -> None:
             assert not (await run("no_such_tool", {})).success
 
             async with runtime.db.session() as session:
-                records = (await session.scalars(
-                    select(ToolCallRecord).where(ToolCallRecord.conversation_id == conversation_id))).all()
-                meetings = (await session.scalars(select(Meeting).where(Meeting.conversation_id == conversation_id))).all()
+                records = (
+                    await session.scalars(
+                        select(ToolCallRecord).where(ToolCallRecord.conversation_id == conversation_id)
+                    )
+                ).all()
+                meetings = (
+                    await session.scalars(select(Meeting).where(Meeting.conversation_id == conversation_id))
+                ).all()
                 events = (await session.scalars(select(WebhookEvent))).all()
             assert len(records) == 14 and len(meetings) == 1
             assert sum(r.success for r in records) == 7

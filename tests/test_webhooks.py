@@ -25,8 +25,9 @@ class App:
     async def __aenter__(self) -> App:
         self._lifespan = self.app.router.lifespan_context(self.app)
         await self._lifespan.__aenter__()
-        self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url="http://t",
-                                        headers={"xi-api-key": API_KEY})
+        self.client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=self.app), base_url="http://t", headers={"xi-api-key": API_KEY}
+        )
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -39,7 +40,9 @@ class App:
 
     async def emit(self, event_type: str, data: dict) -> str:
         async with self.runtime.db.session() as session:
-            event_id = await self.runtime.webhooks.emit(session, event_type, data, agent_id=None, conversation_id=None)
+            event_id = await self.runtime.webhooks.emit(
+                session, event_type, data, agent_id=None, conversation_id=None
+            )
         self.runtime.webhooks_notify()
         return event_id
 
@@ -66,8 +69,10 @@ def test_signature_round_trip() -> None:
 @pytest.mark.asyncio
 async def test_signed_delivery_and_subscription_filter(tmp_path: Path) -> None:
     async with WebhookReceiver(SECRET) as receiver, App(make_settings(tmp_path)) as app:
-        created = await app.client.post("/v1/convai/webhooks", json={
-            "url": receiver.url, "events": ["call.started", "tool.executed"], "secret": SECRET})
+        created = await app.client.post(
+            "/v1/convai/webhooks",
+            json={"url": receiver.url, "events": ["call.started", "tool.executed"], "secret": SECRET},
+        )
         assert created.status_code == 201, created.text
         started = await app.emit("call.started", {"conversation_id": "conv_1"})
         skipped = await app.emit("call.completed", {"conversation_id": "conv_1"})
@@ -86,7 +91,9 @@ async def test_signed_delivery_and_subscription_filter(tmp_path: Path) -> None:
 async def test_failing_receiver_gets_every_event_once_by_id(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, webhook_retry_base_sec=0.05)
     async with WebhookReceiver(SECRET, fail_first=4) as receiver, App(settings) as app:
-        config = (await app.client.post("/v1/convai/webhooks", json={"url": receiver.url, "secret": SECRET})).json()
+        config = (
+            await app.client.post("/v1/convai/webhooks", json={"url": receiver.url, "secret": SECRET})
+        ).json()
         ids = [await app.emit("tool.executed", {"n": i}) for i in range(3)]
         await wait_for(lambda: all(i in receiver.events for i in ids))
         assert set(receiver.deliveries) == set(ids)
@@ -116,19 +123,32 @@ async def test_restart_between_event_and_delivery_loses_nothing(tmp_path: Path) 
 async def test_private_urls_are_refused_unless_allowed(tmp_path: Path) -> None:
     from net_guard import UnsafeURLError, ensure_public_url
 
-    for url in ("http://127.0.0.1/x", "http://10.0.0.5/x", "http://[::1]/x", "http://169.254.169.254/latest",
-                "ftp://example.com/x", "http://localhost/x"):
+    for url in (
+        "http://127.0.0.1/x",
+        "http://10.0.0.5/x",
+        "http://[::1]/x",
+        "http://169.254.169.254/latest",
+        "ftp://example.com/x",
+        "http://localhost/x",
+    ):
         with pytest.raises(UnsafeURLError):
             await ensure_public_url(url, allow_private=False)
     await ensure_public_url("http://127.0.0.1/x", allow_private=True)
     await ensure_public_url("http://93.184.216.34/x", allow_private=False)
 
-    async with WebhookReceiver(SECRET) as receiver, App(make_settings(tmp_path, webhook_allow_private=False)) as app:
-        config = (await app.client.post("/v1/convai/webhooks", json={"url": receiver.url, "secret": SECRET})).json()
+    async with (
+        WebhookReceiver(SECRET) as receiver,
+        App(make_settings(tmp_path, webhook_allow_private=False)) as app,
+    ):
+        config = (
+            await app.client.post("/v1/convai/webhooks", json={"url": receiver.url, "secret": SECRET})
+        ).json()
         await app.emit("call.failed", {"status": "busy"})
         await wait_for(lambda: False if not app.runtime else True)
         for _ in range(100):
-            listed = (await app.client.get(f"/v1/convai/webhooks/{config['id']}/deliveries")).json()["deliveries"]
+            listed = (await app.client.get(f"/v1/convai/webhooks/{config['id']}/deliveries")).json()[
+                "deliveries"
+            ]
             if listed and listed[0]["status"] == "dead":
                 break
             await asyncio.sleep(0.05)

@@ -84,18 +84,30 @@ class TwilioStandIn:
     @staticmethod
     def _error(status: int, code: int, message: str) -> web.Response:
         return web.json_response(
-            {"code": code, "message": message, "more_info": f"https://www.twilio.com/docs/errors/{code}",
-             "status": status},
+            {
+                "code": code,
+                "message": message,
+                "more_info": f"https://www.twilio.com/docs/errors/{code}",
+                "status": status,
+            },
             status=status,
         )
 
     def _call_json(self, call: PlacedCall) -> dict[str, Any]:
         uri = f"/2010-04-01/Accounts/{self.account_sid}/Calls/{call.sid}.json"
         return {
-            "sid": call.sid, "account_sid": self.account_sid, "to": call.params.get("To"),
-            "from": call.params.get("From"), "status": call.status, "direction": "outbound-api",
-            "api_version": "2010-04-01", "date_created": None, "duration": None, "price": None,
-            "uri": uri, "subresource_uris": {},
+            "sid": call.sid,
+            "account_sid": self.account_sid,
+            "to": call.params.get("To"),
+            "from": call.params.get("From"),
+            "status": call.status,
+            "direction": "outbound-api",
+            "api_version": "2010-04-01",
+            "date_created": None,
+            "duration": None,
+            "price": None,
+            "uri": uri,
+            "subresource_uris": {},
         }
 
     # ------------------------------------------------------------ routes
@@ -146,21 +158,38 @@ class TwilioStandIn:
         sid = f"SM{next(self._ids):032x}"
         self.messages.append({**form, "sid": sid})
         return web.json_response(
-            {"sid": sid, "account_sid": self.account_sid, "to": form["To"], "from": form.get("From"),
-             "body": form.get("Body"), "status": "queued", "direction": "outbound-api", "num_segments": "1",
-             "uri": f"/2010-04-01/Accounts/{self.account_sid}/Messages/{sid}.json", "subresource_uris": {}},
+            {
+                "sid": sid,
+                "account_sid": self.account_sid,
+                "to": form["To"],
+                "from": form.get("From"),
+                "body": form.get("Body"),
+                "status": "queued",
+                "direction": "outbound-api",
+                "num_segments": "1",
+                "uri": f"/2010-04-01/Accounts/{self.account_sid}/Messages/{sid}.json",
+                "subresource_uris": {},
+            },
             status=201,
         )
 
     # ------------------------------------------------------------ what Twilio does after Calls.create
 
-    async def _signed_post(self, client: httpx.AsyncClient, url: str, params: dict[str, str]) -> httpx.Response:
+    async def _signed_post(
+        self, client: httpx.AsyncClient, url: str, params: dict[str, str]
+    ) -> httpx.Response:
         signature = RequestValidator(self.auth_token).compute_signature(url, params)
         return await client.post(url, data=params, headers={"X-Twilio-Signature": signature})
 
     async def _ring_and_answer(self, call: PlacedCall) -> None:
-        base = {"CallSid": call.sid, "AccountSid": self.account_sid, "From": str(call.params["From"]),
-                "To": str(call.params["To"]), "Direction": "outbound-api", "ApiVersion": "2010-04-01"}
+        base = {
+            "CallSid": call.sid,
+            "AccountSid": self.account_sid,
+            "From": str(call.params["From"]),
+            "To": str(call.params["To"]),
+            "Direction": "outbound-api",
+            "ApiVersion": "2010-04-01",
+        }
         callback = str(call.params.get("StatusCallback", ""))
         async with httpx.AsyncClient(timeout=10) as client:
             for status in ("initiated", "ringing"):

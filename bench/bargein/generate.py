@@ -68,8 +68,14 @@ def noise_cases(rng: np.random.Generator) -> dict[str, bytes]:
     for start in rng.integers(0, n - 40, 12):
         clicks[start : start + 40] = rng.standard_normal(40) * 8
     notes = [261.6, 329.6, 392.0, 523.3]
-    chord = sum(np.sin(2 * np.pi * f * t) * (1 + np.sin(2 * np.pi * (k + 1) * 0.7 * t)) for k, f in enumerate(notes))
-    far = _pcm(synthesize_caller("I told him we would be there by six, the traffic was terrible.", voice="espeak:en+f2"))
+    chord = sum(
+        np.sin(2 * np.pi * f * t) * (1 + np.sin(2 * np.pi * (k + 1) * 0.7 * t)) for k, f in enumerate(notes)
+    )
+    far = _pcm(
+        synthesize_caller(
+            "I told him we would be there by six, the traffic was terrible.", voice="espeak:en+f2"
+        )
+    )
     far_mix = _at_level(far, 22)
     cases = {
         "white_10db": _at_level(noise_samples(n, "white", rng), 10),
@@ -81,9 +87,11 @@ def noise_cases(rng: np.random.Generator) -> dict[str, bytes]:
         "music_20db": _at_level(chord.astype(np.float32), 20),
         "hum_10db": _at_level(noise_samples(n, "hum", rng), 10),
         "far_voice_22db": far_mix,
-        "far_voice_pink": pcm16_to_mulaw(np.clip(
-            _pcm(far_mix) + _pcm(_at_level(noise_samples(len(far), "pink", rng), 25)), -32768, 32767
-        ).astype(np.int16)),
+        "far_voice_pink": pcm16_to_mulaw(
+            np.clip(
+                _pcm(far_mix) + _pcm(_at_level(noise_samples(len(far), "pink", rng), 25)), -32768, 32767
+            ).astype(np.int16)
+        ),
     }
     return cases
 
@@ -107,22 +115,40 @@ def generate() -> list[dict]:
             save(f"interrupt_{i}_{j}", "interrupt", audio, text=text, voice=voice, gain_db=gain)
     for i, text in enumerate(BACKCHANNELS):
         for j, voice in enumerate(VOICES[:3]):
-            save(f"backchannel_{i}_{j}", "backchannel", b"".join(frames_of(synthesize_caller(text, voice=voice))),
-                 text=text, voice=voice)
+            save(
+                f"backchannel_{i}_{j}",
+                "backchannel",
+                b"".join(frames_of(synthesize_caller(text, voice=voice))),
+                text=text,
+                voice=voice,
+            )
     for name, audio in noise_cases(rng).items():
         save(f"noise_{name}", "noise", audio, kind=name)
     for k in range(3):
         save(f"silence_{k}", "silence", b"\xff" * 8000 * 2)
     for i, text in enumerate(TURNS):
         voice = VOICES[i % len(VOICES)]
-        save(f"turn_{i}", "turn", b"".join(frames_of(synthesize_caller(text, voice=voice))), text=text, voice=voice)
+        save(
+            f"turn_{i}",
+            "turn",
+            b"".join(frames_of(synthesize_caller(text, voice=voice))),
+            text=text,
+            voice=voice,
+        )
     for i, (first, second) in enumerate(PAUSED):
         voice = VOICES[i % len(VOICES)]
         a = b"".join(frames_of(synthesize_caller(first, voice=voice)))
         b = b"".join(frames_of(synthesize_caller(second, voice=voice)))
         pause_ms = 700
-        save(f"pause_{i}", "pause", a + b"\xff" * (8 * pause_ms) + b, text=f"{first} … {second}", voice=voice,
-             first_part_ms=len(a) // 8, pause_ms=pause_ms)
+        save(
+            f"pause_{i}",
+            "pause",
+            a + b"\xff" * (8 * pause_ms) + b,
+            text=f"{first} … {second}",
+            voice=voice,
+            first_part_ms=len(a) // 8,
+            pause_ms=pause_ms,
+        )
     (DATA / "labels.json").write_text(json.dumps(labels, indent=1))
     return labels
 

@@ -44,11 +44,14 @@ SILENCE = b"\xff" * FRAME
 
 
 async def make_agent(api: httpx.AsyncClient, greeting: str, number: str) -> None:
-    agent = await api.post("/v1/convai/agents", json={
-        "name": "Barge-in bench", "system_prompt": "You are Alex.", "first_message": greeting})
+    agent = await api.post(
+        "/v1/convai/agents",
+        json={"name": "Barge-in bench", "system_prompt": "You are Alex.", "first_message": greeting},
+    )
     agent.raise_for_status()
-    created = await api.post("/v1/convai/phone-numbers",
-                             json={"phone_number": number, "agent_id": agent.json()["agent_id"]})
+    created = await api.post(
+        "/v1/convai/phone-numbers", json={"phone_number": number, "agent_id": agent.json()["agent_id"]}
+    )
     created.raise_for_status()
 
 
@@ -65,8 +68,12 @@ class CaseCall:
         self.conversation_id = ""
 
     async def run(self, http: httpx.AsyncClient) -> dict:
-        twiml = (await http.post(f"{self.base_url}/twiml/voice",
-                                 data={"CallSid": self.call_sid, "From": "+15550001111", "To": self.number})).text
+        twiml = (
+            await http.post(
+                f"{self.base_url}/twiml/voice",
+                data={"CallSid": self.call_sid, "From": "+15550001111", "To": self.number},
+            )
+        ).text
         url = re.search(r'<Stream url="([^"]+)"', twiml)
         if url is None:
             return {"error": "no stream"}
@@ -74,9 +81,20 @@ class CaseCall:
         self.conversation_id = params["conversation_id"]
         async with websockets.connect(url.group(1), compression=None) as ws:
             await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
-            await ws.send(json.dumps({"event": "start", "streamSid": self.stream_sid, "start": {
-                "streamSid": self.stream_sid, "callSid": self.call_sid, "customParameters": params,
-                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}}))
+            await ws.send(
+                json.dumps(
+                    {
+                        "event": "start",
+                        "streamSid": self.stream_sid,
+                        "start": {
+                            "streamSid": self.stream_sid,
+                            "callSid": self.call_sid,
+                            "customParameters": params,
+                            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                        },
+                    }
+                )
+            )
             receiver = asyncio.create_task(self._receive(ws))
             try:
                 result = await self._drive(ws)
@@ -93,7 +111,9 @@ class CaseCall:
                 self.agent_frames.append(now)
                 self.first_agent_frame = self.first_agent_frame or now
             elif msg["event"] == "mark":
-                await ws.send(json.dumps({"event": "mark", "streamSid": self.stream_sid, "mark": msg["mark"]}))
+                await ws.send(
+                    json.dumps({"event": "mark", "streamSid": self.stream_sid, "mark": msg["mark"]})
+                )
             elif msg["event"] == "clear":
                 self.clears.append(now)
 
@@ -103,8 +123,15 @@ class CaseCall:
         next_tick = time.perf_counter()
         for k, frame in enumerate(frames):
             payload = base64.b64encode(frame).decode()
-            await ws.send(json.dumps({"event": "media", "streamSid": self.stream_sid,
-                                      "media": {"track": "inbound", "payload": payload}}))
+            await ws.send(
+                json.dumps(
+                    {
+                        "event": "media",
+                        "streamSid": self.stream_sid,
+                        "media": {"track": "inbound", "payload": payload},
+                    }
+                )
+            )
             last = time.perf_counter()
             first = first or last
             next_tick += 0.02
@@ -130,10 +157,12 @@ class CaseCall:
             frames_before = len(self.agent_frames)
             if label == "pause":
                 cut = self.case["first_part_ms"] // 20 + self.case["pause_ms"] // 20
-                _, first_part_end = await self._play(ws, frames[:cut])
+                await self._play(ws, frames[:cut])
                 premature_window_start = len(self.agent_frames)
                 _, end = await self._play(ws, frames[cut:])
-                premature = len(self.agent_frames) > premature_window_start or len(self.agent_frames) > frames_before
+                premature = (
+                    len(self.agent_frames) > premature_window_start or len(self.agent_frames) > frames_before
+                )
                 await self._silence_until(ws, lambda: len(self.agent_frames) > frames_before, 6)
                 return {"premature": premature}
             _, end = await self._play(ws, frames)
@@ -161,7 +190,9 @@ async def stored_greeting(api: httpx.AsyncClient, conversation_id: str) -> dict 
 async def run_cases(server: Server, cases: list[dict], concurrency: int) -> list[dict]:
     semaphore = asyncio.Semaphore(concurrency)
     results: list[dict] = []
-    async with httpx.AsyncClient(base_url=server.base_url, headers={"xi-api-key": API_KEY}, timeout=30) as api:
+    async with httpx.AsyncClient(
+        base_url=server.base_url, headers={"xi-api-key": API_KEY}, timeout=30
+    ) as api:
         await make_agent(api, LONG_GREETING, "+15550002001")
         await make_agent(api, SHORT_GREETING, "+15550002002")
 
@@ -177,8 +208,10 @@ async def run_cases(server: Server, cases: list[dict], concurrency: int) -> list
                 greeting = await stored_greeting(api, call.conversation_id) if call.conversation_id else None
                 outcome["cut_off"] = bool(greeting and greeting["interrupted"])
                 results.append({**case, **outcome})
-                print(f"  {case['id']:<24} {json.dumps({k: v for k, v in outcome.items() if v is not None})}",
-                      flush=True)
+                print(
+                    f"  {case['id']:<24} {json.dumps({k: v for k, v in outcome.items() if v is not None})}",
+                    flush=True,
+                )
 
         await asyncio.gather(*(one(i, c) for i, c in enumerate(cases)))
     return results
@@ -194,8 +227,15 @@ def report(results: list[dict], settings_line: str) -> str:
         cut = sum(r["cut_off"] for r in items)
         paused = sum(r.get("paused", False) for r in items)
         rate = f"{cut / len(items):.0%}" if items else "n/a"
-        rows.append([label, len(items), f"{paused}", f"{cut}",
-                     f"detection {rate}" if label == "interrupt" else f"false interruptions {rate}"])
+        rows.append(
+            [
+                label,
+                len(items),
+                f"{paused}",
+                f"{cut}",
+                f"detection {rate}" if label == "interrupt" else f"false interruptions {rate}",
+            ]
+        )
     latency = pcts([r["latency_s"] for r in of("interrupt") if r.get("latency_s") is not None])
     gaps = pcts([r["gap_s"] for r in of("turn") if r.get("gap_s") is not None])
     pauses = of("pause")
@@ -203,9 +243,16 @@ def report(results: list[dict], settings_line: str) -> str:
     errors = [r for r in results if "error" in r]
     by_case = markdown_table(
         ["case", "paused", "cut off", "onset→clear ms"],
-        [[r["id"], r.get("paused", ""), r["cut_off"],
-          round(r["latency_s"] * 1000) if r.get("latency_s") is not None else ""]
-         for r in sorted(results, key=lambda r: r["id"]) if r["label"] not in ("turn", "pause")],
+        [
+            [
+                r["id"],
+                r.get("paused", ""),
+                r["cut_off"],
+                round(r["latency_s"] * 1000) if r.get("latency_s") is not None else "",
+            ]
+            for r in sorted(results, key=lambda r: r["id"])
+            if r["label"] not in ("turn", "pause")
+        ],
     )
     return (
         f"Shipped defaults: {settings_line}. Caller audio starts {BARGE_AT_S} s into the agent's greeting.\n"
@@ -215,12 +262,26 @@ def report(results: list[dict], settings_line: str) -> str:
         + "\n\n"
         + markdown_table(
             ["measure", "n", "p50 ms", "p95 ms", "target"],
-            [["speech onset → clear (interruptions)", latency["n"], latency["p50"], latency["p95"], "p95 ≤ 200 ms"],
-             ["response gap after the caller stops", gaps["n"], gaps["p50"], gaps["p95"], ""]],
+            [
+                [
+                    "speech onset → clear (interruptions)",
+                    latency["n"],
+                    latency["p50"],
+                    latency["p95"],
+                    "p95 ≤ 200 ms",
+                ],
+                ["response gap after the caller stops", gaps["n"], gaps["p50"], gaps["p95"], ""],
+            ],
         )
         + f"\n\nPremature answers on mid-sentence pauses (700 ms): {premature}/{len(pauses)}"
-        + (f"\n\nCases that failed to run: {len(errors)} ({', '.join(r['id'] for r in errors)})" if errors else "")
-        + "\n\n<details><summary>Every case</summary>\n\n" + by_case + "\n\n</details>"
+        + (
+            f"\n\nCases that failed to run: {len(errors)} ({', '.join(r['id'] for r in errors)})"
+            if errors
+            else ""
+        )
+        + "\n\n<details><summary>Every case</summary>\n\n"
+        + by_case
+        + "\n\n</details>"
     )
 
 
