@@ -1,7 +1,7 @@
 """Deepgram streaming speech-to-text (live ``/v1/listen``) through the official ``deepgram-sdk``.
 
-One WebSocket per call. Caller audio (8 kHz mu-law, exactly what Twilio sends) goes out as binary
-frames; a reader task turns Deepgram's JSON messages into ``TranscriptEvent``s:
+One WebSocket at a time per call. Caller audio (8 kHz mu-law, exactly what Twilio sends) goes out as
+binary frames; a reader task turns Deepgram's JSON messages into ``TranscriptEvent``s:
 
 - ``SpeechStarted`` (``vad_events``) -> ``speech_started``: the barge-in hint, before any words;
 - ``Results`` with ``is_final=false`` -> ``partial``; ``is_final=true`` -> ``final``, with
@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from typing import Any
@@ -135,7 +134,7 @@ class DeepgramSTTSession:
         # One outage's attempts and deadline; see _reconnect() for when they start afresh.
         self._attempts = 0
         self._outage_deadline: float | None = None
-        self._connected_at = time.monotonic()
+        self._connected_at = asyncio.get_running_loop().time()
         self._reader = asyncio.create_task(self._run(), name=f"deepgram-stt-{call_id}")
 
     async def _run(self) -> None:
@@ -195,22 +194,25 @@ class DeepgramSTTSession:
         """Open a new socket and replay the unconfirmed audio; STTError once the outage's budget is spent."""
         self._socket = None
         await self._close_stack()
-        now = time.monotonic()
+        now = asyncio.get_running_loop().time()
         # A socket that stayed up longer than a whole budget earns a fresh one. One that died sooner
         # continues the same outage, so a server that accepts and drops us at once cannot loop forever.
         if self._outage_deadline is None or now - self._connected_at >= RECONNECT_BUDGET_S:
             self._attempts, self._outage_deadline = 0, now + RECONNECT_BUDGET_S
+        last = "out of time"
         while self._attempts < len(RECONNECT_DELAYS_S):
-            await asyncio.sleep(RECONNECT_DELAYS_S[self._attempts])
-            remaining = self._outage_deadline - time.monotonic()
-            if remaining <= 0 or self._closing:
+            delay = RECONNECT_DELAYS_S[self._attempts]
+            if asyncio.get_running_loop().time() + delay >= self._outage_deadline:
                 break
+            await asyncio.sleep(delay)
+            if self._closing:
+                return
             self._attempts += 1
             try:
-                async with asyncio.timeout(remaining):
+                async with asyncio.timeout_at(self._outage_deadline):  # a hung handshake counts too
                     stack, socket = await self._connect()
             except Exception as exc:
-                reason = describe_failure(exc, "listen")
+                last = describe_failure(exc, "listen")
                 continue
             try:
                 replayed = await self._replay(socket)
@@ -218,9 +220,10 @@ class DeepgramSTTSession:
                 await self._close_stack(stack)
                 if not isinstance(exc, ConnectionClosed):
                     raise
-                reason = f"deepgram listen: connection lost during replay ({type(exc).__name__})"
+                last = f"deepgram listen: connection lost during replay ({type(exc).__name__})"
                 continue
-            self._stack, self._socket, self._connected_at = stack, socket, time.monotonic()
+            self._stack, self._socket = stack, socket
+            self._connected_at = asyncio.get_running_loop().time()
             fields = {
                 "call_sid": self._call_id,
                 "attempts": self._attempts,
@@ -228,8 +231,7 @@ class DeepgramSTTSession:
             }
             log.warning("deepgram stt reconnected", extra={"fields": fields})
             return
-        if not self._closing:
-            raise STTError(f"{reason}; reconnecting failed after {self._attempts} attempts")
+        raise STTError(f"{reason}; reconnecting failed after {self._attempts} attempts ({last})")
 
     async def _replay(self, socket: AsyncV1SocketClient) -> int:
         """Send the unconfirmed audio, then a Finalize asked for meanwhile; returns the bytes replayed."""

@@ -6,6 +6,7 @@ STT gets real caller speech (Piper, 8 kHz mu-law) in 20 ms frames, as Twilio wou
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest_asyncio
 from audio import silence
 from config import Settings
 from providers.base import FRAME_BYTES, STTError, TranscriptEvent, TTSError
-from providers.deepgram_stt import DeepgramSTTProvider, DeepgramSTTSession
+from providers.deepgram_stt import RECONNECT_BUDGET_S, DeepgramSTTProvider, DeepgramSTTSession
 from providers.deepgram_tts import DeepgramTTSProvider
 from providers.registry import ProviderRegistry
 from simulator.speech import synthesize_caller
@@ -26,6 +27,8 @@ from tests.deepgram_standin import DeepgramStandIn
 KEY = "dg-test-key-5f2c9a71"
 BAD_KEY = "dg-wrong-key-0b44e1d3"
 UTTERANCE = "I would like to book a demo for next Tuesday."
+GREETING = "Hello there."
+REQUEST = "Can we book a demo next Tuesday at three in the afternoon?"
 LONG_TEXT = "Our Enterprise plan adds single sign-on, audit logs and a dedicated success manager. " * 4
 
 
@@ -154,16 +157,86 @@ async def test_stt_bad_key_and_unreachable_server_raise_stt_error(
 
 
 @pytest.mark.asyncio
-async def test_stt_server_hangup_surfaces_as_stt_error(tmp_path: Path) -> None:
+async def test_stt_dropped_socket_reconnects_and_replays_unconfirmed_audio(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    greeting = silence(300) + synthesize_caller(GREETING) + silence(700)  # endpointed: final before the drop
+    request = synthesize_caller(REQUEST)
+    audio = greeting + request + silence(1500)
+    async with DeepgramStandIn(KEY, transcripts=[GREETING, REQUEST]) as server:
+        drop_at = len(greeting) + len(request) // 2
+        server.drop_after_bytes = drop_at  # mid-request: its words are not final yet
+        session = await DeepgramSTTProvider(dg_settings(tmp_path, server.url)).open_session(call_id="CA-drop")
+        events: list[TranscriptEvent] = []
+        reader = asyncio.create_task(collect(session, events))
+        with caplog.at_level(logging.WARNING, logger="providers.deepgram_stt"):
+            for start in range(0, len(audio), FRAME_BYTES):
+                await session.send_audio(audio[start : start + FRAME_BYTES])
+                await asyncio.sleep(0.005)  # 4x real time: frames keep arriving while it reconnects
+            await wait_until(lambda: sum(e.kind == "final" for e in events) == 2)
+        await session.close()
+        await asyncio.wait_for(reader, 5)  # would raise the STTError, had one been reported
+
+    # Both sentences, each exactly once: the greeting was final before the drop, so it was not replayed.
+    finals = [e for e in events if e.kind == "final"]
+    assert [(f.text, f.speech_final) for f in finals] == [(GREETING, True), (REQUEST, True)]
+
+    assert server.connections == 2
+    first, second = server.listens
+    assert first.dropped and not second.dropped and second.closed
+    assert first.audio_bytes >= drop_at and bytes(first.audio) == audio[: first.audio_bytes]
+    # The second socket got one contiguous stretch of the call, from the end of the greeting's final
+    # segment (what Deepgram had confirmed) to the end: the whole request, with nothing lost or doubled.
+    replay_from = len(audio) - second.audio_bytes
+    assert bytes(second.audio) == audio[replay_from:]
+    [greeting_final] = [
+        m for m in first.sent if m.get("is_final") and m["channel"]["alternatives"][0]["transcript"]
+    ]
+    assert replay_from == round((greeting_final["start"] + greeting_final["duration"]) * 8000)
+    assert len(greeting) - len(silence(700)) < replay_from <= len(greeting)
+
+    # Timestamps stay on the call's clock: the request's SpeechStarted, heard once per socket, agrees.
+    starts = [e.start_s for e in events if e.kind == "speech_started"]
+    assert len(starts) == 3 and starts[1] == pytest.approx(starts[2], abs=1e-6)
+    request_s = len(greeting) / 8000
+    assert finals[1].start_s == pytest.approx(starts[2], abs=1e-6)
+    assert finals[0].end_s < request_s <= finals[1].start_s < request_s + 0.5 < finals[1].end_s
+
+    [logged] = [r for r in caplog.records if r.getMessage() == "deepgram stt reconnected"]
+    fields = logged.fields  # type: ignore[attr-defined]
+    assert logged.levelno == logging.WARNING and fields["call_sid"] == "CA-drop" and fields["attempts"] == 1
+    assert (drop_at - replay_from) // 8 <= fields["replayed_ms"] <= second.audio_bytes // 8
+
+
+@pytest.mark.asyncio
+async def test_stt_server_that_stays_down_surfaces_as_stt_error(tmp_path: Path) -> None:
     async with DeepgramStandIn(KEY) as server:
         session = await DeepgramSTTProvider(dg_settings(tmp_path, server.url)).open_session()
         await session.send_audio(silence(200))
-    # The stand-in shut down under the open session: events() must fail, not end quietly.
-    with pytest.raises(STTError, match=r"closed|lost"):
-        async for _ in session.events():
-            pass
+    # The stand-in shut down under the open session and stays down: once the reconnect attempts are
+    # spent, events() must fail (not end quietly, not hang).
+    started = time.monotonic()
+    with pytest.raises(STTError, match=r"closed by the server; reconnecting failed after 4 attempts"):
+        async with asyncio.timeout(RECONNECT_BUDGET_S + 2):
+            async for _ in session.events():
+                pass
+    assert time.monotonic() - started < RECONNECT_BUDGET_S
     await session.send_audio(silence(20))  # the media path keeps going without raising
     await session.close()
+
+
+@pytest.mark.asyncio
+async def test_stt_close_while_reconnecting_is_prompt_and_quiet(tmp_path: Path) -> None:
+    async with DeepgramStandIn(KEY) as server:
+        session = await DeepgramSTTProvider(dg_settings(tmp_path, server.url)).open_session()
+        events: list[TranscriptEvent] = []
+        reader = asyncio.create_task(collect(session, events))
+    await asyncio.sleep(0.05)  # the session saw the drop and is backing off before its first attempt
+    started = time.monotonic()
+    await session.close()  # the caller hung up meanwhile: no last words to wait for, no error to report
+    assert time.monotonic() - started < 0.5
+    await asyncio.wait_for(reader, 1)
+    assert events == []
 
 
 # ---------------------------------------------------------------- TTS

@@ -58,9 +58,10 @@ async def test_local_stt_hears_a_sales_call_through_the_media_stream(tmp_path: P
         for (said, _, keys), text in zip(script, heard, strict=True):
             missing = [k for k in keys if k not in text.split()]
             assert not missing, f"said {said!r}, heard {text!r}"
-        # Each reply came after the caller's speech ended: endpointing plus a fast final.
+        # Finals follow the end of speech by endpointing plus one transcription (bench: speech_bench).
         replies = [t for t in detail["transcript"] if t["role"] == "agent" and t["voice_to_voice_ms"]]
-        assert replies and all(r["stt_final_ms"] - r["user_speech_end_ms"] < 1500 for r in replies)
+        gaps = [r["stt_final_ms"] - r["user_speech_end_ms"] for r in replies]
+        assert replies and all(g < 2500 for g in gaps), gaps  # the noisy turn ends with its noise tail
 
 
 @pytest.mark.asyncio
