@@ -6,6 +6,7 @@ import re
 
 # A sentence ends at . ! ? (optionally followed by closing quotes/brackets) and then whitespace.
 _BOUNDARY = re.compile(r"""(?<=[.!?…])["')\]]*\s+""")
+_CLAUSE = re.compile(r"[,;:]\s+|\s[-–—]\s+")
 # Abbreviations whose trailing dot is not the end of a sentence.
 _ABBREVIATIONS = {
     "mr.",
@@ -31,10 +32,14 @@ class SentenceChunker:
     so TTS is not asked for a dozen tiny requests.
     """
 
-    def __init__(self, min_chars: int = 0, max_chars: int = 240) -> None:
+    def __init__(self, min_chars: int = 0, max_chars: int = 240, first_clause_chars: int = 0) -> None:
         self._buffer = ""
         self.min_chars = min_chars
         self.max_chars = max_chars
+        # The first piece may end at a clause (", " "; " " - ") once this long: the caller hears the
+        # reply start a sentence's worth of tokens sooner. 0 disables.
+        self.first_clause_chars = first_clause_chars
+        self._emitted = False
 
     def push(self, delta: str) -> list[str]:
         self._buffer += delta
@@ -51,6 +56,12 @@ class SentenceChunker:
                 out.append(candidate)
             start = match.end()
         self._buffer = self._buffer[start:]
+        if not out and not self._emitted and self.first_clause_chars:
+            clause = _CLAUSE.search(self._buffer, self.first_clause_chars)
+            if clause is not None:
+                out.append(self._buffer[: clause.start() + 1].strip())
+                self._buffer = self._buffer[clause.end() :]
+        self._emitted = self._emitted or bool(out)
         # A run-on reply without punctuation: cut at a comma or space so speech can start.
         while len(self._buffer) > self.max_chars:
             cut = max(self._buffer.rfind(", ", 0, self.max_chars), self._buffer.rfind(" ", 0, self.max_chars))

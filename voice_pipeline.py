@@ -59,6 +59,7 @@ FALLBACK_LINE = "Sorry, could you say that again?"
 _STREAM_SID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 EXTRACTIVE_MIN_SCORE = 0.45  # question ↔ knowledge-sentence cosine needed to answer with the sentence
 FINALIZE_AFTER_S = 0.25  # silence beyond the end-of-turn threshold with only partials: ask for the final
+FIRST_CLAUSE_CHARS = 40  # a reply's first clause this long goes to TTS without waiting for the full stop
 KEEPALIVE_AFTER_S = 3.0  # Deepgram closes a stream after ~10 s without audio
 STILL_THERE_LINE = "Are you still there?"
 GOODBYE_LINE = "Thanks for your time. Goodbye!"
@@ -67,6 +68,7 @@ MAX_DURATION_LINE = "We're out of time for today. Thanks for talking with me. Go
 BUSY_LINE = "All of our agents are busy right now. Please call again later. Goodbye."
 HANDSHAKE_TIMEOUT_S = 10.0
 BARGE_NO_WORDS_RESUME_S = 1.2  # paused for a sound that produced no words: resume after this
+NO_WORDS_SILENCE_S = 0.6  # …and after this much quiet, so a final still being transcribed is not missed
 MAX_BAD_MESSAGES = 500  # a stream this broken is closed
 
 
@@ -507,7 +509,12 @@ class WSConn:
                     asyncio.get_running_loop().create_task(self.stt.finalize())
         barge = self._barge
         if barge is not None:
-            if now > barge.words_deadline and not self._finals and now - self._last_voice_at > 0.3:
+            if (
+                now > barge.words_deadline
+                and not self._finals
+                and not self._partial_pending
+                and now - self._last_voice_at > NO_WORDS_SILENCE_S
+            ):
                 self._resume_after_false_barge("no words")
             return
         if self.profile is not None and self.profile.turn.interrupt_enabled and self.out.is_speaking:
@@ -644,6 +651,16 @@ class WSConn:
                 self._resume_after_false_barge("backchannel")
             return
         if self._barge is not None:
+            await self._commit_interruption()
+        elif (
+            kind == "speech"
+            and self.out.is_speaking
+            and self.profile is not None
+            and self.profile.turn.interrupt_enabled
+        ):
+            # Words over the agent that the energy detector let pass (quiet speech) or whose pause already
+            # timed out: the caller is talking, so the agent stops and answers them.
+            await self._on_barge_in(time.monotonic(), detected=False)
             await self._commit_interruption()
         reply = self._reply
         merged_seq: int | None = None
@@ -840,7 +857,7 @@ class WSConn:
         )
         sentences: asyncio.Queue[str | None] = asyncio.Queue()
         speaker = asyncio.create_task(self._speak_queue(turn, sentences))
-        chunker = SentenceChunker()
+        chunker = SentenceChunker(first_clause_chars=FIRST_CLAUSE_CHARS)
         tool_calls: list[ToolCall] = []
         produced = False
         try:
@@ -995,13 +1012,14 @@ class WSConn:
 
     # ================================================================ barge-in
 
-    async def _on_barge_in(self, onset: float) -> None:
+    async def _on_barge_in(self, onset: float, *, detected: bool = True) -> None:
         """The caller started talking over the agent: go quiet now, decide what it was once words arrive."""
         if self._barge is not None or self.out is None or self._closing:
             return
         played = await self.out.pause()
         latency_ms = (time.monotonic() - onset) * 1000
-        self.metrics["barge_in_ms"].append(latency_ms)
+        if detected:  # not when words arrived first (no onset was detected to time from)
+            self.metrics["barge_in_ms"].append(latency_ms)
         self._barge = BargeIn(onset, played, self._reply, time.monotonic() + BARGE_NO_WORDS_RESUME_S)
         self._log("barge-in: agent paused", onset_to_clear_ms=round(latency_ms, 1))
 

@@ -33,9 +33,8 @@ from bench.load import API_KEY, Server
 from bench.report import markdown_table, pcts, write_result
 
 LONG_GREETING = (
-    "Hi, this is Alex from Acme Analytics. I'm calling because your team signed up for our webinar last week, "
-    "and I wanted to share how other sales teams use our dashboards to spend less time on reports and more "
-    "time with customers. Do you have a minute?"
+    "Hi, this is Alex from Acme Analytics, calling about the webinar your team joined last week. "
+    "I wanted to share how other sales teams use our dashboards to spend less time on reports."
 )
 SHORT_GREETING = "Hi, this is Alex."
 BARGE_AT_S = 1.5
@@ -173,6 +172,9 @@ class CaseCall:
         await self._silence_until(ws, lambda: time.perf_counter() - self.first_agent_frame >= BARGE_AT_S, 5)
         onset, _ = await self._play(ws, frames)
         await self._play(ws, [SILENCE] * 100)  # 2 s for the engine to decide (and to resume)
+        # Stay on the line until the agent is done (the greeting finished, or its answer to the
+        # interruption did): hanging up earlier would store the greeting as cut short either way.
+        await self._silence_until(ws, lambda: time.perf_counter() - self.agent_frames[-1] > 1.5, 30)
         clear_after = [t for t in self.clears if t >= onset - 0.02]
         return {"paused": bool(clear_after), "latency_s": clear_after[0] - onset if clear_after else None}
 
