@@ -31,21 +31,33 @@ async def test_local_stt_hears_a_sales_call_through_the_media_stream(tmp_path: P
     from simulator.speech import add_noise, synthesize_caller
 
     script = [
-        ("Can we book a demo next Tuesday at three?", synthesize_caller("Can we book a demo next Tuesday at three?"),
-         ["book", "demo", "tuesday", "three"]),
-        ("My name is Sarah, I run sales at Acme.",
-         add_noise(synthesize_caller("My name is Sarah, I run sales at Acme."), snr_db=15, kind="pink", seed=1),
-         ["name", "sarah", "sales"]),
-        ("Please call me back tomorrow afternoon.",
-         synthesize_caller("Please call me back tomorrow afternoon.", voice="espeak:en-us"),
-         ["call", "back", "tomorrow"]),
+        (
+            "Can we book a demo next Tuesday at three?",
+            synthesize_caller("Can we book a demo next Tuesday at three?"),
+            ["book", "demo", "tuesday", "three"],
+        ),
+        (
+            "My name is Sarah, I run sales at Acme.",
+            add_noise(
+                synthesize_caller("My name is Sarah, I run sales at Acme."), snr_db=15, kind="pink", seed=1
+            ),
+            ["name", "sarah", "sales"],
+        ),
+        (
+            "Please call me back tomorrow afternoon.",
+            synthesize_caller("Please call me back tomorrow afternoon.", voice="espeak:en-us"),
+            ["call", "back", "tomorrow"],
+        ),
     ]
     settings = make_settings(tmp_path, stt_provider="local")
     async with LiveServer(settings) as server, server.client() as client:
         agent = await client.post("/v1/convai/agents", json={"name": "Ava", "system_prompt": "Hi"})
-        await client.post("/v1/convai/phone-numbers", json={"phone_number": NUMBER, "agent_id": agent.json()["agent_id"]})
-        caller = SimulatedCaller(server.base_url, "CA" + "5e" * 16, NUMBER,
-                                 [Utterance(frames_of(audio)) for _, audio, _ in script])
+        await client.post(
+            "/v1/convai/phone-numbers", json={"phone_number": NUMBER, "agent_id": agent.json()["agent_id"]}
+        )
+        caller = SimulatedCaller(
+            server.base_url, "CA" + "5e" * 16, NUMBER, [Utterance(frames_of(audio)) for _, audio, _ in script]
+        )
         async with httpx.AsyncClient() as http:
             result = await caller.run(http)
         assert result.error is None, result.error
@@ -70,7 +82,9 @@ async def test_local_tts_yields_audible_mulaw_sentence_by_sentence(tmp_path: Pat
 
     tts = LocalTTSProvider(make_settings(tmp_path))
     try:
-        chunks = [c async for c in tts.synthesize("Hi Sam, this is Ava. Would Tuesday at 3 PM work for a demo?")]
+        chunks = [
+            c async for c in tts.synthesize("Hi Sam, this is Ava. Would Tuesday at 3 PM work for a demo?")
+        ]
     finally:
         await tts.aclose()
     audio = b"".join(chunks)

@@ -20,7 +20,9 @@ def frames(mulaw: bytes) -> list[bytes]:
     return [mulaw[i : i + 160] for i in range(0, len(mulaw) - 159, 160)]
 
 
-def triggers(audio: bytes, settings: TurnSettings | None = None, lead_silence_frames: int = 25) -> list[float]:
+def triggers(
+    audio: bytes, settings: TurnSettings | None = None, lead_silence_frames: int = 25
+) -> list[float]:
     """Onset times (ms) at which the detector fires on ``audio`` played after some line silence."""
     cfg = settings or TurnSettings()
     classifier, detector = FrameClassifier(cfg.vad_aggressiveness), InterruptionDetector(cfg)
@@ -95,7 +97,9 @@ def test_backchannels(text: str) -> None:
     assert is_backchannel(text)
 
 
-@pytest.mark.parametrize("text", ["Wait, how much is it?", "No, that's not what I meant.", "Yeah but who are you?"])
+@pytest.mark.parametrize(
+    "text", ["Wait, how much is it?", "No, that's not what I meant.", "Yeah but who are you?"]
+)
 def test_not_backchannels(text: str) -> None:
     assert not is_backchannel(text)
 
@@ -111,7 +115,9 @@ def test_end_of_turn_waits_longer_on_unfinished_sentences() -> None:
 def test_sentence_chunker_streams_the_first_clause_then_sentences() -> None:
     chunker = SentenceChunker(first_clause_chars=30)
     out: list[str] = []
-    for token in "Orbit CRM is a subscription service, billed yearly. Dr. Lee can show you. Want a demo?".split(" "):
+    for (
+        token
+    ) in "Orbit CRM is a subscription service, billed yearly. Dr. Lee can show you. Want a demo?".split(" "):
         out += chunker.push(token + " ")
     assert out[0] == "Orbit CRM is a subscription service,"
     assert "Dr. Lee can show you." in out  # no cut after an abbreviation
