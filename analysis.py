@@ -127,7 +127,7 @@ async def analyze_conversation(
     user_said = any(role == "user" and text for role, text in turns)
     if not user_said or llm is None:
         outcome = ruled or "interested"
-        return Analysis(fallback_summary(turns, outcome), outcome, {})
+        return Analysis(fallback_summary(turns, outcome), outcome, {f["name"]: None for f in data_fields})
     transcript = "\n".join(
         f"{'Caller' if role == 'user' else 'Agent'}: {text}" for role, text in turns if text
     )
@@ -156,9 +156,6 @@ async def analyze_conversation(
     outcome = ruled or (parsed.get("outcome") if parsed.get("outcome") in OUTCOMES else None) or "interested"
     summary = parsed.get("summary") if isinstance(parsed.get("summary"), str) else ""
     summary = summary.strip()[:1000] or fallback_summary(turns, outcome)
-    collected = {}
-    for f in data_fields:
-        value = _coerce(parsed.get(f["name"]), f.get("type", "string"))
-        if value is not None:
-            collected[f["name"]] = value
+    # Every field the agent asks for is present (null when not mentioned): a CRM maps fixed columns.
+    collected = {f["name"]: _coerce(parsed.get(f["name"]), f.get("type", "string")) for f in data_fields}
     return Analysis(summary, outcome, collected)

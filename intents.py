@@ -121,6 +121,9 @@ def is_backchannel(text: str) -> bool:
     normalized = re.sub(r"\s+", " ", normalized)
     if not normalized:
         return False
+    letters = re.sub(r"[^a-z]", "", normalized)
+    if len(letters) <= 5 and set(letters) <= set("mhuo"):
+        return True  # a hummed "mm-hmm" comes out of STT as "MMO", "M.M.", "hm"…
     if normalized in _BACKCHANNELS:
         return True
     parts = normalized.replace("-", " ").split()

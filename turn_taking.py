@@ -7,7 +7,9 @@ import re
 # A final transcript ending like this is probably a mid-sentence pause ("I'd like to… um…").
 _TRAILING_INCOMPLETE = re.compile(
     r"(?:\b(?:um+|uh+|er+|hmm+|and|or|but|so|to|the|a|an|of|for|with|like|my|our|your|is|are|was|"
-    r"i'd|i'm|we're|that|because|about|at|on|in|if|then|maybe|just)|,|-|…|\.\.\.)\s*$",
+    r"i'd|i'm|we're|that|because|about|around|at|on|in|if|then|maybe|just|than|until|since|from|by|as|"
+    r"will|would|can|could|should|have|has|had|be|been|there|this|these|those|some|any|very|really|"
+    r"more|less|when|where|which|who|whether|um|uh)|,|-|…|\.\.\.)\s*$",
     re.IGNORECASE,
 )
 

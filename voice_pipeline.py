@@ -158,6 +158,7 @@ class WSConn:
         self._last_voice_at = time.monotonic()
         self._voiced_run = 0
         self._partial_pending = False  # a partial transcript with no final yet
+        self._turn_peak_energy = 0.0  # loudest voiced frame of the caller's current turn
         self._last_media_at = time.monotonic()
         self._speech_end_ms: float | None = None
         self._speech_start_ms: float | None = None  # of the caller turn being heard
@@ -492,6 +493,7 @@ class WSConn:
         if voiced:
             self._last_voice_at = now
             self._last_activity = now
+            self._turn_peak_energy = max(self._turn_peak_energy, energy)
             self._voiced_run += 1
             if self._voiced_run == 3 and self._final_at is not None:
                 # The caller kept talking after the STT's final: that endpoint was a pause.
@@ -635,6 +637,7 @@ class WSConn:
         """The caller finished a turn: record it and answer (or resume, merge, or ignore)."""
         assert self.store is not None and self.out is not None
         self._silence_prompts = 0
+        peak_energy, self._turn_peak_energy = self._turn_peak_energy, 0.0
         agent_talking = self._barge is not None or self.out.is_speaking
         if kind == "speech" and agent_talking and is_backchannel(text):
             await self.store.save_turn(
@@ -657,9 +660,10 @@ class WSConn:
             and self.out.is_speaking
             and self.profile is not None
             and self.profile.turn.interrupt_enabled
+            and peak_energy >= self.profile.turn.interrupt_min_energy
         ):
-            # Words over the agent that the energy detector let pass (quiet speech) or whose pause already
-            # timed out: the caller is talking, so the agent stops and answers them.
+            # Words over the agent whose pause already timed out (or that the detector's timing let pass):
+            # the caller is talking, so the agent stops and answers. A far-off voice (a TV) is too quiet.
             await self._on_barge_in(time.monotonic(), detected=False)
             await self._commit_interruption()
         reply = self._reply
@@ -924,8 +928,12 @@ class WSConn:
 
     async def _speak_lines(self, turn: ReplyTurn, lines: list[str]) -> None:
         queue: asyncio.Queue[str | None] = asyncio.Queue()
-        for line in lines:
-            queue.put_nowait(line)
+        # Same pieces as a streamed reply: a long first sentence starts playing after its first clause.
+        chunker = SentenceChunker(first_clause_chars=FIRST_CLAUSE_CHARS if not turn.planned else 0)
+        for piece in chunker.push(" ".join(lines) + " "):
+            queue.put_nowait(piece)
+        if (rest := chunker.flush()) is not None:
+            queue.put_nowait(rest)
         queue.put_nowait(None)
         await self._speak_queue(turn, queue)
 

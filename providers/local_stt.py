@@ -109,6 +109,7 @@ class WhisperEngine:
         self._model: Any = None
         self._lock = threading.Lock()
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="whisper")
+        self.in_flight = 0  # transcriptions queued or running, over all calls
 
     def load(self) -> Any:
         with self._lock:
@@ -258,7 +259,9 @@ class LocalSTTSession:
 
     def _maybe_partial(self) -> None:
         now = time.monotonic()
-        if not self._busy and now - self._last_partial_at >= PARTIAL_EVERY_S:
+        # Partials are a nicety; a final waiting behind another call's partial is a late reply. So a
+        # partial only runs when the shared model is idle.
+        if not self._busy and not self._engine.in_flight and now - self._last_partial_at >= PARTIAL_EVERY_S:
             self._last_partial_at = now
             self._transcribe(final=False)
 
@@ -274,12 +277,17 @@ class LocalSTTSession:
             self._held = None
         self._busy = True
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._engine.executor, self._engine.transcribe, audio, self._language)
-        future.add_done_callback(
-            lambda f: self._on_transcript(
+        engine = self._engine
+        engine.in_flight += 1
+        future = loop.run_in_executor(engine.executor, engine.transcribe, audio, self._language)
+
+        def done(f: asyncio.Future[Transcript]) -> None:
+            engine.in_flight -= 1
+            self._on_transcript(
                 f, final=final, generation=generation, start_s=start_s, end_s=end_s, force=force
             )
-        )
+
+        future.add_done_callback(done)
 
     def _on_transcript(
         self,

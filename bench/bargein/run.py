@@ -215,7 +215,13 @@ async def run_cases(server: Server, cases: list[dict], concurrency: int) -> list
                     flush=True,
                 )
 
-        await asyncio.gather(*(one(i, c) for i, c in enumerate(cases)))
+        # Cases over the agent's speech run `concurrency` at a time; turn-taking cases run alone, so the
+        # response gap measures one call's turn, not the queue for the shared embedded STT.
+        over_speech = [(i, c) for i, c in enumerate(cases) if c["label"] not in ("turn", "pause")]
+        await asyncio.gather(*(one(i, c) for i, c in over_speech))
+        for i, c in enumerate(cases):
+            if c["label"] in ("turn", "pause"):
+                await one(i, c)
     return results
 
 
