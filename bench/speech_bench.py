@@ -95,6 +95,7 @@ async def stt_run(count: int) -> tuple[str, dict[str, float]]:
     rss_model = psutil.Process().memory_info().rss - rss0
     items = utterances(count)
     latencies, errors, ref_words, compute, audio_s = [], 0, 0, [], []
+    per_voice: dict[str, tuple[int, int]] = {}
     rows = []
     for text, label, audio in items:
         session = await provider.open_session(language="en")
@@ -123,6 +124,9 @@ async def stt_run(count: int) -> tuple[str, dict[str, float]]:
         ref, hyp = words(text), words(hypothesis)
         errors += edit_distance(ref, hyp)
         ref_words += len(ref)
+        voice = label.split(" + ")[0]
+        voice_errors, voice_words = per_voice.get(voice, (0, 0))
+        per_voice[voice] = (voice_errors + edit_distance(ref, hyp), voice_words + len(ref))
         if finals:
             latencies.append(finals[0][0] - last_speech_at)
         pcm16 = MULAW_TO_PCM16[np.frombuffer(audio, dtype=np.uint8)]
@@ -163,6 +167,14 @@ async def stt_run(count: int) -> tuple[str, dict[str, float]]:
                 int(settings.silence_threshold_sec * 1000),
             ]
         ],
+    )
+    table += (
+        "\n\nWER by caller voice (Piper is natural speech; the espeak-ng voices are robotic formant synthesis):"
+        "\n\n"
+        + markdown_table(
+            ["caller voice", "words", "WER"],
+            [[v, n, f"{e / max(1, n):.1%}"] for v, (e, n) in per_voice.items()],
+        )
     )
     detail = markdown_table(
         ["caller voice", "said", "heard"], [[a, b, c.replace("|", "/")] for a, b, c in rows]
