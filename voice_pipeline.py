@@ -159,6 +159,7 @@ class WSConn:
         self._voiced_run = 0
         self._partial_pending = False  # a partial transcript with no final yet
         self._turn_peak_energy = 0.0  # loudest voiced frame of the caller's current turn
+        self._agent_speaking_hint: bool | None = None  # what the STT was last told
         self._last_media_at = time.monotonic()
         self._speech_end_ms: float | None = None
         self._speech_start_ms: float | None = None  # of the caller turn being heard
@@ -509,6 +510,10 @@ class WSConn:
                 self._partial_pending = False
                 if self.stt is not None:
                     asyncio.get_running_loop().create_task(self.stt.finalize())
+        speaking = self.out.is_speaking or self._barge is not None
+        if speaking != self._agent_speaking_hint and self.stt is not None:
+            self._agent_speaking_hint = speaking
+            self.stt.set_agent_speaking(speaking)
         barge = self._barge
         if barge is not None:
             if (

@@ -58,6 +58,12 @@ class STTSession(Protocol):
     async def keepalive(self) -> None:
         """Keep the stream open while the caller is silent (agent speaking)."""
 
+    def set_agent_speaking(self, speaking: bool) -> None:
+        """Hint: interim results matter only while the agent talks (barge-in words, backchannels).
+
+        A recogniser that pays per interim result (the embedded Whisper) may skip them otherwise.
+        """
+
     def events(self) -> AsyncIterator[TranscriptEvent]:
         """Transcript events, in order, until the session is closed."""
 

@@ -287,6 +287,9 @@ class DeepgramSTTSession:
             return
         await self._send(self._socket.send_finalize)
 
+    def set_agent_speaking(self, speaking: bool) -> None:
+        return None  # Deepgram's interim results cost nothing extra
+
     async def keepalive(self) -> None:
         if self._socket is not None and not self._closing:  # a new socket needs none
             await self._send(self._socket.send_keep_alive)

@@ -97,6 +97,9 @@ class EchoSTTSession:
     async def keepalive(self) -> None:
         return None
 
+    def set_agent_speaking(self, speaking: bool) -> None:
+        return None
+
     async def events(self) -> AsyncIterator[TranscriptEvent]:
         while (event := await self._queue.get()) is not None:
             yield event

@@ -198,6 +198,8 @@ class LocalSTTSession:
         self._last_partial_at = 0.0
         self._closed = False
         self._held: tuple[str, float, float, float] | None = None  # a final waiting for the endpoint
+        # Partials cost a full transcription each; the engine only needs them while the agent talks.
+        self._partials_wanted = True
 
     # ------------------------------------------------------------ audio in
 
@@ -261,7 +263,12 @@ class LocalSTTSession:
         now = time.monotonic()
         # Partials are a nicety; a final waiting behind another call's partial is a late reply. So a
         # partial only runs when the shared model is idle.
-        if not self._busy and not self._engine.in_flight and now - self._last_partial_at >= PARTIAL_EVERY_S:
+        if (
+            self._partials_wanted
+            and not self._busy
+            and not self._engine.in_flight
+            and now - self._last_partial_at >= PARTIAL_EVERY_S
+        ):
             self._last_partial_at = now
             self._transcribe(final=False)
 
@@ -342,6 +349,9 @@ class LocalSTTSession:
 
     async def keepalive(self) -> None:
         return None
+
+    def set_agent_speaking(self, speaking: bool) -> None:
+        self._partials_wanted = speaking
 
     async def events(self) -> AsyncIterator[TranscriptEvent]:
         while (event := await self._events.get()) is not None:
