@@ -16,10 +16,8 @@ from typing import Any
 import numpy as np
 import webrtcvad
 
-from audio import MULAW_TO_PCM16
+from audio import MULAW_TO_PCM16, frame_energy
 from providers.base import FRAME_MS, SAMPLE_RATE
-
-_SQUARES = MULAW_TO_PCM16.astype(np.int64) ** 2
 
 
 @dataclass(slots=True)
@@ -46,9 +44,7 @@ class TurnSettings:
         return cls(**values)
 
 
-def frame_rms(mulaw_frame: bytes) -> float:
-    codes = np.frombuffer(mulaw_frame, dtype=np.uint8)
-    return math.sqrt(float(_SQUARES[codes].mean())) if codes.size else 0.0
+frame_rms = frame_energy  # the detector's energy measure: RMS on the PCM16 scale
 
 
 class FrameClassifier:

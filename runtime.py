@@ -41,6 +41,14 @@ class Runtime:
         if self.settings.warm_embeddings:
             self._warm_knowledge = asyncio.create_task(self.knowledge.warm(), name="warm-embeddings")
 
+    def readiness(self) -> dict[str, bool]:
+        """Loading the embedding model imports torch, which holds the GIL for seconds: a call served
+        meanwhile stutters, so the process is not ready until it is done."""
+        if not self.settings.warm_embeddings:
+            return {}
+        warm = getattr(self, "_warm_knowledge", None)
+        return {"embeddings_loaded": warm is not None and warm.done() and warm.exception() is None}
+
     def webhooks_notify(self) -> None:
         """Wake the webhook worker after a transaction that emitted events has committed."""
         self.webhooks.notify()

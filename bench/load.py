@@ -398,7 +398,9 @@ def verdict(profile: str, rows: list[dict]) -> str:
     if not rows:
         return ""
     if profile == "overhead":
-        within = [r["calls"] for r in rows if r["jitter_ms"]["p99"] <= 20 and r["loop_lag_ms"]["p99_ms"] <= 50]
+        within = [
+            r["calls"] for r in rows if r["jitter_ms"]["p99"] <= 20 and r["loop_lag_ms"]["p99_ms"] <= 50
+        ]
         held = max(within) if within else 0
         at_100 = next((r for r in rows if r["calls"] == 100), rows[-1])
         engine_ms = round(at_100["v2v_ms"]["p95"] - ENDPOINTING_MS, 1)

@@ -14,6 +14,6 @@ async def healthz() -> dict[str, str]:
 @router.get("/readyz", summary="Database reachable and providers loaded")
 async def readyz(request: Request) -> JSONResponse:
     runtime = request.app.state.runtime
-    checks = {"database": await runtime.db.ping(), **runtime.providers.readiness()}
+    checks = {"database": await runtime.db.ping(), **runtime.providers.readiness(), **runtime.readiness()}
     ready = all(checks.values())
     return JSONResponse(status_code=200 if ready else 503, content={"ready": ready, "checks": checks})
