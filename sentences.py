@@ -61,6 +61,12 @@ class SentenceChunker:
             if clause is not None:
                 out.append(self._buffer[: clause.start() + 1].strip())
                 self._buffer = self._buffer[clause.end() :]
+            elif len(self._buffer) >= self.first_clause_chars * 3 // 2:
+                # No punctuation yet: start speaking at a word boundary rather than wait for the period.
+                cut = self._buffer.find(" ", self.first_clause_chars)
+                if cut > 0:
+                    out.append(self._buffer[:cut].strip())
+                    self._buffer = self._buffer[cut + 1 :]
         self._emitted = self._emitted or bool(out)
         # A run-on reply without punctuation: cut at a comma or space so speech can start.
         while len(self._buffer) > self.max_chars:
