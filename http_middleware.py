@@ -68,6 +68,7 @@ class BodySizeLimitMiddleware:
             return
         received = 0
         rejected = False
+        response_started = False
 
         async def limited_receive() -> Message:
             nonlocal received, rejected
@@ -79,11 +80,22 @@ class BodySizeLimitMiddleware:
                     raise _BodyTooLarge
             return message
 
+        async def guarded_send(message: Message) -> None:
+            nonlocal response_started
+            # FastAPI turns an error raised while reading the body into its own 400: once the body
+            # is over the limit, whatever the app answers is replaced by the 413 below.
+            if rejected and not response_started:
+                return
+            if message["type"] == "http.response.start":
+                response_started = True
+            await send(message)
+
         try:
-            await self.app(scope, limited_receive, send)
+            await self.app(scope, limited_receive, guarded_send)
         except _BodyTooLarge:
-            if rejected:
-                await _reject(send, limit)
+            pass
+        if rejected and not response_started:
+            await _reject(send, limit)
 
 
 class _BodyTooLarge(Exception):
