@@ -65,7 +65,7 @@ class LiveServer:
         self.settings = settings
         self.app = create_app(settings)
         config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=self.port, log_config=None, lifespan="on", ws="websockets"
+            self.app, host="127.0.0.1", port=self.port, log_config=None, lifespan="on", ws="websockets-sansio"
         )
         self.server = uvicorn.Server(config)
         self._task: asyncio.Task[None] | None = None
