@@ -48,11 +48,14 @@ class OllamaStandIn:
         first_token_delay: float = 0.0,
         token_delay: float = 0.0,
         fail: str | None = None,
+        fail_after_tokens: int | None = None,
     ) -> None:
         self.models = models if models is not None else [DEFAULT_MODEL]
         self.first_token_delay = first_token_delay
         self.token_delay = token_delay
         self.fail = fail  # an error message: /api/chat answers HTTP 500 {"error": fail}
+        # Like a crashed model runner: after this many tokens the stream carries {"error": …} and ends.
+        self.fail_after_tokens = fail_after_tokens
         self.requests: list[tuple[str, str, dict[str, Any] | None]] = []  # (method, path, JSON body)
         self.hangups = 0  # streams the client closed before the reply was complete
         self.url = ""
@@ -158,6 +161,12 @@ class OllamaStandIn:
         try:
             await asyncio.sleep(self.first_token_delay)
             for i, part in enumerate(parts):
+                if i == self.fail_after_tokens:
+                    await response.write(
+                        json.dumps({"error": "llama runner process has terminated"}).encode() + b"\n"
+                    )
+                    await response.write_eof()
+                    return response
                 if i:
                     await asyncio.sleep(self.token_delay)
                 line = {

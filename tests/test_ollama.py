@@ -292,3 +292,17 @@ async def test_registry_auto_prefers_ollama_when_it_is_up(tmp_path: Path, standi
         assert ("llm", "local") not in registry._instances
     finally:
         await registry.aclose()
+
+
+@pytest.mark.asyncio
+async def test_error_mid_stream_raises_after_the_text_so_far(
+    provider: OllamaLLMProvider, standin: OllamaStandIn
+) -> None:
+    """Ollama reports a crash inside the NDJSON stream; the words already streamed stay delivered."""
+    standin.fail_after_tokens = 2
+    received: list[str] = []
+    with pytest.raises(LLMError) as raised:
+        async for chunk in provider.stream_chat([ChatMessage("user", "tell me about pricing")]):
+            received.append(chunk.text)
+    assert len([t for t in received if t]) == 2
+    assert "terminated" in str(raised.value) and standin.url not in str(raised.value)

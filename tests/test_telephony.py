@@ -506,3 +506,31 @@ async def test_silence_timeout_asks_then_says_goodbye(tmp_path: Path) -> None:
         kinds = [t["kind"] for t in detail["transcript"]]
         assert kinds[-2:] == ["silence_prompt", "closing"], kinds
         assert detail["metadata"]["termination_reason"] == "silence_timeout"
+
+
+@pytest.mark.asyncio
+async def test_barge_in_stores_the_agent_turn_as_heard(
+    tmp_path: Path, speech: dict[str, list[bytes]]
+) -> None:
+    """The caller talks over a reply: Twilio gets `clear` at once, and the stored agent turn holds only the
+    words played before it (the full reply stays in `full_text`)."""
+    async with LiveServer(make_settings(tmp_path)) as server, server.client() as client:
+        await make_agent(client, system_prompt="Hello.")
+        caller = SimulatedCaller(
+            server.base_url,
+            "CA" + "ba" * 16,
+            NUMBER,
+            [Utterance(speech["hello"]), Utterance(speech["price"], barge_in_after_s=0.8)],
+        )
+        async with httpx.AsyncClient() as http:
+            result = await caller.run(http)
+        assert result.error is None, result.error
+        assert len(result.barge_in_s) == 1 and result.barge_in_s[0] < 0.5  # speech onset → clear
+        detail = await conversation(client, result.conversation_id)
+        cut = [t for t in detail["transcript"] if t["role"] == "agent" and t["interrupted"]]
+        assert len(cut) == 1, detail["transcript"]
+        heard, planned = cut[0]["text"], cut[0]["full_text"]
+        assert planned.startswith("You said: caller turn 1.") and len(heard) < len(planned)
+        assert planned.startswith(heard.rstrip(".…"))
+        user = [t["text"] for t in detail["transcript"] if t["role"] == "user"]
+        assert user == ["caller turn 1", "caller turn 2"]  # the words that interrupted are not lost

@@ -161,7 +161,9 @@ def test_templates_and_speech_cleanup() -> None:
 def test_first_piece_without_punctuation_starts_at_a_word_boundary() -> None:
     chunker = SentenceChunker(first_clause_chars=40)
     out: list[str] = []
-    for token in "The Orbit platform helps teams track every deal from first contact to signature. Great.".split():
+    for (
+        token
+    ) in "The Orbit platform helps teams track every deal from first contact to signature. Great.".split():
         out += chunker.push(token + " ")
     assert out[0] == "The Orbit platform helps teams track every"  # spoken while the rest streams
     assert out[1:] == ["deal from first contact to signature.", "Great."]
