@@ -166,7 +166,7 @@ class EchoLLMProvider:
         if self._delay_s:
             await asyncio.sleep(self._delay_s)
         last_user = next((m.content for m in reversed(messages) if m.role == "user"), "")
-        reply = f"You said: {last_user.strip()}. Anything else?"
+        reply = f"You said: {last_user.strip().rstrip('.!?')}. Anything else?"
         for word in reply.split(" "):
             yield LLMChunk(text=word + " ")
             await asyncio.sleep(0)
