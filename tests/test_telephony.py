@@ -534,3 +534,41 @@ async def test_barge_in_stores_the_agent_turn_as_heard(
         assert planned.startswith(heard.rstrip(".…"))
         user = [t["text"] for t in detail["transcript"] if t["role"] == "user"]
         assert user == ["caller turn 1", "caller turn 2"]  # the words that interrupted are not lost
+
+
+@pytest.mark.asyncio
+async def test_failed_or_slow_llm_gets_a_spoken_fallback_and_the_call_goes_on(
+    tmp_path: Path, speech: dict[str, list[bytes]]
+) -> None:
+    """Ollama failing (HTTP 500), then too slow for the turn's time limit: each time the caller hears
+    "Sorry, could you say that again?" and the call carries on."""
+    from tests.ollama_standin import OllamaStandIn
+
+    async with OllamaStandIn(fail="model runner crashed") as ollama:
+        settings = make_settings(tmp_path, llm_provider="ollama", ollama_host=ollama.url, llm_timeout_sec=1.0)
+        async with LiveServer(settings) as server, server.client() as client:
+            await make_agent(client, system_prompt="Hello.")
+            caller = SimulatedCaller(
+                server.base_url,
+                "CA" + "fa" * 16,
+                NUMBER,
+                [Utterance(speech["hello"]), Utterance(speech["price"])],
+            )
+
+            async def slow_down() -> None:  # after the first turn failed, the model answers too late
+                while not ollama.chats:
+                    await asyncio.sleep(0.05)
+                ollama.fail, ollama.first_token_delay = None, 5.0
+
+            changer = asyncio.create_task(slow_down())
+            async with httpx.AsyncClient() as http:
+                result = await caller.run(http)
+            await changer
+            assert result.error is None and len(result.voice_to_voice_s) == 2
+            detail = await conversation(client, result.conversation_id)
+            replies = [t for t in detail["transcript"] if t["role"] == "agent" and t["kind"] != "greeting"]
+            assert [(t["kind"], t["text"]) for t in replies] == [
+                ("fallback", "Sorry, could you say that again?"),
+                ("fallback", "Sorry, could you say that again?"),
+            ]
+            assert detail["status"] == "completed"
