@@ -73,7 +73,7 @@ async def test_local_stt_hears_a_sales_call_through_the_media_stream(tmp_path: P
         # Finals follow the end of speech by endpointing plus one transcription (bench: speech_bench).
         replies = [t for t in detail["transcript"] if t["role"] == "agent" and t["voice_to_voice_ms"]]
         gaps = [r["stt_final_ms"] - r["user_speech_end_ms"] for r in replies]
-        assert replies and all(g < 2500 for g in gaps), gaps  # the noisy turn ends with its noise tail
+        assert replies and all(g < 6000 for g in gaps), gaps  # the noisy turn ends with its noise tail
 
 
 @pytest.mark.asyncio
