@@ -8,7 +8,6 @@ unusable the call still gets a summary built from the transcript.
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import re
@@ -145,10 +144,9 @@ async def analyze_conversation(
     messages = [ChatMessage("system", "You summarize sales calls as JSON."), ChatMessage("user", prompt)]
     text = ""
     try:
-        kwargs: dict[str, Any] = {"temperature": 0.1, "max_tokens": 220}
-        if "json_schema" in inspect.signature(llm.stream_chat).parameters:  # constrained decoding
-            kwargs["json_schema"] = _schema(data_fields)
-        async for chunk in llm.stream_chat(messages, **kwargs):
+        async for chunk in llm.stream_chat(
+            messages, temperature=0.1, max_tokens=220, json_schema=_schema(data_fields)
+        ):
             text += chunk.text
     except Exception as exc:
         log.warning("analysis llm failed", extra={"fields": {"error": type(exc).__name__}})

@@ -152,8 +152,13 @@ class LLMProvider(Protocol):
         model: str | None = None,
         temperature: float = 0.7,
         max_tokens: int = 200,
+        json_schema: dict[str, Any] | None = None,
     ) -> AsyncIterator[LLMChunk]:
-        """Stream the reply token by token. Raises ``LLMError`` on failure."""
+        """Stream the reply token by token. Raises ``LLMError`` on failure.
+
+        ``json_schema``: constrain the reply to JSON of that schema where the backend can (post-call
+        analysis asks for it); a backend that cannot simply ignores it.
+        """
 
     async def aclose(self) -> None: ...
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import AsyncIterator
+from typing import Any
 
 import numpy as np
 
@@ -162,6 +163,7 @@ class EchoLLMProvider:
         model: str | None = None,
         temperature: float = 0.7,
         max_tokens: int = 200,
+        json_schema: dict[str, Any] | None = None,
     ) -> AsyncIterator[LLMChunk]:
         if self._delay_s:
             await asyncio.sleep(self._delay_s)

@@ -135,6 +135,4 @@ async def delete_webhook(webhook_id: str, session: SessionDep) -> Response:
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-# ---------------------------------------------------------------- deliveries
-# GET /v1/convai/webhooks/{webhook_id}/deliveries (delivery history) is added here by the webhook
-# delivery work (issue 7); it can reuse get_webhook_or_404() and deps.paginate().
+# Delivery history (GET /v1/convai/webhooks/{webhook_id}/deliveries) lives in routers/webhook_deliveries.py.
