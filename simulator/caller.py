@@ -63,6 +63,7 @@ class SimulatedCaller:
     """One call over the real protocol; ``run()`` returns its measurements."""
 
     REPLY_QUIET_S = 0.8  # the agent has finished its reply after this much quiet
+    HANGUP_QUIET_S = 2.0  # before hanging up, wait longer: a slow next sentence is not the reply's end
     TURN_TIMEOUT_S = 20.0
 
     def __init__(
@@ -255,10 +256,11 @@ class SimulatedCaller:
         next_tick = time.perf_counter()
         queue: list[bytes] = []
         script = list(self.script)
-        phase = "greeting"  # greeting → speaking → waiting → (next utterance) … → done
+        phase = "greeting"  # greeting → speaking → waiting → (next utterance) … → hanging_up
         phase_since = next_tick
         barge: Utterance | None = None
         barge_onset: float | None = None
+        quiet_ticks = 0
         while True:
             now = time.perf_counter()
             await self._echo_played_marks(ws, now)
@@ -298,13 +300,23 @@ class SimulatedCaller:
                     self.result.barges_missed += 1
                     barge_onset = None
                 if not script:
+                    phase, phase_since = "hanging_up", now
+                else:
+                    utterance = script.pop(0)
+                    if utterance.dtmf:
+                        await self._press(ws, utterance.dtmf)
+                    queue = list(utterance.frames) or [SILENCE]
+                    phase, phase_since = "speaking", now
+                    self.result.turns_sent += 1
+            if phase == "hanging_up":
+                # Quiet must hold across ticks: after a stall of this loop, frames already received are
+                # only counted once the receiver task has run.
+                if not self._pending_marks and now - self._last_agent_frame > self.HANGUP_QUIET_S:
+                    quiet_ticks += 1
+                else:
+                    quiet_ticks = 0
+                if quiet_ticks >= 5 or now - phase_since > self.TURN_TIMEOUT_S:
                     return
-                utterance = script.pop(0)
-                if utterance.dtmf:
-                    await self._press(ws, utterance.dtmf)
-                queue = list(utterance.frames) or [SILENCE]
-                phase, phase_since = "speaking", now
-                self.result.turns_sent += 1
             if queue:
                 frame = queue.pop(0)
                 await ws.send(self._media(frame))
