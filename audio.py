@@ -7,8 +7,18 @@ lookups on numpy arrays built once at import.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
+
+with warnings.catch_warnings():
+    # audioop's C loops are ~7x faster per 20 ms frame than numpy's per-call overhead allows; it is
+    # deprecated (removed in 3.13, where the audioop-lts package provides it), so it stays optional.
+    warnings.simplefilter("ignore", DeprecationWarning)
+    try:
+        import audioop
+    except ImportError:  # pragma: no cover - Python 3.13 without audioop-lts
+        audioop = None  # type: ignore[assignment]
 
 from providers.base import FRAME_BYTES, SAMPLE_RATE
 
@@ -58,12 +68,21 @@ _MULAW_TO_FLOAT = MULAW_TO_PCM16.astype(np.float64)
 
 
 def frame_energy(mulaw_frame: bytes) -> float:
-    """RMS of a mu-law frame on the PCM16 scale (0 .. 32767). Runs per frame per call: one table
-    lookup and one dot product (~2x faster than ``.mean()`` of squares, which goes through Python)."""
+    """RMS of a mu-law frame on the PCM16 scale (0 .. 32767). Runs per frame per call, so it is one
+    C call where audioop exists (<1 us), else a table lookup and a dot product (~4.5 us)."""
     if not mulaw_frame:
         return 0.0
+    if audioop is not None:
+        return float(audioop.rms(audioop.ulaw2lin(mulaw_frame, 2), 2))
     pcm = _MULAW_TO_FLOAT[np.frombuffer(mulaw_frame, dtype=np.uint8)]
     return math.sqrt(float(pcm.dot(pcm)) / len(pcm))
+
+
+def mulaw_to_pcm16_bytes(mulaw: bytes) -> bytes:
+    """Native-endian PCM16 bytes of a mu-law chunk (what webrtcvad and most decoders take)."""
+    if audioop is not None:
+        return audioop.ulaw2lin(mulaw, 2)
+    return MULAW_TO_PCM16[np.frombuffer(mulaw, dtype=np.uint8)].tobytes()
 
 
 def silence(ms: int) -> bytes:

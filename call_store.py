@@ -1,7 +1,8 @@
 """Durable state of a live call: the conversation row and its turns, written as the call goes.
 
-Each write is its own short transaction, so a crash mid-call loses at most the
-turn in progress.
+Writes made while the call runs go through the shared ``BatchWriter``: the engine queues them and
+carries on (a turn's sequence number is assigned here, at once), and they are committed within
+milliseconds, in order. Opening and closing the call wait for their writes.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from batch_writer import BatchWriter
 from db import Database
 from models import Agent, Conversation, ConversationTurn
 from utils import utcnow
@@ -40,11 +43,14 @@ class TurnRecord:
 
 
 class CallStore:
-    def __init__(self, db: Database, conversation_id: str, emit: Any = None) -> None:
+    def __init__(
+        self, db: Database, conversation_id: str, emit: Any = None, writer: BatchWriter | None = None
+    ) -> None:
         self.db = db
         self.conversation_id = conversation_id
         self._next_seq = 0
         self._emit = emit  # WebhookDispatcher.emit or None
+        self.writer = writer or BatchWriter(db)
 
     async def load(self) -> tuple[Conversation, Agent | None]:
         async with self.db.session() as session:
@@ -62,7 +68,7 @@ class CallStore:
             return conversation, agent
 
     async def mark_started(self, call_sid: str) -> None:
-        async with self.db.session() as session:
+        async def write(session: AsyncSession) -> None:
             conversation = await session.get(Conversation, self.conversation_id)
             assert conversation is not None
             conversation.status = "in_progress"
@@ -70,8 +76,10 @@ class CallStore:
             conversation.call_sid = conversation.call_sid or call_sid
             await self._emit_event(session, "call.started", conversation, {"call_sid": call_sid})
 
-    async def save_turn(self, turn: TurnRecord) -> int:
-        """Insert a turn (or update it when ``turn.seq`` is set, e.g. a merged user turn)."""
+        await self.writer.submit(write)
+
+    def save_turn(self, turn: TurnRecord) -> int:
+        """Queue a turn's insert (or its update when ``turn.seq`` is set, e.g. a merged user turn)."""
         values = {
             "role": turn.role,
             "kind": turn.kind,
@@ -87,38 +95,54 @@ class CallStore:
             "tts_first_audio_ms": turn.tts_first_audio_ms,
             "first_frame_sent_ms": turn.first_frame_sent_ms,
         }
-        async with self.db.session() as session:
-            if turn.seq >= 0:
+        conversation_id = self.conversation_id
+        if turn.seq >= 0:
+            seq = turn.seq
+
+            async def write(session: AsyncSession) -> None:
                 await session.execute(
                     update(ConversationTurn)
-                    .where(
-                        ConversationTurn.conversation_id == self.conversation_id,
-                        ConversationTurn.seq == turn.seq,
-                    )
+                    .where(ConversationTurn.conversation_id == conversation_id, ConversationTurn.seq == seq)
                     .values(**values)
                 )
-                return turn.seq
-            turn.seq = self._next_seq
-            self._next_seq += 1
-            session.add(ConversationTurn(conversation_id=self.conversation_id, seq=turn.seq, **values))
-            return turn.seq
 
-    async def set_state(self, state: str) -> None:
-        async with self.db.session() as session:
+        else:
+            seq = turn.seq = self._next_seq
+            self._next_seq += 1
+
+            async def write(session: AsyncSession) -> None:
+                session.add(ConversationTurn(conversation_id=conversation_id, seq=seq, **values))
+
+        self.writer.submit(write)
+        return seq
+
+    def set_state(self, state: str) -> None:
+        async def write(session: AsyncSession) -> None:
             await session.execute(
                 update(Conversation).where(Conversation.id == self.conversation_id).values(call_state=state)
             )
 
-    async def emit(self, event_type: str, data: dict[str, Any]) -> None:
-        async with self.db.session() as session:
+        self.writer.submit(write)
+
+    def emit(self, event_type: str, data: dict[str, Any]) -> None:
+        """Queue a webhook event; the writer wakes the webhook worker once it is committed."""
+
+        async def write(session: AsyncSession) -> None:
             conversation = await session.get(Conversation, self.conversation_id)
             if conversation is not None:
                 await self._emit_event(session, event_type, conversation, data)
 
+        self.writer.submit(write)
+
+    async def flush(self) -> None:
+        await self.writer.flush()
+
     async def finish(
         self, end_reason: str, status: str = "completed", recording_url: str | None = None
     ) -> None:
-        async with self.db.session() as session:
+        """Close the conversation; committed after every write the call queued before it."""
+
+        async def write(session: AsyncSession) -> None:
             conversation = await session.get(Conversation, self.conversation_id)
             if conversation is None:
                 return
@@ -132,6 +156,8 @@ class CallStore:
             if conversation.started_at is not None:
                 conversation.duration_sec = round((now - conversation.started_at).total_seconds(), 2)
             conversation.call_state = "ENDED"
+
+        await self.writer.submit(write)
 
     async def _emit_event(
         self, session: Any, event_type: str, conversation: Conversation, data: dict

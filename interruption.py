@@ -13,10 +13,9 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any
 
-import numpy as np
 import webrtcvad
 
-from audio import MULAW_TO_PCM16, frame_energy
+from audio import frame_energy, mulaw_to_pcm16_bytes
 from providers.base import FRAME_MS, SAMPLE_RATE
 
 
@@ -58,8 +57,7 @@ class FrameClassifier:
         energy = frame_rms(mulaw_frame)
         if energy < self._vad_floor or len(mulaw_frame) * 1000 // SAMPLE_RATE not in (10, 20, 30):
             return energy, False
-        pcm = MULAW_TO_PCM16[np.frombuffer(mulaw_frame, dtype=np.uint8)].tobytes()
-        return energy, self._vad.is_speech(pcm, SAMPLE_RATE)
+        return energy, self._vad.is_speech(mulaw_to_pcm16_bytes(mulaw_frame), SAMPLE_RATE)
 
 
 class InterruptionDetector:

@@ -6,6 +6,7 @@ import asyncio
 import logging
 
 from auth import KeyRing
+from batch_writer import BatchWriter
 from config import Settings
 from db import Database
 from metrics import LoopLagMonitor
@@ -27,6 +28,7 @@ class Runtime:
         self.providers = ProviderRegistry(settings)
         self.knowledge = KnowledgeStore(settings)
         self.webhooks = WebhookDispatcher(self.db, settings)
+        self.writer = BatchWriter(self.db, after_commit=self.webhooks_notify)  # the call path's writes
         self.twilio = TwilioGateway(settings)
         self.calls = ConnectionManager(self)
         self.tool_runner = ToolRunner(self)
@@ -37,6 +39,7 @@ class Runtime:
         await self.db.upgrade()
         await self.keyring.load(self.db)
         await self.webhooks.start()
+        self.writer.start()
         self.providers.warm_in_background()
         if self.settings.warm_embeddings:
             self._warm_knowledge = asyncio.create_task(self.knowledge.warm(), name="warm-embeddings")
@@ -65,6 +68,7 @@ class Runtime:
         if warm is not None and not warm.done():
             warm.cancel()
         await self.calls.drain()
+        await self.writer.stop()
         await self.webhooks.stop()
         await self.tool_runner.aclose()
         await self.twilio.aclose()

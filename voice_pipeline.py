@@ -256,7 +256,7 @@ class WSConn:
             self._closing = True
             await self._say_and_hang_up(BUSY_LINE, "capacity")
             return False
-        self.store = CallStore(rt.db, self.conversation_id, emit=rt.webhooks.emit)
+        self.store = CallStore(rt.db, self.conversation_id, emit=rt.webhooks.emit, writer=rt.writer)
         try:
             conversation, agent = await self.store.load()
         except LookupError:
@@ -645,7 +645,7 @@ class WSConn:
         peak_energy, self._turn_peak_energy = self._turn_peak_energy, 0.0
         agent_talking = self._barge is not None or self.out.is_speaking
         if kind == "speech" and agent_talking and is_backchannel(text):
-            await self.store.save_turn(
+            self.store.save_turn(
                 TurnRecord(
                     "user",
                     text,
@@ -697,7 +697,7 @@ class WSConn:
             stt_final_ms=stt_final_ms,
             seq=merged_seq if merged_seq is not None else -1,
         )
-        seq = await self.store.save_turn(record)
+        seq = self.store.save_turn(record)
         self._log("user turn", seq=seq, intent=intent.value, chars=len(text))
         if self.state in (CallState.COMPLETION, CallState.ENDED):
             return
@@ -745,9 +745,9 @@ class WSConn:
     async def _answer(self, turn: ReplyTurn, intent: Intent) -> None:
         assert self.profile is not None
         if self.state == CallState.DISCOVERY and intent not in (Intent.HELLO, Intent.BACKCHANNEL):
-            await self._set_state(CallState.ACTIVE)
+            self._set_state(CallState.ACTIVE)
         if intent == Intent.GOODBYE or (intent == Intent.NOT_INTERESTED and self._said_no_before()):
-            await self._set_state(CallState.COMPLETION)
+            self._set_state(CallState.COMPLETION)
             turn.hang_up_after = "agent_goodbye"
             await self._speak_lines(turn, [GOODBYE_LINE])
             return
@@ -806,7 +806,7 @@ class WSConn:
         elif outcome.say is None:
             await self._speak_tool_result(turn, call, outcome)
         if outcome.ends_call:
-            await self._set_state(CallState.COMPLETION)
+            self._set_state(CallState.COMPLETION)
             turn.hang_up_after = "agent_ended_call"
             if not outcome.say:
                 await self._speak_lines(turn, [GOODBYE_LINE])
@@ -983,7 +983,7 @@ class WSConn:
             return
         self.history.append(ChatMessage("user", turn.user_text)) if turn.user_text else None
         self.history.append(ChatMessage("assistant", text))
-        await self.store.save_turn(self._agent_record(turn, text, interrupted=False))
+        self.store.save_turn(self._agent_record(turn, text, interrupted=False))
         self._last_activity = time.monotonic()
 
     def _agent_record(self, turn: ReplyTurn, heard: str, interrupted: bool) -> TurnRecord:
@@ -1015,13 +1015,13 @@ class WSConn:
         if heard:
             self.history.append(ChatMessage("assistant", heard + " —"))
         if turn.planned:
-            await self.store.save_turn(self._agent_record(turn, heard, interrupted=True))
+            self.store.save_turn(self._agent_record(turn, heard, interrupted=True))
         return heard
 
-    async def _set_state(self, state: CallState) -> None:
+    def _set_state(self, state: CallState) -> None:
         if state != self.state and self.store is not None:
             self.state = state
-            await self.store.set_state(state.value)
+            self.store.set_state(state.value)
 
     # ================================================================ barge-in
 
@@ -1060,10 +1060,7 @@ class WSConn:
         if self.state == CallState.COMPLETION:
             self.state = CallState.ACTIVE
         if turn is not None and turn.planned and self.store is not None:
-            await self.store.emit(
-                "call.interrupted", {"heard_text": heard, "planned_text": " ".join(turn.planned)}
-            )
-            self.runtime.webhooks_notify()
+            self.store.emit("call.interrupted", {"heard_text": heard, "planned_text": " ".join(turn.planned)})
         self._log("interrupted", heard_chars=len(heard))
 
     # ================================================================ watchdog
