@@ -28,6 +28,12 @@ BARGE_IN = Histogram(
     buckets=(0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0),
     registry=REGISTRY,
 )
+PREEMPTIVE_REPLIES = Counter(
+    "ai_sdr_preemptive_replies_total",
+    "Replies started before the caller's turn was confirmed: used, or dropped (the caller went on)",
+    ["outcome"],
+    registry=REGISTRY,
+)
 LOOP_LAG = Histogram(
     "ai_sdr_event_loop_lag_seconds",
     "How late the event loop woke a 20 ms timer",

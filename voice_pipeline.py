@@ -31,7 +31,8 @@ from call_recorder import CallRecorder
 from call_store import CallStore, TurnRecord
 from intents import Intent, detect_intent, extract_meeting_request, is_backchannel
 from interruption import FrameClassifier, InterruptionDetector, TurnSettings
-from outbound_audio import OutboundAudio
+from metrics import BARGE_IN, CALLS_ACTIVE, CALLS_TOTAL, PREEMPTIVE_REPLIES, VOICE_TO_VOICE
+from outbound_audio import OutboundAudio, Segment
 from prompt import build_messages
 from providers.base import (
     FRAME_BYTES,
@@ -70,6 +71,11 @@ HANDSHAKE_TIMEOUT_S = 10.0
 BARGE_NO_WORDS_RESUME_S = 1.2  # paused for a sound that produced no words: resume after this
 NO_WORDS_SILENCE_S = 0.6  # …and after this much quiet, so a final still being transcribed is not missed
 MAX_BAD_MESSAGES = 500  # a stream this broken is closed
+PREEMPT_AFTER_S = 0.12  # caller quiet this long with words heard: start the reply before the endpoint
+# Replies that act (book, transfer, hang up) are never started on a guess.
+NOT_PREEMPTED = frozenset(
+    {Intent.GOODBYE, Intent.NOT_INTERESTED, Intent.BOOK_MEETING, Intent.TRANSFER_REQUEST}
+)
 
 
 class CallState(StrEnum):
@@ -96,6 +102,17 @@ class AgentProfile:
         return self.agent.id
 
 
+def _released() -> asyncio.Event:
+    event = asyncio.Event()
+    event.set()
+    return event
+
+
+def _same_words(a: str, b: str) -> bool:
+    """Equal up to case and punctuation (an interim and a final transcript often differ only so)."""
+    return re.sub(r"[^\w\s]", "", a).lower().split() == re.sub(r"[^\w\s]", "", b).lower().split()
+
+
 @dataclass(slots=True)
 class ReplyTurn:
     """One agent turn in progress: its text, timings and task."""
@@ -110,6 +127,9 @@ class ReplyTurn:
     saved: bool = False
     audio_started: bool = False
     hang_up_after: str | None = None  # end reason, when this turn closes the call
+    # Set when the turn may be heard. A preemptive reply is generated and synthesized while the caller's
+    # turn is still being confirmed, and waits here with its first audio in hand.
+    go: asyncio.Event = field(default_factory=_released)
 
 
 @dataclass(slots=True)
@@ -158,6 +178,9 @@ class WSConn:
         self._last_voice_at = time.monotonic()
         self._voiced_run = 0
         self._partial_pending = False  # a partial transcript with no final yet
+        self._partial_text = ""  # the latest partial transcript of the caller's turn
+        self._preempt: ReplyTurn | None = None  # a reply started before the caller's turn was confirmed
+        self._preempt_declined = ""  # text already judged not worth a preemptive reply
         self._turn_peak_energy = 0.0  # loudest voiced frame of the caller's current turn
         self._agent_speaking_hint: bool | None = None  # what the STT was last told
         self._last_media_at = time.monotonic()
@@ -172,7 +195,6 @@ class WSConn:
         self._bad_messages = 0
         self._closing = False
         self._closed = asyncio.Event()
-        self.metrics: dict[str, list[float]] = {"barge_in_ms": []}
 
     # ================================================================ lifecycle
 
@@ -360,6 +382,9 @@ class WSConn:
         for handle in (self._eot_handle, self._dtmf_handle):
             if handle is not None:
                 handle.cancel()
+        if self._preempt is not None and self._preempt.task is not None:
+            self._preempt.task.cancel()
+            await asyncio.gather(self._preempt.task, return_exceptions=True)
         if self._reply is not None and self._reply.task is not None and not self._reply.task.done():
             await self._save_cut_reply(self._reply, self.out.played_frame() if self.out else 0)
             self._reply.task.cancel()
@@ -496,11 +521,20 @@ class WSConn:
             self._last_activity = now
             self._turn_peak_energy = max(self._turn_peak_energy, energy)
             self._voiced_run += 1
-            if self._voiced_run == 3 and self._final_at is not None:
-                # The caller kept talking after the STT's final: that endpoint was a pause.
-                self._final_at = None
+            if self._voiced_run == 3:
+                if self._final_at is not None:
+                    # The caller kept talking after the STT's final: that endpoint was a pause.
+                    self._final_at = None
+                if self._preempt is not None:
+                    self._drop_preempt()  # …and the reply started on that pause answers half a turn
         else:
             self._voiced_run = 0
+            if (
+                self._preempt is None
+                and (self._finals or self._partial_text)
+                and now - self._last_voice_at >= PREEMPT_AFTER_S
+            ):
+                self._maybe_preempt()
             if (
                 self._partial_pending
                 and self.eot is not None
@@ -572,12 +606,14 @@ class WSConn:
             self._speech_start_ms = self.ms(min(started, now))
         if event.kind == "partial":
             self._partial_pending = bool(event.text.strip())
+            self._partial_text = event.text.strip()
             if self._barge is not None and event.text.strip() and not is_backchannel(event.text):
                 if len(event.text.split()) >= 2:
                     asyncio.get_running_loop().create_task(self._commit_interruption())
             return
         if event.kind == "final":
             self._partial_pending = False
+            self._partial_text = ""
             text = event.text.strip()
             if not text:
                 return
@@ -619,6 +655,8 @@ class WSConn:
             self._schedule_eot(remaining)
             return
         self._finals.clear()
+        self._partial_text = ""
+        self._preempt_declined = ""
         self._final_at = None
         speech_end_ms, self._speech_end_ms = self._speech_end_ms, None
         speech_start_ms, self._speech_start_ms = self._speech_start_ms, None
@@ -687,6 +725,12 @@ class WSConn:
             text = f"{reply.user_text} {text}"
             merged_seq = reply.user_seq
         intent = detect_intent(text)
+        preempt, self._preempt = self._preempt, None
+        if preempt is not None and (
+            merged_seq is not None or kind != "speech" or not _same_words(preempt.user_text, text)
+        ):
+            self._drop_preempt(preempt)
+            preempt = None
         record = TurnRecord(
             "user",
             display or text,
@@ -700,6 +744,11 @@ class WSConn:
         seq = self.store.save_turn(record)
         self._log("user turn", seq=seq, intent=intent.value, chars=len(text))
         if self.state in (CallState.COMPLETION, CallState.ENDED):
+            if preempt is not None:
+                self._drop_preempt(preempt)
+            return
+        if preempt is not None:
+            self._adopt_preempt(preempt, intent, seq, speech_end_ms, stt_final_ms)
             return
         turn = ReplyTurn(self._next_turn_id(), text, seq)
         turn.timings["user_speech_end_ms"] = speech_end_ms or self.ms()
@@ -723,7 +772,13 @@ class WSConn:
         )
 
     async def _run_reply(
-        self, turn: ReplyTurn, previous: ReplyTurn | None, greeting: str | None, intent: Intent | None
+        self,
+        turn: ReplyTurn,
+        previous: ReplyTurn | None,
+        greeting: str | None,
+        intent: Intent | None,
+        *,
+        preemptive: bool = False,
     ) -> None:
         if previous is not None and previous.task is not None and not previous.task.done():
             # The previous reply finishes speaking first (interruptions are handled elsewhere).
@@ -731,6 +786,8 @@ class WSConn:
         try:
             if greeting is not None:
                 await self._speak_lines(turn, [greeting])
+            elif preemptive:
+                await self._llm_reply(turn, intent)  # _answer's other branches act, so are not guessed
             else:
                 await self._answer(turn, intent or detect_intent(turn.user_text))
             await self._wait_played(turn)
@@ -898,6 +955,8 @@ class WSConn:
         finally:
             sentences.put_nowait(None)
             await speaker
+        if tool_calls:
+            await turn.go.wait()  # a tool acts: never on a turn that is still a guess
         for call in tool_calls[:3]:
             await self._run_tool(turn, call)
 
@@ -950,23 +1009,85 @@ class WSConn:
             spoken = clean_markdown_for_tts(sentence)
             if not spoken.strip():
                 continue
-            segment = self.out.begin_segment(turn.turn_id, len(turn.planned), sentence.strip())
-            turn.planned.append(sentence.strip())
+            segment: Segment | None = None
             try:
                 async for audio in self.tts.synthesize(spoken, voice=voice):
                     if "tts_first_audio_ms" not in turn.timings:
                         turn.timings["tts_first_audio_ms"] = self.ms()
+                    if segment is None:
+                        await turn.go.wait()  # a preemptive reply holds its first audio until confirmed
+                        segment = self.out.begin_segment(turn.turn_id, len(turn.planned), sentence.strip())
+                        turn.planned.append(sentence.strip())
                     self.out.push_audio(audio)
             except ProviderError as exc:
                 self._log("tts failed", logging.WARNING, error=type(exc).__name__)
             finally:
-                self.out.end_segment(segment)
+                if segment is not None:
+                    self.out.end_segment(segment)
+
+    # ================================================================ preemptive replies
+
+    def _maybe_preempt(self) -> None:
+        """The caller has gone quiet with words heard: start the reply now, held until the turn is
+        confirmed, so the LLM's first token and the TTS's first audio overlap the endpointing wait."""
+        text = " ".join([*self._finals, self._partial_text]).strip()
+        if not text or text == self._preempt_declined or self._closing:
+            return
+        assert self.out is not None and self.eot is not None
+        reply = self._reply
+        if (
+            self.profile is None
+            or self._barge is not None
+            or self.out.is_speaking
+            or self.state in (CallState.COMPLETION, CallState.ENDED)
+            or (reply is not None and reply.task is not None and not reply.task.done())
+        ):
+            return
+        intent = detect_intent(text)
+        if intent in NOT_PREEMPTED or self.eot.required_silence(text) > self.eot.silence_s:
+            self._preempt_declined = text  # an action, or words that sound unfinished: wait for the turn
+            return
+        turn = ReplyTurn(self._next_turn_id(), text, None, go=asyncio.Event())
+        turn.task = asyncio.create_task(
+            self._run_reply(turn, None, None, intent, preemptive=True), name=f"preempt-{turn.turn_id}"
+        )
+        self._preempt = turn
+        self._log("preemptive reply", level=logging.DEBUG, turn=turn.turn_id)
+
+    def _drop_preempt(self, turn: ReplyTurn | None = None) -> None:
+        turn = turn or self._preempt
+        if turn is self._preempt:
+            self._preempt = None
+        if turn is not None and turn.task is not None:
+            turn.task.cancel()
+        PREEMPTIVE_REPLIES.labels("dropped").inc()
+
+    def _adopt_preempt(
+        self,
+        turn: ReplyTurn,
+        intent: Intent,
+        seq: int,
+        speech_end_ms: float | None,
+        stt_final_ms: float | None,
+    ) -> None:
+        """The confirmed turn says what the preemptive reply guessed: it becomes the reply, and plays."""
+        turn.user_seq = seq
+        turn.timings["user_speech_end_ms"] = speech_end_ms or self.ms()
+        if stt_final_ms is not None:
+            turn.timings["stt_final_ms"] = stt_final_ms
+        if self.state == CallState.DISCOVERY and intent not in (Intent.HELLO, Intent.BACKCHANNEL):
+            self._set_state(CallState.ACTIVE)
+        self._reply = turn
+        turn.go.set()
+        PREEMPTIVE_REPLIES.labels("used").inc()
 
     def _on_first_frame(self, turn_id: int, at: float) -> None:
         reply = self._reply
-        if reply is not None and reply.turn_id == turn_id:
+        if reply is not None and reply.turn_id == turn_id and not reply.audio_started:
             reply.audio_started = True
             reply.timings.setdefault("first_frame_sent_ms", self.ms(at))
+            if "user_speech_end_ms" in reply.timings:
+                VOICE_TO_VOICE.observe(max(0.0, self.ms(at) - reply.timings["user_speech_end_ms"]) / 1000)
 
     async def _wait_played(self, turn: ReplyTurn) -> None:
         """Until Twilio has played every segment of the turn (its marks came back)."""
@@ -1032,7 +1153,7 @@ class WSConn:
         played = await self.out.pause()
         latency_ms = (time.monotonic() - onset) * 1000
         if detected:  # not when words arrived first (no onset was detected to time from)
-            self.metrics["barge_in_ms"].append(latency_ms)
+            BARGE_IN.observe(latency_ms / 1000)
         self._barge = BargeIn(onset, played, self._reply, time.monotonic() + BARGE_NO_WORDS_RESUME_S)
         self._log("barge-in: agent paused", onset_to_clear_ms=round(latency_ms, 1))
 
@@ -1142,11 +1263,14 @@ class ConnectionManager:
         if not self.has_capacity() or conn.call_sid in self.calls:
             return False
         self.calls[conn.call_sid] = conn
+        CALLS_ACTIVE.set(len(self.calls))
         return True
 
     def unregister(self, conn: WSConn) -> None:
         if self.calls.get(conn.call_sid) is conn:
             del self.calls[conn.call_sid]
+            CALLS_ACTIVE.set(len(self.calls))
+            CALLS_TOTAL.labels(conn.end_reason).inc()
 
     def snapshot(self) -> list[dict[str, Any]]:
         now = time.monotonic()

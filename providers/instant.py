@@ -5,7 +5,8 @@
 benchmark can show how much of them the engine overlaps.
 
 - STT: segments the caller's audio by energy; each utterance is transcribed
-  as "caller turn N" once ``endpointing_ms`` of silence follows it.
+  as "caller turn N": interim results every 500 ms of speech, the final once
+  ``endpointing_ms`` of silence follows it.
 - LLM: answers "You said: <last user text>." token by token.
 - TTS: a tone whose length follows the text (about 55 ms per character).
 """
@@ -33,6 +34,7 @@ from providers.base import (
 
 SPEECH_ENERGY = 300.0  # RMS on the PCM16 scale; line noise sits far below, speech far above
 MIN_SPEECH_MS = 60
+INTERIM_EVERY_FRAMES = 25  # an interim result per 500 ms of speech
 
 
 class EchoSTTSession:
@@ -66,6 +68,9 @@ class EchoSTTSession:
                 self._in_speech = True
                 self._speech_start_s = (self._frames_seen - self._speech_frames) * FRAME_MS / 1000
                 self._queue.put_nowait(TranscriptEvent("speech_started", start_s=self._speech_start_s))
+            if self._in_speech and self._speech_frames % INTERIM_EVERY_FRAMES == 0:
+                # Interim results while the caller talks, as Deepgram sends them (same delay as a final).
+                self._deliver(TranscriptEvent("partial", text=f"caller turn {self._turns + 1}"))
         else:
             self._silent_frames += 1
             if not self._in_speech:
@@ -86,6 +91,9 @@ class EchoSTTSession:
             start_s=self._speech_start_s,
             end_s=end_s,
         )
+        self._deliver(event)
+
+    def _deliver(self, event: TranscriptEvent) -> None:
         if self._final_delay_s > 0:
             asyncio.get_running_loop().call_later(self._final_delay_s, self._queue.put_nowait, event)
         else:

@@ -263,10 +263,18 @@ async def test_multi_turn_call_records_every_turn_with_timings(
                 "tts_first_audio_ms",
                 "first_frame_sent_ms",
             ]
-            stamps = [agent[k] for k in keys]
-            assert all(s is not None for s in stamps) and stamps == sorted(stamps), dict(
-                zip(keys, stamps, strict=True)
-            )
+            stamps = dict(zip(keys, [agent[k] for k in keys], strict=True))
+            assert all(s is not None for s in stamps.values()), stamps
+            # The reply may start before the STT's final (a preemptive reply), never before speech ended,
+            # and nothing is sent before the final confirmed the turn.
+            for earlier, later in [
+                ("user_speech_end_ms", "stt_final_ms"),
+                ("user_speech_end_ms", "llm_first_token_ms"),
+                ("llm_first_token_ms", "tts_first_audio_ms"),
+                ("stt_final_ms", "first_frame_sent_ms"),
+                ("tts_first_audio_ms", "first_frame_sent_ms"),
+            ]:
+                assert stamps[earlier] <= stamps[later], (earlier, later, stamps)
             assert (
                 250 <= agent["voice_to_voice_ms"] < 10_000
             )  # endpointing first; latency itself is benchmarked (bench/load.py)
@@ -508,6 +516,69 @@ async def test_silence_timeout_asks_then_says_goodbye(tmp_path: Path) -> None:
         kinds = [t["kind"] for t in detail["transcript"]]
         assert kinds[-2:] == ["silence_prompt", "closing"], kinds
         assert detail["metadata"]["termination_reason"] == "silence_timeout"
+
+
+def preemptive_counts(metrics_text: str) -> dict[str, float]:
+    counts = {"used": 0.0, "dropped": 0.0}
+    for line in metrics_text.splitlines():
+        if line.startswith("ai_sdr_preemptive_replies_total{"):
+            outcome = line.split('outcome="')[1].split('"')[0]
+            counts[outcome] = float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+@pytest.mark.asyncio
+async def test_reply_starts_before_the_final_transcript_and_plays_once_confirmed(
+    tmp_path: Path, speech: dict[str, list[bytes]]
+) -> None:
+    """With cloud-like delays (STT final 150 ms, LLM first token 250 ms, TTS 150 ms), the reply is
+    generated from the interim transcript while the endpoint is still pending, and heard after it."""
+    settings = make_settings(
+        tmp_path,
+        stt_provider="delayed",
+        llm_provider="delayed",
+        tts_provider="delayed",
+        silence_threshold_sec=0.6,
+    )
+    async with LiveServer(settings) as server, server.client() as client:
+        await make_agent(client, system_prompt="Hello.")
+        before = preemptive_counts((await client.get("/metrics")).text)
+        caller = SimulatedCaller(server.base_url, "CA" + "9e" * 16, NUMBER, [Utterance(speech["hello"])])
+        async with httpx.AsyncClient() as http:
+            result = await caller.run(http)
+        assert result.error is None, result.error
+        detail = await conversation(client, result.conversation_id)
+        agent = [t for t in detail["transcript"] if t["role"] == "agent" and t["kind"] == "speech"]
+        assert len(agent) == 1 and agent[0]["text"].startswith("You said: caller turn 1.")
+        reply = agent[0]
+        assert reply["llm_first_token_ms"] < reply["stt_final_ms"] <= reply["first_frame_sent_ms"], reply
+        after = preemptive_counts((await client.get("/metrics")).text)
+        assert after["used"] - before["used"] == 1
+
+
+@pytest.mark.asyncio
+async def test_a_preemptive_reply_is_dropped_when_the_caller_goes_on_after_a_pause(
+    tmp_path: Path, speech: dict[str, list[bytes]]
+) -> None:
+    """A 200 ms pause mid-turn starts a reply; the caller talking on drops it unheard, and the one
+    reply the caller hears answers the whole turn."""
+    from simulator.caller import SILENCE
+
+    async with LiveServer(make_settings(tmp_path)) as server, server.client() as client:
+        await make_agent(client, system_prompt="Hello.")
+        before = preemptive_counts((await client.get("/metrics")).text)
+        paused = speech["hello"] + [SILENCE] * 10 + speech["price"]
+        caller = SimulatedCaller(server.base_url, "CA" + "9d" * 16, NUMBER, [Utterance(paused)])
+        async with httpx.AsyncClient() as http:
+            result = await caller.run(http)
+        assert result.error is None, result.error
+        assert len(result.voice_to_voice_s) == 1  # no audio before the turn ended
+        detail = await conversation(client, result.conversation_id)
+        said = [(t["role"], t["kind"], t["text"]) for t in detail["transcript"]][1:]
+        assert [s[:2] for s in said] == [("user", "speech"), ("agent", "speech")], said
+        assert said[0][2] == "caller turn 1" and said[1][2].startswith("You said: caller turn 1."), said
+        after = preemptive_counts((await client.get("/metrics")).text)
+        assert after["dropped"] - before["dropped"] >= 1 and after["used"] - before["used"] == 1
 
 
 @pytest.mark.asyncio
