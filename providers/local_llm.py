@@ -19,6 +19,7 @@ from typing import Any
 
 from config import Settings
 from providers.base import ChatMessage, LLMChunk, LLMError, ToolSpec
+from providers.cpu_priority import CPU
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +131,7 @@ class LocalLLMProvider:
                 for part in stream:
                     if stop.is_set():
                         break
+                    CPU.yield_to_urgent()  # a caller waiting on STT or a sentence's audio goes first
                     delta = part["choices"][0]["delta"].get("content")
                     if delta:
                         loop.call_soon_threadsafe(queue.put_nowait, delta)

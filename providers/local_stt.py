@@ -35,6 +35,7 @@ from audio import MULAW_TO_PCM16
 from config import Settings
 from interruption import FrameClassifier
 from providers.base import FRAME_BYTES, FRAME_MS, STTError, TranscriptEvent
+from providers.cpu_priority import CPU
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +171,11 @@ class WhisperEngine:
         text = tokenizer.decode([t for t in result.sequences_ids[0] if t < tokenizer.eot]).strip()
         return Transcript(drop_repeats(text), float(result.no_speech_prob), time.perf_counter() - started)
 
+    def transcribe_urgent(self, pcm16: np.ndarray, language: str = "en") -> Transcript:
+        """A final (the caller is waiting for the reply): the LLM's generation steps aside meanwhile."""
+        with CPU.urgent():
+            return self.transcribe(pcm16, language)
+
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
 
@@ -286,7 +292,8 @@ class LocalSTTSession:
         loop = asyncio.get_running_loop()
         engine = self._engine
         engine.in_flight += 1
-        future = loop.run_in_executor(engine.executor, engine.transcribe, audio, self._language)
+        transcribe = engine.transcribe_urgent if final else engine.transcribe
+        future = loop.run_in_executor(engine.executor, transcribe, audio, self._language)
 
         def done(f: asyncio.Future[Transcript]) -> None:
             engine.in_flight -= 1

@@ -20,6 +20,7 @@ import numpy as np
 from audio import resample_to_8k_mulaw
 from config import Settings
 from providers.base import TTSError
+from providers.cpu_priority import CPU
 
 log = logging.getLogger(__name__)
 
@@ -90,10 +91,11 @@ class LocalTTSProvider:
 
         def produce() -> None:
             try:
-                for audio in self._synthesize_iter(text, speed):
-                    if cancelled.is_set():
-                        break
-                    loop.call_soon_threadsafe(queue.put_nowait, audio)
+                with CPU.urgent():  # the caller waits on this sentence; the LLM steps aside
+                    for audio in self._synthesize_iter(text, speed):
+                        if cancelled.is_set():
+                            break
+                        loop.call_soon_threadsafe(queue.put_nowait, audio)
             except BaseException as exc:
                 loop.call_soon_threadsafe(queue.put_nowait, exc)
             finally:
