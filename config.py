@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     # --- local speech
     local_stt_model_dir: str = ""  # CTranslate2 Whisper dir; empty -> the packaged Whisper base
     local_stt_threads: int = 2
+    # Whisper's shortest audio window, seconds. bench/speech_bench on 2 cores: 10 → final 557/813 ms
+    # p50/p95 after end of speech, WER 3.4 % on natural speech; 6 → ~390–430/530–620 ms, but natural-
+    # speech WER varied 2–12 % between runs and more backchannels were heard as words; 4 invents words.
+    local_stt_min_window_s: int = Field(default=10, ge=4, le=30)
     local_tts_voice: str = ""  # piper .onnx; empty -> the packaged en_US joe voice
 
     # --- RAG

@@ -23,6 +23,8 @@ from providers.cpu_priority import CPU
 
 log = logging.getLogger(__name__)
 
+YIELD_AFTER_TOKENS = 12  # ~ the reply's first clause, which the caller is waiting for
+
 N_CTX = 2048
 
 
@@ -46,6 +48,8 @@ class LocalLLMProvider:
         self._llm: Any = None
         self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama")
+        self._waiting = 0  # replies queued behind the one generating (another call's caller is waiting)
+        self._waiting_lock = threading.Lock()  # not _lock: that one is held for seconds while loading
 
     def _load(self) -> Any:
         with self._lock:
@@ -114,6 +118,8 @@ class LocalLLMProvider:
         payload = self._messages(messages)
 
         def generate() -> None:
+            with self._waiting_lock:
+                self._waiting -= 1
             try:
                 llm = self._load()
                 kwargs: dict[str, Any] = {}
@@ -128,10 +134,13 @@ class LocalLLMProvider:
                     repeat_penalty=1.15,
                     **kwargs,
                 )
-                for part in stream:
+                for tokens, part in enumerate(stream):
                     if stop.is_set():
                         break
-                    CPU.yield_to_urgent()  # a caller waiting on STT or a sentence's audio goes first
+                    if tokens >= YIELD_AFTER_TOKENS and not self._waiting:
+                        # Past the first clause, a caller waiting on STT or a sentence's audio goes first
+                        # (unless another reply is queued for this thread: then finishing fast matters).
+                        CPU.yield_to_urgent()
                     delta = part["choices"][0]["delta"].get("content")
                     if delta:
                         loop.call_soon_threadsafe(queue.put_nowait, delta)
@@ -140,6 +149,8 @@ class LocalLLMProvider:
             finally:
                 loop.call_soon_threadsafe(queue.put_nowait, None)
 
+        with self._waiting_lock:
+            self._waiting += 1
         future = loop.run_in_executor(self._executor, generate)
         try:
             while (item := await queue.get()) is not None:

@@ -46,8 +46,6 @@ SPECULATE_AFTER_MS = 120
 PARTIAL_EVERY_S = 0.6
 MAX_UTTERANCE_S = 28.0
 NO_SPEECH_PROB = 0.6
-# bench/speech_bench: a 10 s window gave 557/813 ms p50/p95, 6 s 430/618 at equal WER; 4 s invents words.
-MIN_WINDOW_S = 6
 # Whisper's favourite inventions on noise and silence.
 HALLUCINATIONS = {"thank you.", "thanks for watching!", "thank you for watching.", "you", "bye.", "."}
 
@@ -146,9 +144,10 @@ class WhisperEngine:
         model = self.load()
         started = time.perf_counter()
         audio = soxr.resample(pcm16.astype(np.float32) / 32768.0, 8000, WHISPER_RATE)[: 29 * WHISPER_RATE]
-        # The encoder's cost follows the window; much shorter than MIN_WINDOW_S and Whisper tends to run on
-        # past the end of the speech (30 s, Whisper's native window, costs 3x more).
-        window_s = min(30, max(MIN_WINDOW_S, math.ceil(len(audio) / WHISPER_RATE + 1)))
+        # The encoder's cost follows the window (30 s, Whisper's native one, costs 3x more than 10 s);
+        # shorter windows are faster but Whisper invents and drops more words (LOCAL_STT_MIN_WINDOW_S).
+        min_window = self.settings.local_stt_min_window_s
+        window_s = min(30, max(min_window, math.ceil(len(audio) / WHISPER_RATE + 1)))
         audio = np.concatenate([audio, np.zeros(window_s * WHISPER_RATE - len(audio), dtype=np.float32)])
         extractor = FeatureExtractor(
             feature_size=model.feature_extractor.mel_filters.shape[0], chunk_length=window_s
