@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     interrupt_baseline_factor: float = 2.8
     interrupt_min_speech_ms: int = 100
     silence_threshold_sec: float = 0.3
+    # Start the reply on the interim transcript, held until the turn is confirmed (costs LLM/TTS work
+    # when the caller goes on after a pause; saves up to LLM + TTS first-audio latency).
+    preemptive_replies: bool = True
     silence_timeout_sec: float = 20.0  # caller says nothing this long -> "are you still there?"
     max_call_duration_sec: int = 1800
 

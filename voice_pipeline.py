@@ -1033,6 +1033,8 @@ class WSConn:
         text = " ".join([*self._finals, self._partial_text]).strip()
         if not text or text == self._preempt_declined or self._closing:
             return
+        if not self.runtime.settings.preemptive_replies:
+            return
         assert self.out is not None and self.eot is not None
         reply = self._reply
         if (

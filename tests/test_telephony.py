@@ -557,6 +557,29 @@ async def test_reply_starts_before_the_final_transcript_and_plays_once_confirmed
 
 
 @pytest.mark.asyncio
+async def test_preemptive_replies_can_be_switched_off(tmp_path: Path, speech: dict[str, list[bytes]]) -> None:
+    settings = make_settings(
+        tmp_path,
+        stt_provider="delayed",
+        llm_provider="delayed",
+        tts_provider="delayed",
+        silence_threshold_sec=0.6,
+        preemptive_replies=False,
+    )
+    async with LiveServer(settings) as server, server.client() as client:
+        await make_agent(client, system_prompt="Hello.")
+        before = preemptive_counts((await client.get("/metrics")).text)
+        caller = SimulatedCaller(server.base_url, "CA" + "9f" * 16, NUMBER, [Utterance(speech["hello"])])
+        async with httpx.AsyncClient() as http:
+            result = await caller.run(http)
+        assert result.error is None, result.error
+        detail = await conversation(client, result.conversation_id)
+        reply = next(t for t in detail["transcript"] if t["role"] == "agent" and t["kind"] == "speech")
+        assert reply["stt_final_ms"] <= reply["llm_first_token_ms"], reply  # serial: the final came first
+        assert preemptive_counts((await client.get("/metrics")).text) == before
+
+
+@pytest.mark.asyncio
 async def test_a_preemptive_reply_is_dropped_when_the_caller_goes_on_after_a_pause(
     tmp_path: Path, speech: dict[str, list[bytes]]
 ) -> None:
