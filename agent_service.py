@@ -39,6 +39,7 @@ CONVERSATION_CONFIG_MAP: dict[tuple[str, ...], str] = {
     ("agent", "first_message"): "first_message",
     ("agent", "language"): "language",
     ("tts", "voice_id"): "voice_id",
+    ("asr", "keywords"): "stt_keywords",
     ("turn", "turn_timeout"): "silence_timeout_sec",
     ("conversation", "max_duration_seconds"): "max_call_duration_sec",
 }
@@ -96,6 +97,7 @@ def to_agent_response(agent: Agent) -> AgentResponse:
         builtin_tools=agent.builtin_tools,
         transfer_number=agent.transfer_number,
         data_collection=agent.data_collection,
+        stt_keywords=list(agent.stt_keywords or []),
         tools=[to_tool_response(t) for t in sorted(agent.tools, key=lambda t: t.name)],
         knowledge_base_ids=[d.id for d in sorted(agent.documents, key=lambda d: d.created_at)],
         created_at=agent.created_at,
@@ -180,6 +182,7 @@ _COLUMN_FIELDS = (
     "builtin_tools",
     "transfer_number",
     "data_collection",
+    "stt_keywords",
 )
 
 

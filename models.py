@@ -78,6 +78,8 @@ class Agent(TimestampMixin, Base):
     transfer_number: Mapped[str | None] = mapped_column(String(32))
     # Post-call data collection: [{"name": "budget", "type": "string", "description": "…"}].
     data_collection: Mapped[list[Any]] = mapped_column(default=list)
+    # Words the recogniser should expect (company and product names): Deepgram keywords, Whisper's prompt.
+    stt_keywords: Mapped[list[Any]] = mapped_column(default=list)
     # Anything of an ElevenLabs conversation_config we keep but do not interpret.
     extra_config: Mapped[dict[str, Any]] = mapped_column(default=dict)
 

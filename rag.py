@@ -124,25 +124,32 @@ class KnowledgeStore:
             )
         return len(chunks)
 
-    def _query_sync(self, agent_id: str, text: str, top_k: int, min_score: float) -> list[RetrievedChunk]:
+    def _query_sync(
+        self, agent_id: str, text: str, top_k: int, min_score: float, context: str = ""
+    ) -> list[RetrievedChunk]:
         collection = self._collection(agent_id, create=False)
         if collection is None or collection.count() == 0:
             return []
+        # A reply only makes sense after what the agent said ("How much is it?", or a name the
+        # recogniser misheard): the turn is also searched with that context, and a chunk counts with
+        # the better of its two scores.
+        queries = [text, f"{context} {text}"] if context.strip() else [text]
         result = collection.query(
-            query_embeddings=self.embedder.embed_sync([text]),
+            query_embeddings=self.embedder.embed_sync(queries),
             n_results=min(top_k, collection.count()),
             include=["documents", "metadatas", "distances"],
         )
-        chunks = []
-        for doc, meta, distance in zip(
-            result["documents"][0], result["metadatas"][0], result["distances"][0], strict=True
+        best: dict[str, RetrievedChunk] = {}
+        for ids, docs, metas, distances in zip(
+            result["ids"], result["documents"], result["metadatas"], result["distances"], strict=True
         ):
-            score = 1.0 - float(distance)
-            if score >= min_score:
-                chunks.append(
-                    RetrievedChunk(doc, str(meta.get("document_id")), str(meta.get("title", "")), score)
-                )
-        return chunks
+            for chunk_id, doc, meta, distance in zip(ids, docs, metas, distances, strict=True):
+                score = 1.0 - float(distance)
+                if score >= min_score and (chunk_id not in best or score > best[chunk_id].score):
+                    best[chunk_id] = RetrievedChunk(
+                        doc, str(meta.get("document_id")), str(meta.get("title", "")), score
+                    )
+        return sorted(best.values(), key=lambda c: c.score, reverse=True)[:top_k]
 
     def _delete_document_sync(self, agent_id: str, document_id: str) -> None:
         collection = self._collection(agent_id, create=False)
@@ -174,14 +181,21 @@ class KnowledgeStore:
         return count
 
     async def query(
-        self, agent_id: str, text: str, top_k: int | None = None, min_score: float | None = None
+        self,
+        agent_id: str,
+        text: str,
+        top_k: int | None = None,
+        min_score: float | None = None,
+        context: str = "",
     ) -> list[RetrievedChunk]:
+        """Top chunks for a caller's turn; ``context`` is what the agent said just before it."""
         return await asyncio.to_thread(
             self._query_sync,
             agent_id,
             text,
             top_k or self.settings.rag_top_k,
             self.settings.rag_min_score if min_score is None else min_score,
+            context,
         )
 
     async def delete_document(self, agent_id: str, document_id: str) -> None:

@@ -249,6 +249,11 @@ def _unique_names(fields: list[DataCollectionField]) -> list[DataCollectionField
 Language = Annotated[str, Field(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$", max_length=16, examples=["en"])]
 BuiltinTools = Annotated[list[BuiltinToolName], AfterValidator(_unique)]
 DataCollection = Annotated[list[DataCollectionField], AfterValidator(_unique_names)]
+STTKeywords = Annotated[
+    list[Annotated[str, Field(min_length=1, max_length=50, pattern=r"^[^:\n]+$")]],
+    Field(max_length=50, examples=[["Orbit CRM", "HubSpot"]]),
+    AfterValidator(_unique),
+]
 
 
 class AgentFields(Strict):
@@ -271,6 +276,11 @@ class AgentFields(Strict):
     builtin_tools: BuiltinTools = Field(default_factory=list)
     transfer_number: E164 | None = None
     data_collection: DataCollection = Field(default_factory=list)
+    stt_keywords: STTKeywords = Field(
+        default_factory=list,
+        description="Names and terms the speech recogniser should expect (Deepgram keywords; the embedded "
+        "Whisper is prompted with them). ElevenLabs: conversation_config.asr.keywords.",
+    )
 
 
 class AgentCreate(AgentFields):
@@ -299,6 +309,7 @@ class AgentUpdate(PartialUpdate):
             "providers",
             "builtin_tools",
             "data_collection",
+            "stt_keywords",
             "knowledge_base_ids",
         }
     )
@@ -318,6 +329,7 @@ class AgentUpdate(PartialUpdate):
     builtin_tools: BuiltinTools | None = None
     transfer_number: E164 | None = None
     data_collection: DataCollection | None = None
+    stt_keywords: STTKeywords | None = None
     knowledge_base_ids: list[Id] | None = Field(
         default=None, description="Documents to copy into this agent (ids it already owns are kept as is)."
     )
@@ -391,6 +403,7 @@ class AgentResponse(BaseModel):
     builtin_tools: list[str]
     transfer_number: str | None
     data_collection: list[dict[str, Any]]
+    stt_keywords: list[str]
     tools: list[ToolResponse]
     knowledge_base_ids: list[str]
     created_at: datetime

@@ -303,7 +303,7 @@ class WSConn:
         self.tts = rt.providers.tts(overrides.get("tts"))
         self.llm = await rt.providers.llm(overrides.get("llm"))
         self.stt = await rt.providers.stt(overrides.get("stt")).open_session(
-            language=agent.language or "en", call_id=self.call_sid
+            language=agent.language or "en", call_id=self.call_sid, keywords=agent.stt_keywords or ()
         )
         turn = self.profile.turn
         self.classifier = FrameClassifier(turn.vad_aggressiveness)
@@ -983,9 +983,10 @@ class WSConn:
             await store.index_pending(self.runtime.db, self.profile.id)  # documents copied from another agent
             for document in self.profile.agent.documents:
                 document.status = "ready"
+        said = next((m.content for m in reversed(self.history) if m.role == "assistant"), "")
         try:
             async with asyncio.timeout(1.5):
-                return await store.query(self.profile.id, text)
+                return await store.query(self.profile.id, text, context=said.rstrip(" —"))
         except Exception as exc:
             self._log("retrieval failed", logging.WARNING, error=type(exc).__name__)
             return []

@@ -9,7 +9,7 @@ imports a concrete provider. Audio crossing these interfaces is always
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -74,7 +74,11 @@ class STTSession(Protocol):
 class STTProvider(Protocol):
     name: str
 
-    async def open_session(self, *, language: str = "en", call_id: str = "") -> STTSession: ...
+    async def open_session(
+        self, *, language: str = "en", call_id: str = "", keywords: Sequence[str] = ()
+    ) -> STTSession:
+        """A live stream; ``keywords`` are names and terms the caller is likely to say."""
+        ...
 
     async def aclose(self) -> None: ...
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 # After CloseStream Deepgram sends the last Results and a Metadata message, then closes the socket.
 # Waiting this long lets those final words reach events() without letting a hung server stall teardown.
 CLOSE_WAIT_S = 2.0
+# Deepgram keyword intensifier: a moderate boost (a large one makes it hear the word everywhere).
+KEYWORD_BOOST = 2
 
 # Unconfirmed caller audio kept for a replay: 30 s of 8 kHz mu-law. Deepgram finalises far more often than
 # that, so the cap only bites on a pathological stream; then the oldest audio goes first.
@@ -322,8 +324,13 @@ class DeepgramSTTProvider:
         self.settings = settings
         self._client = deepgram_client(settings)
 
-    async def open_session(self, *, language: str = "en", call_id: str = "") -> DeepgramSTTSession:
+    async def open_session(
+        self, *, language: str = "en", call_id: str = "", keywords: Sequence[str] = ()
+    ) -> DeepgramSTTSession:
         s = self.settings
+        # Nova-3 takes key terms; earlier models take keywords with a boost ("Orbit CRM:2").
+        nova3 = s.deepgram_stt_model.startswith("nova-3")
+        terms = [k.strip() for k in keywords if k.strip()]
         if not s.deepgram_api_key.get_secret_value():
             raise STTError("deepgram listen: DEEPGRAM_API_KEY is not set")
 
@@ -344,6 +351,8 @@ class DeepgramSTTProvider:
                     # Deepgram rejects utterance_end_ms below 1000; 0 here means "off".
                     utterance_end_ms=s.deepgram_utterance_end_ms or None,
                     vad_events=True,
+                    keyterm=terms if nova3 and terms else None,
+                    keywords=[f"{t}:{KEYWORD_BOOST}" for t in terms] if terms and not nova3 else None,
                 )
             )
             return stack, socket

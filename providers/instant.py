@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -123,7 +123,9 @@ class EchoSTTProvider:
         self._endpointing_ms = int(settings.silence_threshold_sec * 1000)
         self._delay_s = delay_s
 
-    async def open_session(self, *, language: str = "en", call_id: str = "") -> EchoSTTSession:
+    async def open_session(
+        self, *, language: str = "en", call_id: str = "", keywords: Sequence[str] = ()
+    ) -> EchoSTTSession:
         return EchoSTTSession(self._endpointing_ms, self._delay_s)
 
     async def aclose(self) -> None:

@@ -23,7 +23,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +46,7 @@ SPECULATE_AFTER_MS = 120
 PARTIAL_EVERY_S = 0.6
 MAX_UTTERANCE_S = 28.0
 NO_SPEECH_PROB = 0.6
+MAX_PROMPT_TOKENS = 64  # of keywords: names enough, little decoder cost
 # Whisper's favourite inventions on noise and silence.
 HALLUCINATIONS = {"thank you.", "thanks for watching!", "thank you for watching.", "you", "bye.", "."}
 
@@ -135,8 +136,11 @@ class WhisperEngine:
                 )
             return self._model
 
-    def transcribe(self, pcm16: np.ndarray, language: str = "en") -> Transcript:
-        """Blocking: 8 kHz int16 samples → text. Runs on the inference thread only."""
+    def transcribe(self, pcm16: np.ndarray, language: str = "en", prompt: str = "") -> Transcript:
+        """Blocking: 8 kHz int16 samples → text. Runs on the inference thread only.
+
+        ``prompt`` is Whisper's "previous text" (the agent's keywords).
+        """
         import ctranslate2
         import soxr
         from faster_whisper.feature_extractor import FeatureExtractor
@@ -159,12 +163,15 @@ class WhisperEngine:
             from faster_whisper.tokenizer import Tokenizer
 
             tokenizer = Tokenizer(model.hf_tokenizer, True, task="transcribe", language=language)
-        prompt = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
+        previous = tokenizer.encode(" " + prompt.strip())[-MAX_PROMPT_TOKENS:] if prompt.strip() else []
+        tokens = [*([tokenizer.sot_prev, *previous] if previous else []), *tokenizer.sot_sequence]
+        tokens.append(tokenizer.no_timestamps)
         result = model.model.generate(
             encoded,
-            [prompt],
+            [tokens],
             beam_size=1,
-            max_length=min(224, 24 + int(len(audio) / WHISPER_RATE * 6)),
+            # The limit counts the prompt too; ~6 tokens a second of speech is generous.
+            max_length=len(tokens) + min(220, 24 + int(len(audio) / WHISPER_RATE * 6)),
             return_no_speech_prob=True,
             suppress_blank=True,
             suppress_tokens=[-1],
@@ -172,10 +179,10 @@ class WhisperEngine:
         text = tokenizer.decode([t for t in result.sequences_ids[0] if t < tokenizer.eot]).strip()
         return Transcript(drop_repeats(text), float(result.no_speech_prob), time.perf_counter() - started)
 
-    def transcribe_urgent(self, pcm16: np.ndarray, language: str = "en") -> Transcript:
+    def transcribe_urgent(self, pcm16: np.ndarray, language: str = "en", prompt: str = "") -> Transcript:
         """A final (the caller is waiting for the reply): the LLM's generation steps aside meanwhile."""
         with CPU.urgent():
-            return self.transcribe(pcm16, language)
+            return self.transcribe(pcm16, language, prompt)
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
@@ -184,9 +191,16 @@ class WhisperEngine:
 class LocalSTTSession:
     """One call's caller audio → transcript events (see the module docstring for the timeline)."""
 
-    def __init__(self, engine: WhisperEngine, language: str, endpoint_ms: int) -> None:
+    def __init__(
+        self, engine: WhisperEngine, language: str, endpoint_ms: int, keywords: Sequence[str] = ()
+    ) -> None:
         self._engine = engine
         self._language = language
+        # Whisper's "previous text": the agent's keywords make it spell names the business's way
+        # (bench: natural speech WER 8.6% → 1.7%). Not the agent's own words: on hard audio a longer
+        # prompt makes it write fluent text that was not said.
+        terms = ", ".join(k.strip() for k in keywords if k.strip())
+        self._prompt = f"{terms}." if terms else ""
         self._endpoint_frames = max(5, endpoint_ms // FRAME_MS)
         self._speculate_frames = SPECULATE_AFTER_MS // FRAME_MS
         self._classifier = FrameClassifier(vad_aggressiveness=2, vad_floor=250.0)
@@ -294,7 +308,7 @@ class LocalSTTSession:
         engine = self._engine
         engine.in_flight += 1
         transcribe = engine.transcribe_urgent if final else engine.transcribe
-        future = loop.run_in_executor(engine.executor, transcribe, audio, self._language)
+        future = loop.run_in_executor(engine.executor, transcribe, audio, self._language, self._prompt)
 
         def done(f: asyncio.Future[Transcript]) -> None:
             engine.in_flight -= 1
@@ -386,9 +400,11 @@ class LocalSTTProvider:
         except Exception as exc:
             raise STTError(f"local stt could not load: {type(exc).__name__}") from exc
 
-    async def open_session(self, *, language: str = "en", call_id: str = "") -> LocalSTTSession:
+    async def open_session(
+        self, *, language: str = "en", call_id: str = "", keywords: Sequence[str] = ()
+    ) -> LocalSTTSession:
         endpoint_ms = int(self.settings.silence_threshold_sec * 1000)
-        return LocalSTTSession(self.engine, language or "en", endpoint_ms)
+        return LocalSTTSession(self.engine, language or "en", endpoint_ms, keywords)
 
     async def aclose(self) -> None:
         self.engine.close()

@@ -45,6 +45,7 @@ MODEL_UUID = "40bd3654-e622-47c4-a111-63a61b23bfe8"
 @dataclass
 class ListenRecord:
     params: dict[str, str]
+    query: list[tuple[str, str]] = field(default_factory=list)  # as sent: a key may repeat (keywords)
     audio_bytes: int = 0
     audio: bytearray = field(default_factory=bytearray)  # every audio byte received, in order
     controls: list[str] = field(default_factory=list)  # KeepAlive / Finalize / CloseStream, in order
@@ -121,9 +122,12 @@ class DeepgramStandIn:
     async def _handle(self, ws: ServerConnection) -> None:
         assert ws.request is not None
         url = urlsplit(ws.request.path)
-        params = dict(parse_qsl(url.query))
+        pairs = parse_qsl(url.query)
+        params = dict(pairs)
         if url.path == "/v1/listen":
-            await ListenStream(ws, params, self).run()
+            stream = ListenStream(ws, params, self)
+            stream.record.query = pairs
+            await stream.run()
         else:
             await SpeakStream(ws, params, self).run()
 

@@ -262,6 +262,9 @@ async def test_duplicate_tool_names_are_409_and_nothing_is_written(app_client: h
         ({"tools": [{"name": "1bad"}]}, ["body", "tools", 0, "name"]),
         ({"tools": [{"name": "hook", "kind": "webhook", "config": {}}]}, ["body", "tools", 0]),
         ({"tools": [{"name": "t", "parameters": {"type": "string"}}]}, ["body", "tools", 0, "parameters"]),
+        ({"stt_keywords": ["Acme:5"]}, ["body", "stt_keywords", 0]),
+        ({"stt_keywords": ["Acme", "Acme"]}, ["body", "stt_keywords"]),
+        ({"stt_keywords": ["x" * 51]}, ["body", "stt_keywords", 0]),
     ],
 )
 async def test_validation_errors_are_422_pointing_at_the_field(
@@ -271,6 +274,22 @@ async def test_validation_errors_are_422_pointing_at_the_field(
     assert loc in error_locs(r)
     assert all(set(e) == {"loc", "msg", "type"} for e in r.json()["detail"])
     assert await count(app_client, Agent) == 0
+
+
+@pytest.mark.asyncio
+async def test_stt_keywords_are_the_elevenlabs_asr_keywords(app_client: httpx.AsyncClient) -> None:
+    agent = await create(app_client, stt_keywords=["Acme", "HubSpot"])
+    assert agent["stt_keywords"] == ["Acme", "HubSpot"]
+    assert agent["conversation_config"]["asr"]["keywords"] == ["Acme", "HubSpot"]
+    r = await app_client.patch(
+        f"{AGENTS}/{agent['id']}", json={"conversation_config": {"asr": {"keywords": ["Orbit CRM"]}}}
+    )
+    assert r.status_code == 200 and r.json()["stt_keywords"] == ["Orbit CRM"]
+    r = await app_client.patch(
+        f"{AGENTS}/{agent['id']}", json={"conversation_config": {"asr": {"keywords": ["bad:2"]}}}
+    )
+    assert ["body", "conversation_config", "asr", "keywords"] == error_locs(r)[0][:4]
+    assert (await app_client.get(f"{AGENTS}/{agent['id']}")).json()["stt_keywords"] == ["Orbit CRM"]
 
 
 @pytest.mark.asyncio

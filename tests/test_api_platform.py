@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Sequence
@@ -594,19 +595,47 @@ async def test_migrations_build_the_schema_from_an_empty_file(tmp_path: Path) ->
             version = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalars().all()
             diffs = await conn.run_sync(_model_diffs)
         assert set(first) == set(Base.metadata.tables) | {"alembic_version"}
-        assert version == ["0001"]
+        assert version == ["0002"]
         assert diffs == [], "the migrations and models.py disagree"
 
         await db.upgrade()  # already at head: nothing to do
         async with db.engine.connect() as conn:
             assert await conn.run_sync(_schema) == first
             assert (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalars().all() == [
-                "0001"
+                "0002"
             ]
         # The migrated schema is usable: a row goes in and comes back.
         async with db.session() as session:
             session.add(Agent(name="after migration"))
         assert await count(db, Agent) == 1
+    finally:
+        await db.dispose()
+
+
+@pytest.mark.asyncio
+async def test_upgrading_a_database_of_the_first_release_keeps_its_agents(tmp_path: Path) -> None:
+    from alembic import command
+
+    from db import alembic_config
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
+    await asyncio.to_thread(command.upgrade, alembic_config(url), "0001")
+    db = Database(url)
+    try:
+        async with db.engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO agents (id, name, system_prompt, first_message, language, temperature, "
+                    "max_call_duration_sec, silence_timeout_sec, interrupt_enabled, turn_settings, providers, "
+                    "builtin_tools, data_collection, extra_config, created_at, updated_at) VALUES ('agent_old', "
+                    "'Old', 'p', 'hi', 'en', 0.7, 600, 20, 1, '{}', '{}', '[]', '[]', '{}', "
+                    "'2026-11-25 00:00:00', '2026-11-25 00:00:00')"
+                )
+            )
+        await db.upgrade()
+        async with db.session() as session:
+            agent = await session.get(Agent, "agent_old")
+            assert agent is not None and agent.name == "Old" and agent.stt_keywords == []
     finally:
         await db.dispose()
 

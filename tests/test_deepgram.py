@@ -123,6 +123,24 @@ async def test_stt_transcribes_streamed_speech(
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [
+        ("nova-2", [("keywords", "Orbit CRM:2"), ("keywords", "HubSpot:2")]),
+        ("nova-3", [("keyterm", "Orbit CRM"), ("keyterm", "HubSpot")]),
+    ],
+)
+async def test_stt_asks_for_the_agents_keywords(
+    tmp_path: Path, standin: DeepgramStandIn, model: str, expected: list[tuple[str, str]]
+) -> None:
+    settings = dg_settings(tmp_path, standin.url).model_copy(update={"deepgram_stt_model": model})
+    session = await DeepgramSTTProvider(settings).open_session(keywords=["Orbit CRM", " HubSpot ", ""])
+    await session.close()
+    [record] = standin.listens
+    assert [pair for pair in record.query if pair[0] in ("keywords", "keyterm")] == expected
+
+
+@pytest.mark.asyncio
 async def test_stt_finalize_flushes_the_utterance_in_progress(
     tmp_path: Path, standin: DeepgramStandIn, caller_audio: bytes
 ) -> None:

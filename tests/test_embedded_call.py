@@ -44,6 +44,7 @@ async def test_embedded_call_answers_from_knowledge_books_and_reports(tmp_path: 
                 "system_prompt": "You are Ava, a friendly sales rep for Orbit CRM. Keep replies short.",
                 "first_message": "Hi {{customer_name}}, this is Ava from Orbit CRM.",
                 "builtin_tools": ["book_meeting", "end_call"],
+                "stt_keywords": ["Orbit CRM"],
                 "data_collection": [
                     {"name": "budget", "type": "string", "description": "Budget the caller mentions"}
                 ],

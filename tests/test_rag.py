@@ -139,3 +139,21 @@ async def test_upload_size_limit(tmp_path: Path) -> None:
             assert (await client.get(f"/v1/convai/agents/{agent['agent_id']}/knowledge")).json()[
                 "documents"
             ] == []
+
+
+@pytest.mark.asyncio
+async def test_a_turn_is_also_searched_in_the_context_of_what_the_agent_said(tmp_path: Path) -> None:
+    """ "How much does orbicost proceed?" is what Whisper once heard for "How much does Orbit cost per seat?":
+    on its own it matches nothing; after the agent's greeting it finds the pricing."""
+    pricing = "# Orbit CRM pricing\n\nOrbit CRM costs 49 dollars per seat per month on the Growth plan."
+    store = KnowledgeStore(make_settings(tmp_path))
+    try:
+        await store.add_document("agent_a", "doc_1", "pricing.md", pricing)
+        assert await store.query("agent_a", "How much does orbicost proceed?") == []
+        hits = await store.query(
+            "agent_a", "How much does orbicost proceed?", context="Hi, this is Ava from Orbit CRM."
+        )
+        assert hits and "49 dollars" in hits[0].text
+        assert hits == sorted(hits, key=lambda h: h.score, reverse=True)
+    finally:
+        store.close()
