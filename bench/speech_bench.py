@@ -6,6 +6,8 @@ feeds it. Latency = the moment the ``final`` event arrives − the moment the la
 (it includes the endpointing silence, SILENCE_THRESHOLD_SEC). WER against the script text. RTF = model
 compute time / audio duration, one utterance at a time.
 
+The STT pass runs twice: without and with the agent's keywords (Whisper's prompt), WER compared by voice.
+
 TTS: ``LocalTTSProvider`` on 10 agent sentences: time to first audio chunk, and synthesis time / audio.
 
     python -m bench.speech_bench [--utterances 24]
@@ -17,6 +19,7 @@ import argparse
 import asyncio
 import re
 import time
+from typing import Any
 
 import numpy as np
 import psutil
@@ -39,6 +42,8 @@ SCRIPT = [
     "No thanks, we are not interested.",
 ]
 VOICES = ["piper", "espeak:en-us", "espeak:en+f3"]
+# The business's names in SCRIPT, as an agent would list them in stt_keywords.
+KEYWORDS = ("Orbit CRM", "HubSpot", "Gmail", "Salesforce")
 AGENT_LINES = [
     "Hi Sam, this is Ava from Orbit CRM.",
     "Orbit costs forty nine dollars per seat per month.",
@@ -84,7 +89,7 @@ def utterances(count: int) -> list[tuple[str, str, bytes]]:
     return items
 
 
-async def stt_run(count: int) -> tuple[str, dict[str, float]]:
+async def stt_run(count: int, keywords: tuple[str, ...] = ()) -> tuple[str, dict[str, Any]]:
     from config import Settings
     from providers.local_stt import LocalSTTProvider
 
@@ -98,7 +103,7 @@ async def stt_run(count: int) -> tuple[str, dict[str, float]]:
     per_voice: dict[str, tuple[int, int]] = {}
     rows = []
     for text, label, audio in items:
-        session = await provider.open_session(language="en")
+        session = await provider.open_session(language="en", keywords=keywords)
         finals: list[tuple[float, str]] = []
 
         async def collect(session=session, finals=finals) -> None:  # type: ignore[no-untyped-def]
@@ -143,6 +148,7 @@ async def stt_run(count: int) -> tuple[str, dict[str, float]]:
         "p95": lat["p95"],
         "rtf_p50": rtf[len(rtf) // 2],
         "rss_mb": rss_model / 2**20,
+        "per_voice": {v: (e, n) for v, (e, n) in per_voice.items()},
     }
     table = markdown_table(
         [
@@ -221,12 +227,24 @@ async def tts_run() -> str:
     )
 
 
+def keywords_table(plain: dict[str, Any], prompted: dict[str, Any]) -> str:
+    rows = []
+    for voice, (errors, words_) in plain["per_voice"].items():
+        kw_errors, _ = prompted["per_voice"][voice]
+        rows.append([voice, words_, f"{errors / max(1, words_):.1%}", f"{kw_errors / max(1, words_):.1%}"])
+    rows.append(["all", "", f"{plain['wer']:.1%}", f"{prompted['wer']:.1%}"])
+    return markdown_table(["caller voice", "words", "WER, no keywords", "WER, with keywords"], rows)
+
+
 async def main_async(count: int) -> None:
-    stt_table, _ = await stt_run(count)
+    stt_table, plain = await stt_run(count)
+    _, prompted = await stt_run(count, keywords=KEYWORDS)
     tts_table = await tts_run()
     body = (
         "### Embedded STT (streamed in real time, 20 ms mu-law frames)\n\n"
         + stt_table
+        + f"\n\n### The agent's keywords (stt_keywords = {', '.join(KEYWORDS)}: Whisper's prompt)\n\n"
+        + keywords_table(plain, prompted)
         + "\n\n### Embedded TTS (8 kHz mu-law out)\n\n"
         + tts_table
         + "\n\nDeepgram (nova-2 / Aura) cannot be reached from this machine; its adapters are tested against "

@@ -80,7 +80,7 @@ async function agentPage(agentId) {
   const isNew = agentId === "new";
   const agent = isNew ? { name: "", system_prompt: "", first_message: "", voice_id: "", interrupt_enabled: true,
     language: "en", temperature: 0.7, max_call_duration_sec: 1800, silence_timeout_sec: 20, turn_settings: {},
-    builtin_tools: ["end_call", "book_meeting"], tools: [] } : await get(`/convai/agents/${agentId}`);
+    builtin_tools: ["end_call", "book_meeting"], stt_keywords: [], tools: [] } : await get(`/convai/agents/${agentId}`);
   const input = (name, value, attrs = {}) => h("input", { name, id: `agent-${name}`, value: value ?? "", ...attrs });
   const ts = agent.turn_settings || {};
   const f = {
@@ -89,6 +89,7 @@ async function agentPage(agentId) {
     first_message: input("first_message", agent.first_message),
     voice_id: input("voice_id", agent.voice_id, { placeholder: "default voice" }),
     language: input("language", agent.language),
+    stt_keywords: input("stt_keywords", (agent.stt_keywords || []).join(", "), { placeholder: "e.g. Orbit CRM, HubSpot" }),
     temperature: input("temperature", agent.temperature, { type: "number", step: "0.1", min: 0, max: 2 }),
     max_call_duration_sec: input("max_call_duration_sec", agent.max_call_duration_sec, { type: "number", min: 10 }),
     silence_timeout_sec: input("silence_timeout_sec", agent.silence_timeout_sec, { type: "number", min: 1 }),
@@ -106,6 +107,7 @@ async function agentPage(agentId) {
     voice_id: f.voice_id.value || null, language: f.language.value || "en", temperature: Number(f.temperature.value),
     max_call_duration_sec: Number(f.max_call_duration_sec.value), silence_timeout_sec: Number(f.silence_timeout_sec.value),
     interrupt_enabled: f.interrupt_enabled.checked,
+    stt_keywords: [...new Set(f.stt_keywords.value.split(",").map((k) => k.trim()).filter(Boolean))],
     turn_settings: Object.fromEntries(["interrupt_min_energy", "interrupt_baseline_factor", "interrupt_min_speech_ms",
       "interrupt_debounce_ms", "silence_threshold_sec"].map((k) => [k, num(f[k])]).filter(([, v]) => v !== null)),
     builtin_tools: builtins.map((l) => l.firstChild).filter((c) => c.checked).map((c) => c.value),
@@ -125,6 +127,7 @@ async function agentPage(agentId) {
   const form = h("form", { class: "card", id: "agent-form", onsubmit: save },
     field("Name", f.name), field("System prompt ({{variables}} are filled per call)", f.system_prompt),
     field("First message", f.first_message),
+    field("Names and terms callers say (comma-separated: the speech recogniser listens for them)", f.stt_keywords),
     h("div", { class: "row" }, field("Voice", f.voice_id), field("Language", f.language), field("Temperature", f.temperature)),
     h("div", { class: "row" }, field("Max call duration (s)", f.max_call_duration_sec), field("Silence timeout (s)", f.silence_timeout_sec)),
     h("h2", {}, "Interruptions and turn-taking"),

@@ -215,7 +215,8 @@ class LocalSTTSession:
         self._start_frame = 0
         self._last_voiced_frame = 0
         self._generation = 0  # bumps when the utterance grows: stale speculative results are dropped
-        self._busy = False
+        self._voiced_len = 0  # frames of the utterance up to its last voiced one
+        self._in_flight = 0  # this session's transcriptions queued or running
         self._last_partial_at = 0.0
         self._closed = False
         self._held: tuple[str, float, float, float] | None = None  # a final waiting for the endpoint
@@ -243,6 +244,7 @@ class LocalSTTSession:
             return
         self._utterance.append(pcm)
         if voiced:
+            self._voiced_len = len(self._utterance)
             if self._silent_frames >= self._speculate_frames:
                 self._generation += 1  # they spoke again: a speculative transcript is now stale
                 self._held = None
@@ -255,7 +257,7 @@ class LocalSTTSession:
                 self._transcribe(final=True)
             elif self._silent_frames >= self._endpoint_frames and self._held is not None:
                 self._emit_final(*self._held)
-            elif self._silent_frames >= self._endpoint_frames * 4 and not self._busy:
+            elif self._silent_frames >= self._endpoint_frames * 4 and not self._in_flight:
                 self._reset_utterance()  # long silence and nothing pending: forget the audio
         if len(self._utterance) * FRAME_MS / 1000 > MAX_UTTERANCE_S:
             self._transcribe(final=True, force=True)
@@ -268,6 +270,7 @@ class LocalSTTSession:
         self._start_frame = onset
         self._last_voiced_frame = self._frames
         self._utterance = list(self._pre_roll)
+        self._voiced_len = len(self._utterance)
         self._pre_roll = []
         self._last_partial_at = time.monotonic()
         self._events.put_nowait(TranscriptEvent("speech_started", start_s=onset * FRAME_MS / 1000))
@@ -286,7 +289,7 @@ class LocalSTTSession:
         # partial only runs when the shared model is idle.
         if (
             self._partials_wanted
-            and not self._busy
+            and not self._in_flight
             and not self._engine.in_flight
             and now - self._last_partial_at >= PARTIAL_EVERY_S
         ):
@@ -294,16 +297,19 @@ class LocalSTTSession:
             self._transcribe(final=False)
 
     def _transcribe(self, *, final: bool, force: bool = False) -> None:
-        if not self._utterance or (self._busy and not final):
+        if not self._utterance or (self._in_flight and not final):
             return
-        audio = np.concatenate(self._utterance)
+        # A final hears the speech and a fixed tail of what followed, however late it runs: the same
+        # audio always gives the same words (Whisper's output shifts with the length of trailing audio).
+        frames = self._utterance[: self._voiced_len + self._speculate_frames] if final else self._utterance
+        audio = np.concatenate(frames)
         generation = self._generation
         end_s = self._last_voiced_frame * FRAME_MS / 1000
         start_s = self._start_frame * FRAME_MS / 1000
         if force:
             self._reset_utterance()
             self._held = None
-        self._busy = True
+        self._in_flight += 1
         loop = asyncio.get_running_loop()
         engine = self._engine
         engine.in_flight += 1
@@ -328,7 +334,7 @@ class LocalSTTSession:
         end_s: float,
         force: bool,
     ) -> None:
-        self._busy = False
+        self._in_flight -= 1
         if self._closed or future.cancelled():
             return
         if future.exception() is not None:
@@ -366,7 +372,7 @@ class LocalSTTSession:
 
     async def finalize(self) -> None:
         """The engine decided the turn is over: transcribe whatever is pending now."""
-        if self._in_speech and self._utterance and not self._busy:
+        if self._in_speech and self._utterance and not self._in_flight:
             self._transcribe(final=True, force=True)
 
     async def keepalive(self) -> None:

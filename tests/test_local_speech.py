@@ -48,17 +48,17 @@ async def test_local_stt_hears_a_sales_call_through_the_media_stream(tmp_path: P
             synthesize_caller("Please call me back tomorrow afternoon.", voice="espeak:en-us"),
             ["call", "back", "tomorrow"],
         ),
-        (  # names Whisper spells its own way unless the agent's keywords tell it ("Shuban", "Salesforce")
-            "My name is Siobhan Nguyen, we run everything on Salesloft.",
-            synthesize_caller("My name is Siobhan Nguyen, we run everything on Salesloft."),
-            ["siobhan", "nguyen", "salesloft"],
+        (  # names Whisper spells its own way unless the agent's keywords tell it ("Shuwan Nuiyan", "Clavio")
+            "This is Siobhan Nguyen from Klaviyo.",
+            synthesize_caller("This is Siobhan Nguyen from Klaviyo."),
+            ["siobhan", "nguyen", "klaviyo"],
         ),
     ]
     settings = make_settings(tmp_path, stt_provider="local")
     async with LiveServer(settings) as server, server.client() as client:
         agent = await client.post(
             "/v1/convai/agents",
-            json={"name": "Ava", "system_prompt": "Hi", "stt_keywords": ["Siobhan Nguyen", "Salesloft"]},
+            json={"name": "Ava", "system_prompt": "Hi", "stt_keywords": ["Siobhan Nguyen", "Klaviyo"]},
         )
         await client.post(
             "/v1/convai/phone-numbers", json={"phone_number": NUMBER, "agent_id": agent.json()["agent_id"]}
