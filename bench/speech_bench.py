@@ -237,9 +237,9 @@ def keywords_table(plain: dict[str, Any], prompted: dict[str, Any]) -> str:
 
 
 async def main_async(count: int) -> None:
+    tts_table = await tts_run()  # first: its model's RSS is measured before the STT passes churn the heap
     stt_table, plain = await stt_run(count)
     _, prompted = await stt_run(count, keywords=KEYWORDS)
-    tts_table = await tts_run()
     body = (
         "### Embedded STT (streamed in real time, 20 ms mu-law frames)\n\n"
         + stt_table
