@@ -124,6 +124,9 @@ def is_backchannel(text: str) -> bool:
     letters = re.sub(r"[^a-z]", "", normalized)
     if len(letters) <= 5 and set(letters) <= set("mhuo"):
         return True  # a hummed "mm-hmm" comes out of STT as "MMO", "M.M.", "hm"…
+    hummed = sum(letters.count(c) for c in "mh")
+    if len(letters) <= 6 and not set(letters) & set("aeiouy") and hummed * 2 >= len(letters):
+        return True  # no vowel, mostly m/h: a hum spelled out ("M-M-ZM"), not an acronym ("CRM", "TV")
     if normalized in _BACKCHANNELS:
         return True
     parts = normalized.replace("-", " ").split()

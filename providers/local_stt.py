@@ -78,9 +78,11 @@ def packaged_model_dir() -> Path:
 
 
 def drop_repeats(text: str) -> str:
-    """Cut a decoding loop: a sentence that repeats one already said ("Yeah. Yeah." stays, three don't)."""
+    """Cut a decoding loop: a sentence that repeats one already said ("Yeah. Yeah." stays, three don't),
+    and a word said over and over ("uh uh uh uh …" on a hesitant "uh-huh" becomes "uh uh")."""
     import re
 
+    text = re.sub(r"\b(\w+)(?:[\s,.-]+\1\b){3,}[.,]?", r"\1 \1", text, flags=re.IGNORECASE)
     sentences = [p for p in re.split(r"(?<=[.?!])\s+", text) if p]
     kept: list[str] = []
     for sentence in sentences:

@@ -92,13 +92,25 @@ def test_adaptive_baseline_raises_the_threshold_in_a_noisy_line() -> None:
     assert detector.threshold() > quiet and detector.threshold() == pytest.approx(1200 * 2.8, rel=0.05)
 
 
-@pytest.mark.parametrize("text", ["uh-huh", "Yeah.", "right", "mm-hmm", "Okay.", "sure", "Yes, yes."])
+@pytest.mark.parametrize(
+    "text", ["uh-huh", "Yeah.", "right", "mm-hmm", "Okay.", "sure", "Yes, yes.", "M-M-ZM", "Hmm."]
+)
 def test_backchannels(text: str) -> None:
     assert is_backchannel(text)
 
 
+def test_a_whisper_loop_on_a_hesitant_uh_huh_is_still_a_backchannel() -> None:
+    from providers.local_stt import drop_repeats
+
+    heard = drop_repeats("Uh " + "uh " * 43 + "uh")
+    assert heard.lower() == "uh uh" and is_backchannel(heard)
+    assert drop_repeats("No, no, no, I said Tuesday.") == "No, no, no, I said Tuesday."
+    assert drop_repeats("Yeah. Yeah.") == "Yeah. Yeah."
+
+
 @pytest.mark.parametrize(
-    "text", ["Wait, how much is it?", "No, that's not what I meant.", "Yeah but who are you?"]
+    "text",
+    ["Wait, how much is it?", "No, that's not what I meant.", "Yeah but who are you?", "CRM?", "TV", "Why?"],
 )
 def test_not_backchannels(text: str) -> None:
     assert not is_backchannel(text)
