@@ -84,7 +84,7 @@ class Settings(BaseSettings):
     interrupt_min_energy: float = 800.0
     interrupt_debounce_ms: int = 400
     interrupt_baseline_factor: float = 2.8
-    interrupt_min_speech_ms: int = 100
+    interrupt_min_speech_ms: int = 60  # why not 100: interruption.TurnSettings
     silence_threshold_sec: float = 0.3
     # Start the reply on the interim transcript, held until the turn is confirmed (costs LLM/TTS work
     # when the caller goes on after a pause; saves up to LLM + TTS first-audio latency).

@@ -173,6 +173,7 @@ class WSConn:
         self._reply: ReplyTurn | None = None
         self._barge: BargeIn | None = None
         self._finals: list[str] = []
+        self._finals_confidence: float | None = None  # the least sure final of the turn so far
         self._final_at: float | None = None
         self._final_speech_end: float | None = None
         self._last_voice_at = time.monotonic()
@@ -618,6 +619,8 @@ class WSConn:
             if not text:
                 return
             self._finals.append(text)
+            if event.confidence is not None:
+                self._finals_confidence = min(self._finals_confidence or 1.0, event.confidence)
             if self._speech_end_ms is None or event.end_s is not None:
                 end = (
                     self.ms(self.t0 + event.end_s)
@@ -650,11 +653,12 @@ class WSConn:
         if self._final_at is not None:
             # The STT's endpoint is evidence of silence too (our VAD may hear line noise as voice).
             silence = max(silence, now - self._final_at + self.eot.silence_s)
-        remaining = self.eot.remaining(text, silence)
+        remaining = self.eot.remaining(text, silence, self._finals_confidence)
         if remaining > 0:
             self._schedule_eot(remaining)
             return
         self._finals.clear()
+        self._finals_confidence = None
         self._partial_text = ""
         self._preempt_declined = ""
         self._final_at = None
@@ -1047,7 +1051,8 @@ class WSConn:
         ):
             return
         intent = detect_intent(text)
-        if intent in NOT_PREEMPTED or self.eot.required_silence(text) > self.eot.silence_s:
+        required = self.eot.required_silence(text, self._finals_confidence, final=not self._partial_text)
+        if intent in NOT_PREEMPTED or required > self.eot.silence_s:
             self._preempt_declined = text  # an action, or words that sound unfinished: wait for the turn
             return
         turn = ReplyTurn(self._next_turn_id(), text, None, go=asyncio.Event())

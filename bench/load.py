@@ -59,6 +59,10 @@ DEFAULT_SWEEPS = {"overhead": [1, 10, 50, 100, 200], "cloud": [1, 10, 50], "embe
 # per second per account, yet not a synthetic thundering herd of set-ups in the same millisecond.
 RAMP_SPACING_S = 0.05
 CALL_TIMEOUT_S = {"overhead": 90, "cloud": 90, "embedded": 240}
+# A sweep point with few calls is repeated (rounds run one after another, samples pooled) until it has
+# at least this many caller turns: a p50 of 3 turns moves by hundreds of ms from run to run.
+MIN_TURNS_PER_POINT = 15
+TURNS_PER_CALL = 3
 
 
 # ------------------------------------------------------------------ caller audio
@@ -176,7 +180,11 @@ async def prepare_agent(base_url: str) -> str:
 # ------------------------------------------------------------------ one sweep point
 
 
-def run_workers(base_url: str, calls: int, timeout_s: float) -> list[dict]:
+def rounds_for(calls: int) -> int:
+    return -(-MIN_TURNS_PER_POINT // (TURNS_PER_CALL * calls))
+
+
+def run_workers(base_url: str, calls: int, timeout_s: float, offset: int = 0) -> list[dict]:
     """Callers split over worker processes so the client is not the bottleneck on its own core."""
     workers = 1 if calls <= 50 else 2
     procs = []
@@ -194,7 +202,7 @@ def run_workers(base_url: str, calls: int, timeout_s: float) -> list[dict]:
                     "--calls",
                     str(share),
                     "--offset",
-                    str(w * 10_000),
+                    str(offset + w * 10_000),
                     "--timeout",
                     str(timeout_s),
                 ],
@@ -218,7 +226,12 @@ async def measure(server: Server, profile: str, calls: int) -> dict:
         rss_before = server.process.memory_info().rss
         cpu_before = server.process.cpu_times()
         started = time.monotonic()
-        results = await asyncio.to_thread(run_workers, server.base_url, calls, CALL_TIMEOUT_S[profile])
+        rounds = rounds_for(calls)
+        results: list[dict] = []
+        for round_index in range(rounds):
+            results += await asyncio.to_thread(
+                run_workers, server.base_url, calls, CALL_TIMEOUT_S[profile], 100_000 * round_index
+            )
         wall = time.monotonic() - started
         cpu_after = server.process.cpu_times()
         rss_after = server.process.memory_info().rss
@@ -235,7 +248,8 @@ async def measure(server: Server, profile: str, calls: int) -> dict:
     return {
         "profile": profile,
         "calls": calls,
-        "errors": sum(1 for r in results if r["error"]) + (calls - len(results)),
+        "rounds": rounds,
+        "errors": sum(1 for r in results if r["error"]) + (calls * rounds - len(results)),
         "error_samples": [r["error"] for r in results if r["error"]][:3],
         "v2v_ms": pcts(v2v),
         "v2v_samples_ms": [round(x * 1000, 1) for x in v2v],
@@ -253,6 +267,7 @@ async def measure(server: Server, profile: str, calls: int) -> dict:
         "loop_lag_ms": lag,
         "server_cpu_pct": round(100 * cpu_s / wall, 1),
         "server_cpu_ms_per_call_s": round(1000 * cpu_s / max(1e-9, wall * calls), 2),
+        # RSS growth across all rounds; the first point also carries the models' lazy warm-up
         "rss_growth_mb": round((rss_after - rss_before) / 2**20, 1),
         "rss_per_call_kb": round((rss_after - rss_before) / 1024 / calls, 1),
         "wall_s": round(wall, 1),
@@ -305,14 +320,14 @@ async def stored_turns(api: httpx.AsyncClient, conversation_ids: list[str]) -> d
 
 def table(rows: list[dict]) -> str:
     head = (
-        "| N | errors | lost turns | v2v p50 / p95 / p99 ms | barge-in→clear p50 / p95 ms | "
+        "| N (rounds) | errors | lost turns | v2v p50 / p95 / p99 ms | barge-in→clear p50 / p95 ms | "
         "jitter p99 ms | underruns | loop lag p99 ms | server CPU % | RSS Δ MB (per call KB) |"
     )
     lines = [head, "|" + "---|" * 10]
     for r in rows:
         v, b, j, lag = r["v2v_ms"], r["barge_in_ms"], r["jitter_ms"], r["loop_lag_ms"]
         lines.append(
-            f"| {r['calls']} | {r['errors']} | {r['lost_turns']}/{r['turns_sent']} | "
+            f"| {r['calls']} ({r.get('rounds', 1)}) | {r['errors']} | {r['lost_turns']}/{r['turns_sent']} | "
             f"{v['p50']} / {v['p95']} / {v['p99']} | {b['p50']} / {b['p95']} (missed {r['barges_missed']}) | "
             f"{j['p99']} | {r['underruns']} | {lag['p99_ms']} | "
             f"{r['server_cpu_pct']} | {r['rss_growth_mb']} ({r['rss_per_call_kb']}) |"
@@ -440,7 +455,8 @@ def report(profile: str, rows: list[dict]) -> str:
     text = (
         f"## Load benchmark — {profile} profile\n\nMachine: {machine()}. "
         f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Each call: greeting, two caller turns, "
-        f"a barge-in over the second reply; calls start {1 / RAMP_SPACING_S:.0f}/s per caller process. v2v = caller's last speech frame sent → "
+        f"a barge-in over the second reply; a point with few calls is repeated until it has "
+        f"≥ {MIN_TURNS_PER_POINT} caller turns (rounds in sequence, samples pooled); calls start {1 / RAMP_SPACING_S:.0f}/s per caller process. v2v = caller's last speech frame sent → "
         f"first agent frame received "
         f"(client side). Jitter = |inter-arrival − 20 ms| of agent frames after the lead.\n\n"
         f"{verdict(profile, rows)}\n\n{table(rows)}\n\nServer-side, from the stored turn timings: each "

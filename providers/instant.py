@@ -85,7 +85,7 @@ class EchoSTTSession:
         end_s = (self._frames_seen - self._silent_frames) * FRAME_MS / 1000
         event = TranscriptEvent(
             "final",
-            text=f"caller turn {self._turns}",
+            text=f"caller turn {self._turns}.",  # closed like a punctuating STT's final
             speech_final=True,
             confidence=1.0,
             start_s=self._speech_start_s,

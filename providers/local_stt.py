@@ -102,6 +102,12 @@ class Transcript:
     text: str
     no_speech_prob: float
     seconds: float
+    avg_logprob: float = 0.0  # mean log-probability of the decoded tokens
+
+    @property
+    def confidence(self) -> float:
+        """Geometric-mean token probability, 0..1: clear speech ~0.7-0.95, mumbled or garbled < 0.5."""
+        return math.exp(self.avg_logprob)
 
 
 class WhisperEngine:
@@ -175,11 +181,17 @@ class WhisperEngine:
             # The limit counts the prompt too; ~6 tokens a second of speech is generous.
             max_length=len(tokens) + min(220, 24 + int(len(audio) / WHISPER_RATE * 6)),
             return_no_speech_prob=True,
+            return_scores=True,  # length-normalized log-probability: the transcript's confidence
             suppress_blank=True,
             suppress_tokens=[-1],
         )[0]
         text = tokenizer.decode([t for t in result.sequences_ids[0] if t < tokenizer.eot]).strip()
-        return Transcript(drop_repeats(text), float(result.no_speech_prob), time.perf_counter() - started)
+        return Transcript(
+            drop_repeats(text),
+            float(result.no_speech_prob),
+            time.perf_counter() - started,
+            float(result.scores[0]) if result.scores else 0.0,
+        )
 
     def transcribe_urgent(self, pcm16: np.ndarray, language: str = "en", prompt: str = "") -> Transcript:
         """A final (the caller is waiting for the reply): the LLM's generation steps aside meanwhile."""
@@ -205,7 +217,9 @@ class LocalSTTSession:
         self._prompt = f"{terms}." if terms else ""
         self._endpoint_frames = max(5, endpoint_ms // FRAME_MS)
         self._speculate_frames = SPECULATE_AFTER_MS // FRAME_MS
-        self._classifier = FrameClassifier(vad_aggressiveness=2, vad_floor=250.0)
+        # Segmentation keeps fricatives and noisy speech inside the utterance: no flatness gate here
+        # (Whisper's no-speech probability rejects what turns out to be noise).
+        self._classifier = FrameClassifier(vad_aggressiveness=2, vad_floor=250.0, flatness_gate=False)
         self._events: asyncio.Queue[TranscriptEvent | None] = asyncio.Queue()
         self._pending = bytearray()
         self._recent: list[bool] = []
@@ -352,7 +366,7 @@ class LocalSTTSession:
             return
         if not force and (generation != self._generation or self._silent_frames < self._speculate_frames):
             return  # the caller kept talking: this utterance is not over
-        held = (text, 1.0 - result.no_speech_prob, start_s, end_s)
+        held = (text, result.confidence, start_s, end_s)
         if force or self._silent_frames >= self._endpoint_frames:
             self._emit_final(*held)
         else:

@@ -252,7 +252,9 @@ async def test_multi_turn_call_records_every_turn_with_timings(
             ("agent", "speech"),
         ]
         assert turns[0]["text"] == "Hi, this is Ava."
-        assert turns[1]["text"] == "caller turn 1" and turns[2]["text"].startswith("You said: caller turn 1.")
+        assert turns[1]["text"] == "caller turn 1." and turns[2]["text"].startswith(
+            "You said: caller turn 1."
+        )
         assert turns[3]["text"] == "42" and "4 2" in turns[4]["text"]
         for user, agent in ((turns[1], turns[2]), (turns[5], turns[6])):
             assert 0 < user["start_ms"] < user["end_ms"]  # when the caller spoke, on the call's clock
@@ -447,7 +449,7 @@ async def test_fuzzed_stream_messages_are_survived(tmp_path: Path, speech: dict[
             assert replies >= 60
             await ws.send(json.dumps({"event": "stop", "stop": {"callSid": call_sid}}))
         detail = await conversation(client, params["conversation_id"])
-        assert any(t["text"] == "caller turn 1" for t in detail["transcript"])
+        assert any(t["text"] == "caller turn 1." for t in detail["transcript"])
 
         # A peer that only sends garbage is cut off with a reason, not served forever.
         call_sid = "CA" + "b" * 32
@@ -599,7 +601,7 @@ async def test_a_preemptive_reply_is_dropped_when_the_caller_goes_on_after_a_pau
         detail = await conversation(client, result.conversation_id)
         said = [(t["role"], t["kind"], t["text"]) for t in detail["transcript"]][1:]
         assert [s[:2] for s in said] == [("user", "speech"), ("agent", "speech")], said
-        assert said[0][2] == "caller turn 1" and said[1][2].startswith("You said: caller turn 1."), said
+        assert said[0][2] == "caller turn 1." and said[1][2].startswith("You said: caller turn 1."), said
         after = preemptive_counts((await client.get("/metrics")).text)
         assert after["dropped"] - before["dropped"] >= 1 and after["used"] - before["used"] == 1
 
@@ -632,7 +634,7 @@ async def test_barge_in_stores_the_agent_turn_as_heard(
         assert planned.startswith("You said: caller turn 1.") and len(heard) < len(planned)
         assert planned.startswith(heard.rstrip(".…"))
         user = [t["text"] for t in detail["transcript"] if t["role"] == "user"]
-        assert user == ["caller turn 1", "caller turn 2"]  # the words that interrupted are not lost
+        assert user == ["caller turn 1.", "caller turn 2."]  # the words that interrupted are not lost
 
 
 @pytest.mark.asyncio

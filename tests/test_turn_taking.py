@@ -8,7 +8,7 @@ from datetime import datetime
 import numpy as np
 import pytest
 
-from audio import pcm16_to_mulaw
+from audio import MULAW_TO_PCM16, pcm16_to_mulaw
 from intents import Intent, detect_intent, extract_meeting_request, is_backchannel
 from interruption import FrameClassifier, InterruptionDetector, TurnSettings
 from sentences import SentenceChunker
@@ -65,15 +65,31 @@ def test_detector_ignores_noise_clicks_hum_and_quiet_speech(speech: bytes) -> No
     assert triggers(pcm16_to_mulaw(np.clip(clicks, -32768, 32767).astype(np.int16))) == []
     assert triggers(level(rng.standard_normal(n), 300)) == []  # line noise below INTERRUPT_MIN_ENERGY
     assert triggers(scale(speech, -30)) == []  # far too quiet to be the caller
-    # Loud stationary noise does pass the energy+VAD gate (WebRTC VAD calls it voice); the engine then
-    # pauses, hears no words and resumes: bench/bargein measures how often that happens.
-    assert triggers(level(rng.standard_normal(n), 2000))
+    # Loud noise and tones that WebRTC VAD calls voice are kept out by the spectral-flatness band.
+    assert triggers(level(rng.standard_normal(n), 2000)) == []  # hiss
+    chord = sum(np.sin(2 * np.pi * f * t) for f in (261.6, 329.6, 392.0))
+    assert triggers(level(chord, 2000)) == []  # music-like tones
+    assert triggers(level(np.sin(2 * np.pi * 60 * t) + 0.5 * np.sin(2 * np.pi * 180 * t), 2000)) == []
+
+
+def test_detector_hears_speech_under_background_noise(speech: bytes) -> None:
+    from simulator.speech import noise_samples
+
+    rng = np.random.default_rng(1)
+    pcm = MULAW_TO_PCM16[np.frombuffer(speech, dtype=np.uint8)].astype(np.float64)
+    speech_rms = float(np.sqrt(np.mean(pcm**2)))
+    for kind in ("pink", "white"):
+        bed = noise_samples(len(pcm) + 8000, kind, rng).astype(np.float64)
+        bed *= speech_rms * 10 ** (-15 / 20) / float(np.sqrt(np.mean(bed**2)))  # 15 dB SNR
+        bed[8000:] += pcm
+        fired = triggers(pcm16_to_mulaw(np.clip(bed, -32768, 32767).astype(np.int16)))
+        assert fired and 1000 <= fired[0] <= 1300, (kind, fired)  # not on the noise, soon after the words
 
 
 def test_detector_thresholds_come_from_settings(speech: bytes) -> None:
     assert triggers(speech, TurnSettings(interrupt_min_energy=30_000)) == []
     slow = triggers(speech, TurnSettings(interrupt_min_speech_ms=400))
-    fast = triggers(speech, TurnSettings(interrupt_min_speech_ms=100))
+    fast = triggers(speech, TurnSettings(interrupt_min_speech_ms=60))
     assert fast and (not slow or slow[0] >= fast[0])
 
 
@@ -122,6 +138,36 @@ def test_end_of_turn_waits_longer_on_unfinished_sentences() -> None:
     assert not looks_incomplete("Can we book a demo?") and not looks_incomplete("We use HubSpot today.")
     assert eot.remaining("We use HubSpot today.", 0.3) <= 0
     assert eot.remaining("I'd like to, um", 0.3) > 0.5
+
+
+@pytest.mark.parametrize(
+    ("text", "unfinished"),
+    [
+        ("Can you send the pricing to?", True),  # the STT's question mark does not finish the sentence
+        ("Could you tell me if?", True),
+        ("Our main problem is that.", True),
+        ("So what we really want is", True),
+        ("Let me think of...", True),
+        ("Who is this for?", False),  # a wh-question may end on its preposition
+        ("Sure. Where are you calling from?", False),
+        ("I'm interested in that.", False),
+        ("Tell me about it.", False),
+        ("What does it cost for a team of 10?", False),
+    ],
+)
+def test_unfinished_sentences(text: str, unfinished: bool) -> None:
+    assert looks_incomplete(text) is unfinished
+
+
+def test_end_of_turn_waits_a_little_longer_when_the_stt_was_unsure() -> None:
+    eot = EndOfTurn(silence_s=0.3, uncertain_hold_s=0.8, min_confidence=0.5)
+    assert eot.required_silence("We use HubSpot today.", confidence=0.9) == 0.3
+    assert eot.required_silence("We use them for today.", confidence=0.3) == 0.8
+    assert eot.required_silence("We use HubSpot today.", confidence=None) == 0.3  # the STT gave none
+    assert eot.required_silence("I'd like to, um", confidence=0.3) == eot.incomplete_hold_s
+    # …or when it left a sentence of a few words open (no stop, no question mark)
+    assert eot.required_silence("So what we really wanted", confidence=0.9) == 0.8
+    assert eot.required_silence("Sounds good", confidence=0.9) == 0.3
 
 
 def test_sentence_chunker_streams_the_first_clause_then_sentences() -> None:

@@ -3,10 +3,13 @@
 Every case is 8 kHz mu-law as Twilio delivers it, written to ``bench/data/bargein/<id>.ulaw`` with
 ``labels.json`` describing it. Labels:
 
-- ``interrupt``: real interruptions, four voices, normal and quiet (-10 dB);
+- ``interrupt``: real interruptions, four voices, normal and quiet (-10 dB), and some under a
+  background-noise bed (pink/white at 15 dB SNR, starting 1 s before the words: ``speech_onset_ms``);
 - ``backchannel``: "uh-huh", "yeah", "right" … (must not cut the agent off);
 - ``noise``: white/pink noise, clicks, a music-like chord sequence, mains hum, a far-away voice, at
-  levels given relative to a normal caller (must not cut the agent off);
+  levels given relative to a normal caller (must not cut the agent off); the cases marked
+  ``held_out`` were added after the detector's spectral-flatness band was chosen on the others
+  (coughs, knocks, a dial tone, louder hiss);
 - ``silence``: line silence;
 - ``turn``: a complete caller turn after the agent has finished (response gap);
 - ``pause``: a turn with a mid-sentence pause (the agent must not answer the first half).
@@ -45,7 +48,16 @@ PAUSED = [
     ("We were thinking about", "switching tools this quarter."),
     ("My budget is around, uh", "five thousand a year."),
     ("Could you tell me if", "it works with Outlook?"),
+    ("The best time for me would be", "Thursday morning."),
+    ("We have about, um", "forty people on the sales team."),
+    ("I need to check with my", "manager first."),
+    ("Our main problem is that", "the reports take forever."),
+    ("Can you send the pricing to", "my work email?"),
+    ("Honestly, I'm not sure if", "we need another tool."),
+    ("Let me think, uh", "maybe next month."),
+    ("So what we really want is", "better forecasting."),
 ]
+SET_VERSION = 2  # bump when the cases change, so a cached set is regenerated
 REFERENCE_RMS = 3000.0  # a normal caller's speech level on the PCM16 scale (Piper at 0 dB is close)
 
 
@@ -77,6 +89,15 @@ def noise_cases(rng: np.random.Generator) -> dict[str, bytes]:
         )
     )
     far_mix = _at_level(far, 22)
+    coughs = np.zeros(n, dtype=np.float32)
+    for start in (2000, 7000, 12000):  # three 150 ms bursts of shaped noise
+        burst = noise_samples(1200, "pink", rng) * np.hanning(1200).astype(np.float32)
+        coughs[start : start + 1200] = burst
+    knocks = np.zeros(n, dtype=np.float32)
+    for start in (1000, 3000, 5000, 9000, 11000):  # a decaying 900 Hz ring per knock
+        k = np.arange(800)
+        knocks[start : start + 800] = np.sin(2 * np.pi * 900 * k / 8000) * np.exp(-k / 120)
+    dial = np.sin(2 * np.pi * 350 * t) + np.sin(2 * np.pi * 440 * t)
     cases = {
         "white_10db": _at_level(noise_samples(n, "white", rng), 10),
         "white_20db": _at_level(noise_samples(n, "white", rng), 20),
@@ -92,8 +113,28 @@ def noise_cases(rng: np.random.Generator) -> dict[str, bytes]:
                 _pcm(far_mix) + _pcm(_at_level(noise_samples(len(far), "pink", rng), 25)), -32768, 32767
             ).astype(np.int16)
         ),
+        # held out: not looked at when the detector's thresholds were chosen
+        "coughs_0db_held_out": _at_level(coughs, 0),
+        "knocks_0db_held_out": _at_level(knocks, 0),
+        "dial_tone_10db_held_out": _at_level(dial.astype(np.float32), 10),
+        "white_5db_held_out": _at_level(noise_samples(n, "white", rng), 5),
     }
     return cases
+
+
+def under_noise(speech: bytes, kind: str, snr_db: float, rng: np.random.Generator) -> bytes:
+    """``speech`` over a noise bed at ``snr_db`` that starts 1 s before the words."""
+    pcm = _pcm(speech)
+    bed = noise_samples_for(len(pcm) + 8000, kind, rng)
+    bed *= float(np.sqrt(np.mean(pcm**2))) * 10 ** (-snr_db / 20) / float(np.sqrt(np.mean(bed**2)))
+    bed[8000:] += pcm
+    return pcm16_to_mulaw(np.clip(bed, -32768, 32767).astype(np.int16))
+
+
+def noise_samples_for(n: int, kind: str, rng: np.random.Generator) -> np.ndarray:
+    from simulator.speech import noise_samples
+
+    return noise_samples(n, kind, rng).astype(np.float32)
 
 
 def generate() -> list[dict]:
@@ -113,6 +154,18 @@ def generate() -> list[dict]:
             gain = 0.0 if (i + j) % 2 == 0 else -10.0
             audio = b"".join(frames_of(scale(synthesize_caller(text, voice=voice), gain)))
             save(f"interrupt_{i}_{j}", "interrupt", audio, text=text, voice=voice, gain_db=gain)
+    for i, text in enumerate(INTERRUPTIONS):
+        voice, kind = VOICES[i % 2], ("pink", "white")[i % 2]
+        audio = under_noise(synthesize_caller(text, voice=voice), kind, 15, rng)
+        save(
+            f"interrupt_noisy_{i}",
+            "interrupt",
+            audio,
+            text=text,
+            voice=voice,
+            noise=f"{kind} 15 dB SNR",
+            speech_onset_ms=1000,
+        )
     for i, text in enumerate(BACKCHANNELS):
         for j, voice in enumerate(VOICES[:3]):
             save(
@@ -149,6 +202,8 @@ def generate() -> list[dict]:
             first_part_ms=len(a) // 8,
             pause_ms=pause_ms,
         )
+    for item in labels:
+        item["set_version"] = SET_VERSION
     (DATA / "labels.json").write_text(json.dumps(labels, indent=1))
     return labels
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import httpx
 import websockets
 
-from bench.bargein.generate import DATA, generate
+from bench.bargein.generate import DATA, SET_VERSION, generate
 from bench.load import API_KEY, Server
 from bench.report import markdown_table, pcts, write_result
 
@@ -170,12 +170,13 @@ class CaseCall:
             return {"gap_s": answered[0] - end if answered else None}
         # While the agent speaks: wait until BARGE_AT_S into the greeting, then play the case.
         await self._silence_until(ws, lambda: time.perf_counter() - self.first_agent_frame >= BARGE_AT_S, 5)
-        onset, _ = await self._play(ws, frames)
+        first_sent, _ = await self._play(ws, frames)
+        onset = first_sent + self.case.get("speech_onset_ms", 0) / 1000  # words start after a noise bed
         await self._play(ws, [SILENCE] * 100)  # 2 s for the engine to decide (and to resume)
         # Stay on the line until the agent is done (the greeting finished, or its answer to the
         # interruption did): hanging up earlier would store the greeting as cut short either way.
         await self._silence_until(ws, lambda: time.perf_counter() - self.agent_frames[-1] > 1.5, 30)
-        clear_after = [t for t in self.clears if t >= onset - 0.02]
+        clear_after = [t for t in self.clears if t >= first_sent - 0.02]
         return {"paused": bool(clear_after), "latency_s": clear_after[0] - onset if clear_after else None}
 
 
@@ -229,19 +230,28 @@ def report(results: list[dict], settings_line: str) -> str:
     def of(label: str) -> list[dict]:
         return [r for r in results if r["label"] == label and "error" not in r]
 
+    groups = {
+        "interrupt": of("interrupt"),
+        "… of which under noise (15 dB SNR)": [r for r in of("interrupt") if r.get("noise")],
+        "backchannel": of("backchannel"),
+        "noise": of("noise"),
+        "… of which held out": [r for r in of("noise") if r["id"].endswith("held_out")],
+        "silence": of("silence"),
+    }
     rows = []
-    for label in ("interrupt", "backchannel", "noise", "silence"):
-        items = of(label)
+    for name, items in groups.items():
         cut = sum(r["cut_off"] for r in items)
         paused = sum(r.get("paused", False) for r in items)
         rate = f"{cut / len(items):.0%}" if items else "n/a"
         rows.append(
             [
-                label,
+                name,
                 len(items),
                 f"{paused}",
                 f"{cut}",
-                f"detection {rate}" if label == "interrupt" else f"false interruptions {rate}",
+                f"detection {rate}"
+                if "interrupt" in name or "noise (" in name
+                else f"false interruptions {rate}",
             ]
         )
     latency = pcts([r["latency_s"] for r in of("interrupt") if r.get("latency_s") is not None])
@@ -297,7 +307,9 @@ async def main_async(concurrency: int) -> None:
     from config import Settings
 
     labels_path = DATA / "labels.json"
-    cases = json.loads(labels_path.read_text()) if labels_path.exists() else generate()
+    cases = json.loads(labels_path.read_text()) if labels_path.exists() else []
+    if not cases or any(c.get("set_version") != SET_VERSION for c in cases):
+        cases = generate()
     defaults = Settings(_env_file=None)  # type: ignore[call-arg]
     settings_line = (
         f"INTERRUPT_MIN_ENERGY={defaults.interrupt_min_energy:g}, "
