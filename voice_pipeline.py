@@ -516,7 +516,15 @@ class WSConn:
         """Per 20 ms of caller audio: voicing, barge-in, silence tracking. Cheap by design."""
         assert self.classifier is not None and self.detector is not None and self.out is not None
         now = time.monotonic()
-        energy, voiced = self.classifier.classify(frame)
+        detecting = (
+            self._barge is None
+            and self.out.is_speaking
+            and self.profile is not None
+            and self.profile.turn.interrupt_enabled
+        )
+        # While the agent talks, a frame loud enough to interrupt must also sound like speech.
+        spectrum_above = self.detector.threshold() if detecting else None
+        energy, voiced = self.classifier.classify(frame, spectrum_above)
         if voiced:
             self._last_voice_at = now
             self._last_activity = now
@@ -559,7 +567,7 @@ class WSConn:
             ):
                 self._resume_after_false_barge("no words")
             return
-        if self.profile is not None and self.profile.turn.interrupt_enabled and self.out.is_speaking:
+        if detecting:
             if self.detector.process(energy, voiced, now * 1000):
                 asyncio.get_running_loop().create_task(self._on_barge_in(self.detector.onset_ms / 1000))
         elif not voiced:

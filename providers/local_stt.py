@@ -217,9 +217,7 @@ class LocalSTTSession:
         self._prompt = f"{terms}." if terms else ""
         self._endpoint_frames = max(5, endpoint_ms // FRAME_MS)
         self._speculate_frames = SPECULATE_AFTER_MS // FRAME_MS
-        # Segmentation keeps fricatives and noisy speech inside the utterance: no flatness gate here
-        # (Whisper's no-speech probability rejects what turns out to be noise).
-        self._classifier = FrameClassifier(vad_aggressiveness=2, vad_floor=250.0, flatness_gate=False)
+        self._classifier = FrameClassifier(vad_aggressiveness=2, vad_floor=250.0)
         self._events: asyncio.Queue[TranscriptEvent | None] = asyncio.Queue()
         self._pending = bytearray()
         self._recent: list[bool] = []

@@ -28,7 +28,7 @@ def triggers(
     classifier, detector = FrameClassifier(cfg.vad_aggressiveness), InterruptionDetector(cfg)
     fired = []
     for k, frame in enumerate([b"\xff" * 160] * lead_silence_frames + frames(audio)):
-        energy, voiced = classifier.classify(frame)
+        energy, voiced = classifier.classify(frame, spectrum_above=detector.threshold())
         if detector.process(energy, voiced, k * 20.0):
             fired.append(detector.onset_ms - lead_silence_frames * 20)
     return fired

@@ -42,6 +42,14 @@ TURNS = [
     "Can you send me the details by email?",
     "We use HubSpot today.",
     "Tuesday afternoon works for me.",
+    "I'm the head of sales operations.",
+    "We have about fifty reps.",
+    "No, we don't use Salesforce.",
+    "Send it to my assistant, please.",
+    "That sounds interesting.",
+    "How long does the setup take?",
+    "Yes, Thursday at two works.",
+    "I'm not interested, thanks.",
 ]
 PAUSED = [
     ("I'd like to, um", "book a demo next week."),
@@ -57,7 +65,7 @@ PAUSED = [
     ("Let me think, uh", "maybe next month."),
     ("So what we really want is", "better forecasting."),
 ]
-SET_VERSION = 2  # bump when the cases change, so a cached set is regenerated
+SET_VERSION = 3  # bump when the cases change, so a cached set is regenerated
 REFERENCE_RMS = 3000.0  # a normal caller's speech level on the PCM16 scale (Piper at 0 dB is close)
 
 
