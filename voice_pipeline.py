@@ -522,8 +522,10 @@ class WSConn:
             and self.profile is not None
             and self.profile.turn.interrupt_enabled
         )
-        # While the agent talks, a frame loud enough to interrupt must also sound like speech.
-        spectrum_above = self.detector.threshold() if detecting else None
+        # While the agent talks, a frame loud enough to interrupt must also sound like speech. Checked
+        # from the energy floor, not the adaptive threshold: loud noise raises the baseline, and its
+        # frames must not then count as a loud voice when words (Whisper hears words in hiss) arrive.
+        spectrum_above = self.profile.turn.interrupt_min_energy if detecting else None
         energy, voiced = self.classifier.classify(frame, spectrum_above)
         if voiced:
             self._last_voice_at = now
