@@ -19,8 +19,8 @@ BENCHMARKS: list[tuple[str, int, list[str]]] = [
     ("bench.speech_bench", 600, ["speech_bench.md"]),
     ("bench.llm_bench", 600, ["llm_bench.md"]),
     ("bench.rag_bench", 600, ["rag_bench.md"]),
-    ("bench.bargein.run", 900, ["bargein.md"]),
-    ("bench.load", 2400, ["load_overhead.md", "load_cloud.md", "load_embedded.md"]),
+    ("bench.bargein.run", 2400, ["bargein.md"]),  # 81 cases; turns run one at a time
+    ("bench.load", 3600, ["load_overhead.md", "load_cloud.md", "load_embedded.md"]),
 ]
 
 
