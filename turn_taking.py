@@ -34,9 +34,11 @@ def looks_incomplete(text: str) -> bool:
         return True
     if not _TRAILING_STATEMENT_ONLY.search(stripped):
         return False
-    if stripped.endswith(("?", "!")):
+    if stripped.endswith("!"):
+        return False
+    if stripped.endswith("?"):
         last_sentence = re.split(r"(?<=[.!?])\s+", stripped)[-1]
-        return not _WH_OPENING.search(last_sentence) and stripped.endswith("?")
+        return not _WH_OPENING.search(last_sentence)
     return True
 
 

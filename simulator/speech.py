@@ -71,6 +71,19 @@ def add_noise(mulaw: bytes, snr_db: float, kind: str = "white", seed: int = 0) -
     return pcm16_to_mulaw(np.clip(pcm + noise, -32768, 32767).astype(np.int16))
 
 
+def under_noise_bed(
+    mulaw: bytes, snr_db: float, kind: str, rng: np.random.Generator, lead_ms: int = 1000
+) -> bytes:
+    """Speech over a noise bed at ``snr_db`` (relative to the speech's RMS) that starts ``lead_ms``
+    before the words, as a caller in a noisy room sounds before they speak."""
+    pcm = MULAW_TO_PCM16[np.frombuffer(mulaw, dtype=np.uint8)].astype(np.float32)
+    lead = 8 * lead_ms  # 8 kHz
+    bed = noise_samples(len(pcm) + lead, kind, rng)
+    bed *= float(np.sqrt(np.mean(pcm**2))) * 10 ** (-snr_db / 20) / float(np.sqrt(np.mean(bed**2)))
+    bed[lead:] += pcm
+    return pcm16_to_mulaw(np.clip(bed, -32768, 32767).astype(np.int16))
+
+
 def noise_samples(n: int, kind: str, rng: np.random.Generator) -> np.ndarray:
     if kind == "pink":
         white = rng.standard_normal(n + 1)

@@ -8,7 +8,7 @@ from datetime import datetime
 import numpy as np
 import pytest
 
-from audio import MULAW_TO_PCM16, pcm16_to_mulaw
+from audio import pcm16_to_mulaw
 from intents import Intent, detect_intent, extract_meeting_request, is_backchannel
 from interruption import FrameClassifier, InterruptionDetector, TurnSettings
 from sentences import SentenceChunker
@@ -73,16 +73,11 @@ def test_detector_ignores_noise_clicks_hum_and_quiet_speech(speech: bytes) -> No
 
 
 def test_detector_hears_speech_under_background_noise(speech: bytes) -> None:
-    from simulator.speech import noise_samples
+    from simulator.speech import under_noise_bed
 
     rng = np.random.default_rng(1)
-    pcm = MULAW_TO_PCM16[np.frombuffer(speech, dtype=np.uint8)].astype(np.float64)
-    speech_rms = float(np.sqrt(np.mean(pcm**2)))
     for kind in ("pink", "white"):
-        bed = noise_samples(len(pcm) + 8000, kind, rng).astype(np.float64)
-        bed *= speech_rms * 10 ** (-15 / 20) / float(np.sqrt(np.mean(bed**2)))  # 15 dB SNR
-        bed[8000:] += pcm
-        fired = triggers(pcm16_to_mulaw(np.clip(bed, -32768, 32767).astype(np.int16)))
+        fired = triggers(under_noise_bed(speech, 15, kind, rng, lead_ms=1000))
         assert fired and 1000 <= fired[0] <= 1300, (kind, fired)  # not on the noise, soon after the words
 
 

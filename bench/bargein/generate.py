@@ -130,24 +130,9 @@ def noise_cases(rng: np.random.Generator) -> dict[str, bytes]:
     return cases
 
 
-def under_noise(speech: bytes, kind: str, snr_db: float, rng: np.random.Generator) -> bytes:
-    """``speech`` over a noise bed at ``snr_db`` that starts 1 s before the words."""
-    pcm = _pcm(speech)
-    bed = noise_samples_for(len(pcm) + 8000, kind, rng)
-    bed *= float(np.sqrt(np.mean(pcm**2))) * 10 ** (-snr_db / 20) / float(np.sqrt(np.mean(bed**2)))
-    bed[8000:] += pcm
-    return pcm16_to_mulaw(np.clip(bed, -32768, 32767).astype(np.int16))
-
-
-def noise_samples_for(n: int, kind: str, rng: np.random.Generator) -> np.ndarray:
-    from simulator.speech import noise_samples
-
-    return noise_samples(n, kind, rng).astype(np.float32)
-
-
 def generate() -> list[dict]:
     from simulator.caller import frames_of
-    from simulator.speech import scale, synthesize_caller
+    from simulator.speech import scale, synthesize_caller, under_noise_bed
 
     DATA.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(2026)
@@ -164,7 +149,7 @@ def generate() -> list[dict]:
             save(f"interrupt_{i}_{j}", "interrupt", audio, text=text, voice=voice, gain_db=gain)
     for i, text in enumerate(INTERRUPTIONS):
         voice, kind = VOICES[i % 2], ("pink", "white")[i % 2]
-        audio = under_noise(synthesize_caller(text, voice=voice), kind, 15, rng)
+        audio = under_noise_bed(synthesize_caller(text, voice=voice), 15, kind, rng)
         save(
             f"interrupt_noisy_{i}",
             "interrupt",

@@ -230,30 +230,22 @@ def report(results: list[dict], settings_line: str) -> str:
     def of(label: str) -> list[dict]:
         return [r for r in results if r["label"] == label and "error" not in r]
 
-    groups = {
-        "interrupt": of("interrupt"),
-        "… of which under noise (15 dB SNR)": [r for r in of("interrupt") if r.get("noise")],
-        "backchannel": of("backchannel"),
-        "noise": of("noise"),
-        "… of which held out": [r for r in of("noise") if r["id"].endswith("held_out")],
-        "silence": of("silence"),
-    }
+    interrupts, noises = of("interrupt"), of("noise")
+    # (row, cases, what "cut off" means for them)
+    groups = [
+        ("interrupt", interrupts, "detection"),
+        ("… of which under noise (15 dB SNR)", [r for r in interrupts if r.get("noise")], "detection"),
+        ("backchannel", of("backchannel"), "false interruptions"),
+        ("noise", noises, "false interruptions"),
+        ("… of which held out", [r for r in noises if r["id"].endswith("held_out")], "false interruptions"),
+        ("silence", of("silence"), "false interruptions"),
+    ]
     rows = []
-    for name, items in groups.items():
+    for name, items, measure in groups:
         cut = sum(r["cut_off"] for r in items)
         paused = sum(r.get("paused", False) for r in items)
         rate = f"{cut / len(items):.0%}" if items else "n/a"
-        rows.append(
-            [
-                name,
-                len(items),
-                f"{paused}",
-                f"{cut}",
-                f"detection {rate}"
-                if "interrupt" in name or "noise (" in name
-                else f"false interruptions {rate}",
-            ]
-        )
+        rows.append([name, len(items), f"{paused}", f"{cut}", f"{measure} {rate}"])
     latency = pcts([r["latency_s"] for r in of("interrupt") if r.get("latency_s") is not None])
     gaps = pcts([r["gap_s"] for r in of("turn") if r.get("gap_s") is not None])
     pauses = of("pause")
