@@ -13,10 +13,9 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from auth import require_auth
-from config import Settings, get_settings
-from http_middleware import BodySizeLimitMiddleware, RequestLogMiddleware
-from routers import (
+from api.auth import require_auth
+from api.middleware import BodySizeLimitMiddleware, RequestLogMiddleware
+from api.routers import (
     agents,
     browser_calls,
     calls,
@@ -34,7 +33,8 @@ from routers import (
     webhook_deliveries,
     webhooks,
 )
-from runtime import Runtime
+from config import Settings, get_settings
+from core.runtime import Runtime
 from utils import setup_logging
 
 log = logging.getLogger("ai_sdr")

@@ -203,6 +203,11 @@ class ConversationTurn(Base):
     llm_first_token_ms: Mapped[float | None] = mapped_column(Float)
     tts_first_audio_ms: Mapped[float | None] = mapped_column(Float)
     first_frame_sent_ms: Mapped[float | None] = mapped_column(Float)
+    # agent turns: how the reply was produced (llm | knowledge | tool | fixed_line | fallback)
+    source: Mapped[str | None] = mapped_column(String(16))
+    retrieval_ms: Mapped[float | None] = mapped_column(Float)  # duration of the knowledge search
+    knowledge_answer_ms: Mapped[float | None] = mapped_column(Float)  # offset: sentence taken from the KB
+    tool_result_ms: Mapped[float | None] = mapped_column(Float)  # offset: the tool's result came back
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     conversation: Mapped[Conversation] = relationship(back_populates="turns")

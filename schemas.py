@@ -447,6 +447,15 @@ class TranscriptTurn(BaseModel):
     llm_first_token_ms: float | None
     tts_first_audio_ms: float | None
     first_frame_sent_ms: float | None
+    source: str | None = Field(
+        None,
+        description="agent turns: how the reply was produced (llm, knowledge, tool, fixed_line, fallback)",
+    )
+    retrieval_ms: float | None = Field(None, description="duration of the knowledge search")
+    knowledge_answer_ms: float | None = Field(
+        None, description="offset: the reply's sentence taken from the KB"
+    )
+    tool_result_ms: float | None = Field(None, description="offset: the tool's result came back")
     voice_to_voice_ms: float | None = Field(description="first_frame_sent_ms - user_speech_end_ms")
     created_at: datetime
 

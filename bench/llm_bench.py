@@ -33,8 +33,8 @@ QUESTIONS = [
 
 
 async def run(provider_name: str, runs: int) -> None:
+    from call.prompt import build_messages
     from config import Settings
-    from prompt import build_messages
     from providers.registry import ProviderRegistry
 
     settings = Settings(_env_file=None, llm_provider=provider_name)  # type: ignore[call-arg]

@@ -76,7 +76,7 @@ AGENT_LINE = "Hi, this is Ava from Orbit CRM. Do you have a minute to talk about
 
 async def measure(size: int, queries: int) -> dict[str, object]:
     from config import Settings
-    from rag import KnowledgeStore
+    from knowledge.store import KnowledgeStore
 
     rng = random.Random(size)
     with tempfile.TemporaryDirectory() as tmp:

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import psutil
 
-from audio import MULAW_TO_PCM16
 from bench.report import markdown_table, pcts, write_result
+from speech.audio import MULAW_TO_PCM16
 
 SCRIPT = [
     "Hi, I got your message about the demo.",

@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 
-from audio import frame_energy, pcm16_to_mulaw
 from config import Settings
 from providers.base import (
     FRAME_BYTES,
@@ -31,6 +30,7 @@ from providers.base import (
     ToolSpec,
     TranscriptEvent,
 )
+from speech.audio import frame_energy, pcm16_to_mulaw
 
 SPEECH_ENERGY = 300.0  # RMS on the PCM16 scale; line noise sits far below, speech far above
 MIN_SPEECH_MS = 60

@@ -31,11 +31,11 @@ from typing import Any
 
 import numpy as np
 
-from audio import MULAW_TO_PCM16
 from config import Settings
-from interruption import FrameClassifier
 from providers.base import FRAME_BYTES, FRAME_MS, STTError, TranscriptEvent
 from providers.cpu_priority import CPU
+from speech.audio import MULAW_TO_PCM16
+from speech.vad import FrameClassifier
 
 log = logging.getLogger(__name__)
 

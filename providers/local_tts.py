@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from audio import resample_to_8k_mulaw
 from config import Settings
 from providers.base import TTSError
 from providers.cpu_priority import CPU
+from speech.audio import resample_to_8k_mulaw
 
 log = logging.getLogger(__name__)
 

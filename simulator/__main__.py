@@ -22,9 +22,9 @@ from typing import Any
 import httpx
 import numpy as np
 
-from audio import pcm16_to_mulaw, resample_to_8k_mulaw
-from call_recorder import CallRecorder
 from simulator.caller import SimulatedCaller, Utterance, frames_of
+from speech.audio import pcm16_to_mulaw, resample_to_8k_mulaw
+from storage.recordings import CallRecorder
 
 
 def api_key(explicit: str | None) -> str:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import httpx
 import websockets
 
-from call_recorder import CallRecorder
+from storage.recordings import CallRecorder
 
 FRAME_S = 0.02
 FRAME_BYTES = 160
@@ -343,7 +343,7 @@ class SimulatedCaller:
 
 def frames_of(mulaw: bytes, speech_rms: float = 200.0) -> list[bytes]:
     """20 ms frames of an utterance, leading and trailing silence trimmed: the last frame sent is speech."""
-    from audio import frame_energy
+    from speech.audio import frame_energy
 
     padded = mulaw + b"\xff" * (-len(mulaw) % FRAME_BYTES)
     frames = [padded[i : i + FRAME_BYTES] for i in range(0, len(padded), FRAME_BYTES)]

@@ -13,7 +13,7 @@ import wave
 
 import numpy as np
 
-from audio import MULAW_TO_PCM16, pcm16_to_mulaw, resample_to_8k_mulaw
+from speech.audio import MULAW_TO_PCM16, pcm16_to_mulaw, resample_to_8k_mulaw
 
 
 @functools.cache

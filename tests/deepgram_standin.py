@@ -31,9 +31,9 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from audio import frame_energy
 from providers.base import FRAME_BYTES, FRAME_MS
 from providers.instant import SPEECH_ENERGY, TONE_FRAME
+from speech.audio import frame_energy
 
 MS_PER_CHAR = 60
 ONSET_FRAMES = 3  # consecutive voiced frames before SpeechStarted (60 ms)

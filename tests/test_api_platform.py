@@ -43,8 +43,8 @@ from elevenlabs.types import (
 )
 from sqlalchemy import func, inspect, select, text
 
-from db import Database
 from models import Agent, AgentTool, Base, Conversation, ConversationTurn, PhoneNumber, WebhookConfig
+from storage.db import Database
 from tests.conftest import API_KEY, LiveServer, make_settings
 
 AGENTS = "/v1/convai/agents"
@@ -616,7 +616,7 @@ async def test_migrations_build_the_schema_from_an_empty_file(tmp_path: Path) ->
 async def test_upgrading_a_database_of_the_first_release_keeps_its_agents(tmp_path: Path) -> None:
     from alembic import command
 
-    from db import alembic_config
+    from storage.db import alembic_config
 
     url = f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
     await asyncio.to_thread(command.upgrade, alembic_config(url), "0001")

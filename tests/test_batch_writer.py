@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from batch_writer import BatchWriter
-from call_store import CallStore, TurnRecord
-from db import Database
 from models import Agent, Conversation, ConversationTurn
+from storage.batch_writer import BatchWriter
+from storage.call_store import CallStore, TurnRecord
+from storage.db import Database
 
 
 async def fresh_db(tmp_path: Path) -> tuple[Database, str]:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from audio import mulaw_to_pcm16
+from speech.audio import mulaw_to_pcm16
 from tests.conftest import API_KEY, ROOT, LiveServer, make_settings
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

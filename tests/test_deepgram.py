@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from audio import silence
 from config import Settings
 from providers.base import FRAME_BYTES, STTError, TranscriptEvent, TTSError
 from providers.deepgram_stt import RECONNECT_BUDGET_S, DeepgramSTTProvider, DeepgramSTTSession
 from providers.deepgram_tts import DeepgramTTSProvider
 from providers.registry import ProviderRegistry
 from simulator.speech import synthesize_caller
+from speech.audio import silence
 from tests.conftest import free_port, make_settings
 from tests.deepgram_standin import DeepgramStandIn
 

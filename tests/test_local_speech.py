@@ -11,8 +11,8 @@ import httpx
 import numpy as np
 import pytest
 
-from audio import MULAW_TO_PCM16
 from simulator.caller import SimulatedCaller, Utterance, frames_of
+from speech.audio import MULAW_TO_PCM16
 from tests.conftest import LiveServer, make_settings
 
 NUMBER = "+15550107070"

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from analysis import _schema, analyze_conversation
 from config import Settings
+from events.analysis import _schema, analyze_conversation
 from providers.base import ChatMessage, LLMChunk, LLMError, ToolCall, ToolSpec
 from providers.ollama_llm import OllamaLLMProvider
 from providers.registry import ProviderRegistry

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from rag import KnowledgeStore, chunk_text
+from knowledge.store import KnowledgeStore, chunk_text
 from tests.conftest import make_settings
 
 FACTS = """Acme Analytics builds real-time dashboards for sales teams.

@@ -225,7 +225,7 @@ async def test_multi_turn_call_records_every_turn_with_timings(
     settings = make_settings(tmp_path)
     async with LiveServer(settings) as server, server.client() as client:
         await make_agent(client, system_prompt="You are Ava.")
-        from call_recorder import CallRecorder
+        from storage.recordings import CallRecorder
 
         recorder = CallRecorder(tmp_path, "simulated")
         caller = SimulatedCaller(

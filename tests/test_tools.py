@@ -19,7 +19,7 @@ from models import Agent, Conversation, Meeting, ToolCallRecord, WebhookEvent
 from providers.base import ToolCall
 from tests.conftest import API_KEY, make_settings
 from tests.twilio_standin import PlacedCall, TwilioStandIn
-from tools import ToolContext
+from tools.runner import ToolContext
 
 ACCOUNT_SID = "AC" + "1" * 32
 AUTH_TOKEN = "tools-test-token"

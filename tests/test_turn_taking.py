@@ -8,12 +8,13 @@ from datetime import datetime
 import numpy as np
 import pytest
 
-from audio import pcm16_to_mulaw
-from intents import Intent, detect_intent, extract_meeting_request, is_backchannel
-from interruption import FrameClassifier, InterruptionDetector, TurnSettings
-from sentences import SentenceChunker
-from speech_text import MissingVariableError, clean_markdown_for_tts, fill_template
-from turn_taking import EndOfTurn, looks_incomplete
+from call.bargein import InterruptionDetector, TurnSettings
+from call.intents import Intent, detect_intent, extract_meeting_request, is_backchannel
+from call.turns import EndOfTurn, looks_incomplete
+from speech.audio import pcm16_to_mulaw
+from speech.sentences import SentenceChunker
+from speech.text import MissingVariableError, clean_markdown_for_tts, fill_template
+from speech.vad import FrameClassifier
 
 
 def frames(mulaw: bytes) -> list[bytes]:

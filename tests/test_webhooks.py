@@ -8,10 +8,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from events.webhooks import backoff_s, sign, verify
 from main import create_app
 from tests.conftest import API_KEY, make_settings
 from tests.webhook_receiver import WebhookReceiver
-from webhooks import backoff_s, sign, verify
 
 SECRET = "whsec_test_secret_0123456789"
 
@@ -132,7 +132,7 @@ async def test_restart_between_event_and_delivery_loses_nothing(tmp_path: Path) 
 
 @pytest.mark.asyncio
 async def test_private_urls_are_refused_unless_allowed(tmp_path: Path) -> None:
-    from net_guard import UnsafeURLError, ensure_public_url
+    from core.net_guard import UnsafeURLError, ensure_public_url
 
     for url in (
         "http://127.0.0.1/x",

@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from webhooks import verify
+from events.webhooks import verify
 
 
 class WebhookReceiver:

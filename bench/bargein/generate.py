@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from audio import MULAW_TO_PCM16, pcm16_to_mulaw
+from speech.audio import MULAW_TO_PCM16, pcm16_to_mulaw
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "bargein"
 VOICES = ["piper", "espeak:en-us", "espeak:en+f3", "espeak:en+m3"]

@@ -1,0 +1,347 @@
+"""Agent use cases shared by the flat and the ElevenLabs routes: create, update, present.
+
+The ElevenLabs ``conversation_config`` maps onto agent columns where a setting has a meaning here
+(``CONVERSATION_CONFIG_MAP``); everything else is kept verbatim in ``extra_config`` and merged back
+into the ``conversation_config`` the GET returns, so an ElevenLabs client round-trips its settings.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+from typing import Any
+
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api.deps import conflict, flush_or_conflict, not_found
+from models import Agent, AgentTool, KnowledgeDocument
+from schemas import (
+    AccessInfo,
+    AgentCreate,
+    AgentMetadata,
+    AgentResponse,
+    AgentUpdate,
+    ElevenLabsAgentCreate,
+    ToolCreate,
+    ToolResponse,
+)
+
+DEFAULT_AGENT_NAME = "Untitled agent"
+
+# ElevenLabs conversation_config path -> agent column.
+CONVERSATION_CONFIG_MAP: dict[tuple[str, ...], str] = {
+    ("agent", "prompt", "prompt"): "system_prompt",
+    ("agent", "prompt", "llm"): "llm_model",
+    ("agent", "prompt", "temperature"): "temperature",
+    ("agent", "first_message"): "first_message",
+    ("agent", "language"): "language",
+    ("tts", "voice_id"): "voice_id",
+    ("asr", "keywords"): "stt_keywords",
+    ("turn", "turn_timeout"): "silence_timeout_sec",
+    ("conversation", "max_duration_seconds"): "max_call_duration_sec",
+}
+_NULLABLE_COLUMNS = {"voice_id", "llm_model"}
+
+
+# ---------------------------------------------------------------- presenting
+
+
+def unix_secs(agent_or_row: Any, attr: str) -> int:
+    return int(getattr(agent_or_row, attr).timestamp())
+
+
+def to_tool_response(tool: AgentTool) -> ToolResponse:
+    return ToolResponse(
+        id=tool.id,
+        agent_id=tool.agent_id,
+        name=tool.name,
+        description=tool.description,
+        kind=tool.kind,
+        parameters=tool.parameters,
+        config=tool.config,
+        enabled=tool.enabled,
+        created_at=tool.created_at,
+        updated_at=tool.updated_at,
+    )
+
+
+def to_conversation_config(agent: Agent) -> dict[str, Any]:
+    """The agent in ElevenLabs terms: the stored extras overlaid with the mapped columns."""
+    config = copy.deepcopy(agent.extra_config.get("conversation_config") or {})
+    for path, column in CONVERSATION_CONFIG_MAP.items():
+        _set_path(config, path, getattr(agent, column))
+    return config
+
+
+def to_agent_response(agent: Agent) -> AgentResponse:
+    created, updated = unix_secs(agent, "created_at"), unix_secs(agent, "updated_at")
+    extra = agent.extra_config or {}
+    return AgentResponse(
+        id=agent.id,
+        agent_id=agent.id,
+        name=agent.name,
+        system_prompt=agent.system_prompt,
+        first_message=agent.first_message,
+        voice_id=agent.voice_id,
+        interrupt_enabled=agent.interrupt_enabled,
+        language=agent.language,
+        llm_model=agent.llm_model,
+        temperature=agent.temperature,
+        max_call_duration_sec=agent.max_call_duration_sec,
+        silence_timeout_sec=agent.silence_timeout_sec,
+        turn_settings=agent.turn_settings,
+        providers=agent.providers,
+        builtin_tools=agent.builtin_tools,
+        transfer_number=agent.transfer_number,
+        data_collection=agent.data_collection,
+        stt_keywords=list(agent.stt_keywords or []),
+        tools=[to_tool_response(t) for t in sorted(agent.tools, key=lambda t: t.name)],
+        knowledge_base_ids=[d.id for d in sorted(agent.documents, key=lambda d: d.created_at)],
+        created_at=agent.created_at,
+        updated_at=agent.updated_at,
+        conversation_config=to_conversation_config(agent),
+        metadata=AgentMetadata(created_at_unix_secs=created, updated_at_unix_secs=updated),
+        platform_settings=extra.get("platform_settings"),
+        tags=list(extra.get("tags") or []),
+        access_info=AccessInfo(),
+        created_at_unix_secs=created,
+        updated_at_unix_secs=updated,
+    )
+
+
+# ---------------------------------------------------------------- loading
+
+
+async def get_agent_or_404(session: AsyncSession, agent_id: str) -> Agent:
+    agent = await session.get(Agent, agent_id)
+    if agent is None:
+        raise not_found("agent", agent_id)
+    return agent
+
+
+async def require_agent_exists(session: AsyncSession, agent_id: str | None) -> None:
+    """For bodies that reference an agent: an unknown agent id is a 404, like an unknown path id."""
+    if agent_id is not None and await session.scalar(select(Agent.id).where(Agent.id == agent_id)) is None:
+        raise not_found("agent", agent_id)
+
+
+async def reload(session: AsyncSession, agent: Agent) -> Agent:
+    """Flush pending changes (409 on a constraint) and reload the agent with its tools and documents."""
+    await flush_or_conflict(session, "conflicts with existing data")
+    await session.refresh(agent)
+    await session.refresh(agent, ["tools", "documents"])
+    return agent
+
+
+# ---------------------------------------------------------------- writing
+
+
+def new_tool(agent_id: str, body: ToolCreate) -> AgentTool:
+    return AgentTool(
+        agent_id=agent_id,
+        name=body.name,
+        description=body.description,
+        kind=body.kind,
+        parameters=body.parameters,
+        config=body.config,
+        enabled=body.enabled,
+    )
+
+
+def _flat_columns(body: AgentCreate | AgentUpdate, fields: Iterable[str]) -> dict[str, Any]:
+    """Column values of the given body fields (nested models dumped to plain JSON)."""
+    values: dict[str, Any] = {}
+    for name in fields:
+        value = getattr(body, name)
+        if name in ("turn_settings", "providers"):
+            value = value.model_dump(exclude_none=True)
+        elif name == "data_collection":
+            value = [f.model_dump() for f in value]
+        elif name == "builtin_tools":
+            value = list(value)
+        values[name] = value
+    return values
+
+
+_COLUMN_FIELDS = (
+    "name",
+    "system_prompt",
+    "first_message",
+    "voice_id",
+    "interrupt_enabled",
+    "language",
+    "llm_model",
+    "temperature",
+    "max_call_duration_sec",
+    "silence_timeout_sec",
+    "turn_settings",
+    "providers",
+    "builtin_tools",
+    "transfer_number",
+    "data_collection",
+    "stt_keywords",
+)
+
+
+async def create_agent(
+    session: AsyncSession, body: AgentCreate, extra_config: dict[str, Any] | None = None
+) -> Agent:
+    names = [t.name for t in body.tools]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise conflict(f"duplicate tool names: {', '.join(duplicates)}")
+    agent = Agent(**_flat_columns(body, _COLUMN_FIELDS), extra_config=extra_config or {})
+    session.add(agent)
+    await flush_or_conflict(session, "conflicts with existing data")
+    session.add_all(new_tool(agent.id, t) for t in body.tools)
+    await copy_documents(session, agent, body.knowledge_base_ids)
+    return await reload(session, agent)
+
+
+async def update_agent(session: AsyncSession, agent: Agent, body: AgentUpdate) -> Agent:
+    changes = body.model_fields_set
+    flat_fields = [f for f in _COLUMN_FIELDS if f in changes and f not in ("turn_settings", "providers")]
+    for column, value in _flat_columns(body, flat_fields).items():
+        setattr(agent, column, value)
+    # turn_settings / providers follow JSON merge patch: keys sent replace, keys sent as null are removed.
+    for name in ("turn_settings", "providers"):
+        if name in changes:
+            patch = getattr(body, name).model_dump(exclude_unset=True)
+            merged = {**getattr(agent, name), **patch}
+            setattr(agent, name, {k: v for k, v in merged.items() if v is not None})
+    if body.conversation_config is not None:
+        apply_conversation_config(agent, body.conversation_config, loc=("body", "conversation_config"))
+    extra = dict(agent.extra_config or {})
+    if body.platform_settings is not None:
+        extra["platform_settings"] = deep_merge(extra.get("platform_settings") or {}, body.platform_settings)
+    if body.workflow is not None:
+        extra["workflow"] = body.workflow
+    if body.tags is not None:
+        extra["tags"] = body.tags
+    if extra != agent.extra_config:
+        agent.extra_config = extra
+    if body.knowledge_base_ids:
+        await copy_documents(session, agent, body.knowledge_base_ids)
+    return await reload(session, agent)
+
+
+async def copy_documents(session: AsyncSession, agent: Agent, document_ids: list[str]) -> None:
+    """Attach documents by id: ones the agent owns stay; others' are copied into this agent.
+
+    Copies carry the text and ``status="pending"`` with no chunks: the knowledge store embeds them.
+    An unknown id is a 404 and nothing is copied.
+    """
+    if not document_ids:
+        return
+    wanted = list(dict.fromkeys(document_ids))
+    found = {
+        d.id: d
+        for d in (
+            await session.scalars(select(KnowledgeDocument).where(KnowledgeDocument.id.in_(wanted)))
+        ).all()
+    }
+    missing = [i for i in wanted if i not in found]
+    if missing:
+        raise not_found("knowledge document", ", ".join(missing))
+    for doc_id in wanted:
+        source = found[doc_id]
+        if source.agent_id == agent.id:
+            continue
+        session.add(
+            KnowledgeDocument(
+                agent_id=agent.id,
+                name=source.name,
+                content_type=source.content_type,
+                size_bytes=source.size_bytes,
+                text=source.text,
+                chunk_count=0,
+                status="pending",
+            )
+        )
+
+
+# ---------------------------------------------------------------- ElevenLabs dialect
+
+
+def deep_merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in patch.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def split_conversation_config(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(agent column values found in the config, the rest of the config to keep verbatim)."""
+    rest = copy.deepcopy(config)
+    columns: dict[str, Any] = {}
+    for path, column in CONVERSATION_CONFIG_MAP.items():
+        found, value = _pop_path(rest, path)
+        if found and (value is not None or column in _NULLABLE_COLUMNS):
+            columns[column] = value
+    return columns, rest
+
+
+def _validation_error(exc: ValidationError, loc: tuple[str, ...]) -> RequestValidationError:
+    """Re-home errors of mapped columns under their ElevenLabs path: a 422 that points at the input."""
+    reverse = {column: path for path, column in CONVERSATION_CONFIG_MAP.items()}
+    errors = []
+    for err in exc.errors():
+        field = str(err["loc"][0]) if err["loc"] else ""
+        where = (*loc, *reverse[field]) if field in reverse else (*loc, *map(str, err["loc"]))
+        errors.append({"loc": where, "msg": err["msg"], "type": err["type"]})
+    return RequestValidationError(errors)
+
+
+def apply_conversation_config(agent: Agent, config: dict[str, Any], loc: tuple[str, ...]) -> None:
+    """PATCH semantics: the sent conversation_config is deep-merged into the agent's."""
+    columns, rest = split_conversation_config(config)
+    try:
+        checked = AgentUpdate.model_validate(columns)
+    except ValidationError as exc:
+        raise _validation_error(exc, loc) from None
+    for column in checked.model_fields_set:
+        setattr(agent, column, getattr(checked, column))
+    extra = dict(agent.extra_config or {})
+    extra["conversation_config"] = deep_merge(extra.get("conversation_config") or {}, rest)
+    agent.extra_config = extra
+
+
+def agent_create_from_elevenlabs(body: ElevenLabsAgentCreate) -> tuple[AgentCreate, dict[str, Any]]:
+    """The flat create body and the extra_config equivalent to an ElevenLabs create request."""
+    columns, rest = split_conversation_config(body.conversation_config)
+    try:
+        flat = AgentCreate.model_validate({"name": body.name or DEFAULT_AGENT_NAME, **columns})
+    except ValidationError as exc:
+        raise _validation_error(exc, ("body", "conversation_config")) from None
+    extra: dict[str, Any] = {"conversation_config": rest}
+    if body.platform_settings is not None:
+        extra["platform_settings"] = body.platform_settings
+    if body.workflow is not None:
+        extra["workflow"] = body.workflow
+    if body.tags is not None:
+        extra["tags"] = body.tags
+    return flat, extra
+
+
+def _set_path(config: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    node = config
+    for key in path[:-1]:
+        if not isinstance(node.get(key), dict):
+            node[key] = {}
+        node = node[key]
+    node[path[-1]] = value
+
+
+def _pop_path(config: dict[str, Any], path: tuple[str, ...]) -> tuple[bool, Any]:
+    node: Any = config
+    for key in path[:-1]:
+        node = node.get(key) if isinstance(node, dict) else None
+    if isinstance(node, dict) and path[-1] in node:
+        return True, node.pop(path[-1])
+    return False, None

@@ -1,0 +1,93 @@
+"""API authentication: ``xi-api-key`` (ElevenLabs style) or ``Authorization: Bearer <JWT>``."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+from pathlib import Path
+
+import jwt
+from fastapi import HTTPException, Request, status
+from sqlalchemy import select
+
+from config import Settings
+from models import ApiKey
+from storage.db import Database
+
+log = logging.getLogger(__name__)
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class KeyRing:
+    """The accepted API keys, held as SHA-256 digests and compared in constant time."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._digests: list[str] = [hash_key(k) for k in settings.api_key_list()]
+
+    async def load(self, db: Database) -> None:
+        """Add the keys stored in the database; generate one if there is none at all."""
+        async with db.session() as session:
+            stored = list((await session.scalars(select(ApiKey.key_hash))).all())
+            self._digests.extend(stored)
+            if self._digests:
+                return
+            key = "sk_" + secrets.token_urlsafe(32)
+            session.add(ApiKey(key_hash=hash_key(key), label="generated at first start"))
+            self._digests.append(hash_key(key))
+        self._announce_generated(key)
+
+    def _announce_generated(self, key: str) -> None:
+        path = Path(self._settings.api_key_file)
+        try:
+            path.write_text(key + "\n")
+            path.chmod(0o600)
+            where = f" (also saved to {path})"
+        except OSError:
+            where = ""
+        # Printed once, on purpose, to the console of whoever started the service: never logged.
+        print(f"\n  No API_KEYS configured: generated API key{where}:\n\n    {key}\n", flush=True)
+
+    def accepts(self, key: str) -> bool:
+        digest = hash_key(key)
+        ok = False
+        for known in self._digests:
+            ok |= hmac.compare_digest(digest, known)
+        return ok
+
+
+def _unauthorized(detail: str) -> HTTPException:
+    return HTTPException(status.HTTP_401_UNAUTHORIZED, detail=detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+def verify_jwt(token: str, settings: Settings) -> dict:
+    secret = settings.jwt_secret.get_secret_value()
+    if not secret:
+        raise _unauthorized("bearer tokens are not enabled (JWT_SECRET is not set)")
+    try:
+        return jwt.decode(token, secret, algorithms=[settings.jwt_algorithm], options={"require": ["exp"]})
+    except jwt.ExpiredSignatureError:
+        raise _unauthorized("bearer token has expired") from None
+    except jwt.PyJWTError:
+        raise _unauthorized("invalid bearer token") from None
+
+
+async def require_auth(request: Request) -> None:
+    """FastAPI dependency guarding every ``/v1`` route."""
+    runtime = request.app.state.runtime
+    key = request.headers.get("xi-api-key")
+    if key is not None:
+        if runtime.keyring.accepts(key):
+            return
+        raise _unauthorized("invalid API key")
+    authorization = request.headers.get("authorization", "")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() == "bearer" and token:
+        verify_jwt(token, runtime.settings)
+        return
+    raise _unauthorized("missing credentials: send the xi-api-key header or a Bearer token")

@@ -1,0 +1,186 @@
+"""An agent's knowledge base: ``/v1/convai/agents/{agent_id}/knowledge`` (text, Markdown, PDF, text files).
+
+Documents are stored as rows (their text kept for re-indexing) and their chunks as vectors in ChromaDB;
+deleting a document deletes its vectors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, File, HTTPException, Request, Response, UploadFile, status
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from api.deps import SessionDep, error_responses
+from models import Agent, KnowledgeDocument
+
+router = APIRouter(prefix="/convai/agents/{agent_id}/knowledge", tags=["knowledge base"])
+
+TEXT_TYPES = {"text/plain", "text/markdown", "text/x-markdown"}
+PDF_TYPE = "application/pdf"
+SUFFIX_TYPES = {".txt": "text/plain", ".md": "text/markdown", ".markdown": "text/markdown", ".pdf": PDF_TYPE}
+
+
+class DocumentCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=300, examples=["Pricing FAQ"])
+    text: str = Field(min_length=1, max_length=2_000_000)
+    content_type: str = Field(default="text/plain", pattern=r"^text/(plain|markdown)$")
+
+
+class DocumentResponse(BaseModel):
+    id: str
+    agent_id: str
+    name: str
+    content_type: str
+    size_bytes: int
+    chunk_count: int
+    status: str
+    created_at: datetime
+
+
+class DocumentList(BaseModel):
+    documents: list[DocumentResponse]
+
+
+def _response(document: KnowledgeDocument) -> DocumentResponse:
+    return DocumentResponse(
+        id=document.id,
+        agent_id=document.agent_id,
+        name=document.name,
+        content_type=document.content_type,
+        size_bytes=document.size_bytes,
+        chunk_count=document.chunk_count,
+        status=document.status,
+        created_at=document.created_at,
+    )
+
+
+async def _agent_or_404(session: SessionDep, agent_id: str) -> Agent:
+    agent = await session.get(Agent, agent_id)
+    if agent is None:
+        raise HTTPException(404, detail=f"agent {agent_id!r} not found")
+    return agent
+
+
+async def _store(
+    request: Request, session: SessionDep, agent_id: str, name: str, content_type: str, text: str, size: int
+) -> DocumentResponse:
+    if not text.strip():
+        raise HTTPException(422, detail="the document has no text")
+    document = KnowledgeDocument(
+        agent_id=agent_id, name=name, content_type=content_type, size_bytes=size, text=text, status="pending"
+    )
+    session.add(document)
+    await session.flush()
+    document.chunk_count = await request.app.state.runtime.knowledge.add_document(
+        agent_id, document.id, name, text
+    )
+    document.status = "ready"
+    return _response(document)
+
+
+@router.get(
+    "", response_model=DocumentList, responses=error_responses(404), summary="List an agent's documents"
+)
+async def list_documents(agent_id: str, request: Request, session: SessionDep) -> DocumentList:
+    await _agent_or_404(session, agent_id)
+    documents = (
+        await session.scalars(
+            select(KnowledgeDocument)
+            .where(KnowledgeDocument.agent_id == agent_id)
+            .order_by(KnowledgeDocument.created_at)
+        )
+    ).all()
+    return DocumentList(documents=[_response(d) for d in documents])
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=DocumentResponse,
+    responses=error_responses(404, 413, 422),
+    summary="Add a text or Markdown document",
+)
+async def add_text(
+    agent_id: str, body: DocumentCreate, request: Request, session: SessionDep
+) -> DocumentResponse:
+    await _agent_or_404(session, agent_id)
+    return await _store(
+        request, session, agent_id, body.name, body.content_type, body.text, len(body.text.encode())
+    )
+
+
+@router.post(
+    "/upload",
+    status_code=status.HTTP_201_CREATED,
+    response_model=DocumentResponse,
+    responses=error_responses(404, 413, 415, 422),
+    summary="Upload a .txt, .md or .pdf file",
+)
+async def upload(
+    agent_id: str, request: Request, session: SessionDep, file: Annotated[UploadFile, File()]
+) -> DocumentResponse:
+    await _agent_or_404(session, agent_id)
+    limit = request.app.state.runtime.settings.max_upload_bytes
+    data = await file.read(limit + 1)
+    if len(data) > limit:
+        raise HTTPException(413, detail=f"file is larger than {limit} bytes")
+    name = file.filename or "document"
+    suffix = "." + name.rsplit(".", 1)[-1].lower() if "." in name else ""
+    content_type = SUFFIX_TYPES.get(suffix) or (file.content_type or "").split(";")[0].strip()
+    if content_type == PDF_TYPE:
+        text = await asyncio.to_thread(_pdf_text, data)
+    elif content_type in TEXT_TYPES:
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise HTTPException(422, detail="text files must be UTF-8") from None
+    else:
+        raise HTTPException(415, detail="unsupported file type: upload .txt, .md or .pdf")
+    return await _store(request, session, agent_id, name, content_type, text, len(data))
+
+
+def _pdf_text(data: bytes) -> str:
+    from pypdf import PdfReader
+    from pypdf.errors import PdfReadError
+
+    try:
+        reader = PdfReader(io.BytesIO(data))
+        return "\n\n".join((page.extract_text() or "") for page in reader.pages)
+    except (PdfReadError, ValueError, KeyError) as exc:
+        raise HTTPException(422, detail="could not read the PDF") from exc
+
+
+@router.get(
+    "/{document_id}",
+    response_model=DocumentResponse,
+    responses=error_responses(404),
+    summary="Get a document",
+)
+async def get_document(agent_id: str, document_id: str, session: SessionDep) -> DocumentResponse:
+    return _response(await _document_or_404(session, agent_id, document_id))
+
+
+@router.delete(
+    "/{document_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=error_responses(404),
+    summary="Delete a document and its vectors",
+)
+async def delete_document(agent_id: str, document_id: str, request: Request, session: SessionDep) -> Response:
+    document = await _document_or_404(session, agent_id, document_id)
+    await request.app.state.runtime.knowledge.delete_document(agent_id, document.id)
+    await session.delete(document)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+async def _document_or_404(session: SessionDep, agent_id: str, document_id: str) -> KnowledgeDocument:
+    document = await session.get(KnowledgeDocument, document_id)
+    if document is None or document.agent_id != agent_id:
+        raise HTTPException(404, detail=f"document {document_id!r} not found")
+    return document

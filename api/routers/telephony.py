@@ -1,0 +1,192 @@
+"""Twilio-facing routes: TwiML webhooks, status callbacks and the Media Streams WebSocket.
+
+These are not under API keys: webhooks are checked with Twilio's request
+signature (when TWILIO_AUTH_TOKEN is set) and a stream must present the short-lived
+token its TwiML carried.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request, WebSocket
+from fastapi.responses import Response
+from sqlalchemy import select
+from twilio.twiml.voice_response import Connect, VoiceResponse
+
+from core.runtime import Runtime
+from models import Agent, Conversation, PhoneNumber
+from telephony.stream_auth import make_stream_token
+from voice_pipeline import BUSY_LINE, WSConn
+
+log = logging.getLogger("ai_sdr.telephony")
+router = APIRouter(tags=["telephony"])
+
+_CALL_SID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+STATUS_MAP = {
+    "queued": "initiated",
+    "initiated": "initiated",
+    "ringing": "ringing",
+    "in-progress": "in_progress",
+    "answered": "in_progress",
+    "completed": "completed",
+    "busy": "busy",
+    "no-answer": "no_answer",
+    "failed": "failed",
+    "canceled": "canceled",
+}
+FAILED_STATUSES = {"busy", "no_answer", "failed", "canceled"}
+NO_AGENT_LINE = "Sorry, this number is not available right now. Goodbye."
+
+
+def _xml(response: VoiceResponse) -> Response:
+    return Response(content=str(response), media_type="application/xml")
+
+
+def _say_and_hang_up(line: str) -> Response:
+    response = VoiceResponse()
+    response.say(line)
+    response.hangup()
+    return _xml(response)
+
+
+async def _twilio_params(request: Request) -> dict[str, str]:
+    """The webhook's form parameters, after checking Twilio's signature when we can."""
+    runtime: Runtime = request.app.state.runtime
+    form = await request.form()
+    params = {k: str(v) for k, v in form.items()}
+    if runtime.settings.twilio_auth_token.get_secret_value():
+        url = runtime.settings.public_url.rstrip("/") + request.url.path
+        if request.url.query:
+            url += "?" + request.url.query
+        signature = request.headers.get("x-twilio-signature", "")
+        if not signature or not runtime.twilio.validate_request(url, params, signature):
+            log.warning("twilio webhook refused: bad signature", extra={"fields": {"path": request.url.path}})
+            raise HTTPException(403, detail="invalid Twilio signature")
+    return params
+
+
+def _stream_twiml(runtime: Runtime, call_sid: str, conversation: Conversation) -> Response:
+    base = runtime.settings.public_url.rstrip("/")
+    ws_base = (
+        "wss://" + base[len("https://") :]
+        if base.startswith("https://")
+        else "ws://" + base.split("://", 1)[-1]
+    )
+    response = VoiceResponse()
+    connect = Connect()
+    stream = connect.stream(url=f"{ws_base}/ws/voice/{call_sid}")
+    stream.parameter(name="conversation_id", value=conversation.id)
+    stream.parameter(name="token", value=make_stream_token(runtime.settings, call_sid, conversation.id))
+    stream.parameter(name="from", value=conversation.from_number or "")
+    stream.parameter(name="to", value=conversation.to_number or "")
+    response.append(connect)
+    return _xml(response)
+
+
+def _valid_call_sid(params: dict[str, str]) -> str:
+    call_sid = params.get("CallSid", "")
+    if not _CALL_SID.match(call_sid):
+        raise HTTPException(400, detail="CallSid is missing or malformed")
+    return call_sid
+
+
+@router.post("/twiml/voice", summary="Twilio inbound-call webhook: answers with a Media Stream")
+async def voice_inbound(request: Request) -> Response:
+    runtime: Runtime = request.app.state.runtime
+    params = await _twilio_params(request)
+    call_sid = _valid_call_sid(params)
+    if not runtime.calls.has_capacity():
+        return _say_and_hang_up(BUSY_LINE)
+    to_number, from_number = params.get("To", ""), params.get("From", "")
+    async with runtime.db.session() as session:
+        conversation = await session.scalar(select(Conversation).where(Conversation.call_sid == call_sid))
+        if conversation is None:
+            agent_id = await session.scalar(
+                select(PhoneNumber.agent_id).where(PhoneNumber.phone_number == to_number)
+            )
+            agent_id = agent_id or runtime.settings.default_agent_id or None
+            if agent_id is None or await session.get(Agent, agent_id) is None:
+                log.warning(
+                    "inbound call for a number with no agent", extra={"fields": {"call_sid": call_sid}}
+                )
+                return _say_and_hang_up(NO_AGENT_LINE)
+            conversation = Conversation(
+                agent_id=agent_id,
+                call_sid=call_sid,
+                direction="inbound",
+                from_number=from_number,
+                to_number=to_number,
+                status="ringing",
+            )
+            session.add(conversation)
+            await session.flush()
+    return _stream_twiml(runtime, call_sid, conversation)
+
+
+@router.post("/twiml/voice_outbound", summary="Twilio webhook for an answered outbound call")
+async def voice_outbound(request: Request, conversation_id: str = "") -> Response:
+    runtime: Runtime = request.app.state.runtime
+    params = await _twilio_params(request)
+    call_sid = _valid_call_sid(params)
+    async with runtime.db.session() as session:
+        conversation = await session.get(Conversation, conversation_id) if conversation_id else None
+        if conversation is None:
+            conversation = await session.scalar(select(Conversation).where(Conversation.call_sid == call_sid))
+        if conversation is None or conversation.agent_id is None:
+            return _say_and_hang_up(NO_AGENT_LINE)
+        conversation.call_sid = conversation.call_sid or call_sid
+        conversation.status = "in_progress"
+    return _stream_twiml(runtime, call_sid, conversation)
+
+
+@router.post("/twiml/status", summary="Twilio call status callback")
+async def call_status(request: Request, conversation_id: str = "") -> dict[str, Any]:
+    runtime: Runtime = request.app.state.runtime
+    params = await _twilio_params(request)
+    call_sid = _valid_call_sid(params)
+    status = STATUS_MAP.get(params.get("CallStatus", "").lower())
+    if status is None:
+        raise HTTPException(400, detail="unknown CallStatus")
+    async with runtime.db.session() as session:
+        conversation = await session.get(Conversation, conversation_id) if conversation_id else None
+        if conversation is not None and conversation.call_sid not in (None, call_sid):
+            conversation = None  # the id and the SID disagree: trust neither
+        if conversation is None:
+            conversation = await session.scalar(select(Conversation).where(Conversation.call_sid == call_sid))
+        if conversation is None:
+            raise HTTPException(404, detail="unknown call")
+        conversation.call_sid = conversation.call_sid or call_sid
+        if conversation.status not in ("completed", *FAILED_STATUSES) or status in FAILED_STATUSES:
+            conversation.status = status
+        duration = params.get("CallDuration")
+        if duration and duration.isdigit():
+            conversation.duration_sec = float(duration)
+        if status in FAILED_STATUSES:
+            conversation.end_reason = conversation.end_reason or status
+            await runtime.webhooks.emit(
+                session,
+                "call.failed",
+                {
+                    "conversation_id": conversation.id,
+                    "agent_id": conversation.agent_id,
+                    "status": status,
+                    "call_sid": call_sid,
+                },
+                agent_id=conversation.agent_id,
+                conversation_id=conversation.id,
+            )
+    runtime.webhooks_notify()
+    return {"ok": True, "status": status}
+
+
+@router.websocket("/ws/voice/{call_sid}")
+async def media_stream(websocket: WebSocket, call_sid: str) -> None:
+    """Twilio Media Streams: connected/start/media/mark/dtmf/stop in; media/mark/clear out."""
+    await websocket.accept()
+    if not _CALL_SID.match(call_sid):
+        await websocket.close(code=1008, reason="bad call sid")
+        return
+    await WSConn(websocket.app.state.runtime, websocket, call_sid).serve()

@@ -1,0 +1,274 @@
+"""The agent's voice on the wire: paced 20 ms frames, marks, and `clear` for barge-in.
+
+Frames are sent in real time with a small lead (Twilio plays what it has and
+we keep the rest), so a `clear` drops at most the lead and the engine always
+knows which frame the caller is hearing. Every spoken segment (a sentence) ends
+with a Twilio `mark`; Twilio echoes a mark when playback reaches it, which is
+how the engine learns exactly which words were heard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from providers.base import FRAME_MS
+from speech.audio import FrameSlicer
+
+log = logging.getLogger(__name__)
+
+FRAME_S = FRAME_MS / 1000
+LEAD_FRAMES = 3  # frames sent ahead of real time: covers network jitter, bounds what a clear drops
+
+
+@dataclass(slots=True)
+class Segment:
+    """A sentence of agent speech and where its audio sits in the outbound stream."""
+
+    turn_id: int
+    index: int
+    text: str
+    start_frame: int
+    end_frame: int | None = None  # set when its audio is complete
+    mark_sent: bool = False
+    played: bool = False  # Twilio echoed its mark (or it was cleared for good)
+
+    @property
+    def mark_name(self) -> str:
+        return f"t{self.turn_id}s{self.index}"
+
+
+class AudioSink(Protocol):
+    """Where paced audio goes (``call.transport.MediaStreamTransport`` on a call)."""
+
+    async def send_media(self, frame: bytes) -> None: ...
+
+    async def send_mark(self, name: str) -> None: ...
+
+    async def send_clear(self) -> None: ...
+
+
+class OutboundAudio:
+    """One call's agent audio: a frame buffer paced onto the WebSocket.
+
+    Frames stay in ``_frames`` until the buffer is idle and fully played, so a
+    paused segment can be resumed from its start after a backchannel.
+    """
+
+    def __init__(self, sink: AudioSink) -> None:
+        self._sink = sink
+        self._frames: list[bytes] = []
+        self._segments: list[Segment] = []
+        self._sent = 0  # index of the next frame to send
+        self._slicer = FrameSlicer()
+        self._wakeup = asyncio.Event()
+        self._progress = asyncio.Event()  # set whenever playback advances (frames sent, marks back, clear)
+        self._sending = False
+        self._spurt_start = 0.0  # monotonic time the current run of frames started
+        self._spurt_first_frame = 0
+        self.paused = False
+        self.on_first_frame: Callable[[int, float], None] | None = None  # (turn_id, monotonic time)
+        self.on_frame_sent: Callable[[bytes, float], None] | None = None  # (frame, monotonic time): recording
+        self._announced_turns: set[int] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    # ---------------------------------------------------------------- producer side
+
+    def begin_segment(self, turn_id: int, index: int, text: str) -> Segment:
+        self._compact()
+        segment = Segment(turn_id, index, text, start_frame=len(self._frames))
+        self._segments.append(segment)
+        return segment
+
+    def push_audio(self, mulaw: bytes) -> int:
+        """Queue agent audio; returns how many whole frames were added."""
+        frames = self._slicer.push(mulaw)
+        if frames:
+            self._frames.extend(frames)
+            self._wakeup.set()
+        return len(frames)
+
+    def end_segment(self, segment: Segment) -> None:
+        tail = self._slicer.flush()
+        if tail is not None:
+            self._frames.append(tail)
+        segment.end_frame = len(self._frames)
+        self._wakeup.set()
+
+    def _compact(self) -> None:
+        """Forget audio that was fully played once nothing is in flight."""
+        if self._sent == len(self._frames) and all(s.played for s in self._segments):
+            self._frames.clear()
+            self._segments.clear()
+            self._sent = 0
+            self._spurt_first_frame = 0
+
+    # ---------------------------------------------------------------- state
+
+    @property
+    def is_speaking(self) -> bool:
+        """Audio queued or sent but not yet confirmed played: the agent is talking."""
+        return (self._sent < len(self._frames) and not self.paused) or any(
+            s.mark_sent and not s.played for s in self._segments
+        )
+
+    @property
+    def idle(self) -> bool:
+        return self._sent >= len(self._frames) and all(s.played or not s.mark_sent for s in self._segments)
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Until everything queued has been sent and confirmed played (or ``timeout``); True if idle."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self.idle:
+            self._progress.clear()
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            try:
+                await asyncio.wait_for(self._progress.wait(), remaining)
+            except TimeoutError:
+                return self.idle
+        return True
+
+    def played_frame(self, now: float | None = None) -> int:
+        """Best estimate of the frame the caller is hearing now."""
+        if not self._sending:
+            return self._sent
+        now = time.monotonic() if now is None else now
+        elapsed = int((now - self._spurt_start) / FRAME_S)
+        return min(self._sent, self._spurt_first_frame + max(0, elapsed))
+
+    def heard_text(self, turn_id: int, played: int | None = None) -> tuple[str, bool]:
+        """The words of ``turn_id`` the caller heard up to frame ``played``, and whether cut short."""
+        played = self.played_frame() if played is None else played
+        parts: list[str] = []
+        cut = False
+        for seg in self._segments:
+            if seg.turn_id != turn_id:
+                continue
+            end = seg.end_frame if seg.end_frame is not None else len(self._frames)
+            if played >= end:
+                parts.append(seg.text)
+            elif played > seg.start_frame:
+                words = seg.text.split()
+                fraction = (played - seg.start_frame) / max(1, end - seg.start_frame)
+                parts.append(" ".join(words[: int(len(words) * fraction)]))
+                cut = True
+            else:
+                cut = True
+        return " ".join(p for p in parts if p).strip(), cut
+
+    # ---------------------------------------------------------------- Twilio events
+
+    def on_mark(self, name: str) -> Segment | None:
+        for seg in self._segments:
+            if seg.mark_name == name and seg.mark_sent:
+                seg.played = True
+                self._progress.set()
+                return seg
+        return None
+
+    async def clear(self) -> int:
+        """Stop the agent for good: drop all queued audio, flush Twilio's buffer.
+
+        Returns the frame the caller had reached.
+        """
+        played = self.played_frame()
+        await self._sink.send_clear()
+        del self._frames[played:]
+        self._slicer = FrameSlicer()
+        for seg in self._segments:
+            seg.played = True
+            if seg.end_frame is None or seg.end_frame > played:
+                seg.end_frame = played
+        self._sent = played
+        self._sending = False
+        self.paused = False
+        self._progress.set()
+        return played
+
+    async def pause(self) -> int:
+        """Stop sound now but keep the audio: resume() replays from the current sentence's start."""
+        played = self.played_frame()
+        await self._sink.send_clear()
+        current = next((s for s in self._segments if (s.end_frame or len(self._frames)) > played), None)
+        rewind = current.start_frame if current is not None else self._sent
+        self._sent = min(rewind, self._sent)
+        for seg in self._segments:
+            if seg.end_frame is None or seg.end_frame > self._sent:
+                seg.mark_sent = False
+                seg.played = False
+        self._sending = False
+        self.paused = True
+        return played
+
+    def resume(self) -> None:
+        if self.paused:
+            self.paused = False
+            self._wakeup.set()
+
+    # ---------------------------------------------------------------- pacing loop
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="outbound-audio")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while True:
+            if self._sent >= len(self._frames) or self.paused:
+                self._sending = False
+                await self._send_due_marks()
+                self._progress.set()
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            now = time.monotonic()
+            if not self._sending:
+                self._sending = True
+                self._spurt_start = now
+                self._spurt_first_frame = self._sent
+            # Frame k of this run is due at start + (k - LEAD) * 20 ms: an absolute clock, no drift.
+            due = self._spurt_start + (self._sent - self._spurt_first_frame - LEAD_FRAMES) * FRAME_S
+            if due > now:
+                await asyncio.sleep(due - now)
+                continue
+            frame = self._frames[self._sent]
+            self._sent += 1
+            await self._sink.send_media(frame)
+            if self.on_frame_sent is not None:
+                self.on_frame_sent(frame, max(now, due))
+            if self.on_first_frame is not None:
+                self._announce_first_frame(now)
+            await self._send_due_marks()
+
+    def _announce_first_frame(self, now: float) -> None:
+        index = self._sent - 1
+        for seg in self._segments:
+            if (
+                seg.start_frame <= index < (seg.end_frame or len(self._frames))
+                and seg.turn_id not in self._announced_turns
+            ):
+                self._announced_turns.add(seg.turn_id)
+                assert self.on_first_frame is not None
+                self.on_first_frame(seg.turn_id, now)
+                return
+
+    async def _send_due_marks(self) -> None:
+        for seg in self._segments:
+            if (
+                not seg.mark_sent
+                and not seg.played
+                and seg.end_frame is not None
+                and seg.end_frame <= self._sent
+            ):
+                seg.mark_sent = True
+                await self._sink.send_mark(seg.mark_name)

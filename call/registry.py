@@ -1,0 +1,78 @@
+"""The registry of this process's live calls: capacity, the live view, post-call work, draining."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from core.metrics import CALLS_ACTIVE, CALLS_TOTAL
+
+
+class LiveCall(Protocol):
+    """What the registry needs of a call (``voice_pipeline.WSConn`` is one)."""
+
+    call_sid: str
+    end_reason: str
+
+    def snapshot(self) -> dict[str, Any]: ...
+
+    async def hang_up(self, reason: str) -> None: ...
+
+    async def wait_closed(self) -> None: ...
+
+
+PostCallHook = Callable[[str], Awaitable[None]]
+
+
+class ConnectionManager:
+    """Live calls of this process: MAX_CONCURRENT_CALLS, the live list, post-call tasks, drain."""
+
+    def __init__(self, max_calls: Callable[[], int], post_call: PostCallHook | None = None) -> None:
+        self._max_calls = max_calls  # read per call: tests and operators may change the setting live
+        self._post_call_hook = post_call
+        self.calls: dict[str, LiveCall] = {}
+        self._post_call: set[asyncio.Task[None]] = set()
+        self.accepting = True
+
+    @property
+    def active(self) -> int:
+        return len(self.calls)
+
+    def has_capacity(self) -> bool:
+        return self.accepting and self.active < self._max_calls()
+
+    def register(self, call: LiveCall) -> bool:
+        if not self.has_capacity() or call.call_sid in self.calls:
+            return False
+        self.calls[call.call_sid] = call
+        CALLS_ACTIVE.set(len(self.calls))
+        return True
+
+    def unregister(self, call: LiveCall) -> None:
+        if self.calls.get(call.call_sid) is call:
+            del self.calls[call.call_sid]
+            CALLS_ACTIVE.set(len(self.calls))
+            CALLS_TOTAL.labels(call.end_reason).inc()
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        return [call.snapshot() for call in list(self.calls.values())]
+
+    def schedule_post_call(self, conversation_id: str) -> None:
+        if self._post_call_hook is None:
+            return
+        task = asyncio.create_task(self._post_call_hook(conversation_id), name=f"post-call-{conversation_id}")
+        self._post_call.add(task)
+        task.add_done_callback(self._post_call.discard)
+
+    async def drain(self, timeout: float = 10.0) -> None:
+        """Stop taking calls, end live ones (their state is saved), finish post-call work."""
+        self.accepting = False
+        for call in list(self.calls.values()):
+            call.end_reason = "server_shutdown"
+            await call.hang_up("server_shutdown")
+        waits = [asyncio.create_task(c.wait_closed()) for c in list(self.calls.values())]
+        if waits:
+            await asyncio.wait(waits, timeout=timeout)
+        if self._post_call:
+            await asyncio.wait(self._post_call, timeout=timeout)

@@ -1,0 +1,275 @@
+"""The responder: a caller turn → the agent's reply, spoken through the speaker.
+
+Intent first: a goodbye or a second "not interested" ends the call, a booking or a transfer runs its tool
+straight from the words; otherwise knowledge (a sentence of the knowledge base when a small embedded
+model would paraphrase it unreliably) or the LLM, streamed sentence by sentence into the speaker, with
+the tools it calls run after its words. Each reply records how it was produced and each stage's time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+
+from call.intents import Intent, detect_intent, extract_meeting_request
+from call.profile import AgentProfile
+from call.prompt import build_messages
+from call.reply_turn import ReplySource, ReplyTurn
+from call.speaker import FIRST_CLAUSE_CHARS, Speaker
+from call.transcript import CallState, CallTranscript
+from providers.base import ChatMessage, LLMProvider, ProviderError, ToolCall
+from speech.sentences import SentenceChunker
+from tools.runner import ToolContext, ToolRunner
+
+log = logging.getLogger("ai_sdr.call")
+
+FALLBACK_LINE = "Sorry, could you say that again?"
+GOODBYE_LINE = "Thanks for your time. Goodbye!"
+EXTRACTIVE_MIN_SCORE = 0.45  # question ↔ knowledge-sentence cosine needed to answer with the sentence
+TOOL_FILLER_AFTER_S = 0.8  # a tool still running this long: say a filler line
+# Replies that act (book, transfer, hang up) are never started on a guess.
+NOT_PREEMPTED = frozenset(
+    {Intent.GOODBYE, Intent.NOT_INTERESTED, Intent.BOOK_MEETING, Intent.TRANSFER_REQUEST}
+)
+
+
+def state_after(state: CallState, intent: Intent) -> CallState:
+    """The call moves from discovery to the main conversation on the first turn that is not a greeting."""
+    if state == CallState.DISCOVERY and intent not in (Intent.HELLO, Intent.BACKCHANNEL):
+        return CallState.ACTIVE
+    return state
+
+
+def may_preempt(intent: Intent, sounds_finished: bool) -> bool:
+    """A reply may start before the turn is confirmed only if it does not act and the words sound done."""
+    return intent not in NOT_PREEMPTED and sounds_finished
+
+
+class Responder:
+    def __init__(
+        self,
+        *,
+        profile: AgentProfile,
+        llm: LLMProvider,
+        speaker: Speaker,
+        transcript: CallTranscript,
+        tool_runner: ToolRunner,
+        tool_context: ToolContext,
+        knowledge: Any,  # knowledge.store.KnowledgeStore
+        db: Any,
+        settings: Any,
+        ms: Any,  # CallClock.ms
+        after_tool: Any = None,  # called after a tool ran (wakes the webhook worker)
+        log_fields: dict[str, Any] | None = None,
+    ) -> None:
+        self.profile = profile
+        self.llm = llm
+        self.speaker = speaker
+        self.transcript = transcript
+        self.tools = tool_runner
+        self.tool_context = tool_context
+        self.knowledge = knowledge
+        self.db = db
+        self.settings = settings
+        self._ms = ms
+        self._after_tool = after_tool
+        self._log_fields = log_fields or {}
+
+    # ---------------------------------------------------------------- entry points
+
+    async def greet(self, turn: ReplyTurn, line: str) -> None:
+        turn.source = ReplySource.FIXED_LINE
+        await self.speaker.say(turn, [line])
+
+    async def answer(self, turn: ReplyTurn, intent: Intent) -> None:
+        self.transcript.set_state(state_after(self.transcript.state, intent))
+        if intent == Intent.GOODBYE or (intent == Intent.NOT_INTERESTED and self._said_no_before()):
+            self.transcript.set_state(CallState.COMPLETION)
+            turn.hang_up_after = "agent_goodbye"
+            turn.source = ReplySource.FIXED_LINE
+            await self.speaker.say(turn, [GOODBYE_LINE])
+            return
+        if await self._intent_tool(turn, intent):
+            return
+        await self.llm_reply(turn, intent)
+
+    # ---------------------------------------------------------------- tools
+
+    def _said_no_before(self) -> bool:
+        return any(
+            m.role == "user" and detect_intent(m.content) == Intent.NOT_INTERESTED
+            for m in self.transcript.history
+        )
+
+    async def _intent_tool(self, turn: ReplyTurn, intent: Intent) -> bool:
+        """Run a tool straight from the caller's words, without an LLM round trip."""
+        names = {spec.name for spec in self.profile.tool_specs}
+        if intent == Intent.BOOK_MEETING and "book_meeting" in names:
+            request = extract_meeting_request(turn.user_text)
+            if request:
+                args = {"attendee_name": str(self.profile.variables.get("name") or "the caller"), **request}
+                await self.run_tool(turn, ToolCall("book_meeting", args))
+                return True
+        if intent == Intent.TRANSFER_REQUEST and "transfer_call" in names:
+            turn.source = ReplySource.TOOL
+            await self.speaker.say(turn, ["Sure, let me transfer you now."])
+            await self.speaker.wait_played(turn)
+            await self.run_tool(turn, ToolCall("transfer_call", {"reason": turn.user_text[:200]}))
+            return True
+        return False
+
+    async def run_tool(self, turn: ReplyTurn, call: ToolCall) -> Any:
+        turn.source = ReplySource.TOOL
+        task = asyncio.create_task(self.tools.execute(self.profile.agent, call, self.tool_context))
+        done, _ = await asyncio.wait({task}, timeout=TOOL_FILLER_AFTER_S)
+        if not done:
+            await self.speaker.say(turn, [self.tools.filler_for(call.name)])
+        outcome = await task
+        turn.timings["tool_result_ms"] = self._ms()
+        if self._after_tool is not None:
+            self._after_tool()
+        self._log("tool executed", tool=call.name, success=outcome.success, ms=round(outcome.duration_ms, 1))
+        if outcome.say:
+            await self.speaker.say(turn, [outcome.say])
+        elif outcome.say is None:
+            await self._speak_tool_result(turn, call, outcome)
+        if outcome.ends_call:
+            self.transcript.set_state(CallState.COMPLETION)
+            turn.hang_up_after = "agent_ended_call"
+            if not outcome.say:
+                await self.speaker.say(turn, [GOODBYE_LINE])
+        if getattr(outcome, "transferred", False):
+            turn.hang_up_after = None
+            turn.end_reason = "transferred"
+        return outcome
+
+    async def _speak_tool_result(self, turn: ReplyTurn, call: ToolCall, outcome: Any) -> None:
+        """Let the LLM word a tool's result (one round: the call, then its result as a tool message)."""
+        result = outcome.result if outcome.success else {"error": outcome.error}
+        messages = self._messages("", turn.user_text)
+        messages += [
+            ChatMessage("assistant", "", tool_calls=[call]),
+            ChatMessage("tool", json.dumps(result, default=str)[:2000], tool_name=call.name),
+        ]
+        text = ""
+        try:
+            async with asyncio.timeout(self.settings.llm_timeout_sec):
+                async for chunk in self.llm.stream_chat(
+                    messages,
+                    model=self.profile.agent.llm_model,
+                    temperature=self.profile.agent.temperature,
+                    max_tokens=self.settings.llm_max_tokens,
+                ):
+                    text += chunk.text
+        except (ProviderError, TimeoutError) as exc:
+            self._log("llm tool follow-up failed", logging.WARNING, error=type(exc).__name__)
+        if not text.strip():
+            text = "Done." if outcome.success else "Sorry, I couldn't do that just now."
+        await self.speaker.say(turn, [text.strip()])
+
+    # ---------------------------------------------------------------- knowledge and the LLM
+
+    async def llm_reply(self, turn: ReplyTurn, intent: Intent | None = None) -> None:
+        """Knowledge, then the LLM streamed into the speaker; tools it calls run after its words."""
+        started = time.monotonic()
+        chunks = await self._retrieve(turn.user_text)
+        if self.profile.agent.documents:
+            turn.timings["retrieval_dur_ms"] = round((time.monotonic() - started) * 1000, 1)
+        if chunks and intent == Intent.QUESTION and getattr(self.llm, "extractive_knowledge", False):
+            if await self._extractive_answer(turn, chunks):
+                return
+        knowledge = self.knowledge.format_for_prompt(chunks) if chunks else ""
+        messages = self._messages(knowledge, turn.user_text)
+        tools = (
+            self.profile.tool_specs if getattr(self.llm, "supports_tools", self.llm.name != "local") else None
+        )
+        sentences: asyncio.Queue[str | None] = asyncio.Queue()
+        speaking = asyncio.create_task(self.speaker.speak(turn, sentences))
+        chunker = SentenceChunker(first_clause_chars=FIRST_CLAUSE_CHARS)
+        tool_calls: list[ToolCall] = []
+        produced = False
+        turn.source = ReplySource.LLM
+        try:
+            async with asyncio.timeout(self.settings.llm_timeout_sec):
+                async for chunk in self.llm.stream_chat(
+                    messages,
+                    tools=tools or None,
+                    model=self.profile.agent.llm_model,
+                    temperature=self.profile.agent.temperature,
+                    max_tokens=self.settings.llm_max_tokens,
+                ):
+                    if chunk.text:
+                        turn.timings.setdefault("llm_first_token_ms", self._ms())
+                        for sentence in chunker.push(chunk.text):
+                            produced = True
+                            sentences.put_nowait(sentence)
+                    if chunk.tool_calls:
+                        tool_calls.extend(chunk.tool_calls)
+            if rest := chunker.flush():
+                produced = True
+                sentences.put_nowait(rest)
+        except (ProviderError, TimeoutError) as exc:
+            self._log("llm turn failed", logging.WARNING, error=type(exc).__name__)
+            if not produced:
+                turn.kind = "fallback"
+                turn.source = ReplySource.FALLBACK
+                sentences.put_nowait(FALLBACK_LINE)
+        finally:
+            sentences.put_nowait(None)
+            await speaking
+        if tool_calls:
+            await turn.go.wait()  # a tool acts: never on a turn that is still a guess
+        for call in tool_calls[:3]:
+            await self.run_tool(turn, call)
+
+    async def _extractive_answer(self, turn: ReplyTurn, chunks: list[Any]) -> bool:
+        """A small embedded model paraphrases facts unreliably: answer a knowledge question with the
+        knowledge base's own best-matching sentence instead, when it matches the question well."""
+        try:
+            sentence, score = await self.knowledge.best_sentence(turn.user_text, chunks)
+        except Exception as exc:
+            self._log("extractive answer failed", logging.WARNING, error=type(exc).__name__)
+            return False
+        if score < EXTRACTIVE_MIN_SCORE:
+            return False
+        turn.timings["knowledge_answer_ms"] = self._ms()
+        turn.source = ReplySource.KNOWLEDGE
+        await self.speaker.say(turn, [sentence])
+        return True
+
+    async def _retrieve(self, text: str) -> list[Any]:
+        documents = self.profile.agent.documents
+        if not documents:
+            return []
+        if any(d.status == "pending" for d in documents):
+            await self.knowledge.index_pending(
+                self.db, self.profile.id
+            )  # documents copied from another agent
+            for document in documents:
+                document.status = "ready"
+        said = self.transcript.last_agent_line()
+        try:
+            async with asyncio.timeout(1.5):
+                return await self.knowledge.query(self.profile.id, text, context=said.rstrip(" —"))
+        except Exception as exc:
+            self._log("retrieval failed", logging.WARNING, error=type(exc).__name__)
+            return []
+
+    def _messages(self, knowledge: str, user_text: str) -> list[ChatMessage]:
+        return build_messages(
+            self.profile.system_prompt,
+            self.transcript.state.value,
+            knowledge,
+            self.transcript.history,
+            user_text,
+        )
+
+    def prefill_prompt(self) -> list[ChatMessage]:
+        """The system prompt as the first reply will see it (for the LLM's prompt cache)."""
+        return build_messages(self.profile.system_prompt, CallState.DISCOVERY.value, "", [], "")[:1]
+
+    def _log(self, msg: str, level: int = logging.INFO, **fields: Any) -> None:
+        log.log(level, msg, extra={"fields": {**self._log_fields, **fields}})

@@ -1,0 +1,77 @@
+"""The long-lived services of one running process, created at start-up and shared by routes and calls."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from api.auth import KeyRing
+from call.registry import ConnectionManager
+from config import Settings
+from core.metrics import LoopLagMonitor
+from events.post_call import run_post_call
+from events.webhooks import WebhookDispatcher
+from knowledge.store import KnowledgeStore
+from providers.registry import ProviderRegistry
+from storage.batch_writer import BatchWriter
+from storage.db import Database
+from telephony.twilio_gateway import TwilioGateway
+from tools.runner import ToolRunner
+
+log = logging.getLogger(__name__)
+
+
+class Runtime:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.db = Database(settings.database_url)
+        self.keyring = KeyRing(settings)
+        self.providers = ProviderRegistry(settings)
+        self.knowledge = KnowledgeStore(settings)
+        self.webhooks = WebhookDispatcher(self.db, settings)
+        self.writer = BatchWriter(self.db, after_commit=self.webhooks_notify)  # the call path's writes
+        self.twilio = TwilioGateway(settings)
+        self.calls = ConnectionManager(lambda: settings.max_concurrent_calls, post_call=self.post_call)
+        self.tool_runner = ToolRunner(settings, self.db, self.twilio, self.webhooks)
+        self.loop_lag = LoopLagMonitor()
+
+    async def start(self) -> None:
+        self.loop_lag.start()
+        await self.db.upgrade()
+        await self.keyring.load(self.db)
+        await self.webhooks.start()
+        self.writer.start()
+        self.providers.warm_in_background()
+        if self.settings.warm_embeddings:
+            self._warm_knowledge = asyncio.create_task(self.knowledge.warm(), name="warm-embeddings")
+
+    def readiness(self) -> dict[str, bool]:
+        """Loading the embedding model imports torch, which holds the GIL for seconds: a call served
+        meanwhile stutters, so the process is not ready until it is done."""
+        if not self.settings.warm_embeddings:
+            return {}
+        warm = getattr(self, "_warm_knowledge", None)
+        return {"embeddings_loaded": warm is not None and warm.done() and warm.exception() is None}
+
+    def webhooks_notify(self) -> None:
+        """Wake the webhook worker after a transaction that emitted events has committed."""
+        self.webhooks.notify()
+
+    async def post_call(self, conversation_id: str) -> None:
+        """After hang-up: summary, outcome and collected data, then `call.completed`."""
+        await run_post_call(self, conversation_id)
+        self.webhooks_notify()
+
+    async def stop(self) -> None:
+        warm = getattr(self, "_warm_knowledge", None)
+        if warm is not None and not warm.done():
+            warm.cancel()
+        await self.calls.drain()
+        await self.writer.stop()
+        await self.webhooks.stop()
+        await self.tool_runner.aclose()
+        await self.twilio.aclose()
+        await self.providers.aclose()
+        self.knowledge.close()
+        await self.db.dispose()
+        await self.loop_lag.stop()

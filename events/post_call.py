@@ -1,0 +1,121 @@
+"""What happens after a call ends: analysis stored on the conversation, then `call.completed`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Protocol
+
+from sqlalchemy import select
+
+from models import Agent, Conversation, Meeting
+
+
+class PostCallServices(Protocol):
+    """What post-call work uses of the process's services (``core.runtime.Runtime`` has them)."""
+
+    db: Any
+    providers: Any
+    webhooks: Any
+    settings: Any
+
+
+log = logging.getLogger(__name__)
+
+ANALYSIS_TIMEOUT_S = 60.0
+
+
+def transcript_as_heard(conversation: Conversation) -> list[dict[str, Any]]:
+    return [
+        {
+            "role": t.role,
+            "text": t.text,
+            "kind": t.kind,
+            "interrupted": t.interrupted,
+            "start_ms": t.start_ms,
+            "end_ms": t.end_ms,
+        }
+        for t in conversation.turns
+        if t.text
+    ]
+
+
+async def run_post_call(runtime: PostCallServices, conversation_id: str) -> None:
+    from events.analysis import analyze_conversation
+
+    async with runtime.db.session() as session:
+        conversation = await session.get(Conversation, conversation_id)
+        if conversation is None:
+            return
+        agent = await session.get(Agent, conversation.agent_id) if conversation.agent_id else None
+        transcript = transcript_as_heard(conversation)
+        tool_calls = [
+            {
+                "name": c.name,
+                "arguments": c.arguments,
+                "result": c.result,
+                "success": c.success,
+                "duration_ms": c.duration_ms,
+            }
+            for c in conversation.tool_calls
+        ]
+        end_reason = conversation.end_reason
+    data_fields = list(agent.data_collection or []) if agent is not None else []
+    try:
+        llm = await runtime.providers.llm((agent.providers or {}).get("llm") if agent else None)
+        async with asyncio.timeout(ANALYSIS_TIMEOUT_S):
+            analysis = await analyze_conversation(
+                [(t["role"], t["text"]) for t in transcript],
+                data_fields,
+                llm,
+                tool_calls=tool_calls,
+                end_reason=end_reason,
+            )
+        summary, outcome, collected = analysis.summary, analysis.outcome, analysis.collected
+    except Exception as exc:
+        log.warning(
+            "post-call analysis failed",
+            extra={"fields": {"conversation_id": conversation_id, "error": type(exc).__name__}},
+        )
+        summary, outcome, collected = None, None, {}
+    async with runtime.db.session() as session:
+        conversation = await session.get(Conversation, conversation_id)
+        if conversation is None:
+            return
+        conversation.summary = summary
+        conversation.outcome = outcome
+        conversation.collected_data = collected
+        meetings = (
+            await session.scalars(select(Meeting).where(Meeting.conversation_id == conversation_id))
+        ).all()
+        await runtime.webhooks.emit(
+            session,
+            "call.completed",
+            {
+                "conversation_id": conversation.id,
+                "agent_id": conversation.agent_id,
+                "call_sid": conversation.call_sid,
+                "direction": conversation.direction,
+                "status": conversation.status,
+                "end_reason": conversation.end_reason,
+                "duration_sec": conversation.duration_sec,
+                "started_at": conversation.started_at,
+                "ended_at": conversation.ended_at,
+                "transcript": transcript,
+                "tool_calls": tool_calls,
+                "meetings": [
+                    {"id": m.id, "start_time": m.start_time, "attendee_name": m.attendee_name}
+                    for m in meetings
+                ],
+                "summary": summary,
+                "outcome": outcome,
+                "collected_data": collected,
+                "recording_url": (
+                    runtime.settings.public_url.rstrip("/") + conversation.recording_url
+                    if conversation.recording_url
+                    else None
+                ),
+            },
+            agent_id=conversation.agent_id,
+            conversation_id=conversation.id,
+        )

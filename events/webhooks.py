@@ -1,0 +1,238 @@
+"""Webhook events with an outbox: durable, signed, retried, visible.
+
+``emit()`` writes the event and one delivery row per subscribed config inside the caller's transaction,
+so an event exists exactly when the change it describes does. A background worker delivers due rows:
+JSON ``{id, type, created_at, data}``, signed ``X-Signature: t=<unix>,v1=<hex HMAC-SHA256("<t>.<body>")>``,
+retried with exponential backoff and jitter until it succeeds or the event is older than the maximum
+age. Pending rows survive restarts (at-least-once; receivers dedupe on the event id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import random
+import time
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+from sqlalchemy import or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from config import Settings
+from core.net_guard import UnsafeURLError, ensure_public_url
+from models import WebhookConfig, WebhookDelivery, WebhookEvent
+from storage.db import Database
+from utils import utcnow
+
+log = logging.getLogger(__name__)
+
+EVENT_TYPES = ("call.started", "call.completed", "call.interrupted", "call.failed", "tool.executed")
+MAX_RESPONSE_BYTES = 64 * 1024
+BATCH = 50
+
+
+def sign(secret: str, body: bytes, timestamp: int | None = None) -> str:
+    t = int(time.time()) if timestamp is None else timestamp
+    digest = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={t},v1={digest}"
+
+
+def verify(secret: str, body: bytes, header: str, tolerance_s: int = 300) -> bool:
+    """What a receiver does (documented in the README): check the HMAC and the timestamp's freshness."""
+    try:
+        fields = dict(part.split("=", 1) for part in header.split(","))
+        t = int(fields["t"])
+    except (ValueError, KeyError):
+        return False
+    expected = sign(secret, body, t).split("v1=", 1)[1]
+    return abs(time.time() - t) <= tolerance_s and hmac.compare_digest(expected, fields.get("v1", ""))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def backoff_s(attempt: int, base_s: float = 2.0) -> float:
+    """base·2^(n-1): 2, 4, 8 … s (capped at 10 min), ±25 % jitter so retries do not arrive in lockstep."""
+    return min(600.0, base_s * 2.0 ** (attempt - 1)) * random.uniform(0.75, 1.25)
+
+
+class WebhookDispatcher:
+    def __init__(self, db: Database, settings: Settings) -> None:
+        self.db = db
+        self.settings = settings
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._client: httpx.AsyncClient | None = None
+        self._stopping = False
+
+    # ------------------------------------------------------------ producer side
+
+    async def emit(
+        self,
+        session: AsyncSession,
+        event_type: str,
+        data: dict[str, Any],
+        *,
+        agent_id: str | None,
+        conversation_id: str | None,
+    ) -> str | None:
+        """Record an event for every active config subscribed to it (in ``session``'s transaction)."""
+        configs = (
+            await session.scalars(
+                select(WebhookConfig).where(
+                    WebhookConfig.active.is_(True),
+                    or_(WebhookConfig.agent_id.is_(None), WebhookConfig.agent_id == agent_id),
+                )
+            )
+        ).all()
+        targets = [c for c in configs if not c.events or event_type in c.events]
+        if not targets:
+            return None
+        event = WebhookEvent(
+            type=event_type,
+            agent_id=agent_id,
+            conversation_id=conversation_id,
+            data=json.loads(json.dumps(data, default=_json_default)),
+        )
+        session.add(event)
+        await session.flush()
+        for config in targets:
+            session.add(WebhookDelivery(event_id=event.id, webhook_id=config.id))
+        return event.id
+
+    def notify(self) -> None:
+        self._wake.set()
+
+    # ------------------------------------------------------------ worker
+
+    async def start(self) -> None:
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(self.settings.webhook_timeout_sec),
+            follow_redirects=False,
+            headers={"user-agent": "ai-sdr-webhooks/1.0"},
+        )
+        self._task = asyncio.create_task(self._run(), name="webhook-worker")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(self._task, 10)
+            except (TimeoutError, asyncio.CancelledError):
+                self._task.cancel()
+        if self._client is not None:
+            await self._client.aclose()
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            try:
+                delivered = await self.deliver_due()
+            except Exception as exc:
+                log.error("webhook worker error", extra={"fields": {"error": type(exc).__name__}})
+                delivered = 0
+            if delivered >= BATCH:
+                continue
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=1.0)
+            except TimeoutError:
+                pass
+
+    async def deliver_due(self) -> int:
+        now = utcnow()
+        async with self.db.session() as session:
+            rows = (
+                await session.execute(
+                    select(WebhookDelivery, WebhookEvent, WebhookConfig)
+                    .join(WebhookEvent, WebhookDelivery.event_id == WebhookEvent.id)
+                    .join(WebhookConfig, WebhookDelivery.webhook_id == WebhookConfig.id)
+                    .where(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= now)
+                    .order_by(WebhookDelivery.next_attempt_at)
+                    .limit(BATCH)
+                )
+            ).all()
+            work = [(d.id, e.id, e.type, e.created_at, e.data, c.url, c.secret) for d, e, c in rows]
+        await asyncio.gather(*(self._attempt(*item) for item in work))
+        return len(work)
+
+    async def _attempt(
+        self,
+        delivery_id: str,
+        event_id: str,
+        event_type: str,
+        created_at: datetime,
+        data: dict[str, Any],
+        url: str,
+        secret: str,
+    ) -> None:
+        body = json.dumps(
+            {"id": event_id, "type": event_type, "created_at": created_at.isoformat(), "data": data},
+            default=_json_default,
+            separators=(",", ":"),
+        ).encode()
+        status_code: int | None = None
+        error: str | None = None
+        started = time.perf_counter()
+        try:
+            await ensure_public_url(url, self.settings.webhook_allow_private)
+            assert self._client is not None
+            async with self._client.stream(
+                "POST",
+                url,
+                content=body,
+                headers={
+                    "content-type": "application/json",
+                    "x-signature": sign(secret, body),
+                    "x-event-id": event_id,
+                    "x-event-type": event_type,
+                },
+            ) as response:
+                status_code = response.status_code
+                received = 0
+                async for chunk in response.aiter_bytes():
+                    received += len(chunk)
+                    if received > MAX_RESPONSE_BYTES:
+                        break  # we only need the status; do not let a receiver stream at us
+            if not 200 <= status_code < 300:
+                error = f"HTTP {status_code}"
+        except UnsafeURLError as exc:
+            error = f"refused: {exc}"
+        except httpx.HTTPError as exc:
+            error = type(exc).__name__
+        ms = round((time.perf_counter() - started) * 1000, 1)
+        async with self.db.session() as session:
+            delivery = await session.get(WebhookDelivery, delivery_id)
+            if delivery is None:
+                return
+            delivery.attempts += 1
+            delivery.last_status_code = status_code
+            delivery.last_error = error
+            if error is None:
+                delivery.status = "delivered"
+                delivery.delivered_at = utcnow()
+            else:
+                too_old = utcnow() - created_at > timedelta(seconds=self.settings.webhook_max_age_sec)
+                out_of_attempts = delivery.attempts >= self.settings.webhook_max_attempts
+                if out_of_attempts or too_old or error.startswith("refused"):
+                    delivery.status = "dead"
+                else:
+                    wait = backoff_s(delivery.attempts, self.settings.webhook_retry_base_sec)
+                    delivery.next_attempt_at = utcnow() + timedelta(seconds=wait)
+            fields = {
+                "event_id": event_id,
+                "type": event_type,
+                "attempt": delivery.attempts,
+                "status": delivery.status,
+                "code": status_code,
+                "ms": ms,
+            }
+        log.info("webhook attempt", extra={"fields": {**fields, **({"error": error} if error else {})}})

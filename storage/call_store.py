@@ -1,0 +1,178 @@
+"""Durable state of a live call: the conversation row and its turns, written as the call goes.
+
+Writes made while the call runs go through the shared ``BatchWriter``: the engine queues them and
+carries on (a turn's sequence number is assigned here, at once), and they are committed within
+milliseconds, in order. Opening and closing the call wait for their writes.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from models import Agent, Conversation, ConversationTurn
+from storage.batch_writer import BatchWriter
+from storage.db import Database
+from utils import utcnow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class TurnRecord:
+    """A finished turn as the engine hands it over for storage."""
+
+    role: str
+    text: str
+    kind: str = "speech"
+    full_text: str | None = None
+    interrupted: bool = False
+    intent: str | None = None
+    start_ms: float | None = None
+    end_ms: float | None = None
+    user_speech_end_ms: float | None = None
+    stt_final_ms: float | None = None
+    llm_first_token_ms: float | None = None
+    tts_first_audio_ms: float | None = None
+    first_frame_sent_ms: float | None = None
+    source: str | None = None
+    retrieval_ms: float | None = None
+    knowledge_answer_ms: float | None = None
+    tool_result_ms: float | None = None
+    seq: int = field(default=-1)
+
+
+class CallStore:
+    def __init__(
+        self, db: Database, conversation_id: str, emit: Any = None, writer: BatchWriter | None = None
+    ) -> None:
+        self.db = db
+        self.conversation_id = conversation_id
+        self._next_seq = 0
+        self._emit = emit  # WebhookDispatcher.emit or None
+        self.writer = writer or BatchWriter(db)
+
+    async def load(self) -> tuple[Conversation, Agent | None]:
+        async with self.db.session() as session:
+            conversation = await session.get(Conversation, self.conversation_id)
+            if conversation is None:
+                raise LookupError(f"unknown conversation {self.conversation_id}")
+            agent = await session.get(Agent, conversation.agent_id) if conversation.agent_id else None
+            last = await session.scalar(
+                select(ConversationTurn.seq)
+                .where(ConversationTurn.conversation_id == self.conversation_id)
+                .order_by(ConversationTurn.seq.desc())
+                .limit(1)
+            )
+            self._next_seq = (last + 1) if last is not None else 0
+            return conversation, agent
+
+    async def mark_started(self, call_sid: str) -> None:
+        async def write(session: AsyncSession) -> None:
+            conversation = await session.get(Conversation, self.conversation_id)
+            assert conversation is not None
+            conversation.status = "in_progress"
+            conversation.started_at = conversation.started_at or utcnow()
+            conversation.call_sid = conversation.call_sid or call_sid
+            await self._emit_event(session, "call.started", conversation, {"call_sid": call_sid})
+
+        await self.writer.submit(write)
+
+    def save_turn(self, turn: TurnRecord) -> int:
+        """Queue a turn's insert (or its update when ``turn.seq`` is set, e.g. a merged user turn)."""
+        values = {
+            "role": turn.role,
+            "kind": turn.kind,
+            "text": turn.text,
+            "full_text": turn.full_text,
+            "interrupted": turn.interrupted,
+            "intent": turn.intent,
+            "start_ms": turn.start_ms,
+            "end_ms": turn.end_ms,
+            "user_speech_end_ms": turn.user_speech_end_ms,
+            "stt_final_ms": turn.stt_final_ms,
+            "llm_first_token_ms": turn.llm_first_token_ms,
+            "tts_first_audio_ms": turn.tts_first_audio_ms,
+            "first_frame_sent_ms": turn.first_frame_sent_ms,
+            "source": turn.source,
+            "retrieval_ms": turn.retrieval_ms,
+            "knowledge_answer_ms": turn.knowledge_answer_ms,
+            "tool_result_ms": turn.tool_result_ms,
+        }
+        conversation_id = self.conversation_id
+        if turn.seq >= 0:
+            seq = turn.seq
+
+            async def write(session: AsyncSession) -> None:
+                await session.execute(
+                    update(ConversationTurn)
+                    .where(ConversationTurn.conversation_id == conversation_id, ConversationTurn.seq == seq)
+                    .values(**values)
+                )
+
+        else:
+            seq = turn.seq = self._next_seq
+            self._next_seq += 1
+
+            async def write(session: AsyncSession) -> None:
+                session.add(ConversationTurn(conversation_id=conversation_id, seq=seq, **values))
+
+        self.writer.submit(write)
+        return seq
+
+    def set_state(self, state: str) -> None:
+        async def write(session: AsyncSession) -> None:
+            await session.execute(
+                update(Conversation).where(Conversation.id == self.conversation_id).values(call_state=state)
+            )
+
+        self.writer.submit(write)
+
+    def emit(self, event_type: str, data: dict[str, Any]) -> None:
+        """Queue a webhook event; the writer wakes the webhook worker once it is committed."""
+
+        async def write(session: AsyncSession) -> None:
+            conversation = await session.get(Conversation, self.conversation_id)
+            if conversation is not None:
+                await self._emit_event(session, event_type, conversation, data)
+
+        self.writer.submit(write)
+
+    async def flush(self) -> None:
+        await self.writer.flush()
+
+    async def finish(
+        self, end_reason: str, status: str = "completed", recording_url: str | None = None
+    ) -> None:
+        """Close the conversation; committed after every write the call queued before it."""
+
+        async def write(session: AsyncSession) -> None:
+            conversation = await session.get(Conversation, self.conversation_id)
+            if conversation is None:
+                return
+            if recording_url:
+                conversation.recording_url = recording_url
+            now = utcnow()
+            conversation.ended_at = now
+            conversation.end_reason = conversation.end_reason or end_reason
+            if conversation.status in ("initiated", "ringing", "in_progress"):
+                conversation.status = status
+            if conversation.started_at is not None:
+                conversation.duration_sec = round((now - conversation.started_at).total_seconds(), 2)
+            conversation.call_state = "ENDED"
+
+        await self.writer.submit(write)
+
+    async def _emit_event(
+        self, session: Any, event_type: str, conversation: Conversation, data: dict
+    ) -> None:
+        if self._emit is None:
+            return
+        payload = {"conversation_id": conversation.id, "agent_id": conversation.agent_id, **data}
+        await self._emit(
+            session, event_type, payload, agent_id=conversation.agent_id, conversation_id=conversation.id
+        )

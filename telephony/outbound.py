@@ -1,0 +1,116 @@
+"""Placing an outbound call: check the agent and variables, record the conversation, ask Twilio to dial.
+
+The conversation row is committed before Twilio is asked, so the TwiML and status webhooks that may
+arrive before ``calls.create`` even returns always find it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+
+from core.runtime import Runtime
+from models import Agent, Conversation, PhoneNumber
+from speech.text import template_variables
+from telephony.twilio_gateway import TelephonyError, TwilioNotConfigured
+
+# Variables the engine fills itself at call start (see WSConn._build_profile).
+BUILTIN_VARIABLES = frozenset({"agent_name", "caller_number", "call_sid", "date"})
+
+
+class OutboundCallError(Exception):
+    def __init__(self, status: int, detail: Any) -> None:
+        super().__init__(str(detail))
+        self.status = status
+        self.detail = detail
+
+
+@dataclass(slots=True)
+class PlacedCall:
+    conversation_id: str
+    call_sid: str
+    status: str
+
+
+def missing_variables(agent: Agent, provided: dict[str, Any]) -> list[str]:
+    needed = template_variables(agent.system_prompt or "") | template_variables(agent.first_message or "")
+    return sorted(needed - BUILTIN_VARIABLES - set(provided))
+
+
+async def place_call(
+    runtime: Runtime,
+    *,
+    agent_id: str,
+    to_number: str,
+    from_number: str | None,
+    dynamic_variables: dict[str, Any],
+) -> PlacedCall:
+    if not runtime.twilio.configured:
+        raise OutboundCallError(
+            503, "outbound calls need Twilio: set TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN and PUBLIC_URL"
+        )
+    async with runtime.db.session() as session:
+        agent = await session.get(Agent, agent_id)
+        if agent is None:
+            raise OutboundCallError(404, f"agent not found: {agent_id}")
+        missing = missing_variables(agent, dynamic_variables)
+        if missing:
+            raise OutboundCallError(
+                422,
+                [
+                    {
+                        "loc": ["body", "dynamic_variables", name],
+                        "msg": "required by the agent's prompt",
+                        "type": "missing",
+                    }
+                    for name in missing
+                ],
+            )
+        caller_id = (
+            from_number
+            or await session.scalar(
+                select(PhoneNumber.phone_number).where(PhoneNumber.agent_id == agent_id).limit(1)
+            )
+            or runtime.settings.twilio_phone_number
+        )
+        if not caller_id:
+            raise OutboundCallError(
+                422,
+                "no caller ID: pass from_number, give the agent a phone number or set TWILIO_PHONE_NUMBER",
+            )
+        conversation = Conversation(
+            agent_id=agent_id,
+            direction="outbound",
+            status="initiated",
+            from_number=caller_id,
+            to_number=to_number,
+            dynamic_variables=dict(dynamic_variables),
+        )
+        session.add(conversation)
+        await session.flush()
+        conversation_id = conversation.id
+
+    base = runtime.settings.public_url.rstrip("/")
+    try:
+        call_sid = await runtime.twilio.create_call(
+            to=to_number,
+            from_=caller_id,
+            url=f"{base}/twiml/voice_outbound?conversation_id={conversation_id}",
+            # The id rides along: Twilio may report "initiated" before calls.create has even returned the SID.
+            status_callback=f"{base}/twiml/status?conversation_id={conversation_id}",
+        )
+    except (TelephonyError, TwilioNotConfigured) as exc:
+        async with runtime.db.session() as session:
+            failed = await session.get(Conversation, conversation_id)
+            if failed is not None:
+                failed.status, failed.end_reason = "failed", "twilio_error"
+        raise OutboundCallError(502, str(exc)) from None
+
+    async with runtime.db.session() as session:
+        placed = await session.get(Conversation, conversation_id)
+        assert placed is not None
+        placed.call_sid = placed.call_sid or call_sid
+        status = placed.status
+    return PlacedCall(conversation_id, call_sid, status)

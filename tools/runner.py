@@ -1,0 +1,346 @@
+"""Tools an agent runs during a call: built-ins and per-agent tools, each execution stored and announced.
+
+Built-ins: ``end_call``, ``transfer_call`` (Twilio redirect to a number), ``send_sms`` (to the caller),
+``book_meeting`` (a Meeting row). Per-agent tools are HTTP webhooks (``kind="webhook"``) or configured
+instances of a built-in (e.g. a ``transfer_call`` to a specific number). Arguments are validated
+against the tool's JSON schema before anything runs; every execution becomes a ``ToolCallRecord`` and
+a ``tool.executed`` event in one transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import httpx
+from jsonschema import Draft202012Validator
+
+from core.net_guard import UnsafeURLError, ensure_public_url
+from models import Meeting, ToolCallRecord
+from providers.base import ToolCall, ToolSpec
+from speech.text import fill_template
+from telephony.twilio_gateway import TelephonyError, TwilioNotConfigured
+
+if TYPE_CHECKING:
+    from config import Settings
+    from events.webhooks import WebhookDispatcher
+    from storage.db import Database
+    from telephony.twilio_gateway import TwilioGateway
+
+log = logging.getLogger(__name__)
+
+MAX_RESPONSE_BYTES = 64 * 1024
+RETRY_DELAYS_S = (0.2, 0.6)  # webhook tools: retried on connection errors and 5xx (with an idempotency key)
+
+BUILTIN_SPECS: dict[str, ToolSpec] = {
+    "end_call": ToolSpec(
+        "end_call",
+        "End the phone call politely when the conversation is over.",
+        {"type": "object", "properties": {"reason": {"type": "string"}}, "required": []},
+    ),
+    "book_meeting": ToolSpec(
+        "book_meeting",
+        "Book a meeting with the caller at an agreed date and time.",
+        {
+            "type": "object",
+            "properties": {
+                "start_time": {"type": "string", "description": "ISO 8601 start time"},
+                "attendee_name": {"type": "string"},
+                "attendee_contact": {"type": "string"},
+                "notes": {"type": "string"},
+            },
+            "required": ["start_time"],
+        },
+    ),
+    "transfer_call": ToolSpec(
+        "transfer_call",
+        "Transfer the caller to a human colleague when they ask for one.",
+        {"type": "object", "properties": {"reason": {"type": "string"}}, "required": []},
+    ),
+    "send_sms": ToolSpec(
+        "send_sms",
+        "Send the caller a text message (a link, a confirmation, details they asked for).",
+        {
+            "type": "object",
+            "properties": {"message": {"type": "string", "maxLength": 600}},
+            "required": ["message"],
+        },
+    ),
+}
+FILLERS = {
+    "book_meeting": "One moment, let me book that.",
+    "send_sms": "One moment, I'm sending that text.",
+    "transfer_call": "One moment.",
+}
+
+
+@dataclass(slots=True)
+class ToolContext:
+    conversation_id: str
+    call_sid: str
+    caller_number: str | None
+    agent_number: str | None
+    dynamic_variables: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class ToolOutcome:
+    success: bool
+    result: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    duration_ms: float = 0.0
+    say: str | None = None  # spoken as is; None: the LLM words the result
+    ends_call: bool = False
+    transferred: bool = False
+
+
+class ToolError(Exception):
+    """A tool failed in a way worth telling the LLM (the message is safe to store and show)."""
+
+
+@dataclass(slots=True)
+class ResolvedTool:
+    kind: str
+    spec: ToolSpec
+    config: dict[str, Any]
+
+
+def fill_arguments(value: Any, variables: dict[str, Any]) -> Any:
+    """``{{name}}`` placeholders in string arguments (at any depth) take the call's dynamic variables."""
+    if isinstance(value, str):
+        return fill_template(value, variables) if "{{" in value else value
+    if isinstance(value, dict):
+        return {k: fill_arguments(v, variables) for k, v in value.items()}
+    if isinstance(value, list):
+        return [fill_arguments(v, variables) for v in value]
+    return value
+
+
+class ToolRunner:
+    def __init__(
+        self, settings: Settings, db: Database, twilio: TwilioGateway, webhooks: WebhookDispatcher
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.twilio = twilio
+        self.webhooks = webhooks
+        self._http: httpx.AsyncClient | None = None
+
+    # ------------------------------------------------------------ what the model sees
+
+    def tools_for(self, agent: Any) -> dict[str, ResolvedTool]:
+        tools = {
+            name: ResolvedTool(name, BUILTIN_SPECS[name], {})
+            for name in (agent.builtin_tools or [])
+            if name in BUILTIN_SPECS
+        }
+        for tool in agent.tools or []:
+            if not tool.enabled:
+                continue
+            if tool.kind in BUILTIN_SPECS:
+                base = BUILTIN_SPECS[tool.kind]
+                parameters = tool.parameters if (tool.parameters or {}).get("properties") else base.parameters
+                spec = ToolSpec(tool.name, tool.description or base.description, parameters)
+            else:
+                spec = ToolSpec(tool.name, tool.description, tool.parameters or {"type": "object"})
+            tools[tool.name] = ResolvedTool(tool.kind, spec, dict(tool.config or {}))
+        return tools
+
+    def specs_for(self, agent: Any) -> list[ToolSpec]:
+        return [tool.spec for tool in self.tools_for(agent).values()]
+
+    def filler_for(self, name: str) -> str:
+        return FILLERS.get(name, "One moment while I check that.")
+
+    # ------------------------------------------------------------ running
+
+    async def execute(self, agent: Any, call: ToolCall, ctx: ToolContext) -> ToolOutcome:
+        started = time.perf_counter()
+        call = ToolCall(call.name, fill_arguments(call.arguments, ctx.dynamic_variables), call.id)
+        tool = self.tools_for(agent).get(call.name)
+        try:
+            if tool is None:
+                raise ToolError(f"unknown tool {call.name!r}")
+            problems = sorted(Draft202012Validator(tool.spec.parameters).iter_errors(call.arguments), key=str)
+            if problems:
+                where = "/".join(str(p) for p in problems[0].absolute_path) or "arguments"
+                raise ToolError(f"invalid arguments ({where}): {problems[0].message[:200]}")
+            outcome = await self._run(agent, tool, call, ctx)
+        except ToolError as exc:
+            outcome = ToolOutcome(False, error=str(exc))
+        except Exception as exc:
+            log.warning("tool failed", extra={"fields": {"tool": call.name, "error": type(exc).__name__}})
+            outcome = ToolOutcome(
+                False, error=f"the tool failed ({type(exc).__name__})"
+            )  # details stay in the log
+        outcome.duration_ms = (time.perf_counter() - started) * 1000
+        await self._record(agent, call, ctx, outcome)
+        return outcome
+
+    async def _run(self, agent: Any, tool: ResolvedTool, call: ToolCall, ctx: ToolContext) -> ToolOutcome:
+        match tool.kind:
+            case "end_call":
+                return ToolOutcome(True, {"ended": True}, ends_call=True)
+            case "book_meeting":
+                return await self._book_meeting(agent, call.arguments, ctx)
+            case "transfer_call":
+                return await self._transfer(agent, tool, ctx)
+            case "send_sms":
+                return await self._send_sms(tool, call.arguments, ctx)
+            case "webhook":
+                return await self._webhook(tool, call, ctx)
+        raise ToolError(f"tool kind {tool.kind!r} is not supported")
+
+    async def _book_meeting(self, agent: Any, args: dict[str, Any], ctx: ToolContext) -> ToolOutcome:
+        try:
+            start = datetime.fromisoformat(str(args["start_time"]))
+        except ValueError:
+            raise ToolError("start_time must be an ISO 8601 date and time") from None
+        if start.tzinfo is None:
+            start = start.replace(tzinfo=UTC)  # models rarely give an offset; times are stored in UTC
+        async with self.db.session() as session:
+            meeting = Meeting(
+                conversation_id=ctx.conversation_id,
+                agent_id=agent.id,
+                attendee_name=str(args.get("attendee_name") or ""),
+                attendee_contact=str(args.get("attendee_contact") or ctx.caller_number or ""),
+                start_time=start,
+                notes=str(args.get("notes") or ""),
+            )
+            session.add(meeting)
+            await session.flush()
+            meeting_id = meeting.id
+        when = start.strftime("%A, %B %-d at %-I:%M %p").replace(":00 ", " ")
+        return ToolOutcome(
+            True,
+            {"meeting_id": meeting_id, "start_time": start.isoformat()},
+            say=f"You're booked for {when}. You'll get a confirmation shortly.",
+        )
+
+    async def _transfer(self, agent: Any, tool: ResolvedTool, ctx: ToolContext) -> ToolOutcome:
+        number = tool.config.get("number") or agent.transfer_number
+        if not number:
+            raise ToolError("no transfer number is configured for this agent")
+        if not ctx.call_sid.startswith("CA"):
+            raise ToolError("only phone calls can be transferred")
+        try:
+            await self.twilio.transfer(ctx.call_sid, number)
+        except (TelephonyError, TwilioNotConfigured) as exc:
+            raise ToolError(str(exc)) from None
+        return ToolOutcome(True, {"transferred_to": number}, say="", transferred=True)
+
+    async def _send_sms(self, tool: ResolvedTool, args: dict[str, Any], ctx: ToolContext) -> ToolOutcome:
+        to = tool.config.get("to") or ctx.caller_number
+        sender = tool.config.get("number") or ctx.agent_number or self.settings.twilio_phone_number
+        if not to or not sender:
+            raise ToolError("no number to text from or to")
+        body = fill_template(str(args["message"]), ctx.dynamic_variables)
+        try:
+            sid = await self.twilio.send_sms(to=to, from_=sender, body=body)
+        except (TelephonyError, TwilioNotConfigured) as exc:
+            raise ToolError(str(exc)) from None
+        return ToolOutcome(True, {"message_sid": sid, "to": to}, say="Done, I've sent you a text.")
+
+    async def _webhook(self, tool: ResolvedTool, call: ToolCall, ctx: ToolContext) -> ToolOutcome:
+        config = tool.config
+        url = fill_template(str(config["url"]), ctx.dynamic_variables)
+        try:
+            await ensure_public_url(url, self.settings.webhook_allow_private)
+        except UnsafeURLError as exc:
+            raise ToolError(f"refused: {exc}") from None
+        method = str(config.get("method", "POST")).upper()
+        headers = {
+            k: fill_template(str(v), ctx.dynamic_variables) for k, v in (config.get("headers") or {}).items()
+        }
+        # The same key on every retry of this call, so a receiver can tell a retry from a second request.
+        fingerprint = hashlib.sha256(json.dumps(call.arguments, sort_keys=True).encode()).hexdigest()[:16]
+        headers["idempotency-key"] = f"{ctx.conversation_id}:{call.id or call.name}:{fingerprint}"
+        payload = {
+            "tool": call.name,
+            "arguments": call.arguments,
+            "conversation_id": ctx.conversation_id,
+            "call_sid": ctx.call_sid,
+        }
+        request: dict[str, Any] = (
+            {"params": {k: v if isinstance(v, str) else json.dumps(v) for k, v in call.arguments.items()}}
+            if method in ("GET", "DELETE")
+            else {"json": payload}
+        )
+        timeout = float(config.get("timeout_sec", 5.0))
+        last_error = "no attempt"
+        for attempt in range(len(RETRY_DELAYS_S) + 1):
+            if attempt:
+                await asyncio.sleep(RETRY_DELAYS_S[attempt - 1])
+            try:
+                status, body = await self._http_call(method, url, headers, timeout, request)
+            except httpx.TimeoutException:
+                raise ToolError(
+                    f"the tool did not answer within {timeout:g} s"
+                ) from None  # not retried: it may be running
+            except httpx.TransportError as exc:
+                last_error = f"could not reach the tool ({type(exc).__name__})"
+                continue
+            if status >= 500:
+                last_error = f"the tool answered HTTP {status}"
+                continue
+            if status >= 400:
+                raise ToolError(f"the tool answered HTTP {status}: {body[:200]}")
+            try:
+                parsed = json.loads(body) if body else {}
+            except json.JSONDecodeError:
+                parsed = {"text": body[:2000]}
+            result = parsed if isinstance(parsed, dict) else {"result": parsed}
+            return ToolOutcome(True, result)
+        raise ToolError(last_error)
+
+    async def _http_call(
+        self, method: str, url: str, headers: dict[str, str], timeout: float, request: dict[str, Any]
+    ) -> tuple[int, str]:
+        if self._http is None:
+            self._http = httpx.AsyncClient(follow_redirects=False, headers={"user-agent": "ai-sdr-tools/1.0"})
+        async with self._http.stream(method, url, headers=headers, timeout=timeout, **request) as response:
+            received = bytearray()
+            async for chunk in response.aiter_bytes():
+                received.extend(chunk)
+                if len(received) > MAX_RESPONSE_BYTES:
+                    raise ToolError(f"the tool's response is larger than {MAX_RESPONSE_BYTES // 1024} KB")
+            return response.status_code, received.decode("utf-8", errors="replace")
+
+    async def _record(self, agent: Any, call: ToolCall, ctx: ToolContext, outcome: ToolOutcome) -> None:
+        async with self.db.session() as session:
+            session.add(
+                ToolCallRecord(
+                    conversation_id=ctx.conversation_id,
+                    name=call.name,
+                    arguments=call.arguments,
+                    result=outcome.result,
+                    success=outcome.success,
+                    error=outcome.error,
+                    duration_ms=outcome.duration_ms,
+                )
+            )
+            await self.webhooks.emit(
+                session,
+                "tool.executed",
+                {
+                    "conversation_id": ctx.conversation_id,
+                    "name": call.name,
+                    "arguments": call.arguments,
+                    "result": outcome.result,
+                    "success": outcome.success,
+                    "error": outcome.error,
+                    "duration_ms": round(outcome.duration_ms, 1),
+                },
+                agent_id=getattr(agent, "id", None),
+                conversation_id=ctx.conversation_id,
+            )
+
+    async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
