@@ -62,7 +62,7 @@ def _check_e164(value: str) -> str:
     try:
         return normalize(value)
     except InvalidPhoneNumber as exc:
-        raise ValueError(f"invalid phone number: {exc}") from None
+        raise ValueError(f"invalid phone number (E.164 expected): {exc}") from None
 
 
 def _check_http_url(value: str) -> str:

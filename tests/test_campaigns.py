@@ -479,7 +479,7 @@ async def test_numbers_entering_the_api_are_checked_and_normalised(tmp_path: Pat
             r = await client.post("/v1/convai/phone-numbers", json={"phone_number": "+1 415 555"})
             assert r.status_code == 422
             assert r.json()["detail"][0]["loc"] == ["body", "phone_number"]
-            assert "invalid phone number" in r.json()["detail"][0]["msg"]
+            assert "invalid phone number (E.164 expected)" in r.json()["detail"][0]["msg"]
             r = await client.post("/v1/convai/agents", json={"name": "A", "transfer_number": "555-0100"})
             assert r.status_code == 422 and "start it with +" in r.text
             r = await client.post(
