@@ -814,7 +814,7 @@ class BatchCallSubmit(BaseModel):
     target_concurrency_limit: int | None = Field(default=None, ge=1, le=200, description="Concurrent calls")
     # this service's extensions
     calls_per_minute: int = Field(
-        default=30, ge=1, le=600, description="At most this many dials in any minute"
+        default=30, ge=1, le=6000, description="At most this many dials in any minute"
     )
     calling_hours: CallingHours | None = Field(default=None, description="null = any time")
     retry: RetryPolicy = Field(default_factory=lambda: RetryPolicy(outcomes=[], max_attempts=1))
