@@ -1,9 +1,10 @@
 // The console: a hash-routed page per screen, all data from the REST API (see api.js).
 import { ApiError, del, get, patch, post, api, session } from "./api.js";
 import { BrowserCall } from "./phone.js";
+import { campaignPage, campaignsPage } from "./campaigns.js";
 
 const view = document.getElementById("view");
-const BUILTIN_TOOLS = ["end_call", "transfer_call", "send_sms", "book_meeting"];
+const BUILTIN_TOOLS = ["end_call", "transfer_call", "send_sms", "book_meeting", "add_to_dnc"];
 const OUTCOMES = ["meeting_booked", "interested", "not_interested", "callback_requested", "voicemail", "no_answer", "failed"];
 const STATUSES = ["initiated", "ringing", "in_progress", "completed", "busy", "no_answer", "failed", "canceled"];
 let cleanup = () => {};
@@ -404,6 +405,8 @@ async function route() {
     else if (parts[0] === "conversations" && parts[1]) await conversationPage(parts[1]);
     else if (parts[0] === "conversations") await conversationsPage(new URLSearchParams(query));
     else if (parts[0] === "live") await livePage();
+    else if (parts[0] === "campaigns" && parts[1]) cleanup = await campaignPage(view, { h, toast, fail, pill }, parts[1]);
+    else if (parts[0] === "campaigns") await campaignsPage(view, { h, toast, fail, pill });
     else await agentsPage();
   } catch (error) { fail(error); }
 }

@@ -875,3 +875,70 @@ async def test_twilio_amd_callback_records_who_answered(tmp_path: Path) -> None:
                 assert (row.answered_by, row.answered_by_method) == ("machine", "twilio_amd")
                 assert row.answered_by_at is not None and row.outcome == "voicemail"
             assert conv["outcome"] == "voicemail"
+
+
+# ---------------------------------------------------------------- the console
+
+
+@pytest.mark.asyncio
+async def test_console_uploads_a_csv_starts_a_campaign_and_shows_each_lead(tmp_path: Path) -> None:
+    import shutil
+
+    from playwright.async_api import async_playwright
+
+    from tests.conftest import API_KEY, ROOT
+
+    screenshots = ROOT / "artifacts" / "console"
+    screenshots.mkdir(parents=True, exist_ok=True)
+    leads = tmp_path / "leads.csv"
+    leads.write_text(
+        "phone_number,first_name\n+12125550181,Dana\n+12125550182,Lee\n(212) 555-0183,Kim\nnope,X\n"
+    )
+    engine = Engine()
+    async with TwilioStandIn(
+        ACCOUNT_SID,
+        AUTH_TOKEN,
+        scenario=lambda c: Scenario("human", 0.05, 0.1, on_answer=engine.answered),
+    ) as twilio:
+        async with (
+            LiveServer(settings_for(tmp_path, twilio)) as server,
+            server.client() as client,
+            async_playwright() as pw,
+        ):
+            engine.server = server
+            await make_agent(client)
+            browser = await pw.chromium.launch(
+                executable_path=shutil.which("chromium") or "/usr/bin/chromium",
+                headless=True,
+                args=["--no-sandbox"],
+            )
+            page = await browser.new_page(viewport={"width": 1280, "height": 900})
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            await page.goto(server.base_url + "/")
+            await page.fill("#api-key", API_KEY)
+            await page.click("#sign-in")
+            await page.click("nav a[data-page=campaigns]")
+            await page.wait_for_selector("#new-campaign")
+            await page.fill("#campaign-call_name", "Browser campaign")
+            await page.set_input_files("#campaign-file", str(leads))
+            await page.fill("#campaign-default_region", "US")
+            await page.fill("#campaign-calling_hours_start", "00:00")
+            await page.fill("#campaign-calling_hours_end", "23:59")
+            await page.click("#start-campaign")
+            await page.wait_for_selector("#recipients")
+            await page.wait_for_function(
+                "document.querySelector('#campaign-finished')?.textContent === '4 / 4'", timeout=30_000
+            )
+            await page.wait_for_selector("#retry-campaign")
+            text = await page.inner_text("#recipients")
+            await page.screenshot(path=str(screenshots / "campaign.png"), full_page=True)
+            await page.click("nav a[data-page=campaigns]")
+            await page.wait_for_selector("#campaigns tr.clickable")
+            listed = await page.inner_text("#campaigns")
+            await browser.close()
+    assert errors == []
+    assert text.count("not interested") == 3 and "invalid number" in text and "+12125550183" in text
+    assert "first_name=Kim" in text
+    assert "Browser campaign" in listed and "completed" in listed
+    assert sorted(twilio.per_number) == ["+12125550181", "+12125550182", "+12125550183"]
