@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from call.bargein import BargeIn, CommitInterruption, PauseAgent, ResumeAgent
+from call.bargein import Backchannel, BargeIn, CommitInterruption, PauseAgent, ResumeAgent, TakeTurn
 from call.clock import CallClock
 from call.intents import detect_intent, is_backchannel
 from call.profile import AgentProfile, build_profile
@@ -326,7 +326,8 @@ class WSConn:
     def _dtmf_turn(self, digits: str | None) -> None:
         if digits and not self.closing:
             text = f"(The caller pressed the keys {' '.join(digits)} on the keypad.)"
-            asyncio.get_running_loop().create_task(self._user_turn(text, kind="dtmf", display=digits))
+            turn = CallerTurn(text, None, None, None, self.turns.take_peak() if self.turns else 0.0)
+            asyncio.get_running_loop().create_task(self._user_turn(turn, kind="dtmf", display=digits))
 
     async def _stt_events(self) -> None:
         assert self.stt is not None and self.turns is not None and self.barge is not None
@@ -355,37 +356,29 @@ class WSConn:
         result = self.turns.check(time.monotonic())
         if isinstance(result, CallerTurn):
             self.replies.turn_heard()
-            await self._user_turn(result.text, heard=result)
+            await self._user_turn(result)
         elif result is not None:
             self._check_end_of_turn_in(result)
 
     async def _user_turn(
-        self, text: str, *, kind: str = "speech", display: str | None = None, heard: CallerTurn | None = None
+        self, heard: CallerTurn, *, kind: str = "speech", display: str | None = None
     ) -> None:
         """The caller finished a turn: record it and answer (or resume, merge, or ignore)."""
-        assert self.barge is not None and self.turns is not None and self.watchdog is not None
+        assert self.barge is not None and self.watchdog is not None
         self.watchdog.caller_spoke()
-        peak = heard.peak_energy if heard is not None else self.turns.take_peak()
-        start_ms, end_ms, final_ms = (
-            (heard.speech_start_ms, heard.speech_end_ms, heard.stt_final_ms) if heard else (None, None, None)
-        )
-        if kind == "speech" and (self.barge.is_paused or self.speaker.is_speaking) and is_backchannel(text):
-            self.transcript.save_backchannel(text, start_ms, end_ms)
-            self._on_barge_event(self.barge.resume("backchannel"))
+        text = heard.text
+        event = self.barge.on_caller_turn(
+            speech=kind == "speech", backchannel=is_backchannel(text),
+            agent_speaking=self.speaker.is_speaking, peak_energy=heard.peak_energy,
+        )  # fmt: skip
+        if isinstance(event, Backchannel):
+            self.transcript.save_backchannel(text, heard.speech_start_ms, heard.speech_end_ms)
+            if event.resumed:
+                self._on_barge_event(ResumeAgent("backchannel"))
             return
-        cfg = self.profile.turn if self.profile else None
-        if self.barge.is_paused:
-            await self._commit_interruption()
-        elif (
-            kind == "speech"
-            and self.speaker.is_speaking
-            and cfg
-            and cfg.interrupt_enabled
-            and peak >= cfg.interrupt_min_energy
-        ):
-            # Words over the agent whose pause already timed out (or that the detector's timing let pass):
-            # the caller is talking, so the agent stops and answers. A far-off voice (a TV) is too quiet.
+        if isinstance(event, TakeTurn):
             await self._pause_agent(time.monotonic(), detected=False)
+        if event is not None:
             await self._commit_interruption()
         seq = -1
         if (unheard := await self.replies.take_unheard()) is not None:
@@ -394,21 +387,16 @@ class WSConn:
             self.replies.drop()
         intent = detect_intent(text)
         seq = self.transcript.save_user_turn(
-            display or text,
-            kind=kind,
-            intent=intent.value,
-            start_ms=start_ms,
-            end_ms=end_ms,
-            stt_final_ms=final_ms,
-            seq=seq,
-        )
+            display or text, kind=kind, intent=intent.value, start_ms=heard.speech_start_ms,
+            end_ms=heard.speech_end_ms, stt_final_ms=heard.stt_final_ms, seq=seq,
+        )  # fmt: skip
         self._log("user turn", seq=seq, intent=intent.value, chars=len(text))
         if self.transcript.closing:
             self.replies.drop()
             return
-        timings = {"user_speech_end_ms": end_ms or self.clock.ms()}
-        if final_ms is not None:
-            timings["stt_final_ms"] = final_ms
+        timings = {"user_speech_end_ms": heard.speech_end_ms or self.clock.ms()}
+        if heard.stt_final_ms is not None:
+            timings["stt_final_ms"] = heard.stt_final_ms
         self.replies.answer(text, seq, intent, timings)
 
     # ================================================================ barge-in
@@ -439,18 +427,7 @@ class WSConn:
         assert self.barge is not None
         if (paused := self.barge.commit()) is None:
             return
-        turn, heard = paused.turn, ""
-        if turn is not None and turn.running:
-            heard = self.replies.cut(turn, paused.played_frame)
-            turn.task.cancel()  # type: ignore[union-attr]
-            await asyncio.gather(turn.task, return_exceptions=True)  # type: ignore[arg-type]
-        await self.speaker.clear()
-        if self.state == CallState.COMPLETION:
-            self.transcript.set_state(CallState.ACTIVE)
-        if turn is not None and turn.planned:
-            self.transcript.emit(
-                "call.interrupted", {"heard_text": heard, "planned_text": " ".join(turn.planned)}
-            )
+        heard = await self.replies.interrupted(paused.turn, paused.played_frame)
         self._log("interrupted", heard_chars=len(heard))
 
     # ================================================================ watchdog

@@ -182,6 +182,24 @@ class Replies:
         await self.speaker.wait_played(turn)
         self.transcript.save_reply(turn)
 
+    async def interrupted(self, turn: ReplyTurn | None, played_frame: int) -> str:
+        """The caller took the turn while ``turn`` played: it stops for good and is stored as far as it was
+        heard (``played_frame``); a closing call opens again. Returns what the caller heard."""
+        heard = ""
+        if turn is not None and turn.running:
+            heard = self.cut(turn, played_frame)
+            assert turn.task is not None
+            turn.task.cancel()
+            await asyncio.gather(turn.task, return_exceptions=True)
+        await self.speaker.clear()
+        if self.transcript.state == CallState.COMPLETION:
+            self.transcript.set_state(CallState.ACTIVE)
+        if turn is not None and turn.planned:
+            self.transcript.emit(
+                "call.interrupted", {"heard_text": heard, "planned_text": " ".join(turn.planned)}
+            )
+        return heard
+
     def cut(self, turn: ReplyTurn, played_frame: int) -> str:
         """Store a reply cut short, as far as the caller heard it; returns what was heard."""
         if turn.saved:

@@ -125,4 +125,4 @@ def test_orchestrator_is_short() -> None:
     tree = ast.parse(source)
     ws_conn = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "WSConn")
     # ~300 was the aim; the call's wiring (_setup) and the caller-turn routing keep it above
-    assert ws_conn.end_lineno - ws_conn.lineno < 430
+    assert ws_conn.end_lineno - ws_conn.lineno < 410

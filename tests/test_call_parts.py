@@ -12,7 +12,16 @@ from typing import Any
 import numpy as np
 import pytest
 
-from call.bargein import BargeIn, BargeState, CommitInterruption, PauseAgent, ResumeAgent, TurnSettings
+from call.bargein import (
+    Backchannel,
+    BargeIn,
+    BargeState,
+    CommitInterruption,
+    PauseAgent,
+    ResumeAgent,
+    TakeTurn,
+    TurnSettings,
+)
 from call.clock import CallClock
 from call.intents import Intent
 from call.profile import AgentProfile
@@ -492,3 +501,30 @@ async def test_registry_enforces_capacity_and_drains() -> None:
     await registry.drain(timeout=1)
     assert a.end_reason == c.end_reason == "server_shutdown" and post_calls == ["conv1"]
     assert not registry.has_capacity()
+
+
+def test_barge_in_judges_a_finished_caller_turn() -> None:
+    barge: BargeIn[str] = BargeIn(TurnSettings(interrupt_min_energy=800), ScriptedClassifier())
+    judge = barge.on_caller_turn
+    # "uh-huh" while the agent talks is not a turn; when it had paused the agent, the agent plays on
+    assert judge(speech=True, backchannel=True, agent_speaking=True, peak_energy=2000) == Backchannel(
+        resumed=False
+    )
+    barge.did_pause(1.0, 5, "reply", now=1.0)
+    assert judge(speech=True, backchannel=True, agent_speaking=False, peak_energy=2000) == Backchannel(
+        resumed=True
+    )
+    assert barge.state is BargeState.LISTENING
+    # words while paused: the interruption is real
+    barge.did_pause(2.0, 9, "reply", now=2.0)
+    assert (
+        judge(speech=True, backchannel=False, agent_speaking=False, peak_energy=2000) == CommitInterruption()
+    )
+    barge.commit()
+    # loud words over the agent that the detector let pass take the turn; a far-off voice does not
+    assert judge(speech=True, backchannel=False, agent_speaking=True, peak_energy=2000) == TakeTurn()
+    assert judge(speech=True, backchannel=False, agent_speaking=True, peak_energy=300) is None
+    assert judge(speech=False, backchannel=False, agent_speaking=True, peak_energy=2000) is None  # keypad
+    assert judge(speech=True, backchannel=False, agent_speaking=False, peak_energy=2000) is None
+    off: BargeIn[str] = BargeIn(TurnSettings(interrupt_enabled=False), ScriptedClassifier())
+    assert off.on_caller_turn(speech=True, backchannel=False, agent_speaking=True, peak_energy=9000) is None
