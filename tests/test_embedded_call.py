@@ -98,7 +98,13 @@ async def test_embedded_call_answers_from_knowledge_books_and_reports(tmp_path: 
             "success"
         ]
         assert detail["outcome"] == "meeting_booked"
-        assert detail["summary"] and "budget" in detail["collected_data"]
+        # Post-call analysis ran on this call: a summary of what was said, and every data-collection
+        # field present, null here since the caller never names a budget.
+        summary = detail["summary"]
+        assert isinstance(summary, str) and any(
+            word in summary.lower() for word in ("meeting", "orbit", "book", "3 pm")
+        ), summary
+        assert detail["collected_data"] == {"budget": None}
 
         await asyncio.wait_for(_events(receiver, 3), 30)
         by_type = {event["type"]: event for event in receiver.events.values()}
