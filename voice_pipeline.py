@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from call.amd import AmdDecision, AnsweredBy, AnsweringMachineDetector, GreetingOver
 from call.bargein import Backchannel, BargeIn, CommitInterruption, PauseAgent, ResumeAgent, TakeTurn
 from call.clock import CallClock
 from call.intents import detect_intent, is_backchannel
@@ -34,6 +35,7 @@ from call.watchdog import MAX_DURATION_LINE, STILL_THERE_LINE, TIMEOUT_GOODBYE_L
 from core.metrics import BARGE_IN
 from providers.base import FRAME_BYTES, ProviderError, STTSession
 from speech.audio import FrameSlicer
+from speech.text import fill_template
 from speech.vad import FrameClassifier
 from storage.call_store import CallStore
 from storage.recordings import CallRecorder
@@ -77,6 +79,7 @@ class WSConn:
         self.barge: BargeIn[ReplyTurn] | None = None
         self.turns: TurnAssembler | None = None
         self.watchdog: Watchdog | None = None
+        self.amd: AnsweringMachineDetector | None = None  # outbound calls: a person or a machine?
         self._slicer = FrameSlicer()
         self._dtmf = DtmfBuffer()
         self._tasks: list[asyncio.Task[Any]] = []
@@ -181,7 +184,9 @@ class WSConn:
             (self._endings(), "endings"),
         ):
             self._tasks.append(asyncio.create_task(job, name=f"{name}-{self.call_sid}"))
-        if profile.first_message:
+        if conversation.direction == "outbound" and agent.voicemail_detection:
+            self.amd = AnsweringMachineDetector()  # the agent greets once a person has answered
+        elif profile.first_message:
             self.replies.say(profile.first_message, kind="greeting")
         if hasattr(llm, "prefill"):
             # While the greeting plays: the model reads the system prompt once, so the first reply's
@@ -292,6 +297,8 @@ class WSConn:
         assert self.barge is not None and self.turns is not None and self.watchdog is not None
         now = time.monotonic()
         energy, voiced = self.barge.classify(frame, self.speaker.is_speaking)
+        if self.amd is not None and (amd := self.amd.on_frame(frame, energy, voiced)) is not None:
+            self._on_amd(amd)
         cue = self.turns.on_voice(energy, voiced, now)
         if voiced:
             self.watchdog.activity(now)
@@ -335,6 +342,8 @@ class WSConn:
             async for event in self.stt.events():
                 if self.turns.on_transcript(event, time.monotonic(), self.clock.t0):
                     self._check_end_of_turn_in(0)
+                if self.amd is not None and event.text and (amd := self.amd.on_text(self.turns.text_so_far)):
+                    self._on_amd(amd)
                 elif event.kind == "partial" and self.barge.is_paused:
                     self._on_barge_event(self.barge.on_partial(event.text, is_backchannel(event.text)))
         except ProviderError as exc:
@@ -391,13 +400,51 @@ class WSConn:
             end_ms=heard.speech_end_ms, stt_final_ms=heard.stt_final_ms, seq=seq,
         )  # fmt: skip
         self._log("user turn", seq=seq, intent=intent.value, chars=len(text))
-        if self.transcript.closing:
+        if self.transcript.closing or (self.amd is not None and self.amd.pending):
             self.replies.drop()
             return
         timings = {"user_speech_end_ms": heard.speech_end_ms or self.clock.ms()}
         if heard.stt_final_ms is not None:
             timings["stt_final_ms"] = heard.stt_final_ms
         self.replies.answer(text, seq, intent, timings)
+
+    # ================================================================ answering machines
+
+    def _on_amd(self, event: AmdDecision | GreetingOver) -> None:
+        assert self.profile is not None and self.store is not None
+        agent = self.profile.agent
+        if isinstance(event, GreetingOver):
+            message = fill_template(
+                agent.voicemail_message or "", self.profile.variables, strict=False
+            ).strip()
+            self._log("voicemail greeting over", why=event.reason, at_s=event.at_s)
+            asyncio.get_running_loop().create_task(self._voicemail(message))
+            return
+        self.store.set_answered_by(event.answered_by.value, event.method)
+        self._log("answered by", answered_by=event.answered_by.value, method=event.method, at_s=event.at_s)
+        if event.answered_by is not AnsweredBy.MACHINE:
+            if self.profile.first_message:
+                self.replies.say(self.profile.first_message, kind="greeting")
+            return
+        # Never pitch to a machine: whatever was said stops, nothing is answered from now on.
+        reply = self.replies.current
+        if reply is not None and reply.running:
+            asyncio.get_running_loop().create_task(
+                self.replies.interrupted(reply, self.speaker.played_frame())
+            )
+        self.replies.drop()
+        self.transcript.set_state(CallState.COMPLETION)
+        if agent.voicemail_action != "leave_message":
+            asyncio.get_running_loop().create_task(self._voicemail(""))
+
+    async def _voicemail(self, message: str) -> None:
+        """Leave ``message`` (once, after the greeting and its beep) or hang up on the machine."""
+        if self.closing:
+            return
+        if message:
+            await self._say_last(message, "voicemail")
+        else:
+            await self.hang_up("voicemail")
 
     # ================================================================ barge-in
 

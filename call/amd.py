@@ -80,7 +80,9 @@ class AnsweringMachineDetector:
         beep_min_s: float = 0.16,
         speech_energy: float = 500.0,
         revise_within_s: float = 12.0,
+        greeting_max_wait_s: float = 20.0,
     ) -> None:
+        self.greeting_max_wait_s = greeting_max_wait_s
         self.revise_within_s = revise_within_s
         self.human_max_speech_s = human_max_speech_s
         self.human_quiet_s = human_quiet_s
@@ -125,6 +127,11 @@ class AnsweringMachineDetector:
         if self.decision.answered_by is AnsweredBy.MACHINE and self.greeting_over is None:
             return self._greeting_over(beep)
         return None
+
+    @property
+    def pending(self) -> bool:
+        """Nobody knows yet who answered: the agent neither greets nor answers."""
+        return self.decision is None
 
     def on_text(self, text: str) -> AmdDecision | None:
         """Transcript words (partial or final): a voicemail phrase decides ``machine`` — also over an
@@ -179,7 +186,10 @@ class AnsweringMachineDetector:
         return None
 
     def _greeting_over(self, beep: bool) -> GreetingOver | None:
-        if self._tone_ended_at is not None and self._t - self._tone_ended_at >= 0.2:
+        assert self.decision is not None
+        if self._t - self.decision.at_s >= self.greeting_max_wait_s:
+            self.greeting_over = GreetingOver("timeout", round(self._t, 2))  # a machine that talks on
+        elif self._tone_ended_at is not None and self._t - self._tone_ended_at >= 0.2:
             self.greeting_over = GreetingOver("beep", round(self._t, 2))
         elif not self._beep_heard and not self._beep_run and self._quiet_s >= self.greeting_over_quiet_s:
             self.greeting_over = GreetingOver("silence", round(self._t, 2))
