@@ -38,6 +38,16 @@ class Settings(BaseSettings):
     twilio_auth_token: SecretStr = SecretStr("")
     twilio_phone_number: str = ""
     twilio_api_base: str = ""  # tests point the SDK at a local stand-in
+    # Ask Twilio for answering-machine detection (async, DetectMessageEnd) on outbound calls.
+    twilio_machine_detection: bool = True
+
+    # --- campaigns (batch calling)
+    dialer_enabled: bool = True
+    dialer_tick_sec: float = 1.0  # how often the dialer looks for due recipients (it is also woken)
+    # A recipient claimed by a process that died before the call was placed is looked at after this.
+    dialer_stale_claim_sec: float = 120.0
+    # A completed call whose post-call analysis gave no outcome after this long counts as "unknown".
+    dialer_outcome_wait_sec: float = 180.0
 
     # --- Deepgram
     deepgram_api_key: SecretStr = SecretStr("")

@@ -1,7 +1,8 @@
 """Tools an agent runs during a call: built-ins and per-agent tools, each execution stored and announced.
 
 Built-ins: ``end_call``, ``transfer_call`` (Twilio redirect to a number), ``send_sms`` (to the caller),
-``book_meeting`` (a Meeting row). Per-agent tools are HTTP webhooks (``kind="webhook"``) or configured
+``book_meeting`` (a Meeting row), ``add_to_dnc`` (the other party's number onto the do-not-call list,
+then the call ends). Per-agent tools are HTTP webhooks (``kind="webhook"``) or configured
 instances of a built-in (e.g. a ``transfer_call`` to a specific number). Arguments are validated
 against the tool's JSON schema before anything runs; every execution becomes a ``ToolCallRecord`` and
 a ``tool.executed`` event in one transaction.
@@ -23,9 +24,11 @@ from jsonschema import Draft202012Validator
 
 from core.http import read_capped
 from core.net_guard import UnsafeURLError, ensure_public_url
-from models import Meeting, ToolCallRecord
+from models import Conversation, Meeting, ToolCallRecord
 from providers.base import ToolCall, ToolSpec
 from speech.text import fill_template
+from telephony import dnc
+from telephony.numbers import InvalidPhoneNumber, normalize
 from telephony.twilio_gateway import TelephonyError, TwilioNotConfigured
 
 if TYPE_CHECKING:
@@ -62,6 +65,12 @@ BUILTIN_SPECS: dict[str, ToolSpec] = {
     "transfer_call": ToolSpec(
         "transfer_call",
         "Transfer the caller to a human colleague when they ask for one.",
+        {"type": "object", "properties": {"reason": {"type": "string"}}, "required": []},
+    ),
+    "add_to_dnc": ToolSpec(
+        "add_to_dnc",
+        "The person asks not to be called again (take me off your list, stop calling, do not call me): "
+        "put their number on the do-not-call list and end the call.",
         {"type": "object", "properties": {"reason": {"type": "string"}}, "required": []},
     ),
     "send_sms": ToolSpec(
@@ -188,6 +197,8 @@ class ToolRunner:
         match tool.kind:
             case "end_call":
                 return ToolOutcome(True, {"ended": True}, ends_call=True)
+            case "add_to_dnc":
+                return await self._add_to_dnc(call.arguments, ctx)
             case "book_meeting":
                 return await self._book_meeting(agent, call.arguments, ctx)
             case "transfer_call":
@@ -222,6 +233,33 @@ class ToolRunner:
             True,
             {"meeting_id": meeting_id, "start_time": start.isoformat()},
             say=f"You're booked for {when}. You'll get a confirmation shortly.",
+        )
+
+    async def _add_to_dnc(self, args: dict[str, Any], ctx: ToolContext) -> ToolOutcome:
+        async with self.db.session() as session:
+            conversation = await session.get(Conversation, ctx.conversation_id)
+            # The other party: the callee of an outbound call, the caller of an inbound one.
+            if conversation is not None:
+                raw = (
+                    conversation.to_number
+                    if conversation.direction == "outbound"
+                    else conversation.from_number
+                )
+            else:
+                raw = ctx.caller_number
+            try:
+                number = normalize(raw or "")
+            except InvalidPhoneNumber:
+                raise ToolError("this call has no phone number to put on the do-not-call list") from None
+            reason = str(args.get("reason") or "asked not to be called again")[:500]
+            await dnc.add(
+                session, [number], reason=reason, source="tool", conversation_id=ctx.conversation_id
+            )
+        return ToolOutcome(
+            True,
+            {"phone_number": number, "do_not_call": True},
+            say="Understood. I've taken your number off our list, and you won't hear from us again. Goodbye.",
+            ends_call=True,
         )
 
     async def _transfer(self, agent: Any, tool: ResolvedTool, ctx: ToolContext) -> ToolOutcome:

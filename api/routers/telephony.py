@@ -19,6 +19,7 @@ from twilio.twiml.voice_response import Connect, VoiceResponse
 from core.runtime import Runtime
 from models import Agent, Conversation, PhoneNumber
 from telephony.stream_auth import make_stream_token
+from utils import utcnow
 from voice_pipeline import BUSY_LINE, WSConn
 
 log = logging.getLogger("ai_sdr.telephony")
@@ -38,6 +39,16 @@ STATUS_MAP = {
     "canceled": "canceled",
 }
 FAILED_STATUSES = {"busy", "no_answer", "failed", "canceled"}
+# Twilio's AnsweredBy values (async AMD with DetectMessageEnd) -> conversations.answered_by
+ANSWERED_BY = {
+    "human": "human",
+    "machine_start": "machine",
+    "machine_end_beep": "machine",
+    "machine_end_silence": "machine",
+    "machine_end_other": "machine",
+    "fax": "fax",
+    "unknown": "unknown",
+}
 NO_AGENT_LINE = "Sorry, this number is not available right now. Goodbye."
 
 
@@ -174,12 +185,47 @@ async def call_status(request: Request, conversation_id: str = "") -> dict[str, 
                     "agent_id": conversation.agent_id,
                     "status": status,
                     "call_sid": call_sid,
+                    "campaign_id": conversation.campaign_id,
                 },
                 agent_id=conversation.agent_id,
                 conversation_id=conversation.id,
             )
+        in_campaign = conversation.campaign_id is not None
     runtime.webhooks_notify()
+    if in_campaign and status in ("completed", *FAILED_STATUSES):
+        runtime.dialer.notify()
     return {"ok": True, "status": status}
+
+
+@router.post("/twiml/amd", summary="Twilio asynchronous answering-machine detection callback")
+async def machine_detection(request: Request, conversation_id: str = "") -> dict[str, Any]:
+    """Records who answered (``AnsweredBy``: human, machine_*, fax, unknown) on the conversation."""
+    runtime: Runtime = request.app.state.runtime
+    params = await _twilio_params(request)
+    call_sid = _valid_call_sid(params)
+    answered_by = ANSWERED_BY.get(params.get("AnsweredBy", "").lower())
+    if answered_by is None:
+        raise HTTPException(400, detail="unknown AnsweredBy")
+    async with runtime.db.session() as session:
+        conversation = await session.get(Conversation, conversation_id) if conversation_id else None
+        if conversation is not None and conversation.call_sid not in (None, call_sid):
+            conversation = None
+        if conversation is None:
+            conversation = await session.scalar(select(Conversation).where(Conversation.call_sid == call_sid))
+        if conversation is None:
+            raise HTTPException(404, detail="unknown call")
+        conversation.call_sid = conversation.call_sid or call_sid
+        # The engine may have decided from the audio already; Twilio's verdict does not overwrite it.
+        if conversation.answered_by in (None, "unknown"):
+            conversation.answered_by = answered_by
+            conversation.answered_by_method = "twilio_amd"
+            conversation.answered_by_at = utcnow()
+            if answered_by == "machine" and conversation.outcome is None:
+                conversation.outcome = "voicemail"
+        in_campaign = conversation.campaign_id is not None
+    if in_campaign:
+        runtime.dialer.notify()
+    return {"ok": True, "answered_by": answered_by}
 
 
 @router.websocket("/ws/voice/{call_sid}")
