@@ -23,24 +23,22 @@ from call.amd import AmdDecision, AnsweredBy, AnsweringMachineDetector, Greeting
 from call.bargein import Backchannel, BargeIn, CommitInterruption, PauseAgent, ResumeAgent, TakeTurn
 from call.clock import CallClock
 from call.intents import detect_intent, is_backchannel
-from call.profile import AgentProfile, build_profile
+from call.parts import assemble
+from call.profile import AgentProfile
 from call.replies import Replies
 from call.reply_turn import ReplyTurn
-from call.responder import Responder
 from call.speaker import Speaker
 from call.transcript import CallState, CallTranscript
 from call.transport import Dtmf, Mark, Media, MediaStreamTransport, StreamStart
-from call.turns import CallerTurn, DtmfBuffer, EndOfTurn, TurnAssembler, VoiceCue
+from call.turns import CallerTurn, DtmfBuffer, TurnAssembler, VoiceCue
 from call.watchdog import MAX_DURATION_LINE, STILL_THERE_LINE, TIMEOUT_GOODBYE_LINE, Watchdog, WatchdogAction
 from core.metrics import BARGE_IN
 from providers.base import FRAME_BYTES, ProviderError, STTSession
 from speech.audio import FrameSlicer
 from speech.text import fill_template
-from speech.vad import FrameClassifier
 from storage.call_store import CallStore
 from storage.recordings import CallRecorder
 from telephony.stream_auth import verify_stream_token
-from tools.runner import ToolContext
 
 if TYPE_CHECKING:
     from core.runtime import Runtime
@@ -144,54 +142,32 @@ class WSConn:
         self.clock.restart()
         self.caller_number = self.caller_number or (conversation.from_number or "")
         self.agent_number = self.agent_number or (conversation.to_number or "")
-        profile = self.profile = build_profile(
-            agent, conversation.dynamic_variables or {}, settings=rt.settings, call_sid=self.call_sid,
-            tool_specs=rt.tool_runner.specs_for(agent), caller_number=self.caller_number,
+        parts = await assemble(
+            rt, conversation, agent, call_sid=self.call_sid, numbers=(self.caller_number, self.agent_number),
+            clock=self.clock, speaker=self.speaker, transcript=self.transcript, log_fields=self._fields,
         )  # fmt: skip
-        if rt.settings.record_calls:
-            recorder = self.recorder = CallRecorder(rt.settings.recordings_dir, self.conversation_id)
+        self.profile, self.stt, self.barge, self.turns = parts.profile, parts.stt, parts.barge, parts.turns
+        self.watchdog, self.amd, self.recorder = parts.watchdog, parts.amd, parts.recorder
+        self.replies.responder = parts.responder
+        if (recorder := parts.recorder) is not None:
             self.speaker.tap(lambda frame, at: recorder.agent_audio(frame, self.clock.sample_at(at)))
         self.speaker.start()
-        providers = agent.providers or {}
-        stt = rt.providers.stt(providers.get("stt"))
-        self.speaker.use(rt.providers.tts(providers.get("tts")), agent.voice_id)
-        llm = await rt.providers.llm(providers.get("llm"))
-        keywords = agent.stt_keywords or ()
-        self.stt = await stt.open_session(
-            language=agent.language or "en", call_id=self.call_sid, keywords=keywords
-        )
-        self.barge = BargeIn(profile.turn, FrameClassifier(profile.turn.vad_aggressiveness))
-        self.turns = TurnAssembler(
-            EndOfTurn(profile.turn.silence_threshold_sec), self.clock.ms, self.clock.t0
-        )
-        self.watchdog = Watchdog.for_agent(agent, rt.settings, started=self.clock.t0)
         self.transcript.attach(self.store)
-        context = ToolContext(
-            self.conversation_id, self.call_sid, self.caller_number, self.agent_number, profile.variables
-        )
-        self.replies.responder = Responder(
-            profile=profile, llm=llm, speaker=self.speaker, transcript=self.transcript,
-            tool_runner=rt.tool_runner, tool_context=context, knowledge=rt.knowledge, db=rt.db,
-            settings=rt.settings, ms=self.clock.ms, after_tool=rt.webhooks_notify, log_fields=self._fields,
-        )  # fmt: skip
         await self.store.mark_started(self.call_sid)
         rt.webhooks_notify()
-        names = {"stt": stt.name, "llm": llm.name, "tts": getattr(self.speaker.tts, "name", "")}
-        self._log("call started", agent_id=agent.id, **names)
+        self._log("call started", agent_id=agent.id, **parts.provider_names)
         for job, name in (
             (self._stt_events(), "stt"),
             (self._watch(), "watchdog"),
             (self._endings(), "endings"),
         ):
             self._tasks.append(asyncio.create_task(job, name=f"{name}-{self.call_sid}"))
-        if conversation.direction == "outbound" and agent.voicemail_detection:
-            self.amd = AnsweringMachineDetector()  # the agent greets once a person has answered
-        elif profile.first_message:
-            self.replies.say(profile.first_message, kind="greeting")
-        if hasattr(llm, "prefill"):
+        if self.amd is None and self.profile.first_message:  # with AMD: once a person has answered
+            self.replies.say(self.profile.first_message, kind="greeting")
+        if hasattr(llm := parts.llm, "prefill"):
             # While the greeting plays: the model reads the system prompt once, so the first reply's
             # prompt is mostly cached (embedded model: ~1 s → ~0.1 s to the first token).
-            prompt = self.replies.responder.prefill_prompt()
+            prompt = parts.responder.prefill_prompt()
             self._tasks.append(asyncio.create_task(llm.prefill(prompt), name=f"prefill-{self.call_sid}"))
         self.transcript.set_state(CallState.DISCOVERY)
         return True
