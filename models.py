@@ -80,6 +80,10 @@ class Agent(TimestampMixin, Base):
     data_collection: Mapped[list[Any]] = mapped_column(default=list)
     # Words the recogniser should expect (company and product names): Deepgram keywords, Whisper's prompt.
     stt_keywords: Mapped[list[Any]] = mapped_column(default=list)
+    # Outbound calls: detect answering machines from the audio; on one, hang up or leave the message.
+    voicemail_detection: Mapped[bool] = mapped_column(Boolean, default=True)
+    voicemail_action: Mapped[str] = mapped_column(String(16), default="hang_up")  # hang_up | leave_message
+    voicemail_message: Mapped[str] = mapped_column(Text, default="")  # may hold {{variables}}
     # Anything of an ElevenLabs conversation_config we keep but do not interpret.
     extra_config: Mapped[dict[str, Any]] = mapped_column(default=dict)
 

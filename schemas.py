@@ -271,6 +271,7 @@ def _unique_names(fields: list[DataCollectionField]) -> list[DataCollectionField
 Language = Annotated[str, Field(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$", max_length=16, examples=["en"])]
 BuiltinTools = Annotated[list[BuiltinToolName], AfterValidator(_unique)]
 DataCollection = Annotated[list[DataCollectionField], AfterValidator(_unique_names)]
+VoicemailAction = Literal["hang_up", "leave_message"]
 STTKeywords = Annotated[
     list[Annotated[str, Field(min_length=1, max_length=50, pattern=r"^[^:\n]+$")]],
     Field(max_length=50, examples=[["Orbit CRM", "HubSpot"]]),
@@ -303,6 +304,17 @@ class AgentFields(Strict):
         description="Names and terms the speech recogniser should expect (Deepgram keywords; the embedded "
         "Whisper is prompted with them). ElevenLabs: conversation_config.asr.keywords.",
     )
+    voicemail_detection: bool = Field(
+        default=True,
+        description="Outbound calls: tell a person from an answering machine by the audio and words",
+    )
+    voicemail_action: VoicemailAction = Field(
+        default="hang_up",
+        description="On an answering machine: hang up, or leave voicemail_message after the beep",
+    )
+    voicemail_message: str = Field(
+        default="", max_length=2_000, description="Said once to an answering machine ({{variables}} filled)"
+    )
 
 
 class AgentCreate(AgentFields):
@@ -332,6 +344,9 @@ class AgentUpdate(PartialUpdate):
             "builtin_tools",
             "data_collection",
             "stt_keywords",
+            "voicemail_detection",
+            "voicemail_action",
+            "voicemail_message",
             "knowledge_base_ids",
         }
     )
@@ -352,6 +367,9 @@ class AgentUpdate(PartialUpdate):
     transfer_number: E164 | None = None
     data_collection: DataCollection | None = None
     stt_keywords: STTKeywords | None = None
+    voicemail_detection: bool | None = None
+    voicemail_action: VoicemailAction | None = None
+    voicemail_message: str | None = Field(default=None, max_length=2_000)
     knowledge_base_ids: list[Id] | None = Field(
         default=None, description="Documents to copy into this agent (ids it already owns are kept as is)."
     )
@@ -426,6 +444,9 @@ class AgentResponse(BaseModel):
     transfer_number: str | None
     data_collection: list[dict[str, Any]]
     stt_keywords: list[str]
+    voicemail_detection: bool
+    voicemail_action: str
+    voicemail_message: str
     tools: list[ToolResponse]
     knowledge_base_ids: list[str]
     created_at: datetime

@@ -98,6 +98,9 @@ def to_agent_response(agent: Agent) -> AgentResponse:
         transfer_number=agent.transfer_number,
         data_collection=agent.data_collection,
         stt_keywords=list(agent.stt_keywords or []),
+        voicemail_detection=agent.voicemail_detection,
+        voicemail_action=agent.voicemail_action,
+        voicemail_message=agent.voicemail_message,
         tools=[to_tool_response(t) for t in sorted(agent.tools, key=lambda t: t.name)],
         knowledge_base_ids=[d.id for d in sorted(agent.documents, key=lambda d: d.created_at)],
         created_at=agent.created_at,
@@ -183,6 +186,9 @@ _COLUMN_FIELDS = (
     "transfer_number",
     "data_collection",
     "stt_keywords",
+    "voicemail_detection",
+    "voicemail_action",
+    "voicemail_message",
 )
 
 

@@ -24,6 +24,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from config import Settings
+from core.http import read_capped
 from core.net_guard import UnsafeURLError, ensure_public_url
 from models import WebhookConfig, WebhookDelivery, WebhookEvent
 from storage.db import Database
@@ -204,11 +205,8 @@ class WebhookDispatcher:
                 },
             ) as response:
                 status_code = response.status_code
-                received = 0
-                async for chunk in response.aiter_bytes():
-                    received += len(chunk)
-                    if received > MAX_RESPONSE_BYTES:
-                        break  # we only need the status; do not let a receiver stream at us
+                # we only need the status; do not let a receiver stream at us
+                await read_capped(response, MAX_RESPONSE_BYTES)
             if not 200 <= status_code < 300:
                 error = f"HTTP {status_code}"
         except UnsafeURLError as exc:

@@ -132,6 +132,23 @@ class CallStore:
 
         self.writer.submit(write)
 
+    def set_answered_by(self, answered_by: str, method: str) -> None:
+        """Who picked up an outbound call, how that was decided and when (a machine: outcome voicemail)."""
+        values: dict[str, Any] = {
+            "answered_by": answered_by,
+            "answered_by_method": method,
+            "answered_by_at": utcnow(),
+        }
+        if answered_by == "machine":
+            values["outcome"] = "voicemail"
+
+        async def write(session: AsyncSession) -> None:
+            await session.execute(
+                update(Conversation).where(Conversation.id == self.conversation_id).values(**values)
+            )
+
+        self.writer.submit(write)
+
     def emit(self, event_type: str, data: dict[str, Any]) -> None:
         """Queue a webhook event; the writer wakes the webhook worker once it is committed."""
 

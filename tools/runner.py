@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 from jsonschema import Draft202012Validator
 
+from core.http import read_capped
 from core.net_guard import UnsafeURLError, ensure_public_url
 from models import Conversation, Meeting, ToolCallRecord
 from providers.base import ToolCall, ToolSpec
@@ -343,12 +344,10 @@ class ToolRunner:
         if self._http is None:
             self._http = httpx.AsyncClient(follow_redirects=False, headers={"user-agent": "ai-sdr-tools/1.0"})
         async with self._http.stream(method, url, headers=headers, timeout=timeout, **request) as response:
-            received = bytearray()
-            async for chunk in response.aiter_bytes():
-                received.extend(chunk)
-                if len(received) > MAX_RESPONSE_BYTES:
-                    raise ToolError(f"the tool's response is larger than {MAX_RESPONSE_BYTES // 1024} KB")
-            return response.status_code, received.decode("utf-8", errors="replace")
+            body = await read_capped(response, MAX_RESPONSE_BYTES)
+            if body.truncated:
+                raise ToolError(f"the tool's response is larger than {MAX_RESPONSE_BYTES // 1024} KB")
+            return response.status_code, body.data.decode("utf-8", errors="replace")
 
     async def _record(self, agent: Any, call: ToolCall, ctx: ToolContext, outcome: ToolOutcome) -> None:
         async with self.db.session() as session:
