@@ -8,10 +8,12 @@ API key file is private from its first byte.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
 from pathlib import Path
 
+import httpx
 import pytest
 
 from api.auth import KeyRing
@@ -21,25 +23,64 @@ from tests.conftest import make_settings
 # ---------------------------------------------------------------- the generated API key file
 
 
-@pytest.mark.asyncio
-async def test_generated_api_key_file_is_created_private(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_generated_api_key_file_is_created_private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Mode 600 from creation: not a world-readable file narrowed by a chmod afterwards."""
     settings = make_settings(tmp_path, api_keys="")
     key_file = Path(settings.api_key_file)
     key_file.write_text("old key\n")
     key_file.chmod(0o644)  # a leftover with a wide mode is replaced, not reused
     monkeypatch.setattr(Path, "chmod", lambda *a, **k: None)  # the mode must not depend on a late chmod
+
+    async def first_start() -> None:
+        db = Database(settings.database_url)
+        try:
+            await db.upgrade()
+            await KeyRing(settings).load(db)
+        finally:
+            await db.dispose()
+
     old_umask = os.umask(0o022)
-    db = Database(settings.database_url)
     try:
-        await db.upgrade()
-        await KeyRing(settings).load(db)
+        asyncio.run(first_start())
     finally:
         os.umask(old_umask)
-        await db.dispose()
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     key = key_file.read_text().strip()
     assert key.startswith("sk_") and key != "old key"
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+# ---------------------------------------------------------------- metrics
+
+
+@pytest.mark.asyncio
+async def test_metrics_need_the_api_key_and_a_get_changes_nothing(app_client: httpx.AsyncClient) -> None:
+    for path in ("/metrics", "/metrics/loop-lag"):
+        response = await app_client.get(path, headers={"xi-api-key": "wrong"})
+        assert response.status_code == 401 and "detail" in response.json(), path
+        async with httpx.AsyncClient(transport=app_client._transport, base_url="http://test") as bare:
+            response = await bare.get(path)
+        assert response.status_code == 401 and "xi-api-key" in response.json()["detail"], path
+    assert (await bare_post(app_client, "/metrics/loop-lag/reset")).status_code == 401
+
+    metrics = await app_client.get("/metrics")
+    assert metrics.status_code == 200 and "ai_sdr_event_loop_lag_seconds" in metrics.text
+
+    lag = app_client.app.state.runtime.loop_lag  # type: ignore[attr-defined]
+    for _ in range(100):
+        if len(lag.samples) >= 5:
+            break
+        await asyncio.sleep(0.02)
+    before = (await app_client.get("/metrics/loop-lag")).json()["count"]
+    assert before >= 5
+    refused = await app_client.get("/metrics/loop-lag", params={"reset": "true"})
+    assert refused.status_code == 400 and "POST" in refused.json()["detail"]
+    assert len(lag.samples) >= before  # the GET did not clear the window
+    reset = await app_client.post("/metrics/loop-lag/reset")
+    assert reset.status_code == 200 and reset.json()["count"] >= before
+    assert len(lag.samples) < before
+
+
+async def bare_post(client: httpx.AsyncClient, path: str) -> httpx.Response:
+    async with httpx.AsyncClient(transport=client._transport, base_url="http://test") as bare:
+        return await bare.post(path)
