@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     default_agent_id: str = ""
     max_concurrent_calls: int = 200
     stream_token_ttl_sec: int = 300
+    # Read the client address from X-Forwarded-For (its last entry) for the loopback check of Twilio
+    # webhooks without TWILIO_AUTH_TOKEN. Only behind a proxy you run that sets the header.
+    trust_forwarded_for: bool = False
 
     # --- Twilio
     twilio_account_sid: str = ""

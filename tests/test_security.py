@@ -84,3 +84,42 @@ async def test_metrics_need_the_api_key_and_a_get_changes_nothing(app_client: ht
 async def bare_post(client: httpx.AsyncClient, path: str) -> httpx.Response:
     async with httpx.AsyncClient(transport=client._transport, base_url="http://test") as bare:
         return await bare.post(path)
+
+
+# ---------------------------------------------------------------- Twilio webhooks without a token
+
+
+@pytest.mark.asyncio
+async def test_webhooks_without_a_token_serve_only_loopback(app_client: httpx.AsyncClient) -> None:
+    app = app_client.app  # type: ignore[attr-defined]
+    assert not app.state.runtime.settings.twilio_auth_token.get_secret_value()
+    form = {"CallSid": "CA" + "c" * 32, "From": "+15550001111", "To": "+15550100001"}
+    status = {"CallSid": "CA" + "c" * 32, "CallStatus": "failed"}
+
+    def from_address(host: str) -> httpx.AsyncClient:
+        transport = httpx.ASGITransport(app=app, client=(host, 40000))
+        return httpx.AsyncClient(transport=transport, base_url="http://test")
+
+    for host in ("203.0.113.9", "10.0.0.5", "2001:db8::1", "not-an-address"):
+        async with from_address(host) as remote:
+            for path, data in (("/twiml/voice", form), ("/twiml/status", status)):
+                response = await remote.post(path, data=data)
+                assert response.status_code == 403, (host, path, response.text)
+                assert "TWILIO_AUTH_TOKEN" in response.json()["detail"]
+    for host in ("127.0.0.1", "127.8.9.10", "::1", "::ffff:127.0.0.1"):
+        async with from_address(host) as local:
+            voice = await local.post("/twiml/voice", data=form)
+            assert voice.status_code == 200 and "<Response>" in voice.text, host  # no agent: an apology
+            assert (await local.post("/twiml/status", data=status)).status_code == 404, host  # unknown call
+            # Through a proxy the loopback peer vouches for nobody: forwarding headers are not trusted.
+            proxied = await local.post("/twiml/voice", data=form, headers={"X-Forwarded-For": "127.0.0.1"})
+            assert proxied.status_code == 403, host
+
+    app.state.runtime.settings.trust_forwarded_for = True
+    async with from_address("127.0.0.1") as proxy:
+        outside = await proxy.post(
+            "/twiml/voice", data=form, headers={"X-Forwarded-For": "127.0.0.1, 198.51.100.7"}
+        )
+        assert outside.status_code == 403
+        inside = await proxy.post("/twiml/voice", data=form, headers={"X-Forwarded-For": "127.0.0.1"})
+        assert inside.status_code == 200
