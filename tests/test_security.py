@@ -9,16 +9,20 @@ API key file is private from its first byte.
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import os
 import stat
 from pathlib import Path
 
 import httpx
 import pytest
+import websockets
 
 from api.auth import KeyRing
 from storage.db import Database
-from tests.conftest import make_settings
+from tests.conftest import LiveServer, make_settings
+from tests.test_telephony import conversation, make_agent, start_message, twiml_params
 
 # ---------------------------------------------------------------- the generated API key file
 
@@ -123,3 +127,101 @@ async def test_webhooks_without_a_token_serve_only_loopback(app_client: httpx.As
         assert outside.status_code == 403
         inside = await proxy.post("/twiml/voice", data=form, headers={"X-Forwarded-For": "127.0.0.1"})
         assert inside.status_code == 200
+
+
+# ---------------------------------------------------------------- stream tokens admit one stream
+
+
+async def _events(server: LiveServer, conversation_id: str, event_type: str) -> int:
+    from sqlalchemy import func, select
+
+    from models import WebhookEvent
+
+    async with server.runtime.db.session() as session:
+        return await session.scalar(
+            select(func.count())
+            .select_from(WebhookEvent)
+            .where(WebhookEvent.conversation_id == conversation_id, WebhookEvent.type == event_type)
+        )
+
+
+async def _stream(url: str, call_sid: str, params: dict[str, str], frames: int) -> tuple[int, int | None]:
+    """Open a Media Stream, send ``frames`` of silence, hang up; (media messages received, close code)."""
+    received, code = 0, None
+    async with websockets.connect(url) as ws:
+        await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+        await ws.send(start_message(call_sid, params))
+        try:
+            for _ in range(frames):
+                payload = base64.b64encode(b"\xff" * 160).decode()
+                await ws.send(json.dumps({"event": "media", "media": {"payload": payload}}))
+                await asyncio.sleep(0.02)
+            while received < 20:
+                message = json.loads(await asyncio.wait_for(ws.recv(), 3))
+                received += message.get("event") == "media"
+            await ws.send(json.dumps({"event": "stop", "stop": {"callSid": call_sid}}))
+            await asyncio.wait_for(ws.recv(), 3)
+        except websockets.ConnectionClosed as closed:
+            code = closed.rcvd.code if closed.rcvd is not None else None
+        except TimeoutError:
+            pass
+    return received, code
+
+
+@pytest.mark.asyncio
+async def test_a_stream_token_admits_one_stream_and_an_ended_call_stays_ended(tmp_path: Path) -> None:
+    async with LiveServer(make_settings(tmp_path)) as server, server.client() as client:
+        await make_agent(client, system_prompt="Hello.")
+        hook = await client.post("/v1/convai/webhooks", json={"url": "http://127.0.0.1:9/hook", "events": []})
+        assert hook.status_code == 201, hook.text
+        call_sid = "CA" + "d" * 32
+        url, params = await twiml_params(client, call_sid)
+        conversation_id = params["conversation_id"]
+
+        received, _ = await _stream(url, call_sid, params, frames=10)
+        assert received >= 20  # the greeting was played: the first stream is served
+        first = await conversation(client, conversation_id)
+        for _ in range(100):
+            if await _events(server, conversation_id, "call.completed"):
+                break
+            await asyncio.sleep(0.1)
+
+        # The same token again: refused before any audio, the conversation is not reopened.
+        received, code = await _stream(url, call_sid, params, frames=10)
+        assert (received, code) == (0, 1008)
+        # A fresh token for the ended call (the TwiML webhook asked again): refused too.
+        _, again = await twiml_params(client, call_sid)
+        assert again["conversation_id"] == conversation_id and again["token"] != params["token"]
+        received, code = await _stream(url, call_sid, again, frames=10)
+        assert (received, code) == (0, 1008)
+
+        await asyncio.sleep(1.0)  # a reopened call would close and run post-call again meanwhile
+        assert await _events(server, conversation_id, "call.completed") == 1
+        assert await _events(server, conversation_id, "call.started") == 1
+        after = (await client.get(f"/v1/convai/conversations/{conversation_id}")).json()
+        assert after["transcript"] == first["transcript"] and after["status"] == first["status"]
+
+
+@pytest.mark.asyncio
+async def test_two_instances_racing_with_one_token_admit_one_stream(tmp_path: Path) -> None:
+    """The claim is one conditional UPDATE: with two service instances on one database, one wins."""
+    from models import Agent, Conversation
+    from telephony.stream_auth import admit_stream, make_stream_token
+
+    settings = make_settings(tmp_path)
+    instances = [Database(settings.database_url), Database(settings.database_url)]
+    try:
+        await instances[0].upgrade()
+        async with instances[0].session() as session:
+            agent = Agent(name="Ava")
+            session.add(agent)
+            await session.flush()
+            session.add(Conversation(id="conv_race", agent_id=agent.id, call_sid="CA" + "e" * 32))
+        token = make_stream_token(settings, "CA" + "e" * 32, "conv_race")
+        assert await admit_stream(instances[0], settings, token, "CA" + "f" * 32) is None  # another call's
+        racers = [admit_stream(db, settings, token, "CA" + "e" * 32) for db in instances for _ in range(4)]
+        assert sorted(await asyncio.gather(*racers), key=str) == [None] * 7 + ["conv_race"]
+        assert await admit_stream(instances[1], settings, token, "CA" + "e" * 32) is None
+    finally:
+        for db in instances:
+            await db.dispose()
