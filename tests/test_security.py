@@ -20,9 +20,11 @@ import pytest
 import websockets
 
 from api.auth import KeyRing
+from config import Settings
 from storage.db import Database
 from tests.conftest import LiveServer, make_settings
 from tests.test_telephony import conversation, make_agent, start_message, twiml_params
+from tools.runner import ToolOutcome
 
 # ---------------------------------------------------------------- the generated API key file
 
@@ -225,3 +227,142 @@ async def test_two_instances_racing_with_one_token_admit_one_stream(tmp_path: Pa
     finally:
         for db in instances:
             await db.dispose()
+
+
+# ---------------------------------------------------------------- outbound URLs: rebinding, NAT64, 6to4
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("address", "public"),
+    [
+        ("64:ff9b::a00:1", False),  # NAT64 of 10.0.0.1
+        ("64:ff9b::7f00:1", False),  # NAT64 of 127.0.0.1
+        ("64:ff9b::a9fe:a9fe", False),  # NAT64 of 169.254.169.254 (cloud metadata)
+        ("2002:a00:1::1", False),  # 6to4 of 10.0.0.1
+        ("2002:c0a8:101::", False),  # 6to4 of 192.168.1.1
+        ("64:ff9b:1::a00:1", False),  # local-use NAT64
+        ("::a00:1", False),  # IPv4-compatible 10.0.0.1
+        ("::ffff:10.0.0.1", False),
+        ("64:ff9b::5db8:d822", True),  # NAT64 of 93.184.216.34
+        ("2002:5db8:d822::1", True),  # 6to4 of 93.184.216.34
+        ("2606:4700::1111", True),
+    ],
+)
+async def test_nat64_and_6to4_count_as_the_ipv4_inside(address: str, public: bool) -> None:
+    from core.net_guard import UnsafeURLError, ensure_public_url
+
+    if public:
+        await ensure_public_url(f"http://[{address}]/hook", allow_private=False)
+    else:
+        with pytest.raises(UnsafeURLError):
+            await ensure_public_url(f"http://[{address}]/hook", allow_private=False)
+
+
+class Listener:
+    """An HTTP endpoint on 127.0.0.1 that records every request it gets."""
+
+    def __init__(self) -> None:
+        from aiohttp import web
+
+        self.hits: list[dict[str, str]] = []
+        self.app = web.Application()
+        self.app.router.add_route("*", "/{tail:.*}", self._hit)
+        self.port = 0
+
+    async def _hit(self, request):  # type: ignore[no-untyped-def]
+        from aiohttp import web
+
+        self.hits.append({"path": request.path, "host": request.headers.get("Host", "")})
+        return web.json_response({"ok": True})
+
+    async def __aenter__(self) -> Listener:
+        from aiohttp import web
+
+        self.runner = web.AppRunner(self.app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.runner.cleanup()
+
+
+async def _run_webhook_tool(settings: Settings, url: str) -> ToolOutcome:
+    """Run a webhook tool at ``url`` the way a call does (check, then request), in a real app."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import selectinload
+
+    from main import create_app
+    from models import Agent, AgentTool, Conversation
+    from providers.base import ToolCall
+    from tools.runner import ToolContext
+
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        runtime = app.state.runtime
+        async with runtime.db.session() as session:
+            agent = Agent(name="Ava")
+            session.add(agent)
+            await session.flush()
+            session.add(AgentTool(agent_id=agent.id, name="lookup", kind="webhook", config={"url": url}))
+            conversation = Conversation(agent_id=agent.id, call_sid="CA" + "1" * 32)
+            session.add(conversation)
+            await session.flush()
+            loaded = await session.scalar(
+                select(Agent).where(Agent.id == agent.id).options(selectinload(Agent.tools))
+            )
+        ctx = ToolContext(conversation.id, "CA" + "1" * 32, "+15550001111", "+15550100000")
+        return await runtime.tool_runner.execute(loaded, ToolCall("lookup", {}, id="c1"), ctx)
+
+
+@pytest.mark.asyncio
+async def test_a_name_that_rebinds_to_loopback_after_the_check_is_not_reached(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DNS answers 93.184.216.34 to the check and 127.0.0.1 afterwards: nothing reaches 127.0.0.1."""
+    import socket
+
+    real_getaddrinfo = socket.getaddrinfo
+    answers: list[str] = []
+
+    def rebinding_dns(host, port, *args, **kwargs):  # type: ignore[no-untyped-def]
+        name = host.decode() if isinstance(host, bytes) else host
+        if name != "rebind.test":
+            return real_getaddrinfo(host, port, *args, **kwargs)
+        answers.append("93.184.216.34" if not answers else "127.0.0.1")
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (answers[-1], int(port or 80)))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding_dns)
+    async with Listener() as listener:
+        settings = make_settings(tmp_path, webhook_allow_private=False)
+        outcome = await _run_webhook_tool(settings, f"http://rebind.test:{listener.port}/lookup")
+        assert answers[:2] == ["93.184.216.34", "127.0.0.1"]  # the check saw a public address
+        assert listener.hits == []
+        assert not outcome.success and outcome.error is not None and outcome.error.startswith("refused")
+
+
+@pytest.mark.asyncio
+async def test_the_checked_address_is_the_one_connected_to_with_the_names_host_header(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection goes to the address the guard resolved and checked (here: 127.0.0.1, which this
+    test lets pass as public); the request still names the host, so Host and TLS SNI are the name's."""
+    import core.net_guard as net_guard
+
+    resolved: list[str] = []
+
+    async def fake_dns(host: str, port: int) -> list[str]:
+        resolved.append(host)
+        return ["127.0.0.1"] if host == "crm.example" else [host]
+
+    monkeypatch.setattr(net_guard, "resolve", fake_dns)
+    monkeypatch.setattr(net_guard, "_is_public", lambda address: address == "127.0.0.1")
+    async with Listener() as listener:
+        settings = make_settings(tmp_path, webhook_allow_private=False)
+        outcome = await _run_webhook_tool(settings, f"http://crm.example:{listener.port}/lookup")
+    assert outcome.success, outcome.error
+    assert listener.hits == [{"path": "/lookup", "host": f"crm.example:{listener.port}"}]
+    assert resolved.count("crm.example") == 2  # the early check and the connect, which used its own answer

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 from jsonschema import Draft202012Validator
 
-from core.net_guard import UnsafeURLError, ensure_public_url
+from core.net_guard import UnsafeURLError, ensure_public_url, guarded_client
 from models import Meeting, ToolCallRecord
 from providers.base import ToolCall, ToolSpec
 from speech.text import fill_template
@@ -287,6 +287,8 @@ class ToolRunner:
                 await asyncio.sleep(RETRY_DELAYS_S[attempt - 1])
             try:
                 status, body = await self._http_call(method, url, headers, timeout, request)
+            except UnsafeURLError as exc:  # checked again at connect time: the name now points elsewhere
+                raise ToolError(f"refused: {exc}") from None
             except httpx.TimeoutException:
                 raise ToolError(
                     f"the tool did not answer within {timeout:g} s"
@@ -311,7 +313,9 @@ class ToolRunner:
         self, method: str, url: str, headers: dict[str, str], timeout: float, request: dict[str, Any]
     ) -> tuple[int, str]:
         if self._http is None:
-            self._http = httpx.AsyncClient(follow_redirects=False, headers={"user-agent": "ai-sdr-tools/1.0"})
+            self._http = guarded_client(
+                lambda: self.settings.webhook_allow_private, headers={"user-agent": "ai-sdr-tools/1.0"}
+            )
         async with self._http.stream(method, url, headers=headers, timeout=timeout, **request) as response:
             received = bytearray()
             async for chunk in response.aiter_bytes():
