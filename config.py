@@ -81,6 +81,10 @@ class Settings(BaseSettings):
     rag_top_k: int = 3
     rag_min_score: float = 0.25
     warm_embeddings: bool = True  # load the embedding model at start, not on the first retrieval
+    # Knowledge uploads: caps (413 beyond), and the background indexer's step size.
+    knowledge_max_text_bytes: int = Field(default=2_000_000, gt=0)  # extracted text per document, UTF-8
+    knowledge_max_pdf_pages: int = Field(default=200, gt=0)
+    knowledge_index_batch: int = Field(default=16, ge=1, le=256)  # chunks embedded per step
 
     # --- interruption and turn-taking
     interrupt_enabled: bool = True

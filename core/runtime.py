@@ -41,6 +41,7 @@ class Runtime:
         await self.keyring.load(self.db)
         await self.webhooks.start()
         self.writer.start()
+        self.knowledge.start_indexer(self.db, live_calls=lambda: self.calls.active)
         self.providers.warm_in_background()
         if self.settings.warm_embeddings:
             self._warm_knowledge = asyncio.create_task(self.knowledge.warm(), name="warm-embeddings")
@@ -66,6 +67,7 @@ class Runtime:
         warm = getattr(self, "_warm_knowledge", None)
         if warm is not None and not warm.done():
             warm.cancel()
+        await self.knowledge.stop_indexer()
         await self.calls.drain()
         await self.writer.stop()
         await self.webhooks.stop()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import json
 import os
 import stat
@@ -366,3 +367,135 @@ async def test_the_checked_address_is_the_one_connected_to_with_the_names_host_h
     assert outcome.success, outcome.error
     assert listener.hits == [{"path": "/lookup", "host": f"crm.example:{listener.port}"}]
     assert resolved.count("crm.example") == 2  # the early check and the connect, which used its own answer
+
+
+# ---------------------------------------------------------------- knowledge uploads: caps, background indexing
+
+
+async def _kb_client(tmp_path: Path, **overrides: object):  # type: ignore[no-untyped-def]
+    from main import create_app
+    from tests.conftest import API_KEY
+
+    app = create_app(make_settings(tmp_path, **overrides))
+    return app, lambda: httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://t", headers={"xi-api-key": API_KEY}
+    )
+
+
+@pytest.mark.asyncio
+async def test_knowledge_text_and_pdf_pages_are_capped(tmp_path: Path) -> None:
+    from pypdf import PdfWriter
+
+    from tests.test_rag import make_pdf
+
+    app, client_for = await _kb_client(tmp_path, knowledge_max_text_bytes=1000, knowledge_max_pdf_pages=3)
+    async with app.router.lifespan_context(app), client_for() as client:
+        agent_id = (await client.post("/v1/convai/agents", json={"name": "KB"})).json()["agent_id"]
+        base = f"/v1/convai/agents/{agent_id}/knowledge"
+
+        def four_pages() -> bytes:
+            writer, out = PdfWriter(), io.BytesIO()
+            for _ in range(4):
+                writer.add_blank_page(612, 792)
+            writer.write(out)
+            return out.getvalue()
+
+        attempts = {
+            "json text": await client.post(base, json={"name": "Big", "text": "é" * 600}),  # 1200 bytes
+            "text file": await client.post(
+                f"{base}/upload", files={"file": ("a.txt", b"x " * 700, "text/plain")}
+            ),
+            "pdf pages": await client.post(
+                f"{base}/upload", files={"file": ("p.pdf", four_pages(), "application/pdf")}
+            ),
+            "pdf text": await client.post(
+                f"{base}/upload", files={"file": ("t.pdf", make_pdf("word " * 300), "application/pdf")}
+            ),
+        }
+        for what, response in attempts.items():
+            assert response.status_code == 413, (what, response.text)
+            detail = response.json()["detail"]
+            setting = "KNOWLEDGE_MAX_PDF_PAGES" if what == "pdf pages" else "KNOWLEDGE_MAX_TEXT_BYTES"
+            assert setting in detail, (what, detail)
+        assert (await client.get(base)).json()["documents"] == []
+        small = await client.post(base, json={"name": "Small", "text": "é" * 400})  # 800 bytes: fits
+        assert small.status_code == 201
+
+
+class FakeEmbedder:
+    """Stands in for MiniLM: records each call's size and thread, takes 50 ms, can be held or fail."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.calls: list[tuple[int, str, float, float]] = []  # (texts, thread, start, end)
+        self.gate = threading.Event()
+        self.fail = False
+
+    def __call__(self, texts: list[str]):  # type: ignore[no-untyped-def]
+        import threading
+        import time
+
+        import numpy as np
+
+        self.gate.wait(30)
+        started = time.perf_counter()
+        if self.fail:
+            raise RuntimeError("model exploded at /secret/path")
+        time.sleep(0.05)
+        vectors = np.random.default_rng(len(self.calls)).normal(size=(len(texts), 384)).astype("float32")
+        self.calls.append((len(texts), threading.current_thread().name, started, time.perf_counter()))
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+LONG_DOC = "\n\n".join(
+    f"Paragraph {i}: " + "Orbit CRM keeps every deal in one place. " * 6 for i in range(30)
+)
+
+
+@pytest.mark.asyncio
+async def test_knowledge_is_indexed_in_the_background_in_small_batches(tmp_path: Path) -> None:
+    from knowledge.store import chunk_text
+
+    app, client_for = await _kb_client(tmp_path, knowledge_index_batch=4)
+    async with app.router.lifespan_context(app), client_for() as client:
+        fake = FakeEmbedder()
+        store = app.state.runtime.knowledge
+        store.embedder.embed_sync = fake  # type: ignore[method-assign]
+        agent_id = (await client.post("/v1/convai/agents", json={"name": "KB"})).json()["agent_id"]
+        base = f"/v1/convai/agents/{agent_id}/knowledge"
+
+        # The embedder is held: the request still answers at once, with the document pending.
+        created = await asyncio.wait_for(client.post(base, json={"name": "Playbook", "text": LONG_DOC}), 5)
+        assert created.status_code == 201 and created.json()["status"] == "pending", created.text
+        url = f"{base}/{created.json()['id']}"
+        assert (await client.get(url)).json()["status"] in ("pending", "indexing")
+
+        store._live_calls = lambda: 1  # a call is live: the indexer leaves at least half of its core
+        fake.gate.set()
+        for _ in range(300):
+            body = (await client.get(url)).json()
+            if body["status"] not in ("pending", "indexing"):
+                break
+            await asyncio.sleep(0.05)
+        chunks = chunk_text(LONG_DOC)
+        assert body["status"] == "ready" and body["chunk_count"] == len(chunks) > 8, body
+        assert sum(n for n, *_ in fake.calls) == len(chunks)
+        assert all(n <= 4 for n, *_ in fake.calls)  # small batches
+        assert {thread for _, thread, *_ in fake.calls} == {fake.calls[0][1]}  # one worker thread
+        assert fake.calls[0][1].startswith("embed")  # the embedder's own thread, not the event loop
+        for (_, _, start, end), (_, _, next_start, _) in zip(fake.calls, fake.calls[1:], strict=False):
+            assert next_start - end >= 0.8 * (end - start)  # paused as long as the batch took
+        listed = (await client.get(base)).json()["documents"]
+        assert [(d["status"], d["error"]) for d in listed] == [("ready", None)]
+
+        # A failure is a status with a safe reason, not a 500 and not a stack trace.
+        fake.fail = True
+        broken = await client.post(base, json={"name": "Broken", "text": LONG_DOC})
+        assert broken.status_code == 201
+        for _ in range(200):
+            body = (await client.get(f"{base}/{broken.json()['id']}")).json()
+            if body["status"] not in ("pending", "indexing"):
+                break
+            await asyncio.sleep(0.05)
+        assert body["status"] == "failed" and body["error"] == "indexing failed (RuntimeError)"
