@@ -499,3 +499,34 @@ async def test_knowledge_is_indexed_in_the_background_in_small_batches(tmp_path:
                 break
             await asyncio.sleep(0.05)
         assert body["status"] == "failed" and body["error"] == "indexing failed (RuntimeError)"
+
+
+# ---------------------------------------------------------------- the image
+
+
+def test_the_image_keeps_secrets_and_state_out_and_runs_unprivileged() -> None:
+    from tests.conftest import ROOT
+
+    ignored = {
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip()[:1] not in ("", "#")
+    }
+    for pattern in (
+        ".env",
+        ".api_key",
+        "*.db",
+        "*.db-wal",
+        "recordings",
+        "chroma_db",
+        ".venv",
+        "bench/results",
+        "bench/data",
+    ):
+        assert pattern in ignored, pattern
+    assert "!.env.example" in ignored  # the documented defaults may go in; the real .env may not
+    instructions = [
+        line.split(None, 1) for line in (ROOT / "Dockerfile").read_text().splitlines() if line.strip()
+    ]
+    users = [rest.strip() for word, *rest_list in instructions if word == "USER" for rest in rest_list]
+    assert users and users[-1].split(":")[0] not in ("root", "0")
