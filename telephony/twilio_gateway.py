@@ -83,6 +83,17 @@ class TwilioGateway:
     async def hangup(self, call_sid: str) -> None:
         await self._call(self._rest().calls(call_sid).update_async(status="completed"))
 
+    async def end_call(self, call_sid: str) -> None:
+        """Hang up a live Twilio call if there is one (simulator calls have no CA… SID); never raises."""
+        if not self.configured or not call_sid.startswith("CA"):
+            return
+        try:
+            await self.hangup(call_sid)
+        except Exception as exc:
+            log.warning(
+                "twilio hangup failed", extra={"fields": {"call_sid": call_sid, "error": type(exc).__name__}}
+            )
+
     async def transfer(self, call_sid: str, number: str, announce: str | None = None) -> None:
         """Replace the call's TwiML: the Media Stream ends and Twilio dials ``number``."""
         twiml = VoiceResponse()

@@ -102,6 +102,13 @@ async def test_embedded_call_answers_from_knowledge_books_and_reports(tmp_path: 
         answer = turns[2][1]
         assert "49 dollars" in answer, turns  # answered from the uploaded document
         assert "booked" in turns[4][1].lower()
+        # how each reply was produced, each stage timed under its own name
+        agent_turns = [t for t in detail["transcript"] if t["role"] == "agent"]
+        assert [t["source"] for t in agent_turns[:3]] == ["fixed_line", "knowledge", "tool"], agent_turns
+        knowledge = agent_turns[1]
+        assert knowledge["llm_first_token_ms"] is None and knowledge["retrieval_ms"] > 0
+        assert knowledge["user_speech_end_ms"] < knowledge["knowledge_answer_ms"] <= knowledge["first_frame_sent_ms"]
+        assert agent_turns[2]["tool_result_ms"] is not None
         assert [c["name"] for c in detail["tool_calls"]] == ["book_meeting"] and detail["tool_calls"][0][
             "success"
         ]
