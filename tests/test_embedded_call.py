@@ -107,7 +107,11 @@ async def test_embedded_call_answers_from_knowledge_books_and_reports(tmp_path: 
         assert [t["source"] for t in agent_turns[:3]] == ["fixed_line", "knowledge", "tool"], agent_turns
         knowledge = agent_turns[1]
         assert knowledge["llm_first_token_ms"] is None and knowledge["retrieval_ms"] > 0
-        assert knowledge["user_speech_end_ms"] < knowledge["knowledge_answer_ms"] <= knowledge["first_frame_sent_ms"]
+        assert (
+            knowledge["user_speech_end_ms"]
+            < knowledge["knowledge_answer_ms"]
+            <= knowledge["first_frame_sent_ms"]
+        )
         assert agent_turns[2]["tool_result_ms"] is not None
         assert [c["name"] for c in detail["tool_calls"]] == ["book_meeting"] and detail["tool_calls"][0][
             "success"
