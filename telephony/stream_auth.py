@@ -66,12 +66,6 @@ def read_stream_token(settings: Settings, token: str, call_sid: str) -> StreamGr
     return StreamGrant(conversation_id, jti)
 
 
-def verify_stream_token(settings: Settings, token: str, call_sid: str) -> str | None:
-    """The conversation id the token grants for ``call_sid`` (signature and expiry only, no claim)."""
-    grant = read_stream_token(settings, token, call_sid)
-    return grant.conversation_id if grant else None
-
-
 async def admit_stream(db: Database, settings: Settings, token: str, call_sid: str) -> str | None:
     """Verify the token and claim its conversation for this one stream; the conversation id, or None.
 
