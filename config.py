@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     default_agent_id: str = ""
     max_concurrent_calls: int = 200
     stream_token_ttl_sec: int = 300
+    # Read the client address from X-Forwarded-For (its last entry) for the loopback check of Twilio
+    # webhooks without TWILIO_AUTH_TOKEN. Only behind a proxy you run that sets the header.
+    trust_forwarded_for: bool = False
 
     # --- Twilio
     twilio_account_sid: str = ""
@@ -88,6 +91,10 @@ class Settings(BaseSettings):
     rag_top_k: int = 3
     rag_min_score: float = 0.25
     warm_embeddings: bool = True  # load the embedding model at start, not on the first retrieval
+    # Knowledge uploads: caps (413 beyond), and the background indexer's step size.
+    knowledge_max_text_bytes: int = Field(default=2_000_000, gt=0)  # extracted text per document, UTF-8
+    knowledge_max_pdf_pages: int = Field(default=200, gt=0)
+    knowledge_index_batch: int = Field(default=16, ge=1, le=256)  # chunks embedded per step
 
     # --- interruption and turn-taking
     interrupt_enabled: bool = True

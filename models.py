@@ -127,7 +127,8 @@ class KnowledgeDocument(TimestampMixin, Base):
     size_bytes: Mapped[int] = mapped_column(Integer, default=0)
     chunk_count: Mapped[int] = mapped_column(Integer, default=0)
     text: Mapped[str] = mapped_column(Text, default="")
-    status: Mapped[str] = mapped_column(String(16), default="ready")  # ready | failed
+    status: Mapped[str] = mapped_column(String(16), default="ready")  # pending | indexing | ready | failed
+    error: Mapped[str | None] = mapped_column(String(300))  # why indexing failed (safe to show)
 
     agent: Mapped[Agent] = relationship(back_populates="documents")
 
@@ -170,6 +171,9 @@ class Conversation(TimestampMixin, Base):
     # Set on the calls a campaign's dialer places.
     campaign_id: Mapped[str | None] = mapped_column(String(40), index=True)
     campaign_recipient_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    # The id (jti) of the stream token that opened this call's Media Stream: set once, by a conditional
+    # UPDATE, so a token admits one stream and a conversation is never reopened (telephony.stream_auth).
+    stream_jti: Mapped[str | None] = mapped_column(String(64))
 
     turns: Mapped[list[ConversationTurn]] = relationship(
         back_populates="conversation",

@@ -179,6 +179,9 @@ def _check_tool_config(kind: str | None, config: dict[str, Any] | None) -> dict[
         if not isinstance(number, str) or not is_phone_number(number):
             raise ValueError(f"config.{key} must be an international phone number such as +14155550123")
         config[key] = normalize(number)
+    message = config.get("message")
+    if message is not None and (not isinstance(message, str) or not 0 < len(message) <= 600):
+        raise ValueError("config.message must be a text of 1 to 600 characters")
     return config
 
 
@@ -190,7 +193,8 @@ class ToolCreate(Strict):
     config: dict[str, Any] = Field(
         default_factory=dict,
         description=(
-            'webhook: {"url", "method", "headers", "timeout_sec"}; transfer_call/send_sms: {"number"}'
+            'webhook: {"url", "method", "headers" (write-only: shown as ********), "timeout_sec"}; '
+            'transfer_call: {"number"}; send_sms: {"number", "message" (a fixed body; may use {{variables}})}'
         ),
     )
     enabled: bool = True

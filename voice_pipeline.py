@@ -38,7 +38,7 @@ from speech.audio import FrameSlicer
 from speech.text import fill_template
 from storage.call_store import CallStore
 from storage.recordings import CallRecorder
-from telephony.stream_auth import verify_stream_token
+from telephony.stream_auth import admit_stream
 
 if TYPE_CHECKING:
     from core.runtime import Runtime
@@ -116,7 +116,9 @@ class WSConn:
 
     async def _admit(self, start: StreamStart) -> bool:
         """The stream token must name this call before any audio is processed."""
-        conversation_id = verify_stream_token(self.runtime.settings, start.token, self.call_sid)
+        conversation_id = await admit_stream(
+            self.runtime.db, self.runtime.settings, start.token, self.call_sid
+        )
         if conversation_id is None:
             self._log("stream refused: bad or missing token", logging.WARNING)
             await self.transport.close(1008, "invalid stream token")

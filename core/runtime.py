@@ -44,6 +44,7 @@ class Runtime:
         await self.webhooks.start()
         self.writer.start()
         self.dialer.start()
+        self.knowledge.start_indexer(self.db, live_calls=lambda: self.calls.active)
         self.providers.warm_in_background()
         if self.settings.warm_embeddings:
             self._warm_knowledge = asyncio.create_task(self.knowledge.warm(), name="warm-embeddings")
@@ -71,6 +72,7 @@ class Runtime:
         if warm is not None and not warm.done():
             warm.cancel()
         await self.dialer.stop()
+        await self.knowledge.stop_indexer()
         await self.calls.drain()
         await self.writer.stop()
         await self.webhooks.stop()

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from config import Settings
 from core.http import read_capped
-from core.net_guard import UnsafeURLError, ensure_public_url
+from core.net_guard import UnsafeURLError, ensure_public_url, guarded_client
 from models import WebhookConfig, WebhookDelivery, WebhookEvent
 from storage.db import Database
 from utils import utcnow
@@ -122,9 +122,9 @@ class WebhookDispatcher:
     # ------------------------------------------------------------ worker
 
     async def start(self) -> None:
-        self._client = httpx.AsyncClient(
+        self._client = guarded_client(
+            lambda: self.settings.webhook_allow_private,
             timeout=httpx.Timeout(self.settings.webhook_timeout_sec),
-            follow_redirects=False,
             headers={"user-agent": "ai-sdr-webhooks/1.0"},
         )
         self._task = asyncio.create_task(self._run(), name="webhook-worker")

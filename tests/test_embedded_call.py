@@ -58,6 +58,14 @@ async def test_embedded_call_answers_from_knowledge_books_and_reports(tmp_path: 
             files={"file": ("pricing.md", KNOWLEDGE.encode(), "text/markdown")},
         )
         assert upload.status_code == 201, upload.text
+        for _ in range(1200):  # indexed in the background
+            document = (
+                await client.get(f"/v1/convai/agents/{agent_id}/knowledge/{upload.json()['id']}")
+            ).json()
+            if document["status"] != "pending" and document["status"] != "indexing":
+                break
+            await asyncio.sleep(0.1)
+        assert document["status"] == "ready", document
         hook = await client.post(
             "/v1/convai/webhooks",
             json={

@@ -1,12 +1,13 @@
 """Twilio-facing routes: TwiML webhooks, status callbacks and the Media Streams WebSocket.
 
-These are not under API keys: webhooks are checked with Twilio's request
-signature (when TWILIO_AUTH_TOKEN is set) and a stream must present the short-lived
-token its TwiML carried.
+These are not under API keys: webhooks are checked with Twilio's request signature when
+TWILIO_AUTH_TOKEN is set, and fail closed without it (only loopback clients: the simulator, tests);
+a stream must present the short-lived, single-use token its TwiML carried.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import re
 from typing import Any
@@ -63,9 +64,48 @@ def _say_and_hang_up(line: str) -> Response:
     return _xml(response)
 
 
+NO_TOKEN_REFUSAL = (
+    "Twilio webhooks are refused: TWILIO_AUTH_TOKEN is not set, so requests cannot be verified. "
+    "Set TWILIO_AUTH_TOKEN (requests are then checked against X-Twilio-Signature); "
+    "without it only loopback clients (the simulator) are served."
+)
+
+
+def _is_loopback(host: str | None) -> bool:
+    try:
+        ip = ipaddress.ip_address(host or "")
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
+
+
+def client_address(request: Request, trust_forwarded_for: bool) -> str | None:
+    """The peer's address as uvicorn gives it (after its own --forwarded-allow-ips handling).
+
+    X-Forwarded-For is read only when TRUST_FORWARDED_FOR says so (the last hop, the one the
+    trusted proxy appended); otherwise a request that carries a forwarding header came through a
+    proxy from somewhere else and has no address we can vouch for.
+    """
+    forwarded = request.headers.get("x-forwarded-for") or request.headers.get("forwarded")
+    if forwarded:
+        if not trust_forwarded_for or not request.headers.get("x-forwarded-for"):
+            return None
+        return request.headers["x-forwarded-for"].split(",")[-1].strip()
+    return request.client.host if request.client else None
+
+
 async def _twilio_params(request: Request) -> dict[str, str]:
-    """The webhook's form parameters, after checking Twilio's signature when we can."""
+    """The webhook's form parameters, after checking Twilio's signature (or, without a token, that
+    the client is on this machine)."""
     runtime: Runtime = request.app.state.runtime
+    if not runtime.settings.twilio_auth_token.get_secret_value():
+        if not _is_loopback(client_address(request, runtime.settings.trust_forwarded_for)):
+            log.warning(
+                "twilio webhook refused: no TWILIO_AUTH_TOKEN", extra={"fields": {"path": request.url.path}}
+            )
+            raise HTTPException(403, detail=NO_TOKEN_REFUSAL)
     form = await request.form()
     params = {k: str(v) for k, v in form.items()}
     if runtime.settings.twilio_auth_token.get_secret_value():
