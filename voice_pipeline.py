@@ -142,8 +142,14 @@ class WSConn:
         if agent is None:
             return await self._refuse(NO_AGENT_LINE, "no_agent")
         self.clock.restart()
-        self.caller_number = self.caller_number or (conversation.from_number or "")
-        self.agent_number = self.agent_number or (conversation.to_number or "")
+        if conversation.direction == "outbound":  # the other party is the number we called
+            self.caller_number, self.agent_number = (
+                conversation.to_number or "",
+                conversation.from_number or "",
+            )
+        else:
+            self.caller_number = self.caller_number or (conversation.from_number or "")
+            self.agent_number = self.agent_number or (conversation.to_number or "")
         parts = await assemble(
             rt, conversation, agent, call_sid=self.call_sid, numbers=(self.caller_number, self.agent_number),
             clock=self.clock, speaker=self.speaker, transcript=self.transcript, log_fields=self._fields,

@@ -85,7 +85,6 @@ async def assemble(
         tool_runner=services.tool_runner,
         tool_context=context,
         knowledge=services.knowledge,
-        db=services.db,
         settings=settings,
         ms=clock.ms,
         after_tool=services.webhooks_notify,

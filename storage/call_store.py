@@ -190,6 +190,8 @@ class CallStore:
         if self._emit is None:
             return
         payload = {"conversation_id": conversation.id, "agent_id": conversation.agent_id, **data}
+        if conversation.campaign_id:  # a campaign's call: its events say which campaign
+            payload["campaign_id"] = conversation.campaign_id
         await self._emit(
             session, event_type, payload, agent_id=conversation.agent_id, conversation_id=conversation.id
         )

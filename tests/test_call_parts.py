@@ -405,7 +405,7 @@ def responder_for(
     settings = SimpleNamespace(llm_timeout_sec=5.0, llm_max_tokens=100)
     responder = Responder(
         profile=profile, llm=llm, speaker=speaker, transcript=transcript, tool_runner=tools,  # type: ignore[arg-type]
-        tool_context=None, knowledge=None, db=None, settings=settings, ms=CallClock().ms,  # type: ignore[arg-type]
+        tool_context=None, knowledge=None, settings=settings, ms=CallClock().ms,  # type: ignore[arg-type]
     )  # fmt: skip
     return responder, speaker, transcript, tools
 
