@@ -39,6 +39,14 @@ MAX_DECISION_TOKENS = 80
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 TOKEN_WITH_DIGIT = re.compile(r"\b[A-Za-z]{0,4}-?\d[\w-]*\b")
 ID_WORDS = ("id", "number", "code", "reference", "zip", "postcode", "postal", "ref")
+NUMBER_WORDS = {
+    w: i
+    for i, w in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+        "sixteen seventeen eighteen nineteen twenty".split()
+    )
+}
+COPIED_SHAPES = ("email", "id", "integer")  # a required value of these shapes must be in the words
 
 
 def argument_shape(name: str, schema: dict[str, Any]) -> str:
@@ -59,15 +67,21 @@ def argument_shape(name: str, schema: dict[str, Any]) -> str:
     return "text"
 
 
-def spans_for(shape: str, texts: Sequence[str]) -> list[str]:
+def spans_for(shape: str, texts: Sequence[str]) -> list[Any]:
     """Values of that shape in the caller's words (most recent text first), for copy-only arguments."""
-    found: list[str] = []
+    found: list[Any] = []
     for text in texts:
+        cleaned = EMAIL.sub(" ", text)
+        values: list[Any]
         if shape == "email":
             values = [v.rstrip(".") for v in EMAIL.findall(text)]
-        elif shape in ("id", "integer"):
-            cleaned = EMAIL.sub(" ", text)
-            values = [v for v in TOKEN_WITH_DIGIT.findall(cleaned) if shape == "id" or v.isdigit()]
+        elif shape == "id":
+            values = TOKEN_WITH_DIGIT.findall(cleaned)
+        elif shape == "integer":
+            words = re.findall(r"[a-z]+|\d+", cleaned.lower())
+            values = [
+                int(w) if w.isdigit() else NUMBER_WORDS[w] for w in words if w.isdigit() or w in NUMBER_WORDS
+            ]
         else:
             return []
         found += [v for v in values if v not in found]
@@ -122,7 +136,7 @@ def _content_words(text: str) -> set[str]:
 @dataclass(slots=True)
 class Candidate:
     spec: ToolSpec
-    spans: dict[str, list[str]] = field(default_factory=dict)  # copy-only argument → allowed values
+    spans: dict[str, list[Any]] = field(default_factory=dict)  # copy-only argument → allowed values
 
 
 def caller_texts(messages: Sequence[ChatMessage]) -> list[str]:
@@ -157,10 +171,10 @@ def candidates(specs: Sequence[ToolSpec], messages: Sequence[ChatMessage]) -> li
             matched = bool(_content_words(f"{spec.name} {spec.description}") & context)
         if not matched:
             continue
-        spans: dict[str, list[str]] = {}
+        spans: dict[str, list[Any]] = {}
         for name, schema in props:
             shape = argument_shape(name, schema)
-            if shape in ("email", "id"):
+            if shape in COPIED_SHAPES:
                 values = spans_for(shape, texts)
                 if not values:
                     break  # a required value the caller has not said: the agent asks for it instead
@@ -183,7 +197,7 @@ def _rule_name(text: str) -> str:
     return re.sub(r"[^a-zA-Z0-9]+", "-", text).strip("-").lower() or "x"
 
 
-def _value_rule(name: str, schema: dict[str, Any], spans: list[str] | None) -> str:
+def _value_rule(name: str, schema: dict[str, Any], spans: list[Any] | None) -> str:
     """A GBNF expression for one JSON-schema property value."""
     if spans:
         return " | ".join(_literal(json.dumps(v)) for v in spans)
