@@ -243,7 +243,10 @@ def build_grammar(found: Sequence[Candidate | ToolSpec], *, allow_none: bool = T
 # Worked examples for the built-ins (never the benchmark's turns): caller words → arguments.
 BUILTIN_EXAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
     "end_call": ("Okay, that's everything I needed. Bye now!", {}),
-    "send_sms": ("Could you text that to me?", {"message": "Here is the link we talked about."}),
+    "send_sms": (
+        "Could you text me the opening hours?",
+        {"message": "Here are the opening hours you asked for."},
+    ),
     "transfer_call": ("Let me talk to somebody from your support team.", {}),
     "add_to_dnc": ("I don't want any more calls from you people.", {}),
 }
@@ -253,12 +256,7 @@ NONE_EXAMPLES = [
     "My manager handles that, not me.",
     "Yeah.",
 ]
-SAMPLE_STRINGS = (
-    ("email", "alex.kim@example.com"),
-    ("phone", "+1 555 0100"),
-    ("name", "Alex Kim"),
-    ("id", "40571"),
-)
+EXAMPLE_TEXT = "my printer keeps going offline"
 
 
 def _sample(name: str, schema: dict[str, Any]) -> Any:
@@ -273,7 +271,7 @@ def _sample(name: str, schema: dict[str, Any]) -> Any:
         return "alex.kim@example.com"
     if shape == "id":
         return "40571"
-    return "blue"
+    return EXAMPLE_TEXT  # free text: the example shows the caller's own words copied
 
 
 def example_for(spec: ToolSpec) -> tuple[str, dict[str, Any]]:

@@ -226,11 +226,11 @@ async def test_embedded_model_writes_free_text_arguments_under_the_grammar(
         chunks = await first_chunks(local_llm, text, TOOLS)
         calls += [c for chunk in chunks for c in chunk.tool_calls or []]
     first, second = calls
-    assert valid(first, TICKET) and first.arguments["summary"].strip()
+    assert valid(first, TICKET) and "dashboard" in first.arguments["summary"]  # the caller's words
     assert first.arguments == second.arguments
     chunks = await first_chunks(local_llm, "Could you text me the pricing link?", TOOLS)
     [sms] = [c for chunk in chunks for c in chunk.tool_calls or []]
-    assert valid(sms, SMS) and sms.arguments["message"].strip()
+    assert valid(sms, SMS) and "pricing link" in sms.arguments["message"]
 
 
 @needs_model
