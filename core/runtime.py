@@ -15,6 +15,7 @@ from knowledge.store import KnowledgeStore
 from providers.registry import ProviderRegistry
 from storage.batch_writer import BatchWriter
 from storage.db import Database
+from telephony.dialer import Dialer
 from telephony.twilio_gateway import TwilioGateway
 from tools.runner import ToolRunner
 
@@ -34,6 +35,7 @@ class Runtime:
         self.calls = ConnectionManager(lambda: settings.max_concurrent_calls, post_call=self.post_call)
         self.tool_runner = ToolRunner(settings, self.db, self.twilio, self.webhooks)
         self.loop_lag = LoopLagMonitor()
+        self.dialer = Dialer(self, self.webhooks)  # campaigns: places calls through telephony.outbound
 
     async def start(self) -> None:
         self.loop_lag.start()
@@ -41,6 +43,8 @@ class Runtime:
         await self.keyring.load(self.db)
         await self.webhooks.start()
         self.writer.start()
+        self.dialer.start()
+        self.knowledge.start_indexer(self.db, live_calls=lambda: self.calls.active)
         self.providers.warm_in_background()
         if self.settings.warm_embeddings:
             self._warm_knowledge = asyncio.create_task(self.knowledge.warm(), name="warm-embeddings")
@@ -61,11 +65,14 @@ class Runtime:
         """After hang-up: summary, outcome and collected data, then `call.completed`."""
         await run_post_call(self, conversation_id)
         self.webhooks_notify()
+        self.dialer.notify()  # a campaign call's outcome may now be known
 
     async def stop(self) -> None:
         warm = getattr(self, "_warm_knowledge", None)
         if warm is not None and not warm.done():
             warm.cancel()
+        await self.dialer.stop()
+        await self.knowledge.stop_indexer()
         await self.calls.drain()
         await self.writer.stop()
         await self.webhooks.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -70,6 +71,16 @@ async def test_store_retrieves_relevant_chunks_and_forgets_deleted_documents(tmp
         store.close()
 
 
+async def wait_indexed(client, url: str, timeout_s: float = 120.0) -> dict:  # type: ignore[no-untyped-def]
+    """The document once the background indexer is done with it (ready or failed)."""
+    for _ in range(int(timeout_s / 0.1)):
+        body = (await client.get(url)).json()
+        if body["status"] in ("ready", "failed"):
+            return body
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"not indexed: {body}")
+
+
 @pytest.mark.asyncio
 async def test_knowledge_routes(app_client) -> None:  # type: ignore[no-untyped-def]
     agent = (await app_client.post("/v1/convai/agents", json={"name": "KB Bot"})).json()
@@ -79,7 +90,9 @@ async def test_knowledge_routes(app_client) -> None:  # type: ignore[no-untyped-
         base, json={"name": "Facts", "text": FACTS, "content_type": "text/markdown"}
     )
     assert created.status_code == 201, created.text
-    assert created.json()["chunk_count"] >= 3 and created.json()["status"] == "ready"
+    assert created.json()["status"] == "pending"  # indexed in the background
+    ready = await wait_indexed(app_client, f"{base}/{created.json()['id']}")
+    assert ready["chunk_count"] >= 3 and ready["status"] == "ready"
 
     pdf = await app_client.post(
         f"{base}/upload",
@@ -91,6 +104,8 @@ async def test_knowledge_routes(app_client) -> None:  # type: ignore[no-untyped-
     )
     assert txt.status_code == 201
 
+    for document in (pdf.json(), txt.json()):
+        assert (await wait_indexed(app_client, f"{base}/{document['id']}"))["status"] == "ready"
     listed = (await app_client.get(base)).json()["documents"]
     assert [d["name"] for d in listed] == ["Facts", "sso.pdf", "notes.txt"]
     store = app_client.app.state.runtime.knowledge
