@@ -347,7 +347,8 @@ async def run(veto_row: bool) -> None:
         "provider's first chunk (a tool call, or the reply's first token on a turn that needs no tool). "
         "'arguments right': turns with expected arguments where the tool and every key argument are right. "
         "The gate's trigger phrases were written with the main set in view; the held-out set was written "
-        "after they were frozen and run once.\n\n" + "\n\n".join(sections)
+        "after they were frozen; one change followed its first run (an integer argument must be said to be "
+        "copied: 'We have a table of prices already.' had called reserve_table).\n\n" + "\n\n".join(sections)
     )
     write_result("tools", "Tool calls: embedded model and Ollama adapter", body)
 
