@@ -58,7 +58,7 @@ def rule_outcome(
     if any(VOICEMAIL.search(line) for line in user_lines[:2]):
         return "voicemail"
     intents = [detect_intent(line) for line in user_lines]
-    if Intent.NOT_INTERESTED in intents:
+    if Intent.NOT_INTERESTED in intents or Intent.DO_NOT_CALL in intents:
         return "not_interested"
     if Intent.CALLBACK_LATER in intents:
         return "callback_requested"
