@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     rag_top_k: int = 3
     rag_min_score: float = 0.25
     warm_embeddings: bool = True  # load the embedding model at start, not on the first retrieval
+    # Start-up waits this long for the models to warm (loaded and run once) before the port opens, so the
+    # first call greets as fast as the tenth; past it the port opens and warming goes on (/readyz: 503).
+    warm_start_wait_sec: float = 180.0
     # Knowledge uploads: caps (413 beyond), and the background indexer's step size.
     knowledge_max_text_bytes: int = Field(default=2_000_000, gt=0)  # extracted text per document, UTF-8
     knowledge_max_pdf_pages: int = Field(default=200, gt=0)

@@ -19,11 +19,12 @@ class Intent(StrEnum):
     TRANSFER_REQUEST = "TRANSFER_REQUEST"
     BACKCHANNEL = "BACKCHANNEL"
     DO_NOT_CALL = "DO_NOT_CALL"
+    EMAIL_INSTEAD = "EMAIL_INSTEAD"  # "send me an email instead": a polite end, with a follow-up promised
     OTHER = "OTHER"
 
 
 def _words(text: str) -> str:
-    return " " + re.sub(r"[^a-z0-9' ]+", " ", text.lower()).strip() + " "
+    return " " + re.sub(r"\s+", " ", re.sub(r"[^a-z0-9' ]+", " ", text.lower())).strip() + " "
 
 
 _BACKCHANNELS = {
@@ -92,13 +93,32 @@ _RULES: list[tuple[Intent, re.Pattern[str]]] = [
         ),
     ),
     (
+        Intent.EMAIL_INSTEAD,
+        re.compile(
+            r" (send (me|us|it|that|this|them|the details|the info|some info) (an |by |via |over |in an )?"
+            r"e ?mail|e ?mail (me|us|it|that|the details|the info)|send (me|us) (the |some )?"
+            r"(info|information|details)|(drop|shoot|send) (me|us) an e ?mail|just e ?mail) "
+        ),
+    ),
+    (
         Intent.BOOK_MEETING,
         re.compile(r" (book|schedule|set up|arrange|put .{0,20}calendar|demo|meeting|appointment|slot) "),
     ),
     (
         Intent.GOODBYE,
         re.compile(
-            r" (bye|goodbye|good bye|talk (to you )?later|have a (good|nice|great) (day|one)|that's all|hang up) "  # noqa: E501
+            r" (bye|goodbye|good bye|talk (to you )?later|have a (good|nice|great) (day|one)|that's all|"
+            r"hang up|i'm gonna hang up|i'm going to hang up|i'm done here) "
+        ),
+    ),
+    (
+        # "I have to go", "not now", "I need to jump on another call" — said as the turn's end, not "I have
+        # to go through my boss" or "we need to run a trial".
+        Intent.GOODBYE,
+        re.compile(
+            r" ((i have|i've got|i got|i need|i gotta|gotta|got|have|need) to (go|run|head out|hop off|"
+            r"jump on (a|another) (call|meeting))|gotta (go|run)|not (right )?now)"
+            r"( now| sorry| soon| so)?(?= $| (bye|thanks|thank|sorry|i|i'm|but|anyway|okay|ok|please|maybe) )"
         ),
     ),
     (

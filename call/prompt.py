@@ -16,6 +16,8 @@ VOICE_RULES = (
     "No lists, no markdown, no emoji. Do not invent facts: if the facts below do not answer a question, "
     "say you will follow up by email."
 )
+# What the engine tells the model (not the agent's own prompt): a reply reciting it is dropped.
+INSTRUCTIONS = " ".join([VOICE_RULES, *STATE_HINTS.values()])
 
 
 def build_messages(

@@ -11,16 +11,19 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
+from contextlib import aclosing
 from typing import Any
 
 from call.intents import Intent, detect_intent, extract_meeting_request
 from call.profile import AgentProfile
-from call.prompt import build_messages
+from call.prompt import INSTRUCTIONS, build_messages
 from call.reply_turn import ReplySource, ReplyTurn
 from call.speaker import FIRST_CLAUSE_CHARS, Speaker
 from call.transcript import CallState, CallTranscript
 from providers.base import ChatMessage, LLMProvider, ProviderError, ToolCall
+from speech.reply_shape import NEUTRAL_LINES, NO_ANSWER_LINES, ReplyShaper, fresh_line
 from speech.sentences import SentenceChunker
 from tools.runner import ToolContext, ToolRunner
 
@@ -28,11 +31,29 @@ log = logging.getLogger("ai_sdr.call")
 
 FALLBACK_LINE = "Sorry, could you say that again?"
 GOODBYE_LINE = "Thanks for your time. Goodbye!"
+EMAIL_GOODBYE_LINE = "Of course, I'll send you the details by email. Thanks for your time, goodbye!"
+REPLY_MAX_TOKENS = 64  # two spoken sentences; the shaper cuts at the second sentence end anyway
 EXTRACTIVE_MIN_SCORE = 0.45  # question ↔ knowledge-sentence cosine needed to answer with the sentence
 TOOL_FILLER_AFTER_S = 0.8  # a tool still running this long: say a filler line
 # Replies that act (book, transfer, hang up) are never started on a guess.
 NOT_PREEMPTED = frozenset(
-    {Intent.GOODBYE, Intent.NOT_INTERESTED, Intent.BOOK_MEETING, Intent.TRANSFER_REQUEST, Intent.DO_NOT_CALL}
+    {
+        Intent.GOODBYE,
+        Intent.EMAIL_INSTEAD,
+        Intent.NOT_INTERESTED,
+        Intent.BOOK_MEETING,
+        Intent.TRANSFER_REQUEST,
+        Intent.DO_NOT_CALL,
+    }
+)
+# Questions that are small talk or about the call, not about the product: the model may answer them
+# without the knowledge base.
+CONVERSATIONAL = re.compile(
+    r"\b(how are you|how's your|how is your|how are things|your day|who is this|who's this|who am i|"
+    r"real person|robot|a human|a bot|an ai|where are you|are you from|lunch|weather|your name|hear me|"
+    r"repeat|say that again|tell me more|what do you mean|pardon|come again|why are you calling|"
+    r"what is this about|what's this about|what do you (do|sell|offer)|what is (it|this))\b",
+    re.IGNORECASE,
 )
 
 
@@ -89,11 +110,14 @@ class Responder:
         ):  # before any goodbye: the number goes on the list, then the call ends
             await self.run_tool(turn, ToolCall("add_to_dnc", {"reason": turn.user_text[:200]}))
             return
-        if intent == Intent.GOODBYE or (intent == Intent.NOT_INTERESTED and self._said_no_before()):
+        ends = intent in (Intent.GOODBYE, Intent.EMAIL_INSTEAD)
+        if ends or (intent == Intent.NOT_INTERESTED and self._said_no_before()):
             self.transcript.set_state(CallState.COMPLETION)
             turn.hang_up_after = "agent_goodbye"
             turn.source = ReplySource.FIXED_LINE
-            await self.speaker.say(turn, [GOODBYE_LINE])
+            await self.speaker.say(
+                turn, [EMAIL_GOODBYE_LINE if intent == Intent.EMAIL_INSTEAD else GOODBYE_LINE]
+            )
             return
         if await self._intent_tool(turn, intent):
             return
@@ -181,52 +205,85 @@ class Responder:
         chunks = await self._retrieve(turn.user_text)
         if self.profile.agent.documents:
             turn.timings["retrieval_dur_ms"] = round((time.monotonic() - started) * 1000, 1)
-        if chunks and intent == Intent.QUESTION and getattr(self.llm, "extractive_knowledge", False):
+        extractive = getattr(self.llm, "extractive_knowledge", False)
+        if chunks and intent == Intent.QUESTION and extractive:
             if await self._extractive_answer(turn, chunks):
                 return
+        if extractive and self._unanswerable(intent, turn.user_text):
+            # A small model asked what its knowledge base does not say invents an answer: say so instead.
+            turn.source = ReplySource.FIXED_LINE
+            await self.speaker.say(turn, [fresh_line(NO_ANSWER_LINES, self.transcript.last_agent_line())])
+            return
         knowledge = self.knowledge.format_for_prompt(chunks) if chunks else ""
         messages = self._messages(knowledge, turn.user_text)
         tools = (
             self.profile.tool_specs if getattr(self.llm, "supports_tools", self.llm.name != "local") else None
         )
+        previous = self.transcript.last_agent_line().rstrip(" —")
+        # The fact check is for the small embedded model, which invents; a larger model's general words
+        # (product names, acronyms) are not in the prompt and would trip it.
+        known = " ".join(m.content for m in messages) if extractive else ""
+        shaper = ReplyShaper(previous=previous, known=known, instructions=INSTRUCTIONS)
         sentences: asyncio.Queue[str | None] = asyncio.Queue()
         speaking = asyncio.create_task(self.speaker.speak(turn, sentences))
         chunker = SentenceChunker(first_clause_chars=FIRST_CLAUSE_CHARS)
         tool_calls: list[ToolCall] = []
         produced = False
         turn.source = ReplySource.LLM
+
+        def emit(pieces: list[str]) -> None:
+            nonlocal produced
+            for piece in pieces:
+                if (shaped := shaper.push(piece)) is not None:
+                    produced = True
+                    sentences.put_nowait(shaped)
+
         try:
-            async with asyncio.timeout(self.settings.llm_timeout_sec):
-                async for chunk in self.llm.stream_chat(
-                    messages,
-                    tools=tools or None,
-                    model=self.profile.agent.llm_model,
-                    temperature=self.profile.agent.temperature,
-                    max_tokens=self.settings.llm_max_tokens,
-                ):
+            stream = self.llm.stream_chat(
+                messages,
+                tools=tools or None,
+                model=self.profile.agent.llm_model,
+                temperature=self.profile.agent.temperature,
+                max_tokens=min(self.settings.llm_max_tokens, REPLY_MAX_TOKENS),
+            )
+            async with asyncio.timeout(self.settings.llm_timeout_sec), aclosing(stream):
+                async for chunk in stream:
                     if chunk.text:
                         turn.timings.setdefault("llm_first_token_ms", self._ms())
-                        for sentence in chunker.push(chunk.text):
-                            produced = True
-                            sentences.put_nowait(sentence)
+                        emit(chunker.push(chunk.text))
                     if chunk.tool_calls:
                         tool_calls.extend(chunk.tool_calls)
-            if rest := chunker.flush():
-                produced = True
-                sentences.put_nowait(rest)
+                    if shaper.done:
+                        break  # two sentences said: stop the model (the stream's close ends generation)
+            if not shaper.done and (rest := chunker.flush()):
+                emit([rest])
         except (ProviderError, TimeoutError) as exc:
             self._log("llm turn failed", logging.WARNING, error=type(exc).__name__)
             if not produced:
                 turn.kind = "fallback"
                 turn.source = ReplySource.FALLBACK
-                sentences.put_nowait(FALLBACK_LINE)
+                line = fresh_line((FALLBACK_LINE, *NEUTRAL_LINES), previous)
+                sentences.put_nowait(line)
+                produced = True
         finally:
+            if not produced and not tool_calls and (line := shaper.fallback()) is not None:
+                sentences.put_nowait(line)  # every piece was a repeat or off persona
+            if shaper.dropped:
+                self._log("reply shaped", dropped=",".join(sorted(set(shaper.dropped))))
             sentences.put_nowait(None)
             await speaking
         if tool_calls:
             await turn.go.wait()  # a tool acts: never on a turn that is still a guess
         for call in tool_calls[:3]:
             await self.run_tool(turn, call)
+
+    def _unanswerable(self, intent: Intent | None, text: str) -> bool:
+        """A question about the product that the agent's knowledge base (it has one) did not answer."""
+        return (
+            intent == Intent.QUESTION
+            and bool(self.profile.agent.documents)
+            and not CONVERSATIONAL.search(text)
+        )
 
     async def _extractive_answer(self, turn: ReplyTurn, chunks: list[Any]) -> bool:
         """A small embedded model paraphrases facts unreliably: answer a knowledge question with the

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from api.auth import KeyRing
 from call.registry import ConnectionManager
@@ -48,6 +49,26 @@ class Runtime:
         self.providers.warm_in_background()
         if self.settings.warm_embeddings:
             self._warm_knowledge = asyncio.create_task(self.knowledge.warm(), name="warm-embeddings")
+        await self.wait_warm(self.settings.warm_start_wait_sec)
+
+    async def wait_warm(self, timeout_s: float) -> bool:
+        """Wait (at most ``timeout_s``) for every model to be warm; True when they are.
+
+        Start-up waits here, so the port opens once a call would find its models warm. Past the timeout
+        the service starts anyway: a call that comes meanwhile is served (slower), and /readyz says 503.
+        """
+        tasks = [
+            t for t in (self.providers.warm_task, getattr(self, "_warm_knowledge", None)) if t is not None
+        ]
+        started = time.perf_counter()
+        if tasks and timeout_s > 0:
+            await asyncio.wait(tasks, timeout=timeout_s)
+        ready = all(t.done() for t in tasks)
+        log.info(
+            "warm start" if ready else "starting before the models are warm",
+            extra={"fields": {"waited_s": round(time.perf_counter() - started, 2)}},
+        )
+        return ready
 
     def readiness(self) -> dict[str, bool]:
         """Loading the embedding model imports torch, which holds the GIL for seconds: a call served

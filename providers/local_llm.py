@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 YIELD_AFTER_TOKENS = 12  # ~ the reply's first clause, which the caller is waiting for
 
 N_CTX = 2048
+# A spoken reply is one paragraph: a blank line, a list or a made-up next speaker ends it.
+REPLY_STOPS = ["\n\n", "\n1.", "\n-", "\n*", "\nUser", "\nCaller", "P.S."]
+REPEAT_PENALTY = 1.2  # over the last 64 tokens; the responder also drops a repeat of the previous turn
 SEED = 1234  # with temperature 0 (the tool step always; replies when the agent asks) output is reproducible
 
 
@@ -88,7 +91,12 @@ class LocalLLMProvider:
             return self._llm
 
     async def warm(self) -> None:
-        async for _ in self.stream_chat([ChatMessage("user", "Hi")], max_tokens=2):
+        """Load, then one short chat turn (a prefill and a few tokens) as a call's first reply would run."""
+        messages = [
+            ChatMessage("system", "You are on a phone call. Reply in one short, friendly sentence."),
+            ChatMessage("user", "Hi, who is this?"),
+        ]
+        async for _ in self.stream_chat(messages, max_tokens=4):
             pass
 
     async def prefill(self, messages: list[ChatMessage]) -> None:
@@ -189,13 +197,15 @@ class LocalLLMProvider:
                 kwargs: dict[str, Any] = {}
                 if json_schema is not None:
                     kwargs["response_format"] = {"type": "json_object", "schema": json_schema}
+                else:
+                    kwargs["stop"] = REPLY_STOPS
                 stream = llm.create_chat_completion(
                     payload,
                     stream=True,
                     temperature=temperature,
                     max_tokens=max_tokens,
                     top_p=0.9,
-                    repeat_penalty=1.15,
+                    repeat_penalty=REPEAT_PENALTY,
                     **kwargs,
                 )
                 for tokens, part in enumerate(stream):

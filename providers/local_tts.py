@@ -25,6 +25,7 @@ from speech.audio import resample_to_8k_mulaw
 log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 800  # 100 ms of 8 kHz mu-law
+WARM_LINE = "Hi, this is Ava from Orbit. Do you have a minute?"
 
 
 def packaged_voice_path() -> Path:
@@ -61,7 +62,8 @@ class LocalTTSProvider:
 
     async def warm(self) -> None:
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._pool, self._synthesize_all, "Hello.", 1.0)
+        # A greeting-length sentence: ONNX Runtime sizes its buffers on the first runs.
+        await loop.run_in_executor(self._pool, self._synthesize_all, WARM_LINE, 1.0)
 
     def _synthesize_all(self, text: str, speed: float) -> list[bytes]:
         return list(self._synthesize_iter(text, speed))

@@ -9,12 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from config import Settings
 from providers.base import LLMProvider, STTProvider, TTSProvider
 
 log = logging.getLogger(__name__)
+
+WARM_ORDER = ("tts", "vad", "stt", "llm")
+
+
+def warm_vad() -> None:
+    """WebRTC VAD and the spectral check of a loud frame, once (the first call's barge-in detector)."""
+    from speech.vad import FrameClassifier
+
+    loud = bytes(range(0, 160))  # mu-law bytes near 0 are loud
+    FrameClassifier().classify(loud, spectrum_above=0.0)
 
 
 class ProviderRegistry:
@@ -101,20 +112,44 @@ class ProviderRegistry:
 
     # ------------------------------------------------------------ lifecycle
 
-    def warm_in_background(self) -> None:
-        """Load the chosen models without delaying start-up; /readyz reports progress."""
+    def warm_in_background(self) -> asyncio.Task[None]:
+        """Load the chosen models and run each once as a call would; /readyz reports progress.
+
+        Order follows a call: TTS first (the greeting is the first thing a call needs), then the VAD and
+        the STT (the caller's first words), then the LLM (the first reply). Each is run once, not only
+        loaded: ONNX Runtime, CTranslate2 and llama.cpp allocate and pick kernels on their first run,
+        which would otherwise land on the first call's greeting or first reply.
+        """
+        for kind in WARM_ORDER:
+            self._warmed[kind] = False  # before the task runs: /readyz must not report ready meanwhile
         self._warm_task = asyncio.create_task(self._warm(), name="warm-providers")
+        return self._warm_task
+
+    @property
+    def warm_task(self) -> asyncio.Task[None] | None:
+        return self._warm_task
 
     async def _warm(self) -> None:
-        for kind in ("stt", "tts", "llm"):
-            self._warmed[kind] = False
+        started = time.perf_counter()
+        seconds: dict[str, float] = {}
         try:
-            targets = [("stt", self.stt()), ("tts", self.tts()), ("llm", await self.llm())]
-            for kind, provider in targets:
-                warm = getattr(provider, "warm", None)
-                if warm is not None:
-                    await warm()
+            for kind in WARM_ORDER:
+                t0 = time.perf_counter()
+                if kind == "vad":
+                    await asyncio.to_thread(warm_vad)
+                else:
+                    provider = (
+                        await self.llm() if kind == "llm" else self.stt() if kind == "stt" else self.tts()
+                    )
+                    warm = getattr(provider, "warm", None)
+                    if warm is not None:
+                        await warm()
                 self._warmed[kind] = True
+                seconds[kind] = round(time.perf_counter() - t0, 2)
+            log.info(
+                "providers warm",
+                extra={"fields": {**seconds, "total_s": round(time.perf_counter() - started, 2)}},
+            )
         except Exception as exc:
             log.error(
                 "provider warm-up failed",
