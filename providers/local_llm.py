@@ -32,6 +32,7 @@ YIELD_AFTER_TOKENS = 12  # ~ the reply's first clause, which the caller is waiti
 N_CTX = 2048
 # A spoken reply is one paragraph: a blank line, a list or a made-up next speaker ends it.
 REPLY_STOPS = ["\n\n", "\n1.", "\n-", "\n*", "\nUser", "\nCaller", "P.S."]
+PREFILL_DEFER_S = 0.05
 REPEAT_PENALTY = 1.2  # over the last 64 tokens; the responder also drops a repeat of the previous turn
 SEED = 1234  # with temperature 0 (the tool step always; replies when the agent asks) output is reproducible
 
@@ -102,7 +103,7 @@ class LocalLLMProvider:
     async def prefill(self, messages: list[ChatMessage]) -> None:
         """Evaluate a prompt prefix now so later prompts that start with it reuse llama.cpp's KV cache."""
         try:
-            async for _ in self.stream_chat(messages, max_tokens=1):
+            async for _ in self.stream_chat(messages, max_tokens=1, background=True):
                 pass
         except Exception as exc:  # only an optimisation
             log.debug("prefill failed", extra={"fields": {"error": type(exc).__name__}})
@@ -173,8 +174,12 @@ class LocalLLMProvider:
         temperature: float = 0.7,
         max_tokens: int = 200,
         json_schema: dict[str, Any] | None = None,
+        background: bool = False,
     ) -> AsyncIterator[LLMChunk]:
         """Stream the reply; ``json_schema`` constrains the output to that schema (llama.cpp grammar).
+
+        ``background`` (a prefill): wait for urgent work first. A call's prefill starts with its greeting,
+        and a cold prompt's evaluation (~1 s, one uninterruptible step) would delay the greeting's audio.
 
         With ``tools``, a turn that calls one yields a single ``ToolCall`` chunk (no text) and ``done``.
         """
@@ -194,6 +199,9 @@ class LocalLLMProvider:
                 self._waiting -= 1
             try:
                 llm = self._load()
+                if background:
+                    time.sleep(PREFILL_DEFER_S)  # the greeting's synthesis has started by then
+                    CPU.yield_to_urgent(max_wait_s=2.0)
                 kwargs: dict[str, Any] = {}
                 if json_schema is not None:
                     kwargs["response_format"] = {"type": "json_object", "schema": json_schema}

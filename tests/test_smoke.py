@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 AGENTS = "/v1/convai/agents"
-READY = {"database": True, "stt_loaded": True, "tts_loaded": True, "llm_loaded": True}
+READY = {"database": True, "tts_loaded": True, "vad_loaded": True, "stt_loaded": True, "llm_loaded": True}
 
 
 @pytest.mark.asyncio
