@@ -209,7 +209,7 @@ class Responder:
         if chunks and intent == Intent.QUESTION and extractive:
             if await self._extractive_answer(turn, chunks):
                 return
-        if extractive and self._unanswerable(intent, turn.user_text):
+        if extractive and not chunks and self._unanswerable(intent, turn.user_text):
             # A small model asked what its knowledge base does not say invents an answer: say so instead.
             turn.source = ReplySource.FIXED_LINE
             await self.speaker.say(turn, [fresh_line(NO_ANSWER_LINES, self.transcript.last_agent_line())])
@@ -278,7 +278,7 @@ class Responder:
             await self.run_tool(turn, call)
 
     def _unanswerable(self, intent: Intent | None, text: str) -> bool:
-        """A question about the product that the agent's knowledge base (it has one) did not answer."""
+        """A question about the product, and the agent's knowledge base (it has one) found nothing for it."""
         return (
             intent == Intent.QUESTION
             and bool(self.profile.agent.documents)
