@@ -72,7 +72,7 @@ class LiveServer:
 
     async def __aenter__(self) -> LiveServer:
         self._task = asyncio.create_task(self.server.serve())
-        for _ in range(600):
+        for _ in range(3600):  # start-up waits for the models to warm (embedded providers: ~10-30 s)
             if self.server.started:
                 return self
             if self._task.done():
