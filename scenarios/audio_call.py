@@ -127,8 +127,11 @@ async def _collect(runtime: Any, conversation_id: str, record: CallRecord) -> No
                 ) is not None
                 if record.end_reason == "transferred":
                     record.ended_by = "agent"
-                served = [t.first_frame_sent_ms - t.user_speech_end_ms for t in conversation.turns
-                          if t.first_frame_sent_ms is not None and t.user_speech_end_ms is not None]  # fmt: skip
+                served = [
+                    t.first_frame_sent_ms - t.user_speech_end_ms
+                    for t in conversation.turns
+                    if t.first_frame_sent_ms is not None and t.user_speech_end_ms is not None
+                ]
                 if served and not record.v2v_ms:
                     record.v2v_ms = [round(float(v), 1) for v in np.asarray(served)]
                 return

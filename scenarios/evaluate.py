@@ -199,7 +199,8 @@ async def evaluate(
             ok,
             f"end reason {record.end_reason}"
             if ok
-            else f"expected end reason {criteria.end_reason}, got {record.end_reason or 'none'}; {said(record)}",
+            else f"expected end reason {criteria.end_reason}, got {record.end_reason or 'none'}; "
+            + said(record),
         )
     if criteria.on_dnc_list is not None:
         ok = record.on_dnc_list == criteria.on_dnc_list
@@ -238,7 +239,8 @@ async def evaluate(
             add(
                 "latency",
                 got <= criteria.max_v2v_p95_ms,
-                f"{label} p95 {got:.0f} ms (limit {criteria.max_v2v_p95_ms:.0f} ms, {len(record.v2v_ms)} replies)",
+                f"{label} p95 {got:.0f} ms (limit {criteria.max_v2v_p95_ms:.0f} ms, "
+                f"{len(record.v2v_ms)} replies)",
             )
     if criteria.rubric is not None:
         if judge is None:

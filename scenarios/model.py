@@ -4,7 +4,8 @@ A scenario is JSON (stored per agent through ``/v1/convai/agents/{id}/tests``, o
 ``python -m simulator test``)::
 
     {"name": "books a meeting", "caller": [{"say": "Can we meet tomorrow at 3pm?"}],
-     "criteria": {"tools_called": [{"name": "book_meeting", "arguments": {"start_time": {"contains": "15:00"}}}],
+     "criteria": {"tools_called": [{"name": "book_meeting",
+                                    "arguments": {"start_time": {"contains": "T15:00"}}}],
                   "ended_by": "caller"}}
 """
 
