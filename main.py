@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from api.auth import require_auth
 from api.middleware import BodySizeLimitMiddleware, RequestLogMiddleware
 from api.routers import (
+    agent_tests,
     agents,
     batch_calling,
     browser_calls,
@@ -101,6 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.mount("/console", console.static_files, name="console")
     api_modules = (
         agents,
+        agent_tests,
         browser_calls,
         conversations,
         tools,
