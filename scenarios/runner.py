@@ -78,6 +78,8 @@ async def run_suite(
     llm = await runtime.providers.llm(override)
     judge = make_judge(llm) if llm_name not in NOT_A_JUDGE else None
     tools = sandbox_tools(runtime)
+    if llm_name == "local":  # the embedded model answers one call at a time: more would only time out
+        concurrency = min(concurrency, 2)
     gate = asyncio.Semaphore(max(1, concurrency))
 
     async def one(scenario: Scenario, attempt: int) -> dict[str, Any]:
