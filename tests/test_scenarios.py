@@ -280,3 +280,50 @@ async def test_starter_pack_passes_on_the_embedded_default(tmp_path: Path) -> No
             result = await run_suite(app.state.runtime, agent_id, expected, repeat=1)
     failing = {s["scenario"]: s["failures"] for s in result["summary"] if s["pass_rate"] < 1.0}
     assert not failing, failing
+
+
+@pytest.mark.asyncio
+async def test_audio_mode_runs_the_real_call_path(tmp_path: Path) -> None:
+    """Audio mode: spoken lines over the Media Streams socket, heard by the service's STT (echo here)."""
+    scenario = {
+        "name": "spoken",
+        "caller": [{"say": "Hello, who is this?"}, {"say": "Take me off your list.", "pause_s": 0.5}],
+        "criteria": {"agent_says": ["you said"], "ended_by": "caller", "max_v2v_p95_ms": 5000},
+    }
+    async with LiveServer(make_settings(tmp_path)) as server, server.client() as client:
+        agent_id = await make_agent(client)
+        ran = await client.post(
+            f"/v1/convai/agents/{agent_id}/tests/run?wait=true",
+            json={"mode": "audio", "scenarios": [scenario]},
+        )
+        assert ran.status_code == 200, ran.text
+        run = ran.json()
+    [result] = run["results"]
+    assert result["mode"] == "audio" and result["conversation_id"]
+    assert run["status"] == "passed", result
+    assert [t["role"] for t in result["transcript"]][:3] == ["agent", "user", "agent"]
+    assert "caller turn 1" in result["transcript"][1]["text"]  # what the echo STT heard, not the script
+    assert result["v2v_ms"]
+
+
+@pytest.mark.asyncio
+async def test_a_judged_rubric_counts_and_says_what_was_expected() -> None:
+    from scenarios.evaluate import CallRecord, evaluate, passed
+    from scenarios.model import Criteria
+
+    record = CallRecord(mode="text", transcript=[{"role": "agent", "text": "Go away.", "kind": "speech"}])
+    asked: list[str] = []
+
+    async def strict_judge(rubric: str, transcript: list[dict[str, Any]]) -> tuple[bool, str]:
+        asked.append(rubric)
+        return False, "the agent was rude"
+
+    criteria = Criteria(rubric="The agent is polite.", agent_says=["go away"])
+    results = await evaluate(criteria, record, strict_judge)
+    assert asked == ["The agent is polite."]
+    assert [r.as_dict() for r in results][-1] == {
+        "criterion": "rubric",
+        "status": "failed",
+        "message": "expected: The agent is polite.; judge: the agent was rude",
+    }
+    assert not passed(results)
