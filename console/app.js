@@ -2,6 +2,7 @@
 import { ApiError, del, get, patch, post, api, session } from "./api.js";
 import { BrowserCall } from "./phone.js";
 import { campaignPage, campaignsPage } from "./campaigns.js";
+import { testsPage } from "./tests.js";
 
 const view = document.getElementById("view");
 const BUILTIN_TOOLS = ["end_call", "transfer_call", "send_sms", "book_meeting", "add_to_dnc"];
@@ -138,6 +139,7 @@ async function agentPage(agentId) {
     h("div", { class: "row" }, field("Debounce (ms)", f.interrupt_debounce_ms), field("End-of-turn silence (s)", f.silence_threshold_sec)),
     h("h2", {}, "Built-in tools"), h("div", { class: "checks" }, builtins),
     h("div", { class: "actions" }, h("button", { type: "submit", id: "save-agent" }, isNew ? "Create agent" : "Save"),
+      !isNew && h("a", { href: `#/agents/${agentId}/tests`, id: "agent-tests" }, h("button", { type: "button", class: "secondary" }, "Scenario tests")),
       !isNew && h("button", { type: "button", class: "danger", onclick: remove }, "Delete")));
   view.replaceChildren(h("h1", {}, isNew ? "New agent" : agent.name), isNew ? form : callPanel(agent), form);
   if (!isNew) {
@@ -408,7 +410,8 @@ async function route() {
   const parts = path.split("/").filter(Boolean);
   document.querySelectorAll("nav a").forEach((a) => a.classList.toggle("active", a.dataset.page === parts[0]));
   try {
-    if (parts[0] === "agents" && parts[1]) await agentPage(parts[1]);
+    if (parts[0] === "agents" && parts[1] && parts[2] === "tests") cleanup = await testsPage(view, { h, toast, fail, pill }, parts[1]);
+    else if (parts[0] === "agents" && parts[1]) await agentPage(parts[1]);
     else if (parts[0] === "conversations" && parts[1]) await conversationPage(parts[1]);
     else if (parts[0] === "conversations") await conversationsPage(new URLSearchParams(query));
     else if (parts[0] === "live") await livePage();

@@ -327,3 +327,41 @@ async def test_a_judged_rubric_counts_and_says_what_was_expected() -> None:
         "message": "expected: The agent is polite.; judge: the agent was rude",
     }
     assert not passed(results)
+
+
+@pytest.mark.asyncio
+async def test_console_tests_page_writes_runs_and_shows_results(tmp_path: Path) -> None:
+    import shutil
+
+    from playwright.async_api import async_playwright
+
+    async with LiveServer(make_settings(tmp_path)) as server, async_playwright() as pw:
+        async with server.client() as client:
+            agent_id = await make_agent(client)
+        browser = await pw.chromium.launch(
+            executable_path=shutil.which("chromium") or "/usr/bin/chromium",
+            headless=True,
+            args=["--no-sandbox"],
+        )
+        page = await browser.new_page(viewport={"width": 1280, "height": 900})
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        await page.goto(server.base_url + "/")
+        await page.fill("#api-key", API_KEY)
+        await page.click("#sign-in")
+        await page.wait_for_selector("#new-agent")
+        await page.goto(f"{server.base_url}/#/agents/{agent_id}")
+        await page.click("#agent-tests")
+        await page.wait_for_selector("#test-json")
+        await page.fill("#test-json", json.dumps(BOOK_AT_3))
+        await page.click("#save-test")
+        await page.wait_for_selector("#tests-list table")
+        await page.fill("#test-repeat", "2")
+        await page.click("#run-tests")
+        await page.wait_for_function(
+            "document.querySelector('#run-status')?.textContent === 'passed'", timeout=20_000
+        )
+        summary = await page.inner_text("#test-summary")
+        assert "books at three" in summary and "2/2 (100%)" in summary
+        assert not errors, errors
+        await browser.close()
