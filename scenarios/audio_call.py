@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import time
 import uuid
 from typing import Any
@@ -14,12 +15,13 @@ import numpy as np
 from sqlalchemy import delete, select
 
 from models import Conversation, DncEntry, Meeting, PhoneNumber
-from scenarios.evaluate import CallRecord
+from scenarios.evaluate import CallRecord, safe_error
 from scenarios.model import ScenarioSpec
 from scenarios.text_call import test_caller_number
 from simulator.caller import FRAME_BYTES, SILENCE, SimulatedCaller, Utterance, frames_of
 
 SETTLE_TIMEOUT_S = 15.0
+log = logging.getLogger(__name__)
 
 
 async def agent_number(runtime: Any, agent_id: str) -> str:
@@ -58,13 +60,12 @@ def _script(scenario: ScenarioSpec) -> list[Utterance]:
     return script
 
 
-async def run_audio_call(runtime: Any, base_url: str, agent_id: str, scenario: ScenarioSpec) -> CallRecord:
+async def run_audio_call(runtime: Any, base_url: str, to_number: str, scenario: ScenarioSpec) -> CallRecord:
     record = CallRecord(mode="audio")
     started = time.monotonic()
     caller = scenario.caller_number or test_caller_number()
     settings = runtime.settings
     try:
-        to_number = await agent_number(runtime, agent_id)
         script = await asyncio.to_thread(_script, scenario)
         sim = SimulatedCaller(
             base_url,
@@ -87,7 +88,8 @@ async def run_audio_call(runtime: Any, base_url: str, agent_id: str, scenario: S
         if result.conversation_id:
             await _collect(runtime, result.conversation_id, record)
     except Exception as exc:
-        record.error = f"{type(exc).__name__}: {str(exc)[:200]}"
+        log.warning("scenario audio call failed", extra={"fields": {"error": type(exc).__name__}})
+        record.error = safe_error(exc)
     finally:
         if record.conversation_id:
             await _remove_side_effects(runtime, record.conversation_id)

@@ -271,3 +271,10 @@ async def evaluate(
 def passed(results: list[CriterionResult]) -> bool:
     """A run passes when nothing failed and something was actually checked (not judged is no pass)."""
     return not any(r.status == "failed" for r in results) and any(r.status == "passed" for r in results)
+
+
+def safe_error(exc: BaseException) -> str:
+    """What went wrong, without internals (SQL, paths) in stored results; details go to the log."""
+    if isinstance(exc, LookupError | ValueError):
+        return f"{type(exc).__name__}: {str(exc)[:200]}"
+    return f"{type(exc).__name__} (see the server log)"

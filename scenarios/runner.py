@@ -65,7 +65,7 @@ async def run_suite(
     base_url: str | None = None,
 ) -> dict[str, Any]:
     """Every scenario ``repeat`` times (at most ``concurrency`` calls at once); the pass rate of each."""
-    from scenarios.audio_call import run_audio_call
+    from scenarios.audio_call import agent_number, run_audio_call
     from scenarios.text_call import run_text_call, sandbox_tools
 
     async with runtime.db.session() as session:
@@ -81,13 +81,15 @@ async def run_suite(
     if llm_name == "local":  # the embedded model answers one call at a time: more would only time out
         concurrency = min(concurrency, 2)
     gate = asyncio.Semaphore(max(1, concurrency))
+    if mode == "audio" and base_url is None:
+        raise ValueError("audio mode needs the service's URL")
+    to_number = await agent_number(runtime, agent_id) if mode == "audio" else ""
 
     async def one(scenario: Scenario, attempt: int) -> dict[str, Any]:
         async with gate:
             if mode == "audio":
-                if base_url is None:
-                    raise ValueError("audio mode needs the service's URL")
-                record = await run_audio_call(runtime, base_url, agent_id, scenario.spec)
+                assert base_url is not None
+                record = await run_audio_call(runtime, base_url, to_number, scenario.spec)
             else:
                 record = await run_text_call(runtime, agent_id, scenario.spec, tools)
             criteria = scenario.spec.criteria

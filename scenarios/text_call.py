@@ -11,6 +11,7 @@ meetings and do-not-call entries are removed after the run (the run keeps its tr
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from typing import Any
@@ -26,11 +27,12 @@ from call.responder import Responder
 from call.transcript import CallState, CallTranscript
 from call.watchdog import STILL_THERE_LINE, TIMEOUT_GOODBYE_LINE, Watchdog, WatchdogAction
 from models import Agent, Conversation, ConversationTurn, DncEntry, Meeting, ToolCallRecord
-from scenarios.evaluate import CallRecord
+from scenarios.evaluate import CallRecord, safe_error
 from scenarios.model import ScenarioSpec
 from storage.call_store import CallStore
 from tools.runner import ToolContext, ToolRunner
 
+log = logging.getLogger(__name__)
 REPLY_TIMEOUT_S = 90.0
 AGENT_NUMBER = "+15550109999"
 
@@ -130,7 +132,8 @@ async def run_text_call(runtime: Any, agent_id: str, scenario: ScenarioSpec, too
         await _converse(runtime, conversation_id, call_sid, caller, scenario, tools, record)
         await _collect(runtime, conversation_id, caller, record)
     except Exception as exc:
-        record.error = f"{type(exc).__name__}: {str(exc)[:200]}"
+        log.warning("scenario text call failed", extra={"fields": {"error": type(exc).__name__}})
+        record.error = safe_error(exc)
     finally:
         await _remove(runtime, conversation_id)
         record.duration_s = round(time.monotonic() - started, 2)

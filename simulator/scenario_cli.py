@@ -40,6 +40,9 @@ def add_parser(sub: Any) -> None:
         action="store_true",
         help="only scenarios marked expect_on_embedded decide the exit code (the others are reported)",
     )
+    t.add_argument(
+        "--only", action="append", default=[], help="run only scenarios whose name contains this (repeatable)"
+    )
     t.add_argument("--json", dest="json_out", default=None, help="write the whole run (transcripts) here")
     t.add_argument("--url", default="http://127.0.0.1:9001", help="the server")
     t.add_argument("--api-key", default=None, help="xi-api-key (default: $XI_API_KEY or ./.api_key)")
@@ -94,7 +97,10 @@ async def run(args: argparse.Namespace, api_key: str, pack: Any) -> dict[str, An
                     if pack.agent is None:
                         raise Unusable(f"{args.target} has no agent: pass --agent ID")
                     agent_id = temporary = await _create_agent(api, pack)
-                body["scenarios"] = [s.model_dump(mode="json") for s in pack.scenarios]
+                chosen = [s for s in pack.scenarios if not args.only or any(o in s.name for o in args.only)]
+                if not chosen:
+                    raise Unusable(f"no scenario of {args.target} matches --only")
+                body["scenarios"] = [s.model_dump(mode="json") for s in chosen]
             else:
                 agent_id = args.agent or args.target
             started = await api.post(f"/v1/convai/agents/{agent_id}/tests/run", json=body)
