@@ -1,4 +1,8 @@
-"""Shared fixtures: a real app on a real SQLite file in a temp dir, over httpx and over loopback."""
+"""Shared fixtures: a real app on a real database in a temp dir, over httpx and over loopback.
+
+The database tests run on both backends: ``database_url`` is parametrized over a SQLite file and a
+database of its own on a PostgreSQL server started once per session (``tests/pg_server.py``).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import asyncio
 import os
 import socket
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
@@ -93,12 +97,36 @@ class LiveServer:
         return httpx.AsyncClient(base_url=self.base_url, headers={"xi-api-key": API_KEY}, timeout=30)
 
 
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[object]:
+    """One PostgreSQL server for the whole session (Debian's ``postgresql`` package)."""
+    from tests.pg_server import PostgresServer, find_bin_dir
+
+    bin_dir = find_bin_dir()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL is not installed (Debian package postgresql; scripts/setup.sh installs it)")
+    server = PostgresServer(bin_dir).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest_asyncio.fixture(params=["sqlite", "postgresql"])
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, migrated database on each backend: a SQLite file, or a PostgreSQL database of its own."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'agents.db'}"
+    server = request.getfixturevalue("postgres")
+    return await server.create_database()
+
+
 @pytest_asyncio.fixture
-async def app_client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+async def app_client(tmp_path: Path, database_url: str) -> AsyncIterator[httpx.AsyncClient]:
     """The app in-process (lifespan run), an httpx client authenticated with the test key."""
     from main import create_app
 
-    app = create_app(make_settings(tmp_path))
+    app = create_app(make_settings(tmp_path, database_url=database_url))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(
