@@ -27,6 +27,9 @@ from config import Settings  # noqa: E402
 
 API_KEY = "test-key-123"
 
+# For tests whose subject does not depend on the database (validation, auth, OpenAPI): SQLite only.
+SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+
 
 def make_settings(tmp_path: Path, **overrides: object) -> Settings:
     """Settings isolated from any .env: a fresh SQLite file and Chroma dir under tmp_path."""
@@ -119,6 +122,15 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite+aiosqlite:///{tmp_path / 'agents.db'}"
     server = request.getfixturevalue("postgres")
     return await server.create_database()
+
+
+@pytest_asyncio.fixture(params=["sqlite", "postgresql"])
+async def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A database without any schema yet, on each backend (for the migration tests)."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'fresh.db'}"
+    server = request.getfixturevalue("postgres")
+    return await server.create_database(migrated=False)
 
 
 @pytest_asyncio.fixture

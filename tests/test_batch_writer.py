@@ -1,9 +1,10 @@
-"""The call path's write-behind: order kept, batches committed together, one bad write costs nothing else."""
+"""The call path's write-behind: order kept, batches committed together, one bad write costs nothing else.
+
+On SQLite and on PostgreSQL (the ``database_url`` fixture)."""
 
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -14,8 +15,8 @@ from storage.call_store import CallStore, TurnRecord
 from storage.db import Database
 
 
-async def fresh_db(tmp_path: Path) -> tuple[Database, str]:
-    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'agents.db'}")
+async def fresh_db(database_url: str) -> tuple[Database, str]:
+    db = Database(database_url)
     await db.upgrade()
     async with db.session() as session:
         agent = Agent(name="Ava", system_prompt="Hello.")
@@ -28,8 +29,8 @@ async def fresh_db(tmp_path: Path) -> tuple[Database, str]:
 
 
 @pytest.mark.asyncio
-async def test_turns_of_many_calls_land_in_order_in_few_transactions(tmp_path: Path) -> None:
-    db, conversation_id = await fresh_db(tmp_path)
+async def test_turns_of_many_calls_land_in_order_in_few_transactions(database_url: str) -> None:
+    db, conversation_id = await fresh_db(database_url)
     writer = BatchWriter(db)
     writer.start()
     try:
@@ -59,8 +60,8 @@ async def test_turns_of_many_calls_land_in_order_in_few_transactions(tmp_path: P
 
 
 @pytest.mark.asyncio
-async def test_a_failing_write_does_not_lose_the_others_in_its_batch(tmp_path: Path) -> None:
-    db, conversation_id = await fresh_db(tmp_path)
+async def test_a_failing_write_does_not_lose_the_others_in_its_batch(database_url: str) -> None:
+    db, conversation_id = await fresh_db(database_url)
     writer = BatchWriter(db)
     writer.start()
     try:
@@ -91,9 +92,9 @@ async def test_a_failing_write_does_not_lose_the_others_in_its_batch(tmp_path: P
 
 
 @pytest.mark.asyncio
-async def test_writes_submitted_before_start_are_committed(tmp_path: Path) -> None:
+async def test_writes_submitted_before_start_are_committed(database_url: str) -> None:
     """A store used outside the running service still persists its writes (the writer starts itself)."""
-    db, conversation_id = await fresh_db(tmp_path)
+    db, conversation_id = await fresh_db(database_url)
     store = CallStore(db, conversation_id)
     try:
         store.save_turn(TurnRecord("user", "hello"))
