@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -74,24 +75,26 @@ class KnowledgeStore:
         self.settings = settings
         self.embedder = Embedder(settings.embed_model)
         self._client: Any = None
+        self._client_lock = threading.Lock()
 
     # ------------------------------------------------------------ chroma (worker thread only)
 
     def _chroma(self) -> Any:
-        if self._client is None:
-            import chromadb
-            from chromadb.config import Settings as ChromaSettings
-
-            chroma_settings = ChromaSettings(anonymized_telemetry=False, allow_reset=False)
-            if self.settings.chroma_host:
-                self._client = chromadb.HttpClient(
-                    host=self.settings.chroma_host, port=self.settings.chroma_port, settings=chroma_settings
-                )
-            else:
-                self._client = chromadb.PersistentClient(
-                    path=self.settings.chroma_path, settings=chroma_settings
-                )
+        with self._client_lock:  # worker threads: one client, made once
+            if self._client is None:
+                self._client = self._make_client()
         return self._client
+
+    def _make_client(self) -> Any:
+        import chromadb
+        from chromadb.config import Settings as ChromaSettings
+
+        chroma_settings = ChromaSettings(anonymized_telemetry=False, allow_reset=False)
+        if self.settings.chroma_host:  # a ChromaDB server, shared by every instance of the service
+            return chromadb.HttpClient(
+                host=self.settings.chroma_host, port=self.settings.chroma_port, settings=chroma_settings
+            )
+        return chromadb.PersistentClient(path=self.settings.chroma_path, settings=chroma_settings)
 
     def _collection(self, agent_id: str, create: bool = True) -> Any:
         name = f"kb_{agent_id}"
@@ -113,7 +116,8 @@ class KnowledgeStore:
         collection.delete(where={"document_id": document_id})  # re-indexing replaces, never duplicates
         for start in range(0, len(chunks), 256):
             batch = chunks[start : start + 256]
-            collection.add(
+            # upsert: two instances indexing the same document at once end with one copy of each chunk
+            collection.upsert(
                 ids=[f"{document_id}:{start + i}" for i in range(len(batch))],
                 documents=batch,
                 embeddings=self.embedder.embed_sync(batch),
@@ -213,9 +217,10 @@ class KnowledgeStore:
         async with db.session() as session:
             pending = (
                 await session.scalars(
-                    select(KnowledgeDocument).where(
-                        KnowledgeDocument.agent_id == agent_id, KnowledgeDocument.status == "pending"
-                    )
+                    select(KnowledgeDocument)
+                    .where(KnowledgeDocument.agent_id == agent_id, KnowledgeDocument.status == "pending")
+                    # Several instances: the first indexes, the others wait and then find nothing pending.
+                    .with_for_update()
                 )
             ).all()
             for document in pending:

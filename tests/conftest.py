@@ -115,6 +115,29 @@ def postgres() -> Iterator[object]:
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def chroma_server() -> Iterator[object]:
+    """One ChromaDB server (``chroma run``) for the whole session."""
+    from tests.chroma_server import ChromaServer, chroma_cli
+
+    cli = chroma_cli()
+    if cli is None:
+        pytest.skip("the chroma CLI (from the chromadb package) is not installed")
+    server = ChromaServer(cli).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["embedded", "server"])
+def chroma_overrides(request: pytest.FixtureRequest) -> dict[str, object]:
+    """Settings for each knowledge-store deployment: embedded Chroma (a dir under tmp_path) or a server."""
+    if request.param == "embedded":
+        return {}
+    return request.getfixturevalue("chroma_server").settings()
+
+
 @pytest_asyncio.fixture(params=["sqlite", "postgresql"])
 async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A fresh, migrated database on each backend: a SQLite file, or a PostgreSQL database of its own."""
