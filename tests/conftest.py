@@ -46,6 +46,7 @@ def make_settings(tmp_path: Path, **overrides: object) -> Settings:
         "webhook_allow_private": True,
         "warm_embeddings": False,
         "log_level": "WARNING",
+        "multi_instance": False,  # the multi-instance tests say so; PostgreSQL alone would imply it
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

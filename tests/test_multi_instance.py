@@ -1,0 +1,253 @@
+"""Several instances of the service on one database: shared configuration checked at start, live calls
+visible from every instance, and SIGTERM draining an instance (``uvicorn main:app`` in a subprocess).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+from sqlalchemy import select
+
+from config import ConfigError
+from storage.db import Database
+from tests.conftest import LiveServer, make_settings
+from tests.service_process import ServiceProcess, service_env
+
+NUMBER = "+15550100001"
+PG_URL = "postgresql+asyncpg://app@127.0.0.1:1/app"  # never connected to: the check comes first
+SHARED = ("DATABASE_URL", "JWT_SECRET", "API_KEYS", "CHROMA_HOST")
+
+
+# ---------------------------------------------------------------- shared configuration
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        (
+            {"database_url": PG_URL, "jwt_secret": "", "api_keys": ""},
+            {"JWT_SECRET", "API_KEYS", "CHROMA_HOST"},
+        ),
+        ({"database_url": PG_URL, "chroma_host": ""}, {"CHROMA_HOST"}),
+        ({"multi_instance": True, "chroma_host": "chroma"}, {"DATABASE_URL"}),
+        (
+            {"instance_id": "app-2", "database_url": PG_URL, "chroma_host": "chroma", "jwt_secret": ""},
+            {"JWT_SECRET"},
+        ),
+    ],
+)
+def test_several_instances_without_shared_settings_refuse_to_start(
+    tmp_path: Path, overrides: dict[str, Any], named: set[str]
+) -> None:
+    from main import create_app
+
+    settings = make_settings(tmp_path, **{"multi_instance": None, **overrides})
+    with pytest.raises(ConfigError) as refused:
+        create_app(settings)
+    message = refused.value.message
+    assert {name for name in SHARED if f"{name} must" in message} == named, message
+    assert "test-jwt-secret" not in message and "test-key" not in message  # names, never values
+
+
+def test_shared_settings_or_a_single_instance_on_postgresql_start(tmp_path: Path) -> None:
+    from main import create_app
+
+    create_app(make_settings(tmp_path, multi_instance=None, database_url=PG_URL, chroma_host="chroma"))
+    create_app(make_settings(tmp_path, multi_instance=False, database_url=PG_URL, jwt_secret="", api_keys=""))
+
+
+@pytest.mark.asyncio
+async def test_uvicorn_exits_at_start_with_one_message_naming_the_settings(tmp_path: Path) -> None:
+    env = service_env(tmp_path, database_url=PG_URL, jwt_secret="", api_keys="", chroma_host="")
+    service = ServiceProcess(tmp_path, env)
+    proc = service.spawn()
+    code = await asyncio.to_thread(proc.wait, 60)
+    output = service.output()
+    assert code != 0
+    assert "JWT_SECRET must be set" in output and "API_KEYS must be set" in output, output
+    assert "CHROMA_HOST must be set" in output and "DATABASE_URL is PostgreSQL" in output
+    assert "Traceback" not in output, output
+
+
+# ---------------------------------------------------------------- a call held open by a test
+
+
+class HeldCall:
+    """A Media Stream kept open (silence, marks echoed) until ``hang_up()``: a live call for as long as
+    the test needs one."""
+
+    def __init__(self, client: httpx.AsyncClient, call_sid: str) -> None:
+        self.client = client
+        self.call_sid = call_sid
+        self.conversation_id = ""
+        self.closed_by_server = asyncio.Event()
+        self._ws: Any = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> HeldCall:
+        twiml = (
+            await self.client.post(
+                "/twiml/voice", data={"CallSid": self.call_sid, "From": "+15550001111", "To": NUMBER}
+            )
+        ).text
+        url = re.search(r'<Stream url="([^"]+)"', twiml)
+        assert url is not None, twiml
+        params = dict(re.findall(r'<Parameter name="([^"]+)" value="([^"]*)"', twiml))
+        self.conversation_id = params["conversation_id"]
+        self._ws = await websockets.connect(url.group(1))
+        stream_sid = "MZ" + self.call_sid[2:]
+        start = {
+            "streamSid": stream_sid,
+            "callSid": self.call_sid,
+            "accountSid": "AC1",
+            "tracks": ["inbound"],
+            "customParameters": params,
+            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+        }
+        await self._ws.send(json.dumps({"event": "start", "streamSid": stream_sid, "start": start}))
+        self._tasks = [asyncio.create_task(self._silence()), asyncio.create_task(self._receive())]
+        return self
+
+    async def _silence(self) -> None:
+        frame = json.dumps({"event": "media", "media": {"payload": base64.b64encode(b"\xff" * 160).decode()}})
+        try:
+            while True:
+                await self._ws.send(frame)
+                await asyncio.sleep(0.02)
+        except websockets.ConnectionClosed:
+            self.closed_by_server.set()
+
+    async def _receive(self) -> None:
+        try:
+            async for raw in self._ws:
+                msg = json.loads(raw)
+                if msg["event"] == "mark":
+                    await self._ws.send(json.dumps({"event": "mark", "mark": msg["mark"]}))
+        except websockets.ConnectionClosed:
+            pass
+        self.closed_by_server.set()
+
+    @property
+    def open(self) -> bool:
+        return not self.closed_by_server.is_set()
+
+    async def hang_up(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        try:
+            await self._ws.send(json.dumps({"event": "stop", "stop": {"callSid": self.call_sid}}))
+            await self._ws.close()
+        except websockets.ConnectionClosed:
+            pass
+
+
+async def make_agent(client: httpx.AsyncClient) -> str:
+    agent = await client.post(
+        "/v1/convai/agents",
+        json={"name": "Ava", "system_prompt": "Hello.", "first_message": "Hi, this is Ava."},
+    )
+    assert agent.status_code == 201, agent.text
+    number = await client.post(
+        "/v1/convai/phone-numbers", json={"phone_number": NUMBER, "agent_id": agent.json()["agent_id"]}
+    )
+    assert number.status_code == 201, number.text
+    return agent.json()["agent_id"]
+
+
+async def eventually(check, timeout: float = 10.0):  # type: ignore[no-untyped-def]
+    """Poll ``check()`` (async, returns a value or None) until it returns something."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.1)
+
+
+# ---------------------------------------------------------------- live calls on every instance
+
+
+@pytest.mark.asyncio
+async def test_live_calls_of_every_instance_are_listed_by_each(tmp_path: Path, postgres: Any) -> None:
+    from models import LiveCallRecord
+    from utils import utcnow
+
+    url = await postgres.create_database()
+    shared = {
+        "database_url": url,
+        "multi_instance": True,
+        "chroma_host": "127.0.0.1",  # not used by these calls
+        "live_call_heartbeat_sec": 0.5,
+        "max_concurrent_calls": 5,
+    }
+    async with (
+        LiveServer(make_settings(tmp_path / "a", instance_id="app-a", **shared)) as a,
+        LiveServer(make_settings(tmp_path / "b", instance_id="app-b", **shared)) as b,
+        a.client() as client_a,
+        b.client() as client_b,
+    ):
+        agent_id = await make_agent(client_a)
+        async with a.runtime.db.session() as session:  # a row left by an instance that died long ago
+            old = utcnow() - timedelta(minutes=5)
+            session.add(
+                LiveCallRecord(call_sid="CAghost", instance_id="app-dead", started_at=old, heartbeat_at=old)
+            )
+        held = [
+            await HeldCall(client_a, "CA" + "a1" * 16).start(),
+            await HeldCall(client_b, "CA" + "b1" * 16).start(),
+            await HeldCall(client_b, "CA" + "b2" * 16).start(),
+        ]
+        expected = {
+            (h.call_sid, h.conversation_id): inst
+            for h, inst in zip(held, ("app-a", "app-b", "app-b"), strict=True)
+        }
+
+        async def listed_by(client: httpx.AsyncClient) -> dict[str, Any] | None:
+            body = (await client.get("/v1/convai/calls/live")).json()
+            got = {(c["call_sid"], c["conversation_id"]): c["instance_id"] for c in body["calls"]}
+            agents = {c["agent_id"] for c in body["calls"]}
+            return body if got == expected and agents == {agent_id} else None
+
+        for client, here, mine in ((client_a, "app-a", 1), (client_b, "app-b", 2)):
+            body = await eventually(lambda client=client: listed_by(client))
+            assert body["count"] == 3 and body["instance_id"] == here and body["instance_count"] == mine
+            assert body["instances"] == [
+                {"instance_id": "app-a", "count": 1},
+                {"instance_id": "app-b", "count": 2},
+            ]
+            assert body["max_concurrent_calls"] == 5 and body["accepting_calls"] is True
+            assert all(c["state"] and c["duration_sec"] >= 0 for c in body["calls"])
+
+        # Capacity is per instance: B at its limit refuses, A still takes calls.
+        b.runtime.settings.max_concurrent_calls = 2
+        refused = await client_b.post("/twiml/voice", data={"CallSid": "CA" + "b3" * 16, "To": NUMBER})
+        assert "<Stream" not in refused.text
+        accepted = await client_a.post("/twiml/voice", data={"CallSid": "CA" + "a3" * 16, "To": NUMBER})
+        assert "<Stream" in accepted.text
+
+        for call in held:
+            await call.hang_up()
+
+        async def none_listed() -> bool:
+            bodies = [(await c.get("/v1/convai/calls/live")).json() for c in (client_a, client_b)]
+            return all(body["count"] == 0 and body["calls"] == [] for body in bodies)
+
+        await eventually(none_listed)
+    db = Database(url)  # each instance removed its rows as it stopped; the dead one's stay, ignored
+    try:
+        async with db.session() as session:
+            assert (await session.scalars(select(LiveCallRecord.instance_id))).all() == ["app-dead"]
+    finally:
+        await db.dispose()
