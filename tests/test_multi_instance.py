@@ -8,6 +8,7 @@ import asyncio
 import base64
 import json
 import re
+import sqlite3
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -251,3 +252,63 @@ async def test_live_calls_of_every_instance_are_listed_by_each(tmp_path: Path, p
             assert (await session.scalars(select(LiveCallRecord.instance_id))).all() == ["app-dead"]
     finally:
         await db.dispose()
+
+
+# ---------------------------------------------------------------- SIGTERM drains
+
+
+@pytest.mark.asyncio
+async def test_sigterm_drains_live_calls_then_exits(tmp_path: Path) -> None:
+    """``/readyz`` turns 503 at once and new calls are refused; a live call may finish, one that goes on
+    past DRAIN_TIMEOUT_SEC is ended then; every turn is in the database when the process exits."""
+    drain_s = 4.0
+    service = ServiceProcess(tmp_path, service_env(tmp_path, drain_timeout_sec=drain_s))
+    async with service, service.client() as client:
+        await make_agent(client)
+        finishes = await HeldCall(client, "CA" + "d1" * 16).start()
+        outlasts = await HeldCall(client, "CA" + "d2" * 16).start()
+
+        async def both_live() -> bool:
+            return (await client.get("/v1/convai/calls/live")).json()["count"] == 2
+
+        await eventually(both_live)
+        await asyncio.sleep(0.5)  # the greetings are spoken and stored
+        assert (await client.get("/readyz")).status_code == 200
+
+        service.sigterm()
+        loop = asyncio.get_running_loop()
+        signalled = loop.time()
+
+        async def not_ready() -> dict[str, Any] | None:
+            r = await client.get("/readyz")
+            return r.json() if r.status_code == 503 else None
+
+        body = await eventually(not_ready, timeout=2)
+        assert body["checks"]["accepting_calls"] is False
+        refused = await client.post("/twiml/voice", data={"CallSid": "CA" + "d3" * 16, "To": NUMBER})
+        assert "<Say>" in refused.text and "<Stream" not in refused.text
+        await asyncio.sleep(1.0)
+        assert finishes.open and outlasts.open and service.running  # live calls go on while draining
+
+        await finishes.hang_up()
+        await asyncio.wait_for(outlasts.closed_by_server.wait(), drain_s + 10)
+        ended_after = loop.time() - signalled
+        await service.wait_exit(30)
+    assert drain_s - 0.5 <= ended_after <= drain_s + 5, ended_after
+    output = service.output()
+    assert "drained" in output and "Traceback" not in output, output[-3000:]
+
+    db = sqlite3.connect(tmp_path / "agents.db")
+    try:
+        rows = db.execute(
+            "SELECT c.call_sid, c.call_state, c.end_reason, COUNT(t.id) FROM conversations c "
+            "LEFT JOIN conversation_turns t ON t.conversation_id = c.id GROUP BY c.id"
+        ).fetchall()
+        live = db.execute("SELECT COUNT(*) FROM live_calls").fetchone()[0]
+    finally:
+        db.close()
+    by_sid = {sid: (state, reason, turns) for sid, state, reason, turns in rows}
+    assert by_sid[finishes.call_sid][:2] == ("ENDED", "caller_hung_up"), by_sid
+    assert by_sid[outlasts.call_sid][:2] == ("ENDED", "server_shutdown"), by_sid
+    assert by_sid[finishes.call_sid][2] >= 1 and by_sid[outlasts.call_sid][2] >= 1  # the greetings
+    assert live == 0
