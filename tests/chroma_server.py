@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -11,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.pg_server import _free_port
+from tests.pg_server import _free_port, orphaned_dirs
 
 
 def chroma_cli() -> Path | None:
@@ -31,6 +33,9 @@ class ChromaServer:
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60.0) -> ChromaServer:
+        for orphan in orphaned_dirs("chromatest-"):
+            _stop_orphan(orphan)
+        (self.dir / "owner.pid").write_text(str(os.getpid()))
         log = (self.dir / "server.log").open("wb")
         self._proc = subprocess.Popen(
             [
@@ -47,6 +52,7 @@ class ChromaServer:
             stderr=subprocess.STDOUT,
             cwd=self.dir,
         )
+        (self.dir / "server.pid").write_text(str(self._proc.pid))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
@@ -76,3 +82,15 @@ class ChromaServer:
     def settings(self) -> dict[str, object]:
         """Settings overrides pointing the service at this server."""
         return {"chroma_host": self.host, "chroma_port": self.port}
+
+
+def _stop_orphan(path: Path) -> None:
+    """Stop the ``chroma run`` a killed test session left behind in ``path`` (checked by its command line)."""
+    try:
+        pid = int((path / "server.pid").read_text())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        if "chroma" in cmdline and str(path) in cmdline:
+            os.kill(pid, signal.SIGKILL)
+    except (OSError, ValueError):
+        pass
+    shutil.rmtree(path, ignore_errors=True)

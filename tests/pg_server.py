@@ -27,6 +27,29 @@ def find_bin_dir() -> Path | None:
     return Path(found[-1]).parent if found else None
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def orphaned_dirs(prefix: str) -> list[Path]:
+    """Temp dirs of test servers whose pytest process is gone (killed before its fixtures' teardown)."""
+    found = []
+    for path in Path(tempfile.gettempdir()).glob(f"{prefix}*"):
+        try:
+            owner = int((path / "owner.pid").read_text())
+        except (OSError, ValueError):
+            continue
+        if not _alive(owner):
+            found.append(path)
+    return found
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -34,9 +57,9 @@ def _free_port() -> int:
 
 
 class PostgresServer:
-    def __init__(self, bin_dir: Path) -> None:
+    def __init__(self, bin_dir: Path, existing: Path | None = None) -> None:
         self.bin_dir = bin_dir
-        self.dir = Path(tempfile.mkdtemp(prefix="pgtest-"))
+        self.dir = existing or Path(tempfile.mkdtemp(prefix="pgtest-"))
         self.data = self.dir / "data"
         self.port = _free_port()
         self.user = "postgres"
@@ -50,6 +73,9 @@ class PostgresServer:
         return subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=120)
 
     def start(self) -> PostgresServer:
+        for orphan in orphaned_dirs("pgtest-"):
+            PostgresServer(self.bin_dir, orphan).stop()
+        (self.dir / "owner.pid").write_text(str(os.getpid()))
         if self._as_root:
             shutil.chown(self.dir, "postgres", "postgres")
         else:

@@ -312,3 +312,41 @@ async def test_sigterm_drains_live_calls_then_exits(tmp_path: Path) -> None:
     assert by_sid[outlasts.call_sid][:2] == ("ENDED", "server_shutdown"), by_sid
     assert by_sid[finishes.call_sid][2] >= 1 and by_sid[outlasts.call_sid][2] >= 1  # the greetings
     assert live == 0
+
+
+# ---------------------------------------------------------------- migrations
+
+
+@pytest.mark.asyncio
+async def test_instances_starting_together_migrate_once(postgres: Any) -> None:
+    """Three processes upgrade one empty PostgreSQL database at the same moment (as instances do at start):
+    one migrates, the others wait on the migration lock and find the schema at head."""
+    import sys
+
+    from alembic.script import ScriptDirectory
+
+    from storage.db import alembic_config
+    from tests.conftest import ROOT
+
+    url = await postgres.create_database(migrated=False)
+    code = f"from storage.db import upgrade_schema; upgrade_schema({url!r})"
+    procs = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            code,
+            cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        for _ in range(3)
+    ]
+    outputs = [(await asyncio.wait_for(p.communicate(), 120))[0].decode(errors="replace") for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], outputs
+    db = Database(url)
+    try:
+        async with db.engine.connect() as conn:
+            versions = (await conn.exec_driver_sql("SELECT version_num FROM alembic_version")).scalars().all()
+    finally:
+        await db.dispose()
+    assert versions == [ScriptDirectory.from_config(alembic_config(url)).get_current_head()]
