@@ -238,6 +238,17 @@ async def test_live_calls_of_every_instance_are_listed_by_each(tmp_path: Path, p
         accepted = await client_a.post("/twiml/voice", data={"CallSid": "CA" + "a3" * 16, "To": NUMBER})
         assert "<Stream" in accepted.text
 
+        # A draining instance behind the balancer answers 503 before doing anything (nginx then retries
+        # on another instance), for the webhook and for the Media Stream alike.
+        b.runtime.draining = True
+        moved = await client_b.post("/twiml/voice", data={"CallSid": "CA" + "b4" * 16, "To": NUMBER})
+        assert moved.status_code == 503 and moved.json()["detail"].startswith("this instance is draining")
+        with pytest.raises(websockets.InvalidStatus) as denied:
+            await websockets.connect(f"{b.ws_url}/ws/voice/CA{'b5' * 16}")
+        assert denied.value.response.status_code == 503
+        assert (await client_b.get("/v1/convai/calls/live")).json()["accepting_calls"] is False
+        b.runtime.draining = False
+
         for call in held:
             await call.hang_up()
 
