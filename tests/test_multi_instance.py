@@ -361,3 +361,134 @@ async def test_instances_starting_together_migrate_once(postgres: Any) -> None:
     finally:
         await db.dispose()
     assert versions == [ScriptDirectory.from_config(alembic_config(url)).get_current_head()]
+
+
+# ---------------------------------------------------------------- two instances serving calls
+
+
+class CrossCaller:
+    """A simulator call whose webhook goes to one instance and whose Media Stream goes to another: with a
+    balancer in front, any instance may get either."""
+
+    def __new__(cls, webhook_base: str, stream_base: str, *args: Any, **kwargs: Any):  # type: ignore[no-untyped-def]
+        from simulator.caller import SimulatedCaller
+
+        class _Caller(SimulatedCaller):
+            async def _webhook(self, http: httpx.AsyncClient) -> tuple[str, dict[str, str]]:
+                url, params = await super()._webhook(http)
+                ws_base = webhook_base.replace("http://", "ws://")
+                return url.replace(ws_base, stream_base.replace("http://", "ws://")), params
+
+        return _Caller(webhook_base, *args, **kwargs)
+
+
+@pytest.mark.asyncio
+async def test_two_instances_on_one_postgresql_serve_calls_exactly_once(
+    tmp_path: Path, postgres: Any, chroma_server: Any
+) -> None:
+    """Two ``uvicorn main:app`` processes on one PostgreSQL database and one Chroma server; simulator calls
+    ring one instance and stream to the other (both ways), concurrently. Every conversation, turn and
+    webhook delivery is there exactly once, and each call was live on the instance holding its stream."""
+    from simulator.caller import Utterance, frames_of
+    from simulator.speech import synthesize_caller
+    from tests.webhook_receiver import WebhookReceiver
+
+    secret = "whsec_two_instances_0123456789"
+    frames = frames_of(synthesize_caller("Hi, I got your message about the demo."))
+    url = await postgres.create_database()
+    shared = {
+        "database_url": url,
+        "chroma_host": chroma_server.host,
+        "chroma_port": chroma_server.port,
+        "live_call_heartbeat_sec": 0.5,
+        "webhook_retry_base_sec": 0.2,
+    }
+    one = ServiceProcess(tmp_path / "one", service_env(tmp_path / "one", instance_id="app-1", **shared))
+    two = ServiceProcess(tmp_path / "two", service_env(tmp_path / "two", instance_id="app-2", **shared))
+    async with WebhookReceiver(secret, fail_first=3) as receiver:
+        await asyncio.gather(one.__aenter__(), two.__aenter__())
+        try:
+            async with one.client() as client_one, two.client() as client_two:
+                await make_agent(client_one)
+                hook = await client_two.post(
+                    "/v1/convai/webhooks", json={"url": receiver.url, "secret": secret}
+                )
+                assert hook.status_code == 201, hook.text
+
+                routes = [(one, two), (two, one), (one, two), (two, one)]
+                callers = [
+                    CrossCaller(
+                        a.base_url, b.base_url, f"CA{i:032d}", NUMBER, [Utterance(frames), Utterance(frames)]
+                    )
+                    for i, (a, b) in enumerate(routes)
+                ]
+                seen_live: dict[str, set[str]] = {}
+
+                async def watch_live() -> None:
+                    while True:
+                        for client in (client_one, client_two):
+                            for call in (await client.get("/v1/convai/calls/live")).json()["calls"]:
+                                seen_live.setdefault(call["call_sid"], set()).add(call["instance_id"])
+                        await asyncio.sleep(0.2)
+
+                watcher = asyncio.create_task(watch_live())
+                async with httpx.AsyncClient(timeout=30) as http:
+                    results = await asyncio.gather(*(c.run(http) for c in callers))
+                watcher.cancel()
+                assert [r.error for r in results] == [None] * len(callers)
+
+                conversations = {}
+                for caller in callers:
+                    conversation_id = caller.result.conversation_id
+
+                    async def ended(client=client_one, cid=conversation_id):  # type: ignore[no-untyped-def]
+                        body = (await client.get(f"/v1/convai/conversations/{cid}")).json()
+                        return body if body.get("call_state") == "ENDED" else None
+
+                    conversations[caller.call_sid] = await eventually(ended, timeout=20)
+
+                async def all_completed_delivered() -> bool:
+                    return len(receiver.of_type("call.completed")) == len(callers)
+
+                await eventually(all_completed_delivered, timeout=30)
+                await asyncio.sleep(1.0)  # a duplicate delivery would arrive within this
+                listed = (await client_one.get("/v1/convai/conversations", params={"page_size": 100})).json()
+        finally:
+            await asyncio.gather(one.__aexit__(), two.__aexit__())
+
+    # Conversations: one per call, each ended, its turns in one unbroken sequence.
+    assert sorted(c["conversation_id"] for c in listed["conversations"]) == sorted(
+        c.result.conversation_id for c in callers
+    )
+    db = Database(url)
+    try:
+        async with db.engine.connect() as conn:
+            turns = (
+                await conn.exec_driver_sql(
+                    "SELECT c.call_sid, t.role, t.seq FROM conversation_turns t "
+                    "JOIN conversations c ON c.id = t.conversation_id ORDER BY c.call_sid, t.seq"
+                )
+            ).all()
+            leftover_live = (await conn.exec_driver_sql("SELECT COUNT(*) FROM live_calls")).scalar()
+    finally:
+        await db.dispose()
+    for caller in callers:
+        seqs = [seq for sid, _, seq in turns if sid == caller.call_sid]
+        roles = [role for sid, role, _ in turns if sid == caller.call_sid]
+        assert seqs == list(range(len(seqs))), (caller.call_sid, seqs)
+        assert roles.count("user") == 2 and roles.count("agent") >= 3, roles  # greeting + two replies
+    assert leftover_live == 0
+
+    # Each call was live on the instance that held its stream, as both instances saw it.
+    for caller, (_, stream) in zip(callers, routes, strict=True):
+        expected = "app-1" if stream is one else "app-2"
+        assert seen_live.get(caller.call_sid) == {expected}, seen_live
+
+    # Webhooks: every event once, and every attempt made once (the receiver failed its first 3 requests).
+    conversation_ids = {c.result.conversation_id for c in callers}
+    for event_type in ("call.started", "call.completed"):
+        got = [e["data"]["conversation_id"] for e in receiver.of_type(event_type)]
+        assert sorted(got) == sorted(conversation_ids), (event_type, got)
+    assert all(count == 1 for count in receiver.deliveries.values()), receiver.deliveries
+    assert receiver.attempts == len(receiver.events) + 3
+    assert receiver.bad_signatures == 0
