@@ -42,12 +42,25 @@ class Settings(BaseSettings):
     default_agent_id: str = ""
     max_concurrent_calls: int = 200
     stream_token_ttl_sec: int = 300
+    # Read the client address from X-Forwarded-For (its last entry) for the loopback check of Twilio
+    # webhooks without TWILIO_AUTH_TOKEN. Only behind a proxy you run that sets the header.
+    trust_forwarded_for: bool = False
 
     # --- Twilio
     twilio_account_sid: str = ""
     twilio_auth_token: SecretStr = SecretStr("")
     twilio_phone_number: str = ""
     twilio_api_base: str = ""  # tests point the SDK at a local stand-in
+    # Ask Twilio for answering-machine detection (async, DetectMessageEnd) on outbound calls.
+    twilio_machine_detection: bool = True
+
+    # --- campaigns (batch calling)
+    dialer_enabled: bool = True
+    dialer_tick_sec: float = 1.0  # how often the dialer looks for due recipients (it is also woken)
+    # A recipient claimed by a process that died before the call was placed is looked at after this.
+    dialer_stale_claim_sec: float = 120.0
+    # A completed call whose post-call analysis gave no outcome after this long counts as "unknown".
+    dialer_outcome_wait_sec: float = 180.0
 
     # --- Deepgram
     deepgram_api_key: SecretStr = SecretStr("")
@@ -88,6 +101,10 @@ class Settings(BaseSettings):
     rag_top_k: int = 3
     rag_min_score: float = 0.25
     warm_embeddings: bool = True  # load the embedding model at start, not on the first retrieval
+    # Knowledge uploads: caps (413 beyond), and the background indexer's step size.
+    knowledge_max_text_bytes: int = Field(default=2_000_000, gt=0)  # extracted text per document, UTF-8
+    knowledge_max_pdf_pages: int = Field(default=200, gt=0)
+    knowledge_index_batch: int = Field(default=16, ge=1, le=256)  # chunks embedded per step
 
     # --- interruption and turn-taking
     interrupt_enabled: bool = True

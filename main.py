@@ -17,10 +17,12 @@ from api.auth import require_auth
 from api.middleware import BodySizeLimitMiddleware, RequestLogMiddleware
 from api.routers import (
     agents,
+    batch_calling,
     browser_calls,
     calls,
     console,
     conversations,
+    dnc,
     elevenlabs,
     health,
     knowledge,
@@ -116,6 +118,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         calls,
         recordings,
         elevenlabs,
+        batch_calling,
+        dnc,
     )
     for module in api_modules:
         app.include_router(module.router, prefix="/v1", dependencies=api, responses=ERROR_RESPONSES)

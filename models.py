@@ -80,6 +80,10 @@ class Agent(TimestampMixin, Base):
     data_collection: Mapped[list[Any]] = mapped_column(default=list)
     # Words the recogniser should expect (company and product names): Deepgram keywords, Whisper's prompt.
     stt_keywords: Mapped[list[Any]] = mapped_column(default=list)
+    # Outbound calls: detect answering machines from the audio; on one, hang up or leave the message.
+    voicemail_detection: Mapped[bool] = mapped_column(Boolean, default=True)
+    voicemail_action: Mapped[str] = mapped_column(String(16), default="hang_up")  # hang_up | leave_message
+    voicemail_message: Mapped[str] = mapped_column(Text, default="")  # may hold {{variables}}
     # Anything of an ElevenLabs conversation_config we keep but do not interpret.
     extra_config: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
@@ -101,7 +105,7 @@ class AgentTool(TimestampMixin, Base):
     agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(64))
     description: Mapped[str] = mapped_column(Text, default="")
-    # webhook | end_call | transfer_call | send_sms | book_meeting
+    # webhook | end_call | transfer_call | send_sms | book_meeting | add_to_dnc
     kind: Mapped[str] = mapped_column(String(32), default="webhook")
     parameters: Mapped[dict[str, Any]] = mapped_column(default=dict)  # JSON schema
     # kind-specific: {"url":…, "method":…, "headers":…, "timeout_sec":…} or {"number": …}
@@ -123,7 +127,8 @@ class KnowledgeDocument(TimestampMixin, Base):
     size_bytes: Mapped[int] = mapped_column(Integer, default=0)
     chunk_count: Mapped[int] = mapped_column(Integer, default=0)
     text: Mapped[str] = mapped_column(Text, default="")
-    status: Mapped[str] = mapped_column(String(16), default="ready")  # ready | failed
+    status: Mapped[str] = mapped_column(String(16), default="ready")  # pending | indexing | ready | failed
+    error: Mapped[str | None] = mapped_column(String(300))  # why indexing failed (safe to show)
 
     agent: Mapped[Agent] = relationship(back_populates="documents")
 
@@ -159,6 +164,16 @@ class Conversation(TimestampMixin, Base):
     outcome: Mapped[str | None] = mapped_column(String(32), index=True)
     collected_data: Mapped[dict[str, Any]] = mapped_column(default=dict)
     recording_url: Mapped[str | None] = mapped_column(String(500))
+    # Who picked up an outbound call: human | machine | fax | unknown; how it was decided (twilio_amd, …).
+    answered_by: Mapped[str | None] = mapped_column(String(16))
+    answered_by_method: Mapped[str | None] = mapped_column(String(32))
+    answered_by_at: Mapped[datetime | None] = mapped_column()
+    # Set on the calls a campaign's dialer places.
+    campaign_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    campaign_recipient_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    # The id (jti) of the stream token that opened this call's Media Stream: set once, by a conditional
+    # UPDATE, so a token admits one stream and a conversation is never reopened (telephony.stream_auth).
+    stream_jti: Mapped[str | None] = mapped_column(String(64))
 
     turns: Mapped[list[ConversationTurn]] = relationship(
         back_populates="conversation",
@@ -305,6 +320,72 @@ class ApiKey(Base):
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     label: Mapped[str] = mapped_column(String(100), default="generated")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DncEntry(Base):
+    """A number on the do-not-call list: never dialled by an outbound call or a campaign."""
+
+    __tablename__ = "dnc_entries"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("dnc"))
+    phone_number: Mapped[str] = mapped_column(String(32), unique=True)  # E.164
+    reason: Mapped[str] = mapped_column(String(500), default="")
+    source: Mapped[str] = mapped_column(String(16), default="api")  # api | tool | csv
+    conversation_id: Mapped[str | None] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Campaign(TimestampMixin, Base):
+    """A batch of outbound calls (ElevenLabs "batch calling") and how the dialer paces it."""
+
+    __tablename__ = "campaigns"
+    __table_args__ = (Index("ix_campaigns_status_scheduled", "status", "scheduled_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("btcal"))
+    name: Mapped[str] = mapped_column(String(200))
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"), index=True)
+    phone_number_id: Mapped[str | None] = mapped_column(ForeignKey("phone_numbers.id", ondelete="SET NULL"))
+    from_number: Mapped[str | None] = mapped_column(String(32))
+    # pending (scheduled) | in_progress | completed | cancelled | failed
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    scheduled_at: Mapped[datetime] = mapped_column(default=utcnow)
+    timezone: Mapped[str | None] = mapped_column(String(64))  # for leads whose number gives no zone
+    max_concurrent_calls: Mapped[int] = mapped_column(Integer, default=5)
+    calls_per_minute: Mapped[int] = mapped_column(Integer, default=30)
+    calling_hours_start: Mapped[str | None] = mapped_column(String(5))  # "09:00", lead's local time
+    calling_hours_end: Mapped[str | None] = mapped_column(String(5))  # "17:00"
+    calling_days: Mapped[list[Any]] = mapped_column(default=list)  # 0=Mon … 6=Sun; empty = every day
+    retry_outcomes: Mapped[list[Any]] = mapped_column(default=list)  # e.g. ["no_answer", "busy"]
+    retry_delay_sec: Mapped[int] = mapped_column(Integer, default=3600)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=1)
+    retry_count: Mapped[int] = mapped_column(Integer, default=0)  # times POST …/retry was called
+    telephony_call_config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    completed_at: Mapped[datetime | None] = mapped_column()
+
+
+class CampaignRecipient(TimestampMixin, Base):
+    """One lead of a campaign: its number, variables, attempts and outcome; the dialer's durable state."""
+
+    __tablename__ = "campaign_recipients"
+    __table_args__ = (Index("ix_recipients_campaign_status_due", "campaign_id", "status", "next_attempt_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("rcpt"))
+    campaign_id: Mapped[str] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    phone_number: Mapped[str] = mapped_column(String(64))  # E.164, or the text given when invalid
+    time_zones: Mapped[list[Any]] = mapped_column(default=list)  # IANA zones for calling hours
+    dynamic_variables: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # pending | dispatched | in_progress | completed | voicemail | failed | skipped | cancelled
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    # meeting_booked | interested | not_interested | callback_requested | voicemail | no_answer | busy
+    # | failed | dnc | invalid_number | unknown
+    outcome: Mapped[str | None] = mapped_column(String(32))
+    error: Mapped[str | None] = mapped_column(String(500))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    claimed_at: Mapped[datetime | None] = mapped_column()
+    last_attempt_at: Mapped[datetime | None] = mapped_column()
+    conversation_id: Mapped[str | None] = mapped_column(String(40))
 
 
 class LiveCallRecord(Base):

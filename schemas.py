@@ -21,14 +21,21 @@ from jsonschema.exceptions import SchemaError
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from config import LLMChoice, ProviderChoice
-from utils import is_e164
+from telephony.numbers import InvalidPhoneNumber, is_phone_number, normalize
 
 # ---------------------------------------------------------------- shared pieces
 
 TOOL_NAME_PATTERN = r"^[a-zA-Z_][a-zA-Z0-9_]{0,63}$"
-BUILTIN_TOOLS = ("end_call", "transfer_call", "send_sms", "book_meeting")
+BUILTIN_TOOLS = ("end_call", "transfer_call", "send_sms", "book_meeting", "add_to_dnc")
 TOOL_KINDS = ("webhook", *BUILTIN_TOOLS)
-WEBHOOK_EVENT_TYPES = ("call.started", "call.completed", "call.interrupted", "call.failed", "tool.executed")
+WEBHOOK_EVENT_TYPES = (
+    "call.started",
+    "call.completed",
+    "call.interrupted",
+    "call.failed",
+    "tool.executed",
+    "campaign.completed",
+)
 CONVERSATION_STATUSES = (
     "initiated",
     "ringing",
@@ -40,10 +47,10 @@ CONVERSATION_STATUSES = (
     "canceled",
 )
 
-BuiltinToolName = Literal["end_call", "transfer_call", "send_sms", "book_meeting"]
-ToolKind = Literal["webhook", "end_call", "transfer_call", "send_sms", "book_meeting"]
+BuiltinToolName = Literal["end_call", "transfer_call", "send_sms", "book_meeting", "add_to_dnc"]
+ToolKind = Literal["webhook", "end_call", "transfer_call", "send_sms", "book_meeting", "add_to_dnc"]
 WebhookEventType = Literal[
-    "call.started", "call.completed", "call.interrupted", "call.failed", "tool.executed"
+    "call.started", "call.completed", "call.interrupted", "call.failed", "tool.executed", "campaign.completed"
 ]
 ConversationStatus = Literal[
     "initiated", "ringing", "in_progress", "completed", "busy", "no_answer", "failed", "canceled"
@@ -51,9 +58,11 @@ ConversationStatus = Literal[
 
 
 def _check_e164(value: str) -> str:
-    if not is_e164(value):
-        raise ValueError("must be an E.164 phone number such as +14155550123")
-    return value
+    """Any international notation in, E.164 out (``+1 (415) 555-0123`` -> ``+14155550123``)."""
+    try:
+        return normalize(value)
+    except InvalidPhoneNumber as exc:
+        raise ValueError(f"invalid phone number (E.164 expected): {exc}") from None
 
 
 def _check_http_url(value: str) -> str:
@@ -69,7 +78,15 @@ def _unique(values: list[Any]) -> list[Any]:
     return values
 
 
-E164 = Annotated[str, Field(max_length=16, examples=["+14155550123"]), AfterValidator(_check_e164)]
+E164 = Annotated[
+    str,
+    Field(
+        max_length=40,
+        examples=["+14155550123"],
+        description="International phone number; stored in E.164 (+ country code and digits)",
+    ),
+    AfterValidator(_check_e164),
+]
 HttpUrlStr = Annotated[
     str, Field(max_length=1000, examples=["https://example.com/hook"]), AfterValidator(_check_http_url)
 ]
@@ -154,9 +171,17 @@ def _check_tool_config(kind: str | None, config: dict[str, Any] | None) -> dict[
                 f"config.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
             )
             raise ValueError(f"invalid webhook tool config: {problems}") from None
-    number = config.get("number")
-    if number is not None and (not isinstance(number, str) or not is_e164(number)):
-        raise ValueError("config.number must be an E.164 phone number")
+    config = dict(config)
+    for key in ("number", "to"):
+        number = config.get(key)
+        if number is None:
+            continue
+        if not isinstance(number, str) or not is_phone_number(number):
+            raise ValueError(f"config.{key} must be an international phone number such as +14155550123")
+        config[key] = normalize(number)
+    message = config.get("message")
+    if message is not None and (not isinstance(message, str) or not 0 < len(message) <= 600):
+        raise ValueError("config.message must be a text of 1 to 600 characters")
     return config
 
 
@@ -168,7 +193,8 @@ class ToolCreate(Strict):
     config: dict[str, Any] = Field(
         default_factory=dict,
         description=(
-            'webhook: {"url", "method", "headers", "timeout_sec"}; transfer_call/send_sms: {"number"}'
+            'webhook: {"url", "method", "headers" (write-only: shown as ********), "timeout_sec"}; '
+            'transfer_call: {"number"}; send_sms: {"number", "message" (a fixed body; may use {{variables}})}'
         ),
     )
     enabled: bool = True
@@ -249,6 +275,7 @@ def _unique_names(fields: list[DataCollectionField]) -> list[DataCollectionField
 Language = Annotated[str, Field(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$", max_length=16, examples=["en"])]
 BuiltinTools = Annotated[list[BuiltinToolName], AfterValidator(_unique)]
 DataCollection = Annotated[list[DataCollectionField], AfterValidator(_unique_names)]
+VoicemailAction = Literal["hang_up", "leave_message"]
 STTKeywords = Annotated[
     list[Annotated[str, Field(min_length=1, max_length=50, pattern=r"^[^:\n]+$")]],
     Field(max_length=50, examples=[["Orbit CRM", "HubSpot"]]),
@@ -281,6 +308,17 @@ class AgentFields(Strict):
         description="Names and terms the speech recogniser should expect (Deepgram keywords; the embedded "
         "Whisper is prompted with them). ElevenLabs: conversation_config.asr.keywords.",
     )
+    voicemail_detection: bool = Field(
+        default=True,
+        description="Outbound calls: tell a person from an answering machine by the audio and words",
+    )
+    voicemail_action: VoicemailAction = Field(
+        default="hang_up",
+        description="On an answering machine: hang up, or leave voicemail_message after the beep",
+    )
+    voicemail_message: str = Field(
+        default="", max_length=2_000, description="Said once to an answering machine ({{variables}} filled)"
+    )
 
 
 class AgentCreate(AgentFields):
@@ -310,6 +348,9 @@ class AgentUpdate(PartialUpdate):
             "builtin_tools",
             "data_collection",
             "stt_keywords",
+            "voicemail_detection",
+            "voicemail_action",
+            "voicemail_message",
             "knowledge_base_ids",
         }
     )
@@ -330,6 +371,9 @@ class AgentUpdate(PartialUpdate):
     transfer_number: E164 | None = None
     data_collection: DataCollection | None = None
     stt_keywords: STTKeywords | None = None
+    voicemail_detection: bool | None = None
+    voicemail_action: VoicemailAction | None = None
+    voicemail_message: str | None = Field(default=None, max_length=2_000)
     knowledge_base_ids: list[Id] | None = Field(
         default=None, description="Documents to copy into this agent (ids it already owns are kept as is)."
     )
@@ -404,6 +448,9 @@ class AgentResponse(BaseModel):
     transfer_number: str | None
     data_collection: list[dict[str, Any]]
     stt_keywords: list[str]
+    voicemail_detection: bool
+    voicemail_action: str
+    voicemail_message: str
     tools: list[ToolResponse]
     knowledge_base_ids: list[str]
     created_at: datetime
@@ -652,3 +699,219 @@ class ElevenLabsOutboundCallResponse(BaseModel):
     message: str
     conversation_id: str | None
     callSid: str | None
+
+
+# ---------------------------------------------------------------- do-not-call list
+
+
+class DncCreate(Strict):
+    """One number (``phone_number``) or many (``phone_numbers``); numbers already listed are kept as is."""
+
+    phone_number: E164 | None = None
+    phone_numbers: list[E164] | None = Field(default=None, min_length=1, max_length=10_000)
+    reason: str = Field(default="", max_length=500, examples=["asked to be removed"])
+
+    @model_validator(mode="after")
+    def _one_or_many(self) -> DncCreate:
+        if (self.phone_number is None) == (self.phone_numbers is None):
+            raise ValueError("give either phone_number or phone_numbers")
+        return self
+
+    def numbers(self) -> list[str]:
+        return [self.phone_number] if self.phone_number else list(self.phone_numbers or [])
+
+
+class DncEntryResponse(BaseModel):
+    id: str
+    phone_number: str
+    reason: str
+    source: str = Field(description="api | tool (the agent's add_to_dnc) | csv")
+    conversation_id: str | None
+    created_at: datetime
+
+
+class DncAddResponse(BaseModel):
+    added: int = Field(description="How many numbers were not on the list before")
+    entries: list[DncEntryResponse]
+
+
+class DncListResponse(Page):
+    entries: list[DncEntryResponse]
+
+
+class DncCheckResponse(BaseModel):
+    phone_number: str
+    on_list: bool
+    entry: DncEntryResponse | None
+
+
+# ---------------------------------------------------------------- campaigns (batch calling)
+
+RETRYABLE_OUTCOMES = ("no_answer", "busy", "voicemail", "failed")
+RetryableOutcome = Literal["no_answer", "busy", "voicemail", "failed"]
+HourMinute = Annotated[str, Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", examples=["09:00"])]
+
+
+def _check_zone(value: str | None) -> str | None:
+    if value is None:
+        return None
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r}: use an IANA name such as America/New_York") from None
+    return value
+
+
+TimeZoneName = Annotated[
+    str, Field(max_length=64, examples=["America/New_York"]), AfterValidator(_check_zone)
+]
+
+
+class CallingHours(Strict):
+    """When leads may be called, in each lead's own time zone (from the number or its ``timezone``)."""
+
+    start: HourMinute = "09:00"
+    end: HourMinute = "17:00"
+    days: list[Annotated[int, Field(ge=0, le=6)]] = Field(
+        default_factory=lambda: [0, 1, 2, 3, 4],
+        description="Days of the week, 0 = Monday … 6 = Sunday; empty = every day",
+    )
+
+    @model_validator(mode="after")
+    def _start_before_end(self) -> CallingHours:
+        if self.start >= self.end:
+            raise ValueError("calling_hours.start must be before calling_hours.end (same day)")
+        return self
+
+
+class RetryPolicy(Strict):
+    outcomes: list[RetryableOutcome] = Field(
+        default_factory=lambda: ["no_answer", "busy", "voicemail"],
+        description="Outcomes after which a lead is called again",
+    )
+    delay_sec: int = Field(default=3600, ge=0, le=7 * 86_400, description="Wait before the next attempt")
+    max_attempts: int = Field(default=3, ge=1, le=10, description="Calls per lead, the first included")
+
+
+class BatchRecipientIn(BaseModel):
+    """A lead: ElevenLabs ``OutboundCallRecipient`` plus an optional ``timezone``."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str | None = Field(default=None, max_length=64)
+    phone_number: str = Field(
+        min_length=1, max_length=64, description="Invalid numbers end as invalid_number"
+    )
+    conversation_initiation_client_data: ElevenLabsClientData | None = None
+    dynamic_variables: DynamicVariables
+    timezone: TimeZoneName | None = None
+
+    def variables(self) -> dict[str, Any]:
+        data = self.conversation_initiation_client_data
+        return {**self.dynamic_variables, **(data.dynamic_variables if data else {})}
+
+
+class TelephonyCallConfig(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    ringing_timeout_secs: int | None = Field(default=None, ge=5, le=600)
+
+
+class BatchCallSubmit(BaseModel):
+    """``POST /v1/convai/batch-calling/submit`` (the ElevenLabs body) plus this service's dialing rules.
+
+    Unknown ElevenLabs fields (whatsapp_params, branch_id …) are accepted and ignored, as theirs are.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    call_name: str = Field(min_length=1, max_length=200, examples=["Q4 webinar follow-up"])
+    agent_id: Id
+    agent_phone_number_id: Id | None = Field(default=None, description="Caller ID; else the agent's number")
+    recipients: list[BatchRecipientIn] = Field(min_length=1, max_length=10_000)
+    scheduled_time_unix: int | None = Field(default=None, ge=0, description="Start time; null/past = now")
+    timezone: TimeZoneName | None = Field(
+        default=None, description="Calling-hours zone of leads whose number gives none (default UTC)"
+    )
+    telephony_call_config: TelephonyCallConfig | None = None
+    target_concurrency_limit: int | None = Field(default=None, ge=1, le=200, description="Concurrent calls")
+    # this service's extensions
+    calls_per_minute: int = Field(
+        default=30, ge=1, le=6000, description="At most this many dials in any minute"
+    )
+    calling_hours: CallingHours | None = Field(default=None, description="null = any time")
+    retry: RetryPolicy = Field(default_factory=lambda: RetryPolicy(outcomes=[], max_attempts=1))
+    default_region: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z]{2}$",
+        description="ISO country of numbers written without +country code, e.g. US",
+    )
+
+
+class BatchRecipientResponse(BaseModel):
+    """ElevenLabs ``OutboundCallRecipientResponseModel`` plus outcome and attempts."""
+
+    id: str
+    phone_number: str
+    status: str = Field(
+        description="pending|dispatched|in_progress|completed|voicemail|failed|skipped|cancelled"
+    )
+    outcome: str | None = Field(
+        description="meeting_booked|interested|not_interested|callback_requested|voicemail|no_answer|busy|"
+        "failed|dnc|invalid_number|duplicate|unknown"
+    )
+    error: str | None
+    attempts: int
+    next_attempt_unix: int | None
+    time_zones: list[str]
+    created_at_unix: int
+    updated_at_unix: int
+    conversation_id: str | None
+    conversation_initiation_client_data: dict[str, Any]
+
+
+class CampaignTotals(BaseModel):
+    recipients: int
+    dialled: int = Field(description="Leads called at least once")
+    by_status: dict[str, int]
+    by_outcome: dict[str, int]
+
+
+class BatchCallResponse(BaseModel):
+    """ElevenLabs ``BatchCallResponse`` plus the dialing rules and per-outcome totals."""
+
+    id: str
+    name: str
+    agent_id: str
+    agent_name: str
+    phone_number_id: str | None
+    phone_provider: str = "twilio"
+    from_number: str | None
+    status: str = Field(description="pending|in_progress|completed|cancelled|failed")
+    created_at_unix: int
+    scheduled_time_unix: int
+    last_updated_at_unix: int
+    completed_at_unix: int | None
+    timezone: str | None
+    total_calls_scheduled: int
+    total_calls_dispatched: int
+    total_calls_finished: int
+    retry_count: int
+    telephony_call_config: dict[str, Any]
+    target_concurrency_limit: int
+    calls_per_minute: int
+    calling_hours: CallingHours | None
+    retry: RetryPolicy
+    totals: CampaignTotals
+
+
+class BatchCallDetailedResponse(BatchCallResponse):
+    recipients: list[BatchRecipientResponse]
+
+
+class WorkspaceBatchCallsResponse(BaseModel):
+    batch_calls: list[BatchCallResponse]
+    next_doc: str | None = None
+    has_more: bool = False

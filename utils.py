@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import secrets
 import sys
 from datetime import UTC, datetime
-
-_E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 
 
 def new_id(prefix: str) -> str:
@@ -19,10 +16,6 @@ def new_id(prefix: str) -> str:
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def is_e164(number: str) -> bool:
-    return bool(_E164.match(number))
 
 
 class JsonLogFormatter(logging.Formatter):

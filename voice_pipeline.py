@@ -13,33 +13,32 @@ Data flows one way: parts return values or events, and only this class acts on t
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
-import re
 import time
 from typing import TYPE_CHECKING, Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from call.bargein import BargeIn, CommitInterruption, PauseAgent, ResumeAgent
+from call.amd import AmdDecision, AnsweredBy, AnsweringMachineDetector, GreetingOver
+from call.bargein import Backchannel, BargeIn, CommitInterruption, PauseAgent, ResumeAgent, TakeTurn
 from call.clock import CallClock
-from call.intents import Intent, detect_intent, is_backchannel
-from call.profile import AgentProfile, build_profile
-from call.reply_turn import ReplySource, ReplyTurn
-from call.responder import Responder, may_preempt, state_after
+from call.intents import detect_intent, is_backchannel
+from call.parts import assemble
+from call.profile import AgentProfile
+from call.replies import Replies
+from call.reply_turn import ReplyTurn
 from call.speaker import Speaker
 from call.transcript import CallState, CallTranscript
 from call.transport import Dtmf, Mark, Media, MediaStreamTransport, StreamStart
-from call.turns import CallerTurn, DtmfBuffer, EndOfTurn, TurnAssembler, VoiceCue
+from call.turns import CallerTurn, DtmfBuffer, TurnAssembler, VoiceCue
 from call.watchdog import MAX_DURATION_LINE, STILL_THERE_LINE, TIMEOUT_GOODBYE_LINE, Watchdog, WatchdogAction
-from core.metrics import BARGE_IN, PREEMPTIVE_REPLIES
+from core.metrics import BARGE_IN
 from providers.base import FRAME_BYTES, ProviderError, STTSession
 from speech.audio import FrameSlicer
-from speech.vad import FrameClassifier
+from speech.text import fill_template
 from storage.call_store import CallStore
 from storage.recordings import CallRecorder
-from telephony.stream_auth import verify_stream_token
-from tools.runner import ToolContext
+from telephony.stream_auth import admit_stream
 
 if TYPE_CHECKING:
     from core.runtime import Runtime
@@ -51,19 +50,13 @@ NO_AGENT_LINE = "Sorry, this number is not available right now. Goodbye."
 STT_FAILED_LINE = "Sorry, I'm having trouble hearing you. I'll call you back. Goodbye."
 
 
-def _same_words(a: str, b: str) -> bool:
-    """Equal up to case and punctuation (an interim and a final transcript often differ only so)."""
-    return re.sub(r"[^\w\s]", "", a).lower().split() == re.sub(r"[^\w\s]", "", b).lower().split()
-
-
 class WSConn:
     """One live call on one Media Streams WebSocket."""
 
     def __init__(self, runtime: Runtime, websocket: WebSocket, call_sid: str) -> None:
         self.runtime = runtime
         self.call_sid = call_sid
-        self.conversation_id = ""
-        self.caller_number = self.agent_number = ""
+        self.conversation_id = self.caller_number = self.agent_number = ""
         self.end_reason = "caller_hung_up"
         self.started_at = time.monotonic()
         self._fields: dict[str, Any] = {"call_sid": call_sid, "conversation_id": ""}
@@ -71,25 +64,26 @@ class WSConn:
         self.transport = MediaStreamTransport(websocket, self._fields)
         self.transcript = CallTranscript(None, self.clock.ms)
         self.speaker = Speaker(self.transport, self.clock.ms)
+        self.replies = Replies(
+            self.speaker,
+            self.transcript,
+            preemptive=runtime.settings.preemptive_replies,
+            log_fields=self._fields,
+        )
         self.profile: AgentProfile | None = None
         self.store: CallStore | None = None
         self.recorder: CallRecorder | None = None
         self.stt: STTSession | None = None
-        self.responder: Responder | None = None
         self.barge: BargeIn[ReplyTurn] | None = None
         self.turns: TurnAssembler | None = None
         self.watchdog: Watchdog | None = None
+        self.amd: AnsweringMachineDetector | None = None  # outbound calls: a person or a machine?
         self._slicer = FrameSlicer()
         self._dtmf = DtmfBuffer()
         self._tasks: list[asyncio.Task[Any]] = []
-        self._turn_ids = itertools.count(1)
-        self._reply: ReplyTurn | None = None
-        self._preempt: ReplyTurn | None = None  # a reply started before the caller's turn was confirmed
-        self._preempt_declined = ""  # text already judged not worth a preemptive reply
         self._stt_hint: bool | None = None  # what the STT was last told about the agent speaking
         self._last_media_at = time.monotonic()
-        self._eot_handle: asyncio.TimerHandle | None = None
-        self._dtmf_handle: asyncio.TimerHandle | None = None
+        self._timers: dict[str, asyncio.TimerHandle] = {}  # end of turn, DTMF
         self._closing = False
         self._closed = asyncio.Event()
 
@@ -122,7 +116,9 @@ class WSConn:
 
     async def _admit(self, start: StreamStart) -> bool:
         """The stream token must name this call before any audio is processed."""
-        conversation_id = verify_stream_token(self.runtime.settings, start.token, self.call_sid)
+        conversation_id = await admit_stream(
+            self.runtime.db, self.runtime.settings, start.token, self.call_sid
+        )
         if conversation_id is None:
             self._log("stream refused: bad or missing token", logging.WARNING)
             await self.transport.close(1008, "invalid stream token")
@@ -146,58 +142,41 @@ class WSConn:
         if agent is None:
             return await self._refuse(NO_AGENT_LINE, "no_agent")
         self.clock.restart()
-        self.caller_number = self.caller_number or (conversation.from_number or "")
-        self.agent_number = self.agent_number or (conversation.to_number or "")
-        profile = self.profile = build_profile(
-            agent,
-            conversation.dynamic_variables or {},
-            settings=rt.settings,
-            tool_specs=rt.tool_runner.specs_for(agent),
-            caller_number=self.caller_number,
-            call_sid=self.call_sid,
-        )
-        if rt.settings.record_calls:
-            self.recorder = CallRecorder(rt.settings.recordings_dir, self.conversation_id)
-            self.speaker.tap(lambda frame, at: self.recorder.agent_audio(frame, self.clock.sample_at(at)))
-        self.speaker.start()
-        overrides = agent.providers or {}
-        stt_provider = rt.providers.stt(overrides.get("stt"))
-        self.speaker.use(rt.providers.tts(overrides.get("tts")), agent.voice_id)
-        llm = await rt.providers.llm(overrides.get("llm"))
-        self.stt = await stt_provider.open_session(
-            language=agent.language or "en", call_id=self.call_sid, keywords=agent.stt_keywords or ()
-        )
-        self.barge = BargeIn(profile.turn, FrameClassifier(profile.turn.vad_aggressiveness))
-        self.turns = TurnAssembler(
-            EndOfTurn(profile.turn.silence_threshold_sec), self.clock.ms, self.clock.t0
-        )
-        max_duration = min(agent.max_call_duration_sec or 1800, rt.settings.max_call_duration_sec)
-        silence = agent.silence_timeout_sec or rt.settings.silence_timeout_sec
-        self.watchdog = Watchdog(self.clock.t0, max_duration, silence)
-        self.transcript.attach(self.store)
-        context = ToolContext(
-            self.conversation_id, self.call_sid, self.caller_number, self.agent_number, profile.variables
-        )
-        self.responder = Responder(
-            profile=profile, llm=llm, speaker=self.speaker, transcript=self.transcript,
-            tool_runner=rt.tool_runner, tool_context=context, knowledge=rt.knowledge, db=rt.db,
-            settings=rt.settings, ms=self.clock.ms, after_tool=rt.webhooks_notify, log_fields=self._fields,
+        if conversation.direction == "outbound":  # the other party is the number we called
+            self.caller_number, self.agent_number = (
+                conversation.to_number or "",
+                conversation.from_number or "",
+            )
+        else:
+            self.caller_number = self.caller_number or (conversation.from_number or "")
+            self.agent_number = self.agent_number or (conversation.to_number or "")
+        parts = await assemble(
+            rt, conversation, agent, call_sid=self.call_sid, numbers=(self.caller_number, self.agent_number),
+            clock=self.clock, speaker=self.speaker, transcript=self.transcript, log_fields=self._fields,
         )  # fmt: skip
+        self.profile, self.stt, self.barge, self.turns = parts.profile, parts.stt, parts.barge, parts.turns
+        self.watchdog, self.amd, self.recorder = parts.watchdog, parts.amd, parts.recorder
+        self.replies.responder = parts.responder
+        if (recorder := parts.recorder) is not None:
+            self.speaker.tap(lambda frame, at: recorder.agent_audio(frame, self.clock.sample_at(at)))
+        self.speaker.start()
+        self.transcript.attach(self.store)
         await self.store.mark_started(self.call_sid)
         rt.webhooks_notify()
-        names = {
-            p: getattr(x, "name", "")
-            for p, x in (("stt", stt_provider), ("llm", llm), ("tts", self.speaker.tts))
-        }
-        self._log("call started", agent_id=agent.id, **names)
-        self._spawn(self._stt_events(), "stt")
-        self._spawn(self._watch(), "watchdog")
-        if profile.first_message:
-            self._start_reply(self._new_turn(kind="greeting"), greeting=profile.first_message)
-        if hasattr(llm, "prefill"):
+        self._log("call started", agent_id=agent.id, **parts.provider_names)
+        for job, name in (
+            (self._stt_events(), "stt"),
+            (self._watch(), "watchdog"),
+            (self._endings(), "endings"),
+        ):
+            self._tasks.append(asyncio.create_task(job, name=f"{name}-{self.call_sid}"))
+        if self.amd is None and self.profile.first_message:  # with AMD: once a person has answered
+            self.replies.say(self.profile.first_message, kind="greeting")
+        if hasattr(llm := parts.llm, "prefill"):
             # While the greeting plays: the model reads the system prompt once, so the first reply's
             # prompt is mostly cached (embedded model: ~1 s → ~0.1 s to the first token).
-            self._spawn(llm.prefill(self.responder.prefill_prompt()), "prefill")
+            prompt = parts.responder.prefill_prompt()
+            self._tasks.append(asyncio.create_task(llm.prefill(prompt), name=f"prefill-{self.call_sid}"))
         self.transcript.set_state(CallState.DISCOVERY)
         return True
 
@@ -207,26 +186,17 @@ class WSConn:
         self.speaker.use(self.runtime.providers.tts(), None)
         self.speaker.start()
         self._closing = True
-        await self._say_and_hang_up(line, reason)
+        await self._say_last(line, reason)
         return False
 
     async def _teardown(self) -> None:
         self._closing = True
-        for handle in (self._eot_handle, self._dtmf_handle):
-            if handle is not None:
-                handle.cancel()
-        if self._preempt is not None and self._preempt.task is not None:
-            self._preempt.task.cancel()
-            await asyncio.gather(self._preempt.task, return_exceptions=True)
-        reply = self._reply
-        if reply is not None and reply.running:
-            self._save_cut(reply, self.speaker.played_frame())
-            reply.task.cancel()  # type: ignore[union-attr]
+        for timer in self._timers.values():
+            timer.cancel()
+        await self.replies.close()
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(
-            *self._tasks, *([reply.task] if reply and reply.task else []), return_exceptions=True
-        )
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.speaker.stop()
         if self.stt is not None:
             try:
@@ -235,7 +205,8 @@ class WSConn:
                 self._log("stt close failed", logging.WARNING)
         if self.store is not None and self.profile is not None:
             try:
-                await self.store.finish(self.end_reason, recording_url=await self._save_recording())
+                recording = await self.recorder.save_url() if self.recorder else None
+                await self.store.finish(self.end_reason, recording_url=recording)
                 self.runtime.calls.schedule_post_call(self.conversation_id)
             except Exception as exc:
                 self._log("could not close conversation", logging.ERROR, error=type(exc).__name__)
@@ -246,27 +217,23 @@ class WSConn:
             "call ended", reason=self.end_reason, duration_s=round(time.monotonic() - self.started_at, 1)
         )
 
-    async def _save_recording(self) -> str | None:
-        if self.recorder is None:
-            return None
-        try:
-            path = await self.recorder.save()
-        except OSError as exc:
-            self._log("could not save recording", logging.ERROR, error=type(exc).__name__)
-            return None
-        return f"/v1/convai/conversations/{self.conversation_id}/recording" if path else None
-
     async def hang_up(self, reason: str) -> None:
         """End the call: through Twilio's REST API for a real call, and by closing the stream."""
         self.end_reason = reason
         self._closing = True
-        twilio = self.runtime.twilio
-        if getattr(twilio, "configured", False) and self.call_sid.startswith("CA"):
-            try:
-                await twilio.hangup(self.call_sid)
-            except Exception as exc:
-                self._log("twilio hangup failed", logging.WARNING, error=type(exc).__name__)
+        await self.runtime.twilio.end_call(self.call_sid)
         await self.transport.close(1000, reason)
+
+    async def _say_last(self, line: str, reason: str) -> None:
+        try:
+            await self.replies.say_last(line, reason)
+        finally:
+            await self.hang_up(reason)
+
+    async def _endings(self) -> None:
+        """Replies that end the call (goodbye, end_call tool) hang up once heard."""
+        turn = await self.replies.endings.get()
+        await self.hang_up(turn.hang_up_after or "agent_ended_call")
 
     async def wait_closed(self) -> None:
         await self._closed.wait()
@@ -280,9 +247,6 @@ class WSConn:
             "duration_sec": round(time.monotonic() - self.started_at, 1),
             "agent_speaking": self.speaker.is_speaking,
         }
-
-    def _spawn(self, coro: Any, name: str) -> None:
-        self._tasks.append(asyncio.create_task(coro, name=f"{name}-{self.call_sid}"))
 
     # ================================================================ caller audio and events
 
@@ -302,7 +266,7 @@ class WSConn:
                 if event is None and self.transport.too_broken:
                     self.end_reason = "protocol_error"
                 elif not self._closing:
-                    self.end_reason = (self._reply.end_reason if self._reply else None) or "caller_hung_up"
+                    self.end_reason = self.replies.end_reason() or "caller_hung_up"
                 return
 
     def _on_media(self, chunk: bytes) -> None:
@@ -317,13 +281,15 @@ class WSConn:
         assert self.barge is not None and self.turns is not None and self.watchdog is not None
         now = time.monotonic()
         energy, voiced = self.barge.classify(frame, self.speaker.is_speaking)
+        if self.amd is not None and (amd := self.amd.on_frame(frame, energy, voiced)) is not None:
+            self._on_amd(amd)
         cue = self.turns.on_voice(energy, voiced, now)
         if voiced:
             self.watchdog.activity(now)
-        if cue & VoiceCue.KEPT_TALKING and self._preempt is not None:
-            self._drop_preempt(self._preempt)
-        if cue & VoiceCue.QUIET_WITH_WORDS and self._preempt is None:
-            self._maybe_preempt()
+        if cue & VoiceCue.KEPT_TALKING:
+            self.replies.drop()  # a reply guessed on the pause would answer half a turn
+        if cue & VoiceCue.QUIET_WITH_WORDS and not self.barge.is_paused and not self.closing:
+            self.replies.preempt(self.turns.text_so_far, self.turns.sounds_finished())
         if cue & VoiceCue.ASK_FINAL and self.stt is not None:
             asyncio.get_running_loop().create_task(self.stt.finalize())
         speaking = self.speaker.is_speaking or self.barge.is_paused
@@ -340,41 +306,40 @@ class WSConn:
     def _on_dtmf(self, digit: str) -> None:
         assert self.watchdog is not None
         self.watchdog.activity(time.monotonic())
-        if self._dtmf_handle is not None:
-            self._dtmf_handle.cancel()
+        if (timer := self._timers.pop("dtmf", None)) is not None:
+            timer.cancel()
         if (digits := self._dtmf.push(digit)) is not None:
             self._dtmf_turn(digits)
         elif digit != "#":
-            self._dtmf_handle = asyncio.get_running_loop().call_later(
-                self._dtmf.gap_s, lambda: self._dtmf_turn(self._dtmf.flush())
-            )
+            flush = lambda: self._dtmf_turn(self._dtmf.flush())  # noqa: E731
+            self._timers["dtmf"] = asyncio.get_running_loop().call_later(self._dtmf.gap_s, flush)
 
     def _dtmf_turn(self, digits: str | None) -> None:
         if digits and not self.closing:
             text = f"(The caller pressed the keys {' '.join(digits)} on the keypad.)"
-            asyncio.get_running_loop().create_task(self._user_turn(text, kind="dtmf", display=digits))
+            turn = CallerTurn(text, None, None, None, self.turns.take_peak() if self.turns else 0.0)
+            asyncio.get_running_loop().create_task(self._user_turn(turn, kind="dtmf", display=digits))
 
     async def _stt_events(self) -> None:
         assert self.stt is not None and self.turns is not None and self.barge is not None
         try:
             async for event in self.stt.events():
                 if self.turns.on_transcript(event, time.monotonic(), self.clock.t0):
-                    self._schedule_eot(0)
+                    self._check_end_of_turn_in(0)
+                if self.amd is not None and event.text and (amd := self.amd.on_text(self.turns.text_so_far)):
+                    self._on_amd(amd)
                 elif event.kind == "partial" and self.barge.is_paused:
-                    if isinstance(
-                        self.barge.on_partial(event.text, is_backchannel(event.text)), CommitInterruption
-                    ):
-                        asyncio.get_running_loop().create_task(self._commit_interruption())
+                    self._on_barge_event(self.barge.on_partial(event.text, is_backchannel(event.text)))
         except ProviderError as exc:
             self._log("stt failed", logging.ERROR, error=type(exc).__name__, detail=str(exc)[:200])
             self.end_reason = "stt_failed"
-            await self._say_and_hang_up(STT_FAILED_LINE, "stt_failed")
+            await self._say_last(STT_FAILED_LINE, "stt_failed")
 
-    def _schedule_eot(self, delay: float) -> None:
-        if self._eot_handle is not None:
-            self._eot_handle.cancel()
+    def _check_end_of_turn_in(self, delay: float) -> None:
+        if (timer := self._timers.pop("eot", None)) is not None:
+            timer.cancel()
         loop = asyncio.get_running_loop()
-        self._eot_handle = loop.call_later(
+        self._timers["eot"] = loop.call_later(
             max(0.0, delay), lambda: loop.create_task(self._check_end_of_turn())
         )
 
@@ -383,189 +348,87 @@ class WSConn:
             return
         result = self.turns.check(time.monotonic())
         if isinstance(result, CallerTurn):
-            self._preempt_declined = ""
-            await self._user_turn(result.text, heard=result)
+            self.replies.turn_heard()
+            await self._user_turn(result)
         elif result is not None:
-            self._schedule_eot(result)
-
-    # ================================================================ the caller's turn
+            self._check_end_of_turn_in(result)
 
     async def _user_turn(
-        self, text: str, *, kind: str = "speech", display: str | None = None, heard: CallerTurn | None = None
+        self, heard: CallerTurn, *, kind: str = "speech", display: str | None = None
     ) -> None:
         """The caller finished a turn: record it and answer (or resume, merge, or ignore)."""
-        assert self.barge is not None and self.turns is not None and self.watchdog is not None
+        assert self.barge is not None and self.watchdog is not None
         self.watchdog.caller_spoke()
-        peak = heard.peak_energy if heard is not None else self.turns.take_peak()
-        start_ms, end_ms, final_ms = (
-            (heard.speech_start_ms, heard.speech_end_ms, heard.stt_final_ms) if heard else (None, None, None)
-        )
-        if kind == "speech" and (self.barge.is_paused or self.speaker.is_speaking) and is_backchannel(text):
-            self.transcript.save_backchannel(text, start_ms, end_ms)
-            self._on_barge_event(self.barge.resume("backchannel"))
+        text = heard.text
+        event = self.barge.on_caller_turn(
+            speech=kind == "speech", backchannel=is_backchannel(text),
+            agent_speaking=self.speaker.is_speaking, peak_energy=heard.peak_energy,
+        )  # fmt: skip
+        if isinstance(event, Backchannel):
+            self.transcript.save_backchannel(text, heard.speech_start_ms, heard.speech_end_ms)
+            if event.resumed:
+                self._on_barge_event(ResumeAgent("backchannel"))
             return
-        turn_cfg = self.profile.turn if self.profile else None
-        if self.barge.is_paused:
-            await self._commit_interruption()
-        elif (
-            kind == "speech"
-            and self.speaker.is_speaking
-            and turn_cfg
-            and turn_cfg.interrupt_enabled
-            and peak >= turn_cfg.interrupt_min_energy
-        ):
-            # Words over the agent whose pause already timed out (or that the detector's timing let pass):
-            # the caller is talking, so the agent stops and answers. A far-off voice (a TV) is too quiet.
+        if isinstance(event, TakeTurn):
             await self._pause_agent(time.monotonic(), detected=False)
+        if event is not None:
             await self._commit_interruption()
-        merged_seq = None
-        reply = self._reply
-        if reply is not None and not reply.audio_started and reply.user_seq is not None and reply.running:
-            # The caller added to the turn while the agent was still thinking: answer both as one.
-            reply.task.cancel()  # type: ignore[union-attr]
-            await asyncio.gather(reply.task, return_exceptions=True)  # type: ignore[arg-type]
-            reply.saved = True  # nothing was spoken; no agent turn to record
-            text, merged_seq = f"{reply.user_text} {text}", reply.user_seq
+        seq = -1
+        if (unheard := await self.replies.take_unheard()) is not None:
+            text, seq = f"{unheard[0]} {text}", unheard[1]  # one turn: the record of the first is updated
+        if kind != "speech":
+            self.replies.drop()
         intent = detect_intent(text)
-        preempt, self._preempt = self._preempt, None
-        if preempt is not None and (
-            merged_seq is not None or kind != "speech" or not _same_words(preempt.user_text, text)
-        ):
-            self._drop_preempt(preempt)
-            preempt = None
         seq = self.transcript.save_user_turn(
-            display or text, kind=kind, intent=intent.value, start_ms=start_ms, end_ms=end_ms,
-            stt_final_ms=final_ms, seq=merged_seq if merged_seq is not None else -1,
+            display or text, kind=kind, intent=intent.value, start_ms=heard.speech_start_ms,
+            end_ms=heard.speech_end_ms, stt_final_ms=heard.stt_final_ms, seq=seq,
         )  # fmt: skip
         self._log("user turn", seq=seq, intent=intent.value, chars=len(text))
-        if self.transcript.closing:
-            if preempt is not None:
-                self._drop_preempt(preempt)
+        if self.transcript.closing or (self.amd is not None and self.amd.pending):
+            self.replies.drop()
             return
-        turn = preempt or self._new_turn(text, seq)
-        turn.user_seq = seq
-        turn.timings["user_speech_end_ms"] = end_ms or self.clock.ms()
-        if final_ms is not None:
-            turn.timings["stt_final_ms"] = final_ms
-        if preempt is None:
-            self._start_reply(turn, intent=intent)
+        timings = {"user_speech_end_ms": heard.speech_end_ms or self.clock.ms()}
+        if heard.stt_final_ms is not None:
+            timings["stt_final_ms"] = heard.stt_final_ms
+        self.replies.answer(text, seq, intent, timings)
+
+    # ================================================================ answering machines
+
+    def _on_amd(self, event: AmdDecision | GreetingOver) -> None:
+        assert self.profile is not None and self.store is not None
+        agent = self.profile.agent
+        if isinstance(event, GreetingOver):
+            message = fill_template(
+                agent.voicemail_message or "", self.profile.variables, strict=False
+            ).strip()
+            self._log("voicemail greeting over", why=event.reason, at_s=event.at_s)
+            asyncio.get_running_loop().create_task(self._voicemail(message))
             return
-        # The confirmed turn says what the preemptive reply guessed: it becomes the reply, and plays.
-        self.transcript.set_state(state_after(self.state, intent))
-        self._reply = turn
-        turn.go.set()
-        PREEMPTIVE_REPLIES.labels("used").inc()
-
-    def _maybe_preempt(self) -> None:
-        """The caller has gone quiet with words heard: start the reply now, held until the turn is
-        confirmed, so the LLM's first token and the TTS's first audio overlap the endpointing wait."""
-        assert self.turns is not None and self.barge is not None
-        text = self.turns.text_so_far
-        if (
-            not text
-            or text == self._preempt_declined
-            or self.closing
-            or not self.runtime.settings.preemptive_replies
-        ):
+        self.store.set_answered_by(event.answered_by.value, event.method)
+        self._log("answered by", answered_by=event.answered_by.value, method=event.method, at_s=event.at_s)
+        if event.answered_by is not AnsweredBy.MACHINE:
+            if self.profile.first_message:
+                self.replies.say(self.profile.first_message, kind="greeting")
             return
-        if (
-            self.barge.is_paused
-            or self.speaker.is_speaking
-            or self.transcript.closing
-            or (self._reply and self._reply.running)
-        ):
-            return
-        intent = detect_intent(text)
-        if not may_preempt(intent, self.turns.sounds_finished()):
-            self._preempt_declined = text  # an action, or words that sound unfinished: wait for the turn
-            return
-        self._preempt = self._new_turn(text)
-        self._preempt.go = asyncio.Event()
-        self._start_reply(self._preempt, intent=intent, preemptive=True)
-        self._log("preemptive reply", level=logging.DEBUG, turn=self._preempt.turn_id)
-
-    def _drop_preempt(self, turn: ReplyTurn) -> None:
-        if turn is self._preempt:
-            self._preempt = None
-        if turn.task is not None:
-            turn.task.cancel()
-        PREEMPTIVE_REPLIES.labels("dropped").inc()
-
-    # ================================================================ replies
-
-    def _new_turn(self, user_text: str = "", user_seq: int | None = None, kind: str = "speech") -> ReplyTurn:
-        return ReplyTurn(next(self._turn_ids), user_text, user_seq, kind=kind)
-
-    def _start_reply(
-        self,
-        turn: ReplyTurn,
-        *,
-        greeting: str | None = None,
-        intent: Intent | None = None,
-        preemptive: bool = False,
-    ) -> None:
-        previous = None
-        if not preemptive:  # a preemptive reply becomes the reply only once the turn is confirmed
-            previous, self._reply = self._reply, turn
-        turn.task = asyncio.create_task(
-            self._run_reply(turn, previous, greeting, intent, preemptive), name=f"reply-{turn.turn_id}"
-        )
-
-    async def _run_reply(
-        self,
-        turn: ReplyTurn,
-        previous: ReplyTurn | None,
-        greeting: str | None,
-        intent: Intent | None,
-        preemptive: bool,
-    ) -> None:
-        assert self.responder is not None
-        if previous is not None and previous.running:
-            # The previous reply finishes speaking first (interruptions are handled elsewhere).
-            await asyncio.gather(previous.task, return_exceptions=True)  # type: ignore[arg-type]
-        try:
-            if greeting is not None:
-                await self.responder.greet(turn, greeting)
-            elif preemptive:
-                await self.responder.llm_reply(
-                    turn, intent
-                )  # answer()'s other branches act, so are not guessed
-            else:
-                await self.responder.answer(turn, intent or detect_intent(turn.user_text))
-            await self.speaker.wait_played(turn)
-            self._save_reply(turn)
-            if turn.hang_up_after is not None:
-                await self.hang_up(turn.hang_up_after)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self._log("reply failed", logging.ERROR, error=type(exc).__name__, detail=str(exc)[:200])
-
-    def _save_reply(self, turn: ReplyTurn) -> None:
-        if self.transcript.save_reply(turn) and self.watchdog is not None:
-            self.watchdog.activity(time.monotonic())
-
-    def _save_cut(self, turn: ReplyTurn, played_frame: int) -> str:
-        """Store a reply cut short, as far as the caller heard it."""
-        if turn.saved:
-            return ""
-        heard = self.speaker.heard(turn, played_frame)
-        self.transcript.save_cut_reply(turn, heard)
-        return heard
-
-    async def _say_and_hang_up(self, line: str, reason: str) -> None:
-        turn = self._new_turn(kind="closing")
-        turn.hang_up_after, turn.source = reason, ReplySource.FIXED_LINE
+        # Never pitch to a machine: whatever was said stops, nothing is answered from now on.
+        reply = self.replies.current
+        if reply is not None and reply.running:
+            asyncio.get_running_loop().create_task(
+                self.replies.interrupted(reply, self.speaker.played_frame())
+            )
+        self.replies.drop()
         self.transcript.set_state(CallState.COMPLETION)
-        if self._reply is not None and self._reply.running:
-            self._reply.task.cancel()  # type: ignore[union-attr]
-        self._reply = turn
-        try:
-            await self.speaker.say(turn, [line])
-            await self.speaker.wait_played(turn)
-            self._save_reply(turn)
-        finally:
-            await self.hang_up(reason)
+        if agent.voicemail_action != "leave_message":
+            asyncio.get_running_loop().create_task(self._voicemail(""))
+
+    async def _voicemail(self, message: str) -> None:
+        """Leave ``message`` (once, after the greeting and its beep) or hang up on the machine."""
+        if self.closing:
+            return
+        if message:
+            await self._say_last(message, "voicemail")
+        else:
+            await self.hang_up("voicemail")
 
     # ================================================================ barge-in
 
@@ -587,27 +450,15 @@ class WSConn:
         latency_ms = (time.monotonic() - onset) * 1000
         if detected:  # not when words arrived first (no onset was detected to time from)
             BARGE_IN.observe(latency_ms / 1000)
-        self.barge.did_pause(onset, played, self._reply, time.monotonic())
+        self.barge.did_pause(onset, played, self.replies.current, time.monotonic())
         self._log("barge-in: agent paused", onset_to_clear_ms=round(latency_ms, 1))
 
     async def _commit_interruption(self) -> None:
         """handle_interrupt(): the caller really took the turn. Cancel, clear, store what was heard."""
         assert self.barge is not None
-        paused = self.barge.commit()
-        if paused is None:
+        if (paused := self.barge.commit()) is None:
             return
-        turn, heard = paused.turn, ""
-        if turn is not None and turn.running:
-            heard = self._save_cut(turn, paused.played_frame)
-            turn.task.cancel()  # type: ignore[union-attr]
-            await asyncio.gather(turn.task, return_exceptions=True)  # type: ignore[arg-type]
-        await self.speaker.clear()
-        if self.state == CallState.COMPLETION:
-            self.transcript.set_state(CallState.ACTIVE)
-        if turn is not None and turn.planned:
-            self.transcript.emit(
-                "call.interrupted", {"heard_text": heard, "planned_text": " ".join(turn.planned)}
-            )
+        heard = await self.replies.interrupted(paused.turn, paused.played_frame)
         self._log("interrupted", heard_chars=len(heard))
 
     # ================================================================ watchdog
@@ -616,22 +467,19 @@ class WSConn:
         assert self.watchdog is not None and self.turns is not None and self.stt is not None
         while not self.closing:
             await asyncio.sleep(0.5)
-            busy = (
-                (self._reply is not None and self._reply.running)
-                or self.turns.has_finals
-                or not self.speaker.idle
-            )
+            busy = self.replies.busy or self.turns.has_finals or not self.speaker.idle
             now = time.monotonic()
+            last_voice = self.turns.last_voice_at
             for action in self.watchdog.tick(
-                now, last_media=self._last_media_at, last_voice=self.turns.last_voice_at, busy=busy
+                now, last_media=self._last_media_at, last_voice=last_voice, busy=busy
             ):
                 if action is WatchdogAction.KEEPALIVE:
                     await self.stt.keepalive()  # no caller audio flowing: keep the STT stream open
                 elif action is WatchdogAction.ASK_STILL_THERE:
-                    self._start_reply(self._new_turn(kind="silence_prompt"), greeting=STILL_THERE_LINE)
+                    self.replies.say(STILL_THERE_LINE, kind="silence_prompt")
                 else:
                     line = (
                         MAX_DURATION_LINE if action is WatchdogAction.MAX_DURATION else TIMEOUT_GOODBYE_LINE
                     )
-                    await self._say_and_hang_up(line, action.value)
+                    await self._say_last(line, action.value)
                     return

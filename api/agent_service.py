@@ -53,6 +53,38 @@ def unix_secs(agent_or_row: Any, attr: str) -> int:
     return int(getattr(agent_or_row, attr).timestamp())
 
 
+MASKED = "********"
+
+
+def masked_config(config: dict[str, Any] | None) -> dict[str, Any]:
+    """A tool's config as the API shows it: header values hidden, like webhook secrets.
+
+    Headers carry credentials (``Authorization: Bearer …``); they are write-only. A PATCH that sends a
+    header back as ``********`` keeps the stored value (``unmask_config``).
+    """
+    shown = dict(config or {})
+    headers = shown.get("headers")
+    if isinstance(headers, dict):
+        shown["headers"] = {name: MASKED for name in headers}
+    return shown
+
+
+def unmask_config(new: dict[str, Any], stored: dict[str, Any] | None) -> dict[str, Any]:
+    """``new`` with every ``********`` header value replaced by the stored one (ValueError if none)."""
+    headers = new.get("headers")
+    if not isinstance(headers, dict):
+        return new
+    old = (stored or {}).get("headers") or {}
+    restored = {}
+    for name, value in headers.items():
+        if value == MASKED:
+            if name not in old:
+                raise ValueError(f"config.headers.{name} is masked; send its real value")
+            value = old[name]
+        restored[name] = value
+    return {**new, "headers": restored}
+
+
 def to_tool_response(tool: AgentTool) -> ToolResponse:
     return ToolResponse(
         id=tool.id,
@@ -61,7 +93,7 @@ def to_tool_response(tool: AgentTool) -> ToolResponse:
         description=tool.description,
         kind=tool.kind,
         parameters=tool.parameters,
-        config=tool.config,
+        config=masked_config(tool.config),
         enabled=tool.enabled,
         created_at=tool.created_at,
         updated_at=tool.updated_at,
@@ -98,6 +130,9 @@ def to_agent_response(agent: Agent) -> AgentResponse:
         transfer_number=agent.transfer_number,
         data_collection=agent.data_collection,
         stt_keywords=list(agent.stt_keywords or []),
+        voicemail_detection=agent.voicemail_detection,
+        voicemail_action=agent.voicemail_action,
+        voicemail_message=agent.voicemail_message,
         tools=[to_tool_response(t) for t in sorted(agent.tools, key=lambda t: t.name)],
         knowledge_base_ids=[d.id for d in sorted(agent.documents, key=lambda d: d.created_at)],
         created_at=agent.created_at,
@@ -183,6 +218,9 @@ _COLUMN_FIELDS = (
     "transfer_number",
     "data_collection",
     "stt_keywords",
+    "voicemail_detection",
+    "voicemail_action",
+    "voicemail_message",
 )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import os
 import secrets
 from pathlib import Path
 
@@ -17,6 +18,23 @@ from models import ApiKey
 from storage.db import Database
 
 log = logging.getLogger(__name__)
+
+
+def write_private_file(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by the owner only, from the first byte on.
+
+    The file is created with mode 600 (``os.open``; never world-readable, not even for an instant) under a
+    temporary name and moved into place, so an existing file with a wider mode is replaced, not reused.
+    """
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def hash_key(key: str) -> str:
@@ -45,8 +63,7 @@ class KeyRing:
     def _announce_generated(self, key: str) -> None:
         path = Path(self._settings.api_key_file)
         try:
-            path.write_text(key + "\n")
-            path.chmod(0o600)
+            write_private_file(path, key + "\n")
             where = f" (also saved to {path})"
         except OSError:
             where = ""

@@ -222,7 +222,7 @@ async def measure(server: Server, profile: str, calls: int) -> dict:
     async with httpx.AsyncClient(
         base_url=server.base_url, headers={"xi-api-key": API_KEY}, timeout=30
     ) as api:
-        await api.get("/metrics/loop-lag", params={"reset": True})
+        (await api.post("/metrics/loop-lag/reset")).raise_for_status()
         rss_before = server.process.memory_info().rss
         cpu_before = server.process.cpu_times()
         started = time.monotonic()
@@ -235,7 +235,7 @@ async def measure(server: Server, profile: str, calls: int) -> dict:
         wall = time.monotonic() - started
         cpu_after = server.process.cpu_times()
         rss_after = server.process.memory_info().rss
-        lag = (await api.get("/metrics/loop-lag")).json()
+        lag = (await api.get("/metrics/loop-lag")).raise_for_status().json()
         await asyncio.sleep(1.0)  # let the last turns land
         stored = await stored_turns(api, [r["conversation_id"] for r in results if r["conversation_id"]])
     cpu_s = (cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system)

@@ -131,7 +131,20 @@ class CommitInterruption:
     """Words confirm the caller took the turn: stop for good."""
 
 
-BargeEvent = PauseAgent | ResumeAgent | CommitInterruption
+@dataclass(slots=True, frozen=True)
+class Backchannel:
+    """ "Uh-huh" over the agent: not a turn. ``resumed``: the agent was paused for it and plays on."""
+
+    resumed: bool
+
+
+@dataclass(slots=True, frozen=True)
+class TakeTurn:
+    """Words over the agent that the detector let pass (its pause timed out, or they came first): the
+    caller is talking, so the agent goes quiet and the interruption is committed."""
+
+
+BargeEvent = PauseAgent | ResumeAgent | CommitInterruption | Backchannel | TakeTurn
 
 
 @dataclass(slots=True)
@@ -185,6 +198,20 @@ class BargeIn(Generic[T]):
         """Two or more words that are not a backchannel prove a pause was an interruption."""
         if self.paused is not None and text.strip() and not is_backchannel and len(text.split()) >= 2:
             return CommitInterruption()
+        return None
+
+    def on_caller_turn(
+        self, *, speech: bool, backchannel: bool, agent_speaking: bool, peak_energy: float
+    ) -> BargeEvent | None:
+        """A finished caller turn, as it bears on the agent's speech (None: the agent was not talking)."""
+        if speech and backchannel and (self.is_paused or agent_speaking):
+            return Backchannel(resumed=self.resume("backchannel") is not None)
+        if self.is_paused:
+            return CommitInterruption()
+        # A far-off voice (a TV) is too quiet to take the turn.
+        loud = peak_energy >= self.cfg.interrupt_min_energy
+        if speech and agent_speaking and self.cfg.interrupt_enabled and loud:
+            return TakeTurn()
         return None
 
     def did_pause(self, onset: float, played_frame: int, turn: T | None, now: float) -> None:

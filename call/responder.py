@@ -59,7 +59,6 @@ class Responder:
         tool_runner: ToolRunner,
         tool_context: ToolContext,
         knowledge: Any,  # knowledge.store.KnowledgeStore
-        db: Any,
         settings: Any,
         ms: Any,  # CallClock.ms
         after_tool: Any = None,  # called after a tool ran (wakes the webhook worker)
@@ -72,7 +71,6 @@ class Responder:
         self.tools = tool_runner
         self.tool_context = tool_context
         self.knowledge = knowledge
-        self.db = db
         self.settings = settings
         self._ms = ms
         self._after_tool = after_tool
@@ -245,11 +243,7 @@ class Responder:
         if not documents:
             return []
         if any(d.status == "pending" for d in documents):
-            await self.knowledge.index_pending(
-                self.db, self.profile.id
-            )  # documents copied from another agent
-            for document in documents:
-                document.status = "ready"
+            self.knowledge.wake_indexer()  # documents copied from another agent: indexed in the background
         said = self.transcript.last_agent_line()
         try:
             async with asyncio.timeout(1.5):

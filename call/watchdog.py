@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
 KEEPALIVE_AFTER_S = 3.0  # Deepgram closes a stream after ~10 s without audio
 STILL_THERE_LINE = "Are you still there?"
@@ -27,6 +28,12 @@ class Watchdog:
         self.silence_timeout_s = silence_timeout_s
         self.last_activity = started
         self.silence_prompts = 0
+
+    @classmethod
+    def for_agent(cls, agent: Any, settings: Any, started: float) -> Watchdog:
+        """The agent's limits within the service's (MAX_CALL_DURATION_SEC caps every agent)."""
+        max_duration = min(agent.max_call_duration_sec or 1800, settings.max_call_duration_sec)
+        return cls(started, max_duration, agent.silence_timeout_sec or settings.silence_timeout_sec)
 
     def activity(self, now: float) -> None:
         self.last_activity = now

@@ -1,9 +1,10 @@
 // The console: a hash-routed page per screen, all data from the REST API (see api.js).
 import { ApiError, del, get, patch, post, api, session } from "./api.js";
 import { BrowserCall } from "./phone.js";
+import { campaignPage, campaignsPage } from "./campaigns.js";
 
 const view = document.getElementById("view");
-const BUILTIN_TOOLS = ["end_call", "transfer_call", "send_sms", "book_meeting"];
+const BUILTIN_TOOLS = ["end_call", "transfer_call", "send_sms", "book_meeting", "add_to_dnc"];
 const OUTCOMES = ["meeting_booked", "interested", "not_interested", "callback_requested", "voicemail", "no_answer", "failed"];
 const STATUSES = ["initiated", "ringing", "in_progress", "completed", "busy", "no_answer", "failed", "canceled"];
 let cleanup = () => {};
@@ -178,9 +179,12 @@ async function knowledgeSection(agent) {
     const data = await get(base);
     documents = data.documents ?? data.items ?? data;
   } catch (error) { section.append(h("p", { class: "muted" }, `Knowledge base unavailable: ${error.message}`)); return section; }
+  // Documents are indexed in the background: pending -> indexing -> ready | failed.
+  const statusCell = (d) => h("td", { class: `kb-status kb-${d.status ?? "ready"}`, title: d.error ?? "" },
+    d.status === "failed" ? `failed${d.error ? `: ${d.error}` : ""}` : (d.status ?? "ready"));
   section.append(documents.length
-    ? h("table", {}, h("tr", {}, ["Title", "Chunks", "Added", ""].map((t) => h("th", {}, t))),
-      documents.map((d) => h("tr", {}, h("td", {}, d.title || d.name || d.id), h("td", {}, d.chunk_count ?? "—"), h("td", {}, when(d.created_at)),
+    ? h("table", {}, h("tr", {}, ["Title", "Status", "Chunks", "Added", ""].map((t) => h("th", {}, t))),
+      documents.map((d) => h("tr", { "data-doc": d.id }, h("td", {}, d.title || d.name || d.id), statusCell(d), h("td", {}, d.chunk_count ?? "—"), h("td", {}, when(d.created_at)),
         h("td", {}, h("button", { class: "danger", onclick: async () => {
           try { await del(`${base}/${d.id}`); route(); } catch (error) { fail(error); }
         } }, "Delete")))))
@@ -191,10 +195,14 @@ async function knowledgeSection(agent) {
     if (!file.files.length) return;
     const form = new FormData();
     form.append("file", file.files[0]);
-    try { await api("POST", `${base}/upload`, form); toast("Document added."); route(); } catch (error) { fail(error); }
+    try { await api("POST", `${base}/upload`, form); toast("Document added: indexing in the background."); route(); } catch (error) { fail(error); }
   };
   section.append(h("form", { onsubmit: upload }, field("Upload a .txt, .md or .pdf file", file),
     h("div", { class: "actions" }, h("button", { type: "submit", id: "kb-upload" }, "Upload"))));
+  if (documents.some((d) => d.status === "pending" || d.status === "indexing")) {
+    // Still indexing: refresh this card (only) until every document is ready or failed.
+    setTimeout(async () => { if (section.isConnected) section.replaceWith(await knowledgeSection(agent)); }, 1500);
+  }
   return section;
 }
 
@@ -404,6 +412,8 @@ async function route() {
     else if (parts[0] === "conversations" && parts[1]) await conversationPage(parts[1]);
     else if (parts[0] === "conversations") await conversationsPage(new URLSearchParams(query));
     else if (parts[0] === "live") await livePage();
+    else if (parts[0] === "campaigns" && parts[1]) cleanup = await campaignPage(view, { h, toast, fail, pill }, parts[1]);
+    else if (parts[0] === "campaigns") await campaignsPage(view, { h, toast, fail, pill });
     else await agentsPage();
   } catch (error) { fail(error); }
 }

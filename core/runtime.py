@@ -19,6 +19,7 @@ from knowledge.store import KnowledgeStore
 from providers.registry import ProviderRegistry
 from storage.batch_writer import BatchWriter
 from storage.db import Database
+from telephony.dialer import Dialer
 from telephony.twilio_gateway import TwilioGateway
 from tools.runner import ToolRunner
 
@@ -47,6 +48,7 @@ class Runtime:
         self._previous_sigterm: Any = None
         self.tool_runner = ToolRunner(settings, self.db, self.twilio, self.webhooks)
         self.loop_lag = LoopLagMonitor()
+        self.dialer = Dialer(self, self.webhooks)  # campaigns: places calls through telephony.outbound
 
     async def start(self) -> None:
         self.loop_lag.start()
@@ -55,6 +57,8 @@ class Runtime:
         await self.webhooks.start()
         self.writer.start()
         await self.live_calls.start(self.calls)
+        self.dialer.start()
+        self.knowledge.start_indexer(self.db, live_calls=lambda: self.calls.active)
         self.providers.warm_in_background()
         if self.settings.warm_embeddings:
             self._warm_knowledge = asyncio.create_task(self.knowledge.warm(), name="warm-embeddings")
@@ -133,12 +137,15 @@ class Runtime:
         """After hang-up: summary, outcome and collected data, then `call.completed`."""
         await run_post_call(self, conversation_id)
         self.webhooks_notify()
+        self.dialer.notify()  # a campaign call's outcome may now be known
 
     async def stop(self) -> None:
         self._restore_sigterm()
         warm = getattr(self, "_warm_knowledge", None)
         if warm is not None and not warm.done():
             warm.cancel()
+        await self.dialer.stop()
+        await self.knowledge.stop_indexer()
         await self.calls.drain()
         await self.live_calls.stop()
         await self.writer.stop()

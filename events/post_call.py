@@ -82,6 +82,8 @@ async def run_post_call(runtime: PostCallServices, conversation_id: str) -> None
         conversation = await session.get(Conversation, conversation_id)
         if conversation is None:
             return
+        if conversation.answered_by == "machine":
+            outcome = "voicemail"  # answering-machine detection settles it, whatever the transcript says
         conversation.summary = summary
         conversation.outcome = outcome
         conversation.collected_data = collected
@@ -110,6 +112,8 @@ async def run_post_call(runtime: PostCallServices, conversation_id: str) -> None
                 "summary": summary,
                 "outcome": outcome,
                 "collected_data": collected,
+                "answered_by": conversation.answered_by,
+                "campaign_id": conversation.campaign_id,
                 "recording_url": (
                     runtime.settings.public_url.rstrip("/") + conversation.recording_url
                     if conversation.recording_url

@@ -24,14 +24,22 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from config import Settings
-from core.net_guard import UnsafeURLError, ensure_public_url
+from core.http import read_capped
+from core.net_guard import UnsafeURLError, ensure_public_url, guarded_client
 from models import WebhookConfig, WebhookDelivery, WebhookEvent
 from storage.db import Database
 from utils import utcnow
 
 log = logging.getLogger(__name__)
 
-EVENT_TYPES = ("call.started", "call.completed", "call.interrupted", "call.failed", "tool.executed")
+EVENT_TYPES = (
+    "call.started",
+    "call.completed",
+    "call.interrupted",
+    "call.failed",
+    "tool.executed",
+    "campaign.completed",
+)
 MAX_RESPONSE_BYTES = 64 * 1024
 BATCH = 50
 
@@ -128,9 +136,9 @@ class WebhookDispatcher:
     # ------------------------------------------------------------ worker
 
     async def start(self) -> None:
-        self._client = httpx.AsyncClient(
+        self._client = guarded_client(
+            lambda: self.settings.webhook_allow_private,
             timeout=httpx.Timeout(self.settings.webhook_timeout_sec),
-            follow_redirects=False,
             headers={"user-agent": "ai-sdr-webhooks/1.0"},
         )
         self._task = asyncio.create_task(self._run(), name="webhook-worker")
@@ -243,11 +251,8 @@ class WebhookDispatcher:
                 },
             ) as response:
                 status_code = response.status_code
-                received = 0
-                async for chunk in response.aiter_bytes():
-                    received += len(chunk)
-                    if received > MAX_RESPONSE_BYTES:
-                        break  # we only need the status; do not let a receiver stream at us
+                # we only need the status; do not let a receiver stream at us
+                await read_capped(response, MAX_RESPONSE_BYTES)
             if not 200 <= status_code < 300:
                 error = f"HTTP {status_code}"
         except UnsafeURLError as exc:

@@ -2,6 +2,13 @@
 
 One Chroma collection per agent (cosine space). Chroma is synchronous, so every call to it runs on a
 worker thread; embeddings come from ``embeddings.Embedder`` (packaged MiniLM, never downloaded).
+
+Uploaded documents are indexed in the background by one worker (``start_indexer``): a document row
+goes ``pending`` -> ``indexing`` -> ``ready`` (or ``failed``). The worker claims a document with a
+conditional UPDATE (several instances on one database never index it twice), embeds a small batch
+of chunks at a time on the embedder's one thread, and pauses between batches; while calls are live it
+pauses at least as long as the batch took, so indexing never holds more than half of a core from them
+and steps aside whenever speech recognition or synthesis runs (``providers.cpu_priority``).
 """
 
 from __future__ import annotations
@@ -11,11 +18,18 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
+
+from sqlalchemy import select, update
 
 from config import Settings
 from knowledge.embeddings import ChromaEmbeddingFunction, Embedder
+from models import KnowledgeDocument
+from providers.cpu_priority import CPU
+from utils import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +38,10 @@ OVERLAP_SENTENCES = 1
 MIN_CHUNK_CHARS = 80  # a paragraph at least this long ends its chunk
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
 _SENTENCE_OR_LINE = re.compile(r"\n+|(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
+INDEX_POLL_S = 5.0  # also look for pending documents this often (copies, other instances' uploads)
+MIN_PAUSE_S = 0.01  # between batches, always: the event loop and the GIL get a turn
+MAX_URGENT_WAIT_S = 0.5  # step aside for live speech work at most this long per batch
+STALE_INDEXING = timedelta(minutes=10)  # "indexing" with no progress this long: its worker died
 
 
 @dataclass(slots=True)
@@ -76,6 +94,10 @@ class KnowledgeStore:
         self.embedder = Embedder(settings.embed_model)
         self._client: Any = None
         self._client_lock = threading.Lock()
+        self._db: Any = None
+        self._live_calls: Callable[[], int] = lambda: 0
+        self._wake = asyncio.Event()
+        self._indexer: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------ chroma (worker thread only)
 
@@ -127,6 +149,22 @@ class KnowledgeStore:
                 ],
             )
         return len(chunks)
+
+    def _reset_document_sync(self, agent_id: str, document_id: str) -> None:
+        self._collection(agent_id).delete(where={"document_id": document_id})
+
+    def _add_batch_sync(
+        self, agent_id: str, document_id: str, title: str, start: int, batch: list[str], vectors: Any
+    ) -> None:
+        self._collection(agent_id).add(
+            ids=[f"{document_id}:{start + i}" for i in range(len(batch))],
+            documents=batch,
+            embeddings=vectors,
+            metadatas=[
+                {"document_id": document_id, "title": title[:200], "index": start + i}
+                for i in range(len(batch))
+            ],
+        )
 
     def _query_sync(
         self, agent_id: str, text: str, top_k: int, min_score: float, context: str = ""
@@ -208,33 +246,147 @@ class KnowledgeStore:
     async def delete_agent(self, agent_id: str) -> None:
         await asyncio.to_thread(self._delete_agent_sync, agent_id)
 
+    # ------------------------------------------------------------ background indexing
+
+    def start_indexer(self, db: Any, live_calls: Callable[[], int] = lambda: 0) -> None:
+        """Start the one indexing worker (it also resumes documents a stopped process left behind)."""
+        self._db, self._live_calls = db, live_calls
+        self._indexer = asyncio.create_task(self._index_loop(), name="knowledge-indexer")
+
+    async def stop_indexer(self) -> None:
+        if self._indexer is not None:
+            self._indexer.cancel()
+            await asyncio.gather(self._indexer, return_exceptions=True)
+            self._indexer = None
+
+    def wake_indexer(self) -> None:
+        self._wake.set()
+
     async def index_pending(self, db: Any, agent_id: str) -> None:
-        """Embed documents copied into an agent (status "pending") that are not indexed yet."""
-        from sqlalchemy import select
+        """Documents copied into an agent (status "pending") are indexed by the background worker: wake
+        it. Never indexes inline, so a call that asks is not held up by (or slowed by) the indexing."""
+        self.wake_indexer()
 
-        from models import KnowledgeDocument
+    async def _index_loop(self) -> None:
+        await self._requeue_stale()
+        while True:
+            try:
+                while await self._index_next():
+                    pass
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the database was away: try again on the next wake-up
+                log.warning("knowledge indexer error", extra={"fields": {"error": type(exc).__name__}})
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), INDEX_POLL_S)
+            except TimeoutError:
+                pass
 
-        async with db.session() as session:
-            pending = (
-                await session.scalars(
-                    select(KnowledgeDocument)
-                    .where(KnowledgeDocument.agent_id == agent_id, KnowledgeDocument.status == "pending")
-                    # Several instances: the first indexes, the others wait and then find nothing pending.
-                    .with_for_update()
+    async def _requeue_stale(self) -> None:
+        """``indexing`` rows that stopped making progress (their process died) go back to ``pending``."""
+        async with self._db.session() as session:
+            await session.execute(
+                update(KnowledgeDocument)
+                .where(
+                    KnowledgeDocument.status == "indexing",
+                    KnowledgeDocument.updated_at < utcnow() - STALE_INDEXING,
                 )
-            ).all()
-            for document in pending:
-                try:
-                    document.chunk_count = await self.add_document(
-                        agent_id, document.id, document.name, document.text
-                    )
-                    document.status = "ready"
-                except Exception as exc:
-                    log.warning(
-                        "indexing failed",
-                        extra={"fields": {"document_id": document.id, "error": type(exc).__name__}},
-                    )
-                    document.status = "failed"
+                .values(status="pending", updated_at=utcnow())
+                .execution_options(synchronize_session=False)
+            )
+
+    async def _index_next(self) -> bool:
+        """Claim the oldest pending document and index it; False when there is none."""
+        async with self._db.session() as session:
+            candidates = (
+                await session.execute(
+                    select(KnowledgeDocument.id)
+                    .where(KnowledgeDocument.status == "pending")
+                    .order_by(KnowledgeDocument.created_at)
+                    .limit(5)
+                )
+            ).scalars()
+            claimed = None
+            for document_id in candidates:
+                result = await session.execute(
+                    update(KnowledgeDocument)
+                    .where(KnowledgeDocument.id == document_id, KnowledgeDocument.status == "pending")
+                    .values(status="indexing", chunk_count=0, error=None, updated_at=utcnow())
+                    .execution_options(synchronize_session=False)
+                )
+                if result.rowcount == 1:
+                    claimed = document_id
+                    break
+        if claimed is None:
+            return False
+        async with self._db.session() as session:
+            document = await session.get(KnowledgeDocument, claimed)
+            if document is None:
+                return True
+            agent_id, title, text = document.agent_id, document.name, document.text
+        await self._index_document(agent_id, claimed, title, text)
+        return True
+
+    async def _index_document(self, agent_id: str, document_id: str, title: str, text: str) -> None:
+        started = time.perf_counter()
+        try:
+            chunks = await asyncio.to_thread(chunk_text, text)
+            await asyncio.to_thread(self._reset_document_sync, agent_id, document_id)
+            done = 0
+            for start in range(0, len(chunks), self.settings.knowledge_index_batch):
+                batch = chunks[start : start + self.settings.knowledge_index_batch]
+                await self._make_room()
+                batch_started = time.perf_counter()
+                vectors = await self.embedder.embed(batch)
+                await asyncio.to_thread(
+                    self._add_batch_sync, agent_id, document_id, title, start, batch, vectors
+                )
+                done += len(batch)
+                if not await self._set(document_id, "indexing", chunk_count=done):
+                    await asyncio.to_thread(self._delete_document_sync, agent_id, document_id)
+                    return  # deleted meanwhile: drop what was added
+                took = time.perf_counter() - batch_started
+                await asyncio.sleep(max(MIN_PAUSE_S, took if self._live_calls() else 0.0))
+            if not await self._set(document_id, "ready", chunk_count=done):
+                await asyncio.to_thread(self._delete_document_sync, agent_id, document_id)
+                return
+            log.info(
+                "document indexed",
+                extra={
+                    "fields": {
+                        "agent_id": agent_id,
+                        "document_id": document_id,
+                        "chunks": done,
+                        "ms": round((time.perf_counter() - started) * 1000),
+                    }
+                },
+            )
+        except asyncio.CancelledError:
+            raise  # shutting down: the row stays "indexing" and is picked up again after a restart
+        except Exception as exc:
+            log.warning(
+                "indexing failed", extra={"fields": {"document_id": document_id, "error": type(exc).__name__}}
+            )
+            await self._set(document_id, "failed", error=f"indexing failed ({type(exc).__name__})")
+
+    async def _make_room(self) -> None:
+        """Wait (boundedly) while a live call's speech recognition or synthesis is running."""
+        waited = 0.0
+        while CPU.busy and waited < MAX_URGENT_WAIT_S:
+            await asyncio.sleep(0.02)
+            waited += 0.02
+
+    async def _set(self, document_id: str, status: str, **values: Any) -> bool:
+        """Update a document this worker claimed; False if it is gone (deleted while indexing)."""
+        async with self._db.session() as session:
+            result = await session.execute(
+                update(KnowledgeDocument)
+                .where(KnowledgeDocument.id == document_id, KnowledgeDocument.status == "indexing")
+                .values(status=status, updated_at=utcnow(), **values)
+                .execution_options(synchronize_session=False)
+            )
+            return result.rowcount == 1
 
     async def warm(self) -> None:
         await self.embedder.embed(["warm up"])

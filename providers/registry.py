@@ -118,7 +118,7 @@ class ProviderRegistry:
         except Exception as exc:
             log.error(
                 "provider warm-up failed",
-                extra={"fields": {"error": type(exc).__name__, "msg": str(exc)[:200]}},
+                extra={"fields": {"error": type(exc).__name__, "detail": str(exc)[:200]}},
             )
 
     def readiness(self) -> dict[str, bool]:

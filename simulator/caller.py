@@ -77,6 +77,8 @@ class SimulatedCaller:
         auth_token: str = "",
         recorder: CallRecorder | None = None,
         public_url: str | None = None,
+        webhook_path: str = "/twiml/voice",
+        answers_first: bool = False,
     ) -> None:
         self.base_url = base_url
         self.call_sid = call_sid
@@ -86,6 +88,10 @@ class SimulatedCaller:
         self.auth_token = auth_token  # sign the webhook like Twilio (the server checks when it has a token)
         self.public_url = public_url or base_url  # the URL the server believes Twilio called
         self.recorder = recorder
+        # An outbound call: Twilio fetches TwiML from /twiml/voice_outbound?conversation_id=…, and the
+        # person (or machine) who picks up speaks first.
+        self.webhook_path = webhook_path
+        self.answers_first = answers_first
         self._t0 = 0.0
         self.result = CallResult(call_sid)
         self.stream_sid = "MZ" + call_sid[2:]
@@ -161,18 +167,18 @@ class SimulatedCaller:
             "From": self.from_number,
             "To": self.to_number,
             "AccountSid": "ACsimulator",
-            "Direction": "inbound",
+            "Direction": "outbound-api" if self.answers_first else "inbound",
             "CallStatus": "ringing",
         }
         headers = {}
         if self.auth_token:
             from twilio.request_validator import RequestValidator
 
-            signed_url = self.public_url.rstrip("/") + "/twiml/voice"
+            signed_url = self.public_url.rstrip("/") + self.webhook_path
             headers["X-Twilio-Signature"] = RequestValidator(self.auth_token).compute_signature(
                 signed_url, params
             )
-        response = await http.post(f"{self.base_url}/twiml/voice", data=params, headers=headers)
+        response = await http.post(f"{self.base_url}{self.webhook_path}", data=params, headers=headers)
         response.raise_for_status()
         match = _STREAM_URL.search(response.text)
         if match is None:
@@ -256,7 +262,8 @@ class SimulatedCaller:
         next_tick = time.perf_counter()
         queue: list[bytes] = []
         script = list(self.script)
-        phase = "greeting"  # greeting → speaking → waiting → (next utterance) … → hanging_up
+        # greeting → speaking → waiting → (next utterance) … → hanging_up; an answered outbound call: next
+        phase = "next" if self.answers_first else "greeting"
         phase_since = next_tick
         barge: Utterance | None = None
         barge_onset: float | None = None

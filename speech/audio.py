@@ -109,6 +109,19 @@ def spectral_flatness(mulaw_frame: bytes) -> float:
     return math.exp(float(np.log(power).sum()) / half) / (float(power.sum()) / half)
 
 
+def tone(mulaw_frame: bytes) -> tuple[float, float]:
+    """(spectral flatness, frequency of the strongest bin in Hz) of one frame. A voicemail beep is a
+    pure tone: flatness near 0 and a peak that stays in one bin (50 Hz wide at 20 ms) frame after frame."""
+    pcm = _MULAW_TO_FLOAT32[np.frombuffer(mulaw_frame, dtype=np.uint8)]
+    z = _windowed_dft(len(pcm)) @ pcm
+    half = len(z) // 2
+    power = z[:half] * z[:half]
+    power += z[half:] * z[half:]
+    power += 1e-3
+    flatness = math.exp(float(np.log(power).sum()) / half) / (float(power.sum()) / half)
+    return flatness, (int(np.argmax(power)) + 1) * SAMPLE_RATE / len(pcm)
+
+
 def mulaw_to_pcm16_bytes(mulaw: bytes) -> bytes:
     """Native-endian PCM16 bytes of a mu-law chunk (what webrtcvad and most decoders take)."""
     if audioop is not None:

@@ -69,7 +69,7 @@ class BatchWriter:
             try:
                 await self._commit(batch)
             except Exception as exc:  # never let the writer die: calls would queue forever
-                log.error("batch write failed", extra={"error": type(exc).__name__})
+                log.error("batch write failed", extra={"fields": {"error": type(exc).__name__}})
 
     async def _commit(self, batch: list[tuple[Write, asyncio.Future[Any]]]) -> None:
         results: list[Any] = []
@@ -80,7 +80,7 @@ class BatchWriter:
         except Exception as exc:
             log.warning(
                 "batched write failed; retrying one by one",
-                extra={"error": type(exc).__name__, "writes": len(batch)},
+                extra={"fields": {"error": type(exc).__name__, "writes": len(batch)}},
             )
             for write, future in batch:
                 await self._write_one(write, future)
@@ -99,7 +99,8 @@ class BatchWriter:
                 result = await write(session)
         except Exception as exc:
             self.failures += 1
-            log.error("write failed", extra={"error": type(exc).__name__, "detail": str(exc)[:200]})
+            # The exception type only: its message can carry row values (transcripts, phone numbers).
+            log.error("write failed", extra={"fields": {"error": type(exc).__name__}})
             if not future.done():
                 future.set_exception(exc)
                 future.exception()  # retrieved: nobody may be awaiting a fire-and-forget write

@@ -132,6 +132,23 @@ class CallStore:
 
         self.writer.submit(write)
 
+    def set_answered_by(self, answered_by: str, method: str) -> None:
+        """Who picked up an outbound call, how that was decided and when (a machine: outcome voicemail)."""
+        values: dict[str, Any] = {
+            "answered_by": answered_by,
+            "answered_by_method": method,
+            "answered_by_at": utcnow(),
+        }
+        if answered_by == "machine":
+            values["outcome"] = "voicemail"
+
+        async def write(session: AsyncSession) -> None:
+            await session.execute(
+                update(Conversation).where(Conversation.id == self.conversation_id).values(**values)
+            )
+
+        self.writer.submit(write)
+
     def emit(self, event_type: str, data: dict[str, Any]) -> None:
         """Queue a webhook event; the writer wakes the webhook worker once it is committed."""
 
@@ -173,6 +190,8 @@ class CallStore:
         if self._emit is None:
             return
         payload = {"conversation_id": conversation.id, "agent_id": conversation.agent_id, **data}
+        if conversation.campaign_id:  # a campaign's call: its events say which campaign
+            payload["campaign_id"] = conversation.campaign_id
         await self._emit(
             session, event_type, payload, agent_id=conversation.agent_id, conversation_id=conversation.id
         )

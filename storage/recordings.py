@@ -7,6 +7,7 @@ event loop, when the call ends.
 from __future__ import annotations
 
 import asyncio
+import logging
 import wave
 from pathlib import Path
 
@@ -18,8 +19,12 @@ from speech.audio import MULAW_SILENCE, MULAW_TO_PCM16
 MAX_RECORDING_SEC = 4 * 3600
 
 
+log = logging.getLogger(__name__)
+
+
 class CallRecorder:
     def __init__(self, directory: str | Path, conversation_id: str) -> None:
+        self.conversation_id = conversation_id
         self.path = Path(directory) / f"{conversation_id}.wav"
         self._caller = bytearray()
         self._agent = bytearray()
@@ -46,6 +51,18 @@ class CallRecorder:
     @property
     def duration_sec(self) -> float:
         return max(len(self._caller), len(self._agent)) / SAMPLE_RATE
+
+    async def save_url(self) -> str | None:
+        """Save the recording; its API path, or None (nothing recorded, or the disk refused)."""
+        try:
+            path = await self.save()
+        except OSError as exc:
+            log.error(
+                "could not save recording",
+                extra={"fields": {"conversation_id": self.conversation_id, "error": type(exc).__name__}},
+            )
+            return None
+        return f"/v1/convai/conversations/{self.conversation_id}/recording" if path else None
 
     async def save(self) -> Path | None:
         if not self._caller and not self._agent:

@@ -7,14 +7,23 @@ arrive before ``calls.create`` even returns always find it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import select
 
-from core.runtime import Runtime
 from models import Agent, Conversation, PhoneNumber
 from speech.text import template_variables
-from telephony.twilio_gateway import TelephonyError, TwilioNotConfigured
+from telephony import dnc
+from telephony.twilio_gateway import TelephonyError, TwilioGateway, TwilioNotConfigured
+
+
+class OutboundServices(Protocol):
+    """What placing a call uses of the process's services (``core.runtime.Runtime`` has them)."""
+
+    db: Any
+    settings: Any
+    twilio: TwilioGateway
+
 
 # Variables the engine fills itself at call start (see WSConn._build_profile).
 BUILTIN_VARIABLES = frozenset({"agent_name", "caller_number", "call_sid", "date"})
@@ -40,13 +49,20 @@ def missing_variables(agent: Agent, provided: dict[str, Any]) -> list[str]:
 
 
 async def place_call(
-    runtime: Runtime,
+    runtime: OutboundServices,
     *,
     agent_id: str,
     to_number: str,
     from_number: str | None,
     dynamic_variables: dict[str, Any],
+    campaign_id: str | None = None,
+    campaign_recipient_id: str | None = None,
+    ringing_timeout_sec: int | None = None,
 ) -> PlacedCall:
+    """Record the conversation and ask Twilio to dial; :class:`OutboundCallError` says why not.
+
+    ``to_number`` is E.164 (the schemas normalise it). A number on the do-not-call list is refused (409).
+    """
     if not runtime.twilio.configured:
         raise OutboundCallError(
             503, "outbound calls need Twilio: set TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN and PUBLIC_URL"
@@ -55,6 +71,8 @@ async def place_call(
         agent = await session.get(Agent, agent_id)
         if agent is None:
             raise OutboundCallError(404, f"agent not found: {agent_id}")
+        if await dnc.on_list(session, to_number) is not None:
+            raise OutboundCallError(409, f"{to_number} is on the do-not-call list")
         missing = missing_variables(agent, dynamic_variables)
         if missing:
             raise OutboundCallError(
@@ -87,6 +105,8 @@ async def place_call(
             from_number=caller_id,
             to_number=to_number,
             dynamic_variables=dict(dynamic_variables),
+            campaign_id=campaign_id,
+            campaign_recipient_id=campaign_recipient_id,
         )
         session.add(conversation)
         await session.flush()
@@ -100,6 +120,12 @@ async def place_call(
             url=f"{base}/twiml/voice_outbound?conversation_id={conversation_id}",
             # The id rides along: Twilio may report "initiated" before calls.create has even returned the SID.
             status_callback=f"{base}/twiml/status?conversation_id={conversation_id}",
+            amd_callback=(
+                f"{base}/twiml/amd?conversation_id={conversation_id}"
+                if runtime.settings.twilio_machine_detection
+                else None
+            ),
+            ringing_timeout_sec=ringing_timeout_sec,
         )
     except (TelephonyError, TwilioNotConfigured) as exc:
         async with runtime.db.session() as session:

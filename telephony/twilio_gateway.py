@@ -65,8 +65,31 @@ class TwilioGateway:
             self._client = client
         return self._client
 
-    async def create_call(self, *, to: str, from_: str, url: str, status_callback: str) -> str:
-        """Place an outbound call; Twilio fetches ``url`` for TwiML once the callee answers."""
+    async def create_call(
+        self,
+        *,
+        to: str,
+        from_: str,
+        url: str,
+        status_callback: str,
+        amd_callback: str | None = None,
+        ringing_timeout_sec: int | None = None,
+    ) -> str:
+        """Place an outbound call; Twilio fetches ``url`` for TwiML once the callee answers.
+
+        With ``amd_callback`` Twilio also runs answering-machine detection asynchronously (the call
+        connects at once; the verdict, after the greeting's end, is posted to ``amd_callback``).
+        """
+        options: dict[str, Any] = {}
+        if amd_callback:
+            options.update(
+                machine_detection="DetectMessageEnd",
+                async_amd="true",
+                async_amd_status_callback=amd_callback,
+                async_amd_status_callback_method="POST",
+            )
+        if ringing_timeout_sec:
+            options["timeout"] = ringing_timeout_sec
         call = await self._call(
             self._rest().calls.create_async(
                 to=to,
@@ -76,12 +99,24 @@ class TwilioGateway:
                 status_callback=status_callback,
                 status_callback_method="POST",
                 status_callback_event=["initiated", "ringing", "answered", "completed"],
+                **options,
             )
         )
         return str(call.sid)
 
     async def hangup(self, call_sid: str) -> None:
         await self._call(self._rest().calls(call_sid).update_async(status="completed"))
+
+    async def end_call(self, call_sid: str) -> None:
+        """Hang up a live Twilio call if there is one (simulator calls have no CA… SID); never raises."""
+        if not self.configured or not call_sid.startswith("CA"):
+            return
+        try:
+            await self.hangup(call_sid)
+        except Exception as exc:
+            log.warning(
+                "twilio hangup failed", extra={"fields": {"call_sid": call_sid, "error": type(exc).__name__}}
+            )
 
     async def transfer(self, call_sid: str, number: str, announce: str | None = None) -> None:
         """Replace the call's TwiML: the Media Stream ends and Twilio dials ``number``."""

@@ -61,12 +61,12 @@ def free_port() -> int:
 class LiveServer:
     """The real app served by uvicorn on 127.0.0.1 inside the test's event loop."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, port: int | None = None) -> None:
         import uvicorn
 
         from main import create_app
 
-        self.port = free_port()
+        self.port = port or free_port()  # the same port again: a restart of the service
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}"
         settings.public_url = self.base_url

@@ -585,6 +585,16 @@ def _model_diffs(sync_conn: Any) -> list[Any]:
     return compare_metadata(MigrationContext.configure(sync_conn), Base.metadata)
 
 
+def _head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    from storage.db import alembic_config
+
+    head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+    assert head is not None, "the migrations have more than one head"
+    return head
+
+
 @pytest.mark.asyncio
 async def test_migrations_build_the_schema_from_an_empty_file(empty_database_url: str) -> None:
     from alembic.script import ScriptDirectory

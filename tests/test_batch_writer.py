@@ -5,6 +5,8 @@ On SQLite and on PostgreSQL (the ``database_url`` fixture)."""
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 
 import pytest
 from sqlalchemy import select
@@ -13,6 +15,8 @@ from models import Agent, Conversation, ConversationTurn
 from storage.batch_writer import BatchWriter
 from storage.call_store import CallStore, TurnRecord
 from storage.db import Database
+from tests.conftest import SQLITE_ONLY
+from utils import JsonLogFormatter
 
 
 async def fresh_db(database_url: str) -> tuple[Database, str]:
@@ -87,6 +91,52 @@ async def test_a_failing_write_does_not_lose_the_others_in_its_batch(database_ur
         assert list(texts) == ["before", "after"]
         assert writer.failures == 1
     finally:
+        await writer.stop()
+        await db.dispose()
+
+
+class _Lines(logging.Handler):
+    """Keeps each record as the service's JSON formatter prints it."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.setFormatter(JsonLogFormatter())
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+@pytest.mark.asyncio
+@SQLITE_ONLY
+async def test_a_failed_write_is_logged_with_its_error_type(database_url: str) -> None:
+    db, _ = await fresh_db(database_url)
+    writer = BatchWriter(db)
+    handler = _Lines()
+    logger = logging.getLogger("storage.batch_writer")
+    logger.addHandler(handler)
+    old_level = logger.level
+    logger.setLevel(logging.INFO)  # whatever level an earlier test left on the root logger
+    try:
+
+        class DiskOnFireError(RuntimeError):
+            pass
+
+        async def broken(session) -> None:  # type: ignore[no-untyped-def]
+            raise DiskOnFireError("row values that must not reach the log")
+
+        failed = writer.submit(broken)
+        await writer.flush()
+        with pytest.raises(DiskOnFireError):
+            await failed
+        entries = [json.loads(line) for line in handler.lines]
+        by_msg = {entry["msg"]: entry for entry in entries}
+        assert by_msg["write failed"]["error"] == "DiskOnFireError"
+        assert by_msg["batched write failed; retrying one by one"]["error"] == "DiskOnFireError"
+        assert not any("row values" in line for line in handler.lines)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
         await writer.stop()
         await db.dispose()
 

@@ -119,14 +119,19 @@ async def test_console_browser_call(tmp_path: Path) -> None:
             await live.screenshot(path=str(SCREENSHOTS / "live-calls.png"))
             await live.close()
 
-            # Leaving the agent page hangs up; the conversation is listed and its detail shows the words.
-            for _ in range(40):
+            # Leaving the agent page hangs up: the call ends within a few seconds.
+            await page.goto(server.base_url + "/#/conversations")
+            deadline = asyncio.get_running_loop().time() + 10
+            while True:
                 status = (await api.get(f"/v1/convai/conversations/{conversation_id}")).json()["status"]
-                if status != "in_progress":
+                live_calls = (await api.get("/v1/convai/calls/live")).json()["calls"]
+                ended = status == "completed" and live_calls == []
+                if ended or asyncio.get_running_loop().time() > deadline:
                     break
                 await asyncio.sleep(0.25)
+            assert ended, (status, live_calls)
 
-        await page.goto(server.base_url + "/#/conversations")
+        # The conversation is listed and its detail shows the words.
         await page.wait_for_selector("#conversations tr.clickable")
         await page.screenshot(path=str(SCREENSHOTS / "conversations.png"), full_page=True)
         await page.click("#conversations tr.clickable")

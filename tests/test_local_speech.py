@@ -4,6 +4,7 @@ Media Streams path; the local Piper TTS yields valid, audible mu-law of the righ
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 
@@ -69,10 +70,13 @@ async def test_local_stt_hears_a_sales_call_through_the_media_stream(tmp_path: P
         async with httpx.AsyncClient() as http:
             result = await caller.run(http)
         assert result.error is None, result.error
-        for _ in range(100):
+        deadline = asyncio.get_running_loop().time() + 10
+        while True:  # the call's last writes land a moment after the caller hangs up
             detail = (await client.get(f"/v1/convai/conversations/{result.conversation_id}")).json()
-            if detail.get("call_state") == "ENDED":
+            if detail.get("call_state") == "ENDED" or asyncio.get_running_loop().time() > deadline:
                 break
+            await asyncio.sleep(0.1)
+        assert detail.get("call_state") == "ENDED", detail.get("call_state")
         heard = [words(t["text"]) for t in detail["transcript"] if t["role"] == "user"]
         assert len(heard) == len(script), heard
         for (said, _, keys), text in zip(script, heard, strict=True):

@@ -124,6 +124,16 @@ async def test_store_retrieves_relevant_chunks_and_forgets_deleted_documents(
         store.close()
 
 
+async def wait_indexed(client, url: str, timeout_s: float = 120.0) -> dict:  # type: ignore[no-untyped-def]
+    """The document once the background indexer is done with it (ready or failed)."""
+    for _ in range(int(timeout_s / 0.1)):
+        body = (await client.get(url)).json()
+        if body["status"] in ("ready", "failed"):
+            return body
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"not indexed: {body}")
+
+
 @pytest.mark.asyncio
 async def test_knowledge_routes(kb_client: httpx.AsyncClient) -> None:
     app_client = kb_client
@@ -134,7 +144,9 @@ async def test_knowledge_routes(kb_client: httpx.AsyncClient) -> None:
         base, json={"name": "Facts", "text": FACTS, "content_type": "text/markdown"}
     )
     assert created.status_code == 201, created.text
-    assert created.json()["chunk_count"] >= 3 and created.json()["status"] == "ready"
+    assert created.json()["status"] == "pending"  # indexed in the background
+    ready = await wait_indexed(app_client, f"{base}/{created.json()['id']}")
+    assert ready["chunk_count"] >= 3 and ready["status"] == "ready"
 
     pdf = await app_client.post(
         f"{base}/upload",
@@ -146,6 +158,8 @@ async def test_knowledge_routes(kb_client: httpx.AsyncClient) -> None:
     )
     assert txt.status_code == 201
 
+    for document in (pdf.json(), txt.json()):
+        assert (await wait_indexed(app_client, f"{base}/{document['id']}"))["status"] == "ready"
     listed = (await app_client.get(base)).json()["documents"]
     assert [d["name"] for d in listed] == ["Facts", "sso.pdf", "notes.txt"]
     store = app_client.app.state.runtime.knowledge

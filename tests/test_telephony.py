@@ -252,6 +252,7 @@ async def test_multi_turn_call_records_every_turn_with_timings(
             ("agent", "speech"),
         ]
         assert turns[0]["text"] == "Hi, this is Ava."
+        assert [t["source"] for t in turns if t["role"] == "agent"] == ["fixed_line", "llm", "llm", "llm"]
         assert turns[1]["text"] == "caller turn 1." and turns[2]["text"].startswith(
             "You said: caller turn 1."
         )

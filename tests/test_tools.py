@@ -108,6 +108,7 @@ async def test_tools_run_validate_and_are_recorded(tmp_path: Path) -> None:
                     "required": ["account_id"],
                     "additionalProperties": False,
                 }
+                tools: dict[str, Any] = {}
                 for name, config in (
                     (
                         "lookup_post",
@@ -133,6 +134,33 @@ async def test_tools_run_validate_and_are_recorded(tmp_path: Path) -> None:
                         },
                     )
                     assert created.status_code == 201, created.text
+                    tools[name] = created.json()
+                # Header values are write-only, like webhook secrets: masked in every response.
+                assert tools["lookup_post"]["config"]["headers"] == {"authorization": "********"}
+                listed = (await client.get(f"/v1/convai/agents/{agent_id}/tools")).json()["tools"]
+                shown = (await client.get(f"/v1/convai/agents/{agent_id}")).json()
+                assert "{{crm_token}}" not in json.dumps(listed) + json.dumps(shown)
+                assert "********" in json.dumps(listed) and "********" in json.dumps(shown)
+                # Sending the masked value back keeps the stored one (checked below: the header still works).
+                echoed = await client.patch(
+                    f"/v1/convai/agents/{agent_id}/tools/{tools['lookup_post']['id']}",
+                    json={"config": {**tools["lookup_post"]["config"], "timeout_sec": 4}},
+                )
+                assert echoed.status_code == 200 and echoed.json()["config"]["timeout_sec"] == 4
+                unknown = await client.patch(
+                    f"/v1/convai/agents/{agent_id}/tools/{tools['lookup_get']['id']}",
+                    json={"config": {"url": crm.url + "/lookup", "headers": {"x-key": "********"}}},
+                )
+                assert unknown.status_code == 422 and "masked" in unknown.text
+                fixed_sms = await client.post(
+                    f"/v1/convai/agents/{agent_id}/tools",
+                    json={
+                        "name": "text_deck",
+                        "kind": "send_sms",
+                        "config": {"message": "Hi {{name}}, the deck: https://x.example/d"},
+                    },
+                )
+                assert fixed_sms.status_code == 201, fixed_sms.text
                 bad = await client.post(
                     f"/v1/convai/agents/{agent_id}/tools",
                     json={"name": "bad", "kind": "webhook", "config": {"url": "not a url"}},
@@ -175,8 +203,13 @@ async def test_tools_run_validate_and_are_recorded(tmp_path: Path) -> None:
             assert request["json"]["arguments"] == {"account_id": "A-1"}
             assert request["json"]["conversation_id"] == conversation_id
             assert request["headers"]["Authorization"] == "Bearer tok-123"  # dynamic variable in a header
-            got = await run("lookup_get", {"account_id": "{{name}}"})
-            assert got.success and crm.requests[-1]["query"] == {"account_id": "Sam"}
+            # Model output is never filled with variables: a caller cannot make the model send a secret.
+            got = await run("lookup_get", {"account_id": "{{crm_token}}"})
+            assert got.success and crm.requests[-1]["query"] == {"account_id": "{{crm_token}}"}
+            leaked = await run("lookup_post", {"account_id": "{{crm_token}} {{name}}"})
+            assert leaked.success and crm.requests[-1]["json"]["arguments"] == {
+                "account_id": "{{crm_token}} {{name}}"
+            }
 
             crm.fail_first = 2  # two 503s, then success: retried with the same idempotency key
             retried = await run("lookup_post", {"account_id": "A-2"})
@@ -201,11 +234,11 @@ async def test_tools_run_validate_and_are_recorded(tmp_path: Path) -> None:
             assert booked.success and "Tuesday, December 1 at 3 PM" in booked.say
             assert not (await run("book_meeting", {"start_time": "next tuesday"})).success
 
-            texted = await run("send_sms", {"message": "Hi {{name}}, here is the deck: https://x.example/d"})
-            assert (
-                texted.success
-                and twilio.messages[-1]["Body"] == "Hi Sam, here is the deck: https://x.example/d"
-            )
+            texted = await run("send_sms", {"message": "Hi {{name}}, your code is {{crm_token}}"})
+            assert texted.success and twilio.messages[-1]["Body"] == "Hi {{name}}, your code is {{crm_token}}"
+            assert "tok-123" not in json.dumps(twilio.messages)
+            deck = await run("text_deck", {"message": "{{crm_token}}"})  # the owner's fixed body is sent
+            assert deck.success and twilio.messages[-1]["Body"] == "Hi Sam, the deck: https://x.example/d"
             assert (
                 twilio.messages[-1]["To"] == "+15550001111" and twilio.messages[-1]["From"] == "+15550100000"
             )
@@ -228,7 +261,26 @@ async def test_tools_run_validate_and_are_recorded(tmp_path: Path) -> None:
                     await session.scalars(select(Meeting).where(Meeting.conversation_id == conversation_id))
                 ).all()
                 events = (await session.scalars(select(WebhookEvent))).all()
-            assert len(records) == 14 and len(meetings) == 1
-            assert sum(r.success for r in records) == 7
-            assert all(json.dumps(r.arguments) for r in records)
+            assert len(meetings) == 1
+            # Each execution is stored with the arguments it ran with (as the model wrote them: placeholders
+            # in model output are never filled; JSON types kept) and its outcome, in the order they ran.
+            stored = [(r.name, r.arguments, r.success) for r in sorted(records, key=lambda r: r.created_at)]
+            assert stored == [
+                ("lookup_post", {"account_id": "A-1"}, True),
+                ("lookup_get", {"account_id": "{{crm_token}}"}, True),
+                ("lookup_post", {"account_id": "{{crm_token}} {{name}}"}, True),
+                ("lookup_post", {"account_id": "A-2"}, True),
+                ("lookup_post", {"account_id": 7, "extra": True}, False),
+                ("slow", {"account_id": "A"}, False),
+                ("huge", {"account_id": "A"}, False),
+                ("missing", {"account_id": "A"}, False),
+                ("lookup_get", {"account_id": "A"}, False),
+                ("book_meeting", {"start_time": "2026-12-01T15:00:00", "attendee_name": "Sam"}, True),
+                ("book_meeting", {"start_time": "next tuesday"}, False),
+                ("send_sms", {"message": "Hi {{name}}, your code is {{crm_token}}"}, True),
+                ("text_deck", {"message": "{{crm_token}}"}, True),
+                ("transfer_call", {"reason": "wants a human"}, True),
+                ("end_call", {}, True),
+                ("no_such_tool", {}, False),
+            ]
             assert events == []  # no webhook config subscribed: nothing queued

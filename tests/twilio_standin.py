@@ -4,6 +4,13 @@ The real ``twilio`` SDK is pointed at it (``TWILIO_API_BASE``). It checks HTTP B
 account SID and auth token, answers ``Calls.json`` / ``Calls/{sid}.json`` / ``Messages.json`` with
 Twilio-shaped JSON (and Twilio's error body on bad input), and, like Twilio, then "answers" a created
 call: it posts signed status callbacks and fetches the call's TwiML URL with ``X-Twilio-Signature``.
+
+With a ``scenario`` (a function of the placed call) it plays what the callee does instead: a human or
+an answering machine picks up (TwiML fetched; the asynchronous AMD verdict posted to
+``AsyncAmdStatusCallback`` when the call asked for it; ``completed`` after the talk time), or the line
+rings out (``no-answer``), is ``busy`` or ``failed``. It keeps what a test checks a dialer against: calls
+per number, the most calls live at once, when each was created and ended. Callbacks that cannot reach
+the service (it is restarting) are retried for a while, so a restart loses none.
 """
 
 from __future__ import annotations
@@ -12,8 +19,11 @@ import asyncio
 import base64
 import itertools
 import re
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 from aiohttp import web
@@ -30,13 +40,41 @@ class PlacedCall:
     twiml: str | None = None
     updates: list[dict[str, str]] = field(default_factory=list)
     callbacks: list[tuple[str, int]] = field(default_factory=list)
+    created_at: float = field(default_factory=time.monotonic)
+    ended_at: float | None = None
+    answered_by: str | None = None
+
+
+@dataclass
+class Scenario:
+    """What the callee does: who answers (or why nobody does), and for how long."""
+
+    kind: Literal["human", "machine", "no_answer", "busy", "failed"]
+    ring_sec: float = 0.05
+    talk_sec: float = 0.1
+    # Called once the call is answered (after the AMD verdict): a test emulates the engine here.
+    on_answer: Callable[[PlacedCall], Awaitable[None]] | None = None
+
+
+FINAL_STATUS = {"no_answer": "no-answer", "busy": "busy", "failed": "failed"}
 
 
 class TwilioStandIn:
-    def __init__(self, account_sid: str, auth_token: str, *, answer: bool = True) -> None:
+    def __init__(
+        self,
+        account_sid: str,
+        auth_token: str,
+        *,
+        answer: bool = True,
+        scenario: Callable[[PlacedCall], Scenario] | None = None,
+    ) -> None:
         self.account_sid = account_sid
         self.auth_token = auth_token
         self.answer = answer  # fetch the TwiML and post status callbacks after Calls.create
+        self.scenario = scenario
+        self.live = 0  # calls created and not yet ended (scenario mode)
+        self.max_live = 0
+        self.per_number: Counter[str] = Counter()
         self.calls: dict[str, PlacedCall] = {}
         self.messages: list[dict[str, str]] = []
         self.unauthorized = 0
@@ -123,7 +161,14 @@ class TwilioStandIn:
             return self._error(400, 21205, "Url parameter is required.")
         call = PlacedCall(sid=f"CA{next(self._ids):032x}", params=params)
         self.calls[call.sid] = call
-        if self.answer:
+        self.per_number[str(params["To"])] += 1
+        if self.scenario is not None:
+            self.live += 1
+            self.max_live = max(self.max_live, self.live)
+            task = asyncio.create_task(self._play(call, self.scenario(call)))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        elif self.answer:
             task = asyncio.create_task(self._ring_and_answer(call))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -205,3 +250,66 @@ class TwilioStandIn:
             if url:
                 r = await self._signed_post(client, url, {**base, "CallStatus": "in-progress"})
                 call.twiml = r.text if r.status_code == 200 else f"HTTP {r.status_code}"
+
+    # ------------------------------------------------------------ scenarios
+
+    async def _post_retrying(self, client: httpx.AsyncClient, url: str, params: dict[str, str]) -> int:
+        """Like Twilio's retries on connection failures: the service may be restarting."""
+        for _ in range(150):
+            try:
+                return (await self._signed_post(client, url, params)).status_code
+            except httpx.TransportError:
+                await asyncio.sleep(0.1)
+        return 0
+
+    async def _play(self, call: PlacedCall, scenario: Scenario) -> None:
+        base = {
+            "CallSid": call.sid,
+            "AccountSid": self.account_sid,
+            "From": str(call.params["From"]),
+            "To": str(call.params["To"]),
+            "Direction": "outbound-api",
+            "ApiVersion": "2010-04-01",
+        }
+        callback = str(call.params.get("StatusCallback", ""))
+
+        async def status(client: httpx.AsyncClient, value: str, **extra: str) -> None:
+            call.status = value
+            if callback:
+                code = await self._post_retrying(client, callback, {**base, "CallStatus": value, **extra})
+                call.callbacks.append((value, code))
+
+        try:
+            async with httpx.AsyncClient(timeout=10) as client:
+                await status(client, "initiated")
+                await status(client, "ringing")
+                await asyncio.sleep(scenario.ring_sec)
+                if scenario.kind in FINAL_STATUS:
+                    call.ended_at = time.monotonic()
+                    self.live -= 1
+                    await status(client, FINAL_STATUS[scenario.kind])
+                    return
+                await status(client, "in-progress")
+                url = str(call.params.get("Url", ""))
+                if url:
+                    r = await self._signed_post(client, url, {**base, "CallStatus": "in-progress"})
+                    call.twiml = r.text if r.status_code == 200 else f"HTTP {r.status_code}"
+                amd_url = str(call.params.get("AsyncAmdStatusCallback", ""))
+                if amd_url and call.params.get("AsyncAmd") == "true":
+                    call.answered_by = "human" if scenario.kind == "human" else "machine_end_beep"
+                    code = await self._post_retrying(
+                        client,
+                        amd_url,
+                        {**base, "AnsweredBy": call.answered_by, "MachineDetectionDuration": "1800"},
+                    )
+                    call.callbacks.append(("amd", code))
+                if scenario.on_answer is not None:
+                    await scenario.on_answer(call)
+                await asyncio.sleep(scenario.talk_sec)
+                call.ended_at = time.monotonic()
+                self.live -= 1
+                await status(client, "completed", CallDuration=str(max(1, round(scenario.talk_sec))))
+        finally:
+            if call.ended_at is None:
+                call.ended_at = time.monotonic()
+                self.live -= 1

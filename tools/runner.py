@@ -1,7 +1,9 @@
 """Tools an agent runs during a call: built-ins and per-agent tools, each execution stored and announced.
 
-Built-ins: ``end_call``, ``transfer_call`` (Twilio redirect to a number), ``send_sms`` (to the caller),
-``book_meeting`` (a Meeting row). Per-agent tools are HTTP webhooks (``kind="webhook"``) or configured
+Built-ins: ``end_call``, ``transfer_call`` (Twilio redirect to a number), ``send_sms`` (to the caller;
+``config.message`` is a fixed body, else the model's message), ``book_meeting`` (a Meeting row),
+``add_to_dnc`` (the other party's number onto the do-not-call list, then the call ends). Per-agent tools
+are HTTP webhooks (``kind="webhook"``) or configured
 instances of a built-in (e.g. a ``transfer_call`` to a specific number). Arguments are validated
 against the tool's JSON schema before anything runs; every execution becomes a ``ToolCallRecord`` and
 a ``tool.executed`` event in one transaction.
@@ -21,10 +23,13 @@ from typing import TYPE_CHECKING, Any
 import httpx
 from jsonschema import Draft202012Validator
 
-from core.net_guard import UnsafeURLError, ensure_public_url
-from models import Meeting, ToolCallRecord
+from core.http import read_capped
+from core.net_guard import UnsafeURLError, ensure_public_url, guarded_client
+from models import Conversation, Meeting, ToolCallRecord
 from providers.base import ToolCall, ToolSpec
 from speech.text import fill_template
+from telephony import dnc
+from telephony.numbers import InvalidPhoneNumber, normalize
 from telephony.twilio_gateway import TelephonyError, TwilioNotConfigured
 
 if TYPE_CHECKING:
@@ -61,6 +66,12 @@ BUILTIN_SPECS: dict[str, ToolSpec] = {
     "transfer_call": ToolSpec(
         "transfer_call",
         "Transfer the caller to a human colleague when they ask for one.",
+        {"type": "object", "properties": {"reason": {"type": "string"}}, "required": []},
+    ),
+    "add_to_dnc": ToolSpec(
+        "add_to_dnc",
+        "The person asks not to be called again (take me off your list, stop calling, do not call me): "
+        "put their number on the do-not-call list and end the call.",
         {"type": "object", "properties": {"reason": {"type": "string"}}, "required": []},
     ),
     "send_sms": ToolSpec(
@@ -111,14 +122,19 @@ class ResolvedTool:
     config: dict[str, Any]
 
 
-def fill_arguments(value: Any, variables: dict[str, Any]) -> Any:
-    """``{{name}}`` placeholders in string arguments (at any depth) take the call's dynamic variables."""
+def fill_configured(value: Any, variables: dict[str, Any]) -> Any:
+    """``{{name}}`` placeholders (at any depth) take the call's dynamic variables.
+
+    Only for what the agent's owner configured (a tool's URL, headers, a fixed SMS body). Never for the
+    model's arguments: a caller could talk the model into writing ``{{crm_token}}`` into a text message
+    to their own phone. Model output is passed on exactly as written.
+    """
     if isinstance(value, str):
         return fill_template(value, variables) if "{{" in value else value
     if isinstance(value, dict):
-        return {k: fill_arguments(v, variables) for k, v in value.items()}
+        return {k: fill_configured(v, variables) for k, v in value.items()}
     if isinstance(value, list):
-        return [fill_arguments(v, variables) for v in value]
+        return [fill_configured(v, variables) for v in value]
     return value
 
 
@@ -162,7 +178,6 @@ class ToolRunner:
 
     async def execute(self, agent: Any, call: ToolCall, ctx: ToolContext) -> ToolOutcome:
         started = time.perf_counter()
-        call = ToolCall(call.name, fill_arguments(call.arguments, ctx.dynamic_variables), call.id)
         tool = self.tools_for(agent).get(call.name)
         try:
             if tool is None:
@@ -187,6 +202,8 @@ class ToolRunner:
         match tool.kind:
             case "end_call":
                 return ToolOutcome(True, {"ended": True}, ends_call=True)
+            case "add_to_dnc":
+                return await self._add_to_dnc(call.arguments, ctx)
             case "book_meeting":
                 return await self._book_meeting(agent, call.arguments, ctx)
             case "transfer_call":
@@ -223,6 +240,33 @@ class ToolRunner:
             say=f"You're booked for {when}. You'll get a confirmation shortly.",
         )
 
+    async def _add_to_dnc(self, args: dict[str, Any], ctx: ToolContext) -> ToolOutcome:
+        async with self.db.session() as session:
+            conversation = await session.get(Conversation, ctx.conversation_id)
+            # The other party: the callee of an outbound call, the caller of an inbound one.
+            if conversation is not None:
+                raw = (
+                    conversation.to_number
+                    if conversation.direction == "outbound"
+                    else conversation.from_number
+                )
+            else:
+                raw = ctx.caller_number
+            try:
+                number = normalize(raw or "")
+            except InvalidPhoneNumber:
+                raise ToolError("this call has no phone number to put on the do-not-call list") from None
+            reason = str(args.get("reason") or "asked not to be called again")[:500]
+            await dnc.add(
+                session, [number], reason=reason, source="tool", conversation_id=ctx.conversation_id
+            )
+        return ToolOutcome(
+            True,
+            {"phone_number": number, "do_not_call": True},
+            say="Understood. I've taken your number off our list, and you won't hear from us again. Goodbye.",
+            ends_call=True,
+        )
+
     async def _transfer(self, agent: Any, tool: ResolvedTool, ctx: ToolContext) -> ToolOutcome:
         number = tool.config.get("number") or agent.transfer_number
         if not number:
@@ -240,7 +284,9 @@ class ToolRunner:
         sender = tool.config.get("number") or ctx.agent_number or self.settings.twilio_phone_number
         if not to or not sender:
             raise ToolError("no number to text from or to")
-        body = fill_template(str(args["message"]), ctx.dynamic_variables)
+        # A fixed body the owner configured may use variables; the model's message goes out as written.
+        fixed = tool.config.get("message")
+        body = fill_configured(str(fixed), ctx.dynamic_variables) if fixed else str(args["message"])
         try:
             sid = await self.twilio.send_sms(to=to, from_=sender, body=body)
         except (TelephonyError, TwilioNotConfigured) as exc:
@@ -249,14 +295,15 @@ class ToolRunner:
 
     async def _webhook(self, tool: ResolvedTool, call: ToolCall, ctx: ToolContext) -> ToolOutcome:
         config = tool.config
-        url = fill_template(str(config["url"]), ctx.dynamic_variables)
+        url = fill_configured(str(config["url"]), ctx.dynamic_variables)
         try:
             await ensure_public_url(url, self.settings.webhook_allow_private)
         except UnsafeURLError as exc:
             raise ToolError(f"refused: {exc}") from None
         method = str(config.get("method", "POST")).upper()
         headers = {
-            k: fill_template(str(v), ctx.dynamic_variables) for k, v in (config.get("headers") or {}).items()
+            k: fill_configured(str(v), ctx.dynamic_variables)
+            for k, v in (config.get("headers") or {}).items()
         }
         # The same key on every retry of this call, so a receiver can tell a retry from a second request.
         fingerprint = hashlib.sha256(json.dumps(call.arguments, sort_keys=True).encode()).hexdigest()[:16]
@@ -279,6 +326,8 @@ class ToolRunner:
                 await asyncio.sleep(RETRY_DELAYS_S[attempt - 1])
             try:
                 status, body = await self._http_call(method, url, headers, timeout, request)
+            except UnsafeURLError as exc:  # checked again at connect time: the name now points elsewhere
+                raise ToolError(f"refused: {exc}") from None
             except httpx.TimeoutException:
                 raise ToolError(
                     f"the tool did not answer within {timeout:g} s"
@@ -303,14 +352,14 @@ class ToolRunner:
         self, method: str, url: str, headers: dict[str, str], timeout: float, request: dict[str, Any]
     ) -> tuple[int, str]:
         if self._http is None:
-            self._http = httpx.AsyncClient(follow_redirects=False, headers={"user-agent": "ai-sdr-tools/1.0"})
+            self._http = guarded_client(
+                lambda: self.settings.webhook_allow_private, headers={"user-agent": "ai-sdr-tools/1.0"}
+            )
         async with self._http.stream(method, url, headers=headers, timeout=timeout, **request) as response:
-            received = bytearray()
-            async for chunk in response.aiter_bytes():
-                received.extend(chunk)
-                if len(received) > MAX_RESPONSE_BYTES:
-                    raise ToolError(f"the tool's response is larger than {MAX_RESPONSE_BYTES // 1024} KB")
-            return response.status_code, received.decode("utf-8", errors="replace")
+            body = await read_capped(response, MAX_RESPONSE_BYTES)
+            if body.truncated:
+                raise ToolError(f"the tool's response is larger than {MAX_RESPONSE_BYTES // 1024} KB")
+            return response.status_code, body.data.decode("utf-8", errors="replace")
 
     async def _record(self, agent: Any, call: ToolCall, ctx: ToolContext, outcome: ToolOutcome) -> None:
         async with self.db.session() as session:

@@ -1,7 +1,9 @@
 """An agent's knowledge base: ``/v1/convai/agents/{agent_id}/knowledge`` (text, Markdown, PDF, text files).
 
 Documents are stored as rows (their text kept for re-indexing) and their chunks as vectors in ChromaDB;
-deleting a document deletes its vectors.
+deleting a document deletes its vectors. Extracted text and PDF pages are capped (KNOWLEDGE_MAX_TEXT_BYTES,
+KNOWLEDGE_MAX_PDF_PAGES: 413 beyond). A new document is answered at once with ``status: "pending"``
+and indexed in the background (``indexing`` -> ``ready`` or ``failed``; see ``knowledge.store``).
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import io
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, HTTPException, Request, Response, UploadFile, status
 from pydantic import BaseModel, Field
@@ -27,8 +29,11 @@ SUFFIX_TYPES = {".txt": "text/plain", ".md": "text/markdown", ".markdown": "text
 
 class DocumentCreate(BaseModel):
     name: str = Field(min_length=1, max_length=300, examples=["Pricing FAQ"])
-    text: str = Field(min_length=1, max_length=2_000_000)
+    text: str = Field(min_length=1, description="At most KNOWLEDGE_MAX_TEXT_BYTES (413 beyond)")
     content_type: str = Field(default="text/plain", pattern=r"^text/(plain|markdown)$")
+
+
+DocumentStatus = Literal["pending", "indexing", "ready", "failed"]
 
 
 class DocumentResponse(BaseModel):
@@ -37,8 +42,9 @@ class DocumentResponse(BaseModel):
     name: str
     content_type: str
     size_bytes: int
-    chunk_count: int
-    status: str
+    chunk_count: int = Field(description="Chunks indexed so far")
+    status: DocumentStatus = Field(description="pending -> indexing -> ready | failed (background indexing)")
+    error: str | None = Field(default=None, description="Why indexing failed")
     created_at: datetime
 
 
@@ -55,6 +61,7 @@ def _response(document: KnowledgeDocument) -> DocumentResponse:
         size_bytes=document.size_bytes,
         chunk_count=document.chunk_count,
         status=document.status,
+        error=document.error,
         created_at=document.created_at,
     )
 
@@ -66,21 +73,33 @@ async def _agent_or_404(session: SessionDep, agent_id: str) -> Agent:
     return agent
 
 
+class TooLarge(HTTPException):
+    def __init__(self, detail: str) -> None:
+        super().__init__(413, detail=detail)
+
+
+def _check_text_size(text: str, limit: int) -> None:
+    if len(text) > limit or len(text.encode()) > limit:  # chars first: cheap for the common case
+        raise TooLarge(
+            f"the document's text is larger than {limit} bytes (KNOWLEDGE_MAX_TEXT_BYTES): split it"
+        )
+
+
 async def _store(
     request: Request, session: SessionDep, agent_id: str, name: str, content_type: str, text: str, size: int
 ) -> DocumentResponse:
     if not text.strip():
         raise HTTPException(422, detail="the document has no text")
+    _check_text_size(text, request.app.state.runtime.settings.knowledge_max_text_bytes)
     document = KnowledgeDocument(
         agent_id=agent_id, name=name, content_type=content_type, size_bytes=size, text=text, status="pending"
     )
     session.add(document)
     await session.flush()
-    document.chunk_count = await request.app.state.runtime.knowledge.add_document(
-        agent_id, document.id, name, text
-    )
-    document.status = "ready"
-    return _response(document)
+    response = _response(document)
+    await session.commit()  # the indexer reads the row: commit before waking it
+    request.app.state.runtime.knowledge.wake_indexer()
+    return response
 
 
 @router.get(
@@ -103,7 +122,7 @@ async def list_documents(agent_id: str, request: Request, session: SessionDep) -
     status_code=status.HTTP_201_CREATED,
     response_model=DocumentResponse,
     responses=error_responses(404, 413, 422),
-    summary="Add a text or Markdown document",
+    summary="Add a text or Markdown document (indexed in the background: see its status)",
 )
 async def add_text(
     agent_id: str, body: DocumentCreate, request: Request, session: SessionDep
@@ -119,7 +138,7 @@ async def add_text(
     status_code=status.HTTP_201_CREATED,
     response_model=DocumentResponse,
     responses=error_responses(404, 413, 415, 422),
-    summary="Upload a .txt, .md or .pdf file",
+    summary="Upload a .txt, .md or .pdf file (indexed in the background: see its status)",
 )
 async def upload(
     agent_id: str, request: Request, session: SessionDep, file: Annotated[UploadFile, File()]
@@ -132,8 +151,11 @@ async def upload(
     name = file.filename or "document"
     suffix = "." + name.rsplit(".", 1)[-1].lower() if "." in name else ""
     content_type = SUFFIX_TYPES.get(suffix) or (file.content_type or "").split(";")[0].strip()
+    settings = request.app.state.runtime.settings
     if content_type == PDF_TYPE:
-        text = await asyncio.to_thread(_pdf_text, data)
+        text = await asyncio.to_thread(
+            _pdf_text, data, settings.knowledge_max_pdf_pages, settings.knowledge_max_text_bytes
+        )
     elif content_type in TEXT_TYPES:
         try:
             text = data.decode("utf-8")
@@ -144,13 +166,25 @@ async def upload(
     return await _store(request, session, agent_id, name, content_type, text, len(data))
 
 
-def _pdf_text(data: bytes) -> str:
+def _pdf_text(data: bytes, max_pages: int, max_text_bytes: int) -> str:
+    """The PDF's text, page by page; 413 as soon as it has too many pages or too much text."""
     from pypdf import PdfReader
     from pypdf.errors import PdfReadError
 
     try:
         reader = PdfReader(io.BytesIO(data))
-        return "\n\n".join((page.extract_text() or "") for page in reader.pages)
+        pages = len(reader.pages)
+        if pages > max_pages:
+            raise TooLarge(f"the PDF has {pages} pages, more than {max_pages} (KNOWLEDGE_MAX_PDF_PAGES)")
+        texts: list[str] = []
+        size = 0
+        for page in reader.pages:
+            texts.append(page.extract_text() or "")
+            size += len(texts[-1].encode()) + 2
+            if size > max_text_bytes:
+                limit = f"{max_text_bytes} bytes (KNOWLEDGE_MAX_TEXT_BYTES)"
+                raise TooLarge(f"the PDF's text is larger than {limit}: split it")
+        return "\n\n".join(texts)
     except (PdfReadError, ValueError, KeyError) as exc:
         raise HTTPException(422, detail="could not read the PDF") from exc
 

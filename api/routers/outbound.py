@@ -20,7 +20,7 @@ router = APIRouter(prefix="/convai", tags=["outbound calls"])
     "/outbound",
     status_code=status.HTTP_201_CREATED,
     response_model=OutboundCallResponse,
-    responses=error_responses(404, 422, 502, 503),
+    responses=error_responses(404, 409, 422, 502, 503),
     summary="Call a number with an agent",
 )
 async def create_outbound_call(body: OutboundCallRequest, runtime: RuntimeDep) -> OutboundCallResponse:
@@ -42,7 +42,7 @@ async def create_outbound_call(body: OutboundCallRequest, runtime: RuntimeDep) -
 @router.post(
     "/twilio/outbound-call",
     response_model=ElevenLabsOutboundCallResponse,
-    responses=error_responses(404, 422, 502, 503),
+    responses=error_responses(404, 409, 422, 502, 503),
     summary="Call a number with an agent (ElevenLabs shape)",
 )
 async def create_outbound_call_elevenlabs(

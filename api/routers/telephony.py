@@ -1,12 +1,13 @@
 """Twilio-facing routes: TwiML webhooks, status callbacks and the Media Streams WebSocket.
 
-These are not under API keys: webhooks are checked with Twilio's request
-signature (when TWILIO_AUTH_TOKEN is set) and a stream must present the short-lived
-token its TwiML carried.
+These are not under API keys: webhooks are checked with Twilio's request signature when
+TWILIO_AUTH_TOKEN is set, and fail closed without it (only loopback clients: the simulator, tests);
+a stream must present the short-lived, single-use token its TwiML carried.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import re
 from typing import Any
@@ -19,6 +20,7 @@ from twilio.twiml.voice_response import Connect, VoiceResponse
 from core.runtime import Runtime
 from models import Agent, Conversation, PhoneNumber
 from telephony.stream_auth import make_stream_token
+from utils import utcnow
 from voice_pipeline import BUSY_LINE, WSConn
 
 log = logging.getLogger("ai_sdr.telephony")
@@ -38,6 +40,16 @@ STATUS_MAP = {
     "canceled": "canceled",
 }
 FAILED_STATUSES = {"busy", "no_answer", "failed", "canceled"}
+# Twilio's AnsweredBy values (async AMD with DetectMessageEnd) -> conversations.answered_by
+ANSWERED_BY = {
+    "human": "human",
+    "machine_start": "machine",
+    "machine_end_beep": "machine",
+    "machine_end_silence": "machine",
+    "machine_end_other": "machine",
+    "fax": "fax",
+    "unknown": "unknown",
+}
 NO_AGENT_LINE = "Sorry, this number is not available right now. Goodbye."
 
 
@@ -67,9 +79,48 @@ def _draining() -> Response:
     )
 
 
+NO_TOKEN_REFUSAL = (
+    "Twilio webhooks are refused: TWILIO_AUTH_TOKEN is not set, so requests cannot be verified. "
+    "Set TWILIO_AUTH_TOKEN (requests are then checked against X-Twilio-Signature); "
+    "without it only loopback clients (the simulator) are served."
+)
+
+
+def _is_loopback(host: str | None) -> bool:
+    try:
+        ip = ipaddress.ip_address(host or "")
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
+
+
+def client_address(request: Request, trust_forwarded_for: bool) -> str | None:
+    """The peer's address as uvicorn gives it (after its own --forwarded-allow-ips handling).
+
+    X-Forwarded-For is read only when TRUST_FORWARDED_FOR says so (the last hop, the one the
+    trusted proxy appended); otherwise a request that carries a forwarding header came through a
+    proxy from somewhere else and has no address we can vouch for.
+    """
+    forwarded = request.headers.get("x-forwarded-for") or request.headers.get("forwarded")
+    if forwarded:
+        if not trust_forwarded_for or not request.headers.get("x-forwarded-for"):
+            return None
+        return request.headers["x-forwarded-for"].split(",")[-1].strip()
+    return request.client.host if request.client else None
+
+
 async def _twilio_params(request: Request) -> dict[str, str]:
-    """The webhook's form parameters, after checking Twilio's signature when we can."""
+    """The webhook's form parameters, after checking Twilio's signature (or, without a token, that
+    the client is on this machine)."""
     runtime: Runtime = request.app.state.runtime
+    if not runtime.settings.twilio_auth_token.get_secret_value():
+        if not _is_loopback(client_address(request, runtime.settings.trust_forwarded_for)):
+            log.warning(
+                "twilio webhook refused: no TWILIO_AUTH_TOKEN", extra={"fields": {"path": request.url.path}}
+            )
+            raise HTTPException(403, detail=NO_TOKEN_REFUSAL)
     form = await request.form()
     params = {k: str(v) for k, v in form.items()}
     if runtime.settings.twilio_auth_token.get_secret_value():
@@ -193,12 +244,47 @@ async def call_status(request: Request, conversation_id: str = "") -> dict[str, 
                     "agent_id": conversation.agent_id,
                     "status": status,
                     "call_sid": call_sid,
+                    "campaign_id": conversation.campaign_id,
                 },
                 agent_id=conversation.agent_id,
                 conversation_id=conversation.id,
             )
+        in_campaign = conversation.campaign_id is not None
     runtime.webhooks_notify()
+    if in_campaign and status in ("completed", *FAILED_STATUSES):
+        runtime.dialer.notify()
     return {"ok": True, "status": status}
+
+
+@router.post("/twiml/amd", summary="Twilio asynchronous answering-machine detection callback")
+async def machine_detection(request: Request, conversation_id: str = "") -> dict[str, Any]:
+    """Records who answered (``AnsweredBy``: human, machine_*, fax, unknown) on the conversation."""
+    runtime: Runtime = request.app.state.runtime
+    params = await _twilio_params(request)
+    call_sid = _valid_call_sid(params)
+    answered_by = ANSWERED_BY.get(params.get("AnsweredBy", "").lower())
+    if answered_by is None:
+        raise HTTPException(400, detail="unknown AnsweredBy")
+    async with runtime.db.session() as session:
+        conversation = await session.get(Conversation, conversation_id) if conversation_id else None
+        if conversation is not None and conversation.call_sid not in (None, call_sid):
+            conversation = None
+        if conversation is None:
+            conversation = await session.scalar(select(Conversation).where(Conversation.call_sid == call_sid))
+        if conversation is None:
+            raise HTTPException(404, detail="unknown call")
+        conversation.call_sid = conversation.call_sid or call_sid
+        # The engine may have decided from the audio already; Twilio's verdict does not overwrite it.
+        if conversation.answered_by in (None, "unknown"):
+            conversation.answered_by = answered_by
+            conversation.answered_by_method = "twilio_amd"
+            conversation.answered_by_at = utcnow()
+            if answered_by == "machine" and conversation.outcome is None:
+                conversation.outcome = "voicemail"
+        in_campaign = conversation.campaign_id is not None
+    if in_campaign:
+        runtime.dialer.notify()
+    return {"ok": True, "answered_by": answered_by}
 
 
 @router.websocket("/ws/voice/{call_sid}")

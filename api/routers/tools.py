@@ -1,7 +1,9 @@
 """Tools of an agent: ``/v1/convai/agents/{agent_id}/tools`` CRUD.
 
 A tool's name is unique within its agent (409 otherwise); ``parameters`` is a Draft 2020-12 JSON
-Schema of an object; a ``webhook`` tool needs ``config.url`` (http or https).
+Schema of an object; a ``webhook`` tool needs ``config.url`` (http or https). Header values in
+``config.headers`` are write-only: responses show them as ``********``, and a PATCH that sends
+``********`` back keeps the stored value.
 """
 
 from __future__ import annotations
@@ -78,6 +80,7 @@ async def update_tool(agent_id: str, tool_id: str, body: ToolUpdate, session: Se
     kind, config = changes.get("kind", tool.kind), changes.get("config", tool.config)
     if "kind" in changes or "config" in changes:
         try:
+            config = agent_service.unmask_config(config, tool.config)
             changes["config"] = check_tool_update(kind, config)
         except ValueError as exc:
             raise HTTPException(

@@ -1,7 +1,7 @@
 """live_calls: calls in progress on every instance (instance id, state, heartbeat)
 
 Revision ID: 0005
-Revises: 0003
+Revises: 0007 (re-chained after merging main: 0003 → 0004 → 0006 → 0007 → 0005)
 Create Date: 2026-11-30 13:00:00
 
 """
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0005"
-down_revision: str | Sequence[str] | None = "0003"
+down_revision: str | Sequence[str] | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

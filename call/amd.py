@@ -1,0 +1,200 @@
+"""Answering-machine detection from the call's own audio and words (outbound calls).
+
+Twilio's AMD answers too when it is asked for (``AnsweredBy`` on the status callback); this detector
+works without it, so the embedded default and the simulator detect machines as well. Three signals:
+
+- the greeting's length: a person says "Hello?" or "Yeah, this is Dana" and waits (under ~2.5 s of
+  speech, then quiet); a voicemail greeting talks on ("Hi, you've reached…", 4 s and more);
+- voicemail phrases in the transcript ("leave a message", "after the tone", "not available"…);
+- the beep: a pure tone (spectral flatness near 0, its peak steady in one 50 Hz bin) for ≥ 160 ms.
+
+Hanging up on a person is the worst error, so every doubt resolves to ``human``: a short greeting
+followed by quiet is a person; a long one is a machine only if it goes on past ``machine_after_s``.
+After a ``machine`` decision the detector goes on listening and says when the greeting is over (the
+beep ended, or the quiet after the greeting) so a voicemail can be left at the right moment.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+
+from providers.base import FRAME_MS
+from speech.audio import tone
+
+FRAME_S = FRAME_MS / 1000
+
+_VOICEMAIL = re.compile(
+    r"leave (?:me |us )?(?:a |your )?(?:message|name|number|voicemail)|after the (?:tone|beep)|"
+    r"at the (?:tone|beep)|(?:is|are) (?:not|n't) available|unavailable|"
+    r"can(?:no|')?t (?:take|come to|get to) (?:your|the) (?:call|phone)|voice ?mail|mailbox|"
+    r"you(?:'ve| have) reached|record your message|out of the office|missed you|"
+    r"get back to you|away from (?:my|the) (?:desk|phone)|reached the (?:voicemail|mailbox)",
+    re.IGNORECASE,
+)
+
+
+class AnsweredBy(StrEnum):
+    HUMAN = "human"
+    MACHINE = "machine"
+    UNKNOWN = "unknown"
+
+
+@dataclass(slots=True, frozen=True)
+class AmdDecision:
+    answered_by: AnsweredBy
+    method: str  # short_greeting | greeting_length | phrase | beep | no_speech
+    at_s: float  # seconds since the call was answered
+
+
+@dataclass(slots=True, frozen=True)
+class GreetingOver:
+    """A machine's greeting (and its beep) ended: a message may be left now."""
+
+    reason: str  # beep | silence
+    at_s: float
+
+
+def is_voicemail_text(text: str) -> bool:
+    return bool(_VOICEMAIL.search(text))
+
+
+class AnsweringMachineDetector:
+    """Fed every caller frame (``on_frame``) and transcript text (``on_text``) of an outbound call."""
+
+    # The room's level: follows energy down fast and up slowly (~1 s), so words (with dips between them)
+    # keep it low while continuous background chatter raises it.
+    FLOOR_RISE = 0.02
+    FLOOR_FALL = 0.3
+    FOREGROUND_FACTOR = 3.0
+
+    def __init__(
+        self,
+        *,
+        human_max_speech_s: float = 2.6,  # a person's "hello" is shorter than this…
+        human_quiet_s: float = 0.7,  # …and is followed by this much quiet
+        machine_after_s: float = 4.0,  # this much speech without such a pause: a recorded greeting
+        no_speech_s: float = 6.0,  # nobody says anything: unknown (treated as a person)
+        greeting_over_quiet_s: float = 1.6,  # quiet after a machine's greeting with no beep heard
+        beep_min_s: float = 0.16,
+        speech_energy: float = 500.0,
+        revise_within_s: float = 12.0,
+        greeting_max_wait_s: float = 20.0,
+    ) -> None:
+        self.greeting_max_wait_s = greeting_max_wait_s
+        self.revise_within_s = revise_within_s
+        self.human_max_speech_s = human_max_speech_s
+        self.human_quiet_s = human_quiet_s
+        self.machine_after_s = machine_after_s
+        self.no_speech_s = no_speech_s
+        self.greeting_over_quiet_s = greeting_over_quiet_s
+        self.beep_frames = max(2, round(beep_min_s / FRAME_S))
+        self.speech_energy = speech_energy
+        self.decision: AmdDecision | None = None
+        self.greeting_over: GreetingOver | None = None
+        self._t = 0.0  # seconds of audio seen
+        self._floor = 0.0
+        self._speech_s = 0.0  # speech in the current run (pauses shorter than human_quiet_s included)
+        self._total_speech_s = 0.0
+        self._quiet_s = 0.0
+        self._beep_run = 0
+        self._beep_bin = -1.0
+        self._beep_heard = False
+        self._tone_ended_at: float | None = None
+
+    def on_frame(self, frame: bytes, energy: float, voiced: bool) -> AmdDecision | GreetingOver | None:
+        """One 20 ms caller frame; returns a decision, or (after ``machine``) the end of the greeting."""
+        self._t += FRAME_S
+        beep = self._beep(frame, energy)
+        # Background voices (a busy office) are voiced too: only speech well above the room's level counts.
+        rate = self.FLOOR_RISE if energy > self._floor else self.FLOOR_FALL
+        self._floor += rate * (energy - self._floor)
+        loud = energy >= max(self.speech_energy, self._floor * self.FOREGROUND_FACTOR)
+        speaking = voiced and loud and not self._beep_run
+        if speaking:
+            self._speech_s += FRAME_S + (self._quiet_s if self._speech_s else 0.0)
+            self._total_speech_s += FRAME_S
+            self._quiet_s = 0.0
+        else:
+            self._quiet_s += FRAME_S
+            if self._quiet_s >= self.human_quiet_s:
+                self._speech_s = 0.0
+        if self.decision is None:
+            return self._decide(beep)
+        if beep and self.decision.answered_by is not AnsweredBy.MACHINE and self._t <= self.revise_within_s:
+            return self._set(AnsweredBy.MACHINE, "beep")
+        if self.decision.answered_by is AnsweredBy.MACHINE and self.greeting_over is None:
+            return self._greeting_over(beep)
+        return None
+
+    @property
+    def pending(self) -> bool:
+        """Nobody knows yet who answered: the agent neither greets nor answers."""
+        return self.decision is None
+
+    def on_text(self, text: str) -> AmdDecision | None:
+        """Transcript words (partial or final): a voicemail phrase decides ``machine`` — also over an
+        early ``human`` (a greeting that paused between its sentences), within ``revise_within_s``."""
+        if not is_voicemail_text(text):
+            return None
+        if self.decision is None or (
+            self.decision.answered_by is not AnsweredBy.MACHINE and self._t <= self.revise_within_s
+        ):
+            return self._set(AnsweredBy.MACHINE, "phrase")
+        return None
+
+    # ---------------------------------------------------------------- internals
+
+    def _beep(self, frame: bytes, energy: float) -> bool:
+        """True on the frame that completes a beep (a steady pure tone)."""
+        if energy < self.speech_energy / 2:
+            self._end_tone()
+            return False
+        flatness, peak_hz = tone(frame)
+        if (
+            flatness < 0.01
+            and 300 <= peak_hz <= 3000
+            and (self._beep_run == 0 or abs(peak_hz - self._beep_bin) <= 50)
+        ):
+            self._beep_run += 1
+            self._beep_bin = peak_hz
+            if self._beep_run == self.beep_frames:
+                self._beep_heard = True
+                return True
+            return False
+        self._end_tone()
+        return False
+
+    def _end_tone(self) -> None:
+        if self._beep_run >= self.beep_frames:
+            self._tone_ended_at = self._t
+        self._beep_run = 0
+
+    def _decide(self, beep: bool) -> AmdDecision | None:
+        if beep:
+            return self._set(AnsweredBy.MACHINE, "beep")
+        if self._speech_s >= self.machine_after_s:
+            return self._set(AnsweredBy.MACHINE, "greeting_length")
+        if 0 < self._total_speech_s <= self.human_max_speech_s and self._quiet_s >= self.human_quiet_s:
+            return self._set(AnsweredBy.HUMAN, "short_greeting")
+        if self._total_speech_s > self.human_max_speech_s and self._quiet_s >= self.human_quiet_s:
+            # longer than a hello, shorter than a recorded greeting, then quiet: a person waiting
+            return self._set(AnsweredBy.HUMAN, "greeting_then_quiet")
+        if self._total_speech_s == 0 and self._t >= self.no_speech_s:
+            return self._set(AnsweredBy.UNKNOWN, "no_speech")
+        return None
+
+    def _greeting_over(self, beep: bool) -> GreetingOver | None:
+        assert self.decision is not None
+        if self._t - self.decision.at_s >= self.greeting_max_wait_s:
+            self.greeting_over = GreetingOver("timeout", round(self._t, 2))  # a machine that talks on
+        elif self._tone_ended_at is not None and self._t - self._tone_ended_at >= 0.2:
+            self.greeting_over = GreetingOver("beep", round(self._t, 2))
+        elif not self._beep_heard and not self._beep_run and self._quiet_s >= self.greeting_over_quiet_s:
+            self.greeting_over = GreetingOver("silence", round(self._t, 2))
+        return self.greeting_over
+
+    def _set(self, answered_by: AnsweredBy, method: str) -> AmdDecision:
+        self.decision = AmdDecision(answered_by, method, round(self._t, 2))
+        return self.decision

@@ -1,0 +1,105 @@
+"""The parts of one agent call, built once the call's agent is known (the engine wires them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from call.amd import AnsweringMachineDetector
+from call.bargein import BargeIn
+from call.clock import CallClock
+from call.profile import AgentProfile, build_profile
+from call.reply_turn import ReplyTurn
+from call.responder import Responder
+from call.speaker import Speaker
+from call.transcript import CallTranscript
+from call.turns import EndOfTurn, TurnAssembler
+from call.watchdog import Watchdog
+from providers.base import LLMProvider, STTSession
+from speech.vad import FrameClassifier
+from storage.recordings import CallRecorder
+from tools.runner import ToolContext
+
+
+class Services(Protocol):
+    """What a call uses of the process's services (``core.runtime.Runtime`` has them)."""
+
+    settings: Any
+    providers: Any
+    tool_runner: Any
+    knowledge: Any
+    db: Any
+
+    def webhooks_notify(self) -> None: ...
+
+
+@dataclass(slots=True)
+class CallParts:
+    profile: AgentProfile
+    stt: STTSession
+    llm: LLMProvider
+    barge: BargeIn[ReplyTurn]
+    turns: TurnAssembler
+    watchdog: Watchdog
+    responder: Responder
+    amd: AnsweringMachineDetector | None  # outbound calls with detection on
+    recorder: CallRecorder | None
+    provider_names: dict[str, str]
+
+
+async def assemble(
+    services: Services,
+    conversation: Any,
+    agent: Any,
+    *,
+    call_sid: str,
+    numbers: tuple[str, str],  # (caller, agent)
+    clock: CallClock,
+    speaker: Speaker,
+    transcript: CallTranscript,
+    log_fields: dict[str, Any],
+) -> CallParts:
+    settings = services.settings
+    caller, callee = numbers
+    profile = build_profile(
+        agent,
+        conversation.dynamic_variables or {},
+        settings=settings,
+        tool_specs=services.tool_runner.specs_for(agent),
+        caller_number=caller,
+        call_sid=call_sid,
+    )
+    overrides = agent.providers or {}
+    stt = services.providers.stt(overrides.get("stt"))
+    speaker.use(services.providers.tts(overrides.get("tts")), agent.voice_id)
+    llm = await services.providers.llm(overrides.get("llm"))
+    session = await stt.open_session(
+        language=agent.language or "en", call_id=call_sid, keywords=agent.stt_keywords or ()
+    )
+    context = ToolContext(conversation.id, call_sid, caller, callee, profile.variables)
+    responder = Responder(
+        profile=profile,
+        llm=llm,
+        speaker=speaker,
+        transcript=transcript,
+        tool_runner=services.tool_runner,
+        tool_context=context,
+        knowledge=services.knowledge,
+        settings=settings,
+        ms=clock.ms,
+        after_tool=services.webhooks_notify,
+        log_fields=log_fields,
+    )
+    detect_machines = conversation.direction == "outbound" and agent.voicemail_detection
+    return CallParts(
+        profile=profile,
+        stt=session,
+        llm=llm,
+        barge=BargeIn(profile.turn, FrameClassifier(profile.turn.vad_aggressiveness)),
+        turns=TurnAssembler(EndOfTurn(profile.turn.silence_threshold_sec), clock.ms, clock.t0),
+        watchdog=Watchdog.for_agent(agent, settings, started=clock.t0),
+        responder=responder,
+        amd=AnsweringMachineDetector() if detect_machines else None,
+        recorder=CallRecorder(settings.recordings_dir, conversation.id) if settings.record_calls else None,
+        provider_names={"stt": stt.name, "llm": llm.name, "tts": getattr(speaker.tts, "name", "")},
+    )

@@ -1,0 +1,225 @@
+"""The agent's replies, one at a time: started after the one playing, preempted, merged, stored.
+
+A reply runs the responder, waits until the caller has heard it, and is stored as heard. A preemptive
+reply starts on the caller's interim words and is held (``ReplyTurn.go``) until the turn is confirmed:
+then it is adopted, or dropped if the caller said something else. Replies that end the call come out
+on ``endings`` for the call's owner to hang up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import re
+from typing import Any
+
+from call.intents import Intent, detect_intent
+from call.reply_turn import ReplySource, ReplyTurn
+from call.responder import Responder, may_preempt, state_after
+from call.speaker import Speaker
+from call.transcript import CallState, CallTranscript
+from core.metrics import PREEMPTIVE_REPLIES
+
+log = logging.getLogger("ai_sdr.call")
+
+
+def same_words(a: str, b: str) -> bool:
+    """Equal up to case and punctuation (an interim and a final transcript often differ only so)."""
+    return re.sub(r"[^\w\s]", "", a).lower().split() == re.sub(r"[^\w\s]", "", b).lower().split()
+
+
+class Replies:
+    def __init__(
+        self,
+        speaker: Speaker,
+        transcript: CallTranscript,
+        *,
+        preemptive: bool = True,
+        log_fields: dict[str, Any] | None = None,
+    ) -> None:
+        self.speaker = speaker
+        self.transcript = transcript
+        self.responder: Responder | None = None  # set once the call has an agent
+        self.preemptive = preemptive
+        self.current: ReplyTurn | None = None
+        self.pending: ReplyTurn | None = None  # a reply started before the caller's turn was confirmed
+        self._declined = ""  # words already judged not worth a preemptive reply
+        self._ids = itertools.count(1)
+        self.endings: asyncio.Queue[ReplyTurn] = asyncio.Queue()
+        self._log_fields = log_fields or {}
+
+    @property
+    def busy(self) -> bool:
+        return self.current is not None and self.current.running
+
+    def new_turn(self, user_text: str = "", user_seq: int | None = None, kind: str = "speech") -> ReplyTurn:
+        return ReplyTurn(next(self._ids), user_text, user_seq, kind=kind)
+
+    # ---------------------------------------------------------------- starting replies
+
+    def say(self, line: str, kind: str) -> None:
+        """A fixed line (greeting, "are you still there?") after whatever is playing."""
+        self._start(self.new_turn(kind=kind), line=line)
+
+    def answer(self, text: str, seq: int, intent: Intent, timings: dict[str, float]) -> None:
+        """Answer a confirmed caller turn: adopt the preemptive reply that guessed it, or start one."""
+        turn, self.pending = self.pending, None
+        if turn is None or not same_words(turn.user_text, text):
+            if turn is not None:
+                self.drop(turn)
+            turn = self.new_turn(text, seq)
+            turn.timings.update(timings)
+            self._start(turn, intent=intent)
+            return
+        turn.user_seq = seq
+        turn.timings.update(timings)
+        self.transcript.set_state(state_after(self.transcript.state, intent))
+        self.current = turn
+        turn.go.set()
+        PREEMPTIVE_REPLIES.labels("used").inc()
+
+    def preempt(self, text: str, sounds_finished: bool) -> None:
+        """The caller has gone quiet with words heard: start the reply now, held until the turn is
+        confirmed, so the LLM's first token and the TTS's first audio overlap the endpointing wait."""
+        if not self.preemptive or not text or text == self._declined or self.pending is not None:
+            return
+        if self.busy or self.speaker.is_speaking or self.transcript.closing:
+            return
+        intent = detect_intent(text)
+        if not may_preempt(intent, sounds_finished):
+            self._declined = text  # an action, or words that sound unfinished: wait for the turn
+            return
+        turn = self.pending = self.new_turn(text)
+        turn.go = asyncio.Event()
+        self._start(turn, intent=intent, preemptive=True)
+        log.debug("preemptive reply", extra={"fields": {**self._log_fields, "turn": turn.turn_id}})
+
+    def turn_heard(self) -> None:
+        """A caller turn was confirmed: words judged before may be judged afresh."""
+        self._declined = ""
+
+    def drop(self, turn: ReplyTurn | None = None) -> None:
+        """Drop the preemptive reply (the caller went on, or said something else)."""
+        turn = turn or self.pending
+        if turn is None:
+            return
+        if turn is self.pending:
+            self.pending = None
+        if turn.task is not None:
+            turn.task.cancel()
+        PREEMPTIVE_REPLIES.labels("dropped").inc()
+
+    async def take_unheard(self) -> tuple[str, int] | None:
+        """The caller added to the turn while the agent was still thinking: cancel that reply and return
+        the words and record it answered, so both are answered as one."""
+        reply = self.current
+        if reply is None or reply.audio_started or reply.user_seq is None or not reply.running:
+            return None
+        assert reply.task is not None
+        reply.task.cancel()
+        await asyncio.gather(reply.task, return_exceptions=True)
+        reply.saved = True  # nothing was spoken; no agent turn to record
+        self.drop()
+        return reply.user_text, reply.user_seq
+
+    def _start(
+        self,
+        turn: ReplyTurn,
+        *,
+        line: str | None = None,
+        intent: Intent | None = None,
+        preemptive: bool = False,
+    ) -> None:
+        previous = None
+        if not preemptive:  # a preemptive reply becomes the reply only once the turn is confirmed
+            previous, self.current = self.current, turn
+        turn.task = asyncio.create_task(
+            self._run(turn, previous, line, intent, preemptive), name=f"reply-{turn.turn_id}"
+        )
+
+    async def _run(
+        self,
+        turn: ReplyTurn,
+        previous: ReplyTurn | None,
+        line: str | None,
+        intent: Intent | None,
+        preemptive: bool,
+    ) -> None:
+        if previous is not None and previous.running:
+            # The previous reply finishes speaking first (interruptions are handled elsewhere).
+            await asyncio.gather(previous.task, return_exceptions=True)  # type: ignore[arg-type]
+        try:
+            assert self.responder is not None or line is not None
+            if line is not None:
+                turn.source = ReplySource.FIXED_LINE
+                await self.speaker.say(turn, [line])
+            elif preemptive:
+                await self.responder.llm_reply(turn, intent)  # type: ignore[union-attr]  (answer()'s other branches act)
+            else:
+                await self.responder.answer(turn, intent or detect_intent(turn.user_text))  # type: ignore[union-attr]
+            await self.speaker.wait_played(turn)
+            self.transcript.save_reply(turn)
+            if turn.hang_up_after is not None:
+                self.endings.put_nowait(turn)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            fields = {**self._log_fields, "error": type(exc).__name__, "detail": str(exc)[:200]}
+            log.error("reply failed", extra={"fields": fields})
+
+    # ---------------------------------------------------------------- ending replies
+
+    async def say_last(self, line: str, reason: str) -> None:
+        """The call's last line: whatever is playing stops, the line plays to its end."""
+        turn = self.new_turn(kind="closing")
+        turn.hang_up_after, turn.source = reason, ReplySource.FIXED_LINE
+        self.transcript.set_state(CallState.COMPLETION)
+        if self.current is not None and self.current.running:
+            self.current.task.cancel()  # type: ignore[union-attr]
+        self.current = turn
+        await self.speaker.say(turn, [line])
+        await self.speaker.wait_played(turn)
+        self.transcript.save_reply(turn)
+
+    async def interrupted(self, turn: ReplyTurn | None, played_frame: int) -> str:
+        """The caller took the turn while ``turn`` played: it stops for good and is stored as far as it was
+        heard (``played_frame``); a closing call opens again. Returns what the caller heard."""
+        heard = ""
+        if turn is not None and turn.running:
+            heard = self.cut(turn, played_frame)
+            assert turn.task is not None
+            turn.task.cancel()
+            await asyncio.gather(turn.task, return_exceptions=True)
+        await self.speaker.clear()
+        if self.transcript.state == CallState.COMPLETION:
+            self.transcript.set_state(CallState.ACTIVE)
+        if turn is not None and turn.planned:
+            self.transcript.emit(
+                "call.interrupted", {"heard_text": heard, "planned_text": " ".join(turn.planned)}
+            )
+        return heard
+
+    def cut(self, turn: ReplyTurn, played_frame: int) -> str:
+        """Store a reply cut short, as far as the caller heard it; returns what was heard."""
+        if turn.saved:
+            return ""
+        heard = self.speaker.heard(turn, played_frame)
+        self.transcript.save_cut_reply(turn, heard)
+        return heard
+
+    async def close(self) -> None:
+        """The call is over: the reply playing is stored as heard, every reply task ends."""
+        if self.pending is not None and self.pending.task is not None:
+            self.pending.task.cancel()
+            await asyncio.gather(self.pending.task, return_exceptions=True)
+        reply = self.current
+        if reply is not None and reply.running:
+            self.cut(reply, self.speaker.played_frame())
+            reply.task.cancel()  # type: ignore[union-attr]
+        if reply is not None and reply.task is not None:
+            await asyncio.gather(reply.task, return_exceptions=True)
+
+    def end_reason(self) -> str | None:
+        """How the call ends if it ends now (a transfer in progress, …)."""
+        return self.current.end_reason if self.current is not None else None

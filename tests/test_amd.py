@@ -1,0 +1,235 @@
+"""Answering-machine detection: the detector on real synthesized audio, and outbound calls end to end."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from call.amd import AmdDecision, AnsweredBy, AnsweringMachineDetector, GreetingOver, is_voicemail_text
+from providers.base import FRAME_BYTES, SAMPLE_RATE
+from simulator.caller import SimulatedCaller, Utterance, frames_of
+from speech.audio import pcm16_to_mulaw, silence
+from speech.vad import FrameClassifier
+from tests.conftest import LiveServer, make_settings
+
+NUMBER = "+15550100001"
+LEAD = "+15550107777"
+
+
+def beep(hz: float = 1000.0, seconds: float = 0.5) -> bytes:
+    t = np.arange(int(SAMPLE_RATE * seconds)) / SAMPLE_RATE
+    return pcm16_to_mulaw((np.sin(2 * np.pi * hz * t) * 9000).astype(np.int16))
+
+
+@pytest.fixture(scope="module")
+def voices() -> dict[str, bytes]:
+    from simulator.speech import synthesize_caller
+
+    lines = {
+        "hello": "Hello?",
+        "dana": "Yeah, this is Dana.",
+        "greeting": "Hi, you've reached Dana Smith at Northwind. I'm away from my desk right now, "
+        "so please leave your name and number and I will call you back.",
+        "short_vm": "Hi, it's Sam.",
+    }
+    return {key: synthesize_caller(text) for key, text in lines.items()}
+
+
+def detect(audio: bytes, words: list[tuple[float, str]] | None = None) -> AnsweringMachineDetector:
+    detector = AnsweringMachineDetector()
+    classifier = FrameClassifier(3)
+    pending = list(words or [])
+    for i in range(0, len(audio) - FRAME_BYTES + 1, FRAME_BYTES):
+        now = (i + FRAME_BYTES) / SAMPLE_RATE
+        while pending and pending[0][0] <= now:
+            detector.on_text(pending.pop(0)[1])
+        frame = audio[i : i + FRAME_BYTES]
+        detector.on_frame(frame, *classifier.classify(frame))
+    return detector
+
+
+def test_a_person_saying_hello_is_a_human_soon_after(voices: dict[str, bytes]) -> None:
+    for key in ("hello", "dana"):
+        detector = detect(silence(400) + voices[key] + silence(3000))
+        decision = detector.decision
+        assert decision is not None and decision.answered_by is AnsweredBy.HUMAN, (key, decision)
+        spoken = 0.4 + len(voices[key]) / SAMPLE_RATE
+        assert spoken < decision.at_s < spoken + 1.2  # decided in the quiet after the words
+
+
+def test_a_long_greeting_is_a_machine_and_its_beep_ends_it(voices: dict[str, bytes]) -> None:
+    audio = silence(300) + voices["greeting"] + silence(400) + beep() + silence(2000)
+    detector = detect(audio)
+    assert detector.decision is not None
+    assert detector.decision.answered_by is AnsweredBy.MACHINE
+    assert detector.decision.method == "greeting_length" and detector.decision.at_s < 5.0
+    beep_end = 0.3 + len(voices["greeting"]) / SAMPLE_RATE + 0.4 + 0.5
+    over = detector.greeting_over
+    assert over is not None and over.reason == "beep" and beep_end < over.at_s < beep_end + 0.5
+
+
+def test_a_beep_alone_or_a_phrase_decides_machine(voices: dict[str, bytes]) -> None:
+    tone_only = detect(silence(800) + beep(850, 0.4) + silence(2500))
+    assert tone_only.decision == AmdDecision(AnsweredBy.MACHINE, "beep", tone_only.decision.at_s)  # type: ignore[union-attr]
+    # a short recorded greeting sounds like a person, until its words say voicemail
+    short = silence(300) + voices["short_vm"] + silence(700) + silence(3000)
+    assert detect(short).decision.answered_by is AnsweredBy.HUMAN  # type: ignore[union-attr]
+    revised = detect(short, words=[(2.5, "Hi, it's Sam. Please leave a message after the tone.")])
+    assert revised.decision is not None and revised.decision.answered_by is AnsweredBy.MACHINE
+    assert revised.decision.method == "phrase"
+
+
+def test_a_pure_tone_in_speech_band_only_counts_when_steady() -> None:
+    rng = np.random.default_rng(1)
+    warble = np.concatenate(
+        [np.sin(2 * np.pi * f * np.arange(160) / SAMPLE_RATE) * 9000 for f in rng.uniform(400, 2000, 40)]
+    )
+    detector = detect(pcm16_to_mulaw(warble.astype(np.int16)) + silence(500))
+    assert detector.decision is None or detector.decision.method != "beep"
+
+
+def test_background_voices_do_not_make_a_person_a_machine(voices: dict[str, bytes]) -> None:
+    from simulator.speech import scale
+
+    chatter = scale(voices["greeting"], -15) * 2  # ~14 s of other people talking in the room
+    hello = silence(500) + voices["dana"] + silence(4000)
+    mixed = np.clip(_pcm(hello) + _pcm(chatter[: len(hello)]), -32768, 32767).astype(np.int16)
+    decision = detect(pcm16_to_mulaw(mixed)).decision
+    assert decision is not None and decision.answered_by is AnsweredBy.HUMAN, decision
+
+
+def _pcm(mulaw: bytes) -> np.ndarray:
+    from speech.audio import MULAW_TO_PCM16
+
+    return MULAW_TO_PCM16[np.frombuffer(mulaw, dtype=np.uint8)].astype(np.float32)
+
+
+def test_nobody_speaking_is_unknown_and_a_talking_machine_still_gets_its_message() -> None:
+    quiet = detect(silence(7000))
+    assert quiet.decision is not None and quiet.decision.answered_by is AnsweredBy.UNKNOWN
+    detector = AnsweringMachineDetector(greeting_max_wait_s=2.0)
+    detector.on_text("you have reached the voicemail of Dana")
+    events = [detector.on_frame(b"\xff" * FRAME_BYTES, 0.0, False) for _ in range(150)]
+    assert GreetingOver("timeout", 2.0) in events or any(isinstance(e, GreetingOver) for e in events)
+
+
+@pytest.mark.parametrize(
+    ("text", "voicemail"),
+    [
+        ("Please leave a message after the tone.", True),
+        ("I can't take your call right now.", True),
+        ("You've reached the mailbox of", True),
+        ("Hello, who's this?", False),
+        ("Yeah, I got your message, thanks.", False),
+        ("Leave it with me, I'll check.", False),
+    ],
+)
+def test_voicemail_phrases(text: str, voicemail: bool) -> None:
+    assert is_voicemail_text(text) is voicemail
+
+
+# ---------------------------------------------------------------------------------------------- calls
+
+
+async def outbound_call(
+    tmp_path: Path, audio_frames: list[bytes], **agent: Any
+) -> tuple[dict[str, Any], Any, dict[str, Any]]:
+    """An outbound call answered by ``audio_frames``: (conversation detail, caller result, answered_by row)."""
+    from models import Conversation
+
+    settings = make_settings(tmp_path)
+    async with LiveServer(settings) as server, server.client() as client:
+        body = {
+            "name": "Ava",
+            "system_prompt": "You are Ava from Orbit CRM.",
+            "first_message": "Hi {{customer_name}}, this is Ava from Orbit CRM.",
+            **agent,
+        }
+        created = await client.post("/v1/convai/agents", json=body)
+        assert created.status_code == 201, created.text
+        async with server.runtime.db.session() as session:
+            conversation = Conversation(
+                agent_id=created.json()["agent_id"],
+                direction="outbound",
+                from_number=NUMBER,
+                to_number=LEAD,
+                dynamic_variables={"customer_name": "Dana"},
+            )
+            session.add(conversation)
+        caller = SimulatedCaller(
+            server.base_url,
+            "CA" + "a7" * 16,
+            LEAD,
+            [Utterance(audio_frames)],
+            from_number=NUMBER,
+            webhook_path=f"/twiml/voice_outbound?conversation_id={conversation.id}",
+            answers_first=True,
+        )
+        import httpx
+
+        async with httpx.AsyncClient() as http:
+            result = await caller.run(http)
+        assert result.error is None, result.error
+        for _ in range(100):
+            detail = (await client.get(f"/v1/convai/conversations/{conversation.id}")).json()
+            if detail.get("call_state") == "ENDED":
+                break
+            await asyncio.sleep(0.1)
+        async with server.runtime.db.session() as session:
+            row = await session.get(Conversation, conversation.id)
+            assert row is not None
+            answered = {"by": row.answered_by, "method": row.answered_by_method, "outcome": row.outcome}
+        return detail, result, answered
+
+
+def _frames(audio: bytes) -> list[bytes]:
+    padded = audio + b"\xff" * (-len(audio) % FRAME_BYTES)
+    return [padded[i : i + FRAME_BYTES] for i in range(0, len(padded), FRAME_BYTES)]
+
+
+@pytest.mark.asyncio
+async def test_a_machine_gets_the_message_after_the_beep_and_no_pitch(
+    tmp_path: Path, voices: dict[str, bytes]
+) -> None:
+    machine = voices["greeting"] + silence(400) + beep() + silence(6000)
+    detail, result, answered = await outbound_call(
+        tmp_path,
+        _frames(machine),
+        voicemail_action="leave_message",
+        voicemail_message="Hi {{customer_name}}, it's Ava from Orbit CRM. I'll email you. Bye!",
+    )
+    assert answered == {"by": "machine", "method": "greeting_length", "outcome": "voicemail"}
+    agent_turns = [t for t in detail["transcript"] if t["role"] == "agent"]
+    # no greeting, no answer to the machine's words: the message, once
+    assert [t["text"] for t in agent_turns] == ["Hi Dana, it's Ava from Orbit CRM. I'll email you. Bye!"]
+    beep_end_ms = (len(voices["greeting"]) / SAMPLE_RATE + 0.9) * 1000
+    assert agent_turns[0]["start_ms"] > beep_end_ms  # left after the beep, not over the greeting
+    assert detail["metadata"]["termination_reason"] == "voicemail" and result.hung_up_by_agent
+
+
+@pytest.mark.asyncio
+async def test_a_machine_is_hung_up_on_when_the_agent_says_so(
+    tmp_path: Path, voices: dict[str, bytes]
+) -> None:
+    machine = voices["greeting"] + silence(400) + beep() + silence(3000)
+    detail, result, answered = await outbound_call(tmp_path, _frames(machine), voicemail_action="hang_up")
+    assert answered["by"] == "machine" and answered["outcome"] == "voicemail"
+    assert [t for t in detail["transcript"] if t["role"] == "agent"] == []
+    assert detail["metadata"]["termination_reason"] == "voicemail" and result.hung_up_by_agent
+
+
+@pytest.mark.asyncio
+async def test_a_person_is_greeted_after_their_hello(tmp_path: Path, voices: dict[str, bytes]) -> None:
+    detail, _, answered = await outbound_call(
+        tmp_path, frames_of(voices["hello"]), voicemail_action="leave_message"
+    )
+    assert answered == {"by": "human", "method": "short_greeting", "outcome": answered["outcome"]}
+    assert answered["outcome"] != "voicemail"
+    turns = detail["transcript"]
+    assert [(t["role"], t["kind"]) for t in turns[:2]] == [("user", "speech"), ("agent", "greeting")]
+    assert turns[1]["text"] == "Hi Dana, this is Ava from Orbit CRM."
+    assert turns[1]["start_ms"] > turns[0]["end_ms"]  # greeted after the hello, not over it
