@@ -175,6 +175,10 @@ class Settings(BaseSettings):
             problems.append("API_KEYS must be set (a key generated at first start would race)")
         if not self.chroma_host:
             problems.append("CHROMA_HOST must be set (an embedded knowledge base is not shared)")
+        if self.twilio_account_sid and not self.twilio_auth_token.get_secret_value():
+            problems.append(
+                "TWILIO_AUTH_TOKEN must be set (behind a balancer, unsigned Twilio webhooks are refused)"
+            )
         if problems:
             raise ConfigError(
                 f"several instances ({why}; MULTI_INSTANCE=false for a single one): " + "; ".join(problems)

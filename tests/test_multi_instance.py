@@ -25,7 +25,7 @@ from tests.service_process import ServiceProcess, service_env
 
 NUMBER = "+15550100001"
 PG_URL = "postgresql+asyncpg://app@127.0.0.1:1/app"  # never connected to: the check comes first
-SHARED = ("DATABASE_URL", "JWT_SECRET", "API_KEYS", "CHROMA_HOST")
+SHARED = ("DATABASE_URL", "JWT_SECRET", "API_KEYS", "CHROMA_HOST", "TWILIO_AUTH_TOKEN")
 
 
 # ---------------------------------------------------------------- shared configuration
@@ -39,6 +39,10 @@ SHARED = ("DATABASE_URL", "JWT_SECRET", "API_KEYS", "CHROMA_HOST")
             {"JWT_SECRET", "API_KEYS", "CHROMA_HOST"},
         ),
         ({"database_url": PG_URL, "chroma_host": ""}, {"CHROMA_HOST"}),
+        (
+            {"database_url": PG_URL, "chroma_host": "chroma", "twilio_account_sid": "AC" + "1" * 32},
+            {"TWILIO_AUTH_TOKEN"},
+        ),
         ({"multi_instance": True, "chroma_host": "chroma"}, {"DATABASE_URL"}),
         (
             {"instance_id": "app-2", "database_url": PG_URL, "chroma_host": "chroma", "jwt_secret": ""},
