@@ -496,3 +496,59 @@ async def test_two_instances_on_one_postgresql_serve_calls_exactly_once(
     assert all(count == 1 for count in receiver.deliveries.values()), receiver.deliveries
     assert receiver.attempts == len(receiver.events) + 3
     assert receiver.bad_signatures == 0
+
+
+@pytest.mark.asyncio
+async def test_sigterm_on_one_instance_mid_call_lets_it_finish_while_new_calls_go_to_the_other(
+    tmp_path: Path, postgres: Any, chroma_server: Any
+) -> None:
+    url = await postgres.create_database()
+    shared = {"database_url": url, "chroma_host": chroma_server.host, "chroma_port": chroma_server.port}
+    one = ServiceProcess(tmp_path / "one", service_env(tmp_path / "one", instance_id="app-1", **shared))
+    two = ServiceProcess(tmp_path / "two", service_env(tmp_path / "two", instance_id="app-2", **shared))
+    await asyncio.gather(one.__aenter__(), two.__aenter__())
+    try:
+        async with one.client() as client_one, two.client() as client_two:
+            await make_agent(client_two)
+            on_one = await HeldCall(client_one, "CA" + "e1" * 16).start()
+
+            async def live_on_one() -> bool:
+                calls = (await client_two.get("/v1/convai/calls/live")).json()["calls"]
+                return [(c["call_sid"], c["instance_id"]) for c in calls] == [(on_one.call_sid, "app-1")]
+
+            await eventually(live_on_one)
+            one.sigterm()
+
+            async def one_draining() -> bool:
+                return (await client_one.get("/readyz")).status_code == 503
+
+            await eventually(one_draining, timeout=2)
+            # The balancer's view: one answers 503 (it would retry on two); two takes the new call.
+            moved = await client_one.post("/twiml/voice", data={"CallSid": "CA" + "e2" * 16, "To": NUMBER})
+            assert moved.status_code == 503
+            on_two = await HeldCall(client_two, "CA" + "e2" * 16).start()
+
+            async def both_live() -> bool:
+                calls = (await client_two.get("/v1/convai/calls/live")).json()["calls"]
+                return sorted((c["call_sid"], c["instance_id"]) for c in calls) == [
+                    (on_one.call_sid, "app-1"),
+                    (on_two.call_sid, "app-2"),
+                ]
+
+            await eventually(both_live)
+            assert on_one.open and one.running  # the call on the draining instance goes on
+            await on_one.hang_up()
+            await one.wait_exit(30)  # its last call ended: it exits without waiting for the limit
+            assert on_two.open
+            await on_two.hang_up()
+
+            async def ended(cid: str) -> dict[str, Any] | None:
+                body = (await client_two.get(f"/v1/convai/conversations/{cid}")).json()
+                return body if body.get("call_state") == "ENDED" else None
+
+            for call in (on_one, on_two):
+                body = await eventually(lambda call=call: ended(call.conversation_id))
+                assert body["metadata"]["termination_reason"] == "caller_hung_up", body["metadata"]
+    finally:
+        await asyncio.gather(one.__aexit__(), two.__aexit__())
+    assert "drained" in one.output() and "Traceback" not in one.output()
