@@ -19,6 +19,7 @@ BENCHMARKS: list[tuple[str, int, list[str]]] = [
     ("bench.speech_bench", 600, ["speech_bench.md"]),
     ("bench.llm_bench", 600, ["llm_bench.md"]),
     ("bench.rag_bench", 600, ["rag_bench.md"]),
+    ("bench.tool_bench", 900, ["tools.md"]),
     ("bench.bargein.run", 2400, ["bargein.md"]),  # 81 cases; turns run one at a time
     ("bench.load", 3600, ["load_overhead.md", "load_cloud.md", "load_embedded.md"]),
 ]

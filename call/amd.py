@@ -6,7 +6,7 @@ works without it, so the embedded default and the simulator detect machines as w
 - the greeting's length: a person says "Hello?" or "Yeah, this is Dana" and waits (under ~2.5 s of
   speech, then quiet); a voicemail greeting talks on ("Hi, you've reached…", 4 s and more);
 - voicemail phrases in the transcript ("leave a message", "after the tone", "not available"…);
-- the beep: a pure tone (spectral flatness near 0, its peak steady in one 50 Hz bin) for ≥ 160 ms.
+- the beep: a pure tone (spectral flatness near 0, its peak steady in one 50 Hz bin) for ≥ 200 ms.
 
 Hanging up on a person is the worst error, so every doubt resolves to ``human``: a short greeting
 followed by quiet is a person; a long one is a machine only if it goes on past ``machine_after_s``.
@@ -68,6 +68,9 @@ class AnsweringMachineDetector:
     FLOOR_RISE = 0.02
     FLOOR_FALL = 0.3
     FOREGROUND_FACTOR = 3.0
+    MIN_VOICED = 0.35
+    # A beep is one pure tone; a held vowel is harmonic (its 20 ms frames sit above ~0.003).
+    BEEP_FLATNESS = 0.002
 
     def __init__(
         self,
@@ -77,7 +80,7 @@ class AnsweringMachineDetector:
         machine_after_s: float = 4.0,  # this much speech without such a pause: a recorded greeting
         no_speech_s: float = 6.0,  # nobody says anything: unknown (treated as a person)
         greeting_over_quiet_s: float = 1.6,  # quiet after a machine's greeting with no beep heard
-        beep_min_s: float = 0.16,
+        beep_min_s: float = 0.2,
         speech_energy: float = 500.0,
         revise_within_s: float = 12.0,
         greeting_max_wait_s: float = 20.0,
@@ -96,6 +99,7 @@ class AnsweringMachineDetector:
         self._t = 0.0  # seconds of audio seen
         self._floor = 0.0
         self._speech_s = 0.0  # speech in the current run (pauses shorter than human_quiet_s included)
+        self._run_voiced_s = 0.0  # …of which frames of speech
         self._total_speech_s = 0.0
         self._quiet_s = 0.0
         self._beep_run = 0
@@ -114,12 +118,13 @@ class AnsweringMachineDetector:
         speaking = voiced and loud and not self._beep_run
         if speaking:
             self._speech_s += FRAME_S + (self._quiet_s if self._speech_s else 0.0)
+            self._run_voiced_s += FRAME_S
             self._total_speech_s += FRAME_S
             self._quiet_s = 0.0
         else:
             self._quiet_s += FRAME_S
             if self._quiet_s >= self.human_quiet_s:
-                self._speech_s = 0.0
+                self._speech_s = self._run_voiced_s = 0.0
         if self.decision is None:
             return self._decide(beep)
         if beep and self.decision.answered_by is not AnsweredBy.MACHINE and self._t <= self.revise_within_s:
@@ -153,7 +158,7 @@ class AnsweringMachineDetector:
             return False
         flatness, peak_hz = tone(frame)
         if (
-            flatness < 0.01
+            flatness < self.BEEP_FLATNESS
             and 300 <= peak_hz <= 3000
             and (self._beep_run == 0 or abs(peak_hz - self._beep_bin) <= 50)
         ):
@@ -174,13 +179,17 @@ class AnsweringMachineDetector:
     def _decide(self, beep: bool) -> AmdDecision | None:
         if beep:
             return self._set(AnsweredBy.MACHINE, "beep")
-        if self._speech_s >= self.machine_after_s:
+        # A recorded greeting is speech most of the time; loud moments of background chatter are not.
+        if self._speech_s >= self.machine_after_s and self._run_voiced_s >= self.MIN_VOICED * self._speech_s:
             return self._set(AnsweredBy.MACHINE, "greeting_length")
         if 0 < self._total_speech_s <= self.human_max_speech_s and self._quiet_s >= self.human_quiet_s:
             return self._set(AnsweredBy.HUMAN, "short_greeting")
         if self._total_speech_s > self.human_max_speech_s and self._quiet_s >= self.human_quiet_s:
             # longer than a hello, shorter than a recorded greeting, then quiet: a person waiting
             return self._set(AnsweredBy.HUMAN, "greeting_then_quiet")
+        if self._t >= self.no_speech_s + self.machine_after_s:
+            # Still talking on and off (a noisy room, a chatty person): in doubt, a person.
+            return self._set(AnsweredBy.HUMAN if self._total_speech_s else AnsweredBy.UNKNOWN, "timeout")
         if self._total_speech_s == 0 and self._t >= self.no_speech_s:
             return self._set(AnsweredBy.UNKNOWN, "no_speech")
         return None

@@ -18,6 +18,7 @@ class Intent(StrEnum):
     CALLBACK_LATER = "CALLBACK_LATER"
     TRANSFER_REQUEST = "TRANSFER_REQUEST"
     BACKCHANNEL = "BACKCHANNEL"
+    DO_NOT_CALL = "DO_NOT_CALL"
     OTHER = "OTHER"
 
 
@@ -64,6 +65,14 @@ _BACKCHANNELS = {
 # Ordered: the first rule that matches wins, so stronger signals come first.
 _RULES: list[tuple[Intent, re.Pattern[str]]] = [
     (
+        Intent.DO_NOT_CALL,
+        re.compile(
+            r" (don't call (me|us|this number)|do not call (me|us|this number)|stop calling|remove me|"
+            r"take me off|take (my|this) number off|put me on (your|the) do not call|unsubscribe|"
+            r"lose my number|never call (me|us|here)|don't ever call|do not ever call) "
+        ),
+    ),
+    (
         Intent.TRANSFER_REQUEST,
         re.compile(
             r" (transfer me|speak (to|with) (a |an )?(human|person|someone|manager|representative|agent)|"
@@ -73,10 +82,7 @@ _RULES: list[tuple[Intent, re.Pattern[str]]] = [
     ),
     (
         Intent.NOT_INTERESTED,
-        re.compile(
-            r" (not interested|no thanks|no thank you|don't call|do not call|stop calling|remove me|"
-            r"take me off|not for us|we're good|we are good|not a fit) "
-        ),
+        re.compile(r" (not interested|no thanks|no thank you|not for us|we're good|we are good|not a fit) "),
     ),
     (
         Intent.CALLBACK_LATER,

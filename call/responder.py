@@ -32,7 +32,7 @@ EXTRACTIVE_MIN_SCORE = 0.45  # question ↔ knowledge-sentence cosine needed to 
 TOOL_FILLER_AFTER_S = 0.8  # a tool still running this long: say a filler line
 # Replies that act (book, transfer, hang up) are never started on a guess.
 NOT_PREEMPTED = frozenset(
-    {Intent.GOODBYE, Intent.NOT_INTERESTED, Intent.BOOK_MEETING, Intent.TRANSFER_REQUEST}
+    {Intent.GOODBYE, Intent.NOT_INTERESTED, Intent.BOOK_MEETING, Intent.TRANSFER_REQUEST, Intent.DO_NOT_CALL}
 )
 
 
@@ -84,6 +84,11 @@ class Responder:
 
     async def answer(self, turn: ReplyTurn, intent: Intent) -> None:
         self.transcript.set_state(state_after(self.transcript.state, intent))
+        if (
+            intent == Intent.DO_NOT_CALL
+        ):  # before any goodbye: the number goes on the list, then the call ends
+            await self.run_tool(turn, ToolCall("add_to_dnc", {"reason": turn.user_text[:200]}))
+            return
         if intent == Intent.GOODBYE or (intent == Intent.NOT_INTERESTED and self._said_no_before()):
             self.transcript.set_state(CallState.COMPLETION)
             turn.hang_up_after = "agent_goodbye"

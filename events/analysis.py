@@ -58,11 +58,27 @@ def rule_outcome(
     if any(VOICEMAIL.search(line) for line in user_lines[:2]):
         return "voicemail"
     intents = [detect_intent(line) for line in user_lines]
-    if Intent.NOT_INTERESTED in intents:
+    if Intent.NOT_INTERESTED in intents or Intent.DO_NOT_CALL in intents:
         return "not_interested"
     if Intent.CALLBACK_LATER in intents:
         return "callback_requested"
     return None
+
+
+_ECHOES = re.compile(r"\bjson\b|one or two sentences|\bnull if\b|summari[sz]e sales calls", re.IGNORECASE)
+_CONTENT_WORD = re.compile(r"[a-z0-9']{4,}")
+_COMMON = frozenset(
+    "this that with from have will would could about your they their there what when which were been "
+    "caller agent call calls thanks thank okay yeah sure just like know".split()
+)
+
+
+def grounded(summary: str, transcript: str) -> bool:
+    """A summary that echoes no instructions and shares at least two content words with the call."""
+    if not summary or _ECHOES.search(summary):
+        return False
+    said = set(_CONTENT_WORD.findall(transcript.lower())) - _COMMON
+    return len(set(_CONTENT_WORD.findall(summary.lower())) & said) >= 2
 
 
 def fallback_summary(turns: list[tuple[str, str]], outcome: str) -> str:
@@ -153,7 +169,9 @@ async def analyze_conversation(
     parsed = _parse_json(text) or {}
     outcome = ruled or (parsed.get("outcome") if parsed.get("outcome") in OUTCOMES else None) or "interested"
     summary = parsed.get("summary") if isinstance(parsed.get("summary"), str) else ""
-    summary = summary.strip()[:1000] or fallback_summary(turns, outcome)
+    summary = summary.strip()[:1000]
+    if not grounded(summary, transcript):
+        summary = fallback_summary(turns, outcome)  # a small model may echo the instructions or invent
     # Every field the agent asks for is present (null when not mentioned): a CRM maps fixed columns.
     collected = {f["name"]: _coerce(parsed.get(f["name"]), f.get("type", "string")) for f in data_fields}
     return Analysis(summary, outcome, collected)

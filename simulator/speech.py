@@ -25,10 +25,12 @@ def _piper_voice():  # type: ignore[no-untyped-def]
     return PiperVoice.load(packaged_voice_path())
 
 
-def _piper(text: str, speed: float) -> bytes:
+def _piper(text: str, speed: float, steady: bool = False) -> bytes:
     from piper import SynthesisConfig
 
-    config = SynthesisConfig(length_scale=1.0 / speed)
+    # steady: no sampling noise, so the same text gives the same audio every run (tests that time it)
+    noise = {"noise_scale": 0.0, "noise_w_scale": 0.0} if steady else {}
+    config = SynthesisConfig(length_scale=1.0 / speed, **noise)
     parts = [
         resample_to_8k_mulaw(np.asarray(c.audio_float_array, dtype=np.float32), c.sample_rate)
         for c in _piper_voice().synthesize(text, syn_config=config)
@@ -50,9 +52,11 @@ def _espeak(text: str, voice: str, speed: float) -> bytes:
     return resample_to_8k_mulaw(pcm, rate)
 
 
-def synthesize_caller(text: str, voice: str = "piper", speed: float = 1.0, gain_db: float = 0.0) -> bytes:
+def synthesize_caller(
+    text: str, voice: str = "piper", speed: float = 1.0, gain_db: float = 0.0, steady: bool = False
+) -> bytes:
     """``text`` spoken by ``voice``, 8 kHz mu-law; ``gain_db`` makes the caller louder or quieter."""
-    audio = _piper(text, speed) if voice == "piper" else _espeak(text, voice.split(":", 1)[-1], speed)
+    audio = _piper(text, speed, steady) if voice == "piper" else _espeak(text, voice.split(":", 1)[-1], speed)
     return scale(audio, gain_db) if gain_db else audio
 
 

@@ -528,3 +528,19 @@ def test_barge_in_judges_a_finished_caller_turn() -> None:
     assert judge(speech=True, backchannel=False, agent_speaking=False, peak_energy=2000) is None
     off: BargeIn[str] = BargeIn(TurnSettings(interrupt_enabled=False), ScriptedClassifier())
     assert off.on_caller_turn(speech=True, backchannel=False, agent_speaking=True, peak_energy=9000) is None
+
+
+@pytest.mark.asyncio
+async def test_take_me_off_your_list_goes_on_the_list_even_after_a_no() -> None:
+    """A compliance duty: the do-not-call request wins over the second-"no" goodbye, tools or not."""
+    from call.intents import detect_intent
+
+    for text in ("Take me off your list.", "Please stop calling me.", "Don't call me again, ever."):
+        assert detect_intent(text) is Intent.DO_NOT_CALL, text
+    assert detect_intent("We're not interested, thanks.") is Intent.NOT_INTERESTED
+    responder, speaker, transcript, tools = responder_for(ScriptedLLM([]))
+    transcript.history.append(ChatMessage("user", "I'm not interested."))
+    turn = ReplyTurn(2, "Take me off your list.", 1)
+    await responder.answer(turn, detect_intent(turn.user_text))
+    assert tools.calls == [ToolCall("add_to_dnc", {"reason": "Take me off your list."})]
+    assert turn.hang_up_after == "agent_ended_call" and GOODBYE_LINE in speaker.said

@@ -179,6 +179,9 @@ class ToolRunner:
     async def execute(self, agent: Any, call: ToolCall, ctx: ToolContext) -> ToolOutcome:
         started = time.perf_counter()
         tool = self.tools_for(agent).get(call.name)
+        if tool is None and call.name == "add_to_dnc":
+            # Honouring "do not call me" is a legal duty, not a feature an agent may lack.
+            tool = ResolvedTool("add_to_dnc", BUILTIN_SPECS["add_to_dnc"], {})
         try:
             if tool is None:
                 raise ToolError(f"unknown tool {call.name!r}")
