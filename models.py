@@ -388,6 +388,25 @@ class CampaignRecipient(TimestampMixin, Base):
     conversation_id: Mapped[str | None] = mapped_column(String(40))
 
 
+class LiveCallRecord(Base):
+    """A call in progress on one instance of the service, so every instance can list all live calls.
+
+    Written by the instance's call registry (on register and unregister, refreshed every heartbeat);
+    a row whose heartbeat is older than a few beats belongs to an instance that died and is ignored.
+    """
+
+    __tablename__ = "live_calls"
+
+    call_sid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    instance_id: Mapped[str] = mapped_column(String(100), index=True)
+    conversation_id: Mapped[str | None] = mapped_column(String(40))
+    agent_id: Mapped[str | None] = mapped_column(String(40))
+    state: Mapped[str] = mapped_column(String(16), default="CALL_START")
+    agent_speaking: Mapped[bool] = mapped_column(Boolean, default=False)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
 class AgentTest(TimestampMixin, Base):
     """A scenario test of an agent: a scripted caller and success criteria (``scenarios.model``)."""
 

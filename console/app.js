@@ -385,11 +385,14 @@ async function livePage() {
     try {
       const data = await get("/convai/calls/live");
       const calls = data.calls ?? [];
-      body.replaceChildren(h("p", {}, h("strong", { id: "live-count" }, String(data.count ?? calls.length)), " calls in progress"),
-        calls.length ? h("table", {}, h("tr", {}, ["Conversation", "Agent", "State", "Duration"].map((t) => h("th", {}, t))),
+      // Every instance's calls (the service may run as several instances behind a balancer).
+      const instances = (data.instances ?? []).map((i) => `${i.instance_id}: ${i.count}`).join(" · ");
+      body.replaceChildren(h("p", {}, h("strong", { id: "live-count" }, String(data.count ?? calls.length)), " calls in progress",
+          instances ? h("span", { class: "muted", id: "live-instances" }, ` (per instance, max ${data.max_concurrent_calls} each: ${instances})`) : ""),
+        calls.length ? h("table", {}, h("tr", {}, ["Conversation", "Agent", "State", "Duration", "Instance"].map((t) => h("th", {}, t))),
           calls.map((call) => h("tr", { class: "clickable", onclick: () => (location.hash = `#/conversations/${call.conversation_id}`) },
             h("td", {}, call.conversation_id), h("td", {}, call.agent_id || "—"), h("td", {}, pill(call.state)),
-            h("td", {}, secs(call.duration_sec))))) : h("p", { class: "muted" }, "No calls right now."));
+            h("td", {}, secs(call.duration_sec)), h("td", {}, call.instance_id || "—")))) : h("p", { class: "muted" }, "No calls right now."));
     } catch (error) { fail(error); }
   };
   await render();

@@ -186,7 +186,9 @@ async def _converse(
             async with asyncio.timeout(REPLY_TIMEOUT_S):
                 await asyncio.gather(turn.task, return_exceptions=True)
             if "user_speech_end_ms" in turn.timings and "first_frame_sent_ms" in turn.timings:
-                record.v2v_ms.append(turn.timings["first_frame_sent_ms"] - turn.timings["user_speech_end_ms"])
+                record.v2v_ms.append(
+                    round(turn.timings["first_frame_sent_ms"] - turn.timings["user_speech_end_ms"], 1)
+                )
             if turn.end_reason == "transferred":
                 return "transferred"
         if not replies.endings.empty():

@@ -9,7 +9,13 @@ import httpx
 import pytest
 
 AGENTS = "/v1/convai/agents"
-READY = {"database": True, "stt_loaded": True, "tts_loaded": True, "llm_loaded": True}
+READY = {
+    "database": True,
+    "stt_loaded": True,
+    "tts_loaded": True,
+    "llm_loaded": True,
+    "accepting_calls": True,
+}
 
 
 @pytest.mark.asyncio

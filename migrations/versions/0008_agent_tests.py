@@ -1,7 +1,7 @@
 """agent scenario tests and their runs
 
 Revision ID: 0008
-Revises: 0007
+Revises: 0005
 Create Date: 2026-11-30 12:45:00
 
 """
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0008"
-down_revision: str | Sequence[str] | None = "0007"
+down_revision: str | Sequence[str] | None = "0005"  # main chains 0007 → 0005
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
