@@ -22,7 +22,7 @@ export async function testsPage(view, ui, agentId) {
 
   const renderRun = (run) => {
     const status = run.status === "passed" ? "completed" : run.status === "running" ? "in_progress" : "failed";
-    results.replaceChildren(
+    results.replaceChildren(...[
       h("div", { class: "card" },
         h("div", { class: "row" },
           h("div", {}, h("label", {}, "Run"), h("span", { class: `pill ${status}`, id: "run-status" }, run.status)),
@@ -45,7 +45,7 @@ export async function testsPage(view, ui, agentId) {
         h("div", { class: "transcript" },
           r.transcript.map((t) => h("div", { class: `turn ${t.role}` }, h("div", { class: "meta" }, t.role), h("div", { class: "text" }, t.text))),
           r.tool_calls.map((c) => h("div", { class: "tool" }, `${c.name}(${JSON.stringify(c.arguments)}) → ${c.success ? "ok" : c.error}`))),
-        r.notes.length ? h("p", { class: "muted" }, r.notes.join("; ")) : "")));
+        r.notes.length ? h("p", { class: "muted" }, r.notes.join("; ")) : ""))].flat());
   };
 
   const poll = (runId) => {

@@ -363,5 +363,9 @@ async def test_console_tests_page_writes_runs_and_shows_results(tmp_path: Path) 
         )
         summary = await page.inner_text("#test-summary")
         assert "books at three" in summary and "2/2 (100%)" in summary
+        await page.wait_for_selector("#test-results details")
+        await page.click("#test-results details >> nth=0")
+        call = await page.inner_text("#test-results details >> nth=0")
+        assert "passed: tool book_meeting" in call and "You're booked for" in call
         assert not errors, errors
         await browser.close()
