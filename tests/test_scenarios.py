@@ -295,6 +295,7 @@ async def test_audio_mode_runs_the_real_call_path(tmp_path: Path) -> None:
         ran = await client.post(
             f"/v1/convai/agents/{agent_id}/tests/run?wait=true",
             json={"mode": "audio", "scenarios": [scenario]},
+            headers={"host": "192.0.2.1:9"},  # a spoofed Host: the server still calls itself
         )
         assert ran.status_code == 200, ran.text
         run = ran.json()
@@ -369,3 +370,22 @@ async def test_console_tests_page_writes_runs_and_shows_results(tmp_path: Path) 
         assert "passed: tool book_meeting" in call and "You're booked for" in call
         assert not errors, errors
         await browser.close()
+
+
+def test_audio_runs_call_the_socket_that_took_the_request_not_the_host_header() -> None:
+    from starlette.requests import Request
+
+    from api.routers.agent_tests import own_url
+
+    scope = {
+        "type": "http",
+        "server": ("127.0.0.1", 9137),
+        "headers": [(b"host", b"169.254.169.254")],
+        "path": "/",
+        "query_string": b"",
+    }
+    assert own_url(Request(scope), "https://sdr.example.com") == "http://127.0.0.1:9137"
+    assert own_url(Request({**scope, "server": ("::1", 80)}), "x") == "http://[::1]:80"
+    assert (
+        own_url(Request({**scope, "server": None}), "https://sdr.example.com/") == "https://sdr.example.com"
+    )

@@ -36,6 +36,16 @@ router = APIRouter(prefix="/convai/agents/{agent_id}/tests", tags=["agent tests"
 _runs: set[asyncio.Task[None]] = set()  # running in the background (strong references)
 
 
+def own_url(request: Request, fallback: str) -> str:
+    """This server as the socket that took the request knows it (audio runs call it). Never the Host
+    header: a client could point the server's test calls at any host with it."""
+    server = request.scope.get("server")
+    if not server or server[1] is None:
+        return fallback.rstrip("/")
+    host, port = server
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 def to_response(test: AgentTest) -> AgentTestResponse:
     return AgentTestResponse.model_validate(
         {
@@ -138,7 +148,7 @@ async def run_tests(
     run = AgentTestRun(agent_id=agent_id, mode=body.mode, repeat=body.repeat, status="running")
     session.add(run)
     await session.commit()  # the background run updates this row
-    base_url = str(request.base_url).rstrip("/")
+    base_url = own_url(request, runtime.settings.public_url)
     task = asyncio.create_task(_execute(runtime, run.id, agent_id, scenarios, body, base_url))
     _runs.add(task)
     task.add_done_callback(_runs.discard)
