@@ -384,7 +384,10 @@ class WSConn:
             end_ms=heard.speech_end_ms, stt_final_ms=heard.stt_final_ms, seq=seq,
         )  # fmt: skip
         self._log("user turn", seq=seq, intent=intent.value, chars=len(text))
-        if self.transcript.closing or self._answering_greeting(heard):
+        # Words of whoever picked up, said before we knew who: recorded, not answered (the greeting does)
+        if self.transcript.closing or (
+            self.amd is not None and self.amd.said_before_decision(heard.speech_end_ms)
+        ):
             self.replies.drop()
             return
         timings = {"user_speech_end_ms": heard.speech_end_ms or self.clock.ms()}
@@ -393,14 +396,6 @@ class WSConn:
         self.replies.answer(text, seq, intent, timings)
 
     # ================================================================ answering machines
-
-    def _answering_greeting(self, heard: CallerTurn) -> bool:
-        """Words of whoever picked up, said before we knew who it was: recorded, never answered (a
-        person's "Hello?" is answered by the greeting)."""
-        if self.amd is None:
-            return False
-        decided = self.amd.decision
-        return decided is None or (heard.speech_end_ms or 0.0) <= decided.at_s * 1000
 
     def _on_amd(self, event: AmdDecision | GreetingOver) -> None:
         assert self.profile is not None and self.store is not None
