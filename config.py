@@ -5,6 +5,8 @@ Every variable is listed with its default and a one-line comment in `.env.exampl
 
 from __future__ import annotations
 
+import os
+import socket
 from functools import lru_cache
 from typing import Literal
 
@@ -13,6 +15,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ProviderChoice = Literal["auto", "deepgram", "local", "echo", "delayed"]
 LLMChoice = Literal["auto", "ollama", "local", "echo", "delayed"]
+
+
+class ConfigError(SystemExit):
+    """A setting is missing or wrong: the process stops at start with this one message, no traceback."""
+
+    def __init__(self, message: str) -> None:
+        self.message = f"configuration error: {message}"
+        super().__init__(self.message)
 
 
 class Settings(BaseSettings):
@@ -127,8 +137,55 @@ class Settings(BaseSettings):
     record_calls: bool = True
     recordings_dir: str = Field(default="./recordings")
 
+    # --- several instances behind a load balancer (see deploy/)
+    # None: implied by a PostgreSQL DATABASE_URL or an INSTANCE_ID; false: one instance on PostgreSQL.
+    multi_instance: bool | None = None
+    instance_id: str = ""  # names this instance in the live-calls table; empty -> <hostname>-<pid>
+    drain_timeout_sec: float = Field(default=300.0, ge=0)  # SIGTERM: live calls may go on this long
+    live_call_heartbeat_sec: float = Field(default=10.0, gt=0)  # rows older than 3 beats are stale
+
     def api_key_list(self) -> list[str]:
         return [k.strip() for k in self.api_keys.split(",") if k.strip()]
+
+    @property
+    def is_multi_instance(self) -> bool:
+        if self.multi_instance is not None:
+            return self.multi_instance
+        return bool(self.instance_id) or self.database_url.startswith("postgresql")
+
+    @property
+    def this_instance(self) -> str:
+        return self.instance_id or f"{socket.gethostname()}-{os.getpid()}"
+
+    def check_shared_config(self) -> None:
+        """Several instances must share what one instance would generate or keep for itself: refuse to
+        start (one message naming every setting) rather than fail at the first call on another instance."""
+        if not self.is_multi_instance:
+            return
+        why = (
+            "MULTI_INSTANCE is set"
+            if self.multi_instance
+            else "INSTANCE_ID is set"
+            if self.instance_id
+            else "DATABASE_URL is PostgreSQL"
+        )
+        problems = []
+        if self.database_url.startswith("sqlite"):
+            problems.append("DATABASE_URL must be a PostgreSQL URL (a SQLite file is not shared)")
+        if not self.jwt_secret.get_secret_value():
+            problems.append("JWT_SECRET must be set (Media Stream tokens are checked by whichever instance)")
+        if not self.api_key_list():
+            problems.append("API_KEYS must be set (a key generated at first start would race)")
+        if not self.chroma_host:
+            problems.append("CHROMA_HOST must be set (an embedded knowledge base is not shared)")
+        if self.twilio_account_sid and not self.twilio_auth_token.get_secret_value():
+            problems.append(
+                "TWILIO_AUTH_TOKEN must be set (behind a balancer, unsigned Twilio webhooks are refused)"
+            )
+        if problems:
+            raise ConfigError(
+                f"several instances ({why}; MULTI_INSTANCE=false for a single one): " + "; ".join(problems)
+            )
 
     @property
     def twilio_configured(self) -> bool:

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from api.auth import require_auth
 from api.middleware import BodySizeLimitMiddleware, RequestLogMiddleware
 from api.routers import (
+    agent_tests,
     agents,
     batch_calling,
     browser_calls,
@@ -35,7 +36,7 @@ from api.routers import (
     webhook_deliveries,
     webhooks,
 )
-from config import Settings, get_settings
+from config import ConfigError, Settings, get_settings
 from core.runtime import Runtime
 from utils import setup_logging
 
@@ -51,12 +52,18 @@ ERROR_RESPONSES = {
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     setup_logging(settings.log_level, settings.log_file)
+    try:
+        settings.check_shared_config()
+    except ConfigError as exc:
+        log.error(exc.message)
+        raise
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = Runtime(settings)
         app.state.runtime = runtime
         await runtime.start()
+        runtime.install_sigterm_drain()
         log.info("service started", extra={"fields": {"public_url": settings.public_url}})
         try:
             yield
@@ -101,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.mount("/console", console.static_files, name="console")
     api_modules = (
         agents,
+        agent_tests,
         browser_calls,
         conversations,
         tools,

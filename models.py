@@ -386,3 +386,53 @@ class CampaignRecipient(TimestampMixin, Base):
     claimed_at: Mapped[datetime | None] = mapped_column()
     last_attempt_at: Mapped[datetime | None] = mapped_column()
     conversation_id: Mapped[str | None] = mapped_column(String(40))
+
+
+class LiveCallRecord(Base):
+    """A call in progress on one instance of the service, so every instance can list all live calls.
+
+    Written by the instance's call registry (on register and unregister, refreshed every heartbeat);
+    a row whose heartbeat is older than a few beats belongs to an instance that died and is ignored.
+    """
+
+    __tablename__ = "live_calls"
+
+    call_sid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    instance_id: Mapped[str] = mapped_column(String(100), index=True)
+    conversation_id: Mapped[str | None] = mapped_column(String(40))
+    agent_id: Mapped[str | None] = mapped_column(String(40))
+    state: Mapped[str] = mapped_column(String(16), default="CALL_START")
+    agent_speaking: Mapped[bool] = mapped_column(Boolean, default=False)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class AgentTest(TimestampMixin, Base):
+    """A scenario test of an agent: a scripted caller and success criteria (``scenarios.model``)."""
+
+    __tablename__ = "agent_tests"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("test"))
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    spec: Mapped[dict[str, Any]] = mapped_column(default=dict)  # ScenarioSpec as JSON
+
+
+class AgentTestRun(Base):
+    """One run of an agent's scenario tests: pass rate per scenario, and each call with its transcript."""
+
+    __tablename__ = "agent_test_runs"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("testrun"))
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"), index=True)
+    mode: Mapped[str] = mapped_column(String(8), default="text")  # text | audio
+    repeat: Mapped[int] = mapped_column(Integer, default=1)
+    status: Mapped[str] = mapped_column(String(16), default="running")  # running | passed | failed | error
+    pass_rate: Mapped[float | None] = mapped_column(Float)
+    llm: Mapped[str | None] = mapped_column(String(32))
+    judge: Mapped[str | None] = mapped_column(String(32))  # the LLM that judged rubrics, if any
+    summary: Mapped[list[Any]] = mapped_column(default=list)
+    results: Mapped[list[Any]] = mapped_column(default=list)
+    error: Mapped[str | None] = mapped_column(String(300))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column()

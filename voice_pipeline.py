@@ -384,7 +384,10 @@ class WSConn:
             end_ms=heard.speech_end_ms, stt_final_ms=heard.stt_final_ms, seq=seq,
         )  # fmt: skip
         self._log("user turn", seq=seq, intent=intent.value, chars=len(text))
-        if self.transcript.closing or (self.amd is not None and self.amd.pending):
+        # Words of whoever picked up, said before we knew who: recorded, not answered (the greeting does)
+        if self.transcript.closing or (
+            self.amd is not None and self.amd.said_before_decision(heard.speech_end_ms)
+        ):
             self.replies.drop()
             return
         timings = {"user_speech_end_ms": heard.speech_end_ms or self.clock.ms()}

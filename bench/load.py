@@ -480,11 +480,13 @@ async def worker(base_url: str, calls: int, offset: int, timeout_s: float) -> No
     lines = [frames_of(audio) for audio in caller_audio()]
     script = [Utterance(lines[0]), Utterance(lines[1]), Utterance(lines[2], barge_in_after_s=0.6)]
     limits = httpx.Limits(max_connections=50)
+    # Call SIDs are new in every round: an ended conversation is never reopened by a second stream.
+    run = secrets.token_hex(4)
     async with httpx.AsyncClient(timeout=30, limits=limits) as http:
 
         async def one(index: int) -> dict:
             await asyncio.sleep(index * RAMP_SPACING_S)
-            caller = SimulatedCaller(base_url, f"CA{offset + index:032x}", TO_NUMBER, script)
+            caller = SimulatedCaller(base_url, f"CA{run}{offset + index:024x}", TO_NUMBER, script)
             try:
                 result = await asyncio.wait_for(caller.run(http), timeout_s)
             except TimeoutError:

@@ -138,6 +138,10 @@ class AnsweringMachineDetector:
         """Nobody knows yet who answered: the agent neither greets nor answers."""
         return self.decision is None
 
+    def said_before_decision(self, speech_end_ms: float | None) -> bool:
+        """Words that ended before anyone knew who answered (offsets on the call's clock)."""
+        return self.decision is None or (speech_end_ms or 0.0) <= self.decision.at_s * 1000
+
     def on_text(self, text: str) -> AmdDecision | None:
         """Transcript words (partial or final): a voicemail phrase decides ``machine`` — also over an
         early ``human`` (a greeting that paused between its sentences), within ``revise_within_s``."""

@@ -23,16 +23,26 @@ class LiveCall(Protocol):
 
 
 PostCallHook = Callable[[str], Awaitable[None]]
+# Told of every call taken and let go ("register" / "unregister"): the cross-instance live-calls table.
+ChangeHook = Callable[[str, LiveCall], None]
 
 
 class ConnectionManager:
     """Live calls of this process: MAX_CONCURRENT_CALLS, the live list, post-call tasks, drain."""
 
-    def __init__(self, max_calls: Callable[[], int], post_call: PostCallHook | None = None) -> None:
+    def __init__(
+        self,
+        max_calls: Callable[[], int],
+        post_call: PostCallHook | None = None,
+        on_change: ChangeHook | None = None,
+    ) -> None:
         self._max_calls = max_calls  # read per call: tests and operators may change the setting live
         self._post_call_hook = post_call
+        self._on_change = on_change
         self.calls: dict[str, LiveCall] = {}
         self._post_call: set[asyncio.Task[None]] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
         self.accepting = True
 
     @property
@@ -46,14 +56,21 @@ class ConnectionManager:
         if not self.has_capacity() or call.call_sid in self.calls:
             return False
         self.calls[call.call_sid] = call
+        self._idle.clear()
         CALLS_ACTIVE.set(len(self.calls))
+        if self._on_change is not None:
+            self._on_change("register", call)
         return True
 
     def unregister(self, call: LiveCall) -> None:
         if self.calls.get(call.call_sid) is call:
             del self.calls[call.call_sid]
+            if not self.calls:
+                self._idle.set()
             CALLS_ACTIVE.set(len(self.calls))
             CALLS_TOTAL.labels(call.end_reason).inc()
+            if self._on_change is not None:
+                self._on_change("unregister", call)
 
     def snapshot(self) -> list[dict[str, Any]]:
         return [call.snapshot() for call in list(self.calls.values())]
@@ -64,6 +81,18 @@ class ConnectionManager:
         task = asyncio.create_task(self._post_call_hook(conversation_id), name=f"post-call-{conversation_id}")
         self._post_call.add(task)
         task.add_done_callback(self._post_call.discard)
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Stop taking calls and wait (up to ``timeout``) for the live ones to end on their own, and for
+        their post-call work. True if none is left."""
+        self.accepting = False
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        if self._post_call:
+            await asyncio.wait(self._post_call, timeout=max(1.0, timeout))
+        return not self.calls
 
     async def drain(self, timeout: float = 10.0) -> None:
         """Stop taking calls, end live ones (their state is saved), finish post-call work."""

@@ -2,6 +2,7 @@
 import { ApiError, del, get, patch, post, api, session } from "./api.js";
 import { BrowserCall } from "./phone.js";
 import { campaignPage, campaignsPage } from "./campaigns.js";
+import { testsPage } from "./tests.js";
 
 const view = document.getElementById("view");
 const BUILTIN_TOOLS = ["end_call", "transfer_call", "send_sms", "book_meeting", "add_to_dnc"];
@@ -138,6 +139,7 @@ async function agentPage(agentId) {
     h("div", { class: "row" }, field("Debounce (ms)", f.interrupt_debounce_ms), field("End-of-turn silence (s)", f.silence_threshold_sec)),
     h("h2", {}, "Built-in tools"), h("div", { class: "checks" }, builtins),
     h("div", { class: "actions" }, h("button", { type: "submit", id: "save-agent" }, isNew ? "Create agent" : "Save"),
+      !isNew && h("a", { href: `#/agents/${agentId}/tests`, id: "agent-tests" }, h("button", { type: "button", class: "secondary" }, "Scenario tests")),
       !isNew && h("button", { type: "button", class: "danger", onclick: remove }, "Delete")));
   view.replaceChildren(h("h1", {}, isNew ? "New agent" : agent.name), isNew ? form : callPanel(agent), form);
   if (!isNew) {
@@ -383,11 +385,14 @@ async function livePage() {
     try {
       const data = await get("/convai/calls/live");
       const calls = data.calls ?? [];
-      body.replaceChildren(h("p", {}, h("strong", { id: "live-count" }, String(data.count ?? calls.length)), " calls in progress"),
-        calls.length ? h("table", {}, h("tr", {}, ["Conversation", "Agent", "State", "Duration"].map((t) => h("th", {}, t))),
+      // Every instance's calls (the service may run as several instances behind a balancer).
+      const instances = (data.instances ?? []).map((i) => `${i.instance_id}: ${i.count}`).join(" · ");
+      body.replaceChildren(h("p", {}, h("strong", { id: "live-count" }, String(data.count ?? calls.length)), " calls in progress",
+          instances ? h("span", { class: "muted", id: "live-instances" }, ` (per instance, max ${data.max_concurrent_calls} each: ${instances})`) : ""),
+        calls.length ? h("table", {}, h("tr", {}, ["Conversation", "Agent", "State", "Duration", "Instance"].map((t) => h("th", {}, t))),
           calls.map((call) => h("tr", { class: "clickable", onclick: () => (location.hash = `#/conversations/${call.conversation_id}`) },
             h("td", {}, call.conversation_id), h("td", {}, call.agent_id || "—"), h("td", {}, pill(call.state)),
-            h("td", {}, secs(call.duration_sec))))) : h("p", { class: "muted" }, "No calls right now."));
+            h("td", {}, secs(call.duration_sec)), h("td", {}, call.instance_id || "—")))) : h("p", { class: "muted" }, "No calls right now."));
     } catch (error) { fail(error); }
   };
   await render();
@@ -408,7 +413,8 @@ async function route() {
   const parts = path.split("/").filter(Boolean);
   document.querySelectorAll("nav a").forEach((a) => a.classList.toggle("active", a.dataset.page === parts[0]));
   try {
-    if (parts[0] === "agents" && parts[1]) await agentPage(parts[1]);
+    if (parts[0] === "agents" && parts[1] && parts[2] === "tests") cleanup = await testsPage(view, { h, toast, fail, pill }, parts[1]);
+    else if (parts[0] === "agents" && parts[1]) await agentPage(parts[1]);
     else if (parts[0] === "conversations" && parts[1]) await conversationPage(parts[1]);
     else if (parts[0] === "conversations") await conversationsPage(new URLSearchParams(query));
     else if (parts[0] === "live") await livePage();

@@ -81,6 +81,23 @@ def grounded(summary: str, transcript: str) -> bool:
     return len(set(_CONTENT_WORD.findall(summary.lower())) & said) >= 2
 
 
+def said_by_caller(value: Any, caller_said: str) -> bool:
+    """A collected value the caller's own words support: its number, or most of its content words."""
+    if value is None or isinstance(value, bool):
+        return True
+    if isinstance(value, int | float):
+        return any(
+            float(n) == float(value) for n in re.findall(r"\d+(?:\.\d+)?", caller_said.replace(",", ""))
+        )
+    numbers = re.findall(r"\d+", str(value).replace(",", ""))
+    if any(n not in caller_said.replace(",", "") for n in numbers):  # a figure the caller never said
+        return False
+    words = set(_CONTENT_WORD.findall(str(value).lower())) - _COMMON
+    if not words:
+        return str(value).lower() in caller_said
+    return len(words & set(_CONTENT_WORD.findall(caller_said))) * 2 >= len(words)
+
+
 def fallback_summary(turns: list[tuple[str, str]], outcome: str) -> str:
     user_lines = [text for role, text in turns if role == "user" and text]
     if not user_lines:
@@ -170,8 +187,12 @@ async def analyze_conversation(
     outcome = ruled or (parsed.get("outcome") if parsed.get("outcome") in OUTCOMES else None) or "interested"
     summary = parsed.get("summary") if isinstance(parsed.get("summary"), str) else ""
     summary = summary.strip()[:1000]
-    if not grounded(summary, transcript):
-        summary = fallback_summary(turns, outcome)  # a small model may echo the instructions or invent
+    small_model = getattr(llm, "extractive_knowledge", False)  # the embedded model echoes and invents
+    if not summary or (small_model and not grounded(summary, transcript)):
+        summary = fallback_summary(turns, outcome)
     # Every field the agent asks for is present (null when not mentioned): a CRM maps fixed columns.
     collected = {f["name"]: _coerce(parsed.get(f["name"]), f.get("type", "string")) for f in data_fields}
+    if small_model:  # keep only values the caller said: the agent's own words are not the caller's data
+        caller_said = " ".join(text for role, text in turns if role == "user").lower()
+        collected = {k: v if said_by_caller(v, caller_said) else None for k, v in collected.items()}
     return Analysis(summary, outcome, collected)

@@ -17,10 +17,10 @@ import logging
 import random
 import time
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
-from sqlalchemy import or_, select
+from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from config import Settings
@@ -70,6 +70,20 @@ def _json_default(value: Any) -> Any:
 def backoff_s(attempt: int, base_s: float = 2.0) -> float:
     """base·2^(n-1): 2, 4, 8 … s (capped at 10 min), ±25 % jitter so retries do not arrive in lockstep."""
     return min(600.0, base_s * 2.0 ** (attempt - 1)) * random.uniform(0.75, 1.25)
+
+
+class Claim(NamedTuple):
+    """A delivery attempt this worker owns until ``lease_until``."""
+
+    delivery_id: str
+    attempt: int
+    lease_until: datetime
+    event_id: str
+    event_type: str
+    created_at: datetime
+    data: dict[str, Any]
+    url: str
+    secret: str
 
 
 class WebhookDispatcher:
@@ -149,39 +163,71 @@ class WebhookDispatcher:
                 delivered = 0
             if delivered >= BATCH:
                 continue
+            if self._stopping:
+                break
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=1.0)
             except TimeoutError:
                 pass
 
-    async def deliver_due(self) -> int:
+    @property
+    def lease_s(self) -> float:
+        """How long a claimed attempt is ours: past it (the instance died mid-attempt) anyone may retry."""
+        return 2 * self.settings.webhook_timeout_sec + 30.0
+
+    async def claim_due(self, limit: int = BATCH) -> list[Claim]:
+        """Take up to ``limit`` due deliveries for this worker, so no other worker attempts them now.
+
+        One statement: the due rows are locked (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so concurrent
+        workers on other instances pass over them instead of waiting; SQLite has a single writer, the
+        clause is left out) and their next attempt moved to the end of a lease. The lease end is the
+        claim's token: the attempt's outcome is recorded only while the row still carries it.
+        """
         now = utcnow()
+        lease_until = now + timedelta(seconds=self.lease_s)
+        due = (
+            select(WebhookDelivery.id)
+            .where(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= now)
+            .order_by(WebhookDelivery.next_attempt_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
         async with self.db.session() as session:
-            rows = (
+            claimed = (
                 await session.execute(
-                    select(WebhookDelivery, WebhookEvent, WebhookConfig)
-                    .join(WebhookEvent, WebhookDelivery.event_id == WebhookEvent.id)
-                    .join(WebhookConfig, WebhookDelivery.webhook_id == WebhookConfig.id)
-                    .where(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= now)
-                    .order_by(WebhookDelivery.next_attempt_at)
-                    .limit(BATCH)
+                    update(WebhookDelivery)
+                    .where(WebhookDelivery.id.in_(due))
+                    .values(next_attempt_at=lease_until, attempts=WebhookDelivery.attempts + 1)
+                    .returning(WebhookDelivery.id, WebhookDelivery.attempts)
+                    .execution_options(synchronize_session=False)
                 )
             ).all()
-            work = [(d.id, e.id, e.type, e.created_at, e.data, c.url, c.secret) for d, e, c in rows]
-        await asyncio.gather(*(self._attempt(*item) for item in work))
+            if not claimed:
+                return []
+            attempts = dict(claimed)
+            rows = (
+                await session.execute(
+                    select(WebhookDelivery.id, WebhookEvent, WebhookConfig.url, WebhookConfig.secret)
+                    .join(WebhookEvent, WebhookDelivery.event_id == WebhookEvent.id)
+                    .join(WebhookConfig, WebhookDelivery.webhook_id == WebhookConfig.id)
+                    .where(WebhookDelivery.id.in_(list(attempts)))
+                )
+            ).all()
+        return [
+            Claim(did, attempts[did], lease_until, e.id, e.type, e.created_at, e.data, url, secret)
+            for did, e, url, secret in rows
+        ]
+
+    async def deliver_due(self) -> int:
+        work = await self.claim_due()
+        await asyncio.gather(*(self._attempt(claim) for claim in work))
         return len(work)
 
-    async def _attempt(
-        self,
-        delivery_id: str,
-        event_id: str,
-        event_type: str,
-        created_at: datetime,
-        data: dict[str, Any],
-        url: str,
-        secret: str,
-    ) -> None:
+    async def _attempt(self, claim: Claim) -> None:
+        event_id, event_type, created_at, url = claim.event_id, claim.event_type, claim.created_at, claim.url
+        data, secret = claim.data, claim.secret
         body = json.dumps(
             {"id": event_id, "type": event_type, "created_at": created_at.isoformat(), "data": data},
             default=_json_default,
@@ -215,12 +261,14 @@ class WebhookDispatcher:
             error = type(exc).__name__
         ms = round((time.perf_counter() - started) * 1000, 1)
         async with self.db.session() as session:
-            delivery = await session.get(WebhookDelivery, delivery_id)
-            if delivery is None:
+            delivery = await session.get(WebhookDelivery, claim.delivery_id, with_for_update=True)
+            ours = delivery is not None and delivery.next_attempt_at == claim.lease_until
+            if delivery is None or not ours or delivery.status != "pending":
+                # The lease ran out meanwhile and another worker claimed the row: its outcome counts.
+                log.warning("webhook attempt outlived its lease", extra={"fields": {"event_id": event_id}})
                 return
-            delivery.attempts += 1
             delivery.last_status_code = status_code
-            delivery.last_error = error
+            delivery.last_error = error[:500] if error else None
             if error is None:
                 delivery.status = "delivered"
                 delivery.delivered_at = utcnow()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -92,6 +93,7 @@ class KnowledgeStore:
         self.settings = settings
         self.embedder = Embedder(settings.embed_model)
         self._client: Any = None
+        self._client_lock = threading.Lock()
         self._db: Any = None
         self._live_calls: Callable[[], int] = lambda: 0
         self._wake = asyncio.Event()
@@ -100,20 +102,21 @@ class KnowledgeStore:
     # ------------------------------------------------------------ chroma (worker thread only)
 
     def _chroma(self) -> Any:
-        if self._client is None:
-            import chromadb
-            from chromadb.config import Settings as ChromaSettings
-
-            chroma_settings = ChromaSettings(anonymized_telemetry=False, allow_reset=False)
-            if self.settings.chroma_host:
-                self._client = chromadb.HttpClient(
-                    host=self.settings.chroma_host, port=self.settings.chroma_port, settings=chroma_settings
-                )
-            else:
-                self._client = chromadb.PersistentClient(
-                    path=self.settings.chroma_path, settings=chroma_settings
-                )
+        with self._client_lock:  # worker threads: one client, made once
+            if self._client is None:
+                self._client = self._make_client()
         return self._client
+
+    def _make_client(self) -> Any:
+        import chromadb
+        from chromadb.config import Settings as ChromaSettings
+
+        chroma_settings = ChromaSettings(anonymized_telemetry=False, allow_reset=False)
+        if self.settings.chroma_host:  # a ChromaDB server, shared by every instance of the service
+            return chromadb.HttpClient(
+                host=self.settings.chroma_host, port=self.settings.chroma_port, settings=chroma_settings
+            )
+        return chromadb.PersistentClient(path=self.settings.chroma_path, settings=chroma_settings)
 
     def _collection(self, agent_id: str, create: bool = True) -> Any:
         name = f"kb_{agent_id}"
@@ -135,7 +138,8 @@ class KnowledgeStore:
         collection.delete(where={"document_id": document_id})  # re-indexing replaces, never duplicates
         for start in range(0, len(chunks), 256):
             batch = chunks[start : start + 256]
-            collection.add(
+            # upsert: two instances indexing the same document at once end with one copy of each chunk
+            collection.upsert(
                 ids=[f"{document_id}:{start + i}" for i in range(len(batch))],
                 documents=batch,
                 embeddings=self.embedder.embed_sync(batch),

@@ -4,7 +4,7 @@ import asyncio
 from logging.config import fileConfig
 
 from alembic import context
-from sqlalchemy import pool
+from sqlalchemy import pool, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import async_engine_from_config
 
@@ -34,10 +34,17 @@ def run_migrations_offline() -> None:
         context.run_migrations()
 
 
+# Several instances starting at once on PostgreSQL: one migrates, the others wait for it (the lock is held
+# until the migration's transaction ends) and then find the schema at head.
+MIGRATION_LOCK_KEY = 72_797_001
+
+
 def do_run_migrations(connection: Connection) -> None:
     # Batch mode lets later migrations alter SQLite tables (ALTER TABLE is limited there).
     context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
     with context.begin_transaction():
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
         context.run_migrations()
 
 

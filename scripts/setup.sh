@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
 
-# System packages the tests and the browser console test use (Debian).
-APT_PACKAGES=(espeak-ng chromium)
+# System packages the tests use (Debian): espeak-ng, chromium for the console test, postgresql (the tests
+# start their own server on a temp dir; the package's default cluster need not run).
+APT_PACKAGES=(espeak-ng chromium postgresql)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

@@ -1,5 +1,8 @@
 """Try the product without a phone: ``python -m simulator call --agent ID --say "…" --say "…"``.
 
+``python -m simulator test <file.json|agent_id> [--mode text|audio] [--repeat K]`` runs scenario tests
+(see ``simulator/scenario_cli.py``).
+
 Plays Twilio's part against a running server: a signed inbound webhook, the Media Stream from its
 TwiML, the caller's speech in real time (synthesized from ``--say`` by the local TTS, or read from
 ``--wav``), the agent's audio played out like Twilio does (marks echoed when played, buffer dropped on
@@ -22,6 +25,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from simulator import scenario_cli
 from simulator.caller import SimulatedCaller, Utterance, frames_of
 from speech.audio import pcm16_to_mulaw, resample_to_8k_mulaw
 from storage.recordings import CallRecorder
@@ -217,12 +221,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     c.add_argument("--api-key", default=None, help="xi-api-key (default: $XI_API_KEY or ./.api_key)")
     c.add_argument("--auth-token", default=None, help="TWILIO_AUTH_TOKEN to sign the webhook with")
     c.add_argument("--record", default="simulator-call.wav", help="stereo WAV of the call ('' to skip)")
+    scenario_cli.add_parser(sub)
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.command == "test":
+        return scenario_cli.main(args, api_key(args.api_key))
     return asyncio.run(call(args))
 
 

@@ -197,6 +197,17 @@ class Dialer:
 
     async def _dispatch(self, campaign: Campaign, now: datetime) -> None:
         async with self.db.session() as session:
+            # Several instances: one dispatches a campaign at a time, so its concurrency cap and rate are
+            # counted once. On PostgreSQL the campaign row is locked until this transaction's claims are
+            # committed; an instance finding it locked skips the campaign this tick (SKIP LOCKED) rather
+            # than wait. SQLite has a single writer and ignores the clause.
+            ours = await session.scalar(
+                select(Campaign.id)
+                .where(Campaign.id == campaign.id, Campaign.status == "in_progress")
+                .with_for_update(skip_locked=True)
+            )
+            if ours is None:
+                return
             active = await session.scalar(
                 select(func.count())
                 .select_from(CampaignRecipient)

@@ -1,4 +1,8 @@
-"""Shared fixtures: a real app on a real SQLite file in a temp dir, over httpx and over loopback."""
+"""Shared fixtures: a real app on a real database in a temp dir, over httpx and over loopback.
+
+The database tests run on both backends: ``database_url`` is parametrized over a SQLite file and a
+database of its own on a PostgreSQL server started once per session (``tests/pg_server.py``).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import asyncio
 import os
 import socket
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
@@ -22,6 +26,9 @@ os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 from config import Settings  # noqa: E402
 
 API_KEY = "test-key-123"
+
+# For tests whose subject does not depend on the database (validation, auth, OpenAPI): SQLite only.
+SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 
 def make_settings(tmp_path: Path, **overrides: object) -> Settings:
@@ -39,6 +46,7 @@ def make_settings(tmp_path: Path, **overrides: object) -> Settings:
         "webhook_allow_private": True,
         "warm_embeddings": False,
         "log_level": "WARNING",
+        "multi_instance": False,  # the multi-instance tests say so; PostgreSQL alone would imply it
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
@@ -93,12 +101,68 @@ class LiveServer:
         return httpx.AsyncClient(base_url=self.base_url, headers={"xi-api-key": API_KEY}, timeout=30)
 
 
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[object]:
+    """One PostgreSQL server for the whole session (Debian's ``postgresql`` package)."""
+    from tests.pg_server import PostgresServer, find_bin_dir
+
+    bin_dir = find_bin_dir()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL is not installed (Debian package postgresql; scripts/setup.sh installs it)")
+    server = PostgresServer(bin_dir).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def chroma_server() -> Iterator[object]:
+    """One ChromaDB server (``chroma run``) for the whole session."""
+    from tests.chroma_server import ChromaServer, chroma_cli
+
+    cli = chroma_cli()
+    if cli is None:
+        pytest.skip("the chroma CLI (from the chromadb package) is not installed")
+    server = ChromaServer(cli).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["embedded", "server"])
+def chroma_overrides(request: pytest.FixtureRequest) -> dict[str, object]:
+    """Settings for each knowledge-store deployment: embedded Chroma (a dir under tmp_path) or a server."""
+    if request.param == "embedded":
+        return {}
+    return request.getfixturevalue("chroma_server").settings()
+
+
+@pytest_asyncio.fixture(params=["sqlite", "postgresql"])
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, migrated database on each backend: a SQLite file, or a PostgreSQL database of its own."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'agents.db'}"
+    server = request.getfixturevalue("postgres")
+    return await server.create_database()
+
+
+@pytest_asyncio.fixture(params=["sqlite", "postgresql"])
+async def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A database without any schema yet, on each backend (for the migration tests)."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'fresh.db'}"
+    server = request.getfixturevalue("postgres")
+    return await server.create_database(migrated=False)
+
+
 @pytest_asyncio.fixture
-async def app_client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+async def app_client(tmp_path: Path, database_url: str) -> AsyncIterator[httpx.AsyncClient]:
     """The app in-process (lifespan run), an httpx client authenticated with the test key."""
     from main import create_app
 
-    app = create_app(make_settings(tmp_path))
+    app = create_app(make_settings(tmp_path, database_url=database_url))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(

@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import func, select
 
 from models import Agent, AgentTool, KnowledgeDocument
+from tests.conftest import SQLITE_ONLY
 
 AGENTS = "/v1/convai/agents"
 
@@ -139,6 +140,7 @@ async def test_list_is_newest_first_with_cursor_pagination(app_client: httpx.Asy
     assert [a["id"] for a in r.json()["agents"]] == [ids[3]]
 
 
+@SQLITE_ONLY
 @pytest.mark.asyncio
 async def test_list_rejects_bad_paging_input(app_client: httpx.AsyncClient) -> None:
     r = await app_client.get(AGENTS, params={"cursor": "not-a-cursor!"})
@@ -240,6 +242,7 @@ async def test_duplicate_tool_names_are_409_and_nothing_is_written(app_client: h
     assert await count(app_client, Agent) == 0
 
 
+@SQLITE_ONLY
 @pytest.mark.asyncio
 @pytest.mark.parametrize(
     ("overrides", "loc"),
@@ -292,6 +295,7 @@ async def test_stt_keywords_are_the_elevenlabs_asr_keywords(app_client: httpx.As
     assert (await app_client.get(f"{AGENTS}/{agent['id']}")).json()["stt_keywords"] == ["Orbit CRM"]
 
 
+@SQLITE_ONLY
 @pytest.mark.asyncio
 async def test_patch_refuses_null_for_required_fields_and_bad_json(app_client: httpx.AsyncClient) -> None:
     agent = await create(app_client)
@@ -393,6 +397,7 @@ async def test_elevenlabs_create_maps_conversation_config(app_client: httpx.Asyn
     assert ["body", "conversation_config"] in error_locs(r)
 
 
+@SQLITE_ONLY
 @pytest.mark.asyncio
 async def test_openapi_describes_every_route_with_models_and_errors(app_client: httpx.AsyncClient) -> None:
     spec = (await app_client.get("/openapi.json")).json()

@@ -45,7 +45,7 @@ from sqlalchemy import func, inspect, select, text
 
 from models import Agent, AgentTool, Base, Conversation, ConversationTurn, PhoneNumber, WebhookConfig
 from storage.db import Database
-from tests.conftest import API_KEY, LiveServer, make_settings
+from tests.conftest import API_KEY, SQLITE_ONLY, LiveServer, make_settings
 
 AGENTS = "/v1/convai/agents"
 CONVERSATIONS = "/v1/convai/conversations"
@@ -164,9 +164,9 @@ def error_locs(r: httpx.Response) -> list[list[Any]]:
 
 
 @pytest.mark.asyncio
-async def test_elevenlabs_sdk_round_trip_against_a_live_server(tmp_path: Path) -> None:
+async def test_elevenlabs_sdk_round_trip_against_a_live_server(tmp_path: Path, database_url: str) -> None:
     async with (
-        LiveServer(make_settings(tmp_path)) as server,
+        LiveServer(make_settings(tmp_path, database_url=database_url)) as server,
         httpx.AsyncClient(timeout=30) as http,
         server.client() as raw,
     ):
@@ -264,6 +264,7 @@ async def test_elevenlabs_sdk_round_trip_against_a_live_server(tmp_path: Path) -
 
 
 @pytest.mark.asyncio
+@SQLITE_ONLY
 async def test_api_key_and_bearer_jwt_authentication(app_client: httpx.AsyncClient) -> None:
     async with bare_client(app_client) as anonymous:
         r = await anonymous.get(AGENTS)
@@ -565,7 +566,7 @@ async def test_a_request_failing_midway_leaves_the_database_unchanged(app_client
 
 
 def _schema(sync_conn: Any) -> dict[str, Any]:
-    """Tables with their columns, indexes, unique constraints and foreign keys, as SQLite reports them."""
+    """Tables with their columns, indexes, unique constraints and foreign keys, as the database reports them."""
     insp = inspect(sync_conn)
     return {
         table: {
@@ -595,9 +596,13 @@ def _head_revision() -> str:
 
 
 @pytest.mark.asyncio
-async def test_migrations_build_the_schema_from_an_empty_file(tmp_path: Path) -> None:
-    path = tmp_path / "fresh.db"
-    db = Database(f"sqlite+aiosqlite:///{path}")
+async def test_migrations_build_the_schema_from_an_empty_file(empty_database_url: str) -> None:
+    from alembic.script import ScriptDirectory
+
+    from storage.db import alembic_config
+
+    head = ScriptDirectory.from_config(alembic_config(empty_database_url)).get_current_head()
+    db = Database(empty_database_url)
     try:
         await db.upgrade()
         async with db.engine.connect() as conn:
@@ -605,14 +610,14 @@ async def test_migrations_build_the_schema_from_an_empty_file(tmp_path: Path) ->
             version = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalars().all()
             diffs = await conn.run_sync(_model_diffs)
         assert set(first) == set(Base.metadata.tables) | {"alembic_version"}
-        assert version == [_head_revision()]
+        assert version == [head]
         assert diffs == [], "the migrations and models.py disagree"
 
         await db.upgrade()  # already at head: nothing to do
         async with db.engine.connect() as conn:
             assert await conn.run_sync(_schema) == first
             assert (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalars().all() == [
-                _head_revision()
+                head
             ]
         # The migrated schema is usable: a row goes in and comes back.
         async with db.session() as session:

@@ -1,11 +1,12 @@
-"""The call path's write-behind: order kept, batches committed together, one bad write costs nothing else."""
+"""The call path's write-behind: order kept, batches committed together, one bad write costs nothing else.
+
+On SQLite and on PostgreSQL (the ``database_url`` fixture)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -14,11 +15,12 @@ from models import Agent, Conversation, ConversationTurn
 from storage.batch_writer import BatchWriter
 from storage.call_store import CallStore, TurnRecord
 from storage.db import Database
+from tests.conftest import SQLITE_ONLY
 from utils import JsonLogFormatter
 
 
-async def fresh_db(tmp_path: Path) -> tuple[Database, str]:
-    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'agents.db'}")
+async def fresh_db(database_url: str) -> tuple[Database, str]:
+    db = Database(database_url)
     await db.upgrade()
     async with db.session() as session:
         agent = Agent(name="Ava", system_prompt="Hello.")
@@ -31,8 +33,8 @@ async def fresh_db(tmp_path: Path) -> tuple[Database, str]:
 
 
 @pytest.mark.asyncio
-async def test_turns_of_many_calls_land_in_order_in_few_transactions(tmp_path: Path) -> None:
-    db, conversation_id = await fresh_db(tmp_path)
+async def test_turns_of_many_calls_land_in_order_in_few_transactions(database_url: str) -> None:
+    db, conversation_id = await fresh_db(database_url)
     writer = BatchWriter(db)
     writer.start()
     try:
@@ -62,8 +64,8 @@ async def test_turns_of_many_calls_land_in_order_in_few_transactions(tmp_path: P
 
 
 @pytest.mark.asyncio
-async def test_a_failing_write_does_not_lose_the_others_in_its_batch(tmp_path: Path) -> None:
-    db, conversation_id = await fresh_db(tmp_path)
+async def test_a_failing_write_does_not_lose_the_others_in_its_batch(database_url: str) -> None:
+    db, conversation_id = await fresh_db(database_url)
     writer = BatchWriter(db)
     writer.start()
     try:
@@ -106,8 +108,9 @@ class _Lines(logging.Handler):
 
 
 @pytest.mark.asyncio
-async def test_a_failed_write_is_logged_with_its_error_type(tmp_path: Path) -> None:
-    db, _ = await fresh_db(tmp_path)
+@SQLITE_ONLY
+async def test_a_failed_write_is_logged_with_its_error_type(database_url: str) -> None:
+    db, _ = await fresh_db(database_url)
     writer = BatchWriter(db)
     handler = _Lines()
     logger = logging.getLogger("storage.batch_writer")
@@ -139,9 +142,9 @@ async def test_a_failed_write_is_logged_with_its_error_type(tmp_path: Path) -> N
 
 
 @pytest.mark.asyncio
-async def test_writes_submitted_before_start_are_committed(tmp_path: Path) -> None:
+async def test_writes_submitted_before_start_are_committed(database_url: str) -> None:
     """A store used outside the running service still persists its writes (the writer starts itself)."""
-    db, conversation_id = await fresh_db(tmp_path)
+    db, conversation_id = await fresh_db(database_url)
     store = CallStore(db, conversation_id)
     try:
         store.save_turn(TurnRecord("user", "hello"))

@@ -942,3 +942,40 @@ async def test_console_uploads_a_csv_starts_a_campaign_and_shows_each_lead(tmp_p
     assert "first_name=Kim" in text
     assert "Browser campaign" in listed and "completed" in listed
     assert sorted(twilio.per_number) == ["+12125550181", "+12125550182", "+12125550183"]
+
+
+@pytest.mark.asyncio
+async def test_two_instances_dialling_one_campaign_call_each_lead_once_within_the_cap(
+    tmp_path: Path, postgres: Any
+) -> None:
+    """Two instances' dialers on one PostgreSQL database work through the same campaign: every lead is
+    dialled once, and the campaign's concurrency cap holds across both."""
+    engine = Engine()
+    numbers = [lead(700 + i) for i in range(16)]
+    engine.behaviour = {n: "meeting" if i % 2 else "no" for i, n in enumerate(numbers)}
+
+    def scenario(call: PlacedCall) -> Scenario:
+        return Scenario("human", ring_sec=0.2, talk_sec=0.6, on_answer=engine.answered)
+
+    url = await postgres.create_database()
+    async with TwilioStandIn(ACCOUNT_SID, AUTH_TOKEN, scenario=scenario) as twilio:
+        shared = {"database_url": url, "multi_instance": False}
+        async with (
+            LiveServer(settings_for(tmp_path / "a", twilio, instance_id="app-a", **shared)) as a,
+            LiveServer(settings_for(tmp_path / "b", twilio, instance_id="app-b", **shared)) as b,
+            a.client() as client,
+        ):
+            engine.server = a
+            agent_id, _ = await make_agent(client)
+            batch_id = await submit(client, agent_id, numbers, target_concurrency_limit=3)
+
+            async def done() -> bool:
+                return (await batch(client, batch_id))["status"] == "completed"
+
+            await wait_for(done, 60, "the campaign to complete")
+            body = await batch(client, batch_id)
+            assert b.runtime.dialer is not a.runtime.dialer
+        await twilio.settled()
+    assert sorted(twilio.per_number.values()) == [1] * len(numbers), twilio.per_number
+    assert {x["status"] for x in body["recipients"]} == {"completed"}
+    assert twilio.max_live <= 3, twilio.max_live

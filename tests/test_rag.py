@@ -1,11 +1,20 @@
-"""Knowledge base: chunking, real MiniLM embeddings in a real ChromaDB, and the REST routes."""
+"""Knowledge base: chunking, real MiniLM embeddings in a real ChromaDB, and the REST routes.
+
+The store runs against embedded Chroma and against ChromaDB's own server (``chroma run``, one per session,
+shared by the tests: each test uses agent ids of its own); the routes on SQLite + embedded Chroma and on
+PostgreSQL + the Chroma server (how several instances are deployed).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
+import pytest_asyncio
 
 from knowledge.store import KnowledgeStore, chunk_text
 from tests.conftest import make_settings
@@ -54,19 +63,63 @@ def test_chunks_follow_paragraphs_and_overlap() -> None:
 
 
 @pytest.mark.asyncio
-async def test_store_retrieves_relevant_chunks_and_forgets_deleted_documents(tmp_path: Path) -> None:
-    store = KnowledgeStore(make_settings(tmp_path))
+def server_count(chroma: dict[str, object], collection: str) -> int:
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
+
+    client = chromadb.HttpClient(
+        host=str(chroma["chroma_host"]),
+        port=int(chroma["chroma_port"]),  # type: ignore[call-overload]
+        settings=ChromaSettings(anonymized_telemetry=False),
+    )
+    return client.get_collection(collection).count()
+
+
+def fresh_agent_ids() -> tuple[str, str]:
+    suffix = uuid.uuid4().hex[:8]
+    return f"agent_a{suffix}", f"agent_b{suffix}"
+
+
+@pytest_asyncio.fixture
+async def kb_client(
+    request: pytest.FixtureRequest, tmp_path: Path, database_url: str
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The app on SQLite + embedded Chroma, or on PostgreSQL + the Chroma server."""
+    from main import create_app
+    from tests.conftest import API_KEY
+
+    chroma = {} if database_url.startswith("sqlite") else request.getfixturevalue("chroma_server").settings()
+    app = create_app(make_settings(tmp_path, database_url=database_url, **chroma))
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://test", headers={"xi-api-key": API_KEY}
+        ) as client:
+            client.app = app  # type: ignore[attr-defined]
+            yield client
+
+
+@pytest.mark.asyncio
+async def test_store_retrieves_relevant_chunks_and_forgets_deleted_documents(
+    tmp_path: Path, chroma_overrides: dict[str, object]
+) -> None:
+    store = KnowledgeStore(make_settings(tmp_path, **chroma_overrides))
+    agent_a, agent_b = fresh_agent_ids()
     try:
-        assert await store.add_document("agent_a", "doc_1", "Acme facts", FACTS) >= 3
-        hits = await store.query("agent_a", "Do you work with Salesforce?")
+        chunks = await store.add_document(agent_a, "doc_1", "Acme facts", FACTS)
+        assert chunks >= 3
+        assert await store.add_document(agent_a, "doc_1", "Acme facts", FACTS) == chunks  # re-indexed
+        if chroma_overrides:  # the chunks are on the server, once, where another instance finds them
+            assert await asyncio.to_thread(server_count, chroma_overrides, f"kb_{agent_a}") == chunks
+        hits = await store.query(agent_a, "Do you work with Salesforce?")
         assert hits and "Salesforce" in hits[0].text and hits[0].document_id == "doc_1"
-        price = await store.query("agent_a", "How much is the Team plan per seat?")
+        assert len({h.text for h in hits}) == len(hits)
+        price = await store.query(agent_a, "How much is the Team plan per seat?")
         assert "30 dollars" in price[0].text
-        assert await store.query("agent_a", "What is the capital of Mongolia?", min_score=0.35) == []
-        assert await store.query("agent_b", "Salesforce") == []  # another agent's collection is separate
+        assert await store.query(agent_a, "What is the capital of Mongolia?", min_score=0.35) == []
+        assert await store.query(agent_b, "Salesforce") == []  # another agent's collection is separate
         assert "[1] (Acme facts)" in store.format_for_prompt(hits)
-        await store.delete_document("agent_a", "doc_1")
-        assert await store.query("agent_a", "Salesforce", min_score=-1) == []
+        await store.delete_document(agent_a, "doc_1")
+        assert await store.query(agent_a, "Salesforce", min_score=-1) == []
     finally:
         store.close()
 
@@ -82,7 +135,8 @@ async def wait_indexed(client, url: str, timeout_s: float = 120.0) -> dict:  # t
 
 
 @pytest.mark.asyncio
-async def test_knowledge_routes(app_client) -> None:  # type: ignore[no-untyped-def]
+async def test_knowledge_routes(kb_client: httpx.AsyncClient) -> None:
+    app_client = kb_client
     agent = (await app_client.post("/v1/convai/agents", json={"name": "KB Bot"})).json()
     base = f"/v1/convai/agents/{agent['agent_id']}/knowledge"
 
@@ -157,16 +211,19 @@ async def test_upload_size_limit(tmp_path: Path) -> None:
 
 
 @pytest.mark.asyncio
-async def test_a_turn_is_also_searched_in_the_context_of_what_the_agent_said(tmp_path: Path) -> None:
+async def test_a_turn_is_also_searched_in_the_context_of_what_the_agent_said(
+    tmp_path: Path, chroma_overrides: dict[str, object]
+) -> None:
     """ "How much does orbicost proceed?" is what Whisper once heard for "How much does Orbit cost per seat?":
     on its own it matches nothing; after the agent's greeting it finds the pricing."""
     pricing = "# Orbit CRM pricing\n\nOrbit CRM costs 49 dollars per seat per month on the Growth plan."
-    store = KnowledgeStore(make_settings(tmp_path))
+    store = KnowledgeStore(make_settings(tmp_path, **chroma_overrides))
+    agent_a, _ = fresh_agent_ids()
     try:
-        await store.add_document("agent_a", "doc_1", "pricing.md", pricing)
-        assert await store.query("agent_a", "How much does orbicost proceed?") == []
+        await store.add_document(agent_a, "doc_1", "pricing.md", pricing)
+        assert await store.query(agent_a, "How much does orbicost proceed?") == []
         hits = await store.query(
-            "agent_a", "How much does orbicost proceed?", context="Hi, this is Ava from Orbit CRM."
+            agent_a, "How much does orbicost proceed?", context="Hi, this is Ava from Orbit CRM."
         )
         assert hits and "49 dollars" in hits[0].text
         assert hits == sorted(hits, key=lambda h: h.score, reverse=True)

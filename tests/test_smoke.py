@@ -9,7 +9,14 @@ import httpx
 import pytest
 
 AGENTS = "/v1/convai/agents"
-READY = {"database": True, "tts_loaded": True, "vad_loaded": True, "stt_loaded": True, "llm_loaded": True}
+READY = {
+    "database": True,
+    "tts_loaded": True,
+    "vad_loaded": True,
+    "stt_loaded": True,
+    "llm_loaded": True,
+    "accepting_calls": True,
+}
 
 
 @pytest.mark.asyncio

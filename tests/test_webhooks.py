@@ -1,4 +1,8 @@
-"""Webhook outbox: signed deliveries, retries with backoff, durability across a restart, URL policy."""
+"""Webhook outbox: signed deliveries, retries with backoff, durability across a restart, URL policy;
+several workers on one database (as with several instances) make each delivery attempt once.
+
+Every test that touches the database runs on SQLite and on PostgreSQL (the ``database_url`` fixture).
+"""
 
 from __future__ import annotations
 
@@ -67,8 +71,11 @@ def test_signature_round_trip() -> None:
 
 
 @pytest.mark.asyncio
-async def test_signed_delivery_and_subscription_filter(tmp_path: Path) -> None:
-    async with WebhookReceiver(SECRET) as receiver, App(make_settings(tmp_path)) as app:
+async def test_signed_delivery_and_subscription_filter(tmp_path: Path, database_url: str) -> None:
+    async with (
+        WebhookReceiver(SECRET) as receiver,
+        App(make_settings(tmp_path, database_url=database_url)) as app,
+    ):
         created = await app.client.post(
             "/v1/convai/webhooks",
             json={"url": receiver.url, "events": ["call.started", "tool.executed"], "secret": SECRET},
@@ -93,8 +100,8 @@ async def test_signed_delivery_and_subscription_filter(tmp_path: Path) -> None:
 
 
 @pytest.mark.asyncio
-async def test_failing_receiver_gets_every_event_once_by_id(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, webhook_retry_base_sec=0.05)
+async def test_failing_receiver_gets_every_event_once_by_id(tmp_path: Path, database_url: str) -> None:
+    settings = make_settings(tmp_path, database_url=database_url, webhook_retry_base_sec=0.05)
     async with WebhookReceiver(SECRET, fail_first=4) as receiver, App(settings) as app:
         config = (
             await app.client.post("/v1/convai/webhooks", json={"url": receiver.url, "secret": SECRET})
@@ -116,8 +123,8 @@ async def test_failing_receiver_gets_every_event_once_by_id(tmp_path: Path) -> N
 
 
 @pytest.mark.asyncio
-async def test_restart_between_event_and_delivery_loses_nothing(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, webhook_retry_base_sec=0.05)
+async def test_restart_between_event_and_delivery_loses_nothing(tmp_path: Path, database_url: str) -> None:
+    settings = make_settings(tmp_path, database_url=database_url, webhook_retry_base_sec=0.05)
     async with WebhookReceiver(SECRET, fail_first=10**6) as receiver:
         async with App(settings) as first:
             await first.client.post("/v1/convai/webhooks", json={"url": receiver.url, "secret": SECRET})
@@ -125,13 +132,13 @@ async def test_restart_between_event_and_delivery_loses_nothing(tmp_path: Path) 
             await wait_for(lambda: receiver.attempts >= 1)
         assert not receiver.events  # the first process never got it through
         receiver.fail_first = 0
-        async with App(make_settings(tmp_path, webhook_retry_base_sec=0.05)):
+        async with App(make_settings(tmp_path, database_url=database_url, webhook_retry_base_sec=0.05)):
             await wait_for(lambda: event_id in receiver.events)
         assert receiver.deliveries[event_id] == 1
 
 
 @pytest.mark.asyncio
-async def test_private_urls_are_refused_unless_allowed(tmp_path: Path) -> None:
+async def test_private_urls_are_refused_unless_allowed(tmp_path: Path, database_url: str) -> None:
     from core.net_guard import UnsafeURLError, ensure_public_url
 
     for url in (
@@ -149,7 +156,7 @@ async def test_private_urls_are_refused_unless_allowed(tmp_path: Path) -> None:
 
     async with (
         WebhookReceiver(SECRET) as receiver,
-        App(make_settings(tmp_path, webhook_allow_private=False)) as app,
+        App(make_settings(tmp_path, database_url=database_url, webhook_allow_private=False)) as app,
     ):
         config = (
             await app.client.post("/v1/convai/webhooks", json={"url": receiver.url, "secret": SECRET})
@@ -165,3 +172,49 @@ async def test_private_urls_are_refused_unless_allowed(tmp_path: Path) -> None:
             await asyncio.sleep(0.05)
         assert listed[0]["status"] == "dead" and "refused" in listed[0]["last_error"]
         assert receiver.attempts == 0
+
+
+@pytest.mark.asyncio
+async def test_several_dispatchers_on_one_database_attempt_each_delivery_once(
+    tmp_path: Path, database_url: str
+) -> None:
+    """Three instances' workers share the outbox: every event reaches the receiver once, and with a
+    receiver failing at first, every retry is made by one worker only (attempts = events + failures)."""
+    from events.webhooks import WebhookDispatcher
+    from models import WebhookConfig
+    from storage.db import Database
+
+    events, failures = 120, 7
+    settings = make_settings(tmp_path, database_url=database_url, webhook_retry_base_sec=0.05)
+    async with WebhookReceiver(SECRET, fail_first=failures) as receiver:
+        dbs = [Database(database_url) for _ in range(3)]
+        await dbs[0].upgrade()
+        workers = [WebhookDispatcher(db, settings) for db in dbs]
+        ids: list[str | None] = []
+        try:
+            async with dbs[0].session() as session:
+                session.add(WebhookConfig(url=receiver.url, secret=SECRET))
+            await asyncio.gather(*(w.start() for w in workers))
+            for wave in range(6):  # events arrive while the workers race for them and for the retries
+                async with dbs[0].session() as session:
+                    for i in range(events // 6):
+                        data = {"n": wave * 100 + i}
+                        ids.append(
+                            await workers[0].emit(
+                                session, "tool.executed", data, agent_id=None, conversation_id=None
+                            )
+                        )
+                for worker in workers:
+                    worker.notify()
+                await asyncio.sleep(0.02)
+            await wait_for(lambda: len(receiver.events) == events, timeout=60)
+            await asyncio.sleep(0.5)  # a duplicate attempt would arrive within this
+        finally:
+            for worker in workers:
+                await worker.stop()
+            for db in dbs:
+                await db.dispose()
+    assert set(receiver.events) == set(ids)
+    assert all(count == 1 for count in receiver.deliveries.values()), receiver.deliveries.most_common(3)
+    assert receiver.attempts == events + failures
+    assert receiver.bad_signatures == 0

@@ -1,9 +1,16 @@
-"""Calls in progress: ``GET /v1/convai/calls/live`` (count, state and duration of each live call)."""
+"""Calls in progress: ``GET /v1/convai/calls/live``, on every instance of the service.
+
+Each instance keeps its calls in the shared ``live_calls`` table (``core.live_calls``); this lists them
+all, with this instance's own calls taken from its registry (live duration and speaking flag), and the
+count per instance (each instance enforces its own MAX_CONCURRENT_CALLS).
+"""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
+
+from utils import utcnow
 
 router = APIRouter(prefix="/convai/calls", tags=["calls"])
 
@@ -15,18 +22,54 @@ class LiveCall(BaseModel):
     state: str
     duration_sec: float
     agent_speaking: bool
+    instance_id: str = Field(description="The instance of the service the call is on")
+
+
+class InstanceCalls(BaseModel):
+    instance_id: str
+    count: int
 
 
 class LiveCalls(BaseModel):
-    count: int
-    max_concurrent_calls: int
+    count: int = Field(description="Live calls on every instance")
+    max_concurrent_calls: int = Field(description="Per instance: this instance's MAX_CONCURRENT_CALLS")
+    instance_id: str = Field(description="The instance that answered")
+    instance_count: int = Field(description="Live calls on the instance that answered")
+    accepting_calls: bool = Field(description="False while the answering instance drains")
+    instances: list[InstanceCalls]
     calls: list[LiveCall]
 
 
-@router.get("/live", response_model=LiveCalls, summary="Calls with an open media stream right now")
+@router.get("/live", response_model=LiveCalls, summary="Open media streams now, on every instance")
 async def live_calls(request: Request) -> LiveCalls:
     runtime = request.app.state.runtime
-    calls = [LiveCall(**c) for c in runtime.calls.snapshot()]
+    here = runtime.instance_id
+    calls = [LiveCall(**c, instance_id=here) for c in runtime.calls.snapshot()]
+    local = {c.call_sid for c in calls}
+    now = utcnow()
+    for row in await runtime.live_calls.list_all():
+        if row.instance_id == here or row.call_sid in local:
+            continue  # this instance's registry is the fresher source for its own calls
+        calls.append(
+            LiveCall(
+                call_sid=row.call_sid,
+                conversation_id=row.conversation_id,
+                agent_id=row.agent_id,
+                state=row.state,
+                duration_sec=round((now - row.started_at).total_seconds(), 1),
+                agent_speaking=row.agent_speaking,
+                instance_id=row.instance_id,
+            )
+        )
+    per_instance: dict[str, int] = {here: 0}
+    for call in calls:
+        per_instance[call.instance_id] = per_instance.get(call.instance_id, 0) + 1
     return LiveCalls(
-        count=len(calls), max_concurrent_calls=runtime.settings.max_concurrent_calls, calls=calls
+        count=len(calls),
+        max_concurrent_calls=runtime.settings.max_concurrent_calls,
+        instance_id=here,
+        instance_count=per_instance[here],
+        accepting_calls=not runtime.draining,
+        instances=[InstanceCalls(instance_id=i, count=n) for i, n in sorted(per_instance.items())],
+        calls=calls,
     )

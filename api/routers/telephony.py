@@ -64,6 +64,21 @@ def _say_and_hang_up(line: str) -> Response:
     return _xml(response)
 
 
+def _moving_elsewhere(runtime: Runtime) -> bool:
+    """Draining behind a balancer: answer 503 before doing anything, so the balancer gives the request
+    to another instance (deploy/nginx.conf retries on 503). A lone instance says its busy line instead."""
+    return runtime.draining and runtime.settings.is_multi_instance
+
+
+def _draining() -> Response:
+    return Response(
+        content='{"detail":"this instance is draining; retry on another"}',
+        status_code=503,
+        media_type="application/json",
+        headers={"retry-after": "1"},
+    )
+
+
 NO_TOKEN_REFUSAL = (
     "Twilio webhooks are refused: TWILIO_AUTH_TOKEN is not set, so requests cannot be verified. "
     "Set TWILIO_AUTH_TOKEN (requests are then checked against X-Twilio-Signature); "
@@ -147,6 +162,8 @@ def _valid_call_sid(params: dict[str, str]) -> str:
 @router.post("/twiml/voice", summary="Twilio inbound-call webhook: answers with a Media Stream")
 async def voice_inbound(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
+    if _moving_elsewhere(runtime):
+        return _draining()
     params = await _twilio_params(request)
     call_sid = _valid_call_sid(params)
     if not runtime.calls.has_capacity():
@@ -180,6 +197,8 @@ async def voice_inbound(request: Request) -> Response:
 @router.post("/twiml/voice_outbound", summary="Twilio webhook for an answered outbound call")
 async def voice_outbound(request: Request, conversation_id: str = "") -> Response:
     runtime: Runtime = request.app.state.runtime
+    if _moving_elsewhere(runtime):
+        return _draining()
     params = await _twilio_params(request)
     call_sid = _valid_call_sid(params)
     async with runtime.db.session() as session:
@@ -271,6 +290,11 @@ async def machine_detection(request: Request, conversation_id: str = "") -> dict
 @router.websocket("/ws/voice/{call_sid}")
 async def media_stream(websocket: WebSocket, call_sid: str) -> None:
     """Twilio Media Streams: connected/start/media/mark/dtmf/stop in; media/mark/clear out."""
+    if _moving_elsewhere(websocket.app.state.runtime) and "websocket.http.response" in websocket.scope.get(
+        "extensions", {}
+    ):
+        await websocket.send_denial_response(_draining())  # before the upgrade: the balancer tries another
+        return
     await websocket.accept()
     if not _CALL_SID.match(call_sid):
         await websocket.close(code=1008, reason="bad call sid")

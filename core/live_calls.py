@@ -1,0 +1,142 @@
+"""The live calls of every instance, in the shared database: the ``live_calls`` table.
+
+Each instance's call registry reports the calls it takes and lets go; the rows are written through the
+write-behind (in order with the call's other writes, never on the call path) and refreshed every
+heartbeat with the call's state. A row whose heartbeat is older than ``STALE_BEATS`` beats belongs to an
+instance that died: it is left out of the list, and the instance deletes its own rows when it starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from call.registry import ConnectionManager, LiveCall
+from models import LiveCallRecord
+from storage.batch_writer import BatchWriter
+from storage.db import Database
+from utils import utcnow
+
+log = logging.getLogger(__name__)
+
+STALE_BEATS = 3
+
+
+class LiveCallDirectory:
+    def __init__(self, db: Database, writer: BatchWriter, instance_id: str, heartbeat_sec: float) -> None:
+        self.db = db
+        self.writer = writer
+        self.instance_id = instance_id
+        self.heartbeat_sec = heartbeat_sec
+        self.registry: ConnectionManager | None = None
+        self._started: dict[str, datetime] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------ registry hook (sync, on the call path)
+
+    def changed(self, change: str, call: LiveCall) -> None:
+        if change == "register":
+            self._started[call.call_sid] = now = utcnow()
+            row = self._row(call.snapshot(), now, now)
+            self.writer.submit(lambda session: _put(session, row))
+        else:
+            self._started.pop(call.call_sid, None)
+            sid = call.call_sid
+            self.writer.submit(lambda session: _remove(session, [sid]))
+
+    def _row(self, snap: dict[str, Any], started: datetime, now: datetime) -> dict[str, Any]:
+        return {
+            "call_sid": snap["call_sid"],
+            "instance_id": self.instance_id,
+            "conversation_id": snap.get("conversation_id"),
+            "agent_id": snap.get("agent_id"),
+            "state": str(snap.get("state") or "CALL_START")[:16],
+            "agent_speaking": bool(snap.get("agent_speaking")),
+            "started_at": started,
+            "heartbeat_at": now,
+        }
+
+    # ------------------------------------------------------------ heartbeat
+
+    async def start(self, registry: ConnectionManager) -> None:
+        self.registry = registry
+        async with self.db.session() as session:  # rows a previous run of this instance left behind
+            await session.execute(
+                delete(LiveCallRecord).where(LiveCallRecord.instance_id == self.instance_id)
+            )
+        self._task = asyncio.create_task(self._beat(), name="live-calls-heartbeat")
+
+    async def _beat(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_sec)
+            try:
+                await self.heartbeat()
+            except Exception as exc:
+                log.warning("live-calls heartbeat failed", extra={"fields": {"error": type(exc).__name__}})
+
+    async def heartbeat(self) -> None:
+        """Refresh this instance's rows (state, agent, heartbeat) and drop any it no longer has."""
+        assert self.registry is not None
+        now = utcnow()
+        rows = [
+            self._row(snap, self._started.get(snap["call_sid"], now), now)
+            for snap in self.registry.snapshot()
+        ]
+        instance = self.instance_id
+
+        async def write(session: AsyncSession) -> None:
+            live = {r["call_sid"] for r in rows}
+            stored = set(
+                (
+                    await session.scalars(
+                        select(LiveCallRecord.call_sid).where(LiveCallRecord.instance_id == instance)
+                    )
+                ).all()
+            )
+            await _remove(session, list(stored - live))
+            for row in rows:
+                await _put(session, row)
+
+        await self.writer.submit(write)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        instance = self.instance_id
+
+        async def forget(session: AsyncSession) -> None:
+            await session.execute(delete(LiveCallRecord).where(LiveCallRecord.instance_id == instance))
+
+        await asyncio.shield(self.writer.submit(forget))
+
+    # ------------------------------------------------------------ read side
+
+    async def list_all(self) -> list[LiveCallRecord]:
+        """Every instance's live calls (rows with a recent heartbeat), oldest first."""
+        fresh_after = utcnow() - timedelta(seconds=STALE_BEATS * self.heartbeat_sec)
+        async with self.db.session() as session:
+            return list(
+                (
+                    await session.scalars(
+                        select(LiveCallRecord)
+                        .where(LiveCallRecord.heartbeat_at >= fresh_after)
+                        .order_by(LiveCallRecord.started_at, LiveCallRecord.call_sid)
+                    )
+                ).all()
+            )
+
+
+async def _put(session: AsyncSession, row: dict[str, Any]) -> None:
+    await session.merge(LiveCallRecord(**row))
+
+
+async def _remove(session: AsyncSession, call_sids: list[str]) -> None:
+    if call_sids:
+        await session.execute(delete(LiveCallRecord).where(LiveCallRecord.call_sid.in_(call_sids)))

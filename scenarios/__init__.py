@@ -1,0 +1,1 @@
+"""Scenario tests: scripted callers and success criteria checked on the finished conversation."""
