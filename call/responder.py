@@ -223,7 +223,7 @@ class Responder:
         # The fact check is for the small embedded model, which invents; a larger model's general words
         # (product names, acronyms) are not in the prompt and would trip it.
         known = " ".join(m.content for m in messages) if extractive else ""
-        shaper = ReplyShaper(previous=previous, known=known, instructions=INSTRUCTIONS)
+        shaper = ReplyShaper(previous=previous, known=known, instructions=INSTRUCTIONS, caller=turn.user_text)
         sentences: asyncio.Queue[str | None] = asyncio.Queue()
         speaking = asyncio.create_task(self.speaker.speak(turn, sentences))
         chunker = SentenceChunker(first_clause_chars=FIRST_CLAUSE_CHARS)

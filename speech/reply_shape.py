@@ -5,8 +5,8 @@ sentence) is checked before it is spoken:
 
 - a persona-breaking opening ("As an AI, …", "As a customer service rep, …") is cut off, and a sentence
   that says the agent is an AI or a language model is dropped;
-- a piece that repeats the previous agent line (or that line's start), or recites the engine's own
-  instructions, is dropped with the rest of its sentence;
+- a piece that repeats the previous agent line (or that line's start), parrots the caller's turn, or
+  recites the engine's own instructions, is dropped with the rest of its sentence;
 - a piece naming a number, price, date or name found nowhere in what the agent was told (system prompt,
   knowledge, the conversation) ends the reply there: said first, it becomes a short "I don't have that"
   with a follow-up offer;
@@ -133,8 +133,10 @@ class ReplyShaper:
         known: str = "",
         max_sentences: int = MAX_SENTENCES,
         instructions: str = "",
+        caller: str = "",
     ) -> None:
         self.previous = previous  # the agent's last line
+        self.caller = caller  # the caller's turn: a small model parrots it ("Sorry, we're not interested.")
         self.known = known  # everything a fact may come from
         self.instructions = instructions  # the engine's own rules: a small model recites them
         self.max_sentences = max_sentences
@@ -167,8 +169,9 @@ class ReplyShaper:
         if not text or not re.search(r"[A-Za-z0-9]", text):
             return None
         repeat = bool(self.previous) and near_duplicate(text, self.previous)
-        if repeat or (self.instructions and echoes(text, self.instructions)):
-            self.dropped.append("repeat" if repeat else "echo")
+        parrot = bool(self.caller) and near_duplicate(text, self.caller, threshold=0.75)
+        if repeat or parrot or (self.instructions and echoes(text, self.instructions)):
+            self.dropped.append("repeat" if repeat else "parrot" if parrot else "echo")
             self._skip_sentence = not self._at_sentence_start
             return None
         if self.known and unsupported_facts(text, self.known):

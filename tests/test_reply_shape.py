@@ -60,6 +60,17 @@ def test_a_repeat_of_the_previous_agent_line_is_dropped() -> None:
     assert ReplyShaper(previous=NEUTRAL_LINES[0]).fallback() == NEUTRAL_LINES[1]
 
 
+def test_the_callers_words_are_not_parroted_back() -> None:
+    caller = "Sorry, we're not interested."
+    out, shaper = shape(["Sorry, we're not interested."], caller=caller)
+    assert out == [] and shaper.dropped == ["parrot"]
+    out, _ = shape(["I understand.", "Could I send you a short email instead?"], caller=caller)
+    assert out == ["I understand.", "Could I send you a short email instead?"]
+    # a question answered with the caller's own words in it is not a parrot
+    out, _ = shape(["Yes, we integrate with Zendesk."], caller="Do you integrate with Zendesk?")
+    assert out == ["Yes, we integrate with Zendesk."]
+
+
 def test_persona_openings_are_cut_and_ai_talk_dropped() -> None:
     assert (
         strip_persona("As a customer service rep, I take pride in our tools.") == "I take pride in our tools."
