@@ -13,7 +13,7 @@ import json
 import logging
 import re
 import time
-from contextlib import aclosing
+from contextlib import aclosing, nullcontext
 from typing import Any
 
 from call.intents import Intent, detect_intent, extract_meeting_request
@@ -246,7 +246,8 @@ class Responder:
                 temperature=self.profile.agent.temperature,
                 max_tokens=min(self.settings.llm_max_tokens, REPLY_MAX_TOKENS),
             )
-            async with asyncio.timeout(self.settings.llm_timeout_sec), aclosing(stream):
+            closing = aclosing(stream) if hasattr(stream, "aclose") else nullcontext()
+            async with asyncio.timeout(self.settings.llm_timeout_sec), closing:
                 async for chunk in stream:
                     if chunk.text:
                         turn.timings.setdefault("llm_first_token_ms", self._ms())
