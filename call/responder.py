@@ -23,13 +23,14 @@ from call.reply_turn import ReplySource, ReplyTurn
 from call.speaker import FIRST_CLAUSE_CHARS, Speaker
 from call.transcript import CallState, CallTranscript
 from providers.base import ChatMessage, LLMProvider, ProviderError, ToolCall
-from speech.reply_shape import NEUTRAL_LINES, NO_ANSWER_LINES, ReplyShaper, fresh_line
+from speech.reply_shape import NO_ANSWER_LINES, ReplyShaper, fresh_line
 from speech.sentences import SentenceChunker
 from tools.runner import ToolContext, ToolRunner
 
 log = logging.getLogger("ai_sdr.call")
 
 FALLBACK_LINE = "Sorry, could you say that again?"
+FALLBACK_LINES = (FALLBACK_LINE, "Sorry, I missed that. Could you say it once more?")
 GOODBYE_LINE = "Thanks for your time. Goodbye!"
 EMAIL_GOODBYE_LINE = "Of course, I'll send you the details by email. Thanks for your time, goodbye!"
 REPLY_MAX_TOKENS = 64  # two spoken sentences; the shaper cuts at the second sentence end anyway
@@ -223,7 +224,12 @@ class Responder:
         # The fact check is for the small embedded model, which invents; a larger model's general words
         # (product names, acronyms) are not in the prompt and would trip it.
         known = " ".join(m.content for m in messages) if extractive else ""
-        shaper = ReplyShaper(previous=previous, known=known, instructions=INSTRUCTIONS, caller=turn.user_text)
+        shaper = ReplyShaper(
+            previous=previous,
+            known=known,
+            instructions=INSTRUCTIONS,
+            caller=turn.user_text if extractive else "",  # the small model parrots; others quote on purpose
+        )
         sentences: asyncio.Queue[str | None] = asyncio.Queue()
         speaking = asyncio.create_task(self.speaker.speak(turn, sentences))
         chunker = SentenceChunker(first_clause_chars=FIRST_CLAUSE_CHARS)
@@ -263,7 +269,7 @@ class Responder:
             if not produced:
                 turn.kind = "fallback"
                 turn.source = ReplySource.FALLBACK
-                line = fresh_line((FALLBACK_LINE, *NEUTRAL_LINES), previous)
+                line = fresh_line(FALLBACK_LINES, previous)  # the LLM failed twice: say it differently
                 sentences.put_nowait(line)
                 produced = True
         finally:

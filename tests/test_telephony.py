@@ -643,7 +643,8 @@ async def test_failed_or_slow_llm_gets_a_spoken_fallback_and_the_call_goes_on(
     tmp_path: Path, speech: dict[str, list[bytes]]
 ) -> None:
     """Ollama failing (HTTP 500), then too slow for the turn's time limit: each time the caller hears
-    "Sorry, could you say that again?" and the call carries on."""
+    "Sorry, could you say that again?" (the second time in other words: never the same line twice in a
+    row) and the call carries on."""
     from tests.ollama_standin import OllamaStandIn
 
     async with OllamaStandIn(fail="model runner crashed") as ollama:
@@ -671,6 +672,6 @@ async def test_failed_or_slow_llm_gets_a_spoken_fallback_and_the_call_goes_on(
             replies = [t for t in detail["transcript"] if t["role"] == "agent" and t["kind"] != "greeting"]
             assert [(t["kind"], t["text"]) for t in replies] == [
                 ("fallback", "Sorry, could you say that again?"),
-                ("fallback", "Sorry, could you say that again?"),
+                ("fallback", "Sorry, I missed that. Could you say it once more?"),
             ]
             assert detail["status"] == "completed"
