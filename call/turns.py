@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import Flag, auto
 
 from providers.base import TranscriptEvent
 
@@ -106,13 +105,14 @@ class CallerTurn:
     peak_energy: float
 
 
-class VoiceCue(Flag):
-    """What one caller frame tells the engine about the turn."""
+class VoiceCue:
+    """What one caller frame tells the engine about the turn: bits of an int (per-frame code, and an
+    ``enum.Flag`` operation costs ~1.6 µs where an int's costs 0.06)."""
 
     NONE = 0
-    KEPT_TALKING = auto()  # voice again after words: a reply guessed on the pause answers half a turn
-    QUIET_WITH_WORDS = auto()  # words heard and the caller quiet for PREEMPT_AFTER_S
-    ASK_FINAL = auto()  # words heard, long quiet, still no final: ask the STT for it
+    KEPT_TALKING = 1  # voice again after words: a reply guessed on the pause answers half a turn
+    QUIET_WITH_WORDS = 2  # words heard and the caller quiet for PREEMPT_AFTER_S
+    ASK_FINAL = 4  # words heard, long quiet, still no final: ask the STT for it
 
 
 class TurnAssembler:
@@ -153,7 +153,7 @@ class TurnAssembler:
     def text_so_far(self) -> str:
         return " ".join([*self.finals, self.partial]).strip()
 
-    def on_voice(self, energy: float, voiced: bool, now: float) -> VoiceCue:
+    def on_voice(self, energy: float, voiced: bool, now: float) -> int:
         cue = VoiceCue.NONE
         if voiced:
             self.last_voice_at = now
