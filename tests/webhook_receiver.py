@@ -39,11 +39,12 @@ class WebhookReceiver:
 
     async def _handle(self, request: web.Request) -> web.Response:
         self.attempts += 1
+        attempt = self.attempts  # taken before awaiting: concurrent deliveries each get their own number
         body = await request.read()
         if self.secret and not verify(self.secret, body, request.headers.get("x-signature", "")):
             self.bad_signatures += 1
             return web.Response(status=401)
-        if self.attempts <= self.fail_first:
+        if attempt <= self.fail_first:
             return web.Response(status=500, text="try again")
         event = json.loads(body)
         self.deliveries[event["id"]] += 1
