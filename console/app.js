@@ -49,7 +49,7 @@ function field(label, input) { return h("div", {}, h("label", {}, label), input)
 
 // ------------------------------------------------------------------ sign-in
 
-function signIn() {
+function signIn(view) {
   const key = h("input", { type: "password", id: "api-key", placeholder: "xi-api-key", autocomplete: "off" });
   const form = h("form", { class: "card signin", onsubmit: async (event) => {
     event.preventDefault();
@@ -67,7 +67,7 @@ function signIn() {
 
 // ------------------------------------------------------------------ agents
 
-async function agentsPage() {
+async function agentsPage(view) {
   const data = await get("/convai/agents?page_size=100");
   const rows = data.agents.map((a) => h("tr", { class: "clickable", onclick: () => (location.hash = `#/agents/${a.agent_id}`) },
     h("td", {}, a.name), h("td", { class: "muted" }, a.agent_id), h("td", {}, a.voice_id || "default"),
@@ -78,7 +78,7 @@ async function agentsPage() {
       : h("p", { class: "card muted" }, "No agents yet. Create one to start."));
 }
 
-async function agentPage(agentId) {
+async function agentPage(view, agentId) {
   const isNew = agentId === "new";
   const agent = isNew ? { name: "", system_prompt: "", first_message: "", voice_id: "", interrupt_enabled: true,
     language: "en", temperature: 0.7, max_call_duration_sec: 1800, silence_timeout_sec: 20, turn_settings: {},
@@ -261,7 +261,7 @@ function renderTranscript(container, conversation) {
   container.replaceChildren(...items.map((i) => i.el));
 }
 
-async function conversationsPage(params) {
+async function conversationsPage(view, params) {
   const agents = (await get("/convai/agents?page_size=100")).agents;
   const select = (name, options, value) => h("select", { name, id: `filter-${name}` }, h("option", { value: "" }, "any"),
     options.map(([v, label]) => h("option", { value: v, selected: v === value }, label)));
@@ -354,7 +354,7 @@ function recordingPlayer(conversationId) {
   return player;
 }
 
-async function conversationPage(conversationId) {
+async function conversationPage(view, conversationId) {
   const c = await get(`/convai/conversations/${conversationId}`);
   const transcript = h("div", { class: "transcript", id: "transcript" });
   renderTranscript(transcript, c);
@@ -379,7 +379,7 @@ async function conversationPage(conversationId) {
 
 // ------------------------------------------------------------------ live calls
 
-async function livePage() {
+async function livePage(view) {
   const body = h("div", { id: "live" });
   const render = async () => {
     try {
@@ -403,24 +403,35 @@ async function livePage() {
 
 // ------------------------------------------------------------------ router
 
+// A page paints only while it is still the page asked for: a slow page must not paint over a later one.
+let routeSeq = 0;
+function pageView(seq) {
+  const current = () => seq === routeSeq;
+  return {
+    replaceChildren: (...nodes) => { if (current()) view.replaceChildren(...nodes); },
+    append: (...nodes) => { if (current()) view.append(...nodes); },
+  };
+}
+
 async function route() {
   cleanup();
   cleanup = () => {};
+  const v = pageView(++routeSeq);
   const signedIn = Boolean(session.key);
   document.getElementById("nav").hidden = !signedIn;
-  if (!signedIn) return signIn();
+  if (!signedIn) return signIn(v);
   const [path, query] = (location.hash.slice(1) || "/agents").split("?");
   const parts = path.split("/").filter(Boolean);
   document.querySelectorAll("nav a").forEach((a) => a.classList.toggle("active", a.dataset.page === parts[0]));
   try {
-    if (parts[0] === "agents" && parts[1] && parts[2] === "tests") cleanup = await testsPage(view, { h, toast, fail, pill }, parts[1]);
-    else if (parts[0] === "agents" && parts[1]) await agentPage(parts[1]);
-    else if (parts[0] === "conversations" && parts[1]) await conversationPage(parts[1]);
-    else if (parts[0] === "conversations") await conversationsPage(new URLSearchParams(query));
-    else if (parts[0] === "live") await livePage();
-    else if (parts[0] === "campaigns" && parts[1]) cleanup = await campaignPage(view, { h, toast, fail, pill }, parts[1]);
-    else if (parts[0] === "campaigns") await campaignsPage(view, { h, toast, fail, pill });
-    else await agentsPage();
+    if (parts[0] === "agents" && parts[1] && parts[2] === "tests") cleanup = await testsPage(v, { h, toast, fail, pill }, parts[1]);
+    else if (parts[0] === "agents" && parts[1]) await agentPage(v, parts[1]);
+    else if (parts[0] === "conversations" && parts[1]) await conversationPage(v, parts[1]);
+    else if (parts[0] === "conversations") await conversationsPage(v, new URLSearchParams(query));
+    else if (parts[0] === "live") await livePage(v);
+    else if (parts[0] === "campaigns" && parts[1]) cleanup = await campaignPage(v, { h, toast, fail, pill }, parts[1]);
+    else if (parts[0] === "campaigns") await campaignsPage(v, { h, toast, fail, pill });
+    else await agentsPage(v);
   } catch (error) { fail(error); }
 }
 
