@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any
 
 from call.playout import AudioSink, OutboundAudio, Segment
 from call.reply_turn import ReplyTurn
@@ -128,6 +127,3 @@ class Speaker:
 
     def heard(self, turn: ReplyTurn, played_frame: int) -> str:
         return self.out.heard_text(turn.turn_id, played_frame)[0]
-
-    def describe(self) -> dict[str, Any]:
-        return {"agent_speaking": self.out.is_speaking}
