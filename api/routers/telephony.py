@@ -212,6 +212,18 @@ async def voice_outbound(request: Request, conversation_id: str = "") -> Respons
     return _stream_twiml(runtime, call_sid, conversation)
 
 
+async def _callback_conversation(session: Any, conversation_id: str, call_sid: str) -> Conversation:
+    """The conversation a Twilio callback is about: by its id when the SID agrees, else by the SID."""
+    conversation = await session.get(Conversation, conversation_id) if conversation_id else None
+    if conversation is not None and conversation.call_sid not in (None, call_sid):
+        conversation = None  # the id and the SID disagree: trust neither
+    if conversation is None:
+        conversation = await session.scalar(select(Conversation).where(Conversation.call_sid == call_sid))
+    if conversation is None:
+        raise HTTPException(404, detail="unknown call")
+    return conversation
+
+
 @router.post("/twiml/status", summary="Twilio call status callback")
 async def call_status(request: Request, conversation_id: str = "") -> dict[str, Any]:
     runtime: Runtime = request.app.state.runtime
@@ -221,13 +233,7 @@ async def call_status(request: Request, conversation_id: str = "") -> dict[str, 
     if status is None:
         raise HTTPException(400, detail="unknown CallStatus")
     async with runtime.db.session() as session:
-        conversation = await session.get(Conversation, conversation_id) if conversation_id else None
-        if conversation is not None and conversation.call_sid not in (None, call_sid):
-            conversation = None  # the id and the SID disagree: trust neither
-        if conversation is None:
-            conversation = await session.scalar(select(Conversation).where(Conversation.call_sid == call_sid))
-        if conversation is None:
-            raise HTTPException(404, detail="unknown call")
+        conversation = await _callback_conversation(session, conversation_id, call_sid)
         conversation.call_sid = conversation.call_sid or call_sid
         if conversation.status not in ("completed", *FAILED_STATUSES) or status in FAILED_STATUSES:
             conversation.status = status
@@ -266,13 +272,7 @@ async def machine_detection(request: Request, conversation_id: str = "") -> dict
     if answered_by is None:
         raise HTTPException(400, detail="unknown AnsweredBy")
     async with runtime.db.session() as session:
-        conversation = await session.get(Conversation, conversation_id) if conversation_id else None
-        if conversation is not None and conversation.call_sid not in (None, call_sid):
-            conversation = None
-        if conversation is None:
-            conversation = await session.scalar(select(Conversation).where(Conversation.call_sid == call_sid))
-        if conversation is None:
-            raise HTTPException(404, detail="unknown call")
+        conversation = await _callback_conversation(session, conversation_id, call_sid)
         conversation.call_sid = conversation.call_sid or call_sid
         # The engine may have decided from the audio already; Twilio's verdict does not overwrite it.
         if conversation.answered_by in (None, "unknown"):
