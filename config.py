@@ -116,6 +116,15 @@ class Settings(BaseSettings):
     interrupt_baseline_factor: float = 2.8
     interrupt_min_speech_ms: int = 60  # why not 100: interruption.TurnSettings
     silence_threshold_sec: float = 0.3
+    # Turn-end model (speech/turn_model.py, Smart Turn v3.2 from the pipecat-ai wheel) asked about each
+    # pause of the caller; "off": silence and the words alone (call/turns.py). Per agent: turn_settings.
+    turn_model: Literal["off", "smart_turn"] = "smart_turn"
+    turn_model_path: str = ""  # the ONNX file; empty -> the one inside the installed pipecat-ai
+    turn_model_complete: float = Field(default=0.7, ge=0.0, le=1.0)  # p >= this: the turn may end now
+    turn_model_override: float = Field(default=0.97, ge=0.0, le=1.0)  # ... even if the words read unfinished
+    turn_model_incomplete: float = Field(default=0.3, ge=0.0, le=1.0)  # p < this: hold for ..._hold_sec
+    turn_model_hold_sec: float = Field(default=1.2, ge=0.0, le=5.0)
+    turn_model_max_queued: int = Field(default=2, ge=1, le=64)  # decisions waiting or running, all calls
     # Start the reply on the interim transcript, held until the turn is confirmed (costs LLM/TTS work
     # when the caller goes on after a pause; saves up to LLM + TTS first-audio latency).
     preemptive_replies: bool = True

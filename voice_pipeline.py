@@ -283,13 +283,15 @@ class WSConn:
         energy, voiced = self.barge.classify(frame, self.speaker.is_speaking)
         if self.amd is not None and (amd := self.amd.on_frame(frame, energy, voiced)) is not None:
             self._on_amd(amd)
-        cue = self.turns.on_voice(energy, voiced, now)
+        cue = self.turns.on_voice(energy, voiced, now, frame)
         if voiced:
             self.watchdog.activity(now)
         if cue & VoiceCue.KEPT_TALKING:
             self.replies.drop()  # a reply guessed on the pause would answer half a turn
         if cue & VoiceCue.QUIET_WITH_WORDS and not self.barge.is_paused and not self.closing:
             self.replies.preempt(self.turns.text_so_far, self.turns.sounds_finished())
+        if cue & VoiceCue.CHECK_TURN and self.turns.has_finals:  # the turn-end model has answered
+            self._check_end_of_turn_in(0)
         if cue & VoiceCue.ASK_FINAL and self.stt is not None:
             asyncio.get_running_loop().create_task(self.stt.finalize())
         speaking = self.speaker.is_speaking or self.barge.is_paused

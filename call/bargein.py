@@ -35,6 +35,7 @@ class TurnSettings:
     interrupt_min_speech_ms: int = 60
     silence_threshold_sec: float = 0.3
     vad_aggressiveness: int = 3
+    turn_model: str = "smart_turn"  # "off": silence and the words alone decide the end of a turn
 
     @classmethod
     def from_sources(

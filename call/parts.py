@@ -13,7 +13,7 @@ from call.reply_turn import ReplyTurn
 from call.responder import Responder
 from call.speaker import Speaker
 from call.transcript import CallTranscript
-from call.turns import EndOfTurn, TurnAssembler
+from call.turns import EndOfTurn, TurnAssembler, TurnModelPolicy
 from call.watchdog import Watchdog
 from providers.base import LLMProvider, STTSession
 from speech.vad import FrameClassifier
@@ -45,6 +45,20 @@ class CallParts:
     amd: AnsweringMachineDetector | None  # outbound calls with detection on
     recorder: CallRecorder | None
     provider_names: dict[str, str]
+
+
+def turn_assembler(services: Services, profile: AgentProfile, clock: CallClock) -> TurnAssembler:
+    """Silence and the words, with the process's turn-end model when it is on for this agent."""
+    settings = services.settings
+    judge = getattr(services, "turn_judge", None) if profile.turn.turn_model != "off" else None
+    policy = TurnModelPolicy(
+        complete=settings.turn_model_complete,
+        override=settings.turn_model_override,
+        incomplete=settings.turn_model_incomplete,
+        hold_s=settings.turn_model_hold_sec,
+    )
+    eot = EndOfTurn(profile.turn.silence_threshold_sec)
+    return TurnAssembler(eot, clock.ms, clock.t0, judge=judge, policy=policy)
 
 
 async def assemble(
@@ -96,7 +110,7 @@ async def assemble(
         stt=session,
         llm=llm,
         barge=BargeIn(profile.turn, FrameClassifier(profile.turn.vad_aggressiveness)),
-        turns=TurnAssembler(EndOfTurn(profile.turn.silence_threshold_sec), clock.ms, clock.t0),
+        turns=turn_assembler(services, profile, clock),
         watchdog=Watchdog.for_agent(agent, settings, started=clock.t0),
         responder=responder,
         amd=AnsweringMachineDetector() if detect_machines else None,

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import re
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
 
 from providers.base import TranscriptEvent
+from speech.audio import MULAW_TO_PCM16
 
 # Words a sentence does not end on: the caller paused mid-sentence ("I'd like to… um…"), even if the
 # STT put a question mark after them ("Could you tell me if?").
@@ -90,6 +95,39 @@ class EndOfTurn:
         return self.required_silence(text, confidence) - silence_so_far_s
 
 
+class TurnJudgeLike(Protocol):
+    """What the assembler needs of a turn-end model (``speech.turn_model.TurnJudge``)."""
+
+    @property
+    def ready(self) -> bool: ...
+
+    def submit(self, pcm: np.ndarray, rate: int = 8000) -> Any: ...  # concurrent Future[float] | None
+
+
+@dataclass(slots=True, frozen=True)
+class TurnModelPolicy:
+    """How the turn-end model's probability combines with the words (``EndOfTurn``'s holds).
+
+    The model is asked once per pause, ``ask_after_s`` into it, on the caller's last 8 s of audio.
+    - p >= ``complete``: the turn ends as soon as the STT's final text is in, even when the words are only
+      *unsure* (the 0.8 s hold); only p >= ``override`` ends one whose words read *unfinished* (1.2 s).
+    - p < ``incomplete``: the caller is mid-sentence; the turn needs ``hold_s`` of silence (never less
+      than the words' own hold). The STT endpoint and ``hold_s`` remain the safety net: a turn always ends.
+    - no answer within ``wait_s`` past the words' own requirement (model busy, failed, not loaded): the
+      words decide alone, as without a model.
+    ``shorten``/``extend`` switch each direction off (a bench may find one of them does not pay).
+    """
+
+    ask_after_s: float = 0.16
+    complete: float = 0.7
+    override: float = 0.97
+    incomplete: float = 0.3
+    hold_s: float = 1.2
+    wait_s: float = 0.12
+    shorten: bool = True
+    extend: bool = True
+
+
 FINALIZE_AFTER_S = 0.25  # silence beyond the end-of-turn threshold with only partials: ask for the final
 PREEMPT_AFTER_S = 0.12  # caller quiet this long with words heard: a reply may start before the endpoint
 
@@ -113,6 +151,7 @@ class VoiceCue:
     KEPT_TALKING = 1  # voice again after words: a reply guessed on the pause answers half a turn
     QUIET_WITH_WORDS = 2  # words heard and the caller quiet for PREEMPT_AFTER_S
     ASK_FINAL = 4  # words heard, long quiet, still no final: ask the STT for it
+    CHECK_TURN = 8  # the turn-end model has answered: check the end of the turn now
 
 
 class TurnAssembler:
@@ -122,8 +161,27 @@ class TurnAssembler:
     over (a ``CallerTurn``) or how long to wait before asking again.
     """
 
-    def __init__(self, eot: EndOfTurn, ms: Callable[..., float], now: float) -> None:
+    WINDOW_FRAMES = 400  # 8 s of 20 ms frames: what the turn-end model listens to
+    MIN_VOICED_FRAMES = 8  # 160 ms of voice before a pause is worth a decision
+
+    def __init__(
+        self,
+        eot: EndOfTurn,
+        ms: Callable[..., float],
+        now: float,
+        judge: TurnJudgeLike | None = None,
+        policy: TurnModelPolicy | None = None,
+    ) -> None:
         self.eot = eot
+        self.judge = judge
+        self.policy = policy or TurnModelPolicy()
+        self._audio: deque[bytes] = deque(maxlen=self.WINDOW_FRAMES)  # the caller's recent mu-law frames
+        self._voiced_frames = 0  # since the last decision was asked: was there speech to judge?
+        self._decision: Any = None  # Future of the current pause's probability (one at a time)
+        self._decision_for: float | None = None  # the pause (its last_voice_at) the decision judges
+        self._decision_told = False
+        self.decisions = 0  # asked, over the call (bench: decisions per turn)
+        self.model_ended = self.model_held = 0  # turns the model ended early / pauses it held
         self._ms = ms  # CallClock.ms
         self.finals: list[str] = []
         self.confidence: float | None = None  # the least sure final of the turn so far
@@ -153,9 +211,12 @@ class TurnAssembler:
     def text_so_far(self) -> str:
         return " ".join([*self.finals, self.partial]).strip()
 
-    def on_voice(self, energy: float, voiced: bool, now: float) -> int:
+    def on_voice(self, energy: float, voiced: bool, now: float, frame: bytes | None = None) -> int:
         cue = VoiceCue.NONE
+        if frame is not None and self.judge is not None:
+            self._audio.append(frame)
         if voiced:
+            self._voiced_frames += 1
             self.last_voice_at = now
             self._peak_energy = max(self._peak_energy, energy)
             self._voiced_run += 1
@@ -171,7 +232,63 @@ class TurnAssembler:
         if self.partial_pending and quiet > self.eot.silence_s + FINALIZE_AFTER_S:
             self.partial_pending = False
             cue |= VoiceCue.ASK_FINAL
+        if self.judge is not None:
+            cue |= self._ask_model(quiet)
         return cue
+
+    def _ask_model(self, quiet: float) -> int:
+        """Ask the turn-end model about this pause (once, when it is ``ask_after_s`` old); CHECK_TURN
+        once its answer is in."""
+        decision = self._decision
+        if decision is not None and not decision.done():
+            return VoiceCue.NONE  # one decision at a time per call
+        if decision is not None and self._decision_for == self.last_voice_at:
+            if self._decision_told:
+                return VoiceCue.NONE
+            self._decision_told = True
+            return VoiceCue.CHECK_TURN
+        if quiet < self.policy.ask_after_s or self._voiced_frames < self.MIN_VOICED_FRAMES:
+            return VoiceCue.NONE
+        judge = self.judge
+        if judge is None or not judge.ready or not self._audio:
+            return VoiceCue.NONE
+        pcm = MULAW_TO_PCM16[np.frombuffer(b"".join(self._audio), dtype=np.uint8)]
+        self._decision = judge.submit(pcm, 8000)
+        self._decision_for = self.last_voice_at
+        self._decision_told = False
+        self._voiced_frames = 0
+        if self._decision is not None:
+            self.decisions += 1
+        return VoiceCue.NONE
+
+    def model_probability(self) -> float | None:
+        """The model's answer about the current pause: None when not asked, not in yet, failed or stale."""
+        decision = self._decision
+        if decision is None or self._decision_for != self.last_voice_at or not decision.done():
+            return None
+        if decision.cancelled() or decision.exception() is not None:
+            return None
+        return float(decision.result())
+
+    def _model_pending(self) -> bool:
+        decision = self._decision
+        return decision is not None and self._decision_for == self.last_voice_at and not decision.done()
+
+    def _with_model(self, required: float, silence: float) -> float:
+        """The words' required silence, adjusted by the model's answer about this pause."""
+        policy, eot = self.policy, self.eot
+        p = self.model_probability()
+        if p is None:
+            if self._model_pending() and silence < required + policy.wait_s:
+                return required + policy.wait_s  # it is asked; wait a little for it (CHECK_TURN wakes us)
+            return required
+        if p < policy.incomplete:
+            return max(required, policy.hold_s) if policy.extend else required
+        if not policy.shorten or p < policy.complete:
+            return required
+        if required >= eot.incomplete_hold_s > eot.silence_s and p < policy.override:
+            return required  # the words read unfinished: only a very sure model overrides them
+        return min(required, policy.ask_after_s)  # as soon as the STT's final text is in
 
     def on_transcript(self, event: TranscriptEvent, now: float, t0: float) -> bool:
         """Feed an STT event; True when the end of the turn should be checked now."""
@@ -212,9 +329,16 @@ class TurnAssembler:
         if self._final_at is not None:
             # The STT's endpoint is evidence of silence too (our VAD may hear line noise as voice).
             silence = max(silence, now - self._final_at + self.eot.silence_s)
-        remaining = self.eot.remaining(text, silence, self.confidence)
+        required = self.eot.required_silence(text, self.confidence)
+        if self.judge is not None:
+            words_only = required
+            required = self._with_model(required, silence)
+        remaining = required - silence
         if remaining > 0:
             return remaining
+        if self.judge is not None:
+            self.model_ended += required < words_only
+            self.model_held += required > words_only + self.policy.wait_s
         turn = CallerTurn(
             text, self._speech_start_ms, self._speech_end_ms, self._stt_final_ms, self.take_peak()
         )

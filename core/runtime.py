@@ -18,6 +18,7 @@ from events.post_call import run_post_call
 from events.webhooks import WebhookDispatcher
 from knowledge.store import KnowledgeStore
 from providers.registry import ProviderRegistry
+from speech.turn_model import TurnJudge
 from storage.batch_writer import BatchWriter
 from storage.db import Database
 from telephony.dialer import Dialer
@@ -50,6 +51,11 @@ class Runtime:
         self.tool_runner = ToolRunner(settings, self.db, self.twilio, self.webhooks)
         self.loop_lag = LoopLagMonitor()
         self.dialer = Dialer(self, self.webhooks)  # campaigns: places calls through telephony.outbound
+        self.turn_judge: TurnJudge | None = None  # the turn-end model, shared by calls (TURN_MODEL)
+        if settings.turn_model != "off":
+            self.turn_judge = TurnJudge(
+                settings.turn_model_path or None, max_queued=settings.turn_model_max_queued
+            )
 
     async def start(self) -> None:
         self.loop_lag.start()
@@ -63,6 +69,8 @@ class Runtime:
         self.providers.warm_in_background()
         if self.settings.warm_embeddings:
             self._warm_knowledge = asyncio.create_task(self.knowledge.warm(), name="warm-embeddings")
+        if self.turn_judge is not None:
+            self._warm_turn_model = asyncio.create_task(self._warm_judge(), name="warm-turn-model")
         await self.wait_warm(self.settings.warm_start_wait_sec)
 
     async def wait_warm(self, timeout_s: float) -> bool:
@@ -71,9 +79,8 @@ class Runtime:
         Start-up waits here, so the port opens once a call would find its models warm. Past the timeout
         the service starts anyway: a call that comes meanwhile is served (slower), and /readyz says 503.
         """
-        tasks = [
-            t for t in (self.providers.warm_task, getattr(self, "_warm_knowledge", None)) if t is not None
-        ]
+        warming = (self.providers.warm_task, getattr(self, "_warm_knowledge", None))
+        tasks = [t for t in (*warming, getattr(self, "_warm_turn_model", None)) if t is not None]
         started = time.perf_counter()
         if tasks and timeout_s > 0:
             await asyncio.wait(tasks, timeout=timeout_s)
@@ -91,7 +98,21 @@ class Runtime:
         if self.settings.warm_embeddings:
             warm = getattr(self, "_warm_knowledge", None)
             checks["embeddings_loaded"] = warm is not None and warm.done() and warm.exception() is None
+        if self.turn_judge is not None:
+            checks["turn_model_loaded"] = self.turn_judge.ready
         return checks
+
+    async def _warm_judge(self) -> None:
+        """Load the turn-end model and run it once; a call meanwhile (or if it fails) uses the words alone."""
+        assert self.turn_judge is not None
+        started = time.perf_counter()
+        try:
+            await self.turn_judge.warm()
+        except Exception as exc:
+            self.turn_judge = None  # no model: silence and the words decide, as with TURN_MODEL=off
+            log.error("turn model failed to load", extra={"fields": {"error": type(exc).__name__}})
+            return
+        log.info("turn model warm", extra={"fields": {"seconds": round(time.perf_counter() - started, 2)}})
 
     # ------------------------------------------------------------ SIGTERM: drain, then exit
 
@@ -174,6 +195,8 @@ class Runtime:
         await self.tool_runner.aclose()
         await self.twilio.aclose()
         await self.providers.aclose()
+        if self.turn_judge is not None:
+            self.turn_judge.close()
         self.knowledge.close()
         await self.db.dispose()
         await self.loop_lag.stop()

@@ -98,3 +98,72 @@ class TurnModel:
         with self._lock:
             out = self._session.run(None, {self._input: batch})
         return float(np.asarray(out[0]).reshape(-1)[0])
+
+
+class TurnJudge:
+    """The process's turn-end model, shared by every call, with a bounded amount of queued work.
+
+    One inference thread (a decision is ~90 ms of one core): calls queue for it, and at most
+    ``max_queued`` decisions may wait or run at once; past that ``submit`` says no (None) and the call
+    falls back to the lexical rule, so many calls cannot pile up CPU work nobody will wait for.
+    ``submit`` is non-blocking and returns a ``concurrent.futures.Future``; the caller polls it.
+    """
+
+    def __init__(self, path: str | Path | None = None, threads: int = 1, max_queued: int = 2) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._path = path
+        self._threads = threads
+        self.max_queued = max(1, max_queued)
+        self._model: TurnModel | None = None
+        self._queued = 0
+        self._count_lock = threading.Lock()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="turn-model")
+        self.seconds: list[float] = []  # CPU time of recent decisions (bench and logs read it)
+
+    @property
+    def ready(self) -> bool:
+        return self._model is not None
+
+    def load(self) -> None:
+        """Blocking: load the ONNX session and run it once (kernels are chosen on the first run)."""
+        if self._model is None:
+            model = TurnModel(self._path, self._threads)
+            model.complete_probability(np.zeros(SAMPLE_RATE // 2, dtype=np.int16), SAMPLE_RATE)
+            self._model = model
+
+    async def warm(self) -> None:
+        import asyncio
+
+        await asyncio.get_running_loop().run_in_executor(self._executor, self.load)
+
+    def submit(self, pcm: np.ndarray, rate: int = 8000) -> Any:
+        """A Future of the complete-probability, or None (not loaded yet, or too much work queued)."""
+        model = self._model
+        if model is None:
+            return None
+        with self._count_lock:
+            if self._queued >= self.max_queued:
+                return None
+            self._queued += 1
+
+        def run() -> float:
+            import time
+
+            started = time.thread_time()
+            try:
+                return model.complete_probability(pcm, rate)
+            finally:
+                self.seconds = [*self.seconds[-999:], time.thread_time() - started]
+                with self._count_lock:
+                    self._queued -= 1
+
+        try:
+            return self._executor.submit(run)
+        except RuntimeError:  # shut down
+            with self._count_lock:
+                self._queued -= 1
+            return None
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)

@@ -3,6 +3,8 @@ backchannels, end of turn on unfinished sentences, the sentence chunker, intents
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import Future
 from datetime import datetime
 
 import numpy as np
@@ -10,7 +12,8 @@ import pytest
 
 from call.bargein import InterruptionDetector, TurnSettings
 from call.intents import Intent, detect_intent, extract_meeting_request, is_backchannel
-from call.turns import EndOfTurn, looks_incomplete
+from call.turns import CallerTurn, EndOfTurn, TurnAssembler, VoiceCue, looks_incomplete
+from providers.base import TranscriptEvent
 from speech.audio import pcm16_to_mulaw
 from speech.sentences import SentenceChunker
 from speech.text import MissingVariableError, clean_markdown_for_tts, fill_template
@@ -232,3 +235,116 @@ def test_first_piece_without_punctuation_starts_at_a_word_boundary() -> None:
         out += chunker.push(token + " ")
     assert out[0] == "The Orbit platform helps teams track every"  # spoken while the rest streams
     assert out[1:] == ["deal from first contact to signature.", "Great."]
+
+
+# ---------------------------------------------------------------- the turn-end model in TurnAssembler
+
+
+class FakeJudge:
+    """A turn-end model that answers ``probability`` at once (or fails, or never answers)."""
+
+    def __init__(self, probability: float | None = None, *, fails: bool = False, ready: bool = True) -> None:
+        self.probability, self.fails, self.ready = probability, fails, ready
+        self.asked: list[int] = []  # samples of audio per decision
+
+    def submit(self, pcm: np.ndarray, rate: int = 8000) -> Future[float]:
+        self.asked.append(len(pcm))
+        future: Future[float] = Future()
+        if self.fails:
+            future.set_exception(RuntimeError("onnx failed"))
+        elif self.probability is not None:
+            future.set_result(self.probability)
+        return future  # no probability: still running (a busy or hung model)
+
+
+VOICED = b"\x10" * 160  # a loud mu-law frame
+QUIET = b"\xff" * 160
+
+
+def finished_turn(
+    judge: FakeJudge | None, text: str, *, confidence: float = 0.9
+) -> tuple[TurnAssembler, float]:
+    """One second of voice, then 200 ms of quiet (the model is asked 160 ms in) and the STT's final at
+    once (no endpoint: with Deepgram a final may come before its endpoint). Returns (turns, now)."""
+    turns = TurnAssembler(EndOfTurn(0.3), lambda t=None: 0.0, 0.0, judge=judge)
+    now, cues = 0.0, 0
+    for _ in range(50):
+        now += 0.02
+        turns.on_voice(3000.0, True, now, VOICED)
+    for _ in range(10):
+        now += 0.02
+        cues |= turns.on_voice(0.0, False, now, QUIET)
+    if judge is not None and judge.probability is not None and not judge.fails:
+        assert cues & VoiceCue.CHECK_TURN  # the engine is told to check once the answer is in
+    event = TranscriptEvent("final", text=text, confidence=confidence, start_s=0.0, end_s=1.0)
+    turns.on_transcript(event, now, 0.0)
+    return turns, now
+
+
+def ends_after(turns: TurnAssembler, now: float) -> float:
+    """Silence (s, after the 200 ms already passed) until ``check`` gives the turn."""
+    waited = 0.0
+    while not isinstance(result := turns.check(now + waited), CallerTurn):
+        assert isinstance(result, float) and waited < 5
+        waited += result
+    return round(waited, 3)
+
+
+def test_a_confident_complete_ends_the_turn_on_the_final_without_the_silence_wait() -> None:
+    judge = FakeJudge(0.95)
+    turns, now = finished_turn(judge, "We use HubSpot today.")
+    assert judge.asked == [58 * 160]  # once per pause, 160 ms into it, on the caller's audio so far
+    assert ends_after(turns, now) == 0.0  # words alone: the 300 ms silence (100 ms more)
+    assert ends_after(*finished_turn(None, "We use HubSpot today.")) == pytest.approx(0.1)
+    # an unsure hold (open sentence, 0.8 s) ends too; an unfinished sentence only when very sure
+    assert ends_after(*finished_turn(FakeJudge(0.9), "So what we really wanted")) == 0.0
+    assert ends_after(*finished_turn(FakeJudge(0.9), "I'd like to, um")) == pytest.approx(1.0)
+    assert ends_after(*finished_turn(FakeJudge(0.99), "I'd like to, um")) == 0.0
+
+
+def test_an_incomplete_verdict_holds_a_turn_the_words_would_end() -> None:
+    turns, now = finished_turn(FakeJudge(0.1), "We use HubSpot today.")
+    assert ends_after(turns, now) == pytest.approx(1.0)  # TURN_MODEL_HOLD_SEC (1.2 s) of silence
+    assert turns.model_held == 1
+    # the safety net: the hold is bounded, and voice again makes the verdict stale
+    turns, now = finished_turn(FakeJudge(0.1), "We use HubSpot today.")
+    turns.on_voice(3000.0, True, now + 0.1, VOICED)
+    assert turns.model_probability() is None
+
+
+def test_without_an_answer_the_words_decide_after_a_short_wait() -> None:
+    words_only = ends_after(*finished_turn(None, "We use HubSpot today."))
+    assert ends_after(*finished_turn(FakeJudge(fails=True), "We use HubSpot today.")) == words_only
+    assert ends_after(*finished_turn(FakeJudge(ready=False), "We use HubSpot today.")) == words_only
+    hung = FakeJudge(None)  # asked, never answers: waits at most wait_s more, then the words decide
+    turns, now = finished_turn(hung, "We use HubSpot today.")
+    assert ends_after(turns, now) == pytest.approx(words_only + turns.policy.wait_s)
+    # one decision at a time per call: a second pause while the first is unanswered asks nothing
+    for k in range(20):
+        turns.on_voice(3000.0, True, now + 1 + k * 0.02, VOICED)
+    for k in range(20):
+        turns.on_voice(0.0, False, now + 1.4 + k * 0.02, QUIET)
+    assert len(hung.asked) == 1
+
+
+def test_the_judge_bounds_the_work_queued_over_all_calls() -> None:
+    from speech.turn_model import TurnJudge
+
+    judge = TurnJudge.__new__(TurnJudge)
+    gate = threading.Event()
+
+    class SlowModel:
+        def complete_probability(self, pcm: np.ndarray, rate: int = 8000) -> float:
+            gate.wait(5)
+            return 0.5
+
+    TurnJudge.__init__(judge, max_queued=2)
+    judge._model = SlowModel()  # type: ignore[assignment]
+    pcm = np.zeros(800, dtype=np.int16)
+    first, second = judge.submit(pcm), judge.submit(pcm)
+    assert first is not None and second is not None
+    assert judge.submit(pcm) is None  # a third call falls back to the words
+    gate.set()
+    assert first.result(5) == 0.5 and second.result(5) == 0.5
+    assert judge.submit(pcm) is not None
+    judge.close()
