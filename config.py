@@ -121,8 +121,9 @@ class Settings(BaseSettings):
     turn_model: Literal["off", "smart_turn"] = "smart_turn"
     turn_model_path: str = ""  # the ONNX file; empty -> the one inside the installed pipecat-ai
     turn_model_complete: float = Field(default=0.7, ge=0.0, le=1.0)  # p >= this: the turn may end now
-    turn_model_override: float = Field(default=0.97, ge=0.0, le=1.0)  # ... even if the words read unfinished
-    turn_model_incomplete: float = Field(default=0.3, ge=0.0, le=1.0)  # p < this: hold for ..._hold_sec
+    # ... even when the words read unfinished ("…talk to my"); 1.0: never (the labelled set's finding)
+    turn_model_override: float = Field(default=1.0, ge=0.0, le=1.0)
+    turn_model_incomplete: float = Field(default=0.2, ge=0.0, le=1.0)  # p < this: hold for ..._hold_sec
     turn_model_hold_sec: float = Field(default=1.2, ge=0.0, le=5.0)
     turn_model_max_queued: int = Field(default=2, ge=1, le=64)  # decisions waiting or running, all calls
     # Start the reply on the interim transcript, held until the turn is confirmed (costs LLM/TTS work

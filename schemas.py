@@ -249,6 +249,7 @@ class TurnSettings(Strict):
     interrupt_baseline_factor: float | None = Field(default=None, gt=0, le=100)
     interrupt_min_speech_ms: int | None = Field(default=None, ge=0, le=5000)
     silence_threshold_sec: float | None = Field(default=None, gt=0, le=10)
+    turn_model: Literal["off", "smart_turn"] | None = None  # "off": silence and the words alone (TURN_MODEL)
 
 
 class ProviderOverrides(Strict):

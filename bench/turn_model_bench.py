@@ -1,112 +1,173 @@
-"""Smart Turn v3.2 (speech/turn_model.py) on complete vs cut-off caller turns, and its CPU cost.
+"""Smart Turn v3.2 (speech/turn_model.py) on the labelled turn-taking set: what it says at each pause, what
+the words say, and what each way of combining them would do. Offline and quick (~1 min on 2 cores).
 
-    SMART_TURN_MODEL=/path/smart-turn-v3.2-cpu.onnx python -m bench.turn_model_bench
-    (or with ``pip install --no-deps pipecat-ai==1.14.0`` the packaged file is found by itself)
+    python -m bench.bargein.generate      # the labelled set (36 complete + 36 paused turns)
+    python -m bench.turn_model_bench      # prints tables; the lead copies them to bench/results/turn_model.md
 
-Turns: the caller lines of bench/offscript_turns.json with six words or more, spoken by the caller voices
-of the simulator (Piper, and espeak for a second voice), at 8 kHz like a phone line. A *complete* turn is
-the whole line; a *paused* turn is the line cut after a word that cannot end it ("we are a team of"),
-synthesised alone (so its words are unfinished, though a TTS voice still ends it on a falling tone: a
-harder case than a person's mid-sentence pause). Both end with 200 ms of line silence, when the engine would ask the model. Optional
-noise: white noise at 20 dB SNR. Prints a markdown table (bench/results/turn_model.md).
+For every case the engine's view at the moment it asks the model (160 ms into the pause) is rebuilt:
+- complete turns: the whole line and 160 ms of silence; paused turns: the sentence up to the cut (it was
+  synthesised whole, so the voice is mid-sentence there) and 160 ms of the inserted pause;
+- the words: the local Whisper's transcript of that audio (as the engine's speculative final), with its
+  confidence, through ``EndOfTurn`` → the silence the words alone require (0.3 / 0.8 / 1.2 s);
+- the model: ``TurnJudge`` on the last 8 s, as the engine submits it (CPU time per decision measured).
+
+Then each policy (``TurnModelPolicy``) gives the silence the turn needs. A complete turn's wait is
+max(that, the STT endpoint: SILENCE_THRESHOLD_SEC); a paused turn is answered prematurely when that is
+shorter than its pause minus ~0.1 s (the first agent frame leaves ~0.1 s after the decision, measured by
+bench/bargein/run.py). The server run (bench/bargein/run.py) measures the real figures.
 """
 
 from __future__ import annotations
 
 import json
-import os
+import sys
 import time
-from pathlib import Path
+from dataclasses import replace
 
 import numpy as np
 
-from speech import turn_model as tm
+from bench.bargein.generate import DATA
+from bench.report import markdown_table, pcts
+from call.turns import EndOfTurn, TurnModelPolicy, ends_open
+from speech.audio import MULAW_TO_PCM16
+from speech.turn_model import TurnJudge
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
-VOICES = ("piper", "espeak:en-us")
-FRAME = 160  # 20 ms at 8 kHz
-
-
-def lines() -> list[str]:
-    data = json.loads((ROOT / "bench" / "offscript_turns.json").read_text())
-    seen: list[str] = []
-    for conversation in data["conversations"]:
-        for turn in conversation["turns"]:
-            if len(turn["caller"].split()) >= 6 and turn["caller"] not in seen:
-                seen.append(turn["caller"])
-    return seen
+ASK_AFTER_MS = 160
+ANSWER_LEAD_S = 0.1  # decision → first agent frame on the wire (instant TTS)
 
 
-OPEN_ENDED = {"and", "but", "the", "a", "an", "to", "for", "with", "of", "that", "is", "because", "so", "our"}
+def case_views() -> list[dict]:
+    from config import Settings
+    from providers.local_stt import WhisperEngine
+
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    whisper = WhisperEngine(settings)
+    judge = TurnJudge()
+    judge.load()
+    cases = [c for c in json.loads((DATA / "labels.json").read_text()) if c["label"] in ("turn", "pause")]
+    out = []
+    for case in cases:
+        pcm = MULAW_TO_PCM16[np.frombuffer((DATA / f"{case['id']}.ulaw").read_bytes(), dtype=np.uint8)]
+        if case["label"] == "pause":
+            pcm = pcm[: case["first_part_ms"] * 8]
+        tail = np.zeros(ASK_AFTER_MS * 8, dtype=np.int16)
+        heard = np.concatenate([pcm, tail])
+        words = whisper.transcribe(np.concatenate([pcm, tail[: 120 * 8]]))
+        p = judge.submit(heard[-400 * 160 :], 8000).result()
+        out.append({**case, "heard": words.text, "confidence": words.confidence, "p": p})
+    return out, judge.seconds
 
 
-def paused_text(text: str) -> str | None:
-    """The line cut after a word that cannot end it ("…a team of", "…happy with"), past its first third."""
-    words = text.rstrip(".?!").split()
-    for index in range(max(2, len(words) // 3), len(words) - 1):
-        if words[index].lower().strip(",") in OPEN_ENDED:
-            return " ".join(words[: index + 1]).rstrip(",")
-    return None
+def required(view: dict, policy: TurnModelPolicy | None, eot: EndOfTurn) -> float:
+    """The silence (s) the turn needs under ``policy`` (None: the words alone)."""
+    words = eot.required_silence(view["heard"], view["confidence"])
+    if policy is None:
+        return words
+    p = view["p"]
+    if p < policy.incomplete:
+        return max(words, policy.hold_s) if policy.extend else words
+    if not policy.shorten or p < policy.complete:
+        return words
+    if words >= eot.incomplete_hold_s > eot.silence_s:
+        overrides = policy.override < 1.0 and p >= policy.override
+        return min(words, policy.ask_after_s) if overrides else words
+    if words > eot.silence_s and not policy.shorten_open and ends_open(view["heard"]):
+        return words
+    return min(words, policy.ask_after_s)
 
 
-def with_tail(pcm: np.ndarray, noise_db: float | None, rng: np.random.Generator) -> np.ndarray:
-    audio = np.concatenate([pcm.astype(np.float32), np.zeros(int(0.2 * 8000), np.float32)])
-    if noise_db is not None:
-        speech_rms = np.sqrt((pcm.astype(np.float32) ** 2).mean())
-        audio += rng.standard_normal(audio.size).astype(np.float32) * speech_rms / 10 ** (noise_db / 20)
-    return np.clip(audio, -32768, 32767).astype(np.int16)
+def outcome(views: list[dict], policy: TurnModelPolicy | None, silence_s: float) -> list[object]:
+    eot = EndOfTurn(silence_s)
+    waits = [max(required(v, policy, eot), silence_s) for v in views if v["label"] == "turn"]
+    paused = [v for v in views if v["label"] == "pause"]
+    early = [v["id"] for v in paused if required(v, policy, eot) + ANSWER_LEAD_S < v["pause_ms"] / 1000]
+    w = pcts(waits)
+    return [w["p50"], w["p95"], sum(x > silence_s + 0.01 for x in waits), f"{len(early)}/{len(paused)}"]
 
 
 def main() -> None:
-    from simulator.speech import synthesize_caller
-    from speech.audio import mulaw_to_pcm16
-
-    model = tm.TurnModel(os.environ.get("SMART_TURN_MODEL") or None)
-    rng = np.random.default_rng(7)
-    results: dict[tuple[str, str], list[float]] = {}
-    timings: list[float] = []
-    texts = lines()
-    for voice in VOICES:
-        for text in texts:
-            cut = paused_text(text)
-            if cut is None:
-                continue
-            pairs = [
-                (kind, mulaw_to_pcm16(synthesize_caller(t, voice=voice)))
-                for kind, t in (("complete", text), ("paused", cut))
-            ]
-            for kind, audio in pairs:
-                for noise in (None, 20.0):
-                    started = time.perf_counter()
-                    p = model.complete_probability(with_tail(audio, noise, rng), 8000)
-                    timings.append(time.perf_counter() - started)
-                    results.setdefault((kind, "clean" if noise is None else "20 dB noise"), []).append(p)
-    timings.sort()
-    rows = [
-        "| turns | condition | n | judged complete (p > 0.5) | median p |",
-        "|---|---|---|---|---|",
-    ]
-    for (kind, condition), probs in sorted(results.items()):
-        complete = sum(p > 0.5 for p in probs)
-        rows.append(
-            f"| {kind} | {condition} | {len(probs)} | {complete} ({100 * complete / len(probs):.0f}%) "
-            f"| {np.median(probs):.2f} |"
+    started = time.perf_counter()
+    cached = DATA / "turn_model_views.json"
+    if "--cached" in sys.argv and cached.exists():
+        saved = json.loads(cached.read_text())
+        views, seconds = saved["views"], saved["seconds"]
+    else:
+        views, seconds = case_views()
+        cached.write_text(json.dumps({"views": views, "seconds": seconds}, indent=1))
+    turns = [v for v in views if v["label"] == "turn"]
+    paused = [v for v in views if v["label"] == "pause"]
+    print(f"views in {time.perf_counter() - started:.0f} s\n")
+    rows = []
+    for name, items in (("complete", turns), ("paused (at the pause)", paused)):
+        for noise in (False, True):
+            sub = [v for v in items if bool(v.get("noise")) is noise]
+            ps = [v["p"] for v in sub]
+            rows.append(
+                [
+                    name,
+                    "20 dB noise" if noise else "clean",
+                    len(sub),
+                    f"{sum(p > 0.5 for p in ps)} ({sum(p > 0.5 for p in ps) / len(ps):.0%})",
+                    f"{sum(p >= 0.7 for p in ps)}",
+                    f"{sum(p < 0.3 for p in ps)}",
+                    f"{float(np.median(ps)):.2f}",
+                ]
+            )
+    print(
+        markdown_table(
+            ["turns", "condition", "n", "p > 0.5", "p ≥ 0.7", "p < 0.3", "median p"],
+            rows,
         )
-    cost = (
-        f"CPU per decision (8 kHz → 16 kHz, 80×800 log-mel, ONNX run; one thread): "
-        f"p50 {timings[len(timings) // 2] * 1000:.0f} ms, p95 {timings[int(len(timings) * 0.95)] * 1000:.0f} ms "
-        f"over {len(timings)} decisions."
     )
-    table = "\n".join(rows)
-    print(table + "\n\n" + cost)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "turn_model.md").write_text(
-        "# Smart Turn v3.2 on complete and cut-off turns (bench/turn_model_bench.py)\n\n"
-        f"{len(texts)} caller lines × {len(VOICES)} voices ({', '.join(VOICES)}); a paused turn is the same "
-        'line cut after a word that cannot end it ("…a team of"), synthesised alone; 200 ms of silence after each, as the engine would ask '
-        "the model at the start of a pause. Not wired into the engine.\n\n" + table + "\n\n" + cost + "\n"
+    cpu = pcts(seconds)
+    print(f"\nCPU per decision (one thread): p50 {cpu['p50']} ms, p95 {cpu['p95']} ms over {cpu['n']}\n")
+    base = TurnModelPolicy()
+    policies: list[tuple[str, TurnModelPolicy | None]] = [
+        ("words only (TURN_MODEL=off)", None),
+        ("model, shipped: shorten ≥ 0.7 (not open sentences) + extend < 0.2", base),
+        ("model: shorten ≥ 0.7 also open sentences", replace(base, shorten_open=True)),
+        ("model: shorten only", replace(base, extend=False)),
+        ("model: extend only (< 0.2)", replace(base, shorten=False)),
+        ("model: extend only (< 0.3, hold 1.6 s)", replace(base, shorten=False, incomplete=0.3, hold_s=1.6)),
+        ("model: shorten ≥ 0.9 + extend < 0.2", replace(base, complete=0.9)),
+        ("model: as shipped + override unfinished words ≥ 0.97", replace(base, override=0.97)),
+    ]
+    rows = []
+    for silence_s in (0.3, 0.2):
+        for name, policy in policies:
+            rows.append([f"{silence_s:g}", name, *outcome(views, policy, silence_s)])
+    print(
+        markdown_table(
+            [
+                "SILENCE_THRESHOLD_SEC",
+                "policy",
+                "complete: wait p50 ms",
+                "p95 ms",
+                "complete turns held",
+                "paused answered early",
+            ],
+            rows,
+        )
     )
+    print("\n<details><summary>Every case</summary>\n")
+    print(
+        markdown_table(
+            ["case", "voice", "noise", "heard (Whisper)", "conf", "p", "pause ms"],
+            [
+                [
+                    v["id"],
+                    v["voice"],
+                    v.get("noise") or "",
+                    v["heard"],
+                    f"{v['confidence']:.2f}",
+                    f"{v['p']:.2f}",
+                    v.get("pause_ms", ""),
+                ]
+                for v in views
+            ],
+        )
+    )
+    print("\n</details>")
 
 
 if __name__ == "__main__":

@@ -34,6 +34,12 @@ PREEMPTIVE_REPLIES = Counter(
     ["outcome"],
     registry=REGISTRY,
 )
+TURN_MODEL = Histogram(
+    "ai_sdr_turn_model_seconds",
+    "CPU time of one turn-end model decision (features + ONNX run, one thread)",
+    buckets=(0.02, 0.04, 0.06, 0.08, 0.1, 0.12, 0.15, 0.2, 0.25, 0.3, 0.4, 0.6, 1.0),
+    registry=REGISTRY,
+)
 LOOP_LAG = Histogram(
     "ai_sdr_event_loop_lag_seconds",
     "How late the event loop woke a 20 ms timer",

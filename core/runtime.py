@@ -13,7 +13,7 @@ from api.auth import KeyRing
 from call.registry import ConnectionManager
 from config import Settings
 from core.live_calls import LiveCallDirectory
-from core.metrics import LoopLagMonitor
+from core.metrics import TURN_MODEL, LoopLagMonitor
 from events.post_call import run_post_call
 from events.webhooks import WebhookDispatcher
 from knowledge.store import KnowledgeStore
@@ -54,7 +54,9 @@ class Runtime:
         self.turn_judge: TurnJudge | None = None  # the turn-end model, shared by calls (TURN_MODEL)
         if settings.turn_model != "off":
             self.turn_judge = TurnJudge(
-                settings.turn_model_path or None, max_queued=settings.turn_model_max_queued
+                settings.turn_model_path or None,
+                max_queued=settings.turn_model_max_queued,
+                on_decision=TURN_MODEL.observe,
             )
 
     async def start(self) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib.util
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -109,9 +110,16 @@ class TurnJudge:
     ``submit`` is non-blocking and returns a ``concurrent.futures.Future``; the caller polls it.
     """
 
-    def __init__(self, path: str | Path | None = None, threads: int = 1, max_queued: int = 2) -> None:
+    def __init__(
+        self,
+        path: str | Path | None = None,
+        threads: int = 1,
+        max_queued: int = 2,
+        on_decision: Callable[[float], None] | None = None,  # CPU seconds of each decision (metrics)
+    ) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
+        self._on_decision = on_decision
         self._path = path
         self._threads = threads
         self.max_queued = max(1, max_queued)
@@ -154,7 +162,10 @@ class TurnJudge:
             try:
                 return model.complete_probability(pcm, rate)
             finally:
-                self.seconds = [*self.seconds[-999:], time.thread_time() - started]
+                spent = time.thread_time() - started
+                self.seconds = [*self.seconds[-999:], spent]
+                if self._on_decision is not None:
+                    self._on_decision(spent)
                 with self._count_lock:
                     self._queued -= 1
 

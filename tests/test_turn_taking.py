@@ -12,7 +12,7 @@ import pytest
 
 from call.bargein import InterruptionDetector, TurnSettings
 from call.intents import Intent, detect_intent, extract_meeting_request, is_backchannel
-from call.turns import CallerTurn, EndOfTurn, TurnAssembler, VoiceCue, looks_incomplete
+from call.turns import CallerTurn, EndOfTurn, TurnAssembler, TurnModelPolicy, VoiceCue, looks_incomplete
 from providers.base import TranscriptEvent
 from speech.audio import pcm16_to_mulaw
 from speech.sentences import SentenceChunker
@@ -262,11 +262,12 @@ QUIET = b"\xff" * 160
 
 
 def finished_turn(
-    judge: FakeJudge | None, text: str, *, confidence: float = 0.9
+    judge: FakeJudge | None, text: str, *, confidence: float = 0.9, override: float = 1.0
 ) -> tuple[TurnAssembler, float]:
     """One second of voice, then 200 ms of quiet (the model is asked 160 ms in) and the STT's final at
     once (no endpoint: with Deepgram a final may come before its endpoint). Returns (turns, now)."""
-    turns = TurnAssembler(EndOfTurn(0.3), lambda t=None: 0.0, 0.0, judge=judge)
+    policy = TurnModelPolicy(override=override)
+    turns = TurnAssembler(EndOfTurn(0.3), lambda t=None: 0.0, 0.0, judge=judge, policy=policy)
     now, cues = 0.0, 0
     for _ in range(50):
         now += 0.02
@@ -296,14 +297,18 @@ def test_a_confident_complete_ends_the_turn_on_the_final_without_the_silence_wai
     assert judge.asked == [58 * 160]  # once per pause, 160 ms into it, on the caller's audio so far
     assert ends_after(turns, now) == 0.0  # words alone: the 300 ms silence (100 ms more)
     assert ends_after(*finished_turn(None, "We use HubSpot today.")) == pytest.approx(0.1)
-    # an unsure hold (open sentence, 0.8 s) ends too; an unfinished sentence only when very sure
-    assert ends_after(*finished_turn(FakeJudge(0.9), "So what we really wanted")) == 0.0
-    assert ends_after(*finished_turn(FakeJudge(0.9), "I'd like to, um")) == pytest.approx(1.0)
-    assert ends_after(*finished_turn(FakeJudge(0.99), "I'd like to, um")) == 0.0
+    # the STT unsure of the words (0.8 s hold) ends too; a sentence it left open keeps its hold, and an
+    # unfinished one ends only when the model is very sure
+    assert ends_after(*finished_turn(FakeJudge(0.9), "We use HubSpot today.", confidence=0.3)) == 0.0
+    assert ends_after(*finished_turn(None, "We use HubSpot today.", confidence=0.3)) == pytest.approx(0.6)
+    assert ends_after(*finished_turn(FakeJudge(0.9), "So what we really wanted")) == pytest.approx(0.6)
+    assert ends_after(*finished_turn(FakeJudge(0.99), "I'd like to, um")) == pytest.approx(1.0)
+    assert ends_after(*finished_turn(FakeJudge(0.9), "I'd like to, um", override=0.97)) == pytest.approx(1.0)
+    assert ends_after(*finished_turn(FakeJudge(0.99), "I'd like to, um", override=0.97)) == 0.0
 
 
 def test_an_incomplete_verdict_holds_a_turn_the_words_would_end() -> None:
-    turns, now = finished_turn(FakeJudge(0.1), "We use HubSpot today.")
+    turns, now = finished_turn(FakeJudge(0.15), "We use HubSpot today.")
     assert ends_after(turns, now) == pytest.approx(1.0)  # TURN_MODEL_HOLD_SEC (1.2 s) of silence
     assert turns.model_held == 1
     # the safety net: the hold is bounded, and voice again makes the verdict stale

@@ -51,21 +51,40 @@ TURNS = [
     "Yes, Thursday at two works.",
     "I'm not interested, thanks.",
 ]
-PAUSED = [
-    ("I'd like to, um", "book a demo next week."),
-    ("We were thinking about", "switching tools this quarter."),
-    ("My budget is around, uh", "five thousand a year."),
-    ("Could you tell me if", "it works with Outlook?"),
-    ("The best time for me would be", "Thursday morning."),
-    ("We have about, um", "forty people on the sales team."),
-    ("I need to check with my", "manager first."),
-    ("Our main problem is that", "the reports take forever."),
-    ("Can you send the pricing to", "my work email?"),
-    ("Honestly, I'm not sure if", "we need another tool."),
-    ("Let me think, uh", "maybe next month."),
-    ("So what we really want is", "better forecasting."),
+MORE_TURNS = [
+    "We are a team of twelve people.",
+    "I already told your colleague no.",
+    "Just send me an email, please.",
+    "Can you call me back tomorrow?",
+    "That price is too high for us.",
+    "Who gave you my number?",
 ]
-SET_VERSION = 3  # bump when the cases change, so a cached set is regenerated
+# Paused turns: one sentence synthesised whole, cut after the word before "|" (a word that cannot end
+# it), a pause inserted, then the rest: the prosody before the pause is the voice's mid-sentence one,
+# not the falling, final tone a fragment synthesised alone ends on. Half of the cuts fall after a word
+# the lexical rule catches ("about", "with", "how", "have"), half after one it cannot ("team", "need").
+PAUSED = [
+    "We were thinking about | switching tools this quarter.",
+    "I'd like to book | a demo for next week.",
+    "Our sales team | has about forty people.",
+    "The best time for me | would be Thursday morning.",
+    "I need to check with | my manager first.",
+    "What we really need | is better forecasting.",
+    "Could you send the pricing | to my work email?",
+    "We currently use | a spreadsheet for everything.",
+    "My budget for this | is around five thousand a year.",
+    "The main problem we have | is that reports take forever.",
+    "Honestly the reason we called | is the price.",
+    "Can you tell me how | the integration works?",
+    "Last year we tried | two other vendors.",
+    "If the price is right | we could start in January.",
+    "Most of our reps | work from home.",
+    "The person who decides | is our VP of sales.",
+    "We would need it to work with | Salesforce and Outlook.",
+    "Before we talk about pricing | I want to see a demo.",
+]
+PAUSES_MS = (800, 1000, 1200, 1500)
+SET_VERSION = 4  # bump when the cases change, so a cached set is regenerated
 REFERENCE_RMS = 3000.0  # a normal caller's speech level on the PCM16 scale (Piper at 0 dB is close)
 
 
@@ -77,6 +96,30 @@ def _at_level(pcm: np.ndarray, db_below_speech: float) -> bytes:
     rms = float(np.sqrt(np.mean(pcm**2))) or 1.0
     scaled = pcm * (REFERENCE_RMS / rms) * 10 ** (-db_below_speech / 20)
     return pcm16_to_mulaw(np.clip(scaled, -32768, 32767).astype(np.int16))
+
+
+_whisper = None
+
+
+def cut_after_words(pcm: np.ndarray, n_words: int) -> int:
+    """Sample index (8 kHz) just after the ``n_words``-th word of synthesised speech: the word's end by
+    the local Whisper's word timestamps, moved to the quietest 10 ms within 60 ms of it."""
+    global _whisper
+    import soxr
+    from faster_whisper import WhisperModel
+
+    from providers.local_stt import packaged_model_dir
+
+    if _whisper is None:
+        _whisper = WhisperModel(
+            str(packaged_model_dir()), device="cpu", compute_type="int8", cpu_threads=1, local_files_only=True
+        )
+    audio = soxr.resample(pcm / 32768.0, 8000, 16000).astype(np.float32)
+    segments, _ = _whisper.transcribe(audio, language="en", word_timestamps=True, beam_size=1)
+    words = [w for segment in segments for w in segment.words]
+    end = int(words[min(n_words, len(words)) - 1].end * 8000)
+    window = [(float(np.abs(pcm[a : a + 80]).mean()), a + 40) for a in range(end - 480, end + 480, 40)]
+    return min(window)[1]
 
 
 def noise_cases(rng: np.random.Generator) -> dict[str, bytes]:
@@ -132,7 +175,7 @@ def noise_cases(rng: np.random.Generator) -> dict[str, bytes]:
 
 def generate() -> list[dict]:
     from simulator.caller import frames_of
-    from simulator.speech import scale, synthesize_caller, under_noise_bed
+    from simulator.speech import noise_samples, scale, synthesize_caller, under_noise_bed
 
     DATA.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(2026)
@@ -172,29 +215,47 @@ def generate() -> list[dict]:
         save(f"noise_{name}", "noise", audio, kind=name)
     for k in range(3):
         save(f"silence_{k}", "silence", b"\xff" * 8000 * 2)
-    for i, text in enumerate(TURNS):
-        voice = VOICES[i % len(VOICES)]
-        save(
-            f"turn_{i}",
-            "turn",
-            b"".join(frames_of(synthesize_caller(text, voice=voice))),
-            text=text,
-            voice=voice,
-        )
-    for i, (first, second) in enumerate(PAUSED):
-        voice = VOICES[i % len(VOICES)]
-        a = b"".join(frames_of(synthesize_caller(first, voice=voice)))
-        b = b"".join(frames_of(synthesize_caller(second, voice=voice)))
-        pause_ms = 700
-        save(
-            f"pause_{i}",
-            "pause",
-            a + b"\xff" * (8 * pause_ms) + b,
-            text=f"{first} … {second}",
-            voice=voice,
-            first_part_ms=len(a) // 8,
-            pause_ms=pause_ms,
-        )
+
+    # Turn-taking cases: every line in two voices (Piper and one of the espeak-ng ones); every third
+    # case under a noise bed at 20 dB SNR over the whole case (pink or white).
+    def two_voices(i: int) -> list[str]:
+        return ["piper", VOICES[1 + i % 3]]
+
+    def noisy(pcm: np.ndarray, k: int) -> tuple[bytes, str | None]:
+        if k % 3 != 2:
+            return pcm16_to_mulaw(np.clip(pcm, -32768, 32767).astype(np.int16)), None
+        kind = ("pink", "white")[k % 2]
+        noise = noise_samples(len(pcm), kind, rng)
+        rms = float(np.sqrt(np.mean(pcm[np.abs(pcm) > 200] ** 2)))
+        noise *= rms / float(np.sqrt(np.mean(noise**2))) * 10 ** (-20 / 20)
+        return pcm16_to_mulaw(np.clip(pcm + noise, -32768, 32767).astype(np.int16)), f"{kind} 20 dB SNR"
+
+    k = 0
+    for i, text in enumerate([*TURNS, *MORE_TURNS]):
+        for voice in two_voices(i):
+            audio, noise = noisy(_pcm(synthesize_caller(text, voice=voice)), k)
+            save(f"turn_{i}_{voice.split(':')[-1]}", "turn", audio, text=text, voice=voice, noise=noise)
+            k += 1
+    for i, line in enumerate(PAUSED):
+        first, second = (part.strip() for part in line.split("|"))
+        text = f"{first} {second}"
+        for voice in two_voices(i):
+            whole = _pcm(synthesize_caller(text, voice=voice))
+            cut = cut_after_words(whole, len(first.split()))
+            pause_ms = PAUSES_MS[k % len(PAUSES_MS)]
+            quiet = np.zeros(8 * pause_ms, dtype=np.float32)
+            audio, noise = noisy(np.concatenate([whole[:cut], quiet, whole[cut:]]), k)
+            save(
+                f"pause_{i}_{voice.split(':')[-1]}",
+                "pause",
+                audio,
+                text=f"{first} … {second}",
+                voice=voice,
+                noise=noise,
+                first_part_ms=cut // 8,
+                pause_ms=pause_ms,
+            )
+            k += 1
     for item in labels:
         item["set_version"] = SET_VERSION
     (DATA / "labels.json").write_text(json.dumps(labels, indent=1))
