@@ -22,6 +22,13 @@ log = logging.getLogger("ai_sdr.call")
 FIRST_CLAUSE_CHARS = 24  # a reply's first clause this long goes to TTS without waiting for the full stop
 
 
+def spoken_pieces(text: str) -> list[str]:
+    """What ``Speaker.say`` hands the TTS for a fixed line, piece by piece (to prepare a greeting)."""
+    chunker = SentenceChunker(first_clause_chars=FIRST_CLAUSE_CHARS)
+    pieces = [*chunker.push(text + " "), *filter(None, [chunker.flush()])]
+    return [spoken for piece in pieces if (spoken := clean_markdown_for_tts(piece)).strip()]
+
+
 class Speaker:
     def __init__(
         self,

@@ -145,6 +145,7 @@ class CallerTurn:
     speech_end_ms: float | None
     stt_final_ms: float | None
     peak_energy: float
+    model_p: float | None = None  # the turn-end model's probability at the pause that ended the turn
 
 
 class VoiceCue:
@@ -347,8 +348,9 @@ class TurnAssembler:
         if self.judge is not None:
             self.model_ended += required < words_only
             self.model_held += required > words_only + self.policy.wait_s
+        p = self.model_probability() if self.judge is not None else None
         turn = CallerTurn(
-            text, self._speech_start_ms, self._speech_end_ms, self._stt_final_ms, self.take_peak()
+            text, self._speech_start_ms, self._speech_end_ms, self._stt_final_ms, self.take_peak(), p
         )
         self.finals.clear()
         self.confidence = None

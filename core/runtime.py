@@ -51,6 +51,7 @@ class Runtime:
         self.tool_runner = ToolRunner(settings, self.db, self.twilio, self.webhooks)
         self.loop_lag = LoopLagMonitor()
         self.dialer = Dialer(self, self.webhooks)  # campaigns: places calls through telephony.outbound
+        self._background: set[asyncio.Task[None]] = set()  # greetings being prepared
         self.turn_judge: TurnJudge | None = None  # the turn-end model, shared by calls (TURN_MODEL)
         if settings.turn_model != "off":
             self.turn_judge = TurnJudge(
@@ -103,6 +104,33 @@ class Runtime:
         if self.turn_judge is not None:
             checks["turn_model_loaded"] = self.turn_judge.ready
         return checks
+
+    def prepare_greeting(self, agent_id: str | None) -> None:
+        """A call is being accepted: synthesize its agent's greeting meanwhile, when the greeting is
+        fixed (no {{variables}}) and its TTS keeps a phrase cache (the embedded Piper does), so the
+        stream finds it ready. Never delays the webhook: runs after it."""
+        if agent_id:
+            task = asyncio.get_running_loop().create_task(self._prepare_greeting(agent_id))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _prepare_greeting(self, agent_id: str) -> None:
+        from call.speaker import spoken_pieces
+        from models import Agent
+
+        try:
+            async with self.db.session() as session:
+                agent = await session.get(Agent, agent_id)
+            text = (agent.first_message or "").strip() if agent is not None else ""
+            if agent is None or not text or "{{" in text:
+                return
+            tts = self.providers.tts((agent.providers or {}).get("tts"))
+            prepare = getattr(tts, "prepare", None)
+            if prepare is not None:
+                for piece in spoken_pieces(text):
+                    await prepare(piece, agent.voice_id)
+        except Exception as exc:  # a nicety: the call synthesizes it itself
+            log.warning("greeting not prepared", extra={"fields": {"error": type(exc).__name__}})
 
     async def _warm_judge(self) -> None:
         """Load the turn-end model and run it once; a call meanwhile (or if it fails) uses the words alone."""

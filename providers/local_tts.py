@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,6 +26,11 @@ from speech.audio import resample_to_8k_mulaw
 log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 800  # 100 ms of 8 kHz mu-law
+# Short phrases spoken again are served from memory: a fixed greeting (prepared when the call is
+# accepted, so the first call after boot greets without waiting for Piper), "Sure.", "Got it." ...
+# ~24 KB per 3 s of audio, so the cache holds ~1.5 MB at most.
+PHRASE_CACHE_SIZE = 64
+PHRASE_MAX_CHARS = 160
 WARM_LINE = "Hi, this is Ava from Orbit. Do you have a minute?"
 
 
@@ -43,6 +49,8 @@ class LocalTTSProvider:
         self._lock = threading.Lock()
         # onnxruntime sessions are thread-safe; two workers let two calls synthesize at once.
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="piper")
+        self._phrases: OrderedDict[tuple[str, float], bytes] = OrderedDict()
+        self._preparing: dict[tuple[str, float], asyncio.Future[list[bytes]]] = {}
 
     def _load(self) -> Any:
         with self._lock:
@@ -77,17 +85,52 @@ class LocalTTSProvider:
             samples = np.asarray(chunk.audio_float_array, dtype=np.float32)
             yield resample_to_8k_mulaw(samples, chunk.sample_rate)
 
+    @staticmethod
+    def _speed(voice: str | None) -> float:
+        if voice and "@" in voice:
+            try:
+                return float(voice.rsplit("@", 1)[1])
+            except ValueError:
+                pass
+        return 1.0
+
+    def _remember(self, key: tuple[str, float], audio: bytes) -> None:
+        self._phrases[key] = audio
+        self._phrases.move_to_end(key)
+        while len(self._phrases) > PHRASE_CACHE_SIZE:
+            self._phrases.popitem(last=False)
+
+    async def prepare(self, text: str, voice: str | None = None) -> None:
+        """Synthesize a short phrase into the cache ahead of time (a call's fixed greeting)."""
+        key = (text.strip(), self._speed(voice))
+        if not key[0] or len(key[0]) > PHRASE_MAX_CHARS or key in self._phrases or key in self._preparing:
+            return
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._pool, self._synthesize_all, key[0], key[1])
+        self._preparing[key] = future
+        try:
+            self._remember(key, b"".join(await future))
+        except Exception:
+            log.warning("local tts could not prepare a phrase", exc_info=False)
+        finally:
+            self._preparing.pop(key, None)
+
     async def synthesize(self, text: str, voice: str | None = None) -> AsyncIterator[bytes]:
         """8 kHz mu-law audio of ``text``, a sentence at a time (``voice`` may set a speed: "joe@1.1")."""
         if not text.strip():
             return
-        speed = 1.0
-        if voice and "@" in voice:
-            try:
-                speed = float(voice.rsplit("@", 1)[1])
-            except ValueError:
-                pass
+        speed = self._speed(voice)
+        key = (text.strip(), speed)
+        if (preparing := self._preparing.get(key)) is not None:
+            await asyncio.wait([preparing])  # being prepared: it is nearer done than a new synthesis
+        if (cached := self._phrases.get(key)) is not None:
+            self._phrases.move_to_end(key)
+            for start in range(0, len(cached), CHUNK_BYTES):
+                yield cached[start : start + CHUNK_BYTES]
+            return
         loop = asyncio.get_running_loop()
+        keep = len(key[0]) <= PHRASE_MAX_CHARS
+        produced: list[bytes] = []
         queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue()
         cancelled = threading.Event()
 
@@ -108,8 +151,12 @@ class LocalTTSProvider:
             while (item := await queue.get()) is not None:
                 if isinstance(item, BaseException):
                     raise TTSError(f"local tts failed: {type(item).__name__}") from item
+                if keep:
+                    produced.append(item)
                 for start in range(0, len(item), CHUNK_BYTES):
                     yield item[start : start + CHUNK_BYTES]
+            if keep and not cancelled.is_set():
+                self._remember(key, b"".join(produced))
         finally:
             cancelled.set()  # barge-in: stop after the current piper chunk
             await asyncio.shield(future) if future.done() else None

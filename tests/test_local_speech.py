@@ -105,3 +105,31 @@ async def test_local_tts_yields_audible_mulaw_sentence_by_sentence(tmp_path: Pat
     assert 2.0 < seconds < 8.0
     pcm = MULAW_TO_PCM16[np.frombuffer(audio, dtype=np.uint8)].astype(np.float64)
     assert np.sqrt(np.mean(pcm**2)) > 500  # audible speech, not silence
+
+
+@pytest.mark.asyncio
+async def test_local_tts_serves_a_prepared_greeting_from_memory(tmp_path: Path) -> None:
+    """A fixed greeting prepared while the call connects is not synthesized again; long text is not kept."""
+    from providers.local_tts import PHRASE_MAX_CHARS, LocalTTSProvider
+
+    tts = LocalTTSProvider(make_settings(tmp_path))
+    runs: list[str] = []
+
+    def fake_piper(text: str, speed: float):  # type: ignore[no-untyped-def]
+        runs.append(text)
+        yield bytes([len(runs)]) * 1600
+
+    tts._synthesize_iter = fake_piper  # type: ignore[method-assign]
+    try:
+        await tts.prepare("Hi, this is Alex.")
+        first = b"".join([c async for c in tts.synthesize("Hi, this is Alex.")])
+        again = b"".join([c async for c in tts.synthesize("Hi, this is Alex.")])
+        assert runs == ["Hi, this is Alex."] and first == again == bytes([1]) * 1600
+        assert b"".join([c async for c in tts.synthesize("Hi, this is Alex.", voice="joe@1.2")])
+        assert len(runs) == 2  # another speed is other audio
+        long = "word " * (PHRASE_MAX_CHARS // 5 + 1)
+        for _ in range(2):
+            assert [c async for c in tts.synthesize(long)]
+        assert runs.count(long) == 2
+    finally:
+        await tts.aclose()

@@ -191,6 +191,7 @@ async def voice_inbound(request: Request) -> Response:
             )
             session.add(conversation)
             await session.flush()
+    runtime.prepare_greeting(conversation.agent_id)  # the greeting synthesizes while the stream connects
     return _stream_twiml(runtime, call_sid, conversation)
 
 
@@ -209,6 +210,7 @@ async def voice_outbound(request: Request, conversation_id: str = "") -> Respons
             return _say_and_hang_up(NO_AGENT_LINE)
         conversation.call_sid = conversation.call_sid or call_sid
         conversation.status = "in_progress"
+    runtime.prepare_greeting(conversation.agent_id)
     return _stream_twiml(runtime, call_sid, conversation)
 
 

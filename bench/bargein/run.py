@@ -20,7 +20,9 @@ import argparse
 import asyncio
 import base64
 import json
+import os
 import re
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -190,7 +192,9 @@ async def stored_greeting(api: httpx.AsyncClient, conversation_id: str) -> dict 
     return None
 
 
-async def run_cases(server: Server, cases: list[dict], concurrency: int) -> list[dict]:
+async def run_cases(
+    server: Server, cases: list[dict], concurrency: int, turn_concurrency: int = 1
+) -> list[dict]:
     semaphore = asyncio.Semaphore(concurrency)
     results: list[dict] = []
     async with httpx.AsyncClient(
@@ -208,7 +212,12 @@ async def run_cases(server: Server, cases: list[dict], concurrency: int) -> list
                     outcome = await asyncio.wait_for(call.run(api), 60)
                 except Exception as exc:
                     outcome = {"error": type(exc).__name__}
-                greeting = await stored_greeting(api, call.conversation_id) if call.conversation_id else None
+                over_speech = case["label"] not in ("turn", "pause")  # "cut off" is about those alone
+                greeting = (
+                    await stored_greeting(api, call.conversation_id)
+                    if call.conversation_id and over_speech
+                    else None
+                )
                 outcome["cut_off"] = bool(greeting and greeting["interrupted"])
                 results.append({**case, **outcome})
                 print(
@@ -220,13 +229,45 @@ async def run_cases(server: Server, cases: list[dict], concurrency: int) -> list
         # response gap measures one call's turn, not the queue for the shared embedded STT.
         over_speech = [(i, c) for i, c in enumerate(cases) if c["label"] not in ("turn", "pause")]
         await asyncio.gather(*(one(i, c) for i, c in over_speech))
-        for i, c in enumerate(cases):
-            if c["label"] in ("turn", "pause"):
-                await one(i, c)
+        semaphore = asyncio.Semaphore(turn_concurrency)
+        turn_taking = [(i, c) for i, c in enumerate(cases) if c["label"] in ("turn", "pause")]
+        await asyncio.gather(*(one(i, c) for i, c in turn_taking))
+        metrics = (await api.get("/metrics")).text
+    results.append({"label": "_metrics", "id": "_metrics", "text": metrics})
     return results
 
 
+def turn_model_figures(results: list[dict]) -> str:
+    """Decisions of the turn-end model over the run, from the server's /metrics histogram."""
+    text = next((r["text"] for r in results if r["label"] == "_metrics"), "")
+    buckets = [
+        (float(le), float(v))
+        for le, v in re.findall(r'ai_sdr_turn_model_seconds_bucket\{le="([0-9.e+-]+)"\} ([0-9.e+]+)', text)
+    ]
+    count = re.search(r"ai_sdr_turn_model_seconds_count ([0-9.e+]+)", text)
+    total = re.search(r"ai_sdr_turn_model_seconds_sum ([0-9.e+]+)", text)
+    if not count or not float(count.group(1)):
+        return "Turn-end model: no decisions (TURN_MODEL=off, or not loaded)."
+    n = float(count.group(1))
+
+    def quantile(q: float) -> str:
+        below = next((le for le, v in buckets if v >= q * n), None)
+        return f"≤ {below * 1000:.0f} ms" if below is not None else "> 1 s"
+
+    turns = sum(1 for r in results if r["label"] in ("turn", "pause") and "error" not in r)
+    return (
+        f"Turn-end model: {n:.0f} decisions over {turns} turn-taking calls ({n / max(turns, 1):.1f} per call, "
+        "a paused turn has two pauses to judge); CPU per decision mean "
+        f"{float(total.group(1)) / n * 1000:.0f} ms (p50 {quantile(0.5)}, p95 {quantile(0.95)}, histogram buckets)."
+        if total
+        else ""
+    )
+
+
 def report(results: list[dict], settings_line: str) -> str:
+    figures = turn_model_figures(results)
+    results = [r for r in results if r["label"] != "_metrics"]
+
     def of(label: str) -> list[dict]:
         return [r for r in results if r["label"] == label and "error" not in r]
 
@@ -283,7 +324,22 @@ def report(results: list[dict], settings_line: str) -> str:
                 ["response gap after the caller stops", gaps["n"], gaps["p50"], gaps["p95"], ""],
             ],
         )
-        + f"\n\nPremature answers on mid-sentence pauses (700 ms): {premature}/{len(pauses)}"
+        + f"\n\nPremature answers on mid-sentence pauses (0.8–1.5 s): {premature}/{len(pauses)}"
+        + f"\n\n{figures}"
+        + "\n\n"
+        + markdown_table(
+            ["turn-taking case", "voice", "noise", "gap ms / premature"],
+            [
+                [
+                    r["id"],
+                    r.get("voice", ""),
+                    r.get("noise") or "",
+                    round(r["gap_s"] * 1000) if r.get("gap_s") is not None else r.get("premature", ""),
+                ]
+                for r in sorted(results, key=lambda r: r["id"])
+                if r["label"] in ("turn", "pause")
+            ],
+        )
         + (
             f"\n\nCases that failed to run: {len(errors)} ({', '.join(r['id'] for r in errors)})"
             if errors
@@ -295,7 +351,7 @@ def report(results: list[dict], settings_line: str) -> str:
     )
 
 
-async def main_async(concurrency: int) -> None:
+async def main_async(concurrency: int, labels: set[str] | None = None, turn_concurrency: int = 1) -> None:
     from config import Settings
 
     labels_path = DATA / "labels.json"
@@ -308,23 +364,34 @@ async def main_async(concurrency: int) -> None:
         f"INTERRUPT_BASELINE_FACTOR={defaults.interrupt_baseline_factor:g}, "
         f"INTERRUPT_MIN_SPEECH_MS={defaults.interrupt_min_speech_ms}, "
         f"INTERRUPT_DEBOUNCE_MS={defaults.interrupt_debounce_ms}, "
-        f"SILENCE_THRESHOLD_SEC={defaults.silence_threshold_sec:g}, STT local Whisper base"
+        f"SILENCE_THRESHOLD_SEC={defaults.silence_threshold_sec:g}, TURN_MODEL={defaults.turn_model}, "
+        "STT local Whisper base"
     )
+    if labels:
+        cases = [c for c in cases if c["label"] in labels]
     with tempfile.TemporaryDirectory() as tmp:
         server = Server("bargein", Path(tmp), max_calls=concurrency)
         try:
             await server.ready()
-            results = await run_cases(server, cases, concurrency)
+            results = await run_cases(server, cases, concurrency, turn_concurrency)
         finally:
             server.stop()
-    write_result("bargein", "Barge-in and end of turn (labelled set)", report(results, settings_line))
+            if keep_log := os.environ.get("BENCH_SERVER_LOG"):  # e.g. with BENCH_SERVER_LOG_LEVEL=INFO
+                shutil.copy(Path(tmp) / "server.log", keep_log)
+    name = "bargein" if not labels else f"bargein_{'_'.join(sorted(labels))}_{defaults.turn_model}"
+    write_result(name, "Barge-in and end of turn (labelled set)", report(results, settings_line))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--labels", default="", help="only these case labels, e.g. turn,pause")
+    parser.add_argument(
+        "--turn-concurrency", type=int, default=1, help="turn-taking calls at once (1: each alone)"
+    )
     args = parser.parse_args()
-    asyncio.run(main_async(args.concurrency))
+    labels = {x.strip() for x in args.labels.split(",") if x.strip()} or None
+    asyncio.run(main_async(args.concurrency, labels, args.turn_concurrency))
 
 
 if __name__ == "__main__":
