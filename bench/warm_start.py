@@ -5,6 +5,8 @@
 Starts the service (``uvicorn main:app``, embedded STT/TTS/LLM, embeddings on) as a subprocess and places
 simulator calls (simulator/caller.py, Twilio's side over loopback):
 
+The agent is created on a first boot of the same database (a restart finds its agents there); then:
+
 1. as soon as the port accepts a connection (as Twilio's webhook would, once the number points here);
 2. as soon as /readyz answers 200;
 3. then calls 3..10, one after another; the 10th is the steady state.
@@ -88,10 +90,24 @@ async def greeting_ms(base_url: str) -> float:
     return round((caller._replies[0][0] - caller._t0) * 1000, 1)
 
 
+async def create_agent_before_boot(workdir: Path) -> None:
+    """A service restarts with its agents in the database: create the agent on a first boot."""
+    port = free_port()
+    proc = start_server(workdir, port, "0")
+    try:
+        while not port_open(port):
+            await asyncio.sleep(0.05)
+        await prepare_agent(f"http://127.0.0.1:{port}")
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
 async def run_mode(wait_s: str) -> dict[str, float]:
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory() as tmp:
+        await create_agent_before_boot(Path(tmp))
         started = time.perf_counter()
         proc = start_server(Path(tmp), port, wait_s)
         try:
@@ -108,7 +124,6 @@ async def run_mode(wait_s: str) -> dict[str, float]:
                 out["ready_s"] = round(time.perf_counter() - started, 2)
 
             readiness = asyncio.create_task(ready())  # watched while the first call runs
-            await prepare_agent(base_url)
             out["first_call_ms"] = await greeting_ms(base_url)
             await readiness
             out["call_at_ready_ms"] = await greeting_ms(base_url)
@@ -129,7 +144,8 @@ async def run_mode(wait_s: str) -> dict[str, float]:
 
 
 def main() -> None:
-    rows = {label: asyncio.run(run_mode(wait)) for label, wait in MODES.items()}
+    only = sys.argv[1:]  # e.g. "warm start": one mode only
+    rows = {label: asyncio.run(run_mode(wait)) for label, wait in MODES.items() if not only or label in only}
     lines = [
         "| mode | port open after | /readyz 200 after | call 1 (at port open): greeting first audio "
         "| call 2 (at ready) | call 10 |",

@@ -74,6 +74,7 @@ class Runtime:
             self._warm_knowledge = asyncio.create_task(self.knowledge.warm(), name="warm-embeddings")
         if self.turn_judge is not None:
             self._warm_turn_model = asyncio.create_task(self._warm_judge(), name="warm-turn-model")
+        self._warm_greetings = asyncio.create_task(self._prepare_greetings(), name="warm-greetings")
         await self.wait_warm(self.settings.warm_start_wait_sec)
 
     async def wait_warm(self, timeout_s: float) -> bool:
@@ -83,7 +84,8 @@ class Runtime:
         the service starts anyway: a call that comes meanwhile is served (slower), and /readyz says 503.
         """
         warming = (self.providers.warm_task, getattr(self, "_warm_knowledge", None))
-        tasks = [t for t in (*warming, getattr(self, "_warm_turn_model", None)) if t is not None]
+        extra = (getattr(self, "_warm_turn_model", None), getattr(self, "_warm_greetings", None))
+        tasks = [t for t in (*warming, *extra) if t is not None]
         started = time.perf_counter()
         if tasks and timeout_s > 0:
             await asyncio.wait(tasks, timeout=timeout_s)
@@ -113,6 +115,26 @@ class Runtime:
             task = asyncio.get_running_loop().create_task(self._prepare_greeting(agent_id))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
+
+    async def _prepare_greetings(self, limit: int = 20) -> None:
+        """At start, after the speech models are warm: the fixed greetings of the most recently updated
+        agents, so the first call after boot greets from memory too."""
+        from sqlalchemy import select
+
+        from models import Agent
+
+        if self.providers.warm_task is not None:
+            await asyncio.wait([self.providers.warm_task])
+        try:
+            async with self.db.session() as session:
+                ids = list(
+                    await session.scalars(select(Agent.id).order_by(Agent.updated_at.desc()).limit(limit))
+                )
+        except Exception as exc:
+            log.warning("greetings not prepared", extra={"fields": {"error": type(exc).__name__}})
+            return
+        for agent_id in ids:
+            await self._prepare_greeting(agent_id)
 
     async def _prepare_greeting(self, agent_id: str) -> None:
         from call.speaker import spoken_pieces
@@ -213,9 +235,10 @@ class Runtime:
 
     async def stop(self) -> None:
         self._restore_sigterm()
-        warm = getattr(self, "_warm_knowledge", None)
-        if warm is not None and not warm.done():
-            warm.cancel()
+        for name in ("_warm_knowledge", "_warm_greetings"):
+            warm = getattr(self, name, None)
+            if warm is not None and not warm.done():
+                warm.cancel()
         await self.dialer.stop()
         await self.knowledge.stop_indexer()
         await self.calls.drain()

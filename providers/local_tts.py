@@ -76,6 +76,10 @@ class LocalTTSProvider:
     def _synthesize_all(self, text: str, speed: float) -> list[bytes]:
         return list(self._synthesize_iter(text, speed))
 
+    def _synthesize_urgent(self, text: str, speed: float) -> list[bytes]:
+        with CPU.urgent():  # a caller is about to wait on it; the LLM steps aside
+            return list(self._synthesize_iter(text, speed))
+
     def _synthesize_iter(self, text: str, speed: float) -> Any:
         from piper import SynthesisConfig
 
@@ -106,7 +110,7 @@ class LocalTTSProvider:
         if not key[0] or len(key[0]) > PHRASE_MAX_CHARS or key in self._phrases or key in self._preparing:
             return
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._pool, self._synthesize_all, key[0], key[1])
+        future = loop.run_in_executor(self._pool, self._synthesize_urgent, key[0], key[1])
         self._preparing[key] = future
         try:
             self._remember(key, b"".join(await future))
