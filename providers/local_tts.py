@@ -26,9 +26,9 @@ from speech.audio import resample_to_8k_mulaw
 log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 800  # 100 ms of 8 kHz mu-law
-# Short phrases spoken again are served from memory: a fixed greeting (prepared when the call is
-# accepted, so the first call after boot greets without waiting for Piper), "Sure.", "Got it." ...
-# ~24 KB per 3 s of audio, so the cache holds ~1.5 MB at most.
+# Phrases prepared ahead (``prepare``: an agent's fixed greeting, at start and when a call is accepted)
+# are served from memory, so the first call after boot greets without waiting for Piper. Only prepared
+# text is kept (never a reply: it may carry the caller's words); ~24 KB per 3 s, ~1.5 MB at most.
 PHRASE_CACHE_SIZE = 64
 PHRASE_MAX_CHARS = 160
 WARM_LINE = "Hi, this is Ava from Orbit. Do you have a minute?"
@@ -133,8 +133,6 @@ class LocalTTSProvider:
                 yield cached[start : start + CHUNK_BYTES]
             return
         loop = asyncio.get_running_loop()
-        keep = len(key[0]) <= PHRASE_MAX_CHARS
-        produced: list[bytes] = []
         queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue()
         cancelled = threading.Event()
 
@@ -155,12 +153,8 @@ class LocalTTSProvider:
             while (item := await queue.get()) is not None:
                 if isinstance(item, BaseException):
                     raise TTSError(f"local tts failed: {type(item).__name__}") from item
-                if keep:
-                    produced.append(item)
                 for start in range(0, len(item), CHUNK_BYTES):
                     yield item[start : start + CHUNK_BYTES]
-            if keep and not cancelled.is_set():
-                self._remember(key, b"".join(produced))
         finally:
             cancelled.set()  # barge-in: stop after the current piper chunk
             await asyncio.shield(future) if future.done() else None

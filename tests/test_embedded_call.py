@@ -86,6 +86,11 @@ async def test_embedded_call_answers_from_knowledge_books_and_reports(tmp_path: 
             result = await caller.run(http)
         assert result.error is None, result.error
         assert result.hung_up_by_agent  # "bye" → the agent says goodbye and hangs up
+        # the real turn-end model (Smart Turn v3, warmed at start) judged the caller's pauses, each
+        # decision tens of ms of CPU, and the turns above still ended where the caller stopped
+        judge = server.app.state.runtime.turn_judge
+        assert judge is not None and judge.ready and len(judge.seconds) >= 3
+        assert max(judge.seconds) < 1.0
 
         for _ in range(600):
             detail = (await client.get(f"/v1/convai/conversations/{result.conversation_id}")).json()

@@ -109,7 +109,8 @@ async def test_local_tts_yields_audible_mulaw_sentence_by_sentence(tmp_path: Pat
 
 @pytest.mark.asyncio
 async def test_local_tts_serves_a_prepared_greeting_from_memory(tmp_path: Path) -> None:
-    """A fixed greeting prepared while the call connects is not synthesized again; long text is not kept."""
+    """A fixed greeting prepared while the call connects is not synthesized again; other text (a reply may
+    carry the caller's words) and long text are never kept."""
     from providers.local_tts import PHRASE_MAX_CHARS, LocalTTSProvider
 
     tts = LocalTTSProvider(make_settings(tmp_path))
@@ -127,9 +128,12 @@ async def test_local_tts_serves_a_prepared_greeting_from_memory(tmp_path: Path) 
         assert runs == ["Hi, this is Alex."] and first == again == bytes([1]) * 1600
         assert b"".join([c async for c in tts.synthesize("Hi, this is Alex.", voice="joe@1.2")])
         assert len(runs) == 2  # another speed is other audio
-        long = "word " * (PHRASE_MAX_CHARS // 5 + 1)
         for _ in range(2):
-            assert [c async for c in tts.synthesize(long)]
-        assert runs.count(long) == 2
+            assert [c async for c in tts.synthesize("You said: my card number is 4242.")]
+        assert runs.count("You said: my card number is 4242.") == 2
+        long = "word " * (PHRASE_MAX_CHARS // 5 + 1)
+        await tts.prepare(long)
+        assert [c async for c in tts.synthesize(long)]
+        assert runs.count(long) == 1 and len(tts._phrases) == 1  # only the prepared greeting
     finally:
         await tts.aclose()
