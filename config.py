@@ -126,6 +126,9 @@ class Settings(BaseSettings):
     turn_model_incomplete: float = Field(default=0.2, ge=0.0, le=1.0)  # p < this: hold for ..._hold_sec
     turn_model_hold_sec: float = Field(default=1.2, ge=0.0, le=5.0)
     turn_model_max_queued: int = Field(default=2, ge=1, le=64)  # decisions waiting or running, all calls
+    # Ask at every pause (lets "incomplete" hold a turn the words would end), not only when the words hold
+    # one: costs CPU next to the STT's final on every turn (bench/results/turn_model.md).
+    turn_model_early: bool = False
     # Start the reply on the interim transcript, held until the turn is confirmed (costs LLM/TTS work
     # when the caller goes on after a pause; saves up to LLM + TTS first-audio latency).
     preemptive_replies: bool = True

@@ -56,6 +56,7 @@ def turn_assembler(services: Services, profile: AgentProfile, clock: CallClock) 
         override=settings.turn_model_override,
         incomplete=settings.turn_model_incomplete,
         hold_s=settings.turn_model_hold_sec,
+        early=settings.turn_model_early,
     )
     eot = EndOfTurn(profile.turn.silence_threshold_sec)
     return TurnAssembler(eot, clock.ms, clock.t0, judge=judge, policy=policy)

@@ -108,7 +108,7 @@ class TurnJudgeLike(Protocol):
 class TurnModelPolicy:
     """How the turn-end model's probability combines with the words (``EndOfTurn``'s holds).
 
-    The model is asked once per pause, ``ask_after_s`` into it, on the caller's last 8 s of audio.
+    The model is asked at most once per pause, ``ask_after_s`` into it, on the caller's last 8 s of audio.
     - p >= ``complete``: the turn ends as soon as the STT's final text is in, even when the STT was
       *unsure* of the words (the 0.8 s hold for low confidence); not when it left the sentence open
       (also 0.8 s) unless ``shorten_open``; only p >= ``override`` (< 1.0) ends one whose words read
@@ -119,6 +119,12 @@ class TurnModelPolicy:
     - no answer within ``wait_s`` past the words' own requirement (model busy, failed, not loaded): the
       words decide alone, as without a model.
     ``shorten``/``extend`` switch each direction off (a bench may find one of them does not pay).
+
+    ``early``: ask ``ask_after_s`` into *every* pause, so an "incomplete" can hold a turn whose words
+    would end it. Off by default: the decision (~85 ms of CPU) then runs alongside the STT's final and,
+    on 2 busy cores, delayed most answers (bench/results/turn_model.md: complete-turn gap p50 +140 to
+    +370 ms in both server runs). Without it the model is asked only once the words hold a turn (the STT
+    unsure or the sentence unfinished), after the final: no cost on turns that end on the plain silence.
     """
 
     ask_after_s: float = 0.16
@@ -129,6 +135,7 @@ class TurnModelPolicy:
     wait_s: float = 0.12
     shorten: bool = True
     shorten_open: bool = False
+    early: bool = False
     extend: bool = True
 
 
@@ -254,6 +261,8 @@ class TurnAssembler:
             return VoiceCue.CHECK_TURN
         if quiet < self.policy.ask_after_s or self._voiced_frames < self.MIN_VOICED_FRAMES:
             return VoiceCue.NONE
+        if not self.policy.early and not (self.finals and self.required_silence() > self.eot.silence_s):
+            return VoiceCue.NONE  # only a pause the words hold is worth a decision (see TurnModelPolicy)
         judge = self.judge
         if judge is None or not judge.ready or not self._audio:
             return VoiceCue.NONE

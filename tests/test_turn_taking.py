@@ -262,11 +262,16 @@ QUIET = b"\xff" * 160
 
 
 def finished_turn(
-    judge: FakeJudge | None, text: str, *, confidence: float = 0.9, override: float = 1.0
+    judge: FakeJudge | None,
+    text: str,
+    *,
+    confidence: float = 0.9,
+    override: float = 1.0,
+    early: bool = False,
 ) -> tuple[TurnAssembler, float]:
-    """One second of voice, then 200 ms of quiet (the model is asked 160 ms in) and the STT's final at
-    once (no endpoint: with Deepgram a final may come before its endpoint). Returns (turns, now)."""
-    policy = TurnModelPolicy(override=override)
+    """One second of voice, 200 ms of quiet (an early model is asked 160 ms in), the STT's final (no
+    endpoint: with Deepgram a final may come before it), 40 ms more quiet. Returns (turns, now)."""
+    policy = TurnModelPolicy(override=override, early=early)
     turns = TurnAssembler(EndOfTurn(0.3), lambda t=None: 0.0, 0.0, judge=judge, policy=policy)
     now, cues = 0.0, 0
     for _ in range(50):
@@ -275,15 +280,18 @@ def finished_turn(
     for _ in range(10):
         now += 0.02
         cues |= turns.on_voice(0.0, False, now, QUIET)
-    if judge is not None and judge.probability is not None and not judge.fails:
-        assert cues & VoiceCue.CHECK_TURN  # the engine is told to check once the answer is in
     event = TranscriptEvent("final", text=text, confidence=confidence, start_s=0.0, end_s=1.0)
     turns.on_transcript(event, now, 0.0)
+    for _ in range(2):
+        now += 0.02
+        cues |= turns.on_voice(0.0, False, now, QUIET)
+    if judge is not None and judge.asked and judge.probability is not None and not judge.fails:
+        assert cues & VoiceCue.CHECK_TURN  # the engine is told to check once the answer is in
     return turns, now
 
 
 def ends_after(turns: TurnAssembler, now: float) -> float:
-    """Silence (s, after the 200 ms already passed) until ``check`` gives the turn."""
+    """Silence (s, after the 240 ms already passed) until ``check`` gives the turn."""
     waited = 0.0
     while not isinstance(result := turns.check(now + waited), CallerTurn):
         assert isinstance(result, float) and waited < 5
@@ -291,38 +299,49 @@ def ends_after(turns: TurnAssembler, now: float) -> float:
     return round(waited, 3)
 
 
-def test_a_confident_complete_ends_the_turn_on_the_final_without_the_silence_wait() -> None:
-    judge = FakeJudge(0.95)
-    turns, now = finished_turn(judge, "We use HubSpot today.")
-    assert judge.asked == [58 * 160]  # once per pause, 160 ms into it, on the caller's audio so far
-    assert ends_after(turns, now) == 0.0  # words alone: the 300 ms silence (100 ms more)
-    assert ends_after(*finished_turn(None, "We use HubSpot today.")) == pytest.approx(0.1)
-    # the STT unsure of the words (0.8 s hold) ends too; a sentence it left open keeps its hold, and an
-    # unfinished one ends only when the model is very sure
-    assert ends_after(*finished_turn(FakeJudge(0.9), "We use HubSpot today.", confidence=0.3)) == 0.0
-    assert ends_after(*finished_turn(None, "We use HubSpot today.", confidence=0.3)) == pytest.approx(0.6)
-    assert ends_after(*finished_turn(FakeJudge(0.9), "So what we really wanted")) == pytest.approx(0.6)
-    assert ends_after(*finished_turn(FakeJudge(0.99), "I'd like to, um")) == pytest.approx(1.0)
-    assert ends_after(*finished_turn(FakeJudge(0.9), "I'd like to, um", override=0.97)) == pytest.approx(1.0)
+def test_a_confident_complete_ends_a_turn_the_words_hold() -> None:
+    words_only = ends_after(*finished_turn(None, "We use HubSpot today.", confidence=0.3))
+    assert words_only == pytest.approx(0.56)  # the STT was unsure: 0.8 s of silence
+    judge = FakeJudge(0.9)
+    turns, now = finished_turn(judge, "We use HubSpot today.", confidence=0.3)
+    assert judge.asked == [61 * 160]  # once, after the final, on the caller's audio so far
+    assert ends_after(turns, now) == 0.0
+    # a sentence the STT left open keeps its hold; words that read unfinished end only on a very sure
+    # model, and only when overriding them is allowed (TURN_MODEL_OVERRIDE < 1)
+    assert ends_after(*finished_turn(FakeJudge(0.9), "So what we really wanted")) == pytest.approx(0.56)
+    assert ends_after(*finished_turn(FakeJudge(0.99), "I'd like to, um")) == pytest.approx(0.96)
+    assert ends_after(*finished_turn(FakeJudge(0.9), "I'd like to, um", override=0.97)) == pytest.approx(0.96)
     assert ends_after(*finished_turn(FakeJudge(0.99), "I'd like to, um", override=0.97)) == 0.0
 
 
-def test_an_incomplete_verdict_holds_a_turn_the_words_would_end() -> None:
-    turns, now = finished_turn(FakeJudge(0.15), "We use HubSpot today.")
-    assert ends_after(turns, now) == pytest.approx(1.0)  # TURN_MODEL_HOLD_SEC (1.2 s) of silence
+def test_a_turn_the_words_end_costs_no_decision_unless_asked_early() -> None:
+    judge = FakeJudge(0.95)
+    turns, now = finished_turn(judge, "We use HubSpot today.")
+    assert judge.asked == [] and ends_after(turns, now) == pytest.approx(0.06)  # the plain 300 ms
+    turns, now = finished_turn(judge, "We use HubSpot today.", early=True)
+    assert judge.asked == [58 * 160]  # 160 ms into the pause, before the final
+    assert ends_after(turns, now) == 0.0  # complete: ends on the final, without the rest of the 300 ms
+
+
+def test_an_incomplete_verdict_holds_the_turn_longer() -> None:
+    turns, now = finished_turn(FakeJudge(0.15), "We use HubSpot today.", confidence=0.3)
+    assert ends_after(turns, now) == pytest.approx(0.96)  # TURN_MODEL_HOLD_SEC (1.2 s), not 0.8 s
     assert turns.model_held == 1
+    turns, now = finished_turn(FakeJudge(0.15), "We use HubSpot today.", early=True)
+    assert ends_after(turns, now) == pytest.approx(0.96)  # early: even a turn the words would end
     # the safety net: the hold is bounded, and voice again makes the verdict stale
-    turns, now = finished_turn(FakeJudge(0.1), "We use HubSpot today.")
+    turns, now = finished_turn(FakeJudge(0.15), "We use HubSpot today.", early=True)
     turns.on_voice(3000.0, True, now + 0.1, VOICED)
     assert turns.model_probability() is None
 
 
 def test_without_an_answer_the_words_decide_after_a_short_wait() -> None:
-    words_only = ends_after(*finished_turn(None, "We use HubSpot today."))
-    assert ends_after(*finished_turn(FakeJudge(fails=True), "We use HubSpot today.")) == words_only
-    assert ends_after(*finished_turn(FakeJudge(ready=False), "We use HubSpot today.")) == words_only
+    unsure = {"text": "We use HubSpot today.", "confidence": 0.3}
+    words_only = ends_after(*finished_turn(None, **unsure))  # type: ignore[arg-type]
+    assert ends_after(*finished_turn(FakeJudge(fails=True), **unsure)) == words_only  # type: ignore[arg-type]
+    assert ends_after(*finished_turn(FakeJudge(ready=False), **unsure)) == words_only  # type: ignore[arg-type]
     hung = FakeJudge(None)  # asked, never answers: waits at most wait_s more, then the words decide
-    turns, now = finished_turn(hung, "We use HubSpot today.")
+    turns, now = finished_turn(hung, **unsure)  # type: ignore[arg-type]
     assert ends_after(turns, now) == pytest.approx(words_only + turns.policy.wait_s)
     # one decision at a time per call: a second pause while the first is unanswered asks nothing
     for k in range(20):
