@@ -63,6 +63,8 @@ def required(view: dict, policy: TurnModelPolicy | None, eot: EndOfTurn) -> floa
     words = eot.required_silence(view["heard"], view["confidence"])
     if policy is None:
         return words
+    if not policy.early and words <= eot.silence_s:
+        return words  # not asked: the words end the turn on the plain silence
     p = view["p"]
     if p < policy.incomplete:
         return max(words, policy.hold_s) if policy.extend else words
@@ -82,7 +84,9 @@ def outcome(views: list[dict], policy: TurnModelPolicy | None, silence_s: float)
     paused = [v for v in views if v["label"] == "pause"]
     early = [v["id"] for v in paused if required(v, policy, eot) + ANSWER_LEAD_S < v["pause_ms"] / 1000]
     w = pcts(waits)
-    return [w["p50"], w["p95"], sum(x > silence_s + 0.01 for x in waits), f"{len(early)}/{len(paused)}"]
+    held = sum(x > silence_s + 0.01 for x in waits)
+    mean = round(1000 * sum(waits) / len(waits))
+    return [w["p50"], w["p95"], mean, held, f"{len(early)}/{len(paused)}"]
 
 
 def main() -> None:
@@ -122,18 +126,20 @@ def main() -> None:
     cpu = pcts(seconds)
     print(f"\nCPU per decision (one thread): p50 {cpu['p50']} ms, p95 {cpu['p95']} ms over {cpu['n']}\n")
     base = TurnModelPolicy()
+    early = replace(base, early=True)
     policies: list[tuple[str, TurnModelPolicy | None]] = [
         ("words only (TURN_MODEL=off)", None),
-        ("model, shipped: shorten ≥ 0.7 (not open sentences) + extend < 0.2", base),
-        ("model: shorten ≥ 0.7 also open sentences", replace(base, shorten_open=True)),
-        ("model: shorten only", replace(base, extend=False)),
-        ("model: extend only (< 0.2)", replace(base, shorten=False)),
-        ("model: extend only (< 0.3, hold 1.6 s)", replace(base, shorten=False, incomplete=0.3, hold_s=1.6)),
-        ("model: shorten ≥ 0.9 + extend < 0.2", replace(base, complete=0.9)),
-        ("model: as shipped + override unfinished words ≥ 0.97", replace(base, override=0.97)),
+        ("model, shipped: asked when the words hold; shorten ≥ 0.7 (not open) + extend < 0.2", base),
+        ("model, early (every pause): shorten ≥ 0.7 (not open) + extend < 0.2", early),
+        ("early: shorten ≥ 0.7 also open sentences", replace(early, shorten_open=True)),
+        ("early: shorten only", replace(early, extend=False)),
+        ("early: extend only (< 0.2)", replace(early, shorten=False)),
+        ("early: extend only (< 0.3, hold 1.6 s)", replace(early, shorten=False, incomplete=0.3, hold_s=1.6)),
+        ("early: shorten ≥ 0.9 + extend < 0.2", replace(early, complete=0.9)),
+        ("early + override unfinished words ≥ 0.97", replace(early, override=0.97)),
     ]
     rows = []
-    for silence_s in (0.3, 0.2):
+    for silence_s in (0.3,):
         for name, policy in policies:
             rows.append([f"{silence_s:g}", name, *outcome(views, policy, silence_s)])
     print(
@@ -143,6 +149,7 @@ def main() -> None:
                 "policy",
                 "complete: wait p50 ms",
                 "p95 ms",
+                "mean ms",
                 "complete turns held",
                 "paused answered early",
             ],
