@@ -43,6 +43,7 @@ from utils import setup_logging
 log = logging.getLogger("ai_sdr")
 
 ERROR_RESPONSES = {
+    400: {"description": "Malformed request (a body that cannot be parsed, an invalid cursor)"},
     401: {"description": "Missing or invalid credentials"},
     404: {"description": "Unknown id"},
     422: {"description": "Invalid request body or parameters"},
