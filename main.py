@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 
 from api.auth import require_auth
 from api.middleware import BodySizeLimitMiddleware, RequestLogMiddleware
+from api.rate_limit import TokenBuckets
 from api.routers import (
     agent_tests,
     agents,
@@ -47,6 +48,7 @@ ERROR_RESPONSES = {
     401: {"description": "Missing or invalid credentials"},
     404: {"description": "Unknown id"},
     422: {"description": "Invalid request body or parameters"},
+    429: {"description": "Too many requests for this API key (see Retry-After)"},
 }
 
 
@@ -84,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         upload_max_bytes=settings.max_upload_bytes,
     )
     app.add_middleware(RequestLogMiddleware)
+    app.state.rate_limiter = TokenBuckets(settings.api_rate_limit_per_min, settings.api_rate_limit_burst)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
