@@ -170,3 +170,20 @@ async def test_malformed_media_streams_traffic_does_not_disturb_a_live_call(
     assert log.count("bad stream message") >= 100  # logged (capped per socket), not silently dropped
     assert gap_flood < 2 * gap_quiet + 0.3, (gap_quiet, gap_flood)
     assert gap_garbled < 2 * gap_quiet + 0.3, (gap_quiet, gap_garbled)
+
+
+@pytest.mark.asyncio
+async def test_a_socket_that_only_sends_garbage_is_closed_before_the_start_timeout(tmp_path: Path) -> None:
+    from call.transport import HANDSHAKE_TIMEOUT_S, MAX_BAD_MESSAGES
+    from tests.conftest import LiveServer, make_settings
+
+    async with LiveServer(make_settings(tmp_path)) as server:
+        started = asyncio.get_running_loop().time()
+        async with websockets.connect(f"{server.ws_url}/ws/voice/CA{'9' * 32}") as ws:
+            with contextlib.suppress(websockets.ConnectionClosed):
+                for _ in range(MAX_BAD_MESSAGES + 50):
+                    await ws.send("{not json")
+                await ws.wait_closed()
+        assert (ws.close_code, ws.close_reason) == (1008, "too many bad messages")
+        assert asyncio.get_running_loop().time() - started < HANDSHAKE_TIMEOUT_S / 2
+        assert server.runtime.calls.active == 0
