@@ -20,12 +20,13 @@ refuses. A fixed, derandomized number of examples per operation keeps the run bo
 from __future__ import annotations
 
 import asyncio
-import threading
+import subprocess
+import sys
 import time
 import zlib
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -40,12 +41,10 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.conftest import API_KEY, LiveServer, make_settings
-from tests.twilio_standin import TwilioStandIn
+from tests.conftest import API_KEY, ROOT
+from tests.service_process import ServiceProcess, service_env
 
 MAX_EXAMPLES = 15
-ACCOUNT_SID = "AC" + "f" * 32
-AUTH_TOKEN = "fuzz-auth-token"
 
 
 def _detail_says_what(detail: Any) -> bool:
@@ -81,95 +80,81 @@ CHECKS = [
 ]
 
 
-class FuzzTarget:
-    """The service and the Twilio stand-in on an event loop of their own (a thread), so the fuzzer's
-    blocking requests never stall the server they are sent to."""
+class FuzzService(ServiceProcess):
+    """The service in a process of its own (``tests/fuzz_service.py``: Twilio stand-in, no outbound DNS),
+    so the fuzzer's request generation and the server each have a core."""
 
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="fuzz-target", daemon=True)
-        self.ids: dict[str, str] = {}
+    def spawn(self) -> subprocess.Popen[bytes]:
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "tests.fuzz_service", str(self.port)],
+                cwd=self.workdir,
+                env={**self.env, "PYTHONPATH": str(ROOT)},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        return self.proc
 
-    def _run(self, coro: Any, timeout: float = 120) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
-    def start(self) -> str:
-        self.thread.start()
-        self._run(self._up())
-        return self.server.base_url
+async def _seed(service: FuzzService) -> dict[str, str]:
+    """One of each resource, so operations on ``{id}`` paths also reach past the 404."""
+    ids: dict[str, str] = {}
+    async with service.client() as api:
 
-    async def _up(self) -> None:
-        self.twilio = await TwilioStandIn(ACCOUNT_SID, AUTH_TOKEN, answer=False).__aenter__()
-        settings = make_settings(
-            self.workdir,
-            twilio_account_sid=ACCOUNT_SID,
-            twilio_auth_token=AUTH_TOKEN,
-            twilio_api_base=self.twilio.url,
-            twilio_phone_number="+14155550100",
-            webhook_allow_private=False,  # every user URL goes through the guard (see _no_outbound_dns)
-            dialer_tick_sec=0.2,
-            api_rate_limit_per_min=0,  # the fuzzer is one key sending thousands of requests
+        async def made(path: str, body: dict[str, Any], key: str) -> str:
+            r = await api.post(path, json=body)
+            assert r.status_code in (200, 201), f"seeding {path}: {r.status_code} {r.text}"
+            return str(r.json()[key])
+
+        agent = ids["agent_id"] = await made("/v1/convai/agents", {"name": "Fuzz"}, "agent_id")
+        base = f"/v1/convai/agents/{agent}"
+        ids["tool_id"] = await made(f"{base}/tools", {"name": "hang_up", "kind": "end_call"}, "id")
+        ids["document_id"] = await made(
+            f"{base}/knowledge", {"name": "faq", "text": "We open at nine."}, "id"
         )
-        self.server = await LiveServer(settings).__aenter__()
-        await self._seed()
-
-    async def _seed(self) -> None:
-        """One of each resource, so operations on ``{id}`` paths also reach past the 404."""
-        async with self.server.client() as api:
-
-            async def made(path: str, body: dict[str, Any], key: str) -> str:
-                r = await api.post(path, json=body)
-                assert r.status_code in (200, 201), f"seeding {path}: {r.status_code} {r.text}"
-                return str(r.json()[key])
-
-            agent = self.ids["agent_id"] = await made("/v1/convai/agents", {"name": "Fuzz"}, "agent_id")
-            base = f"/v1/convai/agents/{agent}"
-            self.ids["tool_id"] = await made(f"{base}/tools", {"name": "hang_up", "kind": "end_call"}, "id")
-            self.ids["document_id"] = await made(
-                f"{base}/knowledge", {"name": "faq", "text": "We open at nine."}, "id"
-            )
-            self.ids["test_id"] = await made(
-                f"{base}/tests",
-                {"name": "hello", "caller": [{"say": "Hello"}], "criteria": {"agent_says": ["Hello"]}},
-                "id",
-            )
-            self.ids["phone_number_id"] = await made(
-                "/v1/convai/phone-numbers",
-                {"phone_number": "+14155550100", "label": "main", "agent_id": agent},
-                "id",
-            )
-            r = await api.post("/v1/convai/dnc", json={"phone_number": "+14155550199"})
-            self.ids["entry_id"] = r.json()["entries"][0]["id"]
-
-    def stop(self) -> None:
-        async def down() -> None:
-            await self.server.__aexit__(None, None, None)
-            await self.twilio.__aexit__(None, None, None)
-
-        try:
-            self._run(down(), timeout=60)
-        finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self.thread.join(10)
+        ids["test_id"] = await made(
+            f"{base}/tests",
+            {"name": "hello", "caller": [{"say": "Hello"}], "criteria": {"agent_says": ["Hello"]}},
+            "id",
+        )
+        ids["phone_number_id"] = await made(
+            "/v1/convai/phone-numbers",
+            {"phone_number": "+14155550100", "label": "main", "agent_id": agent},
+            "id",
+        )
+        r = await api.post("/v1/convai/dnc", json={"phone_number": "+14155550199"})
+        ids["entry_id"] = r.json()["entries"][0]["id"]
+    return ids
 
 
-async def _no_outbound_dns(host: str, port: int) -> list[str]:
-    return ["192.0.2.1"]  # TEST-NET-1: never public, so the guard refuses it and no socket is opened
+@dataclass
+class FuzzTarget:
+    base_url: str
+    ids: dict[str, str]
+    service: FuzzService
 
 
 @pytest.fixture(scope="module")
 def fuzz_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzTarget]:
-    from core import net_guard
+    workdir = tmp_path_factory.mktemp("fuzz")
+    env = service_env(
+        workdir,
+        webhook_allow_private="false",  # every user URL goes through the outbound guard
+        dialer_tick_sec=0.2,
+        api_rate_limit_per_min=0,  # the fuzzer is one key sending thousands of requests
+        log_level="WARNING",
+    )
+    service = FuzzService(workdir, env)
 
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(net_guard, "resolve", _no_outbound_dns)
-        target = FuzzTarget(tmp_path_factory.mktemp("fuzz"))
-        target.start()
-        try:
-            yield target
-        finally:
-            target.stop()
+    async def up() -> dict[str, str]:
+        await service.__aenter__()
+        return await _seed(service)
+
+    ids = asyncio.run(up())
+    try:
+        yield FuzzTarget(service.base_url, ids, service)
+    finally:
+        asyncio.run(service.__aexit__(None, None, None))
 
 
 def _with_real_ids(case: schemathesis.Case, ids: dict[str, str]) -> None:
@@ -225,7 +210,7 @@ class FuzzRun:
 
 def test_every_route_survives_fuzzing(fuzz_target: FuzzTarget) -> None:
     """Each operation: up to MAX_EXAMPLES valid and MAX_EXAMPLES invalid requests (derandomized)."""
-    schema = schemathesis.openapi.from_url(f"{fuzz_target.server.base_url}/openapi.json")
+    schema = schemathesis.openapi.from_url(f"{fuzz_target.base_url}/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
     run = FuzzRun(fuzz_target)
     for operation in operations:
@@ -237,6 +222,8 @@ def test_every_route_survives_fuzzing(fuzz_target: FuzzTarget) -> None:
         f"\nfuzz: {total} requests over {len(run.requests)}/{len(operations)} operations, "
         f"{len(run.server_errors)} server errors, {len(run.failures)} failing operation/mode pairs"
     )
+    log = fuzz_target.service.output()
+    assert "Traceback" not in log and '"level": "ERROR"' not in log, log[-3000:]
     print("slowest:", [(k, round(v, 1)) for k, v in run.seconds.most_common(6)])
     assert len(operations) >= 60 and len(run.requests) == len(operations), sorted(run.requests)
     assert not run.server_errors, "\n".join(run.server_errors[:20])
