@@ -20,6 +20,7 @@ refuses. A fixed, derandomized number of examples per operation keeps the run bo
 from __future__ import annotations
 
 import asyncio
+import base64
 import subprocess
 import sys
 import time
@@ -29,6 +30,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
@@ -41,7 +43,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.conftest import API_KEY, ROOT
+from tests.conftest import API_KEY, ROOT, SQLITE_ONLY
 from tests.service_process import ServiceProcess, service_env
 
 MAX_EXAMPLES = 15
@@ -228,3 +230,34 @@ def test_every_route_survives_fuzzing(fuzz_target: FuzzTarget) -> None:
     assert len(operations) >= 60 and len(run.requests) == len(operations), sorted(run.requests)
     assert not run.server_errors, "\n".join(run.server_errors[:20])
     assert not run.failures, "\n\n".join(f"{k}:\n{v}" for k, v in run.failures.items())
+
+
+# ---------------------------------------------------------------- what the fuzzer found (regressions)
+
+
+@SQLITE_ONLY
+@pytest.mark.asyncio
+async def test_dates_out_of_range_are_422_not_500(app_client: httpx.AsyncClient) -> None:
+    """Found by the fuzzer: dates that overflow once moved to UTC, and Unix seconds past year 9999,
+    were 500s (OverflowError / ValueError in the database layer); a naive ``before`` on deliveries too."""
+    for query in (
+        "call_start_before_unix=16911455426500943872",
+        "call_start_after_unix=-1",
+        "before=0001-01-01T00:00:00%2B01:00",
+        "after=9999-12-31T23:59:59-01:00",
+    ):
+        r = await app_client.get(f"/v1/convai/conversations?{query}")
+        assert r.status_code == 422, (query, r.text)
+        assert r.json()["detail"][0]["loc"][0] == "query", r.text
+    cursor = base64.urlsafe_b64encode(b'["0001-01-01T00:00:00+01:00","x"]').decode()
+    r = await app_client.get("/v1/convai/conversations", params={"cursor": cursor})
+    assert r.status_code == 400 and r.json() == {"detail": "invalid cursor"}
+    ok = await app_client.get("/v1/convai/conversations?before=2026-01-01T00:00:00&call_start_after_unix=0")
+    assert ok.status_code == 200, ok.text
+
+    hook = await app_client.post("/v1/convai/webhooks", json={"url": "http://127.0.0.1:9/hook"})
+    assert hook.status_code == 201, hook.text
+    naive = await app_client.get(
+        f"/v1/convai/webhooks/{hook.json()['id']}/deliveries", params={"before": "2026-01-01T00:00:00"}
+    )
+    assert naive.status_code == 200, naive.text
