@@ -121,9 +121,10 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created_at, item_id = json.loads(raw)
-        when = as_utc(datetime.fromisoformat(created_at))
-        if not isinstance(item_id, str):
+        when = datetime.fromisoformat(created_at)
+        if when.tzinfo is None or not isinstance(item_id, str):
             raise ValueError
+        when = as_utc(when)
     except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
         raise HTTPException(status.HTTP_400_BAD_REQUEST, detail="invalid cursor") from None
     return when, item_id
