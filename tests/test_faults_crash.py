@@ -161,3 +161,85 @@ async def test_kill_9_mid_call_then_restart_loses_and_duplicates_nothing(tmp_pat
         f"pending + post-call webhooks delivered {delivered_s:.2f} s after restart; "
         f"turns stored {len(after['turns'])}/{len(at_kill['turns'])}, deliveries {len(receiver.deliveries)}"
     )
+
+
+# ---------------------------------------------------------------- which calls a restart closes
+
+
+@pytest.mark.asyncio
+async def test_recovery_closes_only_this_instances_and_dead_instances_calls(database_url: str) -> None:
+    """Several instances on one database: a restarting instance closes the calls its previous run left
+    (its id) and those of instances whose heartbeat is stale, never a call another live instance holds;
+    two instances recovering at once close each call once. One instance alone closes every open call
+    and frees the webhook leases the dead process held."""
+    from datetime import timedelta
+
+    from sqlalchemy import select
+
+    from models import Conversation, LiveCallRecord, WebhookConfig, WebhookDelivery, WebhookEvent
+    from storage.db import Database
+    from storage.recovery import recover
+    from utils import utcnow
+
+    db = Database(database_url)
+    await db.upgrade()
+    now = utcnow()
+    old = now - timedelta(seconds=30)
+    calls = {  # conversation -> (live row's instance, its last heartbeat, call_state)
+        "conv_mine": ("app-1", now, "ACTIVE"),
+        "conv_theirs": ("app-2", now, "ACTIVE"),
+        "conv_dead": ("app-3", old, "ACTIVE"),
+        "conv_ended": ("app-1", now, "ENDED"),
+    }
+    try:
+        async with db.session() as session:
+            for cid, (instance, beat, state) in calls.items():
+                session.add(
+                    Conversation(
+                        id=cid, call_sid=f"CA{cid}", status="in_progress", call_state=state,
+                        stream_jti=f"jti-{cid}", started_at=old,
+                    )
+                )  # fmt: skip
+                session.add(
+                    LiveCallRecord(
+                        call_sid=f"CA{cid}", instance_id=instance, conversation_id=cid,
+                        started_at=old, heartbeat_at=beat,
+                    )
+                )  # fmt: skip
+            config = WebhookConfig(url="http://127.0.0.1:9/hook", secret="s")
+            event = WebhookEvent(type="call.started", data={})
+            session.add_all([config, event])
+            await session.flush()
+            leased = WebhookDelivery(
+                event_id=event.id, webhook_id=config.id, attempts=1, next_attempt_at=now + timedelta(seconds=40)
+            )
+            session.add(leased)
+
+        multi = {"multi_instance": True, "heartbeat_sec": 1.0}
+        both = await asyncio.gather(
+            recover(db, instance_id="app-1", **multi), recover(db, instance_id="app-1", **multi)
+        )
+        assert sorted(both[0].closed + both[1].closed) == ["conv_dead", "conv_mine"]  # each once
+        assert both[0].leases_released == both[1].leases_released == 0  # others' leases run out alone
+
+        async with db.session() as session:
+            rows = {c.id: c for c in (await session.scalars(select(Conversation))).all()}
+            live = set((await session.scalars(select(LiveCallRecord.conversation_id))).all())
+            delivery = await session.get(WebhookDelivery, leased.id)
+        for cid in ("conv_mine", "conv_dead"):
+            assert (rows[cid].status, rows[cid].end_reason, rows[cid].call_state) == (
+                "failed", "server_restart", "ENDED",
+            )  # fmt: skip
+            assert rows[cid].ended_at is not None and rows[cid].duration_sec is not None
+        assert (rows["conv_theirs"].status, rows["conv_theirs"].call_state) == ("in_progress", "ACTIVE")
+        assert rows["conv_ended"].status == "in_progress"  # ended by its own teardown: not ours to touch
+        assert live == {"conv_theirs"}
+        assert delivery is not None and delivery.next_attempt_at > utcnow()
+
+        alone = await recover(db, instance_id="solo", multi_instance=False, heartbeat_sec=1.0)
+        assert alone.closed == ["conv_theirs"] and alone.leases_released == 1
+        async with db.session() as session:
+            delivery = await session.get(WebhookDelivery, leased.id)
+        assert delivery is not None and delivery.next_attempt_at <= utcnow()
+    finally:
+        await db.dispose()
