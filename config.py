@@ -127,7 +127,7 @@ class Settings(BaseSettings):
 
     # --- webhooks
     webhook_timeout_sec: float = 5.0
-    webhook_max_attempts: int = 100  # ~a day of retries at the 15 min cap; the maximum age usually ends it first
+    webhook_max_attempts: int = 100  # ~a day of retries at the 15 min cap (the maximum age ends it first)
     webhook_retry_base_sec: float = 2.0
     webhook_max_age_sec: int = 86_400
     webhook_allow_private: bool = False

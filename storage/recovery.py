@@ -123,9 +123,7 @@ async def close_interrupted(db: Database, candidates: dict[str, datetime | None]
     if candidates:
         async with db.session() as session:  # their live rows are history now (whoever closed them)
             await session.execute(
-                LiveCallRecord.__table__.delete().where(
-                    LiveCallRecord.conversation_id.in_(list(candidates))
-                )
+                LiveCallRecord.__table__.delete().where(LiveCallRecord.conversation_id.in_(list(candidates)))
             )
     return closed
 
@@ -145,9 +143,7 @@ async def release_webhook_leases(db: Database) -> int:
         return int(result.rowcount or 0)
 
 
-async def recover(
-    db: Database, *, multi_instance: bool, instance_id: str, heartbeat_sec: float
-) -> Recovery:
+async def recover(db: Database, *, multi_instance: bool, instance_id: str, heartbeat_sec: float) -> Recovery:
     """Run at start, before this instance takes calls. The caller runs post-call for ``closed``."""
     started = time.perf_counter()
     candidates = await interrupted_conversations(

@@ -127,7 +127,10 @@ async def test_kill_9_mid_call_then_restart_loses_and_duplicates_nothing(tmp_pat
             closed_s = time.perf_counter() - spawned
 
             async def completed() -> bool:
-                return len(receiver.of_type("call.completed")) == 1 and len(receiver.of_type("call.started")) == 1
+                return (
+                    len(receiver.of_type("call.completed")) == 1
+                    and len(receiver.of_type("call.started")) == 1
+                )
 
             await eventually(completed, timeout=15)
             delivered_s = time.perf_counter() - spawned
@@ -211,7 +214,10 @@ async def test_recovery_closes_only_this_instances_and_dead_instances_calls(data
             session.add_all([config, event])
             await session.flush()
             leased = WebhookDelivery(
-                event_id=event.id, webhook_id=config.id, attempts=1, next_attempt_at=now + timedelta(seconds=40)
+                event_id=event.id,
+                webhook_id=config.id,
+                attempts=1,
+                next_attempt_at=now + timedelta(seconds=40),
             )
             session.add(leased)
 

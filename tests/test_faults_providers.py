@@ -13,6 +13,7 @@ real SDKs (``deepgram-sdk``, ``ollama``, httpx) and local stand-ins that speak t
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -191,7 +192,7 @@ async def test_llm_500_hang_and_garbage_get_a_spoken_fallback_and_the_next_turn_
     replies = [t for t in transcript if t["role"] == "agent" and t["kind"] != "greeting"]
     assert [(t["kind"], t["source"]) for t in replies] == [("fallback", "fallback")] * 4 + [("speech", "llm")]
     assert {t["text"] for t in replies[:4]} <= FALLBACKS
-    assert all(a["text"] != b["text"] for a, b in zip(replies, replies[1:4], strict=False))  # not twice alike
+    assert all(a["text"] != b["text"] for a, b in itertools.pairwise(replies[:4]))  # not twice alike
     assert replies[4]["text"] == f"You said: {LLM_SCRIPT[4]}."
     assert [t["text"] for t in transcript if t["role"] == "user"] == LLM_SCRIPT
     errors = [r.fields["error"] for r in rig.logs.named("llm turn failed")]  # type: ignore[attr-defined]
@@ -283,7 +284,9 @@ async def test_webhook_receiver_down_for_an_hour_gets_everything_later_exactly_o
             attempts: dict[str, list[Any]] = {}  # delivery id -> when each attempt was made
             while True:
                 async with db.session() as session:
-                    before = dict((await session.execute(select(WebhookDelivery.id, WebhookDelivery.attempts))).all())
+                    before = dict(
+                        (await session.execute(select(WebhookDelivery.id, WebhookDelivery.attempts))).all()
+                    )
                 await dispatcher.deliver_due()
                 async with db.session() as session:
                     rows = (await session.execute(select(WebhookDelivery))).scalars().all()
@@ -305,10 +308,10 @@ async def test_webhook_receiver_down_for_an_hour_gets_everything_later_exactly_o
     assert set(receiver.deliveries.values()) == {1}  # each exactly once
     cap = webhooks.BACKOFF_CAP_S * 1.25
     for times in attempts.values():
-        gaps = [(b - a).total_seconds() for a, b in zip(times, times[1:], strict=False)]
+        gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
         assert times[-2] < back_at <= times[-1]  # tried through the hour, delivered after it
         assert (times[-1] - back_at).total_seconds() <= cap  # and soon after it came back
-        assert all(b > a for a, b in zip(gaps[:8], gaps[1:8], strict=False))  # backing off …
+        assert all(b > a for a, b in itertools.pairwise(gaps[:8]))  # backing off …
         assert max(gaps) <= cap  # … up to the cap
     print(
         f"\nwebhook outage 1 h: {len(receiver.deliveries)}/{len(event_ids)} delivered, "
