@@ -46,6 +46,7 @@ class Runtime:
             lambda: settings.max_concurrent_calls, post_call=self.post_call, on_change=self.live_calls.changed
         )
         self.draining = False
+        self.recovery = Recovery()  # what start() found left open by an unclean stop
         self._drain_task: asyncio.Task[None] | None = None
         self._previous_sigterm: Any = None
         self.tool_runner = ToolRunner(settings, self.db, self.twilio, self.webhooks)
@@ -57,7 +58,7 @@ class Runtime:
         await self.db.upgrade()
         await self.keyring.load(self.db)
         # Before live_calls.start() forgets this instance's old rows: they name the calls a crash cut off.
-        self.recovery: Recovery = await recover(
+        self.recovery = await recover(
             self.db,
             multi_instance=self.settings.is_multi_instance,
             instance_id=self.instance_id,

@@ -11,6 +11,7 @@ before the kill. SQLite runs in WAL mode: a committed transaction survives the p
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import time
 from pathlib import Path
@@ -136,7 +137,10 @@ async def test_kill_9_mid_call_then_restart_loses_and_duplicates_nothing(tmp_pat
             delivered_s = time.perf_counter() - spawned
             await asyncio.sleep(1.0)  # a duplicate would come within this
         assert body["status"] == "failed" and body["metadata"]["termination_reason"] == "server_restart", body
-        assert "recovered after an unclean stop" in second.output()
+        [recovered] = [
+            json.loads(line) for line in second.output().splitlines() if "recovered after an unclean" in line
+        ]
+        assert recovered["closed"] == 1
         assert "Traceback" not in second.output(), second.output()[-3000:]
 
         # A third start finds nothing to recover: the call is closed and its event sent exactly once.
@@ -160,7 +164,7 @@ async def test_kill_9_mid_call_then_restart_loses_and_duplicates_nothing(tmp_pat
     assert [t["text"] for t in event["data"]["transcript"]][:2] == ["Hi, this is Ava.", "caller turn 1."]
     assert receiver.bad_signatures == 0 and receiver.refused >= 1
     print(
-        f"\ncrash recovery: up {up_s:.2f} s, call closed {closed_s:.2f} s, "
+        f"\ncrash recovery: {recovered['ms']} ms at start; up {up_s:.2f} s, call closed {closed_s:.2f} s, "
         f"pending + post-call webhooks delivered {delivered_s:.2f} s after restart; "
         f"turns stored {len(after['turns'])}/{len(at_kill['turns'])}, deliveries {len(receiver.deliveries)}"
     )

@@ -146,6 +146,10 @@ async def test_deepgram_listen_socket_dropping_mid_utterance_loses_no_caller_wor
     lost_ms = max(0, replay_from - len(first.audio)) // 8
     assert lost_ms == 0, f"{lost_ms} ms of caller audio never reached speech-to-text"
     assert replay_from > 0  # the replay starts where Deepgram had confirmed, not at the call's start
+    print(
+        f"\nlisten socket dropped: {(len(first.audio) - replay_from) // 8} ms replayed, {lost_ms} ms lost, "
+        f"{len(sent) // 8} ms of caller audio in all"
+    )
 
     said = [t["text"] for t in transcript if t["role"] == "user"]
     assert said == STT_SCRIPT  # each utterance once, whole
