@@ -85,7 +85,7 @@ async def test_kill_9_mid_call_then_restart_loses_and_duplicates_nothing(tmp_pat
             await line.wait_speech_sent()
             while len(line.replies) < 4:  # the third reply has started playing: kill it mid-sentence
                 await asyncio.sleep(0.01)
-            await asyncio.sleep(0.8)
+            await asyncio.sleep(1.0)  # of a 2.1 s reply
             assert line.replies[3].last_frame_at > time.perf_counter() - 0.1  # still speaking
             first.proc.kill()  # SIGKILL: no teardown, no drain, no flush
             killed_at = time.perf_counter()
