@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     dialer_stale_claim_sec: float = 120.0
     # A completed call whose post-call analysis gave no outcome after this long counts as "unknown".
     dialer_outcome_wait_sec: float = 180.0
+    # A campaign call with no final status callback after this long is looked up on Twilio's REST API
+    # (the callback may have been lost while the service was unreachable), then again each interval.
+    dialer_status_poll_sec: float = 120.0
 
     # --- Deepgram
     deepgram_api_key: SecretStr = SecretStr("")
