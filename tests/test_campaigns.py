@@ -1006,7 +1006,9 @@ async def test_a_lost_final_status_callback_is_recovered_from_twilios_api(tmp_pa
             body = await batch(client, batch_id)
             async with server.runtime.db.session() as session:
                 statuses = (await session.scalars(select(Conversation.status))).all()
-    assert all(code == 0 for c in twilio.calls.values() for status, code in c.callbacks if status == "no-answer")
+    assert all(
+        code == 0 for c in twilio.calls.values() for status, code in c.callbacks if status == "no-answer"
+    )
     assert {(x["status"], x["outcome"], x["attempts"]) for x in body["recipients"]} == {
         ("failed", "no_answer", 2)
     }
