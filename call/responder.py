@@ -262,8 +262,7 @@ class Responder:
             # the whole reply. The first is moved to the second once the model has started.
             now = asyncio.get_running_loop().time()
             reply_deadline = now + self.settings.llm_timeout_sec
-            first_s = getattr(self.settings, "llm_first_token_timeout_sec", self.settings.llm_timeout_sec)
-            first_deadline = min(reply_deadline, now + first_s)
+            first_deadline = min(reply_deadline, now + self.settings.llm_first_token_timeout_sec)
             async with asyncio.timeout_at(first_deadline) as deadline, closing:
                 async for chunk in stream:
                     if chunk.text or chunk.tool_calls:
