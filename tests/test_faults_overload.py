@@ -4,15 +4,19 @@ from the per-key rate limit while a live call's frames keep their pace."""
 from __future__ import annotations
 
 import asyncio
+import json
 import statistics
+import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from api.rate_limit import TokenBuckets
 from simulator.caller import SimulatedCaller, Utterance, frames_of
-from tests.conftest import API_KEY, LiveServer, make_settings
+from tests.conftest import API_KEY, ROOT, LiveServer, make_settings
 from tests.fault_calls import NUMBER, HeldCall, inbound_twiml, make_agent, stream_of
 from tests.service_process import ServiceProcess, service_env
 from voice_pipeline import BUSY_LINE
@@ -120,42 +124,43 @@ async def test_api_burst_gets_429_per_key_while_a_live_call_keeps_its_pace(
         await make_agent(client, first_message=long_greeting)
         quiet = await _call(service.base_url, "CA" + "1" * 32, hello)
 
-        statuses: list[int] = []
-        probes: list[int] = []
-        after: list[httpx.Response] = []
-
-        async def burst() -> None:
+        async def burst() -> dict[str, Any]:
             await asyncio.sleep(0.5)  # the greeting is playing
-            sem = asyncio.Semaphore(20)
-
-            async def one() -> None:
-                async with sem:
-                    statuses.append((await client.get("/v1/convai/agents")).status_code)
-
-            await asyncio.gather(*(one() for _ in range(300)))
-            after.append(await client.get("/v1/convai/agents"))  # still empty: the bucket refills 1/s
-            after.append(await client.get("/v1/convai/agents", headers={"xi-api-key": OTHER_KEY}))
-            for _ in range(5):
-                probes.append((await client.get("/healthz")).status_code)
-                probes.append((await client.get("/readyz")).status_code)
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "tests.api_burst",
+                service.base_url,
+                API_KEY,
+                OTHER_KEY,
+                "300",
+                cwd=ROOT,
+                stdout=asyncio.subprocess.PIPE,
+            )
+            out, _ = await asyncio.wait_for(proc.communicate(), 120)
+            return json.loads(out.decode().strip().splitlines()[-1])
 
         burst_task = asyncio.create_task(burst())
         busy = await _call(service.base_url, "CA" + "2" * 32, hello)
-        await burst_task
+        call_ended_at = time.time()
+        stats = await burst_task
+        assert stats["started_at"] < call_ended_at - 1.0, stats  # the burst fell inside the call
 
-        assert statuses.count(429) >= 280 and statuses.count(200) <= 20, sorted(set(statuses))
-        limited, other = after
-        assert limited.status_code == 429
-        assert limited.headers["content-type"].startswith("application/json")
-        assert "rate limit exceeded" in limited.json()["detail"]
-        assert 1 <= int(limited.headers["retry-after"]) <= 60
-        assert other.status_code == 200  # another key has its own bucket
-        assert probes == [200] * 10  # the probes are never limited
+        statuses = stats["statuses"]
+        # The burst of 10, then one a second while it lasts.
+        assert statuses.get("200", 0) <= 10 + stats["seconds"] + 2, statuses
+        assert statuses.get("429", 0) == 300 - statuses.get("200", 0) >= 270, statuses
+        limited = stats["limited"]
+        assert limited["status"] == 429 and limited["content_type"].startswith("application/json")
+        assert "rate limit exceeded" in limited["body"]["detail"]
+        assert 1 <= int(limited["retry_after"]) <= 60
+        assert stats["other_key_status"] == 200  # another key has its own bucket
+        assert stats["probes"] == [200] * 10  # the probes are never limited
         assert (await client.get("/v1/convai/agents", headers={"xi-api-key": "wrong"})).status_code == 401
 
     q, b = quiet.result, busy.result
     print(
-        f"\nrate limit: {statuses.count(200)} x 200, {statuses.count(429)} x 429 of {len(statuses)}; "
+        f"\nrate limit: {statuses} in {stats['seconds']:.2f} s; "
         f"frame jitter p99 quiet/burst {_p99(q.interarrival_s) * 1000:.1f}/{_p99(b.interarrival_s) * 1000:.1f} ms, "
         f"max gap {max(q.interarrival_s) * 1000:.0f}/{max(b.interarrival_s) * 1000:.0f} ms, "
         f"underruns {q.underruns}/{b.underruns}, v2v {q.voice_to_voice_s[0] * 1000:.0f}/"
@@ -165,5 +170,5 @@ async def test_api_burst_gets_429_per_key_while_a_live_call_keeps_its_pace(
     # burst would show as gaps of hundreds of ms). Bounds relative to the quiet call on the same (shared,
     # noisy) machine.
     assert _p99(b.interarrival_s) < max(2 * _p99(q.interarrival_s), 0.06) + 0.03
-    assert max(b.interarrival_s) < 0.4
+    assert max(b.interarrival_s) < max(2 * max(q.interarrival_s), 0.2) + 0.2
     assert b.voice_to_voice_s[0] < 2 * q.voice_to_voice_s[0] + 0.3
