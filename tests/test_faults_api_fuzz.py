@@ -261,3 +261,15 @@ async def test_dates_out_of_range_are_422_not_500(app_client: httpx.AsyncClient)
         f"/v1/convai/webhooks/{hook.json()['id']}/deliveries", params={"before": "2026-01-01T00:00:00"}
     )
     assert naive.status_code == 200, naive.text
+
+
+@SQLITE_ONLY
+@pytest.mark.asyncio
+async def test_a_body_that_is_not_json_gets_a_4xx_that_says_so(app_client: httpx.AsyncClient) -> None:
+    headers = {"content-type": "application/json"}
+    broken = await app_client.post("/v1/convai/agents", content=b'{"name": ', headers=headers)
+    assert broken.status_code == 422
+    assert broken.json()["detail"][0]["msg"].startswith("JSON decode error: Expecting value"), broken.text
+    binary = await app_client.post("/v1/convai/agents", content=b"\x80\x81 not utf-8", headers=headers)
+    assert binary.status_code == 400
+    assert "could not be read: send UTF-8 JSON" in binary.json()["detail"], binary.text
