@@ -264,7 +264,7 @@ while IFS= read -r line; do
     case "$entry" in /run/secrets/*) continue ;; esac
     if grep -qF -- "$entry" <<<"$meta"; then fail "the image's history or environment holds pip's setting $entry"; fi
   done
-done < <(grep ' = ' "$WORK/pip/pip.conf")
+done < <(grep -E '^(index-url|extra-index-url|find-links|trusted-host|proxy|cert) = ' "$WORK/pip/pip.conf")
 if grep -q 'PIP_INDEX\|PIP_EXTRA\|PIP_FIND\|PIP_CERT' <<<"$meta"; then
   fail "the image's history or environment holds a PIP_* setting"
 fi
