@@ -317,6 +317,9 @@ KEY=$(podman exec "$NAME" cat /data/.api_key)
 code=$(curl -s -o /dev/null -w '%{http_code}' "$URL/v1/convai/agents")
 [ "$code" = 401 ] || fail "GET /v1/convai/agents without a key answered $code (want 401)"
 ok "the API refuses a request without the key (401)"
+code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "$URL/twiml/voice" -d CallSid=CA0 -d To=+15550000000)
+[ "$code" = 403 ] || fail "an unsigned Twilio webhook from outside the container answered $code (want 403)"
+ok "an unsigned Twilio webhook is refused (403); the simulator's signed one is served"
 
 # --- 7. an agent and a simulator call from this host ---------------------------------------------------
 step "agent over REST + simulator call"
