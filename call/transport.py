@@ -85,7 +85,7 @@ class MediaStreamParser:
             return BadMessage("binary message")
         try:
             msg = json.loads(raw)
-        except (json.JSONDecodeError, RecursionError):
+        except (ValueError, RecursionError):  # JSONDecodeError, and ints past Python's 4300-digit limit
             return BadMessage("malformed JSON")
         if not isinstance(msg, dict):
             return BadMessage("message is not an object")
@@ -173,6 +173,10 @@ class MediaStreamTransport:
                 self._bad("media before start")
             elif not isinstance(event, Connected):
                 self._bad(f"unexpected {type(event).__name__.lower()} before start")
+            if self.too_broken:  # a peer that only sends garbage does not hold a socket until the timeout
+                self._log("too many bad messages before start, closing stream", logging.WARNING)
+                await self.close(1008, "too many bad messages")
+                return None
 
     async def receive(self) -> Media | Mark | Dtmf | Stop | None:
         """The next event that matters; None when the socket is gone or hopelessly broken."""
