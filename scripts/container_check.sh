@@ -215,6 +215,7 @@ ok ".dockerignore: ${#PLANTED[@]} planted secret/state files kept out, ${#WANTED
 
 # --- 4. the image --------------------------------------------------------------------------------------
 step "build $IMAGE (log: $LOG_DIR/build.log)"
+previous=$(podman image inspect -f '{{.Id}}' "$IMAGE" 2>/dev/null || true)
 t=$(now)
 set +e
 podman build --runtime runc --network host "${LIMITS[@]}" --pull=never --layers \
@@ -228,6 +229,10 @@ set -e
   fail "podman build exited $status (see $LOG_DIR/build.log)"
 }
 timing "image build" "$(since "$t") s ($(grep -c 'Using cache' "$LOG_DIR/build.log" || true) steps from cache)"
+current=$(podman image inspect -f '{{.Id}}' "$IMAGE")
+if [ -n "$previous" ] && [ "$previous" != "$current" ]; then
+  podman rmi "$previous" >/dev/null 2>&1 || true # the image this build replaced (3 GB), unless in use
+fi
 size=$(podman image inspect -f '{{.Size}}' "$IMAGE")
 timing "image size" "$((size / 1000000)) MB"
 
