@@ -34,6 +34,7 @@ from pathlib import Path
 
 import httpx
 import psutil
+import uvloop
 
 from bench.report import machine, pcts
 
@@ -64,7 +65,7 @@ CLIENT_PROCS = 2  # caller processes for points above 50 calls
 CALL_TIMEOUT_S = {"overhead": 90, "cloud": 90, "embedded": 240}
 # A sweep point with few calls is repeated (rounds run one after another, samples pooled) until it has
 # at least this many caller turns: a p50 of 3 turns moves by hundreds of ms from run to run.
-MIN_TURNS_PER_POINT = 15
+MIN_TURNS_PER_POINT = 15  # --min-turns
 TURNS_PER_CALL = 3
 
 
@@ -101,6 +102,7 @@ class Server:
         self, profile: str, workdir: Path, max_calls: int, uvicorn_args: list[str] | None = None
     ) -> None:
         self.port = free_port()
+        self.log_path = workdir / "server.log"
         self.uvicorn_args = list(uvicorn_args or [])
         self.base_url = f"http://127.0.0.1:{self.port}"
         env = {
@@ -110,6 +112,8 @@ class Server:
             "CHROMA_PATH": str(workdir / "chroma"),
             "RECORDINGS_DIR": str(workdir / "recordings"),
             "API_KEYS": API_KEY,
+            # shared by the processes of `--workers N`: a stream token is checked by whichever worker
+            "JWT_SECRET": secrets.token_hex(32),
             "API_KEY_FILE": str(workdir / ".api_key"),
             "PUBLIC_URL": self.base_url,
             "MAX_CONCURRENT_CALLS": str(max_calls + 10),
@@ -120,6 +124,17 @@ class Server:
             "DEEPGRAM_API_KEY": "",
             "OLLAMA_HOST": "http://127.0.0.1:9",  # nothing there: auto would fall back to local anyway
         }
+        # `--workers N`: N processes with an event loop each; migrations run once before, as in a deploy
+        self.workers = (
+            int(self.uvicorn_args[self.uvicorn_args.index("--workers") + 1])
+            if "--workers" in self.uvicorn_args
+            else 1
+        )
+        if self.workers > 1:
+            migrate = f"from storage.db import upgrade_schema; upgrade_schema({env['DATABASE_URL']!r})"
+            subprocess.run(
+                [sys.executable, "-c", migrate], cwd=ROOT, env=env, check=True, capture_output=True
+            )
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -138,15 +153,9 @@ class Server:
             cwd=ROOT,
             env=env,
             stdout=subprocess.DEVNULL,
-            stderr=open(workdir / "server.log", "wb"),
+            stderr=open(self.log_path, "wb"),
         )
-        self.process = psutil.Process(self.proc.pid)
-        # `--workers N`: the parent supervises, N children serve; each has its own event loop
-        self.workers = (
-            int(self.uvicorn_args[self.uvicorn_args.index("--workers") + 1])
-            if ("--workers" in self.uvicorn_args)
-            else 1
-        )
+        self.process = psutil.Process(self.proc.pid)  # with --workers: the supervisor of the workers
 
     def processes(self) -> list[psutil.Process]:
         """The server's process tree (the supervisor and its workers)."""
@@ -160,7 +169,8 @@ class Server:
         async with httpx.AsyncClient() as http:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
-                    raise RuntimeError("server exited; see server.log")
+                    tail = self.log_path.read_text(errors="replace").strip().splitlines()[-40:]
+                    raise RuntimeError("server exited: " + " | ".join(tail))
                 try:
                     response = await http.get(self.base_url + "/readyz", timeout=2)
                     if response.status_code == 200 and "llm_loaded" in response.json()["checks"]:
@@ -685,6 +695,7 @@ async def worker(base_url: str, calls: int, offset: int, timeout_s: float) -> No
 
 
 def main() -> None:
+    global MIN_TURNS_PER_POINT
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -697,6 +708,12 @@ def main() -> None:
         "--out", help="write <OUT>.md/.json (and plots) instead of bench/results/load_<profile>.*"
     )
     parser.add_argument(
+        "--min-turns",
+        type=int,
+        default=MIN_TURNS_PER_POINT,
+        help=f"repeat a point until it has this many caller turns (default {MIN_TURNS_PER_POINT})",
+    )
+    parser.add_argument(
         "--capacity",
         action="store_true",
         help="also write the capacity curve: bench/results/capacity.md and capacity.png",
@@ -707,8 +724,10 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=90, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        asyncio.run(worker(args.base_url, int(args.calls), args.offset, args.timeout))
+        # uvloop, as the server has: the callers' own sends and timers cost less of the shared cores
+        uvloop.run(worker(args.base_url, int(args.calls), args.offset, args.timeout))
         return
+    MIN_TURNS_PER_POINT = args.min_turns
     profiles = list(DEFAULT_SWEEPS) if args.profile == "all" else [args.profile]
     for profile in profiles:
         sweep = [int(x) for x in args.calls.split(",")] if args.calls else DEFAULT_SWEEPS[profile]
