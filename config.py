@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     dialer_stale_claim_sec: float = 120.0
     # A completed call whose post-call analysis gave no outcome after this long counts as "unknown".
     dialer_outcome_wait_sec: float = 180.0
+    # A campaign call with no final status callback after this long is looked up on Twilio's REST API
+    # (the callback may have been lost while the service was unreachable), then again each interval.
+    dialer_status_poll_sec: float = 120.0
 
     # --- Deepgram
     deepgram_api_key: SecretStr = SecretStr("")
@@ -79,7 +82,10 @@ class Settings(BaseSettings):
     ollama_host: str = "http://localhost:11434"
     ollama_model: str = "llama3:8b-instruct-q4_K_S"
     ollama_keep_alive: str = "30m"
-    llm_timeout_sec: float = 8.0
+    llm_timeout_sec: float = 8.0  # a whole reply
+    # No first token this long after the request: the caller hears a short "could you say that again?"
+    # instead of silence (a hung or overloaded model); the call goes on and the next turn tries again.
+    llm_first_token_timeout_sec: float = Field(default=3.0, gt=0)
     llm_max_tokens: int = 120
     local_llm_path: str = ""  # GGUF path; empty -> the packaged SmolLM2
     local_llm_threads: int = 2
@@ -124,7 +130,7 @@ class Settings(BaseSettings):
 
     # --- webhooks
     webhook_timeout_sec: float = 5.0
-    webhook_max_attempts: int = 8
+    webhook_max_attempts: int = 100  # ~a day of retries at the 15 min cap (the maximum age ends it first)
     webhook_retry_base_sec: float = 2.0
     webhook_max_age_sec: int = 86_400
     webhook_allow_private: bool = False

@@ -72,6 +72,7 @@ async def assemble(
     overrides = agent.providers or {}
     stt = services.providers.stt(overrides.get("stt"))
     speaker.use(services.providers.tts(overrides.get("tts")), agent.voice_id)
+    speaker.log_fields = log_fields
     llm = await services.providers.llm(overrides.get("llm"))
     session = await stt.open_session(
         language=agent.language or "en", call_id=call_sid, keywords=agent.stt_keywords or ()

@@ -58,6 +58,10 @@ CONVERSATIONAL = re.compile(
 )
 
 
+class EmptyReply(Exception):
+    """The LLM's stream ended without a word or a tool call."""
+
+
 def state_after(state: CallState, intent: Intent) -> CallState:
     """The call moves from discovery to the main conversation on the first turn that is not a greeting."""
     if state == CallState.DISCOVERY and intent not in (Intent.HELLO, Intent.BACKCHANNEL):
@@ -235,6 +239,7 @@ class Responder:
         chunker = SentenceChunker(first_clause_chars=FIRST_CLAUSE_CHARS)
         tool_calls: list[ToolCall] = []
         produced = False
+        heard_text = False  # the model said something (the shaper may still drop all of it)
         turn.source = ReplySource.LLM
 
         def emit(pieces: list[str]) -> None:
@@ -253,10 +258,18 @@ class Responder:
                 max_tokens=min(self.settings.llm_max_tokens, REPLY_MAX_TOKENS),
             )
             closing = aclosing(stream) if hasattr(stream, "aclose") else nullcontext()
-            async with asyncio.timeout(self.settings.llm_timeout_sec), closing:
+            # Two deadlines: the first token (a hung model must not leave the caller in silence), then
+            # the whole reply. The first is moved to the second once the model has started.
+            now = asyncio.get_running_loop().time()
+            reply_deadline = now + self.settings.llm_timeout_sec
+            first_deadline = min(reply_deadline, now + self.settings.llm_first_token_timeout_sec)
+            async with asyncio.timeout_at(first_deadline) as deadline, closing:
                 async for chunk in stream:
+                    if chunk.text or chunk.tool_calls:
+                        deadline.reschedule(reply_deadline)
                     if chunk.text:
                         turn.timings.setdefault("llm_first_token_ms", self._ms())
+                        heard_text = heard_text or bool(chunk.text.strip())
                         emit(chunker.push(chunk.text))
                     if chunk.tool_calls:
                         tool_calls.extend(chunk.tool_calls)
@@ -264,8 +277,12 @@ class Responder:
                         break  # two sentences said: stop the model (the stream's close ends generation)
             if not shaper.done and (rest := chunker.flush()):
                 emit([rest])
-        except (ProviderError, TimeoutError) as exc:
-            self._log("llm turn failed", logging.WARNING, error=type(exc).__name__)
+            if not heard_text and not tool_calls:
+                raise EmptyReply  # a stream with no words: as much a failure as an error
+        except (ProviderError, TimeoutError, EmptyReply) as exc:
+            first_token = isinstance(exc, TimeoutError) and "llm_first_token_ms" not in turn.timings
+            error = "first token deadline" if first_token else type(exc).__name__
+            self._log("llm turn failed", logging.WARNING, error=error)
             if not produced:
                 turn.kind = "fallback"
                 turn.source = ReplySource.FALLBACK

@@ -20,6 +20,7 @@ from speech.text import clean_markdown_for_tts
 log = logging.getLogger("ai_sdr.call")
 
 FIRST_CLAUSE_CHARS = 24  # a reply's first clause this long goes to TTS without waiting for the full stop
+TTS_RETRIES = 1  # a sentence whose synthesis fails before any audio is tried again this many times
 
 
 class Speaker:
@@ -34,6 +35,7 @@ class Speaker:
         self.out = OutboundAudio(sink)
         self.out.on_first_frame = self._on_first_frame
         self._turns: dict[int, ReplyTurn] = {}  # turns with audio queued, for first-frame stamps
+        self.log_fields: dict[str, object] = {}  # the call's log fields (call_sid, …), set by its owner
 
     def tap(self, on_frame_sent: Callable[[bytes, float], None]) -> None:
         """Hear every frame as it is sent (call recording)."""
@@ -72,21 +74,37 @@ class Speaker:
             if not spoken.strip():
                 continue
             segment: Segment | None = None
+            failure: ProviderError | None = None
+            finished = False
             try:
-                async for audio in self.tts.synthesize(spoken, voice=self.voice):
-                    if "tts_first_audio_ms" not in turn.timings:
-                        turn.timings["tts_first_audio_ms"] = self._ms()
-                    if segment is None:
-                        await turn.go.wait()  # a preemptive reply holds its first audio until confirmed
-                        self._turns[turn.turn_id] = turn
-                        segment = self.out.begin_segment(turn.turn_id, len(turn.planned), sentence.strip())
-                        turn.planned.append(sentence.strip())
-                    self.out.push_audio(audio)
-            except ProviderError as exc:
-                log.warning("tts failed", extra={"fields": {"error": type(exc).__name__}})
+                # A sentence that fails before any of its audio is tried once more; one that fails after
+                # some audio (or twice) is given up: the rest of the reply is still spoken.
+                for _ in range(1 + TTS_RETRIES):
+                    try:
+                        async for audio in self.tts.synthesize(spoken, voice=self.voice):
+                            if "tts_first_audio_ms" not in turn.timings:
+                                turn.timings["tts_first_audio_ms"] = self._ms()
+                            if segment is None:
+                                await turn.go.wait()  # a preemptive reply holds its audio until confirmed
+                                self._turns[turn.turn_id] = turn
+                                segment = self.out.begin_segment(
+                                    turn.turn_id, len(turn.planned), sentence.strip()
+                                )
+                                turn.planned.append(sentence.strip())
+                            self.out.push_audio(audio)
+                        finished = True
+                        break
+                    except ProviderError as exc:
+                        failure = exc
+                        if segment is not None:
+                            break
             finally:
                 if segment is not None:
                     self.out.end_segment(segment)
+            if failure is not None:  # one line per sentence; provider errors never carry the API key
+                outcome = "retried" if finished else ("cut" if segment is not None else "skipped")
+                fields = {"error": type(failure).__name__, "detail": str(failure)[:200], "outcome": outcome}
+                log.warning("tts sentence failed", extra={"fields": {**self.log_fields, **fields}})
 
     async def wait_played(self, turn: ReplyTurn) -> None:
         """Until the caller has heard every segment of the turn (its marks came back)."""

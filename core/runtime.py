@@ -20,6 +20,7 @@ from knowledge.store import KnowledgeStore
 from providers.registry import ProviderRegistry
 from storage.batch_writer import BatchWriter
 from storage.db import Database
+from storage.recovery import Recovery, recover
 from telephony.dialer import Dialer
 from telephony.twilio_gateway import TwilioGateway
 from tools.runner import ToolRunner
@@ -45,6 +46,7 @@ class Runtime:
             lambda: settings.max_concurrent_calls, post_call=self.post_call, on_change=self.live_calls.changed
         )
         self.draining = False
+        self.recovery = Recovery()  # what start() found left open by an unclean stop
         self._drain_task: asyncio.Task[None] | None = None
         self._previous_sigterm: Any = None
         self.tool_runner = ToolRunner(settings, self.db, self.twilio, self.webhooks)
@@ -55,8 +57,17 @@ class Runtime:
         self.loop_lag.start()
         await self.db.upgrade()
         await self.keyring.load(self.db)
+        # Before live_calls.start() forgets this instance's old rows: they name the calls a crash cut off.
+        self.recovery = await recover(
+            self.db,
+            multi_instance=self.settings.is_multi_instance,
+            instance_id=self.instance_id,
+            heartbeat_sec=self.settings.live_call_heartbeat_sec,
+        )
         await self.webhooks.start()
         self.writer.start()
+        for conversation_id in self.recovery.closed:  # their call.completed, in the background
+            self.calls.schedule_post_call(conversation_id)
         await self.live_calls.start(self.calls)
         self.dialer.start()
         self.knowledge.start_indexer(self.db, live_calls=lambda: self.calls.active)

@@ -67,9 +67,14 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
+# The longest wait between two attempts. With the defaults (2 s base, 100 attempts, 24 h maximum age) a
+# receiver that is down gets retried for about a day, and once back gets everything within ~15 min.
+BACKOFF_CAP_S = 900.0
+
+
 def backoff_s(attempt: int, base_s: float = 2.0) -> float:
-    """base·2^(n-1): 2, 4, 8 … s (capped at 10 min), ±25 % jitter so retries do not arrive in lockstep."""
-    return min(600.0, base_s * 2.0 ** (attempt - 1)) * random.uniform(0.75, 1.25)
+    """base·2^(n-1): 2, 4, 8 … s (capped at 15 min), ±25 % jitter so retries do not arrive in lockstep."""
+    return min(BACKOFF_CAP_S, base_s * 2.0 ** min(attempt - 1, 30)) * random.uniform(0.75, 1.25)
 
 
 class Claim(NamedTuple):
@@ -135,13 +140,16 @@ class WebhookDispatcher:
 
     # ------------------------------------------------------------ worker
 
-    async def start(self) -> None:
+    async def start(self, *, worker: bool = True) -> None:
+        """Open the HTTP client and start the delivery worker (``worker=False``: deliveries happen only
+        when ``deliver_due()`` is called, e.g. a test moving the clock)."""
         self._client = guarded_client(
             lambda: self.settings.webhook_allow_private,
             timeout=httpx.Timeout(self.settings.webhook_timeout_sec),
             headers={"user-agent": "ai-sdr-webhooks/1.0"},
         )
-        self._task = asyncio.create_task(self._run(), name="webhook-worker")
+        if worker:
+            self._task = asyncio.create_task(self._run(), name="webhook-worker")
 
     async def stop(self) -> None:
         self._stopping = True

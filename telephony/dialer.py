@@ -28,9 +28,11 @@ from sqlalchemy import func, select, update
 
 from models import Campaign, CampaignRecipient, Conversation
 from telephony import dnc
+from telephony.call_status import FINAL_STATUSES, STATUS_MAP, record_call_status
 from telephony.calling_hours import next_opening
 from telephony.campaigns import ACTIVE_STATUSES, status_for, totals
 from telephony.outbound import OutboundCallError, OutboundServices, place_call
+from telephony.twilio_gateway import TelephonyError
 from utils import utcnow
 
 log = logging.getLogger(__name__)
@@ -83,6 +85,7 @@ class Dialer:
         self._task: asyncio.Task[None] | None = None
         self._dials: dict[str, asyncio.Task[None]] = {}  # recipient id -> its dial in flight
         self._stopping = False
+        self._polled: dict[str, datetime] = {}  # conversation id -> when Twilio was last asked about it
 
     # ------------------------------------------------------------ lifecycle
 
@@ -123,6 +126,7 @@ class Dialer:
         now = utcnow()
         await self._reconcile_stale_claims(now)
         await self._start_due_campaigns(now)
+        await self._poll_overdue_statuses(now)
         await self._settle_calls(now)
         async with self.db.session() as session:
             running = (await session.scalars(select(Campaign).where(Campaign.status == "in_progress"))).all()
@@ -139,6 +143,58 @@ class Dialer:
                 .where(Campaign.status == "pending", Campaign.scheduled_at <= now)
                 .values(status="in_progress", updated_at=now)
             )
+
+    async def _poll_overdue_statuses(self, now: datetime) -> None:
+        """Ask Twilio about campaign calls whose final status callback is overdue (lost while we were down).
+
+        Without this a lead whose ``no-answer`` callback never arrived would sit in progress until
+        ``STUCK_CALL_AFTER`` and then be written off as failed, never retried as the policy says."""
+        if not self.services.twilio.configured:
+            return
+        interval = timedelta(seconds=self.settings.dialer_status_poll_sec)
+        async with self.db.session() as session:
+            rows = (
+                await session.execute(
+                    select(Conversation.id, Conversation.call_sid)
+                    .join(CampaignRecipient, CampaignRecipient.conversation_id == Conversation.id)
+                    .where(
+                        CampaignRecipient.status == "in_progress",
+                        Conversation.status.not_in(FINAL_STATUSES),
+                        Conversation.call_sid.is_not(None),
+                        Conversation.updated_at < now - interval,
+                    )
+                )
+            ).all()
+        live = {conversation_id for conversation_id, _ in rows}
+        self._polled = {k: v for k, v in self._polled.items() if k in live}
+        settled = False
+        for conversation_id, call_sid in rows:
+            if self._stopping:
+                return
+            if now - self._polled.get(conversation_id, datetime.min.replace(tzinfo=now.tzinfo)) < interval:
+                continue
+            self._polled[conversation_id] = now
+            try:
+                twilio_status, duration = await self.services.twilio.fetch_call(call_sid)
+            except TelephonyError as exc:
+                fields = {"call_sid": call_sid, "error": str(exc)}
+                log.warning("twilio call lookup failed", extra={"fields": fields})
+                continue
+            status = STATUS_MAP.get(twilio_status.lower())
+            if status not in FINAL_STATUSES:
+                continue
+            async with self.db.session() as session:
+                conversation = await session.get(Conversation, conversation_id)
+                if conversation is None or conversation.status in FINAL_STATUSES:
+                    continue
+                await record_call_status(session, self.webhooks, conversation, status, call_sid, duration)
+            settled = True
+            log.info(
+                "final call status fetched from twilio (its callback never came)",
+                extra={"fields": {"call_sid": call_sid, "status": status}},
+            )
+        if settled:
+            self.webhooks.notify()
 
     async def _settle_calls(self, now: datetime) -> None:
         """Recipients whose call ended get their outcome, or go back to pending for another attempt."""

@@ -107,6 +107,11 @@ class TwilioGateway:
     async def hangup(self, call_sid: str) -> None:
         await self._call(self._rest().calls(call_sid).update_async(status="completed"))
 
+    async def fetch_call(self, call_sid: str) -> tuple[str, str | None]:
+        """Twilio's view of a call: its status (``no-answer``, ``completed``, …) and duration in seconds."""
+        call = await self._call(self._rest().calls(call_sid).fetch_async())
+        return str(call.status), (str(call.duration) if call.duration is not None else None)
+
     async def end_call(self, call_sid: str) -> None:
         """Hang up a live Twilio call if there is one (simulator calls have no CA… SID); never raises."""
         if not self.configured or not call_sid.startswith("CA"):

@@ -9,6 +9,9 @@ next listen connection fail like a Deepgram-side error (close code 1011) once it
 
 ``/v1/speak``: ``Speak`` text in; on ``Flush`` a 400 Hz tone (``MS_PER_CHAR`` per character) streams
 back as binary mu-law in ``chunk_bytes`` pieces, then ``Flushed``. ``Clear`` stops it (``Cleared``).
+Faults: ``speak_reject_next = N`` answers the next N speak handshakes HTTP 500; ``speak_fail_text`` /
+``speak_fail_times`` cut the socket (close code 1011, no audio) on a ``Speak`` containing that text,
+that many times.
 
 Both check ``Authorization: Token <key>`` (HTTP 401 otherwise) and record what they got.
 """
@@ -86,6 +89,10 @@ class DeepgramStandIn:
         self.utterances = 0  # finalised so far, on any listen connection: indexes ``transcripts``
         # Cut the next listen connection once it has received this many audio bytes (then reset to None).
         self.drop_after_bytes: int | None = None
+        self.speak_reject_next = 0  # answer this many of the next speak handshakes HTTP 500
+        self.speak_fail_text: str | None = None  # a Speak containing this gets the socket cut (1011)
+        self.speak_fail_times = 0
+        self.speak_faults = 0  # speak connections failed on purpose (either way)
         self.url = ""
         self._server: Server | None = None
 
@@ -117,6 +124,10 @@ class DeepgramStandIn:
         if request.headers.get("Authorization") != f"Token {self.api_key}":
             self.rejected += 1
             return connection.respond(HTTPStatus.UNAUTHORIZED, "Invalid credentials.\n")
+        if urlsplit(request.path).path == "/v1/speak" and self.speak_reject_next > 0:
+            self.speak_reject_next -= 1
+            self.speak_faults += 1
+            return connection.respond(HTTPStatus.INTERNAL_SERVER_ERROR, "Internal Server Error\n")
         return None
 
     async def _handle(self, ws: ServerConnection) -> None:
@@ -337,6 +348,12 @@ class SpeakStream:
                 kind = request.get("type", "")
                 if kind == "Speak":
                     self.record.texts.append(request.get("text", ""))
+                    fail = self.standin.speak_fail_text
+                    if fail and fail in request.get("text", "") and self.standin.speak_fail_times > 0:
+                        self.standin.speak_fail_times -= 1
+                        self.standin.speak_faults += 1
+                        await self.ws.close(1011, "stand-in failed the sentence")
+                        break
                     self.buffer.append(request.get("text", ""))
                     continue
                 self.record.controls.append(kind)

@@ -9,7 +9,8 @@ JSON object otherwise) on 127.0.0.1 at a free port. Replies are deterministic:
 - otherwise: "You said: <last user message>." token by token.
 
 It records every request and can be told to fail (HTTP 500) or to be slow (before the first token
-and between tokens). It notes when a client hangs up mid-stream.
+and between tokens), or to stream garbage (``garbage = "invalid_json"``: lines that are not JSON;
+``"empty"``: a finished reply without a word). It notes when a client hangs up mid-stream.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class OllamaStandIn:
         self.fail = fail  # an error message: /api/chat answers HTTP 500 {"error": fail}
         # Like a crashed model runner: after this many tokens the stream carries {"error": …} and ends.
         self.fail_after_tokens = fail_after_tokens
+        self.garbage: str | None = None  # "invalid_json" | "empty": a 200 stream of no use
         self.requests: list[tuple[str, str, dict[str, Any] | None]] = []  # (method, path, JSON body)
         self.hangups = 0  # streams the client closed before the reply was complete
         self.url = ""
@@ -158,6 +160,13 @@ class OllamaStandIn:
 
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         await response.prepare(request)
+        if self.garbage == "invalid_json":
+            await response.write(b'{"model": "' + model.encode() + b'", "message": {"role": "assis\n')
+            await response.write(b"<html>502 Bad Gateway</html>\n")
+            await response.write_eof()
+            return response
+        if self.garbage == "empty":
+            parts = []
         try:
             await asyncio.sleep(self.first_token_delay)
             for i, part in enumerate(parts):

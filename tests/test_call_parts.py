@@ -402,7 +402,7 @@ def responder_for(
     speaker, tools = FakeSpeaker(), FakeTools()
     transcript = CallTranscript(RecordingSink(), CallClock().ms)
     transcript.set_state(CallState.DISCOVERY)
-    settings = SimpleNamespace(llm_timeout_sec=5.0, llm_max_tokens=100)
+    settings = SimpleNamespace(llm_timeout_sec=5.0, llm_first_token_timeout_sec=3.0, llm_max_tokens=100)
     responder = Responder(
         profile=profile, llm=llm, speaker=speaker, transcript=transcript, tool_runner=tools,  # type: ignore[arg-type]
         tool_context=None, knowledge=None, settings=settings, ms=CallClock().ms,  # type: ignore[arg-type]

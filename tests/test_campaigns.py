@@ -979,3 +979,38 @@ async def test_two_instances_dialling_one_campaign_call_each_lead_once_within_th
     assert sorted(twilio.per_number.values()) == [1] * len(numbers), twilio.per_number
     assert {x["status"] for x in body["recipients"]} == {"completed"}
     assert twilio.max_live <= 3, twilio.max_live
+
+
+@pytest.mark.asyncio
+async def test_a_lost_final_status_callback_is_recovered_from_twilios_api(tmp_path: Path) -> None:
+    """Twilio's ``no-answer`` callback never arrives: the dialer looks the call up and retries the lead."""
+    numbers = [lead(900 + i) for i in range(2)]
+    async with TwilioStandIn(
+        ACCOUNT_SID, AUTH_TOKEN, scenario=lambda c: Scenario("no_answer", 0.05, lose_final_callback=True)
+    ) as twilio:
+        settings = settings_for(tmp_path, twilio, dialer_status_poll_sec=0.5)
+        async with LiveServer(settings) as server, server.client() as client:
+            agent_id, _ = await make_agent(client)
+            batch_id = await submit(
+                client,
+                agent_id,
+                numbers,
+                target_concurrency_limit=10,
+                retry={"outcomes": ["no_answer"], "delay_sec": 1, "max_attempts": 2},
+            )
+
+            async def done() -> bool:
+                return (await batch(client, batch_id))["status"] == "completed"
+
+            await wait_for(done, 20, "the campaign to complete without a single final callback")
+            body = await batch(client, batch_id)
+            async with server.runtime.db.session() as session:
+                statuses = (await session.scalars(select(Conversation.status))).all()
+    assert all(
+        code == 0 for c in twilio.calls.values() for status, code in c.callbacks if status == "no-answer"
+    )
+    assert {(x["status"], x["outcome"], x["attempts"]) for x in body["recipients"]} == {
+        ("failed", "no_answer", 2)
+    }
+    assert sorted(statuses) == ["no_answer"] * 4
+    assert len(twilio.calls) == 4

@@ -15,6 +15,8 @@ class WebhookReceiver:
     def __init__(self, secret: str = "", fail_first: int = 0) -> None:
         self.secret = secret
         self.fail_first = fail_first  # answer 500 to this many requests first
+        self.down = False  # while set, answer every request 503 (a receiver that is down)
+        self.refused = 0  # requests answered 503 while down
         self.attempts = 0
         self.events: dict[str, dict[str, Any]] = {}  # by event id: exactly-once after dedupe
         self.deliveries = Counter[str]()  # successful (2xx) deliveries per event id
@@ -44,6 +46,9 @@ class WebhookReceiver:
         if self.secret and not verify(self.secret, body, request.headers.get("x-signature", "")):
             self.bad_signatures += 1
             return web.Response(status=401)
+        if self.down:
+            self.refused += 1
+            return web.Response(status=503, text="down for maintenance")
         if attempt <= self.fail_first:
             return web.Response(status=500, text="try again")
         event = json.loads(body)

@@ -26,10 +26,10 @@ from schemas import (
     ToolCallResponse,
     TranscriptTurn,
 )
+from telephony.call_status import FAILED_STATUSES
 
 router = APIRouter(prefix="/convai/conversations", tags=["conversations"])
 
-FAILED_STATUSES = {"busy", "no_answer", "failed", "canceled"}
 LIVE_STATUSES = {"initiated", "ringing", "in_progress"}
 
 

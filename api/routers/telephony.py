@@ -19,6 +19,7 @@ from twilio.twiml.voice_response import Connect, VoiceResponse
 
 from core.runtime import Runtime
 from models import Agent, Conversation, PhoneNumber
+from telephony.call_status import FINAL_STATUSES, STATUS_MAP, record_call_status
 from telephony.stream_auth import make_stream_token
 from utils import utcnow
 from voice_pipeline import BUSY_LINE, WSConn
@@ -27,19 +28,6 @@ log = logging.getLogger("ai_sdr.telephony")
 router = APIRouter(tags=["telephony"])
 
 _CALL_SID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-STATUS_MAP = {
-    "queued": "initiated",
-    "initiated": "initiated",
-    "ringing": "ringing",
-    "in-progress": "in_progress",
-    "answered": "in_progress",
-    "completed": "completed",
-    "busy": "busy",
-    "no-answer": "no_answer",
-    "failed": "failed",
-    "canceled": "canceled",
-}
-FAILED_STATUSES = {"busy", "no_answer", "failed", "canceled"}
 # Twilio's AnsweredBy values (async AMD with DetectMessageEnd) -> conversations.answered_by
 ANSWERED_BY = {
     "human": "human",
@@ -234,30 +222,12 @@ async def call_status(request: Request, conversation_id: str = "") -> dict[str, 
         raise HTTPException(400, detail="unknown CallStatus")
     async with runtime.db.session() as session:
         conversation = await _callback_conversation(session, conversation_id, call_sid)
-        conversation.call_sid = conversation.call_sid or call_sid
-        if conversation.status not in ("completed", *FAILED_STATUSES) or status in FAILED_STATUSES:
-            conversation.status = status
-        duration = params.get("CallDuration")
-        if duration and duration.isdigit():
-            conversation.duration_sec = float(duration)
-        if status in FAILED_STATUSES:
-            conversation.end_reason = conversation.end_reason or status
-            await runtime.webhooks.emit(
-                session,
-                "call.failed",
-                {
-                    "conversation_id": conversation.id,
-                    "agent_id": conversation.agent_id,
-                    "status": status,
-                    "call_sid": call_sid,
-                    "campaign_id": conversation.campaign_id,
-                },
-                agent_id=conversation.agent_id,
-                conversation_id=conversation.id,
-            )
+        await record_call_status(
+            session, runtime.webhooks, conversation, status, call_sid, params.get("CallDuration")
+        )
         in_campaign = conversation.campaign_id is not None
     runtime.webhooks_notify()
-    if in_campaign and status in ("completed", *FAILED_STATUSES):
+    if in_campaign and status in FINAL_STATUSES:
         runtime.dialer.notify()
     return {"ok": True, "status": status}
 
