@@ -325,6 +325,8 @@ async def measure(server: Server, profile: str, calls: int) -> dict:
     gaps = [x for r in results for x in r["interarrival_s"]]
     jitter = [abs(g - 0.02) for g in gaps]
     sent_turns = sum(r["turns_sent"] for r in results)
+    # what the server handled: the callers' messages in, the agent's frames out
+    messages = sum(r.get("messages_sent", 0) + r["frames_received"] for r in results)
     stored_user = sum(stored["user_turns"].get(r["conversation_id"], 0) for r in results)
     return {
         "profile": profile,
@@ -349,6 +351,9 @@ async def measure(server: Server, profile: str, calls: int) -> dict:
         "server_cpu_pct": round(100 * cpu_s / wall, 1),
         "server_cpu_ms_per_call_s": round(1000 * cpu_s / max(1e-9, wall * calls), 2),
         "client_cpu_pct": round(100 * client_cpu_s / wall, 1),
+        # CPU per WebSocket message (in + out): the engine's efficiency, steadier than the limits when
+        # other work shares the cores (a starved point handles fewer messages, not dearer ones)
+        "server_cpu_us_per_msg": round(1e6 * cpu_s / max(1, messages), 1),
         # RSS at the end of the point (all server processes) and its growth across all rounds; the first
         # point also carries the models' lazy warm-up
         "server_rss_mb": round(rss_peak / 2**20, 1),
@@ -686,7 +691,8 @@ async def worker(base_url: str, calls: int, offset: int, timeout_s: float) -> No
             except TimeoutError:
                 result = caller.result
                 result.error = "timeout"
-            return result.__dict__
+            # every message the caller sent numbers itself (Twilio's sequenceNumber)
+            return {**result.__dict__, "messages_sent": caller._seq}
 
         for result in await asyncio.gather(*(one(i) for i in range(calls))):
             print(json.dumps(result), flush=True)
