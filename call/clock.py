@@ -126,7 +126,11 @@ class FrameTicker:
             self._schedule(tick + 1)
 
     def _drive(self, member: Ticking, coro: Coroutine[Any, Any, None]) -> None:
-        task = run_eagerly(coro, name="frame-ticker-wait")
+        try:
+            task = run_eagerly(coro, name="frame-ticker-wait")
+        except Exception as exc:
+            self._failed(member, exc)
+            return
         if task is not None:
             self._waiting[member] = task
             task.add_done_callback(lambda t: self._done_waiting(member, t))
@@ -134,6 +138,13 @@ class FrameTicker:
     def _done_waiting(self, member: Ticking, task: asyncio.Task[None]) -> None:
         if self._waiting.get(member) is task:
             del self._waiting[member]
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            self._failed(member, exc)
+
+    def _failed(self, member: Ticking, exc: BaseException) -> None:
+        """A member whose tick raised leaves (once, with one log line), not to fail 50 times a second."""
+        log.error("frame ticker: a call's tick failed; its audio stops", exc_info=exc)
+        self.discard(member)
 
 
 def run_eagerly(coro: Coroutine[Any, Any, None], name: str = "eager") -> asyncio.Task[None] | None:
@@ -144,9 +155,6 @@ def run_eagerly(coro: Coroutine[Any, Any, None], name: str = "eager") -> asyncio
     try:
         waited = coro.send(None)
     except StopIteration:
-        return None
-    except Exception:
-        log.exception("frame ticker: a member's tick failed")
         return None
     return asyncio.get_running_loop().create_task(_resume(coro, waited), name=name)
 

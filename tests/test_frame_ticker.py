@@ -192,3 +192,30 @@ async def test_a_socket_that_does_not_take_a_frame_holds_only_its_own_call() -> 
     sim.run_until(sim.now + 1.5)
     assert len(stuck_sink.frames) == 50 and len(fine_sink.frames) == 50
     assert stuck not in ticker and len(ticker) == 0
+
+
+class BrokenSink(RecordingSink):
+    """A sink whose fifth frame raises (a bug in a call's send path)."""
+
+    async def send_media(self, frame: bytes) -> None:
+        if len(self.frames) == 4:
+            raise RuntimeError("boom")
+        self.frames.append(self.sim.now)
+
+
+@pytest.mark.asyncio
+async def test_a_call_whose_tick_fails_leaves_the_ticker_with_one_log_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sim = SimTime()
+    ticker = FrameTicker(PERIOD, clock=sim.clock, call_later=sim.call_later)
+    broken_sink, fine_sink = BrokenSink(sim), RecordingSink(sim)
+    broken = speaking_call(ticker, broken_sink, frames=50)
+    speaking_call(ticker, fine_sink, frames=50)
+    with caplog.at_level("ERROR", logger="call.clock"):
+        sim.run_until(sim.now + 1.5)
+    assert broken not in ticker and len(broken_sink.frames) == 4
+    assert len(fine_sink.frames) == 50  # the other call played on
+    assert [r.getMessage() for r in caplog.records].count(
+        "frame ticker: a call's tick failed; its audio stops"
+    ) == 1
