@@ -591,50 +591,64 @@ def within_limits(r: dict) -> bool:
 def capacity_table(rows: list[dict]) -> str:
     lines = [
         "| calls | outbound jitter p50 / p99 ms | loop lag p99 ms | server CPU % | client CPU % | "
-        "server RSS MB | lost turns | barge-in→clear p95 ms | v2v p50 / p95 ms | load avg (1 min) | "
-        "within limits |",
-        "|" + "---|" * 11,
+        "server RSS MB | server µs/msg | lost turns | barge-in→clear p95 ms | v2v p50 / p95 ms | "
+        "load avg (1 min) | within limits |",
+        "|" + "---|" * 12,
     ]
     for r in rows:
         j, b, v = r["jitter_ms"], r["barge_in_ms"], r["v2v_ms"]
         lines.append(
             f"| {r['calls']} | {j['p50']} / {j['p99']} | {r['loop_lag_ms']['p99_ms']} | "
             f"{r['server_cpu_pct']} | {r['client_cpu_pct']} | {r['server_rss_mb']} | "
+            f"{r.get('server_cpu_us_per_msg', '–')} | "
             f"{r['lost_turns']}/{r['turns_sent']} | {b['p95']} | {v['p50']} / {v['p95']} | "
             f"{r['load_avg_1m'][0]}→{r['load_avg_1m'][1]} | {'yes' if within_limits(r) else '**no**'} |"
         )
     return "\n".join(lines)
 
 
-def capacity_plot(rows: list[dict]) -> str:
+def capacity_plot(curves: dict[str, list[dict]]) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ns = [r["calls"] for r in rows]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    left.plot(ns, [r["jitter_ms"]["p99"] for r in rows], marker="o", label="outbound jitter p99")
-    left.plot(ns, [r["loop_lag_ms"]["p99_ms"] for r in rows], marker="s", label="loop lag p99")
-    left.plot(ns, [r["barge_in_ms"]["p95"] for r in rows], marker="^", label="barge-in→clear p95")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for (label, rows), style in zip(curves.items(), ("-", "--", ":", "-."), strict=False):
+        ns = [r["calls"] for r in rows]
+        for key, marker, name in (
+            (lambda r: r["jitter_ms"]["p99"], "o", "jitter p99"),
+            (lambda r: r["loop_lag_ms"]["p99_ms"], "s", "loop lag p99"),
+            (lambda r: r["barge_in_ms"]["p95"], "^", "barge-in→clear p95"),
+        ):
+            left.plot(ns, [key(r) for r in rows], marker=marker, linestyle=style, label=f"{name} ({label})")
+        right.plot(
+            ns,
+            [r["server_cpu_pct"] for r in rows],
+            marker="o",
+            linestyle=style,
+            label=f"server CPU ({label})",
+        )
+        right.plot(
+            ns,
+            [r["client_cpu_pct"] for r in rows],
+            marker="s",
+            linestyle=style,
+            label=f"client CPU ({label})",
+        )
     for limit, style in ((20, "--"), (50, ":"), (100, "-.")):
         left.axhline(limit, color="grey", linestyle=style, linewidth=0.8)
     left.set_yscale("symlog", linthresh=10)
     left.set_xlabel("concurrent calls")
-    left.set_ylabel("ms")
-    left.legend(fontsize=8)
+    left.set_ylabel("ms (limits: 20 / 50 / 100)")
+    left.legend(fontsize=7)
     left.grid(alpha=0.3)
-    right.plot(ns, [r["server_cpu_pct"] for r in rows], marker="o", label="server CPU %")
-    right.plot(ns, [r["client_cpu_pct"] for r in rows], marker="s", label="client CPU %")
+    right.axhline(200, color="grey", linestyle="--", linewidth=0.8)
     right.set_xlabel("concurrent calls")
-    right.set_ylabel("% of one core")
-    twin = right.twinx()
-    twin.plot(ns, [r["server_rss_mb"] for r in rows], color="tab:green", marker="^", label="server RSS MB")
-    twin.set_ylabel("MB")
-    right.legend(loc="upper left", fontsize=8)
-    twin.legend(loc="lower right", fontsize=8)
+    right.set_ylabel("% of one core (200 % = the machine)")
+    right.legend(fontsize=7)
     right.grid(alpha=0.3)
-    fig.suptitle("Capacity (overhead profile, load client on the same 2 cores)")
+    fig.suptitle("Capacity: overhead profile, load client on the same 2 cores")
     fig.tight_layout()
     path = RESULTS / "capacity.png"
     fig.savefig(path, dpi=110)
@@ -642,31 +656,48 @@ def capacity_plot(rows: list[dict]) -> str:
     return path.name
 
 
-def capacity_report(rows: list[dict], uvicorn_args: str = "") -> str:
+def capacity_section(label: str, rows: list[dict], meta: dict) -> str:
     within = [r["calls"] for r in rows if within_limits(r)]
     ceiling = max(within) if within else 0
     beyond = next((r for r in rows if r["calls"] > ceiling and not within_limits(r)), None)
-    sweep = ",".join(str(r["calls"]) for r in rows)
-    command = f"python -m bench.load --profile {rows[0]['profile']} --calls {sweep} --capacity"
-    if uvicorn_args:
-        command += f" --uvicorn-args '{uvicorn_args}'"
-    text = (
-        f"## Capacity curve — {rows[0]['profile']} profile\n\nMachine: {machine()}. "
-        f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} with `{command}`. "
-        "One server process (`uvicorn main:app`) and the load client's processes on the same machine; "
-        "each call: greeting, two caller turns, a barge-in over the second reply. Limits: outbound frame "
-        f"jitter p99 ≤ {LIMITS['jitter_p99_ms']:.0f} ms, event-loop lag p99 ≤ {LIMITS['loop_lag_p99_ms']:.0f} "
-        f"ms, no lost turns, barge-in → clear p95 ≤ {LIMITS['barge_in_p95_ms']:.0f} ms. CPU % is of one "
-        "core (200 % = both); load avg is the machine's 1-minute load before → after the point (other "
-        "work on the machine shows there).\n\n"
+    return (
+        f"### {label}\n\nRun {meta['when']} with `{meta['command']}`. "
         f"Highest point within limits: **N = {ceiling}**"
         + (f"; first point beyond: N = {beyond['calls']}." if beyond else ".")
-        + f"\n\n{capacity_table(rows)}\n\n![capacity]({capacity_plot(rows)})\n"
+        + f"\n\n{capacity_table(rows)}\n"
+    )
+
+
+def capacity_report(rows: list[dict], uvicorn_args: str = "") -> str:
+    """Adds (or replaces) this server configuration's curve in bench/results/capacity.md/.json/.png."""
+    sweep = ",".join(str(r["calls"]) for r in rows)
+    command = f"python -m bench.load --profile {rows[0]['profile']} --calls {sweep} --min-turns {MIN_TURNS_PER_POINT} --capacity"
+    if uvicorn_args:
+        command += f" --uvicorn-args '{uvicorn_args}'"
+    label = f"uvicorn main:app {uvicorn_args}".strip() if uvicorn_args else "uvicorn main:app (one process)"
+    store = RESULTS / "capacity.json"
+    curves = json.loads(store.read_text()) if store.exists() else {}
+    if not isinstance(curves, dict):
+        curves = {}
+    curves[label] = {
+        "meta": {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "command": command},
+        "rows": [{k: v for k, v in r.items() if k != "v2v_samples_ms"} for r in rows],
+    }
+    store.write_text(json.dumps(curves, indent=1))
+    image = capacity_plot({name: c["rows"] for name, c in curves.items()})
+    text = (
+        f"## Capacity curve — {rows[0]['profile']} profile\n\nMachine: {machine()}. The server "
+        "(`uvicorn main:app`, as configured in each section) and the load client's processes share the "
+        "machine; each call: greeting, two caller turns, a barge-in over the second reply. Limits: "
+        f"outbound frame jitter p99 ≤ {LIMITS['jitter_p99_ms']:.0f} ms, event-loop lag p99 ≤ "
+        f"{LIMITS['loop_lag_p99_ms']:.0f} ms (worst worker), no lost turns, barge-in → clear p95 ≤ "
+        f"{LIMITS['barge_in_p95_ms']:.0f} ms. CPU % is of one core (200 % = the machine); load avg is the "
+        "machine's 1-minute load before → after the point (other work on the machine shows there). "
+        "µs/msg: server CPU per WebSocket message in or out.\n\n"
+        + "\n".join(capacity_section(name, c["rows"], c["meta"]) for name, c in curves.items())
+        + f"\n![capacity]({image})\n"
     )
     (RESULTS / "capacity.md").write_text(text)
-    (RESULTS / "capacity.json").write_text(
-        json.dumps([{k: v for k, v in r.items() if k != "v2v_samples_ms"} for r in rows], indent=1)
-    )
     return text
 
 
