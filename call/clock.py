@@ -14,6 +14,7 @@ from providers.base import FRAME_MS, SAMPLE_RATE
 log = logging.getLogger(__name__)
 
 FRAME_S = FRAME_MS / 1000
+EARLY_S = 0.0005  # a tick that fires sooner than this before its time waits for it
 
 
 class CallClock:
@@ -117,7 +118,12 @@ class FrameTicker:
     def _run(self) -> None:
         self._timer = None
         now = self._clock()
-        tick = max(self._next, self.tick_at(now))  # a timer may fire a hair early, or late
+        if now < self.time_of(self._next) - EARLY_S:
+            # Fired early: uvloop counts a timer's delay from the start of the loop iteration that set
+            # it, so after a busy iteration it fires that much too soon. Frames must not go out early.
+            self._schedule(self._next)
+            return
+        tick = max(self._next, self.tick_at(now))  # late (a busy loop): the tick it really is
         self.ticks += 1
         for member in list(self._members):
             if member not in self._waiting and member in self._members:

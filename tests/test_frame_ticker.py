@@ -22,12 +22,13 @@ PERIOD = 0.02
 class SimTime:
     """A clock and ``call_later`` for the ticker; timers fire 0–2 ms late (seeded)."""
 
-    def __init__(self, start: float = 1000.0, late_s: float = 0.002) -> None:
+    def __init__(self, start: float = 1000.0, late_s: float = 0.002, early_s: float = 0.0) -> None:
         self.now = start
         self.timers: list[tuple[float, Callable[[], None]]] = []
         self.fired = 0
         self._rng = random.Random(7)
         self._late_s = late_s
+        self._early_s = early_s  # uvloop: a timer set late in a busy iteration fires that much early
 
     def clock(self) -> float:
         return self.now
@@ -41,7 +42,7 @@ class SimTime:
         while self.timers:
             self.timers.sort(key=lambda x: x[0])
             when, callback = self.timers[0]
-            fire_at = max(self.now, when + self._rng.uniform(0, self._late_s))
+            fire_at = max(self.now, when + self._rng.uniform(-self._early_s, self._late_s))
             if stall is not None and fire_at >= stall[0]:
                 fire_at = max(fire_at, stall[0] + stall[1])
                 stall = None
@@ -219,3 +220,17 @@ async def test_a_call_whose_tick_fails_leaves_the_ticker_with_one_log_line(
     assert [r.getMessage() for r in caplog.records].count(
         "frame ticker: a call's tick failed; its audio stops"
     ) == 1
+
+
+@pytest.mark.asyncio
+async def test_a_timer_that_fires_early_sends_nothing_before_its_tick() -> None:
+    sim = SimTime(late_s=0.001, early_s=0.008)  # timers fire up to 8 ms early, as after busy iterations
+    ticker = FrameTicker(PERIOD, clock=sim.clock, call_later=sim.call_later)
+    sink = RecordingSink(sim)
+    speaking_call(ticker, sink, frames=100)
+    sim.run_until(sim.now + 2.5)
+    paced = sink.frames[LEAD_FRAMES + 1 :]
+    assert len(paced) == 100 - LEAD_FRAMES - 1
+    for t in paced:  # every paced frame leaves on (or just after) its grid tick, never before it
+        grid = ticker.time_of(ticker.nearest_tick(t))
+        assert -0.0005 - 1e-9 <= t - grid <= 0.001 + 1e-9
