@@ -14,7 +14,7 @@ from providers.base import FRAME_MS, SAMPLE_RATE
 log = logging.getLogger(__name__)
 
 FRAME_S = FRAME_MS / 1000
-EARLY_S = 0.0005  # a tick that fires sooner than this before its time waits for it
+EARLY_S = 0.002  # a tick that fires sooner than this before its time waits for it (timers: 1 ms grain)
 
 
 class CallClock:

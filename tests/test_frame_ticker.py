@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import pytest
 
-from call.clock import FrameTicker
+from call.clock import EARLY_S, FrameTicker
 from call.playout import LEAD_FRAMES, MAX_CATCH_UP_FRAMES, OutboundAudio
 from providers.base import FRAME_BYTES
 
@@ -233,4 +233,4 @@ async def test_a_timer_that_fires_early_sends_nothing_before_its_tick() -> None:
     assert len(paced) == 100 - LEAD_FRAMES - 1
     for t in paced:  # every paced frame leaves on (or just after) its grid tick, never before it
         grid = ticker.time_of(ticker.nearest_tick(t))
-        assert -0.0005 - 1e-9 <= t - grid <= 0.001 + 1e-9
+        assert -EARLY_S - 1e-9 <= t - grid <= 0.001 + 1e-9
