@@ -638,7 +638,8 @@ def capacity_plot(curves: dict[str, list[dict]]) -> str:
         )
     for limit, style in ((20, "--"), (50, ":"), (100, "-.")):
         left.axhline(limit, color="grey", linestyle=style, linewidth=0.8)
-    left.set_yscale("symlog", linthresh=10)
+    left.set_yscale("log")
+    left.set_ylim(bottom=1)
     left.set_xlabel("concurrent calls")
     left.set_ylabel("ms (limits: 20 / 50 / 100)")
     left.legend(fontsize=7)
