@@ -1,5 +1,5 @@
 # Two commands do everything on a fresh machine:  make run   /   make test
-.PHONY: setup run test bench lint
+.PHONY: setup run test bench lint container-check
 
 PORT ?= 9001
 
@@ -17,3 +17,8 @@ bench: setup
 
 lint: setup
 	.venv/bin/ruff check . && .venv/bin/ruff format --check .
+
+# Builds the container image here (podman, a debootstrap base, this machine's pip settings) and checks
+# it end to end (scripts/container_check.sh); not part of `make test`. Needs root.
+container-check: setup
+	scripts/container_check.sh

@@ -41,6 +41,11 @@ class Settings(BaseSettings):
     log_file: str = ""
     default_agent_id: str = ""
     max_concurrent_calls: int = 200
+    # REST API rate limit per API key (a token bucket in each instance): the average a minute, and the
+    # burst allowed at once. Past it: 429 with Retry-After. 0 turns it off. Webhooks, the Media Streams
+    # socket and /healthz, /readyz are never limited.
+    api_rate_limit_per_min: float = Field(default=1200.0, ge=0)
+    api_rate_limit_burst: int = Field(default=200, ge=1)
     stream_token_ttl_sec: int = 300
     # Read the client address from X-Forwarded-For (its last entry) for the loopback check of Twilio
     # webhooks without TWILIO_AUTH_TOKEN. Only behind a proxy you run that sets the header.

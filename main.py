@@ -10,11 +10,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.auth import require_auth
 from api.middleware import BodySizeLimitMiddleware, RequestLogMiddleware
+from api.rate_limit import TokenBuckets
 from api.routers import (
     agent_tests,
     agents,
@@ -43,10 +46,24 @@ from utils import setup_logging
 log = logging.getLogger("ai_sdr")
 
 ERROR_RESPONSES = {
+    400: {"description": "Malformed request (a body that cannot be parsed, an invalid cursor)"},
     401: {"description": "Missing or invalid credentials"},
     404: {"description": "Unknown id"},
     422: {"description": "Invalid request body or parameters"},
+    429: {"description": "Too many requests for this API key (see Retry-After)"},
 }
+
+
+UNREADABLE_BODY = "the request body could not be read: send UTF-8 JSON with Content-Type: application/json"
+
+
+def _message(error: dict) -> str:
+    """A validation error's message; for a body that is not JSON, with where and why it broke."""
+    msg = str(error.get("msg", ""))
+    reason = (error.get("ctx") or {}).get("error")
+    if error.get("type") == "json_invalid" and isinstance(reason, str):
+        msg = f"{msg}: {reason}"
+    return msg
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -83,14 +100,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         upload_max_bytes=settings.max_upload_bytes,
     )
     app.add_middleware(RequestLogMiddleware)
+    app.state.rate_limiter = TokenBuckets(settings.api_rate_limit_per_min, settings.api_rate_limit_burst)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
-            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            {"loc": list(e.get("loc", ())), "msg": _message(e), "type": e.get("type", "")}
             for e in exc.errors()
         ]
         return JSONResponse(status_code=422, content={"detail": errors})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
+            # FastAPI's words for a body it could not decode (bytes that are not UTF-8, say).
+            exc = StarletteHTTPException(400, detail=UNREADABLE_BODY)
+        return await http_exception_handler(request, exc)
 
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:

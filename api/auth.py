@@ -95,16 +95,20 @@ def verify_jwt(token: str, settings: Settings) -> dict:
 
 
 async def require_auth(request: Request) -> None:
-    """FastAPI dependency guarding every ``/v1`` route."""
+    """FastAPI dependency guarding every ``/v1`` route (and ``/metrics``); then the caller's rate limit."""
     runtime = request.app.state.runtime
     key = request.headers.get("xi-api-key")
     if key is not None:
-        if runtime.keyring.accepts(key):
-            return
-        raise _unauthorized("invalid API key")
-    authorization = request.headers.get("authorization", "")
-    scheme, _, token = authorization.partition(" ")
-    if scheme.lower() == "bearer" and token:
-        verify_jwt(token, runtime.settings)
-        return
-    raise _unauthorized("missing credentials: send the xi-api-key header or a Bearer token")
+        if not runtime.keyring.accepts(key):
+            raise _unauthorized("invalid API key")
+        caller = "key:" + hash_key(key)
+    else:
+        authorization = request.headers.get("authorization", "")
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise _unauthorized("missing credentials: send the xi-api-key header or a Bearer token")
+        claims = verify_jwt(token, runtime.settings)
+        caller = "sub:" + str(claims["sub"]) if claims.get("sub") else "jwt:" + hash_key(token)
+    limiter = getattr(request.app.state, "rate_limiter", None)
+    if limiter is not None:
+        limiter.check(caller)

@@ -7,10 +7,11 @@ import binascii
 import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Depends, HTTPException, Query, Request, status
+from pydantic import AfterValidator, Field
 from sqlalchemy import Select, and_, or_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -71,6 +72,24 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": ErrorResponse, "description": descriptions[code]} for code in codes}
 
 
+# ---------------------------------------------------------------- dates in query parameters
+
+MAX_UNIX_SECS = 253_402_300_799  # 9999-12-31T23:59:59Z, the last second a datetime can hold
+
+
+def as_utc(value: datetime) -> datetime:
+    """A date from a request, in UTC (naive means UTC). Dates that fall outside the years 1-9999 once
+    moved to UTC (``0001-01-01T00:00+01:00``) are refused as invalid input, not failed on in the database."""
+    try:
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
+    except OverflowError:
+        raise ValueError("date is out of range once converted to UTC") from None
+
+
+UtcDateTime = Annotated[datetime, AfterValidator(as_utc)]
+UnixSeconds = Annotated[int, Field(ge=0, le=MAX_UNIX_SECS)]
+
+
 # ---------------------------------------------------------------- pagination
 
 
@@ -105,6 +124,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         when = datetime.fromisoformat(created_at)
         if when.tzinfo is None or not isinstance(item_id, str):
             raise ValueError
+        when = as_utc(when)
     except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
         raise HTTPException(status.HTTP_400_BAD_REQUEST, detail="invalid cursor") from None
     return when, item_id

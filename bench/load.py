@@ -117,6 +117,7 @@ class Server:
             "API_KEY_FILE": str(workdir / ".api_key"),
             "PUBLIC_URL": self.base_url,
             "MAX_CONCURRENT_CALLS": str(max_calls + 10),
+            "API_RATE_LIMIT_PER_MIN": "0",  # it reads every call's transcript at once, past any burst
             "LOG_LEVEL": "WARNING",
             "HF_HUB_OFFLINE": "1",
             "TWILIO_ACCOUNT_SID": "",

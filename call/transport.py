@@ -88,7 +88,7 @@ class MediaStreamParser:
             return BadMessage("binary message")
         try:
             msg = orjson.loads(raw)
-        except orjson.JSONDecodeError:  # also too deeply nested
+        except ValueError:  # orjson.JSONDecodeError: malformed, nested too deep, an int beyond 64 bits
             return BadMessage("malformed JSON")
         if not isinstance(msg, dict):
             return BadMessage("message is not an object")
@@ -178,6 +178,10 @@ class MediaStreamTransport:
                 self._bad("media before start")
             elif not isinstance(event, Connected):
                 self._bad(f"unexpected {type(event).__name__.lower()} before start")
+            if self.too_broken:  # a peer that only sends garbage does not hold a socket until the timeout
+                self._log("too many bad messages before start, closing stream", logging.WARNING)
+                await self.close(1008, "too many bad messages")
+                return None
 
     async def receive(self) -> Media | Mark | Dtmf | Stop | None:
         """The next event that matters; None when the socket is gone or hopelessly broken."""

@@ -29,17 +29,15 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 
-# Installed without their dependencies: only a file they ship is used (pipecat-ai: the Smart Turn v3
-# ONNX model, BSD-2-Clause, loaded by speech/turn_model.py with onnxruntime).
-NO_DEPS=(pipecat-ai==1.14.0)
-
+# requirements-nodeps.txt: installed without their dependencies (only a file they ship is used; the
+# Dockerfile installs the same list).
 stamp=.venv/.requirements.sha256
-want=$(cat requirements.txt <(printf '%s\n' "${NO_DEPS[@]}") | sha256sum | cut -d' ' -f1)
+want=$(cat requirements.txt requirements-nodeps.txt | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setup: installing requirements (first run compiles llama.cpp: a few minutes)"
   .venv/bin/python -m pip install -q --upgrade pip wheel
   # A portable llama.cpp build: a native (-march=native) build crashed on these machines.
   CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX512=OFF" .venv/bin/python -m pip install -q -r requirements.txt
-  .venv/bin/python -m pip install -q --no-deps "${NO_DEPS[@]}"
+  .venv/bin/python -m pip install -q --no-deps -r requirements-nodeps.txt
   echo "$want" > "$stamp"
 fi

@@ -120,7 +120,10 @@ async def list_tests(agent_id: str, session: SessionDep) -> AgentTestList:
     "/run",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=AgentTestRunResponse,
-    responses=error_responses(404, 422),
+    responses={
+        200: {"model": AgentTestRunResponse, "description": "?wait=true: the finished run"},
+        **error_responses(404, 422),
+    },
     summary="Run the agent's tests (or the scenarios given) in the background; ?wait=true to wait",
 )
 async def run_tests(

@@ -14,7 +14,16 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import noload
 
-from api.deps import PageDep, SessionDep, conflict, error_responses, not_found, paginate
+from api.deps import (
+    PageDep,
+    SessionDep,
+    UnixSeconds,
+    UtcDateTime,
+    conflict,
+    error_responses,
+    not_found,
+    paginate,
+)
 from models import Agent, Conversation, ConversationTurn, ToolCallRecord
 from schemas import (
     ConversationAnalysis,
@@ -164,10 +173,14 @@ async def list_conversations(
     agent_id: Annotated[str | None, Query(max_length=40)] = None,
     status_: Annotated[ConversationStatus | None, Query(alias="status")] = None,
     outcome: Annotated[str | None, Query(max_length=32)] = None,
-    after: Annotated[datetime | None, Query(description="Created at or after (ISO 8601)")] = None,
-    before: Annotated[datetime | None, Query(description="Created before (ISO 8601)")] = None,
-    call_start_after_unix: Annotated[int | None, Query(description="ElevenLabs name of after")] = None,
-    call_start_before_unix: Annotated[int | None, Query(description="ElevenLabs name of before")] = None,
+    after: Annotated[UtcDateTime | None, Query(description="Created at or after (ISO 8601)")] = None,
+    before: Annotated[UtcDateTime | None, Query(description="Created before (ISO 8601)")] = None,
+    call_start_after_unix: Annotated[
+        UnixSeconds | None, Query(description="ElevenLabs name of after (Unix seconds)")
+    ] = None,
+    call_start_before_unix: Annotated[
+        UnixSeconds | None, Query(description="ElevenLabs name of before (Unix seconds)")
+    ] = None,
 ) -> ConversationListResponse:
     # Turns and tool calls are not needed for the list: skip their eager loads.
     stmt = select(Conversation).options(noload(Conversation.turns), noload(Conversation.tool_calls))
@@ -179,10 +192,10 @@ async def list_conversations(
         stmt = stmt.where(Conversation.outcome == outcome)
     for bound in (after, _unix(call_start_after_unix)):
         if bound is not None:
-            stmt = stmt.where(Conversation.created_at >= _aware(bound))
+            stmt = stmt.where(Conversation.created_at >= bound)
     for bound in (before, _unix(call_start_before_unix)):
         if bound is not None:
-            stmt = stmt.where(Conversation.created_at < _aware(bound))
+            stmt = stmt.where(Conversation.created_at < bound)
     result = await paginate(session, stmt, Conversation, page)
     convs = list(result.items)
     names = await _agent_names(session, {c.agent_id for c in convs if c.agent_id})
@@ -229,10 +242,6 @@ async def delete_conversation(conversation_id: str, session: SessionDep) -> Resp
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 async def _agent_names(session: AsyncSession, ids: set[str]) -> dict[str, str]:

@@ -17,6 +17,7 @@ from fastapi.responses import Response
 from sqlalchemy import select
 from twilio.twiml.voice_response import Connect, VoiceResponse
 
+from api.deps import error_responses
 from core.runtime import Runtime
 from models import Agent, Conversation, PhoneNumber
 from telephony.call_status import FINAL_STATUSES, STATUS_MAP, record_call_status
@@ -25,7 +26,9 @@ from utils import utcnow
 from voice_pipeline import BUSY_LINE, WSConn
 
 log = logging.getLogger("ai_sdr.telephony")
-router = APIRouter(tags=["telephony"])
+# 400: a webhook without a valid CallSid; 403: a signature that does not check out (or, without a token,
+# a client that is not on this machine); 404: a callback about a call this service never saw.
+router = APIRouter(tags=["telephony"], responses=error_responses(400, 403, 404))
 
 _CALL_SID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # Twilio's AnsweredBy values (async AMD with DetectMessageEnd) -> conversations.answered_by

@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel
 from sqlalchemy import select
 
-from api.deps import SessionDep, error_responses
+from api.deps import SessionDep, UtcDateTime, error_responses
 from models import WebhookConfig, WebhookDelivery, WebhookEvent
 
 router = APIRouter(prefix="/convai/webhooks", tags=["webhooks"])
@@ -46,7 +46,7 @@ async def list_deliveries(
     status: Annotated[str | None, Query(pattern="^(pending|delivered|dead)$")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     before: Annotated[
-        datetime | None, Query(description="created_at of the last item of the previous page")
+        UtcDateTime | None, Query(description="created_at of the last item of the previous page")
     ] = None,
 ) -> DeliveryList:
     if await session.get(WebhookConfig, webhook_id) is None:
