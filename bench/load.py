@@ -25,7 +25,9 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import secrets
+import shlex
 import socket
 import subprocess
 import sys
@@ -35,6 +37,7 @@ from pathlib import Path
 
 import httpx
 import psutil
+import uvloop
 
 from bench.report import machine, pcts
 
@@ -75,10 +78,11 @@ DEFAULT_SWEEPS = {
 # Calls arrive 20/s per caller process (40/s with two): a burst far beyond Twilio's default of 1 call
 # per second per account, yet not a synthetic thundering herd of set-ups in the same millisecond.
 RAMP_SPACING_S = 0.05
+CLIENT_PROCS = 2  # caller processes for points above 50 calls
 CALL_TIMEOUT_S = {"overhead": 90, "cloud": 90, "embedded": 240, "speech": 120}
 # A sweep point with few calls is repeated (rounds run one after another, samples pooled) until it has
 # at least this many caller turns: a p50 of 3 turns moves by hundreds of ms from run to run.
-MIN_TURNS_PER_POINT = 15
+MIN_TURNS_PER_POINT = 15  # --min-turns
 TURNS_PER_CALL = 3
 
 
@@ -111,8 +115,12 @@ def free_port() -> int:
 class Server:
     """``uvicorn main:app`` in its own process on a fresh SQLite file."""
 
-    def __init__(self, profile: str, workdir: Path, max_calls: int) -> None:
+    def __init__(
+        self, profile: str, workdir: Path, max_calls: int, uvicorn_args: list[str] | None = None
+    ) -> None:
         self.port = free_port()
+        self.log_path = workdir / "server.log"
+        self.uvicorn_args = list(uvicorn_args or [])
         self.base_url = f"http://127.0.0.1:{self.port}"
         env = {
             **os.environ,
@@ -121,6 +129,8 @@ class Server:
             "CHROMA_PATH": str(workdir / "chroma"),
             "RECORDINGS_DIR": str(workdir / "recordings"),
             "API_KEYS": API_KEY,
+            # shared by the processes of `--workers N`: a stream token is checked by whichever worker
+            "JWT_SECRET": secrets.token_hex(32),
             "API_KEY_FILE": str(workdir / ".api_key"),
             "PUBLIC_URL": self.base_url,
             "MAX_CONCURRENT_CALLS": str(max_calls + 10),
@@ -132,6 +142,17 @@ class Server:
             "DEEPGRAM_API_KEY": "",
             "OLLAMA_HOST": "http://127.0.0.1:9",  # nothing there: auto would fall back to local anyway
         }
+        # `--workers N`: N processes with an event loop each; migrations run once before, as in a deploy
+        self.workers = (
+            int(self.uvicorn_args[self.uvicorn_args.index("--workers") + 1])
+            if "--workers" in self.uvicorn_args
+            else 1
+        )
+        if self.workers > 1:
+            migrate = f"from storage.db import upgrade_schema; upgrade_schema({env['DATABASE_URL']!r})"
+            subprocess.run(
+                [sys.executable, "-c", migrate], cwd=ROOT, env=env, check=True, capture_output=True
+            )
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -145,20 +166,29 @@ class Server:
                 "--log-level",
                 "warning",
                 "--no-access-log",
+                *self.uvicorn_args,
             ],
             cwd=ROOT,
             env=env,
             stdout=subprocess.DEVNULL,
-            stderr=open(workdir / "server.log", "wb"),
+            stderr=open(self.log_path, "wb"),
         )
-        self.process = psutil.Process(self.proc.pid)
+        self.process = psutil.Process(self.proc.pid)  # with --workers: the supervisor of the workers
+
+    def processes(self) -> list[psutil.Process]:
+        """The server's process tree (the supervisor and its workers)."""
+        try:
+            return [self.process, *self.process.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
 
     async def ready(self, timeout_s: float = 300) -> None:
         deadline = time.monotonic() + timeout_s
         async with httpx.AsyncClient() as http:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
-                    raise RuntimeError("server exited; see server.log")
+                    tail = self.log_path.read_text(errors="replace").strip().splitlines()[-40:]
+                    raise RuntimeError("server exited: " + " | ".join(tail))
                 try:
                     response = await http.get(self.base_url + "/readyz", timeout=2)
                     if response.status_code == 200 and "llm_loaded" in response.json()["checks"]:
@@ -202,9 +232,11 @@ def rounds_for(calls: int) -> int:
     return -(-MIN_TURNS_PER_POINT // (TURNS_PER_CALL * calls))
 
 
-def run_workers(base_url: str, calls: int, timeout_s: float, offset: int = 0) -> list[dict]:
-    """Callers split over worker processes so the client is not the bottleneck on its own core."""
-    workers = 1 if calls <= 50 else 2
+def run_workers(base_url: str, calls: int, timeout_s: float, offset: int = 0) -> tuple[list[dict], float]:
+    """Callers split over worker processes so the client is not the bottleneck on its own core.
+
+    Returns the calls' results and the CPU seconds the caller processes used."""
+    workers = 1 if calls <= 50 else CLIENT_PROCS
     procs = []
     for w in range(workers):
         share = calls // workers + (1 if w < calls % workers else 0)
@@ -230,38 +262,89 @@ def run_workers(base_url: str, calls: int, timeout_s: float, offset: int = 0) ->
             )
         )
     results: list[dict] = []
+    cpu_s = 0.0
     for proc in procs:
         out, _ = proc.communicate(timeout=timeout_s + 60)
-        results.extend(json.loads(line) for line in out.splitlines() if line.startswith("{"))
-    return results
+        for line in out.splitlines():
+            if line.startswith('{"worker_cpu_s"'):
+                cpu_s += json.loads(line)["worker_cpu_s"]
+            elif line.startswith("{"):
+                results.append(json.loads(line))
+    return results, cpu_s
+
+
+def tree_cpu_s(processes: list[psutil.Process]) -> dict[int, float]:
+    out = {}
+    for proc in processes:
+        try:
+            t = proc.cpu_times()
+            out[proc.pid] = t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def tree_rss(processes: list[psutil.Process]) -> int:
+    total = 0
+    for proc in processes:
+        try:
+            total += proc.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+async def loop_lag(server: Server, reset: bool) -> dict[str, float]:
+    """Loop-lag percentiles of every worker (worst p99 wins); a fresh connection per request, so that
+    with ``--workers N`` each worker is reached."""
+    seen: dict[int, dict] = {}
+    for _ in range(1 if server.workers == 1 else 24):
+        async with httpx.AsyncClient(
+            base_url=server.base_url, headers={"xi-api-key": API_KEY}, timeout=30
+        ) as api:
+            response = await (api.post("/metrics/loop-lag/reset") if reset else api.get("/metrics/loop-lag"))
+        snapshot = response.raise_for_status().json()
+        seen.setdefault(int(snapshot.get("pid", 0)), snapshot)
+        if len(seen) >= server.workers:
+            break
+    worst = max(seen.values(), key=lambda s: s["p99_ms"])
+    return {**worst, "workers_seen": len(seen)}
 
 
 async def measure(server: Server, profile: str, calls: int) -> dict:
     async with httpx.AsyncClient(
         base_url=server.base_url, headers={"xi-api-key": API_KEY}, timeout=30
     ) as api:
-        (await api.post("/metrics/loop-lag/reset")).raise_for_status()
-        rss_before = server.process.memory_info().rss
-        cpu_before = server.process.cpu_times()
+        await loop_lag(server, reset=True)
+        processes = server.processes()
+        rss_before = tree_rss(processes)
+        cpu_before = tree_cpu_s(processes)
+        load_before = os.getloadavg()[0]
         started = time.monotonic()
         rounds = rounds_for(calls)
         results: list[dict] = []
+        client_cpu_s = 0.0
         for round_index in range(rounds):
-            results += await asyncio.to_thread(
+            got, used = await asyncio.to_thread(
                 run_workers, server.base_url, calls, CALL_TIMEOUT_S[profile], 100_000 * round_index
             )
+            results += got
+            client_cpu_s += used
         wall = time.monotonic() - started
-        cpu_after = server.process.cpu_times()
-        rss_after = server.process.memory_info().rss
-        lag = (await api.get("/metrics/loop-lag")).raise_for_status().json()
+        cpu_after = tree_cpu_s(processes)
+        rss_peak = tree_rss(processes)
+        load_after = os.getloadavg()[0]
+        lag = await loop_lag(server, reset=False)
         await asyncio.sleep(1.0)  # let the last turns land
         stored = await stored_turns(api, [r["conversation_id"] for r in results if r["conversation_id"]])
-    cpu_s = (cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system)
+    cpu_s = sum(cpu_after[pid] - cpu_before.get(pid, 0.0) for pid in cpu_after)
     v2v = [x for r in results for x in r["voice_to_voice_s"]]
     barge = [x for r in results for x in r["barge_in_s"]]
     gaps = [x for r in results for x in r["interarrival_s"]]
     jitter = [abs(g - 0.02) for g in gaps]
     sent_turns = sum(r["turns_sent"] for r in results)
+    # what the server handled: the callers' messages in, the agent's frames out
+    messages = sum(r.get("messages_sent", 0) + r["frames_received"] for r in results)
     stored_user = sum(stored["user_turns"].get(r["conversation_id"], 0) for r in results)
     return {
         "profile": profile,
@@ -285,9 +368,16 @@ async def measure(server: Server, profile: str, calls: int) -> dict:
         "loop_lag_ms": lag,
         "server_cpu_pct": round(100 * cpu_s / wall, 1),
         "server_cpu_ms_per_call_s": round(1000 * cpu_s / max(1e-9, wall * calls), 2),
-        # RSS growth across all rounds; the first point also carries the models' lazy warm-up
-        "rss_growth_mb": round((rss_after - rss_before) / 2**20, 1),
-        "rss_per_call_kb": round((rss_after - rss_before) / 1024 / calls, 1),
+        "client_cpu_pct": round(100 * client_cpu_s / wall, 1),
+        # CPU per WebSocket message (in + out): the engine's efficiency, steadier than the limits when
+        # other work shares the cores (a starved point handles fewer messages, not dearer ones)
+        "server_cpu_us_per_msg": round(1e6 * cpu_s / max(1, messages), 1),
+        # RSS at the end of the point (all server processes) and its growth across all rounds; the first
+        # point also carries the models' lazy warm-up
+        "server_rss_mb": round(rss_peak / 2**20, 1),
+        "rss_growth_mb": round((rss_peak - rss_before) / 2**20, 1),
+        "rss_per_call_kb": round((rss_peak - rss_before) / 1024 / calls, 1),
+        "load_avg_1m": [round(load_before, 2), round(load_after, 2)],
         "wall_s": round(wall, 1),
     }
 
@@ -339,7 +429,7 @@ async def stored_turns(api: httpx.AsyncClient, conversation_ids: list[str]) -> d
 def table(rows: list[dict]) -> str:
     head = (
         "| N (rounds) | errors | lost turns | v2v p50 / p95 / p99 ms | barge-in→clear p50 / p95 ms | "
-        "jitter p99 ms | underruns | loop lag p99 ms | server CPU % | RSS Δ MB (per call KB) |"
+        "jitter p99 ms | underruns | loop lag p99 ms | server / client CPU % | RSS Δ MB (per call KB) |"
     )
     lines = [head, "|" + "---|" * 10]
     for r in rows:
@@ -348,7 +438,8 @@ def table(rows: list[dict]) -> str:
             f"| {r['calls']} ({r.get('rounds', 1)}) | {r['errors']} | {r['lost_turns']}/{r['turns_sent']} | "
             f"{v['p50']} / {v['p95']} / {v['p99']} | {b['p50']} / {b['p95']} (missed {r['barges_missed']}) | "
             f"{j['p99']} | {r['underruns']} | {lag['p99_ms']} | "
-            f"{r['server_cpu_pct']} | {r['rss_growth_mb']} ({r['rss_per_call_kb']}) |"
+            f"{r['server_cpu_pct']} / {r.get('client_cpu_pct', '–')} | "
+            f"{r['rss_growth_mb']} ({r['rss_per_call_kb']}) |"
         )
     return "\n".join(lines)
 
@@ -370,7 +461,7 @@ def breakdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def plots(profile: str, rows: list[dict]) -> list[str]:
+def plots(profile: str, rows: list[dict], stem: Path | None = None) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -387,7 +478,8 @@ def plots(profile: str, rows: list[dict]) -> list[str]:
     ax.set_title(f"Voice-to-voice CDF ({profile})")
     ax.grid(alpha=0.3)
     ax.legend()
-    path = RESULTS / f"load_{profile}_v2v_cdf.png"
+    stem = stem or RESULTS / f"load_{profile}"
+    path = stem.with_name(stem.name + "_v2v_cdf.png")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     made.append(path.name)
@@ -403,7 +495,7 @@ def plots(profile: str, rows: list[dict]) -> list[str]:
     ax.set_title(f"Jitter and loop lag vs N ({profile})")
     ax.grid(alpha=0.3)
     ax.legend()
-    path = RESULTS / f"load_{profile}_jitter.png"
+    path = stem.with_name(stem.name + "_jitter.png")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     made.append(path.name)
@@ -411,13 +503,16 @@ def plots(profile: str, rows: list[dict]) -> list[str]:
     return made
 
 
-async def run_profile(profile: str, sweep: list[int]) -> list[dict]:
+async def run_profile(profile: str, sweep: list[int], uvicorn_args: list[str] | None = None) -> list[dict]:
     caller_audio()  # synthesize before the server starts, so it does not compete
     rows = []
     with tempfile.TemporaryDirectory(prefix=f"bench-load-{profile}-") as tmp:
-        server = Server(profile, Path(tmp), max(sweep))
+        server = Server(profile, Path(tmp), max(sweep), uvicorn_args)
         try:
             await server.ready()
+            print(
+                f"  server pid {server.proc.pid} ({' '.join(server.uvicorn_args) or 'defaults'})", flush=True
+            )
             await prepare_agent(server.base_url)
             for calls in sweep:
                 row = await measure(server, profile, calls)
@@ -425,6 +520,8 @@ async def run_profile(profile: str, sweep: list[int]) -> list[dict]:
                 print(
                     f"  {profile} N={calls}: v2v p50 {row['v2v_ms']['p50']} ms, jitter p99 "
                     f"{row['jitter_ms']['p99']} ms, loop lag p99 {row['loop_lag_ms']['p99_ms']} ms, "
+                    f"barge-in p95 {row['barge_in_ms']['p95']} ms, server/client CPU "
+                    f"{row['server_cpu_pct']}/{row['client_cpu_pct']} %, load {row['load_avg_1m']}, "
                     f"errors {row['errors']}, lost {row['lost_turns']}",
                     flush=True,
                 )
@@ -469,9 +566,11 @@ def verdict(profile: str, rows: list[dict]) -> str:
     )
 
 
-def report(profile: str, rows: list[dict]) -> str:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    images = plots(profile, rows)
+def report(profile: str, rows: list[dict], stem: Path | None = None) -> str:
+    """Writes ``<stem>.md``/``.json`` (default ``bench/results/load_<profile>``) and the plots."""
+    stem = stem or RESULTS / f"load_{profile}"
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    images = plots(profile, rows, stem)
     text = (
         f"## Load benchmark — {profile} profile\n\nMachine: {machine()}. "
         f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Each call: greeting, two caller turns, "
@@ -484,10 +583,142 @@ def report(profile: str, rows: list[dict]) -> str:
         "(replies start on the interim transcript, so stages overlap):\n\n"
         f"{breakdown_table(rows)}\n\n" + "".join(f"![{name}]({name})\n" for name in images)
     )
-    (RESULTS / f"load_{profile}.md").write_text(text)
-    (RESULTS / f"load_{profile}.json").write_text(
+    stem.with_suffix(".md").write_text(text)
+    stem.with_suffix(".json").write_text(
         json.dumps([{k: v for k, v in r.items() if k != "v2v_samples_ms"} for r in rows], indent=1)
     )
+    return text
+
+
+# ------------------------------------------------------------------ capacity curve
+
+LIMITS = {"jitter_p99_ms": 20.0, "loop_lag_p99_ms": 50.0, "barge_in_p95_ms": 100.0}
+
+
+def within_limits(r: dict) -> bool:
+    barge = r["barge_in_ms"]["p95"]
+    return (
+        r["errors"] == 0
+        and r["lost_turns"] == 0
+        and r["barges_missed"] == 0
+        and r["jitter_ms"]["p99"] <= LIMITS["jitter_p99_ms"]
+        and r["loop_lag_ms"]["p99_ms"] <= LIMITS["loop_lag_p99_ms"]
+        and barge == barge  # not NaN: the barge-ins were measured
+        and barge <= LIMITS["barge_in_p95_ms"]
+    )
+
+
+def capacity_table(rows: list[dict]) -> str:
+    lines = [
+        "| calls | outbound jitter p50 / p99 ms | loop lag p99 ms | server CPU % | client CPU % | "
+        "server RSS MB | server µs/msg | lost turns | barge-in→clear p95 ms | v2v p50 / p95 ms | "
+        "load avg (1 min) | within limits |",
+        "|" + "---|" * 12,
+    ]
+    for r in rows:
+        j, b, v = r["jitter_ms"], r["barge_in_ms"], r["v2v_ms"]
+        lines.append(
+            f"| {r['calls']} | {j['p50']} / {j['p99']} | {r['loop_lag_ms']['p99_ms']} | "
+            f"{r['server_cpu_pct']} | {r['client_cpu_pct']} | {r['server_rss_mb']} | "
+            f"{r.get('server_cpu_us_per_msg', '–')} | "
+            f"{r['lost_turns']}/{r['turns_sent']} | {b['p95']} | {v['p50']} / {v['p95']} | "
+            f"{r['load_avg_1m'][0]}→{r['load_avg_1m'][1]} | {'yes' if within_limits(r) else '**no**'} |"
+        )
+    return "\n".join(lines)
+
+
+def capacity_plot(curves: dict[str, list[dict]]) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for (label, rows), style in zip(curves.items(), ("-", "--", ":", "-."), strict=False):
+        ns = [r["calls"] for r in rows]
+        for key, marker, name in (
+            (lambda r: r["jitter_ms"]["p99"], "o", "jitter p99"),
+            (lambda r: r["loop_lag_ms"]["p99_ms"], "s", "loop lag p99"),
+            (lambda r: r["barge_in_ms"]["p95"], "^", "barge-in→clear p95"),
+        ):
+            left.plot(ns, [key(r) for r in rows], marker=marker, linestyle=style, label=f"{name} ({label})")
+        right.plot(
+            ns,
+            [r["server_cpu_pct"] for r in rows],
+            marker="o",
+            linestyle=style,
+            label=f"server CPU ({label})",
+        )
+        right.plot(
+            ns,
+            [r["client_cpu_pct"] for r in rows],
+            marker="s",
+            linestyle=style,
+            label=f"client CPU ({label})",
+        )
+    for limit, style in ((20, "--"), (50, ":"), (100, "-.")):
+        left.axhline(limit, color="grey", linestyle=style, linewidth=0.8)
+    left.set_yscale("log")
+    left.set_ylim(bottom=1)
+    left.set_xlabel("concurrent calls")
+    left.set_ylabel("ms (limits: 20 / 50 / 100)")
+    left.legend(fontsize=7)
+    left.grid(alpha=0.3)
+    right.axhline(200, color="grey", linestyle="--", linewidth=0.8)
+    right.set_xlabel("concurrent calls")
+    right.set_ylabel("% of one core (200 % = the machine)")
+    right.legend(fontsize=7)
+    right.grid(alpha=0.3)
+    fig.suptitle("Capacity: overhead profile, load client on the same 2 cores")
+    fig.tight_layout()
+    path = RESULTS / "capacity.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path.name
+
+
+def capacity_section(label: str, rows: list[dict], meta: dict) -> str:
+    within = [r["calls"] for r in rows if within_limits(r)]
+    ceiling = max(within) if within else 0
+    beyond = next((r for r in rows if r["calls"] > ceiling and not within_limits(r)), None)
+    return (
+        f"### {label}\n\nRun {meta['when']} with `{meta['command']}`. "
+        f"Highest point within limits: **N = {ceiling}**"
+        + (f"; first point beyond: N = {beyond['calls']}." if beyond else ".")
+        + f"\n\n{capacity_table(rows)}\n"
+    )
+
+
+def capacity_report(rows: list[dict], uvicorn_args: str = "") -> str:
+    """Adds (or replaces) this server configuration's curve in bench/results/capacity.md/.json/.png."""
+    sweep = ",".join(str(r["calls"]) for r in rows)
+    command = f"python -m bench.load --profile {rows[0]['profile']} --calls {sweep} --min-turns {MIN_TURNS_PER_POINT} --capacity"
+    if uvicorn_args:
+        command += f" --uvicorn-args '{uvicorn_args}'"
+    label = f"uvicorn main:app {uvicorn_args}".strip() if uvicorn_args else "uvicorn main:app (one process)"
+    store = RESULTS / "capacity.json"
+    curves = json.loads(store.read_text()) if store.exists() else {}
+    if not isinstance(curves, dict):
+        curves = {}
+    curves[label] = {
+        "meta": {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "command": command},
+        "rows": [{k: v for k, v in r.items() if k != "v2v_samples_ms"} for r in rows],
+    }
+    store.write_text(json.dumps(curves, indent=1))
+    image = capacity_plot({name: c["rows"] for name, c in curves.items()})
+    text = (
+        f"## Capacity curve — {rows[0]['profile']} profile\n\nMachine: {machine()}. The server "
+        "(`uvicorn main:app`, as configured in each section) and the load client's processes share the "
+        "machine; each call: greeting, two caller turns, a barge-in over the second reply. Limits: "
+        f"outbound frame jitter p99 ≤ {LIMITS['jitter_p99_ms']:.0f} ms, event-loop lag p99 ≤ "
+        f"{LIMITS['loop_lag_p99_ms']:.0f} ms (worst worker), no lost turns, barge-in → clear p95 ≤ "
+        f"{LIMITS['barge_in_p95_ms']:.0f} ms. CPU % is of one core (200 % = the machine); load avg is the "
+        "machine's 1-minute load before → after the point (other work on the machine shows there). "
+        "µs/msg: server CPU per WebSocket message in or out.\n\n"
+        + "\n".join(capacity_section(name, c["rows"], c["meta"]) for name, c in curves.items())
+        + f"\n![capacity]({image})\n"
+    )
+    (RESULTS / "capacity.md").write_text(text)
     return text
 
 
@@ -512,32 +743,58 @@ async def worker(base_url: str, calls: int, offset: int, timeout_s: float) -> No
             except TimeoutError:
                 result = caller.result
                 result.error = "timeout"
-            return result.__dict__
+            # every message the caller sent numbers itself (Twilio's sequenceNumber)
+            return {**result.__dict__, "messages_sent": caller._seq}
 
         for result in await asyncio.gather(*(one(i) for i in range(calls))):
             print(json.dumps(result), flush=True)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    print(json.dumps({"worker_cpu_s": usage.ru_utime + usage.ru_stime}), flush=True)
 
 
 def main() -> None:
+    global MIN_TURNS_PER_POINT
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--profile", choices=[*DEFAULT_SWEEPS, "all"], default="all")
     parser.add_argument("--calls", help="comma-separated sweep, e.g. 1,10,50")
+    parser.add_argument(
+        "--uvicorn-args", default="", help="extra server arguments, e.g. '--workers 2' or '--ws wsproto'"
+    )
+    parser.add_argument(
+        "--out", help="write <OUT>.md/.json (and plots) instead of bench/results/load_<profile>.*"
+    )
+    parser.add_argument(
+        "--min-turns",
+        type=int,
+        default=MIN_TURNS_PER_POINT,
+        help=f"repeat a point until it has this many caller turns (default {MIN_TURNS_PER_POINT})",
+    )
+    parser.add_argument(
+        "--capacity",
+        action="store_true",
+        help="also write the capacity curve: bench/results/capacity.md and capacity.png",
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--base-url", help=argparse.SUPPRESS)
     parser.add_argument("--offset", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--timeout", type=float, default=90, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        asyncio.run(worker(args.base_url, int(args.calls), args.offset, args.timeout))
+        # uvloop, as the server has: the callers' own sends and timers cost less of the shared cores
+        uvloop.run(worker(args.base_url, int(args.calls), args.offset, args.timeout))
         return
+    MIN_TURNS_PER_POINT = args.min_turns
     profiles = list(DEFAULT_SWEEPS) if args.profile == "all" else [args.profile]
     for profile in profiles:
         sweep = [int(x) for x in args.calls.split(",")] if args.calls else DEFAULT_SWEEPS[profile]
         print(f"load benchmark: {profile} profile, N = {sweep}", flush=True)
-        rows = asyncio.run(run_profile(profile, sweep))
-        print(report(profile, rows), flush=True)
+        rows = asyncio.run(run_profile(profile, sweep, shlex.split(args.uvicorn_args)))
+        stem = Path(args.out).resolve() if args.out else None
+        print(report(profile, rows, stem), flush=True)
+        if args.capacity:
+            print(capacity_report(rows, args.uvicorn_args), flush=True)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,9 @@ we keep the rest), so a `clear` drops at most the lead and the engine always
 knows which frame the caller is hearing. Every spoken segment (a sentence) ends
 with a Twilio `mark`; Twilio echoes a mark when playback reaches it, which is
 how the engine learns exactly which words were heard.
+
+The pacing clock is the process's ``FrameTicker`` (``call.clock``): a call with
+audio to send joins it, and each 20 ms tick sends every such call's due frames.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from call.clock import FrameTicker, shared_ticker
 from providers.base import FRAME_MS
 from speech.audio import FrameSlicer
 
@@ -23,6 +27,10 @@ log = logging.getLogger(__name__)
 
 FRAME_S = FRAME_MS / 1000
 LEAD_FRAMES = 3  # frames sent ahead of real time: covers network jitter, bounds what a clear drops
+# A late tick (a stalled event loop) sends at most this many frames beyond its own; audio further
+# behind is not sent in a burst (it would grow the lead, and what a clear drops): the call's schedule
+# moves on instead, as the caller's playback did while nothing arrived.
+MAX_CATCH_UP_FRAMES = 2
 
 
 @dataclass(slots=True)
@@ -59,22 +67,23 @@ class OutboundAudio:
     paused segment can be resumed from its start after a backchannel.
     """
 
-    def __init__(self, sink: AudioSink) -> None:
+    def __init__(self, sink: AudioSink, ticker: FrameTicker | None = None) -> None:
         self._sink = sink
+        self._ticker = ticker  # None: the event loop's shared ticker, from start()
         self._frames: list[bytes] = []
         self._segments: list[Segment] = []
         self._sent = 0  # index of the next frame to send
         self._slicer = FrameSlicer()
-        self._wakeup = asyncio.Event()
         self._progress = asyncio.Event()  # set whenever playback advances (frames sent, marks back, clear)
         self._sending = False
         self._spurt_start = 0.0  # monotonic time the current run of frames started
         self._spurt_first_frame = 0
+        self._spurt_tick = 0  # the run's frame LEAD_FRAMES + k is due on tick _spurt_tick + k
         self.paused = False
         self.on_first_frame: Callable[[int, float], None] | None = None  # (turn_id, monotonic time)
         self.on_frame_sent: Callable[[bytes, float], None] | None = None  # (frame, monotonic time): recording
         self._announced_turns: set[int] = set()
-        self._task: asyncio.Task[None] | None = None
+        self._live = False  # between start() and stop()
 
     # ---------------------------------------------------------------- producer side
 
@@ -89,7 +98,7 @@ class OutboundAudio:
         frames = self._slicer.push(mulaw)
         if frames:
             self._frames.extend(frames)
-            self._wakeup.set()
+            self._wake()
         return len(frames)
 
     def end_segment(self, segment: Segment) -> None:
@@ -97,7 +106,7 @@ class OutboundAudio:
         if tail is not None:
             self._frames.append(tail)
         segment.end_frame = len(self._frames)
-        self._wakeup.set()
+        self._wake()
 
     def _compact(self) -> None:
         """Forget audio that was fully played once nothing is in flight."""
@@ -210,45 +219,72 @@ class OutboundAudio:
     def resume(self) -> None:
         if self.paused:
             self.paused = False
-            self._wakeup.set()
+            self._wake()
 
-    # ---------------------------------------------------------------- pacing loop
+    # ---------------------------------------------------------------- pacing
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="outbound-audio")
+        if self._ticker is None:
+            self._ticker = shared_ticker()
+        self._live = True
+        self._wake()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        self._live = False
+        if self._ticker is not None:
+            self._ticker.discard(self)
 
-    async def _run(self) -> None:
-        while True:
-            if self._sent >= len(self._frames) or self.paused:
-                self._sending = False
-                await self._send_due_marks()
-                self._progress.set()
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            now = time.monotonic()
-            if not self._sending:
-                self._sending = True
-                self._spurt_start = now
-                self._spurt_first_frame = self._sent
-            # Frame k of this run is due at start + (k - LEAD) * 20 ms: an absolute clock, no drift.
-            due = self._spurt_start + (self._sent - self._spurt_first_frame - LEAD_FRAMES) * FRAME_S
-            if due > now:
-                await asyncio.sleep(due - now)
-                continue
+    def _wake(self) -> None:
+        """Audio (or a mark) to send: join the ticker, and send the first frames now."""
+        if self._live and self._ticker is not None and self not in self._ticker:
+            self._ticker.add(self)
+            self._ticker.kick(self)
+
+    async def on_tick(self, tick: int, now: float) -> None:
+        """The ticker's call: send the frames due on ``tick``, or leave the ticker when there are none."""
+        assert self._ticker is not None
+        if self._sent >= len(self._frames) or self.paused:
+            await self._go_quiet()
+            return
+        if not self._sending:
+            # A run of frames starts: the lead goes out now, and the next frame on the tick nearest
+            # to 20 ms from now (a frame of a run is due every 20 ms, on the ticker's grid).
+            self._sending = True
+            self._spurt_start = now
+            self._spurt_first_frame = self._sent
+            self._spurt_tick = self._ticker.nearest_tick(now)
+            due = LEAD_FRAMES + 1
+        else:
+            due = LEAD_FRAMES + 1 + tick - self._spurt_tick - (self._sent - self._spurt_first_frame)
+            if due > 1 + MAX_CATCH_UP_FRAMES:  # a late tick: catch up a little, let the rest go
+                behind = due - 1 - MAX_CATCH_UP_FRAMES
+                self._spurt_tick += behind
+                self._spurt_start += behind * FRAME_S
+                due -= behind
+        for _ in range(min(due, len(self._frames) - self._sent)):
             frame = self._frames[self._sent]
             self._sent += 1
             await self._sink.send_media(frame)
-            if self.on_frame_sent is not None:
-                self.on_frame_sent(frame, max(now, due))
+            if self.on_frame_sent is not None:  # stamped with when it plays (recording)
+                k = self._sent - 1 - self._spurt_first_frame - LEAD_FRAMES
+                self.on_frame_sent(frame, max(now, self._spurt_start + k * FRAME_S))
             if self.on_first_frame is not None:
                 self._announce_first_frame(now)
-            await self._send_due_marks()
+            if self.paused or not self._sending:  # paused or cleared while a send waited
+                break
+        await self._send_due_marks()
+        if self._sent >= len(self._frames):
+            await self._go_quiet()
+
+    async def _go_quiet(self) -> None:
+        """Nothing left to send: the run ends, due marks go out, and the call leaves the ticker."""
+        assert self._ticker is not None
+        self._sending = False
+        self._ticker.discard(self)
+        await self._send_due_marks()
+        self._progress.set()
+        if self._live and self._sent < len(self._frames) and not self.paused:
+            self._ticker.add(self)  # audio came while a mark waited to be sent: the next tick has it
 
     def _announce_first_frame(self, now: float) -> None:
         index = self._sent - 1

@@ -4,20 +4,22 @@ In: ``connected``, ``start``, ``media``, ``mark``, ``dtmf``, ``stop`` (JSON text
 Out: ``media`` (base64 mu-law, 20 ms), ``mark`` and ``clear``. ``MediaStreamParser`` turns one text
 frame into a small event object and is pure; ``MediaStreamTransport`` adds the socket, the handshake
 and the outbound messages (pre-built JSON, so per frame only the payload is formatted in).
+
+Per call, 50 messages a second arrive and up to 50 leave, so the media path is kept lean: orjson
+parses (~1 µs a message against ~6 µs for the standard library), base64 goes through binascii directly.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import binascii
-import json
 import logging
 import re
 import time
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from starlette.websockets import WebSocket, WebSocketState
 
 from providers.base import FRAME_BYTES
@@ -27,6 +29,7 @@ log = logging.getLogger("ai_sdr.call")
 HANDSHAKE_TIMEOUT_S = 10.0
 MAX_BAD_MESSAGES = 500  # a stream this broken is closed
 MAX_MEDIA_BYTES = FRAME_BYTES * 50
+_MAX_PAYLOAD_CHARS = (MAX_MEDIA_BYTES + 2) // 3 * 4
 _STREAM_SID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
@@ -84,8 +87,8 @@ class MediaStreamParser:
         if raw is None:
             return BadMessage("binary message")
         try:
-            msg = json.loads(raw)
-        except (ValueError, RecursionError):  # JSONDecodeError, and ints past Python's 4300-digit limit
+            msg = orjson.loads(raw)
+        except ValueError:  # orjson.JSONDecodeError: malformed, nested too deep, an int beyond 64 bits
             return BadMessage("malformed JSON")
         if not isinstance(msg, dict):
             return BadMessage("message is not an object")
@@ -118,8 +121,10 @@ class MediaStreamParser:
         payload = media.get("payload") if isinstance(media, dict) else None
         if not isinstance(payload, str):
             return BadMessage("media without payload")
+        if len(payload) > _MAX_PAYLOAD_CHARS:
+            return BadMessage(f"media of over {MAX_MEDIA_BYTES} bytes")
         try:
-            chunk = base64.b64decode(payload, validate=True)
+            chunk = binascii.a2b_base64(payload, strict_mode=True)
         except (binascii.Error, ValueError):
             return BadMessage("bad base64")
         if not chunk or len(chunk) > MAX_MEDIA_BYTES:
@@ -214,7 +219,9 @@ class MediaStreamTransport:
         self._clear_msg = f'{{"event":"clear","streamSid":"{stream_sid}"}}'
 
     async def send_media(self, frame: bytes) -> None:
-        await self._send(self._media_prefix + base64.b64encode(frame).decode() + '"}}')
+        await self._send(
+            self._media_prefix + binascii.b2a_base64(frame, newline=False).decode("ascii") + '"}}'
+        )
 
     async def send_mark(self, name: str) -> None:
         await self._send(self._mark_prefix + name + '"}}')

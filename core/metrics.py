@@ -7,6 +7,7 @@ every call is paced by this loop, so lag shows up as jitter on the phone line.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections import deque
 
@@ -73,7 +74,7 @@ class LoopLagMonitor:
         if reset:
             self.samples.clear()
         if not values:
-            return {"count": 0, "p50_ms": 0.0, "p99_ms": 0.0, "max_ms": 0.0}
+            return {"count": 0, "p50_ms": 0.0, "p99_ms": 0.0, "max_ms": 0.0, "pid": os.getpid()}
 
         def pct(q: float) -> float:
             return round(values[min(len(values) - 1, int(q * len(values)))] * 1000, 2)
@@ -83,6 +84,7 @@ class LoopLagMonitor:
             "p50_ms": pct(0.5),
             "p99_ms": pct(0.99),
             "max_ms": round(values[-1] * 1000, 2),
+            "pid": os.getpid(),  # which worker answered (uvicorn --workers N: one monitor per process)
         }
 
     async def stop(self) -> None:
