@@ -46,6 +46,7 @@ class Speaker:
 
     def tap(self, on_frame_sent: Callable[[bytes, float], None]) -> None:
         """Hear every frame as it is sent (call recording)."""
+        self.out.on_frame_sent = on_frame_sent
 
     def on_mark(self, name: str) -> None:
         self.out.on_mark(name)

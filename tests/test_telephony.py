@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 import websockets
 
@@ -294,6 +295,11 @@ async def test_multi_turn_call_records_every_turn_with_timings(
         path.write_bytes(wav.content)
         with wave.open(str(path)) as w:
             assert w.getnchannels() == 2 and w.getframerate() == 8000 and w.getnframes() > 8000 * 5
+            stereo = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16).reshape(-1, 2)
+        # Both channels carry speech: the caller's on the left, the agent's replies on the right.
+        for channel, who in ((0, "caller"), (1, "agent")):
+            loud = np.abs(stereo[:, channel].astype(np.int32)) > 1000
+            assert loud.sum() > 8000, f"the {who} channel of the recording is (nearly) silent"
         saved = await recorder.save()
         assert saved is not None and saved.stat().st_size > 8000 * 2 * 2 * 5
 
