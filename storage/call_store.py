@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import noload
 
 from models import Agent, Conversation, ConversationTurn
 from storage.batch_writer import BatchWriter
@@ -20,6 +21,10 @@ from storage.db import Database
 from utils import utcnow
 
 log = logging.getLogger(__name__)
+
+# The call path reads and writes the conversation row only: without this every state change would
+# re-load all of the call's turns and tool calls (``lazy="selectin"``), ~20 % of the loop at 150 calls.
+CONVERSATION_ONLY = (noload(Conversation.turns), noload(Conversation.tool_calls))
 
 
 @dataclass(slots=True)
@@ -58,7 +63,7 @@ class CallStore:
 
     async def load(self) -> tuple[Conversation, Agent | None]:
         async with self.db.session() as session:
-            conversation = await session.get(Conversation, self.conversation_id)
+            conversation = await session.get(Conversation, self.conversation_id, options=CONVERSATION_ONLY)
             if conversation is None:
                 raise LookupError(f"unknown conversation {self.conversation_id}")
             agent = await session.get(Agent, conversation.agent_id) if conversation.agent_id else None
@@ -73,7 +78,7 @@ class CallStore:
 
     async def mark_started(self, call_sid: str) -> None:
         async def write(session: AsyncSession) -> None:
-            conversation = await session.get(Conversation, self.conversation_id)
+            conversation = await session.get(Conversation, self.conversation_id, options=CONVERSATION_ONLY)
             assert conversation is not None
             conversation.status = "in_progress"
             conversation.started_at = conversation.started_at or utcnow()
@@ -153,7 +158,7 @@ class CallStore:
         """Queue a webhook event; the writer wakes the webhook worker once it is committed."""
 
         async def write(session: AsyncSession) -> None:
-            conversation = await session.get(Conversation, self.conversation_id)
+            conversation = await session.get(Conversation, self.conversation_id, options=CONVERSATION_ONLY)
             if conversation is not None:
                 await self._emit_event(session, event_type, conversation, data)
 
@@ -168,7 +173,7 @@ class CallStore:
         """Close the conversation; committed after every write the call queued before it."""
 
         async def write(session: AsyncSession) -> None:
-            conversation = await session.get(Conversation, self.conversation_id)
+            conversation = await session.get(Conversation, self.conversation_id, options=CONVERSATION_ONLY)
             if conversation is None:
                 return
             if recording_url:

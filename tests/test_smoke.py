@@ -16,6 +16,7 @@ READY = {
     "stt_loaded": True,
     "llm_loaded": True,
     "accepting_calls": True,
+    "turn_model_loaded": True,
 }
 
 
