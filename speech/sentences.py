@@ -32,13 +32,22 @@ class SentenceChunker:
     so TTS is not asked for a dozen tiny requests.
     """
 
-    def __init__(self, min_chars: int = 0, max_chars: int = 240, first_clause_chars: int = 0) -> None:
+    def __init__(
+        self,
+        min_chars: int = 0,
+        max_chars: int = 240,
+        first_clause_chars: int = 0,
+        first_words_chars: int = 24,
+    ) -> None:
         self._buffer = ""
         self.min_chars = min_chars
         self.max_chars = max_chars
         # The first piece may end at a clause (", " "; " " - ") once this long: the caller hears the
         # reply start a sentence's worth of tokens sooner. 0 disables.
         self.first_clause_chars = first_clause_chars
+        # With no clause mark, the first piece is cut at a word only past this many characters (with
+        # 1.5x that buffered): a piece cut mid-phrase is spoken with a final tone, so not too short.
+        self.first_words_chars = max(first_words_chars, first_clause_chars)
         self._emitted = False
 
     def push(self, delta: str) -> list[str]:
@@ -61,9 +70,9 @@ class SentenceChunker:
             if clause is not None:
                 out.append(self._buffer[: clause.start() + 1].strip())
                 self._buffer = self._buffer[clause.end() :]
-            elif len(self._buffer) >= self.first_clause_chars * 3 // 2:
+            elif len(self._buffer) >= self.first_words_chars * 3 // 2:
                 # No punctuation yet: start speaking at a word boundary rather than wait for the period.
-                cut = self._buffer.find(" ", self.first_clause_chars)
+                cut = self._buffer.find(" ", self.first_words_chars)
                 if cut > 0:
                     out.append(self._buffer[:cut].strip())
                     self._buffer = self._buffer[cut + 1 :]

@@ -194,6 +194,25 @@ def test_sentence_chunker_streams_the_first_clause_then_sentences() -> None:
     assert plain.push("Sure, that works. And") == ["Sure, that works."] and plain.flush() == "And"
 
 
+def test_a_short_first_clause_is_spoken_early_but_words_are_not_cut_short() -> None:
+    """The engine's 12-character first clause: "You said: Hi," goes to TTS at once; a reply with no clause
+    mark is not cut into a few-word fragment (spoken with a final tone) before 24 characters."""
+    from call.speaker import FIRST_CLAUSE_CHARS
+
+    chunker = SentenceChunker(first_clause_chars=FIRST_CLAUSE_CHARS)
+    out: list[str] = []
+    for token in "You said: Hi, I got your message. Anything else?".split(" "):
+        out += chunker.push(token + " ")
+    assert out[0] == "You said: Hi,"
+    words = SentenceChunker(first_clause_chars=FIRST_CLAUSE_CHARS)
+    spoken: list[str] = []
+    for token in "I can definitely help you with that today if you".split(" "):
+        spoken += words.push(token + " ")
+        if spoken:
+            break
+    assert spoken == ["I can definitely help you"]
+
+
 @pytest.mark.parametrize(
     ("text", "intent"),
     [
