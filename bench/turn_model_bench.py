@@ -28,7 +28,7 @@ import numpy as np
 
 from bench.bargein.generate import DATA
 from bench.report import markdown_table, pcts
-from call.turns import EndOfTurn, TurnModelPolicy, ends_open
+from call.turns import EndOfTurn, TurnModelPolicy
 from speech.audio import MULAW_TO_PCM16
 from speech.turn_model import TurnJudge
 
@@ -65,17 +65,7 @@ def required(view: dict, policy: TurnModelPolicy | None, eot: EndOfTurn) -> floa
         return words
     if not policy.early and words <= eot.silence_s:
         return words  # not asked: the words end the turn on the plain silence
-    p = view["p"]
-    if p < policy.incomplete:
-        return max(words, policy.hold_s) if policy.extend else words
-    if not policy.shorten or p < policy.complete:
-        return words
-    if words >= eot.incomplete_hold_s > eot.silence_s:
-        overrides = policy.override < 1.0 and p >= policy.override
-        return min(words, policy.ask_after_s) if overrides else words
-    if words > eot.silence_s and not policy.shorten_open and ends_open(view["heard"]):
-        return words
-    return min(words, policy.ask_after_s)
+    return policy.adjust(words, view["p"], view["heard"], eot)  # the engine's own rule
 
 
 def outcome(views: list[dict], policy: TurnModelPolicy | None, silence_s: float) -> list[object]:

@@ -138,6 +138,20 @@ class TurnModelPolicy:
     early: bool = False
     extend: bool = True
 
+    def adjust(self, required: float, p: float, text: str, eot: EndOfTurn) -> float:
+        """The words' required silence (s) for ``text``, once the model said ``p`` about this pause."""
+        if p < self.incomplete:
+            return max(required, self.hold_s) if self.extend else required
+        if not self.shorten or p < self.complete:
+            return required
+        if required >= eot.incomplete_hold_s > eot.silence_s:
+            # the words read unfinished: only a very sure model overrides them (off by default)
+            overrides = self.override < 1.0 and p >= self.override
+            return min(required, self.ask_after_s) if overrides else required
+        if required > eot.silence_s and not self.shorten_open and ends_open(text):
+            return required  # the STT left the sentence open: on the labelled set, mostly a real pause
+        return min(required, self.ask_after_s)  # as soon as the STT's final text is in
+
 
 FINALIZE_AFTER_S = 0.25  # silence beyond the end-of-turn threshold with only partials: ask for the final
 PREEMPT_AFTER_S = 0.12  # caller quiet this long with words heard: a reply may start before the endpoint
@@ -296,17 +310,7 @@ class TurnAssembler:
             if self._model_pending() and silence < required + policy.wait_s:
                 return required + policy.wait_s  # it is asked; wait a little for it (CHECK_TURN wakes us)
             return required
-        if p < policy.incomplete:
-            return max(required, policy.hold_s) if policy.extend else required
-        if not policy.shorten or p < policy.complete:
-            return required
-        if required >= eot.incomplete_hold_s > eot.silence_s:
-            # the words read unfinished: only a very sure model overrides them (off by default)
-            overrides = policy.override < 1.0 and p >= policy.override
-            return min(required, policy.ask_after_s) if overrides else required
-        if required > eot.silence_s and not policy.shorten_open and ends_open(text):
-            return required  # the STT left the sentence open: on the labelled set, mostly a real pause
-        return min(required, policy.ask_after_s)  # as soon as the STT's final text is in
+        return policy.adjust(required, p, text, eot)
 
     def on_transcript(self, event: TranscriptEvent, now: float, t0: float) -> bool:
         """Feed an STT event; True when the end of the turn should be checked now."""
