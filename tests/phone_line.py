@@ -22,6 +22,33 @@ FRAME_BYTES = 160
 SILENCE = b"\xff" * FRAME_BYTES
 
 
+async def open_stream(
+    http: httpx.AsyncClient, voice_url: str, call_sid: str, from_number: str, to_number: str
+) -> tuple[websockets.ClientConnection, str]:
+    """What Twilio does when a call comes in: POST the voice webhook, open the TwiML's Media Stream
+    and send ``connected`` and ``start`` (with the TwiML's parameters). Returns the socket and the
+    conversation id."""
+    twiml = (
+        await http.post(voice_url, data={"CallSid": call_sid, "From": from_number, "To": to_number})
+    ).text
+    url = re.search(r'<Stream url="([^"]+)"', twiml)
+    assert url is not None, twiml
+    params = dict(re.findall(r'<Parameter name="([^"]+)" value="([^"]*)"', twiml))
+    ws = await websockets.connect(url.group(1), max_size=2**20)
+    stream_sid = "MZ" + call_sid[2:]
+    start = {
+        "streamSid": stream_sid,
+        "callSid": call_sid,
+        "accountSid": "AC1",
+        "tracks": ["inbound"],
+        "customParameters": params,
+        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+    }
+    await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+    await ws.send(json.dumps({"event": "start", "streamSid": stream_sid, "start": start}))
+    return ws, params["conversation_id"]
+
+
 @dataclass
 class Reply:
     first_frame_at: float
@@ -45,28 +72,10 @@ class PhoneLine:
     _reply_gap_s: float = 0.3  # frames further apart than this start a new reply
 
     async def start(self, http: httpx.AsyncClient) -> PhoneLine:
-        twiml = (
-            await http.post(
-                f"{self.base_url}/twiml/voice",
-                data={"CallSid": self.call_sid, "From": self.from_number, "To": self.to_number},
-            )
-        ).text
-        url = re.search(r'<Stream url="([^"]+)"', twiml)
-        assert url is not None, twiml
-        params = dict(re.findall(r'<Parameter name="([^"]+)" value="([^"]*)"', twiml))
-        self.conversation_id = params["conversation_id"]
-        self._ws = await websockets.connect(url.group(1), max_size=2**20)
-        stream_sid = "MZ" + self.call_sid[2:]
-        start = {
-            "streamSid": stream_sid,
-            "callSid": self.call_sid,
-            "accountSid": "AC1",
-            "tracks": ["inbound"],
-            "customParameters": params,
-            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
-        }
-        await self._ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
-        await self._ws.send(json.dumps({"event": "start", "streamSid": stream_sid, "start": start}))
+        url = f"{self.base_url}/twiml/voice"
+        self._ws, self.conversation_id = await open_stream(
+            http, url, self.call_sid, self.from_number, self.to_number
+        )
         self._tasks = [asyncio.create_task(self._send()), asyncio.create_task(self._receive())]
         return self
 

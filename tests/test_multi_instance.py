@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import re
 import sqlite3
 from datetime import timedelta
 from pathlib import Path
@@ -21,6 +20,7 @@ from sqlalchemy import select
 from config import ConfigError
 from storage.db import Database
 from tests.conftest import LiveServer, make_settings
+from tests.phone_line import open_stream
 from tests.service_process import ServiceProcess, service_env
 
 NUMBER = "+15550100001"
@@ -99,26 +99,9 @@ class HeldCall:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> HeldCall:
-        twiml = (
-            await self.client.post(
-                "/twiml/voice", data={"CallSid": self.call_sid, "From": "+15550001111", "To": NUMBER}
-            )
-        ).text
-        url = re.search(r'<Stream url="([^"]+)"', twiml)
-        assert url is not None, twiml
-        params = dict(re.findall(r'<Parameter name="([^"]+)" value="([^"]*)"', twiml))
-        self.conversation_id = params["conversation_id"]
-        self._ws = await websockets.connect(url.group(1))
-        stream_sid = "MZ" + self.call_sid[2:]
-        start = {
-            "streamSid": stream_sid,
-            "callSid": self.call_sid,
-            "accountSid": "AC1",
-            "tracks": ["inbound"],
-            "customParameters": params,
-            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
-        }
-        await self._ws.send(json.dumps({"event": "start", "streamSid": stream_sid, "start": start}))
+        self._ws, self.conversation_id = await open_stream(
+            self.client, "/twiml/voice", self.call_sid, "+15550001111", NUMBER
+        )
         self._tasks = [asyncio.create_task(self._silence()), asyncio.create_task(self._receive())]
         return self
 
