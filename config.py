@@ -102,6 +102,11 @@ class Settings(BaseSettings):
     # p50/p95 after end of speech, WER 3.4 % on natural speech; 6 → ~390–430/530–620 ms, but natural-
     # speech WER varied 2–12 % between runs and more backchannels were heard as words; 4 invents words.
     local_stt_min_window_s: int = Field(default=10, ge=4, le=30)
+    # Silence (ms) before an utterance is transcribed speculatively (providers/local_stt.py): its words
+    # reach the engine that much + Whisper's ~250 ms after the end of speech, and a reply starts on them.
+    # Shorter: sooner words, more runs wasted on gaps inside sentences (stopped early, but they hold the
+    # model meanwhile). Speech profile figures: bench/results/latency_budget.md.
+    local_stt_speculate_ms: int = Field(default=20, ge=20, le=280)
     local_tts_voice: str = ""  # piper .onnx; empty -> the packaged en_US joe voice
 
     # --- RAG

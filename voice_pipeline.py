@@ -271,6 +271,7 @@ class WSConn:
 
     def _on_media(self, chunk: bytes) -> None:
         self._last_media_at = time.monotonic()
+        self.clock.media_received(len(chunk), self._last_media_at)
         if self.recorder is not None:
             self.recorder.caller_audio(chunk, self.clock.sample_at(self._last_media_at))
         for frame in self._slicer.push(chunk) if len(chunk) != FRAME_BYTES else (chunk,):
@@ -326,7 +327,7 @@ class WSConn:
         assert self.stt is not None and self.turns is not None and self.barge is not None
         try:
             async for event in self.stt.events():
-                if self.turns.on_transcript(event, time.monotonic(), self.clock.t0):
+                if self.turns.on_transcript(event, time.monotonic(), self.clock.media_t0):
                     self._check_end_of_turn_in(0)
                 if self.amd is not None and event.text and (amd := self.amd.on_text(self.turns.text_so_far)):
                     self._on_amd(amd)

@@ -354,6 +354,10 @@ async def measure(server: Server, profile: str, calls: int) -> dict:
         "error_samples": [r["error"] for r in results if r["error"]][:3],
         "v2v_ms": pcts(v2v),
         "v2v_samples_ms": [round(x * 1000, 1) for x in v2v],
+        # per call, in turn order (small points only): which turn of the script a slow sample is
+        "v2v_per_call_ms": [[round(x * 1000) for x in r["voice_to_voice_s"]] for r in results]
+        if calls <= 10
+        else None,
         "barge_in_ms": pcts(barge),
         "barges_missed": sum(r["barges_missed"] for r in results),
         "jitter_ms": pcts(jitter),

@@ -279,6 +279,11 @@ class Responder:
                 emit([rest])
             if not heard_text and not tool_calls:
                 raise EmptyReply  # a stream with no words: as much a failure as an error
+        except asyncio.CancelledError:
+            # Dropped (a guess on a pause) or interrupted: its audio is never to be heard, and a
+            # preemptive reply's speech waits on ``turn.go`` forever: stop it with the reply.
+            speaking.cancel()
+            raise
         except (ProviderError, TimeoutError, EmptyReply) as exc:
             first_token = isinstance(exc, TimeoutError) and "llm_first_token_ms" not in turn.timings
             error = "first token deadline" if first_token else type(exc).__name__

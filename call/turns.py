@@ -210,7 +210,10 @@ class TurnAssembler:
         self.model_ended = self.model_held = 0  # turns the model ended early / pauses it held
         self._ms = ms  # CallClock.ms
         self.finals: list[str] = []
-        self.confidence: float | None = None  # the least sure final of the turn so far
+        # How sure the STT was of the turn's last final: the words the caller stopped on. Not the least
+        # sure of the turn: a mumbled fragment the caller then finished ("…way. Can we book a demo?")
+        # says nothing about whether they are done.
+        self.confidence: float | None = None
         self.partial = ""  # the latest partial transcript of the turn
         self.partial_pending = False  # a partial with no final yet
         self.last_voice_at = now
@@ -247,8 +250,11 @@ class TurnAssembler:
             self._peak_energy = max(self._peak_energy, energy)
             self._voiced_run += 1
             if self._voiced_run == 3:
-                # The caller kept talking after the STT's final: that endpoint was a pause.
+                # The caller kept talking after the STT's final: that endpoint was a pause. The interim
+                # words heard at the pause are stale too (an STT that sends interim text only at pauses
+                # would otherwise have the next pause guess a reply on them).
                 self._final_at = None
+                self.partial = ""
                 cue |= VoiceCue.KEPT_TALKING
             return cue
         self._voiced_run = 0
@@ -328,8 +334,7 @@ class TurnAssembler:
             if not text:
                 return False
             self.finals.append(text)
-            if event.confidence is not None:
-                self.confidence = min(self.confidence or 1.0, event.confidence)
+            self.confidence = event.confidence
             if self._speech_end_ms is None or event.end_s is not None:
                 end = self._ms(t0 + event.end_s) if event.end_s is not None else self._ms(self.last_voice_at)
                 self._speech_end_ms = min(end, self._ms(now))
@@ -379,7 +384,10 @@ class TurnAssembler:
 
     def required_silence(self) -> float:
         """The silence the words so far need before they may end the turn."""
-        return self.eot.required_silence(self.text_so_far, self.confidence, final=not self.partial)
+        # With interim words after the last final, those are the words the caller stopped on: the
+        # final's confidence is not theirs.
+        confidence = None if self.partial else self.confidence
+        return self.eot.required_silence(self.text_so_far, confidence, final=not self.partial)
 
 
 class DtmfBuffer:

@@ -6,9 +6,11 @@ Whisper is not a streaming model, so streaming is built around it:
   caller's audio into utterances and reports ``speech_started`` at once;
 - while the caller speaks, the utterance so far is transcribed every ``PARTIAL_EVERY_S`` when the model is
   free (``partial`` events: barge-in confirmation and backchannel detection use them);
-- ``SPECULATE_AFTER_MS`` into a pause the utterance is transcribed speculatively; if the caller stays
-  quiet the result is the ``final`` (``speech_final``), so the transcript is ready ~200 ms after the end
-  of speech instead of starting to decode only when the endpoint fires;
+- ``LOCAL_STT_SPECULATE_MS`` into a pause the utterance is transcribed speculatively. The words are
+  sent at once as a ``partial`` (the engine may start its reply on them, held until the turn is
+  confirmed), and if the caller stays quiet the same words are the ``final`` (``speech_final``) at the
+  endpoint; so the reply's LLM and TTS run during the endpointing wait instead of after it. A run whose
+  pause ended (the caller spoke again) is skipped if still queued and stopped after the encoder;
 - the encoder runs on a window sized to the utterance (rounded up to a second), not Whisper's fixed 30 s:
   for a 3 s utterance that is ~60 ms of encoding instead of ~700 ms on 2 cores.
 
@@ -23,7 +25,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,10 +44,6 @@ log = logging.getLogger(__name__)
 WHISPER_RATE = 16_000
 PRE_ROLL_FRAMES = 10  # 200 ms kept before the detected onset: Whisper needs the first phoneme
 ONSET_FRAMES = 3  # voiced frames (of the last 5) that start an utterance
-# 60 ms (was 120): the final (~230 ms of Whisper here) is then in before the 300 ms endpoint, so the
-# endpoint, not Whisper, sets when the turn ends: voice to voice p50 745 -> 705-710 ms (speech profile,
-# quiet machine). The price: short gaps inside a sentence start more speculative runs (~+15 % CPU a call).
-SPECULATE_AFTER_MS = 60
 PARTIAL_EVERY_S = 0.6
 MAX_UTTERANCE_S = 28.0
 NO_SPEECH_PROB = 0.6
@@ -147,11 +145,21 @@ class WhisperEngine:
                 )
             return self._model
 
-    def transcribe(self, pcm16: np.ndarray, language: str = "en", prompt: str = "") -> Transcript:
+    def transcribe(
+        self,
+        pcm16: np.ndarray,
+        language: str = "en",
+        prompt: str = "",
+        wanted: Callable[[], bool] | None = None,
+    ) -> Transcript | None:
         """Blocking: 8 kHz int16 samples → text. Runs on the inference thread only.
 
-        ``prompt`` is Whisper's "previous text" (the agent's keywords).
+        ``prompt`` is Whisper's "previous text" (the agent's keywords). ``wanted``: asked before the
+        encoder and before the decoder; False (a speculative run the caller talked over) stops the run
+        and returns None, so a stale run holds the model ~0 or ~150 ms instead of ~250.
         """
+        if wanted is not None and not wanted():
+            return None
         import ctranslate2
         import soxr
         from faster_whisper.feature_extractor import FeatureExtractor
@@ -169,6 +177,8 @@ class WhisperEngine:
         )
         features = np.ascontiguousarray(extractor(audio)[:, : window_s * 100], dtype=np.float32)
         encoded = model.model.encode(ctranslate2.StorageView.from_array(features[None]), to_cpu=False)
+        if wanted is not None and not wanted():
+            return None
         tokenizer = self._tokenizer
         if language and language != "en" and model.model.is_multilingual:
             from faster_whisper.tokenizer import Tokenizer
@@ -196,10 +206,16 @@ class WhisperEngine:
             float(result.scores[0]) if result.scores else 0.0,
         )
 
-    def transcribe_urgent(self, pcm16: np.ndarray, language: str = "en", prompt: str = "") -> Transcript:
+    def transcribe_urgent(
+        self,
+        pcm16: np.ndarray,
+        language: str = "en",
+        prompt: str = "",
+        wanted: Callable[[], bool] | None = None,
+    ) -> Transcript | None:
         """A final (the caller is waiting for the reply): the LLM's generation steps aside meanwhile."""
         with CPU.urgent():
-            return self.transcribe(pcm16, language, prompt)
+            return self.transcribe(pcm16, language, prompt, wanted)
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
@@ -209,7 +225,12 @@ class LocalSTTSession:
     """One call's caller audio → transcript events (see the module docstring for the timeline)."""
 
     def __init__(
-        self, engine: WhisperEngine, language: str, endpoint_ms: int, keywords: Sequence[str] = ()
+        self,
+        engine: WhisperEngine,
+        language: str,
+        endpoint_ms: int,
+        keywords: Sequence[str] = (),
+        speculate_ms: int = 20,
     ) -> None:
         self._engine = engine
         self._language = language
@@ -219,7 +240,7 @@ class LocalSTTSession:
         terms = ", ".join(k.strip() for k in keywords if k.strip())
         self._prompt = f"{terms}." if terms else ""
         self._endpoint_frames = max(5, endpoint_ms // FRAME_MS)
-        self._speculate_frames = SPECULATE_AFTER_MS // FRAME_MS
+        self._speculate_frames = max(1, min(speculate_ms // FRAME_MS, self._endpoint_frames - 1))
         self._classifier = FrameClassifier(vad_aggressiveness=2, vad_floor=250.0)
         self._events: asyncio.Queue[TranscriptEvent | None] = asyncio.Queue()
         self._pending = bytearray()
@@ -331,7 +352,10 @@ class LocalSTTSession:
         engine = self._engine
         engine.in_flight += 1
         transcribe = engine.transcribe_urgent if final else engine.transcribe
-        future = loop.run_in_executor(engine.executor, transcribe, audio, self._language, self._prompt)
+        wanted = None if force or not final else (lambda: generation == self._generation and not self._closed)
+        future = loop.run_in_executor(
+            engine.executor, transcribe, audio, self._language, self._prompt, wanted
+        )
 
         def done(f: asyncio.Future[Transcript]) -> None:
             engine.in_flight -= 1
@@ -343,7 +367,7 @@ class LocalSTTSession:
 
     def _on_transcript(
         self,
-        future: asyncio.Future[Transcript],
+        future: asyncio.Future[Transcript | None],
         *,
         final: bool,
         generation: int,
@@ -358,6 +382,8 @@ class LocalSTTSession:
             log.warning("local stt failed", extra={"fields": {"error": type(future.exception()).__name__}})
             return
         result = future.result()
+        if result is None:
+            return  # a speculative run stopped: the caller had gone on
         text = result.text
         if result.no_speech_prob > NO_SPEECH_PROB or text.lower() in HALLUCINATIONS:
             text = ""
@@ -371,7 +397,11 @@ class LocalSTTSession:
         if force or self._silent_frames >= self._endpoint_frames:
             self._emit_final(*held)
         else:
-            self._held = held  # ready early: released when the pause reaches the endpoint
+            # Ready before the endpoint: the words go out now as interim text (a reply may start on
+            # them) and become the final when the pause reaches the endpoint.
+            self._held = held
+            if text:
+                self._events.put_nowait(TranscriptEvent("partial", text=text, start_s=start_s))
 
     def _emit_final(self, text: str, confidence: float, start_s: float, end_s: float) -> None:
         self._held = None
@@ -427,7 +457,9 @@ class LocalSTTProvider:
         self, *, language: str = "en", call_id: str = "", keywords: Sequence[str] = ()
     ) -> LocalSTTSession:
         endpoint_ms = int(self.settings.silence_threshold_sec * 1000)
-        return LocalSTTSession(self.engine, language or "en", endpoint_ms, keywords)
+        return LocalSTTSession(
+            self.engine, language or "en", endpoint_ms, keywords, self.settings.local_stt_speculate_ms
+        )
 
     async def aclose(self) -> None:
         self.engine.close()

@@ -194,6 +194,9 @@ def test_voice_cues_for_preemption_kept_talking_and_asking_for_the_final() -> No
     assert not turns.on_voice(0.0, False, t + 0.7) & VoiceCue.ASK_FINAL  # asked once
     cues = [turns.on_voice(2000.0, True, t + 0.8 + i * 0.02) for i in range(3)]
     assert cues[-1] == VoiceCue.KEPT_TALKING and not cues[0] & VoiceCue.KEPT_TALKING
+    # The words heard at that pause are stale: the next pause must not guess a reply on them.
+    assert turns.text_so_far == ""
+    assert not turns.on_voice(0.0, False, t + 1.0) & VoiceCue.QUIET_WITH_WORDS
 
 
 def test_dtmf_buffer_ends_on_hash_or_flush() -> None:
@@ -453,6 +456,36 @@ async def test_responder_says_goodbye_on_a_second_no_and_runs_the_tools_the_llm_
     assert tools.calls == [ToolCall("end_call", {"reason": "done"})]
     assert turn.hang_up_after == "agent_ended_call" and turn.source is ReplySource.TOOL
     assert "tool_result_ms" in turn.timings
+
+
+@pytest.mark.asyncio
+async def test_a_preemptive_reply_dropped_while_the_llm_streams_stops_its_held_speech() -> None:
+    """A guess on a pause is cancelled mid-stream: its speech (waiting for ``go``, which never comes)
+    ends with it instead of waiting forever (and being destroyed pending)."""
+
+    class SlowLLM(ScriptedLLM):
+        async def stream_chat(self, messages: list[ChatMessage], **_: Any) -> AsyncIterator[LLMChunk]:
+            yield LLMChunk("Sure, we can do that. ")
+            await asyncio.sleep(10)
+            yield LLMChunk("More.")
+
+    class HoldingSpeaker(FakeSpeaker):
+        speaking: asyncio.Task[None] | None = None
+
+        async def speak(self, turn: ReplyTurn, sentences: asyncio.Queue[str | None]) -> None:
+            self.speaking = asyncio.current_task()
+            await sentences.get()
+            await turn.go.wait()  # as Speaker.speak holds a preemptive reply's first audio
+
+    responder, _, _, _ = responder_for(SlowLLM([]))
+    speaker = responder.speaker = HoldingSpeaker()  # type: ignore[assignment]
+    turn = ReplyTurn(1, "Can we talk", None, go=asyncio.Event())
+    reply = asyncio.create_task(responder.llm_reply(turn, Intent.OTHER))
+    await asyncio.sleep(0.05)
+    assert speaker.speaking is not None and not speaker.speaking.done()
+    reply.cancel()
+    await asyncio.wait_for(asyncio.gather(reply, return_exceptions=True), 1)
+    assert reply.cancelled() and speaker.speaking.cancelled()
 
 
 def test_state_and_preemption_rules() -> None:

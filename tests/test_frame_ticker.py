@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import pytest
 
-from call.clock import EARLY_S, FrameTicker
+from call.clock import EARLY_S, CallClock, FrameTicker
 from call.playout import LEAD_FRAMES, MAX_CATCH_UP_FRAMES, OutboundAudio
 from providers.base import FRAME_BYTES
 
@@ -234,3 +234,17 @@ async def test_a_timer_that_fires_early_sends_nothing_before_its_tick() -> None:
     for t in paced:  # every paced frame leaves on (or just after) its grid tick, never before it
         grid = ticker.time_of(ticker.nearest_tick(t))
         assert -EARLY_S - 1e-9 <= t - grid <= 0.001 + 1e-9
+
+
+def test_the_call_clock_dates_caller_audio_by_its_arrival_not_by_the_set_up() -> None:
+    """Audio sent while the call was set up arrives queued (a burst after ``restart``); offsets in that
+    audio (an STT's end of speech) must still map to when the audio arrived."""
+    clock = CallClock()
+    sent_from = clock.t0 - 0.06  # the caller's audio started 60 ms before the stream's clock
+    clock.media_received(160 * 5, clock.t0 + 0.05)  # five frames queued during set-up, read at once
+    for k in range(6, 56):  # then one frame every 20 ms, as it is spoken (+2 ms on the wire)
+        clock.media_received(160, sent_from + k * 0.02 + 0.002)
+    assert clock.media_t0 == pytest.approx(sent_from + 0.002, abs=1e-6)
+    # The end of speech at 1.0 s of audio arrived at sent_from + 1.002, not t0 + 1.0 (60 ms later).
+    assert clock.ms(clock.media_t0 + 1.0) == pytest.approx(1000 - 60 + 2, abs=0.2)
+    assert CallClock().media_t0 > 0  # before any audio: the stream's start

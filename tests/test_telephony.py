@@ -258,8 +258,14 @@ async def test_multi_turn_call_records_every_turn_with_timings(
             "You said: caller turn 1."
         )
         assert turns[3]["text"] == "42" and "4 2" in turns[4]["text"]
-        for user, agent in ((turns[1], turns[2]), (turns[5], turns[6])):
+        heard_after = (result.voice_to_voice_s[0], result.voice_to_voice_s[2])  # the caller's own clock
+        for (user, agent), caller_v2v in zip(
+            ((turns[1], turns[2]), (turns[5], turns[6])), heard_after, strict=True
+        ):
             assert 0 < user["start_ms"] < user["end_ms"]  # when the caller spoke, on the call's clock
+            # The server dates the end of speech by when that audio arrived (not by the stream's start:
+            # audio sent during set-up arrives queued), so its voice-to-voice is the one the caller lived.
+            assert abs(agent["voice_to_voice_ms"] - caller_v2v * 1000) < 40, (agent, caller_v2v)
             keys = [
                 "user_speech_end_ms",
                 "stt_final_ms",

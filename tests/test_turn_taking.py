@@ -391,3 +391,25 @@ def test_the_judge_bounds_the_work_queued_over_all_calls() -> None:
     assert first.result(5) == 0.5 and second.result(5) == 0.5
     assert judge.submit(pcm) is not None
     judge.close()
+
+
+def test_an_unsure_fragment_the_caller_then_finished_does_not_hold_the_turn() -> None:
+    """The hold for an unsure STT is about the words the caller stopped on, not an earlier fragment."""
+    turns = TurnAssembler(EndOfTurn(0.3), lambda t=None: 0.0, 0.0)
+    now = 0.0
+    for text, confidence in (("way.", 0.3), ("Can we book a demo next Tuesday?", 0.9)):
+        for _ in range(25):
+            now += 0.02
+            turns.on_voice(3000.0, True, now, VOICED)
+        turns.on_transcript(TranscriptEvent("final", text=text, confidence=confidence), now, 0.0)
+        if text == "way.":  # the next words, first as interim text: the fragment's doubt is not theirs
+            turns.on_transcript(TranscriptEvent("partial", text="Can we book a demo"), now, 0.0)
+            assert turns.sounds_finished()
+    assert turns.check(now + 0.31) == CallerTurn(
+        "way. Can we book a demo next Tuesday?", 0.0, 0.0, 0.0, 3000.0
+    )
+
+    turns = TurnAssembler(EndOfTurn(0.3), lambda t=None: 0.0, 0.0)
+    turns.on_voice(3000.0, True, 0.02, VOICED)
+    turns.on_transcript(TranscriptEvent("final", text="We use them for today.", confidence=0.3), 0.02, 0.0)
+    assert turns.check(0.35) == pytest.approx(0.47)  # an unsure last final still holds: 0.8 s in all
