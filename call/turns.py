@@ -217,6 +217,7 @@ class TurnAssembler:
         self.partial = ""  # the latest partial transcript of the turn
         self.partial_pending = False  # a partial with no final yet
         self.last_voice_at = now
+        self._words_behind = False  # the caller spoke since the latest words came: they are behind
         self._final_at: float | None = None  # when the STT's endpoint (speech_final) came
         self._voiced_run = 0
         self._peak_energy = 0.0
@@ -255,6 +256,7 @@ class TurnAssembler:
                 # would otherwise have the next pause guess a reply on them).
                 self._final_at = None
                 self.partial = ""
+                self._words_behind = True
                 cue |= VoiceCue.KEPT_TALKING
             return cue
         self._voiced_run = 0
@@ -281,8 +283,13 @@ class TurnAssembler:
             return VoiceCue.CHECK_TURN
         if quiet < self.policy.ask_after_s or self._voiced_frames < self.MIN_VOICED_FRAMES:
             return VoiceCue.NONE
-        if not self.policy.early and not (self.finals and self.required_silence() > self.eot.silence_s):
-            return VoiceCue.NONE  # only a pause the words hold is worth a decision (see TurnModelPolicy)
+        if not self.policy.early and (
+            self._words_behind or not (self.finals and self.required_silence() > self.eot.silence_s)
+        ):
+            # Only a pause the words hold is worth a decision (see TurnModelPolicy); and not on words the
+            # caller has since talked past (their text is yet to come: an earlier fragment's doubt or
+            # grammar is not about where they stopped).
+            return VoiceCue.NONE
         judge = self.judge
         if judge is None or not judge.ready or not self._audio:
             return VoiceCue.NONE
@@ -326,6 +333,7 @@ class TurnAssembler:
         if event.kind == "partial":
             self.partial = event.text.strip()
             self.partial_pending = bool(self.partial)
+            self._words_behind = self._words_behind and not self.partial
             return False
         if event.kind == "final":
             self.partial_pending = False
@@ -334,6 +342,7 @@ class TurnAssembler:
             if not text:
                 return False
             self.finals.append(text)
+            self._words_behind = False
             self.confidence = event.confidence
             if self._speech_end_ms is None or event.end_s is not None:
                 end = self._ms(t0 + event.end_s) if event.end_s is not None else self._ms(self.last_voice_at)

@@ -413,3 +413,39 @@ def test_an_unsure_fragment_the_caller_then_finished_does_not_hold_the_turn() ->
     turns.on_voice(3000.0, True, 0.02, VOICED)
     turns.on_transcript(TranscriptEvent("final", text="We use them for today.", confidence=0.3), 0.02, 0.0)
     assert turns.check(0.35) == pytest.approx(0.47)  # an unsure last final still holds: 0.8 s in all
+
+
+def test_words_the_caller_has_talked_past_do_not_ask_the_model() -> None:
+    """An unsure fragment ("way.") and the caller goes on: at the next pause, before that speech's words
+    are in, the fragment's doubt does not ask the model (on the speech bench it said "incomplete" about
+    a finished question and held the turn 1.2 s); once the new words are in, they decide."""
+    judge = FakeJudge(0.07)
+    turns = TurnAssembler(EndOfTurn(0.3), lambda t=None: 0.0, 0.0, judge=judge, policy=TurnModelPolicy())
+    now = 0.0
+    for _ in range(20):
+        now += 0.02
+        turns.on_voice(3000.0, True, now, VOICED)
+    for _ in range(15):  # the STT's endpoint: the fragment's final
+        now += 0.02
+        turns.on_voice(0.0, False, now, QUIET)
+    turns.on_transcript(TranscriptEvent("final", text="way.", confidence=0.49), now, 0.0)
+    now += 0.02
+    turns.on_voice(0.0, False, now, QUIET)
+    assert len(judge.asked) == 1  # unsure words hold the turn: the model is asked about this pause
+    judge.asked.clear()
+    for _ in range(60):  # the caller goes on: "Can we book a demo next Tuesday?"
+        now += 0.02
+        turns.on_voice(3000.0, True, now, VOICED)
+    for _ in range(12):  # 240 ms of pause, the new words not in yet
+        now += 0.02
+        turns.on_voice(0.0, False, now, QUIET)
+    assert judge.asked == []
+    turns.on_transcript(TranscriptEvent("partial", text="Can we book a demo next Tuesday?"), now, 0.0)
+    for _ in range(3):
+        now += 0.02
+        turns.on_voice(0.0, False, now, QUIET)
+    assert judge.asked == []  # the words the caller stopped on sound finished
+    final = TranscriptEvent("final", text="Can we book a demo next Tuesday?", confidence=0.93)
+    turns.on_transcript(final, now, 0.0)
+    turn = turns.check(now)
+    assert isinstance(turn, CallerTurn) and turn.text == "way. Can we book a demo next Tuesday?"
