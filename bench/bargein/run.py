@@ -8,7 +8,7 @@ WebSocket. The client plays Twilio: 20 ms frames in real time, marks echoed as p
   ``paused`` = a ``clear`` arrived; ``cut off`` = the stored greeting turn is marked interrupted (the
   agent stopped for good). Detection = cut off on an interruption; false interruption = cut off on
   anything else. Latency = first speech frame sent → ``clear`` received.
-- turn cases: response gap = last speech frame sent → first agent frame received.
+- turn cases: response gap = last speech frame sent (RMS > ``SPEECH_RMS``) → first agent frame received.
 - pause cases: premature = the agent starts answering before the caller's second half has ended.
 
     python -m bench.bargein.run [--concurrency 2]
@@ -33,6 +33,7 @@ import websockets
 from bench.bargein.generate import DATA, SET_VERSION, generate
 from bench.load import API_KEY, Server
 from bench.report import markdown_table, pcts, write_result
+from speech.audio import frame_energy
 
 LONG_GREETING = (
     "Hi, this is Alex from Acme Analytics, calling about the webinar your team joined last week. "
@@ -42,6 +43,7 @@ SHORT_GREETING = "Hi, this is Alex."
 BARGE_AT_S = 1.5
 FRAME = 160
 SILENCE = b"\xff" * FRAME
+SPEECH_RMS = 200.0  # as the simulator trims an utterance (simulator.caller.frames_of)
 
 
 async def make_agent(api: httpx.AsyncClient, greeting: str, number: str) -> None:
@@ -166,7 +168,10 @@ class CaseCall:
                 )
                 await self._silence_until(ws, lambda: len(self.agent_frames) > frames_before, 6)
                 return {"premature": premature}
-            _, end = await self._play(ws, frames)
+            # The gap starts at the last frame with speech in it: a case's file may end in up to ~0.3 s
+            # of silence, which would otherwise count as the agent's time.
+            spoken = max((k for k, f in enumerate(frames) if frame_energy(f) > SPEECH_RMS), default=0)
+            _, end = await self._play(ws, frames[: spoken + 1])
             await self._silence_until(ws, lambda: len(self.agent_frames) > frames_before, 8)
             answered = [t for t in self.agent_frames[frames_before:] if t > end]
             return {"gap_s": answered[0] - end if answered else None}
