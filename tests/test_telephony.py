@@ -616,7 +616,10 @@ async def test_a_preemptive_reply_is_dropped_when_the_caller_goes_on_after_a_pau
         assert [s[:2] for s in said] == [("user", "speech"), ("agent", "speech")], said
         assert said[0][2] == "caller turn 1." and said[1][2].startswith("You said: caller turn 1."), said
         after = preemptive_counts((await client.get("/metrics")).text)
-        assert after["dropped"] - before["dropped"] >= 1 and after["used"] - before["used"] == 1
+        # The guess on the pause was dropped unheard. Whether the reply that was heard was itself started
+        # early depends on a fresh interim arriving for the words after the pause: the one from before
+        # it is stale once the caller talks on, and a reply is never guessed on it again.
+        assert after["dropped"] - before["dropped"] >= 1
 
 
 @pytest.mark.asyncio
