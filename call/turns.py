@@ -333,7 +333,8 @@ class TurnAssembler:
         if event.kind == "partial":
             self.partial = event.text.strip()
             self.partial_pending = bool(self.partial)
-            self._words_behind = self._words_behind and not self.partial
+            if self.partial:
+                self._words_behind = False
             return False
         if event.kind == "final":
             self.partial_pending = False

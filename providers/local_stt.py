@@ -206,16 +206,10 @@ class WhisperEngine:
             float(result.scores[0]) if result.scores else 0.0,
         )
 
-    def transcribe_urgent(
-        self,
-        pcm16: np.ndarray,
-        language: str = "en",
-        prompt: str = "",
-        wanted: Callable[[], bool] | None = None,
-    ) -> Transcript | None:
-        """A final (the caller is waiting for the reply): the LLM's generation steps aside meanwhile."""
+    def transcribe_urgent(self, *args: Any) -> Transcript | None:
+        """``transcribe`` for a final (the caller is waiting for the reply): the LLM steps aside meanwhile."""
         with CPU.urgent():
-            return self.transcribe(pcm16, language, prompt, wanted)
+            return self.transcribe(*args)
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
