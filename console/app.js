@@ -54,7 +54,8 @@ function signIn(view) {
   const form = h("form", { class: "card signin", onsubmit: async (event) => {
     event.preventDefault();
     session.key = key.value.trim();
-    try { await get("/convai/agents?page_size=1"); location.hash = "#/agents"; route(); }
+    // The page asked for (a deep link opened signed out) is where sign-in lands; the agents list if none.
+    try { await get("/convai/agents?page_size=1"); route(); }
     catch (error) { session.key = null; toast(error.status === 401 ? "That API key is not valid." : error.message, true); }
   } },
     h("h1", {}, "Sign in"),

@@ -60,6 +60,7 @@ class Scenario:
 
 
 FINAL_STATUS = {"no_answer": "no-answer", "busy": "busy", "failed": "failed"}
+TWIML_CONNECT_SEC = 10.0  # how long Twilio keeps trying to reach the TwiML URL (error 11205)
 
 
 class TwilioStandIn:
@@ -265,6 +266,19 @@ class TwilioStandIn:
                 await asyncio.sleep(0.1)
         return 0
 
+    async def _fetch_twiml(
+        self, client: httpx.AsyncClient, url: str, params: dict[str, str]
+    ) -> httpx.Response | None:
+        """Twilio tries for 10 s to connect to the TwiML URL (error 11205), then gives up on the call."""
+        deadline = time.monotonic() + TWIML_CONNECT_SEC
+        while True:
+            try:
+                return await self._signed_post(client, url, params)
+            except httpx.TransportError:
+                if time.monotonic() >= deadline:
+                    return None
+                await asyncio.sleep(0.1)
+
     async def _play(self, call: PlacedCall, scenario: Scenario) -> None:
         base = {
             "CallSid": call.sid,
@@ -299,8 +313,13 @@ class TwilioStandIn:
                 await status(client, "in-progress")
                 url = str(call.params.get("Url", ""))
                 if url:
-                    r = await self._signed_post(client, url, {**base, "CallStatus": "in-progress"})
-                    call.twiml = r.text if r.status_code == 200 else f"HTTP {r.status_code}"
+                    r = await self._fetch_twiml(client, url, {**base, "CallStatus": "in-progress"})
+                    call.twiml = r.text if r is not None and r.status_code == 200 else "application error"
+                    if r is None:  # Twilio says "an application error has occurred" and hangs up
+                        call.ended_at = time.monotonic()
+                        self.live -= 1
+                        await status(client, "completed", CallDuration="1")
+                        return
                 amd_url = str(call.params.get("AsyncAmdStatusCallback", ""))
                 if amd_url and call.params.get("AsyncAmd") == "true":
                     call.answered_by = "human" if scenario.kind == "human" else "machine_end_beep"
