@@ -32,6 +32,7 @@ log = logging.getLogger("ai_sdr.call")
 FALLBACK_LINE = "Sorry, could you say that again?"
 FALLBACK_LINES = (FALLBACK_LINE, "Sorry, I missed that. Could you say it once more?")
 GOODBYE_LINE = "Thanks for your time. Goodbye!"
+FAREWELL = re.compile(r"\b(good ?bye|bye|take care|have a (good|great|nice|lovely|wonderful) \w+)\b", re.I)
 EMAIL_GOODBYE_LINE = "Of course, I'll send you the details by email. Thanks for your time, goodbye!"
 REPLY_MAX_TOKENS = 64  # two spoken sentences; the shaper cuts at the second sentence end anyway
 EXTRACTIVE_MIN_SCORE = 0.45  # question ↔ knowledge-sentence cosine needed to answer with the sentence
@@ -166,12 +167,13 @@ class Responder:
         self._log("tool executed", tool=call.name, success=outcome.success, ms=round(outcome.duration_ms, 1))
         if outcome.say:
             await self.speaker.say(turn, [outcome.say])
-        elif outcome.say is None:
+        elif outcome.say is None and not outcome.ends_call:
             await self._speak_tool_result(turn, call, outcome)
         if outcome.ends_call:
             self.transcript.set_state(CallState.COMPLETION)
             turn.hang_up_after = "agent_ended_call"
-            if not outcome.say:
+            # One goodbye: the model usually says its own before it ends the call.
+            if not outcome.say and not FAREWELL.search(" ".join(turn.planned)):
                 await self.speaker.say(turn, [GOODBYE_LINE])
         if getattr(outcome, "transferred", False):
             turn.hang_up_after = None

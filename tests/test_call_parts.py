@@ -394,7 +394,8 @@ class FakeTools:
 
     async def execute(self, agent: Any, call: ToolCall, ctx: Any) -> Any:
         self.calls.append(call)
-        return SimpleNamespace(success=True, duration_ms=1.0, say="", result={}, error=None, ends_call=True)
+        # What the runner gives for end_call: no line of its own (None: "the LLM words the result").
+        return SimpleNamespace(success=True, duration_ms=1.0, say=None, result={}, error=None, ends_call=True)
 
 
 def responder_for(
@@ -456,6 +457,15 @@ async def test_responder_says_goodbye_on_a_second_no_and_runs_the_tools_the_llm_
     assert tools.calls == [ToolCall("end_call", {"reason": "done"})]
     assert turn.hang_up_after == "agent_ended_call" and turn.source is ReplySource.TOOL
     assert "tool_result_ms" in turn.timings
+    assert speaker.said == ["Okay, bye."]  # its own goodbye, not a second one
+    assert len(llm.seen) == 1  # the model is not asked to word "the call ended"
+
+    # Ended without a word: the agent still says goodbye, once.
+    llm = ScriptedLLM([[LLMChunk("", tool_calls=[ToolCall("end_call", {})])]])
+    responder, speaker, _, _ = responder_for(llm)
+    turn = ReplyTurn(4, "We're done.", 3)
+    await responder.llm_reply(turn, Intent.OTHER)
+    assert speaker.said == [GOODBYE_LINE] and turn.hang_up_after == "agent_ended_call"
 
 
 @pytest.mark.asyncio
