@@ -29,6 +29,7 @@ from config import Settings
 from knowledge.embeddings import ChromaEmbeddingFunction, Embedder
 from models import KnowledgeDocument
 from providers.cpu_priority import CPU
+from speech.text import strip_markdown
 from utils import utcnow
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ CHUNK_CHARS = 400
 OVERLAP_SENTENCES = 1
 MIN_CHUNK_CHARS = 80  # a paragraph at least this long ends its chunk
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
+_BLOCK_START = re.compile(r"(#{1,6}\s|[-*+•]\s|\d+[.)]\s|>\s|\|)")  # heading, list item, quote, table
 _SENTENCE_OR_LINE = re.compile(r"\n+|(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
 INDEX_POLL_S = 5.0  # also look for pending documents this often (copies, other instances' uploads)
 MIN_PAUSE_S = 0.01  # between batches, always: the event loop and the GIL get a turn
@@ -52,40 +54,67 @@ class RetrievedChunk:
     score: float
 
 
+def _block_lines(paragraph: str) -> list[str]:
+    """A paragraph's lines with hard wraps joined: headings and list items stay lines of their own, so a
+    heading is not read into the sentence under it ("Pricing Starter is ...")."""
+    lines: list[str] = []
+    heading_above = True
+    for raw in paragraph.splitlines():
+        line = re.sub(r"\s+", " ", raw).strip()
+        if not line:
+            continue
+        block = bool(_BLOCK_START.match(line))
+        if lines and not block and not heading_above:
+            lines[-1] += " " + line
+        else:
+            lines.append(line)
+        heading_above = line.startswith("#")
+    return lines
+
+
 def chunk_text(text: str, max_chars: int = CHUNK_CHARS, overlap: int = OVERLAP_SENTENCES) -> list[str]:
     """Chunks on paragraph boundaries; a long paragraph is cut between sentences, each piece carrying the
     previous piece's last sentence(s) so an answer split across the cut is still found."""
-    paragraphs = [re.sub(r"\s+", " ", p).strip() for p in re.split(r"\n\s*\n", text.replace("\r\n", "\n"))]
+    paragraphs = [_block_lines(p) for p in re.split(r"\n\s*\n", text.replace("\r\n", "\n"))]
     chunks: list[str] = []
-    carry = ""  # short paragraphs (a heading, one line) join the next one
-    for paragraph in filter(None, paragraphs):
-        paragraph = f"{carry}\n{paragraph}".strip() if carry else paragraph
-        carry = ""
+    carry: list[str] = []  # short paragraphs (a heading, one line) join the next one
+    for lines in filter(None, paragraphs):
+        lines = [*carry, *lines]
+        carry = []
+        paragraph = "\n".join(lines)
         if len(paragraph) < MIN_CHUNK_CHARS:
-            carry = paragraph
+            carry = lines
             continue
         if len(paragraph) <= max_chars:
             chunks.append(paragraph)
             continue
-        sentences: list[str] = []
-        for sentence in _SENTENCE_END.split(paragraph):
-            while len(sentence) > max_chars:  # a run-on "sentence" is cut at a word boundary
-                cut = sentence.rfind(" ", 0, max_chars)
-                cut = cut if cut > max_chars // 2 else max_chars
-                sentences.append(sentence[:cut].strip())
-                sentence = sentence[cut:].strip()
-            sentences.append(sentence)
+        sentences: list[str] = []  # each piece keeps the separator it had before it: a space or a line break
+        for line in lines:
+            for i, sentence in enumerate(_SENTENCE_END.split(line)):
+                lead = " " if i else "\n"
+                while len(sentence) > max_chars:  # a run-on "sentence" is cut at a word boundary
+                    cut = sentence.rfind(" ", 0, max_chars)
+                    cut = cut if cut > max_chars // 2 else max_chars
+                    sentences.append(lead + sentence[:cut].strip())
+                    sentence, lead = sentence[cut:].strip(), " "
+                sentences.append(lead + sentence)
         current: list[str] = []
         for sentence in sentences:
-            if current and sum(len(s) + 1 for s in current) + len(sentence) > max_chars:
-                chunks.append(" ".join(current))
+            if current and sum(len(s) for s in current) + len(sentence) > max_chars:
+                chunks.append("".join(current).strip())
                 current = current[-overlap:] if overlap else []
             current.append(sentence)
         if current:
-            chunks.append(" ".join(current))
+            chunks.append("".join(current).strip())
     if carry:
-        chunks.append(carry)
+        chunks.append("\n".join(carry))
     return chunks
+
+
+def _answers(line: str) -> bool:
+    """A sentence that can answer a question: not a heading, not a fragment."""
+    ends = line[-1:] in (".", "!", "?")
+    return len(line) > 20 and (ends or (len(line) > 60 and not line.startswith("#")))
 
 
 class KnowledgeStore:
@@ -393,18 +422,14 @@ class KnowledgeStore:
 
     async def best_sentence(self, question: str, chunks: list[RetrievedChunk]) -> tuple[str, float]:
         """The retrieved sentence closest in meaning to the question (for extractive answers)."""
-        sentences = [
-            s.strip()
-            for c in chunks
-            for s in _SENTENCE_OR_LINE.split(c.text)
-            if len(s.strip()) > 20 and (s.strip()[-1] in ".!?" or len(s.strip()) > 60)  # not a heading
-        ]
+        lines = (s.strip() for c in chunks for s in _SENTENCE_OR_LINE.split(c.text))
+        sentences = [s for s in lines if _answers(s)]
         if not sentences:
             return "", 0.0
         vectors = await self.embedder.embed([question, *sentences])
         scores = vectors[1:] @ vectors[0]  # embeddings are normalized: dot product = cosine
         best = int(scores.argmax())
-        return sentences[best], float(scores[best])
+        return strip_markdown(sentences[best]), float(scores[best])
 
     @staticmethod
     def format_for_prompt(chunks: list[RetrievedChunk]) -> str:

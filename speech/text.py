@@ -72,13 +72,18 @@ def _say_time_24(match: re.Match[str]) -> str:
     return f"{hour} o'clock" if minute == "00" else f"{hour} {minute}"
 
 
-def clean_markdown_for_tts(text: str) -> str:
-    """Strip markdown, links, urls and emoji; read currency, times and percentages naturally."""
+def strip_markdown(text: str) -> str:
+    """The words of a markdown line: no link targets, heading or bullet marks, emphasis."""
     text = _MD_LINK.sub(r"\1", text)
-    text = _URL.sub("", text)
     text = _HEADING.sub("", text)
     text = _BULLET.sub("", text)
-    text = _MD_MARKS.sub("", text)
+    return _MD_MARKS.sub("", text).strip()
+
+
+def clean_markdown_for_tts(text: str) -> str:
+    """Strip markdown, links, urls and emoji; read currency, times and percentages naturally."""
+    text = _URL.sub("", _MD_LINK.sub(r"\1", text))
+    text = strip_markdown(text)
     text = _EMOJI.sub("", text)
     text = _CURRENCY.sub(_say_currency, text)
     text = _TIME.sub(_say_time, text)

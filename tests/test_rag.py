@@ -229,3 +229,39 @@ async def test_a_turn_is_also_searched_in_the_context_of_what_the_agent_said(
         assert hits == sorted(hits, key=lambda h: h.score, reverse=True)
     finally:
         store.close()
+
+
+MARKDOWN_FAQ = """# Acme Analytics FAQ
+
+## Pricing
+Starter is $49 per seat per month.
+Growth is $99 per seat per month.
+
+## Security
+- **SOC 2 Type II** certified since 2023.
+- Data is encrypted at rest with AES-256.
+"""
+
+
+def test_markdown_headings_and_list_items_stay_lines_of_their_own() -> None:
+    chunks = chunk_text(MARKDOWN_FAQ + "\nOur support team answers\nwithin one business hour.\n")
+    assert "## Pricing\nStarter is $49 per seat per month. Growth" in chunks[0]  # hard wrap joined
+    assert "## Security\n- **SOC 2 Type II** certified since 2023.\n- Data" in chunks[1]
+    assert chunks[-1] == "Our support team answers within one business hour."
+
+
+@pytest.mark.asyncio
+async def test_an_extractive_answer_is_the_sentence_without_its_heading_or_markup(tmp_path: Path) -> None:
+    """What the embedded agent says for a knowledge question: not "Pricing Starter is ..." nor "**"."""
+    store = KnowledgeStore(make_settings(tmp_path))
+    agent_a, _ = fresh_agent_ids()
+    try:
+        await store.add_document(agent_a, "doc_1", "faq.md", MARKDOWN_FAQ)
+        for question, answer in [
+            ("How much is the Starter plan?", "Starter is $49 per seat per month."),
+            ("Are you SOC 2 certified?", "SOC 2 Type II certified since 2023."),
+        ]:
+            chunks = await store.query(agent_a, question)
+            assert (await store.best_sentence(question, chunks))[0] == answer
+    finally:
+        store.close()
