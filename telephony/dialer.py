@@ -37,6 +37,8 @@ from utils import utcnow
 
 log = logging.getLogger(__name__)
 
+# Twilio could not reach the service for the call's TwiML (error 11205), or the lead hung up first.
+NEVER_CONNECTED = "the call was answered but never reached the agent (no media stream)"
 STUCK_CALL_AFTER = timedelta(hours=5)  # no final status from Twilio by then: the call is written off
 RATE_WINDOW = timedelta(seconds=60)
 
@@ -56,6 +58,11 @@ class _Dial:
     attempt: int
 
 
+def never_connected(conversation: Conversation) -> bool:
+    """Completed without its media stream ever reaching the agent: nobody will analyse this call."""
+    return conversation.status == "completed" and conversation.stream_jti is None
+
+
 def call_outcome(conversation: Conversation, now: datetime, outcome_wait: timedelta) -> str | None:
     """The outcome of a finished call, or None while it is still ringing, talking or being analysed."""
     status = conversation.status
@@ -71,6 +78,8 @@ def call_outcome(conversation: Conversation, now: datetime, outcome_wait: timede
         return "voicemail"
     if conversation.outcome:
         return conversation.outcome
+    if never_connected(conversation):
+        return "failed"
     ended = conversation.ended_at or conversation.updated_at
     return "unknown" if now - ended >= outcome_wait else None
 
@@ -214,8 +223,9 @@ class Dialer:
                     outcome = "failed"
                 if outcome is None:
                     continue
+                error = NEVER_CONNECTED if never_connected(conversation) else None
                 await self._conclude(
-                    session, recipient.id, "in_progress", outcome, campaign, recipient.attempts, now
+                    session, recipient.id, "in_progress", outcome, campaign, recipient.attempts, now, error
                 )
 
     async def _conclude(

@@ -35,9 +35,7 @@ def settings_for(tmp_path: Path, twilio: TwilioStandIn, **overrides: Any):  # ty
         twilio_account_sid=ACCOUNT_SID,
         twilio_auth_token=AUTH_TOKEN,
         twilio_api_base=twilio.url,
-        dialer_tick_sec=0.05,
-        dialer_outcome_wait_sec=5.0,
-        **overrides,
+        **{"dialer_tick_sec": 0.05, "dialer_outcome_wait_sec": 5.0, **overrides},
     )
 
 
@@ -336,6 +334,48 @@ async def test_retries_come_after_the_delay_and_stop_at_max_attempts(tmp_path: P
             assert before.ended_at is not None
             gap = after.created_at - before.ended_at
             assert 2.0 <= gap < 3.0, (n, gap)  # the delay, plus at most a tick or two
+
+
+@pytest.mark.asyncio
+async def test_a_call_that_never_reached_the_agent_fails_at_once_and_is_retried(tmp_path: Path) -> None:
+    """Answered while Twilio could not reach the service (error 11205): no media stream, nothing to
+    analyse. The lead fails at once with the reason, and the retry policy calls it again."""
+    engine = Engine()
+    number = lead(860)
+    engine.behaviour = {number: "meeting"}
+
+    def scenario(call: PlacedCall) -> Scenario:
+        first = twilio.per_number[number] == 1
+        return Scenario("human", 0.05, 0.1, on_answer=engine.answered, twiml_unreachable=first)
+
+    async with TwilioStandIn(ACCOUNT_SID, AUTH_TOKEN, scenario=scenario) as twilio:
+        # An outcome wait far longer than the test: a never-connected call must not sit in it.
+        settings = settings_for(tmp_path, twilio, dialer_outcome_wait_sec=300.0)
+        async with LiveServer(settings) as server, server.client() as client:
+            engine.server = server
+            agent_id, _ = await make_agent(client)
+            batch_id = await submit(
+                client, agent_id, [number], retry={"outcomes": ["failed"], "delay_sec": 0, "max_attempts": 2}
+            )
+
+            async def retried() -> bool:
+                return twilio.per_number[number] == 2
+
+            await wait_for(retried, 20, "the lead to be called again")
+            first = next(c for c in twilio.calls.values() if c.params["To"] == number)
+            assert first.twiml == "application error" and first.callbacks[-1] == ("completed", 200)
+
+            async def done() -> bool:
+                return (await batch(client, batch_id))["status"] == "completed"
+
+            await wait_for(done, 20, "the campaign to complete")
+            body = await batch(client, batch_id)
+    (recipient,) = body["recipients"]
+    assert (recipient["status"], recipient["outcome"], recipient["attempts"]) == (
+        "completed",
+        "meeting_booked",
+        2,
+    )
 
 
 @pytest.mark.asyncio

@@ -57,6 +57,8 @@ class Scenario:
     # The final status callback never reaches the service (it was down past Twilio's retries); the
     # call's status is still there for a REST lookup.
     lose_final_callback: bool = False
+    # Twilio cannot reach the TwiML URL (the service is down for this call): an application error ends it.
+    twiml_unreachable: bool = False
 
 
 FINAL_STATUS = {"no_answer": "no-answer", "busy": "busy", "failed": "failed"}
@@ -313,7 +315,9 @@ class TwilioStandIn:
                 await status(client, "in-progress")
                 url = str(call.params.get("Url", ""))
                 if url:
-                    r = await self._fetch_twiml(client, url, {**base, "CallStatus": "in-progress"})
+                    r = None
+                    if not scenario.twiml_unreachable:
+                        r = await self._fetch_twiml(client, url, {**base, "CallStatus": "in-progress"})
                     call.twiml = r.text if r is not None and r.status_code == 200 else "application error"
                     if r is None:  # Twilio says "an application error has occurred" and hangs up
                         call.ended_at = time.monotonic()
