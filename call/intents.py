@@ -20,6 +20,7 @@ class Intent(StrEnum):
     BACKCHANNEL = "BACKCHANNEL"
     DO_NOT_CALL = "DO_NOT_CALL"
     EMAIL_INSTEAD = "EMAIL_INSTEAD"  # "send me an email instead": a polite end, with a follow-up promised
+    HOLD = "HOLD"  # "hold on", "one sec": the whole turn asks the agent to wait
     OTHER = "OTHER"
 
 
@@ -63,8 +64,23 @@ _BACKCHANNELS = {
     "right right",
 }
 
+# The whole turn is a request to wait, maybe after a filler: "Actually, wait." "Sorry, one sec."
+_HOLD_PHRASE = (
+    r"(wait|hold on|hang on|one sec|one second|one moment|just a (sec|second|moment)|"
+    r"give me a (sec|second|moment)|bear with me|let me (think|see|check))"
+    r"( (a|one) (sec|second|minute|moment))?( please)?"
+)
+_HOLD_REQUEST = re.compile(
+    rf"^ ((oh|um|uh|er|actually|sorry|okay|ok|so|well|but|no|yeah|hmm) )*{_HOLD_PHRASE}( {_HOLD_PHRASE})* $"
+)
+
+def is_hold_request(text: str) -> bool:
+    return bool(_HOLD_REQUEST.search(_words(text)))
+
+
 # Ordered: the first rule that matches wins, so stronger signals come first.
 _RULES: list[tuple[Intent, re.Pattern[str]]] = [
+    (Intent.HOLD, _HOLD_REQUEST),
     (
         Intent.DO_NOT_CALL,
         re.compile(

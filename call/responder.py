@@ -33,6 +33,7 @@ FALLBACK_LINE = "Sorry, could you say that again?"
 FALLBACK_LINES = (FALLBACK_LINE, "Sorry, I missed that. Could you say it once more?")
 GOODBYE_LINE = "Thanks for your time. Goodbye!"
 FAREWELL = re.compile(r"\b(good ?bye|bye|take care|have a (good|great|nice|lovely|wonderful) \w+)\b", re.I)
+HOLD_LINE = "Sure, take your time."
 EMAIL_GOODBYE_LINE = "Of course, I'll send you the details by email. Thanks for your time, goodbye!"
 REPLY_MAX_TOKENS = 64  # two spoken sentences; the shaper cuts at the second sentence end anyway
 EXTRACTIVE_MIN_SCORE = 0.45  # question ↔ knowledge-sentence cosine needed to answer with the sentence
@@ -42,6 +43,7 @@ NOT_PREEMPTED = frozenset(
     {
         Intent.GOODBYE,
         Intent.EMAIL_INSTEAD,
+        Intent.HOLD,  # the caller usually goes on ("Actually, wait, can we...")
         Intent.NOT_INTERESTED,
         Intent.BOOK_MEETING,
         Intent.TRANSFER_REQUEST,
@@ -124,6 +126,10 @@ class Responder:
             await self.speaker.say(
                 turn, [EMAIL_GOODBYE_LINE if intent == Intent.EMAIL_INSTEAD else GOODBYE_LINE]
             )
+            return
+        if intent == Intent.HOLD:  # asked to wait: say so, no LLM turn about "wait"
+            turn.source = ReplySource.FIXED_LINE
+            await self.speaker.say(turn, [HOLD_LINE])
             return
         if await self._intent_tool(turn, intent):
             return

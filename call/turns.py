@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from call.intents import is_hold_request
 from providers.base import TranscriptEvent
 from speech.audio import MULAW_TO_PCM16
 
@@ -39,8 +40,8 @@ def looks_incomplete(text: str) -> bool:
     stripped = text.strip()
     if not stripped:
         return False
-    if _TRAILING_NEVER_FINAL.search(stripped):
-        return True
+    if _TRAILING_NEVER_FINAL.search(stripped) or is_hold_request(stripped):
+        return True  # a "wait" is mostly followed by what the caller wanted to say
     if not _TRAILING_STATEMENT_ONLY.search(stripped):
         return False
     if stripped.endswith("!"):

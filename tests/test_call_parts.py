@@ -23,10 +23,10 @@ from call.bargein import (
     TurnSettings,
 )
 from call.clock import CallClock
-from call.intents import Intent
+from call.intents import Intent, detect_intent
 from call.profile import AgentProfile
 from call.reply_turn import ReplySource, ReplyTurn
-from call.responder import GOODBYE_LINE, Responder, may_preempt, state_after
+from call.responder import GOODBYE_LINE, HOLD_LINE, Responder, may_preempt, state_after
 from call.speaker import Speaker
 from call.transcript import CallState, CallTranscript
 from call.transport import BadMessage, Connected, Dtmf, Mark, Media, MediaStreamParser, StartMessage, Stop
@@ -466,6 +466,17 @@ async def test_responder_says_goodbye_on_a_second_no_and_runs_the_tools_the_llm_
     turn = ReplyTurn(4, "We're done.", 3)
     await responder.llm_reply(turn, Intent.OTHER)
     assert speaker.said == [GOODBYE_LINE] and turn.hang_up_after == "agent_ended_call"
+
+
+@pytest.mark.asyncio
+async def test_asked_to_wait_the_agent_says_so_without_an_llm_turn() -> None:
+    llm = ScriptedLLM([[LLMChunk("Waiting is a great idea because our product...")]])
+    responder, speaker, _, _ = responder_for(llm)
+    turn = ReplyTurn(1, "Actually, wait.", 0)
+    intent = detect_intent(turn.user_text)
+    assert intent == Intent.HOLD and not may_preempt(intent, sounds_finished=True)
+    await responder.answer(turn, intent)
+    assert speaker.said == [HOLD_LINE] and llm.seen == [] and turn.source is ReplySource.FIXED_LINE
 
 
 @pytest.mark.asyncio

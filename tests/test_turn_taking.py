@@ -163,6 +163,10 @@ def test_end_of_turn_waits_longer_on_unfinished_sentences() -> None:
         ("I'm interested in that.", False),
         ("Tell me about it.", False),
         ("What does it cost for a team of 10?", False),
+        ("Actually, wait.", True),  # a "wait" is followed by what the caller wanted to say
+        ("Sorry, hold on a second.", True),
+        ("Wait, how much is it?", False),
+        ("I can wait.", False),
     ],
 )
 def test_unfinished_sentences(text: str, unfinished: bool) -> None:
