@@ -121,7 +121,8 @@ class Responder:
         ends = intent in (Intent.GOODBYE, Intent.EMAIL_INSTEAD)
         if ends or (intent == Intent.NOT_INTERESTED and self._said_no_before()):
             self.transcript.set_state(CallState.COMPLETION)
-            turn.hang_up_after = "agent_goodbye"
+            # The promise is kept by whoever acts on the end reason (the call.completed webhook has it).
+            turn.hang_up_after = "email_requested" if intent == Intent.EMAIL_INSTEAD else "agent_goodbye"
             turn.source = ReplySource.FIXED_LINE
             await self.speaker.say(
                 turn, [EMAIL_GOODBYE_LINE if intent == Intent.EMAIL_INSTEAD else GOODBYE_LINE]

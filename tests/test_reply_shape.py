@@ -184,13 +184,16 @@ def test_ways_of_ending_a_call(text: str, intent: Intent) -> None:
 
 @pytest.mark.asyncio
 @pytest.mark.parametrize(
-    ("text", "line"),
-    [("Send me an email instead, I have to go.", EMAIL_GOODBYE_LINE), ("I have to go.", GOODBYE_LINE)],
+    ("text", "line", "reason"),
+    [
+        ("Send me an email instead, I have to go.", EMAIL_GOODBYE_LINE, "email_requested"),
+        ("I have to go.", GOODBYE_LINE, "agent_goodbye"),
+    ],
 )
-async def test_an_ending_turn_ends_the_call_politely(text: str, line: str) -> None:
+async def test_an_ending_turn_ends_the_call_politely(text: str, line: str, reason: str) -> None:
     llm = ScriptedLLM([])
     responder, speaker, _, _ = responder_for(llm)
     turn = ReplyTurn(1, text, 0)
     await responder.answer(turn, detect_intent(text))
-    assert speaker.said == [line] and turn.hang_up_after == "agent_goodbye"
+    assert speaker.said == [line] and turn.hang_up_after == reason  # the end reason a CRM acts on
     assert turn.source is ReplySource.FIXED_LINE and llm.seen == []
