@@ -26,26 +26,6 @@ from telephony.numbers import InvalidPhoneNumber, is_phone_number, normalize
 # ---------------------------------------------------------------- shared pieces
 
 TOOL_NAME_PATTERN = r"^[a-zA-Z_][a-zA-Z0-9_]{0,63}$"
-BUILTIN_TOOLS = ("end_call", "transfer_call", "send_sms", "book_meeting", "add_to_dnc")
-TOOL_KINDS = ("webhook", *BUILTIN_TOOLS)
-WEBHOOK_EVENT_TYPES = (
-    "call.started",
-    "call.completed",
-    "call.interrupted",
-    "call.failed",
-    "tool.executed",
-    "campaign.completed",
-)
-CONVERSATION_STATUSES = (
-    "initiated",
-    "ringing",
-    "in_progress",
-    "completed",
-    "busy",
-    "no_answer",
-    "failed",
-    "canceled",
-)
 
 BuiltinToolName = Literal["end_call", "transfer_call", "send_sms", "book_meeting", "add_to_dnc"]
 ToolKind = Literal["webhook", "end_call", "transfer_call", "send_sms", "book_meeting", "add_to_dnc"]

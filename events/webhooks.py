@@ -32,14 +32,6 @@ from utils import utcnow
 
 log = logging.getLogger(__name__)
 
-EVENT_TYPES = (
-    "call.started",
-    "call.completed",
-    "call.interrupted",
-    "call.failed",
-    "tool.executed",
-    "campaign.completed",
-)
 MAX_RESPONSE_BYTES = 64 * 1024
 BATCH = 50
 
