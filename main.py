@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.auth import require_auth
 from api.middleware import BodySizeLimitMiddleware, RequestLogMiddleware
-from api.rate_limit import TokenBuckets
+from api.rate_limit import SharedTokenBuckets, TokenBuckets
 from api.routers import (
     agent_tests,
     agents,
@@ -80,6 +80,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         runtime = Runtime(settings)
         app.state.runtime = runtime
         await runtime.start()
+        if settings.is_multi_instance:  # every instance counts a key against the same limit
+            app.state.rate_limiter = SharedTokenBuckets(
+                runtime.db, settings.api_rate_limit_per_min, settings.api_rate_limit_burst
+            )
         runtime.install_sigterm_drain()
         log.info("service started", extra={"fields": {"public_url": settings.public_url}})
         try:

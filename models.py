@@ -436,3 +436,16 @@ class AgentTestRun(Base):
     error: Mapped[str | None] = mapped_column(String(300))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column()
+
+
+class ApiRateBucket(Base):
+    """One API caller's token bucket, shared by every instance on this database (``api/rate_limit.py``).
+
+    ``updated_at`` is Unix seconds (each instance's clock; NTP keeps them within milliseconds)."""
+
+    __tablename__ = "api_rate_buckets"
+
+    caller: Mapped[str] = mapped_column(String(80), primary_key=True)
+    tokens: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+    allowed: Mapped[bool] = mapped_column(Boolean, default=True)  # the last request's verdict

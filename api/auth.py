@@ -111,4 +111,4 @@ async def require_auth(request: Request) -> None:
         caller = "sub:" + str(claims["sub"]) if claims.get("sub") else "jwt:" + hash_key(token)
     limiter = getattr(request.app.state, "rate_limiter", None)
     if limiter is not None:
-        limiter.check(caller)
+        await limiter.check(caller)

@@ -6,18 +6,28 @@ Only authenticated ``/v1`` and ``/metrics`` requests count (the check runs after
 inside ``require_auth``): Twilio's webhooks, the Media Streams socket and the health probes never
 do, so an API burst cannot slow or refuse a call.
 
-The buckets live in this process: behind a balancer, N instances allow up to N times the limit (see the
-README). Why not the ``limits`` package: it offers fixed and moving windows, not a bucket with a burst
-size, and this is 40 lines.
+One instance keeps the buckets in memory (``TokenBuckets``). Several instances (``is_multi_instance``:
+PostgreSQL, ``INSTANCE_ID``) share them in the database (``SharedTokenBuckets``): one atomic upsert per
+request decides, so a key gets the limit once whichever instances the balancer picks, not N times.
+Why not the ``limits`` package: it offers fixed and moving windows, not a bucket with a burst size.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import math
 import time
 from collections.abc import Callable
+from typing import Any
 
 from fastapi import HTTPException, status
+from sqlalchemy import case
+from sqlalchemy.dialects import postgresql, sqlite
+
+from models import ApiRateBucket
+
+log = logging.getLogger(__name__)
 
 MAX_TRACKED = 10_000  # distinct callers (keys, bearer subjects) kept; full buckets are dropped first
 
@@ -52,18 +62,77 @@ class TokenBuckets:
         for caller in full or list(self._buckets)[: len(self._buckets) // 2]:
             del self._buckets[caller]
 
-    def check(self, caller: str) -> None:
+    async def check(self, caller: str) -> None:
         """Raise 429 (JSON ``detail``, ``Retry-After`` in whole seconds) when ``caller`` is over the limit."""
+        if self.enabled:
+            refuse_if_waiting(self.take(caller), self.per_minute, self.burst)
+
+
+def refuse_if_waiting(wait: float, per_minute: float, burst: int) -> None:
+    if wait > 0:
+        retry_after = max(1, math.ceil(wait))
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            detail=(
+                f"rate limit exceeded for this API key: {per_minute:g} requests a minute "
+                f"(bursts of {burst}); retry after {retry_after} s"
+            ),
+            headers={"Retry-After": str(retry_after)},
+        )
+
+
+class SharedTokenBuckets:
+    """The same buckets in the database, for several instances: one upsert per request, refilled and
+    spent in the statement, so two instances counting at once cannot both spend the last token."""
+
+    def __init__(
+        self, db: Any, per_minute: float, burst: int, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.db = db
+        self.per_minute = per_minute
+        self.rate = per_minute / 60.0
+        self.burst = max(1, burst)
+        self._clock = clock
+        self._insert = postgresql.insert if db.url.startswith("postgresql") else sqlite.insert
+
+    @property
+    def enabled(self) -> bool:
+        return self.rate > 0
+
+    async def take(self, caller: str) -> float:
+        """As ``TokenBuckets.take``, counted in the database."""
+        if len(caller) > 80:
+            caller = "h:" + hashlib.sha256(caller.encode()).hexdigest()
+        now = self._clock()
+        bucket = ApiRateBucket.__table__.c
+        elapsed = case((bucket.updated_at < now, now - bucket.updated_at), else_=0.0)  # clocks may differ
+        refilled = case(
+            (bucket.tokens + elapsed * self.rate > self.burst, float(self.burst)),
+            else_=bucket.tokens + elapsed * self.rate,
+        )
+        statement = (
+            self._insert(ApiRateBucket.__table__)
+            .values(caller=caller, tokens=self.burst - 1.0, updated_at=now, allowed=True)
+            .on_conflict_do_update(
+                index_elements=[bucket.caller],
+                set_={
+                    "tokens": case((refilled >= 1.0, refilled - 1.0), else_=refilled),
+                    "updated_at": now,
+                    "allowed": refilled >= 1.0,
+                },
+            )
+            .returning(bucket.tokens, bucket.allowed)
+        )
+        async with self.db.session() as session:
+            tokens, allowed = (await session.execute(statement)).one()
+        return 0.0 if allowed else (1.0 - tokens) / self.rate
+
+    async def check(self, caller: str) -> None:
         if not self.enabled:
             return
-        wait = self.take(caller)
-        if wait > 0:
-            retry_after = max(1, math.ceil(wait))
-            raise HTTPException(
-                status.HTTP_429_TOO_MANY_REQUESTS,
-                detail=(
-                    f"rate limit exceeded for this API key: {self.per_minute:g} requests a minute "
-                    f"(bursts of {self.burst}); retry after {retry_after} s"
-                ),
-                headers={"Retry-After": str(retry_after)},
-            )
+        try:
+            wait = await self.take(caller)
+        except Exception as exc:  # the database is what failed: let the request meet that, not a 429
+            log.warning("rate limit not counted", extra={"fields": {"error": type(exc).__name__}})
+            return
+        refuse_if_waiting(wait, self.per_minute, self.burst)

@@ -535,3 +535,57 @@ async def test_sigterm_on_one_instance_mid_call_lets_it_finish_while_new_calls_g
     finally:
         await asyncio.gather(one.__aexit__(), two.__aexit__())
     assert "drained" in one.output() and "Traceback" not in one.output()
+
+
+# ---------------------------------------------------------------- the rate limit, shared
+
+
+@pytest.mark.asyncio
+async def test_shared_buckets_refill_and_spend_like_the_in_memory_ones(tmp_path: Path, postgres: Any) -> None:
+    """The database bucket (SQLite and PostgreSQL upserts) behaves as ``TokenBuckets`` does."""
+    from api.rate_limit import SharedTokenBuckets
+
+    for url in (f"sqlite+aiosqlite:///{tmp_path / 'rate.db'}", await postgres.create_database()):
+        db = Database(url)
+        await db.upgrade()
+        now = [1000.0]
+        buckets = SharedTokenBuckets(db, per_minute=60, burst=5, clock=lambda now=now: now[0])
+        try:
+            assert [await buckets.take("a") for _ in range(5)] == [0.0] * 5
+            assert await buckets.take("a") == pytest.approx(1.0)  # one token a second: the next in 1 s
+            assert await buckets.take("b") == 0.0  # another key has its own bucket
+            now[0] += 0.5
+            assert await buckets.take("a") == pytest.approx(0.5)  # a refusal spends nothing
+            now[0] += 0.5
+            assert await buckets.take("a") == 0.0 and await buckets.take("a") > 0
+            now[0] -= 0.2  # another instance's clock, a little behind: no negative refill
+            assert await buckets.take("a") == pytest.approx(1.0)
+            now[0] += 100.0  # a long pause refills up to the burst, not beyond
+            assert sum([await buckets.take("a") == 0.0 for _ in range(10)]) == 5
+            assert await buckets.take("sub:" + "x" * 200) == 0.0  # a long caller name is hashed
+        finally:
+            await db.dispose()
+
+
+@pytest.mark.asyncio
+async def test_a_key_gets_the_limit_once_across_instances(tmp_path: Path, postgres: Any) -> None:
+    """Two instances behind a balancer: 5 requests in a burst in all, not 5 per instance."""
+    url = await postgres.create_database()
+    shared = {
+        "database_url": url,
+        "multi_instance": True,
+        "chroma_host": "127.0.0.1",
+        "api_rate_limit_per_min": 6,  # one token every 10 s: none comes back during the test
+        "api_rate_limit_burst": 5,
+    }
+    async with (
+        LiveServer(make_settings(tmp_path / "a", instance_id="app-a", **shared)) as a,
+        LiveServer(make_settings(tmp_path / "b", instance_id="app-b", **shared)) as b,
+        a.client() as client_a,
+        b.client() as client_b,
+    ):
+        codes = [(await (client_a, client_b)[i % 2].get("/v1/convai/agents")).status_code for i in range(8)]
+        assert codes == [200] * 5 + [429] * 3, codes
+        refused = await client_a.get("/v1/convai/agents")
+        assert refused.status_code == 429 and "rate limit exceeded" in refused.json()["detail"]
+        assert int(refused.headers["Retry-After"]) >= 1
