@@ -123,8 +123,10 @@ class SharedTokenBuckets:
             )
             .returning(bucket.tokens, bucket.allowed)
         )
-        async with self.db.session() as session:
-            tokens, allowed = (await session.execute(statement)).one()
+        # One statement in autocommit: no BEGIN/COMMIT round trips (the upsert is atomic on its own).
+        async with self.db.engine.connect() as connection:
+            autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
+            tokens, allowed = (await autocommit.execute(statement)).one()
         return 0.0 if allowed else (1.0 - tokens) / self.rate
 
     async def check(self, caller: str) -> None:
