@@ -74,6 +74,7 @@ _HOLD_REQUEST = re.compile(
     rf"^ ((oh|um|uh|er|actually|sorry|okay|ok|so|well|but|no|yeah|hmm) )*{_HOLD_PHRASE}( {_HOLD_PHRASE})* $"
 )
 
+
 def is_hold_request(text: str) -> bool:
     return bool(_HOLD_REQUEST.search(_words(text)))
 
