@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models import Conversation
+from utils import utcnow
 
 STATUS_MAP = {
     "queued": "initiated",
@@ -27,6 +28,7 @@ STATUS_MAP = {
     "failed": "failed",
     "canceled": "canceled",
 }
+NEVER_CONNECTED = "never_connected"  # the end reason of a call answered that never reached the agent
 FAILED_STATUSES = frozenset({"busy", "no_answer", "failed", "canceled"})
 FINAL_STATUSES = FAILED_STATUSES | {"completed"}
 
@@ -45,7 +47,17 @@ async def record_call_status(
         conversation.status = status
     if duration and duration.isdigit():
         conversation.duration_sec = float(duration)
-    if status in FAILED_STATUSES:
+    never_connected = (
+        status == "completed" and conversation.stream_jti is None and conversation.call_state != "ENDED"
+    )
+    if never_connected:
+        # Answered, but no media stream ever reached the agent (Twilio could not fetch the TwiML, or
+        # the other side hung up first): no engine will close or analyse this call, so it ends here.
+        conversation.end_reason = conversation.end_reason or NEVER_CONNECTED
+        conversation.outcome = conversation.outcome or "failed"
+        conversation.call_state = "ENDED"
+        conversation.ended_at = conversation.ended_at or utcnow()
+    if status in FAILED_STATUSES or never_connected:
         conversation.end_reason = conversation.end_reason or status
         await webhooks.emit(
             session,
@@ -54,6 +66,7 @@ async def record_call_status(
                 "conversation_id": conversation.id,
                 "agent_id": conversation.agent_id,
                 "status": status,
+                "end_reason": conversation.end_reason,
                 "call_sid": call_sid,
                 "campaign_id": conversation.campaign_id,
             },

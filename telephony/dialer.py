@@ -28,7 +28,7 @@ from sqlalchemy import func, select, update
 
 from models import Campaign, CampaignRecipient, Conversation
 from telephony import dnc
-from telephony.call_status import FINAL_STATUSES, STATUS_MAP, record_call_status
+from telephony.call_status import FINAL_STATUSES, NEVER_CONNECTED, STATUS_MAP, record_call_status
 from telephony.calling_hours import next_opening
 from telephony.campaigns import ACTIVE_STATUSES, status_for, totals
 from telephony.outbound import OutboundCallError, OutboundServices, place_call
@@ -38,7 +38,7 @@ from utils import utcnow
 log = logging.getLogger(__name__)
 
 # Twilio could not reach the service for the call's TwiML (error 11205), or the lead hung up first.
-NEVER_CONNECTED = "the call was answered but never reached the agent (no media stream)"
+NEVER_CONNECTED_ERROR = "the call was answered but never reached the agent (no media stream)"
 STUCK_CALL_AFTER = timedelta(hours=5)  # no final status from Twilio by then: the call is written off
 RATE_WINDOW = timedelta(seconds=60)
 
@@ -58,11 +58,6 @@ class _Dial:
     attempt: int
 
 
-def never_connected(conversation: Conversation) -> bool:
-    """Completed without its media stream ever reaching the agent: nobody will analyse this call."""
-    return conversation.status == "completed" and conversation.stream_jti is None
-
-
 def call_outcome(conversation: Conversation, now: datetime, outcome_wait: timedelta) -> str | None:
     """The outcome of a finished call, or None while it is still ringing, talking or being analysed."""
     status = conversation.status
@@ -78,8 +73,6 @@ def call_outcome(conversation: Conversation, now: datetime, outcome_wait: timede
         return "voicemail"
     if conversation.outcome:
         return conversation.outcome
-    if never_connected(conversation):
-        return "failed"
     ended = conversation.ended_at or conversation.updated_at
     return "unknown" if now - ended >= outcome_wait else None
 
@@ -223,7 +216,7 @@ class Dialer:
                     outcome = "failed"
                 if outcome is None:
                     continue
-                error = NEVER_CONNECTED if never_connected(conversation) else None
+                error = NEVER_CONNECTED_ERROR if conversation.end_reason == NEVER_CONNECTED else None
                 await self._conclude(
                     session, recipient.id, "in_progress", outcome, campaign, recipient.attempts, now, error
                 )

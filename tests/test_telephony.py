@@ -143,6 +143,43 @@ async def test_outbound_call_reaches_twilio_with_the_right_twiml_url(tmp_path: P
 
 
 @pytest.mark.asyncio
+async def test_an_answered_call_that_never_reached_the_agent_is_closed_as_failed(tmp_path: Path) -> None:
+    """Twilio could not fetch the TwiML (the service was unreachable): the call completes at Twilio with
+    no media stream. No engine will ever close it, so the status callback does: failed, with a reason,
+    and a ``call.failed`` event for the CRM (it would otherwise hear nothing of this call)."""
+    from sqlalchemy import select
+
+    from models import WebhookEvent
+    from tests.twilio_standin import Scenario
+
+    scenario = Scenario("human", 0.05, 0.1, twiml_unreachable=True)
+    async with TwilioStandIn(ACCOUNT_SID, AUTH_TOKEN, scenario=lambda _: scenario) as twilio:
+        settings = make_settings(
+            tmp_path, twilio_account_sid=ACCOUNT_SID, twilio_auth_token=AUTH_TOKEN, twilio_api_base=twilio.url
+        )
+        async with LiveServer(settings) as server, server.client() as client:
+            agent_id = await make_agent(client, system_prompt="Hello.")
+            hook = await client.post("/v1/convai/webhooks", json={"url": "http://127.0.0.1:9/hook"})
+            assert hook.status_code == 201, hook.text
+            placed = await client.post(
+                "/v1/convai/outbound", json={"agent_id": agent_id, "to_number": "+15550109999"}
+            )
+            assert placed.status_code == 201, placed.text
+            await twilio.settled()
+            conversation_id = placed.json()["conversation_id"]
+            detail = (await client.get(f"/v1/convai/conversations/{conversation_id}")).json()
+            assert (detail["status"], detail["end_reason"]) == ("completed", "never_connected")
+            assert detail["outcome"] == "failed"
+            async with server.runtime.db.session() as session:
+                events = (
+                    await session.scalars(select(WebhookEvent).where(WebhookEvent.type == "call.failed"))
+                ).all()
+            assert [(e.data["conversation_id"], e.data["end_reason"]) for e in events] == [
+                (conversation_id, "never_connected")
+            ]
+
+
+@pytest.mark.asyncio
 async def test_outbound_without_twilio_credentials_is_503(tmp_path: Path) -> None:
     async with LiveServer(make_settings(tmp_path)) as server, server.client() as client:
         agent_id = await make_agent(client, system_prompt="Hello.")
