@@ -318,12 +318,13 @@ class TwilioStandIn:
                     r = None
                     if not scenario.twiml_unreachable:
                         r = await self._fetch_twiml(client, url, {**base, "CallStatus": "in-progress"})
-                    call.twiml = r.text if r is not None and r.status_code == 200 else "application error"
                     if r is None:  # Twilio says "an application error has occurred" and hangs up
+                        call.twiml = "application error"
                         call.ended_at = time.monotonic()
                         self.live -= 1
                         await status(client, "completed", CallDuration="1")
                         return
+                    call.twiml = r.text if r.status_code == 200 else f"HTTP {r.status_code}"
                 amd_url = str(call.params.get("AsyncAmdStatusCallback", ""))
                 if amd_url and call.params.get("AsyncAmd") == "true":
                     call.answered_by = "human" if scenario.kind == "human" else "machine_end_beep"
