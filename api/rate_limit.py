@@ -32,17 +32,43 @@ log = logging.getLogger(__name__)
 MAX_TRACKED = 10_000  # distinct callers (keys, bearer subjects) kept; full buckets are dropped first
 
 
-class TokenBuckets:
-    def __init__(self, per_minute: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+class _Buckets:
+    """What both kinds share: the rate, the burst, and the 429 (JSON ``detail``, ``Retry-After``)."""
+
+    def __init__(self, per_minute: float, burst: int, clock: Callable[[], float]) -> None:
         self.per_minute = per_minute
         self.rate = per_minute / 60.0  # tokens a second
         self.burst = max(1, burst)
         self._clock = clock
-        self._buckets: dict[str, tuple[float, float]] = {}  # caller -> (tokens, when counted)
 
     @property
     def enabled(self) -> bool:
         return self.rate > 0
+
+    async def _wait(self, caller: str) -> float:
+        raise NotImplementedError
+
+    async def check(self, caller: str) -> None:
+        """Raise 429 (``Retry-After`` in whole seconds) when ``caller`` is over the limit."""
+        if not self.enabled:
+            return
+        wait = await self._wait(caller)
+        if wait > 0:
+            retry_after = max(1, math.ceil(wait))
+            raise HTTPException(
+                status.HTTP_429_TOO_MANY_REQUESTS,
+                detail=(
+                    f"rate limit exceeded for this API key: {self.per_minute:g} requests a minute "
+                    f"(bursts of {self.burst}); retry after {retry_after} s"
+                ),
+                headers={"Retry-After": str(retry_after)},
+            )
+
+
+class TokenBuckets(_Buckets):
+    def __init__(self, per_minute: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(per_minute, burst, clock)
+        self._buckets: dict[str, tuple[float, float]] = {}  # caller -> (tokens, when counted)
 
     def take(self, caller: str) -> float:
         """Spend one token of ``caller``'s bucket: 0.0 if there was one, else the seconds until there is."""
@@ -62,42 +88,20 @@ class TokenBuckets:
         for caller in full or list(self._buckets)[: len(self._buckets) // 2]:
             del self._buckets[caller]
 
-    async def check(self, caller: str) -> None:
-        """Raise 429 (JSON ``detail``, ``Retry-After`` in whole seconds) when ``caller`` is over the limit."""
-        if self.enabled:
-            refuse_if_waiting(self.take(caller), self.per_minute, self.burst)
+    async def _wait(self, caller: str) -> float:
+        return self.take(caller)
 
 
-def refuse_if_waiting(wait: float, per_minute: float, burst: int) -> None:
-    if wait > 0:
-        retry_after = max(1, math.ceil(wait))
-        raise HTTPException(
-            status.HTTP_429_TOO_MANY_REQUESTS,
-            detail=(
-                f"rate limit exceeded for this API key: {per_minute:g} requests a minute "
-                f"(bursts of {burst}); retry after {retry_after} s"
-            ),
-            headers={"Retry-After": str(retry_after)},
-        )
-
-
-class SharedTokenBuckets:
+class SharedTokenBuckets(_Buckets):
     """The same buckets in the database, for several instances: one upsert per request, refilled and
     spent in the statement, so two instances counting at once cannot both spend the last token."""
 
     def __init__(
         self, db: Any, per_minute: float, burst: int, clock: Callable[[], float] = time.time
     ) -> None:
+        super().__init__(per_minute, burst, clock)
         self.db = db
-        self.per_minute = per_minute
-        self.rate = per_minute / 60.0
-        self.burst = max(1, burst)
-        self._clock = clock
         self._insert = postgresql.insert if db.url.startswith("postgresql") else sqlite.insert
-
-    @property
-    def enabled(self) -> bool:
-        return self.rate > 0
 
     async def take(self, caller: str) -> float:
         """As ``TokenBuckets.take``, counted in the database."""
@@ -129,12 +133,9 @@ class SharedTokenBuckets:
             tokens, allowed = (await autocommit.execute(statement)).one()
         return 0.0 if allowed else (1.0 - tokens) / self.rate
 
-    async def check(self, caller: str) -> None:
-        if not self.enabled:
-            return
+    async def _wait(self, caller: str) -> float:
         try:
-            wait = await self.take(caller)
+            return await self.take(caller)
         except Exception as exc:  # the database is what failed: let the request meet that, not a 429
             log.warning("rate limit not counted", extra={"fields": {"error": type(exc).__name__}})
-            return
-        refuse_if_waiting(wait, self.per_minute, self.burst)
+            return 0.0

@@ -8,6 +8,8 @@ import asyncio
 import base64
 import json
 import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -167,25 +169,30 @@ async def eventually(check, timeout: float = 10.0):  # type: ignore[no-untyped-d
 # ---------------------------------------------------------------- live calls on every instance
 
 
-@pytest.mark.asyncio
-async def test_live_calls_of_every_instance_are_listed_by_each(tmp_path: Path, postgres: Any) -> None:
-    from models import LiveCallRecord
-    from utils import utcnow
-
-    url = await postgres.create_database()
-    shared = {
-        "database_url": url,
-        "multi_instance": True,
-        "chroma_host": "127.0.0.1",  # not used by these calls
-        "live_call_heartbeat_sec": 0.5,
-        "max_concurrent_calls": 5,
-    }
+@asynccontextmanager
+async def two_instances(
+    tmp_path: Path, database_url: str, **settings: Any
+) -> AsyncIterator[tuple[LiveServer, LiveServer, httpx.AsyncClient, httpx.AsyncClient]]:
+    """Instances app-a and app-b on one PostgreSQL database and the same settings, each with an API
+    client (the ChromaDB host is named, as several instances require, but not used)."""
+    shared = {"database_url": database_url, "multi_instance": True, "chroma_host": "127.0.0.1", **settings}
     async with (
         LiveServer(make_settings(tmp_path / "a", instance_id="app-a", **shared)) as a,
         LiveServer(make_settings(tmp_path / "b", instance_id="app-b", **shared)) as b,
         a.client() as client_a,
         b.client() as client_b,
     ):
+        yield a, b, client_a, client_b
+
+
+@pytest.mark.asyncio
+async def test_live_calls_of_every_instance_are_listed_by_each(tmp_path: Path, postgres: Any) -> None:
+    from models import LiveCallRecord
+    from utils import utcnow
+
+    url = await postgres.create_database()
+    calls = {"live_call_heartbeat_sec": 0.5, "max_concurrent_calls": 5}
+    async with two_instances(tmp_path, url, **calls) as (a, b, client_a, client_b):
         agent_id = await make_agent(client_a)
         async with a.runtime.db.session() as session:  # a row left by an instance that died long ago
             old = utcnow() - timedelta(minutes=5)
@@ -571,19 +578,9 @@ async def test_shared_buckets_refill_and_spend_like_the_in_memory_ones(tmp_path:
 async def test_a_key_gets_the_limit_once_across_instances(tmp_path: Path, postgres: Any) -> None:
     """Two instances behind a balancer: 5 requests in a burst in all, not 5 per instance."""
     url = await postgres.create_database()
-    shared = {
-        "database_url": url,
-        "multi_instance": True,
-        "chroma_host": "127.0.0.1",
-        "api_rate_limit_per_min": 6,  # one token every 10 s: none comes back during the test
-        "api_rate_limit_burst": 5,
-    }
-    async with (
-        LiveServer(make_settings(tmp_path / "a", instance_id="app-a", **shared)) as a,
-        LiveServer(make_settings(tmp_path / "b", instance_id="app-b", **shared)) as b,
-        a.client() as client_a,
-        b.client() as client_b,
-    ):
+    # One token every 10 s: none comes back during the test.
+    limit = {"api_rate_limit_per_min": 6, "api_rate_limit_burst": 5}
+    async with two_instances(tmp_path, url, **limit) as (_, _, client_a, client_b):
         codes = [(await (client_a, client_b)[i % 2].get("/v1/convai/agents")).status_code for i in range(8)]
         assert codes == [200] * 5 + [429] * 3, codes
         refused = await client_a.get("/v1/convai/agents")
