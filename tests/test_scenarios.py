@@ -300,7 +300,7 @@ async def test_audio_mode_runs_the_real_call_path(tmp_path: Path) -> None:
         assert ran.status_code == 200, ran.text
         run = ran.json()
     [result] = run["results"]
-    assert result["mode"] == "audio" and result["conversation_id"]
+    assert result["mode"] == "audio" and "conversation_id" not in result  # removed with its call
     assert run["status"] == "passed", result
     assert [t["role"] for t in result["transcript"]][:3] == ["agent", "user", "agent"]
     assert "caller turn 1" in result["transcript"][1]["text"]  # what the echo STT heard, not the script
@@ -389,3 +389,101 @@ def test_audio_runs_call_the_socket_that_took_the_request_not_the_host_header() 
     assert (
         own_url(Request({**scope, "server": None}), "https://sdr.example.com/") == "https://sdr.example.com"
     )
+
+
+async def _row_counts(runtime: Any) -> dict[str, int]:
+    from sqlalchemy import func, select
+
+    from models import (
+        Conversation,
+        ConversationTurn,
+        DncEntry,
+        LiveCallRecord,
+        Meeting,
+        PhoneNumber,
+        ToolCallRecord,
+        WebhookDelivery,
+        WebhookEvent,
+    )
+
+    tables = (PhoneNumber, Conversation, ConversationTurn, ToolCallRecord, Meeting, DncEntry, LiveCallRecord,
+              WebhookEvent, WebhookDelivery)  # fmt: skip
+    async with runtime.db.session() as session:
+        return {t.__tablename__: await session.scalar(select(func.count()).select_from(t)) for t in tables}
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("mode", ["text", "audio"])
+async def test_a_scenario_run_sends_nothing_and_says_what_it_would_have_sent(
+    tmp_path: Path, mode: str
+) -> None:
+    """A webhook tool, a text message and the webhook events of a test call are recorded with their
+    requests, and nothing leaves the service: the receiver (tool URL and webhook subscription) and Twilio
+    get no request, and no row is left behind (no phone number, no conversation, no webhook delivery)."""
+    from tests.ollama_standin import DEFAULT_MODEL, OllamaStandIn
+    from tests.twilio_standin import TwilioStandIn
+    from tests.webhook_receiver import WebhookReceiver
+
+    account, token = "AC" + "7" * 32, "scenario-sandbox-token"
+    async with (
+        WebhookReceiver() as receiver,
+        OllamaStandIn() as ollama,
+        TwilioStandIn(account, token, answer=False) as twilio,
+    ):
+        ollama.tool_script = [
+            ("crm_lookup", {"company": "Acme"}),
+            ("send_sms", {"message": "Here is the link."}),
+        ]
+        settings = make_settings(
+            tmp_path, llm_provider="ollama", ollama_host=ollama.url, ollama_model=DEFAULT_MODEL,
+            twilio_account_sid=account, twilio_auth_token=token, twilio_api_base=twilio.url,
+        )  # fmt: skip
+        async with LiveServer(settings) as server, server.client() as client:
+            agent = {"name": "Sandy", "system_prompt": "You help.", "first_message": "Hi, this is Sandy.",
+                     "builtin_tools": ["send_sms", "end_call"]}  # fmt: skip
+            agent_id = await make_agent(client, agent)
+            tool = await client.post(
+                f"/v1/convai/agents/{agent_id}/tools",
+                json={
+                    "name": "crm_lookup",
+                    "description": "Look up a company in the CRM",
+                    "kind": "webhook",
+                    "parameters": {"type": "object", "properties": {"company": {"type": "string"}}},
+                    "config": {"url": receiver.url},
+                },
+            )
+            assert tool.status_code == 201, tool.text
+            assert (await client.post("/v1/convai/webhooks", json={"url": receiver.url})).status_code == 201
+            before = await _row_counts(server.runtime)
+            scenario = {
+                "name": "sandboxed",
+                "caller": [{"say": "Hi, can you look up Acme?"}, {"say": "Text me the link.", "pause_s": 0.5}],
+                "criteria": {"tools_called": [{"name": "crm_lookup", "success": True}, {"name": "send_sms", "success": True}]},
+            }  # fmt: skip
+            ran = await client.post(
+                f"/v1/convai/agents/{agent_id}/tests/run?wait=true",
+                json={"mode": mode, "scenarios": [scenario]},
+            )
+            assert ran.status_code == 200, ran.text
+            await asyncio.sleep(0.5)  # a webhook delivery would be on its way by now
+            after = await _row_counts(server.runtime)
+    [result] = ran.json()["results"]
+    assert ran.json()["status"] == "passed", result
+    assert receiver.attempts == 0  # neither the webhook tool nor any event reached it
+    assert twilio.rest_requests == 0 and not twilio.messages
+    assert after == before, (before, after)
+    sent = result["would_have_sent"]
+    [lookup] = [s for s in sent if s["kind"] == "tool"]
+    [request] = lookup["requests"]
+    assert lookup["name"] == "crm_lookup" and (request["method"], request["url"]) == ("POST", receiver.url)
+    assert request["body"]["arguments"] == {"company": "Acme"}
+    [sms] = [s for s in sent if s["kind"] == "twilio"]
+    [request] = sms["requests"]
+    assert request["url"] == f"{twilio.url}/2010-04-01/Accounts/{account}/Messages.json"
+    assert request["body"]["Body"] == "Here is the link." and request["method"] == "POST"
+    events = {s["name"]: s["requests"] for s in sent if s["kind"] == "event"}
+    expected = {"tool.executed"} | ({"call.started", "call.completed"} if mode == "audio" else set())
+    assert expected <= set(events), sorted(events)
+    for name in expected:
+        [delivery] = events[name]
+        assert delivery["url"] == receiver.url and delivery["body"]["type"] == name
