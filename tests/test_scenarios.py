@@ -467,11 +467,11 @@ async def test_a_scenario_run_sends_nothing_and_says_what_it_would_have_sent(
             assert ran.status_code == 200, ran.text
             await asyncio.sleep(0.5)  # a webhook delivery would be on its way by now
             after = await _row_counts(server.runtime)
-    [result] = ran.json()["results"]
-    assert ran.json()["status"] == "passed", result
     assert receiver.attempts == 0  # neither the webhook tool nor any event reached it
     assert twilio.rest_requests == 0 and not twilio.messages
     assert after == before, (before, after)
+    [result] = ran.json()["results"]
+    assert ran.json()["status"] == "passed", result
     sent = result["would_have_sent"]
     [lookup] = [s for s in sent if s["kind"] == "tool"]
     [request] = lookup["requests"]
