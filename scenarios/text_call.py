@@ -15,6 +15,7 @@ import asyncio
 import logging
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -287,3 +288,5 @@ async def remove_conversation(runtime: Any, conversation_id: str) -> None:
         for model in (Meeting, DncEntry, ToolCallRecord, ConversationTurn, LiveCallRecord):
             await session.execute(delete(model).where(model.conversation_id == conversation_id))
         await session.execute(delete(Conversation).where(Conversation.id == conversation_id))
+    recording = Path(runtime.settings.recordings_dir) / f"{conversation_id}.wav"  # audio mode, RECORD_CALLS
+    await asyncio.to_thread(recording.unlink, missing_ok=True)
