@@ -23,7 +23,7 @@ class SandboxedCall:
     call_sid: str
     agent_id: str
     conversation_id: str | None = None
-    # {"kind": "event" | "twilio" | "tool", "name": ..., "requests": [{"method", "url", "body"}, ...]}
+    # {"kind": "webhook_event" | "twilio" | "tool", "name": ..., "requests": [{"method", "url", "body"}, ...]}
     would_have_sent: list[dict[str, Any]] = field(default_factory=list)
 
     _more: asyncio.Event = field(default_factory=asyncio.Event, repr=False)

@@ -119,7 +119,7 @@ class WebhookDispatcher:
         sandboxed = self.sandbox.of_conversation(conversation_id) if self.sandbox else None
         if sandboxed is not None:
             requests = [{"method": "POST", "url": c.url, "body": body} for c in targets]
-            sandboxed.record("event", event_type, requests)
+            sandboxed.record("webhook_event", event_type, requests)
             return None
         if not targets:
             return None

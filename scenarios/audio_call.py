@@ -150,4 +150,4 @@ async def _collect(runtime: Any, conversation_id: str, record: CallRecord) -> No
 async def _wait_for_post_call(sandboxed: SandboxedCall) -> None:
     """Post-call analysis ends with ``call.completed``: wait for it (bounded), so it is recorded and the
     conversation is not removed under it (were it later, it finds no conversation and sends nothing)."""
-    await sandboxed.wait_recorded("event", "call.completed", POST_CALL_TIMEOUT_S)
+    await sandboxed.wait_recorded("webhook_event", "call.completed", POST_CALL_TIMEOUT_S)

@@ -483,7 +483,7 @@ async def test_a_scenario_run_sends_nothing_and_says_what_it_would_have_sent(
     [request] = sms["requests"]
     assert request["url"] == f"{twilio.url}/2010-04-01/Accounts/{account}/Messages.json"
     assert request["body"]["Body"] == "Here is the link." and request["method"] == "POST"
-    events = {s["name"]: s["requests"] for s in sent if s["kind"] == "event"}
+    events = {s["name"]: s["requests"] for s in sent if s["kind"] == "webhook_event"}
     expected = {"tool.executed"} | ({"call.started", "call.completed"} if mode == "audio" else set())
     assert expected <= set(events), sorted(events)
     for name in expected:
