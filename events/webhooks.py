@@ -115,16 +115,18 @@ class WebhookDispatcher:
             )
         ).all()
         targets = [c for c in configs if not c.events or event_type in c.events]
-        body = {"type": event_type, "data": json.loads(json.dumps(data, default=_json_default))}
         sandboxed = self.sandbox.of_conversation(conversation_id) if self.sandbox else None
-        if sandboxed is not None:
-            requests = [{"method": "POST", "url": c.url, "body": body} for c in targets]
-            sandboxed.record("webhook_event", event_type, requests)
+        if not targets and sandboxed is None:
             return None
-        if not targets:
+        as_json = json.loads(json.dumps(data, default=_json_default))
+        if sandboxed is not None:  # a scenario-test call: recorded with the requests it would have made
+            body = {"type": event_type, "data": as_json}
+            sandboxed.record(
+                "webhook_event", event_type, [{"method": "POST", "url": c.url, "body": body} for c in targets]
+            )
             return None
         event = WebhookEvent(
-            type=event_type, agent_id=agent_id, conversation_id=conversation_id, data=body["data"]
+            type=event_type, agent_id=agent_id, conversation_id=conversation_id, data=as_json
         )
         session.add(event)
         await session.flush()
