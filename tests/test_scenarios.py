@@ -434,6 +434,7 @@ async def test_a_scenario_run_sends_nothing_and_says_what_it_would_have_sent(
         ollama.tool_script = [
             ("crm_lookup", {"company": "Acme"}),
             ("send_sms", {"message": "Here is the link."}),
+            ("end_call", {"reason": "done"}),
         ]
         settings = make_settings(
             tmp_path, llm_provider="ollama", ollama_host=ollama.url, ollama_model=DEFAULT_MODEL,
@@ -458,7 +459,8 @@ async def test_a_scenario_run_sends_nothing_and_says_what_it_would_have_sent(
             before = await _row_counts(server.runtime)
             scenario = {
                 "name": "sandboxed",
-                "caller": [{"say": "Hi, can you look up Acme?"}, {"say": "Text me the link.", "pause_s": 0.5}],
+                "caller": [{"say": "Hi, can you look up Acme?"}, {"say": "Text me the link.", "pause_s": 0.5},
+                           {"say": "That is all, bye.", "pause_s": 0.5}],
                 "criteria": {"tools_called": [{"name": "crm_lookup", "success": True}, {"name": "send_sms", "success": True}]},
             }  # fmt: skip
             ran = await client.post(
@@ -479,8 +481,13 @@ async def test_a_scenario_run_sends_nothing_and_says_what_it_would_have_sent(
     [request] = lookup["requests"]
     assert lookup["name"] == "crm_lookup" and (request["method"], request["url"]) == ("POST", receiver.url)
     assert request["body"]["arguments"] == {"company": "Acme"}
-    [sms] = [s for s in sent if s["kind"] == "twilio"]
-    [request] = sms["requests"]
+    twilio_requests = {s["name"]: s["requests"] for s in sent if s["kind"] == "twilio"}
+    # the agent hanging up is a REST request only on the phone (audio); text mode has no call to end
+    assert set(twilio_requests) == {"send_sms"} | ({"hang_up"} if mode == "audio" else set())
+    if mode == "audio":
+        [request] = twilio_requests["hang_up"]
+        assert request["url"].endswith(".json") and request["body"] == {"Status": "completed"}
+    [request] = twilio_requests["send_sms"]
     assert request["url"] == f"{twilio.url}/2010-04-01/Accounts/{account}/Messages.json"
     assert request["body"]["Body"] == "Here is the link." and request["method"] == "POST"
     events = {s["name"]: s["requests"] for s in sent if s["kind"] == "webhook_event"}
