@@ -23,15 +23,6 @@ from providers.base import ChatMessage
 
 log = logging.getLogger(__name__)
 
-OUTCOMES = (
-    "meeting_booked",
-    "interested",
-    "not_interested",
-    "callback_requested",
-    "voicemail",
-    "no_answer",
-    "failed",
-)
 # Neither the facts nor the LLM settled it (a person talked; the LLM gave nothing usable). Never offered
 # to the LLM: it is the honest "we do not know", not a claim about the lead.
 UNDECIDED = "unknown"
@@ -49,6 +40,7 @@ class CallFacts:
     machine: bool  # answering-machine detection (ours or Twilio's) decided: a machine
     failed: bool  # the call ended on a failure (ours or the carrier's)
     unreached: bool  # the carrier says nobody picked up (no-answer, busy, canceled)
+    answered_by: str | None = None  # as recorded (human, machine…, fax, unknown): for outcomes to come
 
     @property
     def person_talked(self) -> bool:
@@ -68,6 +60,7 @@ class CallFacts:
             machine=(answered_by or "").startswith("machine"),
             failed=end_reason in FAILED_REASONS,
             unreached=end_reason in NO_ANSWER_REASONS,
+            answered_by=answered_by,
         )
 
 
@@ -86,6 +79,7 @@ ALLOWED_WHEN: dict[str, Callable[[CallFacts], bool]] = {
     "no_answer": lambda f: not f.spoke and not f.machine and not f.booked and not f.failed,
     "failed": lambda f: f.failed and not f.booked and not f.machine,
 }
+OUTCOMES = tuple(ALLOWED_WHEN)
 
 
 def allowed_outcomes(facts: CallFacts) -> list[str]:
