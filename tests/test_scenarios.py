@@ -254,7 +254,7 @@ async def test_cli_exit_codes(tmp_path: Path) -> None:
 @pytest.mark.asyncio
 async def test_starter_pack_passes_on_the_embedded_default(tmp_path: Path) -> None:
     """CI runs what the docs report: the SDR starter pack on the embedded LLM, text mode, K=5 (every run of
-    every expected scenario must pass; K=5 costs ~25 s more than K=1 on a loaded 2-core machine)."""
+    every expected scenario must pass; K=5 took 38-50 s, K=1 27-37 s, on a loaded 2-core machine)."""
     from main import create_app
 
     pack = ScenarioFile.model_validate_json(PACK.read_bytes())
