@@ -14,6 +14,7 @@ from call.registry import ConnectionManager
 from config import Settings
 from core.live_calls import LiveCallDirectory
 from core.metrics import TURN_MODEL, LoopLagMonitor
+from core.sandbox import Sandbox
 from events.post_call import run_post_call
 from events.webhooks import WebhookDispatcher
 from knowledge.store import KnowledgeStore
@@ -36,9 +37,10 @@ class Runtime:
         self.keyring = KeyRing(settings)
         self.providers = ProviderRegistry(settings)
         self.knowledge = KnowledgeStore(settings)
-        self.webhooks = WebhookDispatcher(self.db, settings)
+        self.sandbox = Sandbox()  # scenario-test calls: what they would send is recorded, not sent
+        self.webhooks = WebhookDispatcher(self.db, settings, self.sandbox)
         self.writer = BatchWriter(self.db, after_commit=self.webhooks_notify)  # the call path's writes
-        self.twilio = TwilioGateway(settings)
+        self.twilio = TwilioGateway(settings, self.sandbox)
         self.instance_id = settings.this_instance
         self.live_calls = LiveCallDirectory(
             self.db, self.writer, self.instance_id, settings.live_call_heartbeat_sec
@@ -50,7 +52,7 @@ class Runtime:
         self.recovery = Recovery()  # what start() found left open by an unclean stop
         self._drain_task: asyncio.Task[None] | None = None
         self._previous_sigterm: Any = None
-        self.tool_runner = ToolRunner(settings, self.db, self.twilio, self.webhooks)
+        self.tool_runner = ToolRunner(settings, self.db, self.twilio, self.webhooks, self.sandbox)
         self.loop_lag = LoopLagMonitor()
         self.dialer = Dialer(self, self.webhooks)  # campaigns: places calls through telephony.outbound
         self._background: set[asyncio.Task[None]] = set()  # greetings being prepared

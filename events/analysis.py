@@ -1,9 +1,12 @@
 """Post-call analysis: a summary, an outcome and the agent's data-collection fields, from the transcript.
 
-Rules decide wherever the facts are certain (a meeting was booked, nobody answered, the caller said
-"not interested"); the LLM writes the summary and extracts the fields, asked for JSON constrained by a
-schema where the provider supports it, parsed leniently, validated field by field. If the LLM output is
-unusable the call still gets a summary built from the transcript.
+Facts first, for every LLM: the facts of the call (a booking that succeeded, the other party's words,
+the answering-machine decision, how it ended) give the outcomes allowed (``ALLOWED_WHEN``); a single one
+is the outcome, otherwise the caller's plain words ("not interested") or the LLM choose among them only.
+The LLM writes the summary and extracts the fields, asked for JSON constrained by a schema where the
+provider supports it, parsed leniently, validated field by field; a value the caller never said is
+dropped. If the LLM output is unusable the call still gets a summary built from the transcript, and an
+outcome from the facts (or ``unknown``, never a guess such as ``interested``).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,20 +23,69 @@ from providers.base import ChatMessage
 
 log = logging.getLogger(__name__)
 
-OUTCOMES = (
-    "meeting_booked",
-    "interested",
-    "not_interested",
-    "callback_requested",
-    "voicemail",
-    "no_answer",
-    "failed",
-)
+# Neither the facts nor the LLM settled it (a person talked; the LLM gave nothing usable). Never offered
+# to the LLM: it is the honest "we do not know", not a claim about the lead.
+UNDECIDED = "unknown"
 NO_ANSWER_REASONS = {"no_answer", "no-answer", "busy", "canceled"}
 FAILED_REASONS = {"failed", "stt_failed", "error"}
-VOICEMAIL = re.compile(
-    r"\b(leave (me |us )?a message|after the (tone|beep)|voicemail|not available right now)\b", re.I
-)
+_A_WORD = re.compile(r"\w")
+
+
+@dataclass(frozen=True, slots=True)
+class CallFacts:
+    """What is known about a call without asking a model."""
+
+    booked: bool  # a book_meeting tool call succeeded
+    spoke: bool  # the other party has a turn with words in it
+    machine: bool  # answering-machine detection (ours or Twilio's) decided: a machine
+    failed: bool  # the call ended on a failure (ours or the carrier's)
+    unreached: bool  # the carrier says nobody picked up (no-answer, busy, canceled)
+    answered_by: str | None = None  # as recorded (human, machine…, fax, unknown): for outcomes to come
+
+    @property
+    def person_talked(self) -> bool:
+        return self.spoke and not self.machine and not self.unreached
+
+    @classmethod
+    def of(
+        cls,
+        turns: list[tuple[str, str]],
+        tool_calls: list[dict[str, Any]],
+        end_reason: str | None,
+        answered_by: str | None = None,
+    ) -> CallFacts:
+        return cls(
+            booked=any(c.get("name") == "book_meeting" and c.get("success") for c in tool_calls),
+            spoke=any(role == "user" and text and _A_WORD.search(text) for role, text in turns),
+            machine=(answered_by or "").startswith("machine"),
+            failed=end_reason in FAILED_REASONS,
+            unreached=end_reason in NO_ANSWER_REASONS,
+            answered_by=answered_by,
+        )
+
+
+def _talk(f: CallFacts) -> bool:
+    return f.person_talked and not f.booked and not f.failed
+
+
+# Which facts allow each outcome. An outcome the facts do not allow is never given, whatever a model says;
+# a new outcome is added here with the facts it needs.
+ALLOWED_WHEN: dict[str, Callable[[CallFacts], bool]] = {
+    "meeting_booked": lambda f: f.booked,
+    "interested": _talk,
+    "not_interested": _talk,
+    "callback_requested": _talk,
+    "voicemail": lambda f: f.machine and not f.booked,
+    "no_answer": lambda f: not f.spoke and not f.machine and not f.booked and not f.failed,
+    "failed": lambda f: f.failed and not f.booked and not f.machine,
+}
+OUTCOMES = tuple(ALLOWED_WHEN)
+
+
+def allowed_outcomes(facts: CallFacts) -> list[str]:
+    """The outcomes the facts allow, in ``ALLOWED_WHEN``'s order (the LLM chooses only among these)."""
+    allowed = [outcome for outcome, rule in ALLOWED_WHEN.items() if rule(facts)]
+    return allowed or ["no_answer"]  # e.g. a carrier no-answer with stray words: nobody was reached
 
 
 @dataclass(slots=True)
@@ -43,24 +96,19 @@ class Analysis:
 
 
 def rule_outcome(
-    turns: list[tuple[str, str]], tool_calls: list[dict[str, Any]], end_reason: str | None
+    turns: list[tuple[str, str]],
+    tool_calls: list[dict[str, Any]],
+    end_reason: str | None,
+    answered_by: str | None = None,
 ) -> str | None:
-    """The outcome when the facts settle it, else None (the LLM or the fallback decides)."""
-    if any(c.get("name") == "book_meeting" and c.get("success") for c in tool_calls):
-        return "meeting_booked"
-    if end_reason in NO_ANSWER_REASONS:
-        return "no_answer"
-    user_lines = [text for role, text in turns if role == "user" and text]
-    if not user_lines:
-        return "no_answer" if end_reason not in FAILED_REASONS else "failed"
-    if end_reason in FAILED_REASONS:
-        return "failed"
-    if any(VOICEMAIL.search(line) for line in user_lines[:2]):
-        return "voicemail"
-    intents = [detect_intent(line) for line in user_lines]
-    if Intent.NOT_INTERESTED in intents or Intent.DO_NOT_CALL in intents:
+    """The outcome when the facts (and the caller's plain words) settle it, else None (the LLM chooses)."""
+    allowed = allowed_outcomes(CallFacts.of(turns, tool_calls, end_reason, answered_by))
+    if len(allowed) == 1:
+        return allowed[0]
+    intents = [detect_intent(text) for role, text in turns if role == "user" and text]
+    if "not_interested" in allowed and (Intent.NOT_INTERESTED in intents or Intent.DO_NOT_CALL in intents):
         return "not_interested"
-    if Intent.CALLBACK_LATER in intents:
+    if "callback_requested" in allowed and Intent.CALLBACK_LATER in intents:
         return "callback_requested"
     return None
 
@@ -106,13 +154,13 @@ def fallback_summary(turns: list[tuple[str, str]], outcome: str) -> str:
     return f"The caller said: {said[:300]}. Outcome: {outcome.replace('_', ' ')}."
 
 
-def _schema(data_fields: list[dict[str, Any]]) -> dict[str, Any]:
+def _schema(data_fields: list[dict[str, Any]], outcomes: list[str] | None = None) -> dict[str, Any]:
     types = {"string": "string", "number": "number", "boolean": "boolean"}
     return {
         "type": "object",
         "properties": {
             "summary": {"type": "string"},
-            "outcome": {"type": "string", "enum": list(OUTCOMES)},
+            "outcome": {"type": "string", "enum": list(outcomes or OUTCOMES)},
             **{
                 f["name"]: {"type": [types.get(f.get("type", "string"), "string"), "null"]}
                 for f in data_fields
@@ -153,12 +201,16 @@ async def analyze_conversation(
     *,
     tool_calls: list[dict[str, Any]] | None = None,
     end_reason: str | None = None,
+    answered_by: str | None = None,
 ) -> Analysis:
+    """Facts first: the outcome is one the facts allow (the LLM only chooses among those), and a collected
+    value is kept only when the caller's own words carry it. The same for every LLM."""
     tool_calls = tool_calls or []
-    ruled = rule_outcome(turns, tool_calls, end_reason)
+    allowed = allowed_outcomes(CallFacts.of(turns, tool_calls, end_reason, answered_by))
+    ruled = rule_outcome(turns, tool_calls, end_reason, answered_by)
     user_said = any(role == "user" and text for role, text in turns)
     if not user_said or llm is None:
-        outcome = ruled or "interested"
+        outcome = ruled or UNDECIDED
         return Analysis(fallback_summary(turns, outcome), outcome, {f["name"]: None for f in data_fields})
     transcript = "\n".join(
         f"{'Caller' if role == 'user' else 'Agent'}: {text}" for role, text in turns if text
@@ -169,8 +221,8 @@ async def analyze_conversation(
     prompt = (
         "Read this sales call transcript and answer with JSON only: "
         '{"summary": one or two sentences, "outcome": one of '
-        + ", ".join(OUTCOMES)
-        + (", and these fields (null if not mentioned):" + wanted if data_fields else "")
+        + ", ".join(allowed)
+        + (", and these fields (null if the caller did not say it):" + wanted if data_fields else "")
         + "}\n\n"
         + transcript[-6000:]
     )
@@ -178,13 +230,15 @@ async def analyze_conversation(
     text = ""
     try:
         async for chunk in llm.stream_chat(
-            messages, temperature=0.1, max_tokens=220, json_schema=_schema(data_fields)
+            messages, temperature=0.1, max_tokens=220, json_schema=_schema(data_fields, allowed)
         ):
             text += chunk.text
     except Exception as exc:
         log.warning("analysis llm failed", extra={"fields": {"error": type(exc).__name__}})
     parsed = _parse_json(text) or {}
-    outcome = ruled or (parsed.get("outcome") if parsed.get("outcome") in OUTCOMES else None) or "interested"
+    chosen = parsed.get("outcome")
+    # A model that ignores the schema (or has none) cannot step outside what the facts allow.
+    outcome = ruled or (chosen if chosen in allowed else None) or UNDECIDED
     summary = parsed.get("summary") if isinstance(parsed.get("summary"), str) else ""
     summary = summary.strip()[:1000]
     small_model = getattr(llm, "extractive_knowledge", False)  # the embedded model echoes and invents
@@ -192,7 +246,7 @@ async def analyze_conversation(
         summary = fallback_summary(turns, outcome)
     # Every field the agent asks for is present (null when not mentioned): a CRM maps fixed columns.
     collected = {f["name"]: _coerce(parsed.get(f["name"]), f.get("type", "string")) for f in data_fields}
-    if small_model:  # keep only values the caller said: the agent's own words are not the caller's data
-        caller_said = " ".join(text for role, text in turns if role == "user").lower()
-        collected = {k: v if said_by_caller(v, caller_said) else None for k, v in collected.items()}
+    # Only values the caller said, from any model: the agent's words and a model's guesses are not data.
+    caller_said = " ".join(text for role, text in turns if role == "user").lower()
+    collected = {k: v if said_by_caller(v, caller_said) else None for k, v in collected.items()}
     return Analysis(summary, outcome, collected)

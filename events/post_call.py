@@ -41,7 +41,7 @@ def transcript_as_heard(conversation: Conversation) -> list[dict[str, Any]]:
 
 
 async def run_post_call(runtime: PostCallServices, conversation_id: str) -> None:
-    from events.analysis import analyze_conversation
+    from events.analysis import UNDECIDED, analyze_conversation, rule_outcome
 
     async with runtime.db.session() as session:
         conversation = await session.get(Conversation, conversation_id)
@@ -59,17 +59,19 @@ async def run_post_call(runtime: PostCallServices, conversation_id: str) -> None
             }
             for c in conversation.tool_calls
         ]
-        end_reason = conversation.end_reason
+        end_reason, answered_by = conversation.end_reason, conversation.answered_by
     data_fields = list(agent.data_collection or []) if agent is not None else []
+    turns = [(t["role"], t["text"]) for t in transcript]
     try:
         llm = await runtime.providers.llm((agent.providers or {}).get("llm") if agent else None)
         async with asyncio.timeout(ANALYSIS_TIMEOUT_S):
             analysis = await analyze_conversation(
-                [(t["role"], t["text"]) for t in transcript],
+                turns,
                 data_fields,
                 llm,
                 tool_calls=tool_calls,
                 end_reason=end_reason,
+                answered_by=answered_by,
             )
         summary, outcome, collected = analysis.summary, analysis.outcome, analysis.collected
     except Exception as exc:
@@ -77,13 +79,14 @@ async def run_post_call(runtime: PostCallServices, conversation_id: str) -> None
             "post-call analysis failed",
             extra={"fields": {"conversation_id": conversation_id, "error": type(exc).__name__}},
         )
-        summary, outcome, collected = None, None, {}
+        outcome = rule_outcome(turns, tool_calls, end_reason, answered_by) or UNDECIDED
+        summary, collected = None, {}
     async with runtime.db.session() as session:
         conversation = await session.get(Conversation, conversation_id)
         if conversation is None:
             return
-        if conversation.answered_by == "machine":
-            outcome = "voicemail"  # answering-machine detection settles it, whatever the transcript says
+        if conversation.answered_by != answered_by:  # Twilio's AMD verdict came during the analysis
+            outcome = rule_outcome(turns, tool_calls, end_reason, conversation.answered_by) or outcome
         conversation.summary = summary
         conversation.outcome = outcome
         conversation.collected_data = collected

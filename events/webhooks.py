@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from config import Settings
 from core.http import read_capped
 from core.net_guard import UnsafeURLError, ensure_public_url, guarded_client
+from core.sandbox import Sandbox
 from models import WebhookConfig, WebhookDelivery, WebhookEvent
 from storage.db import Database
 from utils import utcnow
@@ -84,9 +85,10 @@ class Claim(NamedTuple):
 
 
 class WebhookDispatcher:
-    def __init__(self, db: Database, settings: Settings) -> None:
+    def __init__(self, db: Database, settings: Settings, sandbox: Sandbox | None = None) -> None:
         self.db = db
         self.settings = settings
+        self.sandbox = sandbox  # a scenario-test call's events are recorded there, never delivered
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._client: httpx.AsyncClient | None = None
@@ -113,13 +115,18 @@ class WebhookDispatcher:
             )
         ).all()
         targets = [c for c in configs if not c.events or event_type in c.events]
-        if not targets:
+        sandboxed = self.sandbox.of_conversation(conversation_id) if self.sandbox else None
+        if not targets and sandboxed is None:
+            return None
+        as_json = json.loads(json.dumps(data, default=_json_default))
+        if sandboxed is not None:  # a scenario-test call: recorded with the requests it would have made
+            body = {"type": event_type, "data": as_json}
+            sandboxed.record(
+                "webhook_event", event_type, [{"method": "POST", "url": c.url, "body": body} for c in targets]
+            )
             return None
         event = WebhookEvent(
-            type=event_type,
-            agent_id=agent_id,
-            conversation_id=conversation_id,
-            data=json.loads(json.dumps(data, default=_json_default)),
+            type=event_type, agent_id=agent_id, conversation_id=conversation_id, data=as_json
         )
         session.add(event)
         await session.flush()

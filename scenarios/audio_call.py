@@ -1,10 +1,14 @@
 """Audio mode: the scenario's caller over the real call path (signed webhook, Media Streams socket, the
-caller's lines spoken by the local TTS, the service's STT/LLM/TTS), with the simulator's caller."""
+caller's lines spoken by the local TTS, the service's STT/LLM/TTS), with the simulator's caller.
+
+The call is sandboxed (``core.sandbox``): its call SID is opened in the sandbox before it rings, so the
+webhook routes it to the agent without a phone number, and its texts, transfers, hang-up, webhook tools
+and events (``call.started`` … ``call.completed``) are recorded in ``would_have_sent``, never sent. Once
+the call is over (post-call included) its conversation and everything linked to it are removed."""
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 import uuid
@@ -12,31 +16,28 @@ from typing import Any
 
 import httpx
 import numpy as np
-from sqlalchemy import delete, select
+from sqlalchemy import select
 
-from models import Conversation, DncEntry, Meeting, PhoneNumber
+from core.sandbox import SandboxedCall
+from models import Conversation, DncEntry, PhoneNumber
 from scenarios.evaluate import CallRecord, safe_error
 from scenarios.model import ScenarioSpec
-from scenarios.text_call import test_caller_number
+from scenarios.text_call import AGENT_NUMBER, remove_conversation, test_caller_number
 from simulator.caller import FRAME_BYTES, SILENCE, SimulatedCaller, Utterance, frames_of
 
 SETTLE_TIMEOUT_S = 15.0
+POST_CALL_TIMEOUT_S = 70.0  # the post-call analysis's own limit (60 s) and some
 log = logging.getLogger(__name__)
 
 
 async def agent_number(runtime: Any, agent_id: str) -> str:
-    """The agent's inbound number, or a test number attached to it (as ``python -m simulator call``)."""
+    """The number the test call dials: the agent's own if it has one, else a fictional one (the sandbox
+    routes the call to the agent by its call SID; no phone-number row is made)."""
     async with runtime.db.session() as session:
         number = await session.scalar(
             select(PhoneNumber.phone_number).where(PhoneNumber.agent_id == agent_id)
         )
-        if number:
-            return number
-        digits = int(hashlib.sha256(agent_id.encode()).hexdigest(), 16) % 10**7
-        number = f"+1555{digits:07d}"
-        if await session.scalar(select(PhoneNumber.id).where(PhoneNumber.phone_number == number)) is None:
-            session.add(PhoneNumber(phone_number=number, agent_id=agent_id, label="scenario tests"))
-        return number
+    return number or AGENT_NUMBER
 
 
 def _script(scenario: ScenarioSpec) -> list[Utterance]:
@@ -60,16 +61,21 @@ def _script(scenario: ScenarioSpec) -> list[Utterance]:
     return script
 
 
-async def run_audio_call(runtime: Any, base_url: str, to_number: str, scenario: ScenarioSpec) -> CallRecord:
+async def run_audio_call(
+    runtime: Any, base_url: str, agent_id: str, to_number: str, scenario: ScenarioSpec
+) -> CallRecord:
     record = CallRecord(mode="audio")
     started = time.monotonic()
     caller = scenario.caller_number or test_caller_number()
     settings = runtime.settings
+    call_sid = "CA" + uuid.uuid4().hex
+    sandboxed = runtime.sandbox.open(call_sid, agent_id)
+    record.would_have_sent = sandboxed.would_have_sent
     try:
         script = await asyncio.to_thread(_script, scenario)
         sim = SimulatedCaller(
             base_url,
-            "CA" + uuid.uuid4().hex,
+            call_sid,
             to_number,
             script,
             from_number=caller,
@@ -87,12 +93,13 @@ async def run_audio_call(runtime: Any, base_url: str, to_number: str, scenario: 
             record.notes.append(f"{result.barges_missed} barge-in(s) not answered by a clear")
         if result.conversation_id:
             await _collect(runtime, result.conversation_id, record)
+            await _wait_for_post_call(sandboxed)
     except Exception as exc:
         log.warning("scenario audio call failed", extra={"fields": {"error": type(exc).__name__}})
         record.error = safe_error(exc)
     finally:
-        if record.conversation_id:
-            await _remove_side_effects(runtime, record.conversation_id)
+        if sandboxed.conversation_id:
+            await remove_conversation(runtime, sandboxed.conversation_id)
         record.duration_s = round(time.monotonic() - started, 2)
     return record
 
@@ -140,8 +147,7 @@ async def _collect(runtime: Any, conversation_id: str, record: CallRecord) -> No
         await asyncio.sleep(0.25)
 
 
-async def _remove_side_effects(runtime: Any, conversation_id: str) -> None:
-    """A test call books nothing and lists nobody (the conversation itself stays, as a real call's)."""
-    async with runtime.db.session() as session:
-        for model in (Meeting, DncEntry):
-            await session.execute(delete(model).where(model.conversation_id == conversation_id))
+async def _wait_for_post_call(sandboxed: SandboxedCall) -> None:
+    """Post-call analysis ends with ``call.completed``: wait for it (bounded), so it is recorded and the
+    conversation is not removed under it (were it later, it finds no conversation and sends nothing)."""
+    await sandboxed.wait_recorded("webhook_event", "call.completed", POST_CALL_TIMEOUT_S)

@@ -31,6 +31,8 @@ class CallRecord:
     error: str | None = None
     notes: list[str] = field(default_factory=list)
     duration_s: float = 0.0
+    # what the call would have sent outside the service (core.sandbox): events, texts, transfers, tools
+    would_have_sent: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

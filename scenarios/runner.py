@@ -66,7 +66,7 @@ async def run_suite(
 ) -> dict[str, Any]:
     """Every scenario ``repeat`` times (at most ``concurrency`` calls at once); the pass rate of each."""
     from scenarios.audio_call import agent_number, run_audio_call
-    from scenarios.text_call import run_text_call, sandbox_tools
+    from scenarios.text_call import run_text_call
 
     async with runtime.db.session() as session:
         agent = await session.get(Agent, agent_id)
@@ -77,7 +77,6 @@ async def run_suite(
     llm_name = await runtime.providers.llm_name(override)
     llm = await runtime.providers.llm(override)
     judge = make_judge(llm) if llm_name not in NOT_A_JUDGE else None
-    tools = sandbox_tools(runtime)
     if llm_name == "local":  # the embedded model answers one call at a time: more would only time out
         concurrency = min(concurrency, 2)
     gate = asyncio.Semaphore(max(1, concurrency))
@@ -89,9 +88,9 @@ async def run_suite(
         async with gate:
             if mode == "audio":
                 assert base_url is not None
-                record = await run_audio_call(runtime, base_url, to_number, scenario.spec)
+                record = await run_audio_call(runtime, base_url, agent_id, to_number, scenario.spec)
             else:
-                record = await run_text_call(runtime, agent_id, scenario.spec, tools)
+                record = await run_text_call(runtime, agent_id, scenario.spec)
             criteria = scenario.spec.criteria
             if (criteria.outcome or criteria.collected_data) and not record.error:
                 await _analyze(record, data_fields, llm)
@@ -102,14 +101,12 @@ async def run_suite(
             "attempt": attempt,
             "passed": passed(results),
             "criteria": [r.as_dict() for r in results],
-            **{k: v for k, v in record.as_dict().items() if k != "conversation_id" or mode == "audio"},
+            # the conversation was removed after the run: the run keeps its transcript, not a dangling id
+            **{k: v for k, v in record.as_dict().items() if k != "conversation_id"},
         }
 
-    try:
-        jobs = [one(s, k + 1) for s in scenarios for k in range(repeat)]
-        runs = await asyncio.gather(*jobs)
-    finally:
-        await tools.aclose()
+    jobs = [one(s, k + 1) for s in scenarios for k in range(repeat)]
+    runs = await asyncio.gather(*jobs)
     summary = []
     for scenario in scenarios:
         mine = [r for r in runs if r["scenario"] == scenario.spec.name and r["scenario_id"] == scenario.id]

@@ -3,9 +3,10 @@
 The same parts a phone call wires (``call.replies.Replies``, ``call.responder.Responder``, the
 ``CallTranscript`` stored through a ``CallStore``, the agent's tools, knowledge and LLM, the intent
 rules and the ``Watchdog``) answer each line as if the STT had just heard it; only the audio side (STT,
-turn detection, TTS, playout, barge-in timing) is skipped. Telephony side effects are sandboxed (a
-transfer or a text message is recorded, never placed) and no webhook fires; the conversation, its
-meetings and do-not-call entries are removed after the run (the run keeps its transcript).
+turn detection, TTS, playout, barge-in timing) is skipped. The call is sandboxed (``core.sandbox``): a
+transfer, a text message, a webhook tool's request and every webhook event are recorded in the run's
+``would_have_sent``, never sent; the conversation, its meetings and do-not-call entries are removed after
+the run (the run keeps its transcript).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import asyncio
 import logging
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -26,11 +28,19 @@ from call.reply_turn import ReplyTurn
 from call.responder import Responder
 from call.transcript import CallState, CallTranscript
 from call.watchdog import STILL_THERE_LINE, TIMEOUT_GOODBYE_LINE, Watchdog, WatchdogAction
-from models import Agent, Conversation, ConversationTurn, DncEntry, Meeting, ToolCallRecord
+from models import (
+    Agent,
+    Conversation,
+    ConversationTurn,
+    DncEntry,
+    LiveCallRecord,
+    Meeting,
+    ToolCallRecord,
+)
 from scenarios.evaluate import CallRecord, safe_error
 from scenarios.model import ScenarioSpec
 from storage.call_store import CallStore
-from tools.runner import ToolContext, ToolRunner
+from tools.runner import ToolContext
 
 log = logging.getLogger(__name__)
 REPLY_TIMEOUT_S = 90.0
@@ -78,40 +88,18 @@ class TextSpeaker:
         return None
 
 
-class SandboxTelephony:
-    """Stands in for Twilio in a test call: transfers and texts are recorded as done, never placed."""
-
-    async def transfer(self, call_sid: str, number: str) -> None:
-        return None
-
-    async def send_sms(self, *, to: str, from_: str, body: str) -> str:
-        return "SMtest" + uuid.uuid4().hex[:26]
-
-    async def end_call(self, call_sid: str) -> None:
-        return None
-
-
-class NoWebhooks:
-    """A test call's tool runs emit no webhook events."""
-
-    async def emit(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
-def sandbox_tools(runtime: Any) -> ToolRunner:
-    return ToolRunner(runtime.settings, runtime.db, SandboxTelephony(), NoWebhooks())  # type: ignore[arg-type]
-
-
 def test_caller_number() -> str:
     """A fictional number (555-01xx range) of its own, so parallel runs never share a DNC entry."""
     return f"+1555010{uuid.uuid4().int % 10_000:04d}"
 
 
-async def run_text_call(runtime: Any, agent_id: str, scenario: ScenarioSpec, tools: ToolRunner) -> CallRecord:
+async def run_text_call(runtime: Any, agent_id: str, scenario: ScenarioSpec) -> CallRecord:
     record = CallRecord(mode="text")
     started = time.monotonic()
     caller = scenario.caller_number or test_caller_number()
     call_sid = "CAtest" + uuid.uuid4().hex[:26]
+    sandboxed = runtime.sandbox.open(call_sid, agent_id)
+    record.would_have_sent = sandboxed.would_have_sent
     async with runtime.db.session() as session:
         if await session.get(Agent, agent_id) is None:
             raise LookupError(f"agent not found: {agent_id}")
@@ -127,15 +115,16 @@ async def run_text_call(runtime: Any, agent_id: str, scenario: ScenarioSpec, too
         session.add(conversation)
         await session.flush()
         conversation_id = conversation.id
+        runtime.sandbox.bind(sandboxed, conversation_id)
     record.conversation_id = conversation_id
     try:
-        await _converse(runtime, conversation_id, call_sid, caller, scenario, tools, record)
+        await _converse(runtime, conversation_id, call_sid, caller, scenario, record)
         await _collect(runtime, conversation_id, caller, record)
     except Exception as exc:
         log.warning("scenario text call failed", extra={"fields": {"error": type(exc).__name__}})
         record.error = safe_error(exc)
     finally:
-        await _remove(runtime, conversation_id)
+        await remove_conversation(runtime, conversation_id)
         record.duration_s = round(time.monotonic() - started, 2)
     return record
 
@@ -146,10 +135,10 @@ async def _converse(
     call_sid: str,
     caller: str,
     scenario: ScenarioSpec,
-    tools: ToolRunner,
     record: CallRecord,
 ) -> None:
-    store = CallStore(runtime.db, conversation_id, emit=None, writer=runtime.writer)
+    tools = runtime.tool_runner  # sandboxed by the call's conversation id
+    store = CallStore(runtime.db, conversation_id, emit=runtime.webhooks.emit, writer=runtime.writer)
     conversation, agent = await store.load()
     assert agent is not None
     clock = CallClock()
@@ -293,8 +282,11 @@ async def _collect(runtime: Any, conversation_id: str, caller: str, record: Call
         ) is not None
 
 
-async def _remove(runtime: Any, conversation_id: str) -> None:
+async def remove_conversation(runtime: Any, conversation_id: str) -> None:
+    """A test call leaves nothing behind: its conversation and what hangs off it (the run keeps a copy)."""
     async with runtime.db.session() as session:
-        for model in (Meeting, DncEntry, ToolCallRecord, ConversationTurn):
+        for model in (Meeting, DncEntry, ToolCallRecord, ConversationTurn, LiveCallRecord):
             await session.execute(delete(model).where(model.conversation_id == conversation_id))
         await session.execute(delete(Conversation).where(Conversation.id == conversation_id))
+    recording = Path(runtime.settings.recordings_dir) / f"{conversation_id}.wav"  # audio mode, RECORD_CALLS
+    await asyncio.to_thread(recording.unlink, missing_ok=True)

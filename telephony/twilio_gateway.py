@@ -16,6 +16,7 @@ from twilio.rest import Client
 from twilio.twiml.voice_response import VoiceResponse
 
 from config import Settings
+from core.sandbox import Sandbox, SandboxedCall
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +34,9 @@ class TelephonyError(RuntimeError):
 
 
 class TwilioGateway:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, sandbox: Sandbox | None = None) -> None:
         self.settings = settings
+        self.sandbox = sandbox  # a scenario-test call's requests are recorded there, never sent
         self._client: Client | None = None
 
     @property
@@ -114,6 +116,9 @@ class TwilioGateway:
 
     async def end_call(self, call_sid: str) -> None:
         """Hang up a live Twilio call if there is one (simulator calls have no CA… SID); never raises."""
+        if sandboxed := self._sandboxed(call_sid):
+            self._would_send(sandboxed, "hang_up", f"Calls/{call_sid}.json", {"Status": "completed"})
+            return
         if not self.configured or not call_sid.startswith("CA"):
             return
         try:
@@ -129,11 +134,27 @@ class TwilioGateway:
         if announce:
             twiml.say(announce)
         twiml.dial(number)
+        if sandboxed := self._sandboxed(call_sid):
+            self._would_send(sandboxed, "transfer", f"Calls/{call_sid}.json", {"Twiml": str(twiml)})
+            return
         await self._call(self._rest().calls(call_sid).update_async(twiml=str(twiml)))
 
-    async def send_sms(self, *, to: str, from_: str, body: str) -> str:
+    async def send_sms(self, *, to: str, from_: str, body: str, call_sid: str | None = None) -> str:
+        """Text ``to``; ``call_sid``: the call it is sent from (a scenario test's text is not sent)."""
+        if sandboxed := self._sandboxed(call_sid):
+            self._would_send(sandboxed, "send_sms", "Messages.json", {"To": to, "From": from_, "Body": body})
+            return "SMsandbox" + call_sid[-23:] if call_sid else "SMsandbox"
         message = await self._call(self._rest().messages.create_async(to=to, from_=from_, body=body))
         return str(message.sid)
+
+    def _sandboxed(self, call_sid: str | None) -> SandboxedCall | None:
+        return self.sandbox.of_call(call_sid) if self.sandbox is not None else None
+
+    def _would_send(self, call: SandboxedCall, name: str, resource: str, form: dict[str, str]) -> None:
+        base = (self.settings.twilio_api_base or "https://api.twilio.com").rstrip("/")
+        account = self.settings.twilio_account_sid or "AC-not-configured"
+        url = f"{base}/2010-04-01/Accounts/{account}/{resource}"
+        call.record("twilio", name, [{"method": "POST", "url": url, "body": form}])
 
     async def _call(self, request: Any) -> Any:
         try:

@@ -4,8 +4,10 @@ Serves ``GET /api/version``, ``GET /api/tags`` and ``POST /api/chat`` (NDJSON wh
 JSON object otherwise) on 127.0.0.1 at a free port. Replies are deterministic:
 
 - no messages: the "model loaded" answer Ollama gives to a warm-up request;
+- ``tool_script`` set and its next tool offered, answering the caller: a call to that tool;
 - tools offered and the last user message mentions "book": a call to the first tool named "*book*";
-- ``format`` given: a JSON object filling the schema's properties (or ``{"reply": ...}`` for "json");
+- ``format`` given: a JSON object filling the schema's properties (``wishes`` where the schema allows
+  them, else an enum's first value or a sample of the type), or ``{"reply": ...}`` for "json";
 - otherwise: "You said: <last user message>." token by token.
 
 It records every request and can be told to fail (HTTP 500) or to be slow (before the first token
@@ -32,10 +34,11 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
 
 
-def _value_for(schema: dict[str, Any]) -> Any:
-    """A value of the type a (simple) JSON-schema property asks for."""
+def _value_for(schema: dict[str, Any], wished: Any = None) -> Any:
+    """A value of the type a (simple) JSON-schema property asks for: ``wished`` when the schema allows
+    it (constrained decoding never leaves an enum), else the enum's first value or a sample."""
     if schema.get("enum"):
-        return schema["enum"][0]
+        return wished if wished in schema["enum"] else schema["enum"][0]
     kinds = schema.get("type", "string")
     kind = next((k for k in kinds if k != "null"), "null") if isinstance(kinds, list) else kinds
     return SAMPLE_VALUES.get(kind)
@@ -58,6 +61,12 @@ class OllamaStandIn:
         # Like a crashed model runner: after this many tokens the stream carries {"error": …} and ends.
         self.fail_after_tokens = fail_after_tokens
         self.garbage: str | None = None  # "invalid_json" | "empty": a 200 stream of no use
+        # What the model "wants" to answer for a JSON property (kept only where the schema allows it),
+        # e.g. {"outcome": "no_answer"}: the small-model mistake of calling a talker a no-answer.
+        self.wishes: dict[str, Any] = {}
+        # Tool calls to make, in order: each chat that offers the next one's tool and answers a caller
+        # (not a tool result) calls it with these arguments.
+        self.tool_script: list[tuple[str, dict[str, Any]]] = []
         self.requests: list[tuple[str, str, dict[str, Any] | None]] = []  # (method, path, JSON body)
         self.hangups = 0  # streams the client closed before the reply was complete
         self.url = ""
@@ -207,6 +216,15 @@ class OllamaStandIn:
             (m.get("content", "") for m in reversed(body["messages"]) if m.get("role") == "user"), ""
         )
         tools = body.get("tools") or []
+        offered = {t.get("function", {}).get("name") for t in tools}
+        answering_caller = bool(body["messages"]) and body["messages"][-1].get("role") == "user"
+        if self.tool_script and self.tool_script[0][0] in offered and answering_caller:
+            name, arguments = self.tool_script.pop(0)
+            call = {
+                "id": f"call_script_{name}",
+                "function": {"index": 0, "name": name, "arguments": arguments},
+            }
+            return [{"content": "", "tool_calls": [call]}]
         booking = next((t for t in tools if "book" in t.get("function", {}).get("name", "")), None)
         if booking is not None and "book" in last_user.lower():
             call = {
@@ -217,7 +235,9 @@ class OllamaStandIn:
         fmt = body.get("format")
         if fmt:
             if isinstance(fmt, dict) and fmt.get("properties"):
-                value = {name: _value_for(prop) for name, prop in fmt["properties"].items()}
+                value = {
+                    name: _value_for(prop, self.wishes.get(name)) for name, prop in fmt["properties"].items()
+                }
             else:
                 value = {"reply": f"You said: {last_user.strip()}."}
             text = json.dumps(value)

@@ -337,6 +337,66 @@ async def test_retries_come_after_the_delay_and_stop_at_max_attempts(tmp_path: P
 
 
 @pytest.mark.asyncio
+async def test_a_person_who_talked_is_dialled_once_even_if_the_llm_calls_it_a_no_answer(
+    tmp_path: Path,
+) -> None:
+    """Outcomes are facts first: a person answered ("Hello?", "What is this about?"), the LLM would file
+    it as a no-answer (as the embedded model did), and the retry policy retries no-answers. The facts
+    allow no no_answer, so the LLM is not offered it, and the lead is dialled exactly once."""
+    from tests.ollama_standin import DEFAULT_MODEL, OllamaStandIn
+
+    server: LiveServer | None = None
+
+    async def talked(call: PlacedCall) -> None:
+        assert server is not None
+        runtime = server.runtime
+        async with runtime.db.session() as session:
+            conversation = await session.scalar(select(Conversation).where(Conversation.call_sid == call.sid))
+            assert conversation is not None
+            for seq, (role, text) in enumerate(
+                [("agent", "Hi Sam, this is Ava."), ("user", "Hello?"), ("agent", "Do you have a minute?"),
+                 ("user", "What is this about?")]
+            ):  # fmt: skip
+                session.add(ConversationTurn(conversation_id=conversation.id, seq=seq, role=role, text=text))
+            conversation.call_state, conversation_id = "ENDED", conversation.id
+        await runtime.post_call(conversation_id)
+
+    number = lead(900)
+    async with (
+        OllamaStandIn() as ollama,
+        TwilioStandIn(
+            ACCOUNT_SID, AUTH_TOKEN, scenario=lambda c: Scenario("human", 0.05, 0.1, on_answer=talked)
+        ) as twilio,
+    ):
+        ollama.wishes = {"outcome": "no_answer"}
+        settings = settings_for(
+            tmp_path, twilio, llm_provider="ollama", ollama_host=ollama.url, ollama_model=DEFAULT_MODEL
+        )
+        async with LiveServer(settings) as server, server.client() as client:
+            agent_id, _ = await make_agent(client)
+            batch_id = await submit(
+                client,
+                agent_id,
+                [number],
+                retry={"outcomes": ["no_answer"], "delay_sec": 0, "max_attempts": 3},
+            )
+
+            async def done() -> bool:
+                return (await batch(client, batch_id))["status"] == "completed"
+
+            await wait_for(done, 30, "the campaign to complete")
+            await asyncio.sleep(0.5)  # a wrongly scheduled retry (delay 0) would be dialled by now
+            [recipient] = (await batch(client, batch_id))["recipients"]
+        analyses = [c for c in ollama.chats if c.get("format")]
+    assert twilio.per_number[number] == 1
+    assert recipient["attempts"] == 1 and recipient["outcome"] == "interested", recipient
+    [analysis] = analyses
+    assert analysis["format"]["properties"]["outcome"]["enum"] == [
+        "interested", "not_interested", "callback_requested"
+    ]  # fmt: skip
+
+
+@pytest.mark.asyncio
 async def test_a_call_that_never_reached_the_agent_fails_at_once_and_is_retried(tmp_path: Path) -> None:
     """Answered while Twilio could not reach the service (error 11205): no media stream, nothing to
     analyse. The lead fails at once with the reason, and the retry policy calls it again."""

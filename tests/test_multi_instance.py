@@ -65,11 +65,28 @@ def test_several_instances_without_shared_settings_refuse_to_start(
     assert "test-jwt-secret" not in message and "test-key" not in message  # names, never values
 
 
-def test_shared_settings_or_a_single_instance_on_postgresql_start(tmp_path: Path) -> None:
+@pytest.mark.asyncio
+async def test_shared_settings_or_a_single_instance_on_postgresql_start(
+    tmp_path: Path, postgres: Any
+) -> None:
+    """Settings that pass the check do start and serve: with the shared settings an instance starts as one
+    of several (API limits counted in the database); MULTI_INSTANCE=false serves PostgreSQL alone without
+    them (limits in memory, a generated key)."""
+    from api.rate_limit import SharedTokenBuckets
     from main import create_app
 
-    create_app(make_settings(tmp_path, multi_instance=None, database_url=PG_URL, chroma_host="chroma"))
-    create_app(make_settings(tmp_path, multi_instance=False, database_url=PG_URL, jwt_secret="", api_keys=""))
+    url = await postgres.create_database()
+    shared = make_settings(tmp_path, multi_instance=None, database_url=url, chroma_host="127.0.0.1")
+    single = make_settings(tmp_path, multi_instance=False, database_url=url, jwt_secret="", api_keys="")
+    for settings, several in ((shared, True), (single, False)):
+        app = create_app(settings)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+                assert (await client.get("/healthz")).status_code == 200
+            assert app.state.runtime.settings.is_multi_instance is several
+            assert isinstance(app.state.rate_limiter, SharedTokenBuckets) is several
+    assert (tmp_path / ".api_key").read_text().strip()  # the single instance generated its key
 
 
 @pytest.mark.asyncio

@@ -259,12 +259,15 @@ async def test_post_call_analysis_uses_constrained_output(
 ) -> None:
     fields = [{"name": "budget", "type": "number", "description": "monthly budget"}]
     turns = [("assistant", "Hi, this is Acme."), ("user", "Sounds good, our budget is about 2000.")]
+    standin.wishes = {"outcome": "meeting_booked"}  # a model that would claim a booking
     result = await analyze_conversation(turns, fields, provider)
     body = standin.chats[0]
-    assert body["format"] == _schema(fields)
+    talk = ["interested", "not_interested", "callback_requested"]  # what the facts allow: no booking
+    assert body["format"] == _schema(fields, talk)
     assert body["options"]["temperature"] == 0.1
-    assert result.outcome == "meeting_booked"  # the stand-in fills the enum with its first value
-    assert result.summary == "demo" and result.collected == {"budget": 1.5}
+    assert result.outcome == "interested"  # constrained to the allowed enum (the stand-in takes its first)
+    # the stand-in's budget (1.5) is not what the caller said (2000): grounded, it is dropped
+    assert result.summary == "demo" and result.collected == {"budget": None}
 
 
 @pytest.mark.asyncio

@@ -84,6 +84,7 @@ class TwilioStandIn:
         self.calls: dict[str, PlacedCall] = {}
         self.messages: list[dict[str, str]] = []
         self.unauthorized = 0
+        self.rest_requests = 0  # REST API requests received (calls, updates, fetches, messages)
         self._ids = itertools.count(1)
         self._tasks: set[asyncio.Task[None]] = set()
         self._runner: web.AppRunner | None = None
@@ -120,6 +121,7 @@ class TwilioStandIn:
     # ------------------------------------------------------------ helpers
 
     def _authorized(self, request: web.Request, account: str) -> bool:
+        self.rest_requests += 1  # every REST handler asks this first
         expected = base64.b64encode(f"{self.account_sid}:{self.auth_token}".encode()).decode()
         ok = request.headers.get("Authorization") == f"Basic {expected}" and account == self.account_sid
         self.unauthorized += not ok

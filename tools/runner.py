@@ -6,7 +6,8 @@ Built-ins: ``end_call``, ``transfer_call`` (Twilio redirect to a number), ``send
 are HTTP webhooks (``kind="webhook"``) or configured
 instances of a built-in (e.g. a ``transfer_call`` to a specific number). Arguments are validated
 against the tool's JSON schema before anything runs; every execution becomes a ``ToolCallRecord`` and
-a ``tool.executed`` event in one transaction.
+a ``tool.executed`` event in one transaction. A scenario-test call (``core.sandbox``) records the
+requests its tools would have made (webhook tools here, texts and transfers in the Twilio gateway).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from telephony.twilio_gateway import TelephonyError, TwilioNotConfigured
 
 if TYPE_CHECKING:
     from config import Settings
+    from core.sandbox import Sandbox
     from events.webhooks import WebhookDispatcher
     from storage.db import Database
     from telephony.twilio_gateway import TwilioGateway
@@ -140,12 +142,18 @@ def fill_configured(value: Any, variables: dict[str, Any]) -> Any:
 
 class ToolRunner:
     def __init__(
-        self, settings: Settings, db: Database, twilio: TwilioGateway, webhooks: WebhookDispatcher
+        self,
+        settings: Settings,
+        db: Database,
+        twilio: TwilioGateway,
+        webhooks: WebhookDispatcher,
+        sandbox: Sandbox | None = None,
     ) -> None:
         self.settings = settings
         self.db = db
         self.twilio = twilio
         self.webhooks = webhooks
+        self.sandbox = sandbox  # a scenario-test call's webhook tools are recorded there, never called
         self._http: httpx.AsyncClient | None = None
 
     # ------------------------------------------------------------ what the model sees
@@ -291,7 +299,7 @@ class ToolRunner:
         fixed = tool.config.get("message")
         body = fill_configured(str(fixed), ctx.dynamic_variables) if fixed else str(args["message"])
         try:
-            sid = await self.twilio.send_sms(to=to, from_=sender, body=body)
+            sid = await self.twilio.send_sms(to=to, from_=sender, body=body, call_sid=ctx.call_sid)
         except (TelephonyError, TwilioNotConfigured) as exc:
             raise ToolError(str(exc)) from None
         return ToolOutcome(True, {"message_sid": sid, "to": to}, say="Done, I've sent you a text.")
@@ -322,6 +330,11 @@ class ToolRunner:
             if method in ("GET", "DELETE")
             else {"json": payload}
         )
+        if self.sandbox is not None and (sandboxed := self.sandbox.of_conversation(ctx.conversation_id)):
+            body = request.get("json") or {}
+            url_sent = str(httpx.URL(url, params=request["params"])) if "params" in request else url
+            sandboxed.record("tool", call.name, [{"method": method, "url": url_sent, "body": body}])
+            return ToolOutcome(True, {"sandboxed": True, "note": "a scenario test: the request was not sent"})
         timeout = float(config.get("timeout_sec", 5.0))
         last_error = "no attempt"
         for attempt in range(len(RETRY_DELAYS_S) + 1):

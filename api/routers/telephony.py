@@ -162,9 +162,15 @@ async def voice_inbound(request: Request) -> Response:
     to_number, from_number = params.get("To", ""), params.get("From", "")
     async with runtime.db.session() as session:
         conversation = await session.scalar(select(Conversation).where(Conversation.call_sid == call_sid))
+        # A scenario test's call names its agent itself: it needs no phone number of its own.
+        sandboxed = runtime.sandbox.of_call(call_sid)
         if conversation is None:
-            agent_id = await session.scalar(
-                select(PhoneNumber.agent_id).where(PhoneNumber.phone_number == to_number)
+            agent_id = (
+                sandboxed.agent_id
+                if sandboxed
+                else await session.scalar(
+                    select(PhoneNumber.agent_id).where(PhoneNumber.phone_number == to_number)
+                )
             )
             agent_id = agent_id or runtime.settings.default_agent_id or None
             if agent_id is None or await session.get(Agent, agent_id) is None:
@@ -182,6 +188,8 @@ async def voice_inbound(request: Request) -> Response:
             )
             session.add(conversation)
             await session.flush()
+            if sandboxed:
+                runtime.sandbox.bind(sandboxed, conversation.id)
     runtime.prepare_greeting(conversation.agent_id)  # the greeting synthesizes while the stream connects
     return _stream_twiml(runtime, call_sid, conversation)
 
