@@ -21,7 +21,7 @@ from jsonschema.exceptions import SchemaError
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from config import LLMChoice, ProviderChoice
-from telephony.numbers import InvalidPhoneNumber, is_phone_number, normalize
+from core.phone_numbers import InvalidPhoneNumber, is_phone_number, normalize
 
 # ---------------------------------------------------------------- shared pieces
 
@@ -898,9 +898,9 @@ class WorkspaceBatchCallsResponse(BaseModel):
     has_more: bool = False
 
 
-# ---------------------------------------------------------------- scenario tests (scenarios.model)
+# ---------------------------------------------------------------- scenario tests (simulator.scenario)
 
-from scenarios.model import CallerStep, Criteria, ScenarioSpec  # noqa: E402
+from simulator.scenario import CallerStep, Criteria, ScenarioSpec  # noqa: E402
 
 
 class AgentTestCreate(ScenarioSpec):

@@ -22,7 +22,7 @@ from tools.runner import ToolContext
 
 
 class Services(Protocol):
-    """What a call uses of the process's services (``core.runtime.Runtime`` has them)."""
+    """What a call uses of the process's services (``app_runtime.Runtime`` has them)."""
 
     settings: Any
     providers: Any
@@ -31,6 +31,16 @@ class Services(Protocol):
     db: Any
 
     def webhooks_notify(self) -> None: ...
+
+
+class CallServices(Services, Protocol):
+    """What a live call (``voice_pipeline.WSConn``) uses besides: the registry of calls, the write-behind,
+    the webhook events and Twilio (to hang up)."""
+
+    calls: Any
+    writer: Any
+    webhooks: Any
+    twilio: Any
 
 
 @dataclass(slots=True)

@@ -16,9 +16,9 @@ from sqlalchemy import delete, select
 
 from models import Conversation, DncEntry, Meeting, PhoneNumber
 from scenarios.evaluate import CallRecord, safe_error
-from scenarios.model import ScenarioSpec
 from scenarios.text_call import test_caller_number
 from simulator.caller import FRAME_BYTES, SILENCE, SimulatedCaller, Utterance, frames_of
+from simulator.scenario import ScenarioSpec
 
 SETTLE_TIMEOUT_S = 15.0
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ from events.analysis import analyze_conversation
 from models import Agent
 from providers.base import ChatMessage
 from scenarios.evaluate import CallRecord, evaluate, passed
-from scenarios.model import Mode, ScenarioSpec
+from simulator.scenario import Mode, ScenarioSpec
 
 log = logging.getLogger(__name__)
 

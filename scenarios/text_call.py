@@ -28,7 +28,7 @@ from call.transcript import CallState, CallTranscript
 from call.watchdog import STILL_THERE_LINE, TIMEOUT_GOODBYE_LINE, Watchdog, WatchdogAction
 from models import Agent, Conversation, ConversationTurn, DncEntry, Meeting, ToolCallRecord
 from scenarios.evaluate import CallRecord, safe_error
-from scenarios.model import ScenarioSpec
+from simulator.scenario import ScenarioSpec
 from storage.call_store import CallStore
 from tools.runner import ToolContext, ToolRunner
 

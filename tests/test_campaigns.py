@@ -509,7 +509,7 @@ async def test_a_claim_left_by_a_crashed_process_is_never_dialled_twice(tmp_path
 
 
 def test_numbers_are_parsed_normalised_and_placed_in_time_zones() -> None:
-    from telephony.numbers import InvalidPhoneNumber, describe, normalize
+    from core.phone_numbers import InvalidPhoneNumber, describe, normalize
 
     assert normalize("+1 (415) 555-0123") == "+14155550123"
     assert normalize("(415) 555-0123", "US") == "+14155550123"
