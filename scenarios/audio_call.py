@@ -8,7 +8,6 @@ import hashlib
 import logging
 import time
 import uuid
-from typing import Any
 
 import httpx
 import numpy as np
@@ -16,6 +15,7 @@ from sqlalchemy import delete, select
 
 from models import Conversation, DncEntry, Meeting, PhoneNumber
 from scenarios.evaluate import CallRecord, safe_error
+from scenarios.services import Services
 from scenarios.text_call import test_caller_number
 from simulator.caller import FRAME_BYTES, SILENCE, SimulatedCaller, Utterance, frames_of
 from simulator.scenario import ScenarioSpec
@@ -24,7 +24,7 @@ SETTLE_TIMEOUT_S = 15.0
 log = logging.getLogger(__name__)
 
 
-async def agent_number(runtime: Any, agent_id: str) -> str:
+async def agent_number(runtime: Services, agent_id: str) -> str:
     """The agent's inbound number, or a test number attached to it (as ``python -m simulator call``)."""
     async with runtime.db.session() as session:
         number = await session.scalar(
@@ -60,7 +60,9 @@ def _script(scenario: ScenarioSpec) -> list[Utterance]:
     return script
 
 
-async def run_audio_call(runtime: Any, base_url: str, to_number: str, scenario: ScenarioSpec) -> CallRecord:
+async def run_audio_call(
+    runtime: Services, base_url: str, to_number: str, scenario: ScenarioSpec
+) -> CallRecord:
     record = CallRecord(mode="audio")
     started = time.monotonic()
     caller = scenario.caller_number or test_caller_number()
@@ -97,7 +99,7 @@ async def run_audio_call(runtime: Any, base_url: str, to_number: str, scenario: 
     return record
 
 
-async def _collect(runtime: Any, conversation_id: str, record: CallRecord) -> None:
+async def _collect(runtime: Services, conversation_id: str, record: CallRecord) -> None:
     deadline = time.monotonic() + SETTLE_TIMEOUT_S
     while True:  # the engine closes the conversation once the socket is gone
         async with runtime.db.session() as session:
@@ -140,7 +142,7 @@ async def _collect(runtime: Any, conversation_id: str, record: CallRecord) -> No
         await asyncio.sleep(0.25)
 
 
-async def _remove_side_effects(runtime: Any, conversation_id: str) -> None:
+async def _remove_side_effects(runtime: Services, conversation_id: str) -> None:
     """A test call books nothing and lists nobody (the conversation itself stays, as a real call's)."""
     async with runtime.db.session() as session:
         for model in (Meeting, DncEntry):

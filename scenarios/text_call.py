@@ -28,6 +28,7 @@ from call.transcript import CallState, CallTranscript
 from call.watchdog import STILL_THERE_LINE, TIMEOUT_GOODBYE_LINE, Watchdog, WatchdogAction
 from models import Agent, Conversation, ConversationTurn, DncEntry, Meeting, ToolCallRecord
 from scenarios.evaluate import CallRecord, safe_error
+from scenarios.services import Services
 from simulator.scenario import ScenarioSpec
 from storage.call_store import CallStore
 from tools.runner import ToolContext, ToolRunner
@@ -98,7 +99,7 @@ class NoWebhooks:
         return None
 
 
-def sandbox_tools(runtime: Any) -> ToolRunner:
+def sandbox_tools(runtime: Services) -> ToolRunner:
     return ToolRunner(runtime.settings, runtime.db, SandboxTelephony(), NoWebhooks())  # type: ignore[arg-type]
 
 
@@ -107,7 +108,9 @@ def test_caller_number() -> str:
     return f"+1555010{uuid.uuid4().int % 10_000:04d}"
 
 
-async def run_text_call(runtime: Any, agent_id: str, scenario: ScenarioSpec, tools: ToolRunner) -> CallRecord:
+async def run_text_call(
+    runtime: Services, agent_id: str, scenario: ScenarioSpec, tools: ToolRunner
+) -> CallRecord:
     record = CallRecord(mode="text")
     started = time.monotonic()
     caller = scenario.caller_number or test_caller_number()
@@ -141,7 +144,7 @@ async def run_text_call(runtime: Any, agent_id: str, scenario: ScenarioSpec, too
 
 
 async def _converse(
-    runtime: Any,
+    runtime: Services,
     conversation_id: str,
     call_sid: str,
     caller: str,
@@ -257,7 +260,7 @@ async def _silence(replies: Replies, watchdog: Watchdog, seconds: float, settle:
     return None
 
 
-async def _collect(runtime: Any, conversation_id: str, caller: str, record: CallRecord) -> None:
+async def _collect(runtime: Services, conversation_id: str, caller: str, record: CallRecord) -> None:
     async with runtime.db.session() as session:
         turns = (
             await session.scalars(
@@ -293,7 +296,7 @@ async def _collect(runtime: Any, conversation_id: str, caller: str, record: Call
         ) is not None
 
 
-async def _remove(runtime: Any, conversation_id: str) -> None:
+async def _remove(runtime: Services, conversation_id: str) -> None:
     async with runtime.db.session() as session:
         for model in (Meeting, DncEntry, ToolCallRecord, ConversationTurn):
             await session.execute(delete(model).where(model.conversation_id == conversation_id))
