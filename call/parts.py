@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from call.amd import AnsweringMachineDetector
 from call.bargein import BargeIn
@@ -18,7 +18,12 @@ from call.watchdog import Watchdog
 from providers.base import LLMProvider, STTSession
 from speech.vad import FrameClassifier
 from storage.recordings import CallRecorder
-from tools.runner import ToolContext
+from tools.runner import EventEmitter, ToolContext
+
+if TYPE_CHECKING:
+    from call.registry import ConnectionManager
+    from storage.batch_writer import BatchWriter
+    from telephony.twilio_gateway import TwilioGateway
 
 
 class Services(Protocol):
@@ -37,10 +42,10 @@ class CallServices(Services, Protocol):
     """What a live call (``voice_pipeline.WSConn``) uses besides: the registry of calls, the write-behind,
     the webhook events and Twilio (to hang up)."""
 
-    calls: Any
-    writer: Any
-    webhooks: Any
-    twilio: Any
+    calls: ConnectionManager
+    writer: BatchWriter
+    webhooks: EventEmitter
+    twilio: TwilioGateway
 
 
 @dataclass(slots=True)
