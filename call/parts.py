@@ -22,6 +22,7 @@ from tools.runner import EventEmitter, ToolContext
 
 if TYPE_CHECKING:
     from call.registry import ConnectionManager
+    from speech.turn_model import TurnJudge
     from storage.batch_writer import BatchWriter
     from telephony.twilio_gateway import TwilioGateway
 
@@ -34,6 +35,7 @@ class Services(Protocol):
     tool_runner: Any
     knowledge: Any
     db: Any
+    turn_judge: TurnJudge | None  # the turn-end model, when TURN_MODEL is on and it loaded
 
     def webhooks_notify(self) -> None: ...
 
@@ -65,7 +67,7 @@ class CallParts:
 def turn_assembler(services: Services, profile: AgentProfile, clock: CallClock) -> TurnAssembler:
     """Silence and the words, with the process's turn-end model when it is on for this agent."""
     settings = services.settings
-    judge = getattr(services, "turn_judge", None) if profile.turn.turn_model != "off" else None
+    judge = services.turn_judge if profile.turn.turn_model != "off" else None
     policy = TurnModelPolicy(
         complete=settings.turn_model_complete,
         override=settings.turn_model_override,
