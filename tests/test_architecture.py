@@ -15,6 +15,7 @@ PACKAGES = (
     "knowledge",
     "providers",
     "scenarios",
+    "shapes",
     "simulator",
     "speech",
     "storage",
@@ -154,6 +155,26 @@ def test_routers_do_not_bolt_attributes_onto_the_runtime() -> None:
             if any(_is_the_runtime(owner) for owner in owners):
                 offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert offenders == []
+
+
+def test_schemas_re_exports_every_shape() -> None:
+    """Each resource's shapes live in ``shapes/<resource>.py``; ``from schemas import X`` reaches them all."""
+    tree = ast.parse((ROOT / "schemas.py").read_text())
+    starred = {n.module for n in tree.body if isinstance(n, ast.ImportFrom) and n.names[0].name == "*"}
+    modules = {f"shapes.{p.stem}" for p in (ROOT / "shapes").glob("*.py") if p.stem != "__init__"}
+    assert starred == modules
+    for path in (ROOT / "shapes").glob("[!_]*.py"):
+        body = ast.parse(path.read_text()).body
+        defined = {n.name for n in body if isinstance(n, ast.ClassDef | ast.FunctionDef)} | {
+            t.id for n in body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)
+        }
+        exported = next(
+            ast.literal_eval(n.value)
+            for n in body
+            if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "__all__"
+        )
+        public = {name for name in defined if not name.startswith("_")} - {"__all__"}
+        assert public <= set(exported), f"{path.name}: add {sorted(public - set(exported))} to __all__"
 
 
 def test_engine_parts_do_not_import_the_orchestrator() -> None:
