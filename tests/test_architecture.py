@@ -177,6 +177,20 @@ def test_schemas_re_exports_every_shape() -> None:
         assert public <= set(exported), f"{path.name}: add {sorted(public - set(exported))} to __all__"
 
 
+MAX_FILE_LINES = 700
+
+
+def test_no_python_file_is_longer_than_700_lines() -> None:
+    """Past that a file holds more than one thing: split it by topic (tests too, helpers beside them)."""
+    long = {
+        str(path.relative_to(ROOT)): n
+        for path in ROOT.rglob("*.py")
+        if not any(part.startswith(".") for part in path.relative_to(ROOT).parts)
+        and (n := len(path.read_text().splitlines())) > MAX_FILE_LINES
+    }
+    assert long == {}
+
+
 def test_engine_parts_do_not_import_the_orchestrator() -> None:
     graph = import_graph()
     offenders = {m: deps for m, deps in graph.items() if m.startswith("call.") and "voice_pipeline" in deps}
