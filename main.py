@@ -39,8 +39,8 @@ from api.routers import (
     webhook_deliveries,
     webhooks,
 )
+from app_runtime import Runtime
 from config import ConfigError, Settings, get_settings
-from core.runtime import Runtime
 from utils import setup_logging
 
 log = logging.getLogger("ai_sdr")

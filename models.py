@@ -408,7 +408,7 @@ class LiveCallRecord(Base):
 
 
 class AgentTest(TimestampMixin, Base):
-    """A scenario test of an agent: a scripted caller and success criteria (``scenarios.model``)."""
+    """A scenario test of an agent: a scripted caller and success criteria (``simulator.scenario``)."""
 
     __tablename__ = "agent_tests"
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -23,7 +23,7 @@ from call.amd import AmdDecision, AnsweredBy, AnsweringMachineDetector, Greeting
 from call.bargein import Backchannel, BargeIn, CommitInterruption, PauseAgent, ResumeAgent, TakeTurn
 from call.clock import CallClock
 from call.intents import detect_intent, is_backchannel
-from call.parts import assemble
+from call.parts import CallServices, assemble
 from call.profile import AgentProfile
 from call.replies import Replies
 from call.reply_turn import ReplyTurn
@@ -40,9 +40,6 @@ from storage.call_store import CallStore
 from storage.recordings import CallRecorder
 from telephony.stream_auth import admit_stream
 
-if TYPE_CHECKING:
-    from core.runtime import Runtime
-
 log = logging.getLogger("ai_sdr.call")
 
 BUSY_LINE = "All of our agents are busy right now. Please call again later. Goodbye."
@@ -53,7 +50,7 @@ STT_FAILED_LINE = "Sorry, I'm having trouble hearing you. I'll call you back. Go
 class WSConn:
     """One live call on one Media Streams WebSocket."""
 
-    def __init__(self, runtime: Runtime, websocket: WebSocket, call_sid: str) -> None:
+    def __init__(self, runtime: CallServices, websocket: WebSocket, call_sid: str) -> None:
         self.runtime = runtime
         self.call_sid = call_sid
         self.conversation_id = self.caller_number = self.agent_number = ""

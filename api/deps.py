@@ -8,7 +8,7 @@ import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Generic, Protocol, TypeVar
 
 from fastapi import Depends, HTTPException, Query, Request, status
 from pydantic import AfterValidator, Field
@@ -16,23 +16,66 @@ from sqlalchemy import Select, and_, or_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.runtime import Runtime
 from schemas import ErrorResponse
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from api.auth import KeyRing
+    from call.live_calls import LiveCallDirectory
+    from call.registry import ConnectionManager
+    from config import Settings
+    from core.metrics import LoopLagMonitor
+    from events.webhooks import WebhookDispatcher
+    from knowledge.store import KnowledgeStore
+    from providers.registry import ProviderRegistry
+    from storage.batch_writer import BatchWriter
+    from storage.db import Database
+    from telephony.dialer import Dialer
+    from telephony.twilio_gateway import TwilioGateway
+    from tools.runner import ToolRunner
 
 T = TypeVar("T")
 
 
-def get_runtime(request: Request) -> Runtime:
+class Services(Protocol):
+    """What the routes use of the process's services (``app_runtime.Runtime``, in ``app.state.runtime``)."""
+
+    settings: Settings
+    db: Database
+    keyring: KeyRing
+    providers: ProviderRegistry
+    knowledge: KnowledgeStore
+    webhooks: WebhookDispatcher
+    writer: BatchWriter
+    twilio: TwilioGateway
+    tool_runner: ToolRunner
+    calls: ConnectionManager
+    live_calls: LiveCallDirectory
+    dialer: Dialer
+    loop_lag: LoopLagMonitor
+    instance_id: str
+    draining: bool
+    test_run_lock: asyncio.Lock  # scenario test runs share the process's models: one at a time
+
+    def readiness(self) -> dict[str, bool]: ...
+
+    def prepare_greeting(self, agent_id: str | None) -> None: ...
+
+    def webhooks_notify(self) -> None: ...
+
+
+def get_runtime(request: Request) -> Services:
     return request.app.state.runtime
 
 
-async def get_session(runtime: Annotated[Runtime, Depends(get_runtime)]) -> AsyncIterator[AsyncSession]:
+async def get_session(runtime: Annotated[Services, Depends(get_runtime)]) -> AsyncIterator[AsyncSession]:
     """One transaction per request: committed if the route returns, rolled back if it raises."""
     async with runtime.db.session() as session:
         yield session
 
 
-RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+RuntimeDep = Annotated[Services, Depends(get_runtime)]
 # scope="function": commit before the response is sent, so a failed commit is never reported as success.
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 

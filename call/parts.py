@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from call.amd import AnsweringMachineDetector
 from call.bargein import BargeIn
@@ -18,19 +18,36 @@ from call.watchdog import Watchdog
 from providers.base import LLMProvider, STTSession
 from speech.vad import FrameClassifier
 from storage.recordings import CallRecorder
-from tools.runner import ToolContext
+from tools.runner import EventEmitter, ToolContext
+
+if TYPE_CHECKING:
+    from call.registry import ConnectionManager
+    from speech.turn_model import TurnJudge
+    from storage.batch_writer import BatchWriter
+    from telephony.twilio_gateway import TwilioGateway
 
 
 class Services(Protocol):
-    """What a call uses of the process's services (``core.runtime.Runtime`` has them)."""
+    """What a call uses of the process's services (``app_runtime.Runtime`` has them)."""
 
     settings: Any
     providers: Any
     tool_runner: Any
     knowledge: Any
     db: Any
+    turn_judge: TurnJudge | None  # the turn-end model, when TURN_MODEL is on and it loaded
 
     def webhooks_notify(self) -> None: ...
+
+
+class CallServices(Services, Protocol):
+    """What a live call (``voice_pipeline.WSConn``) uses besides: the registry of calls, the write-behind,
+    the webhook events and Twilio (to hang up)."""
+
+    calls: ConnectionManager
+    writer: BatchWriter
+    webhooks: EventEmitter
+    twilio: TwilioGateway
 
 
 @dataclass(slots=True)
@@ -50,7 +67,7 @@ class CallParts:
 def turn_assembler(services: Services, profile: AgentProfile, clock: CallClock) -> TurnAssembler:
     """Silence and the words, with the process's turn-end model when it is on for this agent."""
     settings = services.settings
-    judge = getattr(services, "turn_judge", None) if profile.turn.turn_model != "off" else None
+    judge = services.turn_judge if profile.turn.turn_model != "off" else None
     policy = TurnModelPolicy(
         complete=settings.turn_model_complete,
         override=settings.turn_model_override,

@@ -12,7 +12,7 @@ from models import Agent, Conversation, Meeting
 
 
 class PostCallServices(Protocol):
-    """What post-call work uses of the process's services (``core.runtime.Runtime`` has them)."""
+    """What post-call work uses of the process's services (``app_runtime.Runtime`` has them)."""
 
     db: Any
     providers: Any

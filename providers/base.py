@@ -13,10 +13,9 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
-SAMPLE_RATE = 8000
-FRAME_MS = 20
-FRAME_BYTES = SAMPLE_RATE * FRAME_MS // 1000  # 160 mu-law bytes per 20 ms frame
-
+from speech.audio import FRAME_BYTES as FRAME_BYTES  # the format is speech's; named here for callers
+from speech.audio import FRAME_MS as FRAME_MS
+from speech.audio import SAMPLE_RATE as SAMPLE_RATE
 
 # ---------------------------------------------------------------- speech-to-text
 

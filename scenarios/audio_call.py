@@ -12,7 +12,6 @@ import asyncio
 import logging
 import time
 import uuid
-from typing import Any
 
 import httpx
 import numpy as np
@@ -21,16 +20,17 @@ from sqlalchemy import select
 from core.sandbox import SandboxedCall
 from models import Conversation, DncEntry, PhoneNumber
 from scenarios.evaluate import CallRecord, safe_error
-from scenarios.model import ScenarioSpec
+from scenarios.services import Services
 from scenarios.text_call import AGENT_NUMBER, remove_conversation, test_caller_number
 from simulator.caller import FRAME_BYTES, SILENCE, SimulatedCaller, Utterance, frames_of
+from simulator.scenario import ScenarioSpec
 
 SETTLE_TIMEOUT_S = 15.0
 POST_CALL_TIMEOUT_S = 70.0  # the post-call analysis's own limit (60 s) and some
 log = logging.getLogger(__name__)
 
 
-async def agent_number(runtime: Any, agent_id: str) -> str:
+async def agent_number(runtime: Services, agent_id: str) -> str:
     """The number the test call dials: the agent's own if it has one, else a fictional one (the sandbox
     routes the call to the agent by its call SID; no phone-number row is made)."""
     async with runtime.db.session() as session:
@@ -62,7 +62,7 @@ def _script(scenario: ScenarioSpec) -> list[Utterance]:
 
 
 async def run_audio_call(
-    runtime: Any, base_url: str, agent_id: str, to_number: str, scenario: ScenarioSpec
+    runtime: Services, base_url: str, agent_id: str, to_number: str, scenario: ScenarioSpec
 ) -> CallRecord:
     record = CallRecord(mode="audio")
     started = time.monotonic()
@@ -104,7 +104,7 @@ async def run_audio_call(
     return record
 
 
-async def _collect(runtime: Any, conversation_id: str, record: CallRecord) -> None:
+async def _collect(runtime: Services, conversation_id: str, record: CallRecord) -> None:
     deadline = time.monotonic() + SETTLE_TIMEOUT_S
     while True:  # the engine closes the conversation once the socket is gone
         async with runtime.db.session() as session:

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from scenarios.model import Check, Criteria, Phrase, ToolExpectation, ValueCheck
+from simulator.scenario import Check, Criteria, Phrase, ToolExpectation, ValueCheck
 
 Status = Literal["passed", "failed", "not_judged"]
 Judge = Callable[[str, list[dict[str, Any]]], Awaitable[tuple[bool, str]]]

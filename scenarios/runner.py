@@ -12,7 +12,8 @@ from events.analysis import analyze_conversation
 from models import Agent
 from providers.base import ChatMessage
 from scenarios.evaluate import CallRecord, evaluate, passed
-from scenarios.model import Mode, ScenarioSpec
+from scenarios.services import Services
+from simulator.scenario import Mode, ScenarioSpec
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ def make_judge(llm: Any) -> Any:
 
 
 async def run_suite(
-    runtime: Any,
+    runtime: Services,
     agent_id: str,
     scenarios: list[Scenario],
     *,

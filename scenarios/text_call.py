@@ -38,7 +38,8 @@ from models import (
     ToolCallRecord,
 )
 from scenarios.evaluate import CallRecord, safe_error
-from scenarios.model import ScenarioSpec
+from scenarios.services import Services
+from simulator.scenario import ScenarioSpec
 from storage.call_store import CallStore
 from tools.runner import ToolContext
 
@@ -93,7 +94,7 @@ def test_caller_number() -> str:
     return f"+1555010{uuid.uuid4().int % 10_000:04d}"
 
 
-async def run_text_call(runtime: Any, agent_id: str, scenario: ScenarioSpec) -> CallRecord:
+async def run_text_call(runtime: Services, agent_id: str, scenario: ScenarioSpec) -> CallRecord:
     record = CallRecord(mode="text")
     started = time.monotonic()
     caller = scenario.caller_number or test_caller_number()
@@ -130,7 +131,7 @@ async def run_text_call(runtime: Any, agent_id: str, scenario: ScenarioSpec) -> 
 
 
 async def _converse(
-    runtime: Any,
+    runtime: Services,
     conversation_id: str,
     call_sid: str,
     caller: str,
@@ -246,7 +247,7 @@ async def _silence(replies: Replies, watchdog: Watchdog, seconds: float, settle:
     return None
 
 
-async def _collect(runtime: Any, conversation_id: str, caller: str, record: CallRecord) -> None:
+async def _collect(runtime: Services, conversation_id: str, caller: str, record: CallRecord) -> None:
     async with runtime.db.session() as session:
         turns = (
             await session.scalars(
@@ -282,7 +283,7 @@ async def _collect(runtime: Any, conversation_id: str, caller: str, record: Call
         ) is not None
 
 
-async def remove_conversation(runtime: Any, conversation_id: str) -> None:
+async def remove_conversation(runtime: Services, conversation_id: str) -> None:
     """A test call leaves nothing behind: its conversation and what hangs off it (the run keeps a copy)."""
     async with runtime.db.session() as session:
         for model in (Meeting, DncEntry, ToolCallRecord, ConversationTurn, LiveCallRecord):

@@ -1,6 +1,6 @@
 """``python -m simulator test <file.json|agent_id>``: run scenario tests on a server, for people and CI.
 
-A file holds scenarios (``scenarios.model.ScenarioFile``) and optionally the agent and knowledge they
+A file holds scenarios (``simulator.scenario.ScenarioFile``) and optionally the agent and knowledge they
 expect: that agent is created for the run and deleted after it. An agent id runs that agent's stored
 tests. Prints scenarios × pass rate and every distinct failure; exits 1 when a scenario's pass rate is
 under ``--min-pass-rate`` (only scenarios marked ``expect_on_embedded`` with ``--expected-only``), 2 when
@@ -78,7 +78,7 @@ async def _create_agent(api: httpx.AsyncClient, pack: Any) -> str:
 
 
 def load_file(path: Path) -> Any:
-    from scenarios.model import ScenarioFile
+    from simulator.scenario import ScenarioFile
 
     try:
         return ScenarioFile.model_validate_json(path.read_bytes())

@@ -21,8 +21,10 @@ with warnings.catch_warnings():
     except ImportError:  # pragma: no cover - Python 3.13 without audioop-lts
         audioop = None  # type: ignore[assignment]
 
-from providers.base import FRAME_BYTES, SAMPLE_RATE
-
+# The audio on the phone line and across the provider interfaces: 8 kHz mono mu-law in 20 ms frames.
+SAMPLE_RATE = 8000
+FRAME_MS = 20
+FRAME_BYTES = SAMPLE_RATE * FRAME_MS // 1000  # 160 mu-law bytes per 20 ms frame
 MULAW_SILENCE = 0xFF  # mu-law code for PCM 0
 
 

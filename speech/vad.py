@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import webrtcvad
 
-from providers.base import SAMPLE_RATE
-from speech.audio import frame_energy, mulaw_to_pcm16_bytes, spectral_flatness
+from speech.audio import SAMPLE_RATE, frame_energy, mulaw_to_pcm16_bytes, spectral_flatness
 
 frame_rms = frame_energy  # the detector's energy measure: RMS on the PCM16 scale
 

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 END_REASON = "server_restart"
 LIVE_STATUSES = ("initiated", "ringing", "in_progress")
-STALE_BEATS = 3  # as core.live_calls: a row this many beats old belongs to a dead instance
+STALE_BEATS = 3  # as call.live_calls: a row this many beats old belongs to a dead instance
 
 
 @dataclass

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from sqlalchemy import case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.phone_numbers import InvalidPhoneNumber, describe
 from models import Agent, Campaign, CampaignRecipient, PhoneNumber
 from schemas import (
     BatchCallDetailedResponse,
@@ -30,7 +31,6 @@ from schemas import (
     RetryPolicy,
 )
 from telephony import dnc
-from telephony.numbers import InvalidPhoneNumber, describe
 from utils import utcnow
 
 FINAL_STATUSES = ("completed", "voicemail", "failed", "skipped", "cancelled")

@@ -18,7 +18,7 @@ from telephony.twilio_gateway import TelephonyError, TwilioGateway, TwilioNotCon
 
 
 class OutboundServices(Protocol):
-    """What placing a call uses of the process's services (``core.runtime.Runtime`` has them)."""
+    """What placing a call uses of the process's services (``app_runtime.Runtime`` has them)."""
 
     db: Any
     settings: Any

@@ -5,17 +5,15 @@
 * authentication: ``xi-api-key`` and HS256 Bearer JWTs, and what a 401 body may (not) say;
 * conversations: filter, keyset pagination newest first, bad cursor, unknown id;
 * phone numbers and webhook configs CRUD with their validation and conflicts;
-* request size limits (413) and transactional writes (a failed request leaves nothing behind);
-* Alembic migrations from an empty file, and the one-JSON-line-per-request log file.
+* request size limits (413) and transactional writes (a failed request leaves nothing behind).
+
+Migrations are in test_migrations.py, the request log in test_request_log.py.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,9 +21,6 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-import pytest_asyncio
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
 from elevenlabs import (
     AgentConfig,
     AsyncElevenLabs,
@@ -41,124 +36,26 @@ from elevenlabs.types import (
     GetConversationResponseModel,
     GetConversationsPageResponseModel,
 )
-from sqlalchemy import func, inspect, select, text
 
-from models import Agent, AgentTool, Base, Conversation, ConversationTurn, PhoneNumber, WebhookConfig
-from storage.db import Database
+from models import Agent, AgentTool, PhoneNumber, WebhookConfig
+from tests.api_helpers import (
+    AGENTS,
+    CONVERSATIONS,
+    JWT_SECRET,
+    PHONE_NUMBERS,
+    WEBHOOKS,
+    assert_plain_401,
+    bare_client,
+    bearer,
+    count,
+    create_agent,
+    db_of,
+    error_locs,
+    insert_conversation,
+    list_all,
+    running_app,
+)
 from tests.conftest import API_KEY, SQLITE_ONLY, LiveServer, make_settings
-
-AGENTS = "/v1/convai/agents"
-CONVERSATIONS = "/v1/convai/conversations"
-PHONE_NUMBERS = "/v1/convai/phone-numbers"
-WEBHOOKS = "/v1/convai/webhooks"
-JWT_SECRET = "test-jwt-secret-0123456789abcdef0123"  # make_settings' jwt_secret
-
-
-# ---------------------------------------------------------------- helpers
-
-
-@asynccontextmanager
-async def running_app(tmp_path: Path, **overrides: object) -> AsyncIterator[httpx.AsyncClient]:
-    """Like the app_client fixture, with settings overrides: the app in-process, lifespan run."""
-    from main import create_app
-
-    app = create_app(make_settings(tmp_path, **overrides))
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://test", headers={"xi-api-key": API_KEY}
-        ) as client:
-            client.app = app  # type: ignore[attr-defined]
-            yield client
-
-
-def bare_client(client: httpx.AsyncClient) -> httpx.AsyncClient:
-    """A client of the same in-process app that sends no credentials."""
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=client.app), base_url="http://test")  # type: ignore[attr-defined]
-
-
-def db_of(client: httpx.AsyncClient) -> Database:
-    return client.app.state.runtime.db  # type: ignore[attr-defined]
-
-
-async def count(db: Database, model: Any) -> int:
-    async with db.session() as session:
-        return await session.scalar(select(func.count()).select_from(model))
-
-
-async def create_agent(client: httpx.AsyncClient, name: str = "Sales Bot", **fields: Any) -> str:
-    r = await client.post(AGENTS, json={"name": name, **fields})
-    assert r.status_code == 201, r.text
-    return r.json()["id"]
-
-
-async def insert_conversation(
-    db: Database,
-    agent_id: str | None,
-    created_at: datetime,
-    turns: Sequence[tuple[str, str]] = (),
-    **fields: Any,
-) -> str:
-    """A finished call written straight to the database, with (role, text) turns 2.5 s apart."""
-    values: dict[str, Any] = {
-        "status": "completed",
-        "direction": "inbound",
-        "from_number": "+14155550100",
-        "to_number": "+14155550123",
-        "started_at": created_at,
-        "ended_at": created_at + timedelta(seconds=42),
-        "duration_sec": 42.0,
-        "summary": "Caller asked about pricing.",
-        "created_at": created_at,
-        "updated_at": created_at,
-    }
-    values.update(fields)
-    async with db.session() as session:
-        conv = Conversation(agent_id=agent_id, **values)
-        conv.turns = [
-            ConversationTurn(seq=i, role=role, text=said, start_ms=i * 2500.0, end_ms=i * 2500.0 + 2000)
-            for i, (role, said) in enumerate(turns)
-        ]
-        session.add(conv)
-    return conv.id
-
-
-async def list_all(client: httpx.AsyncClient, path: str, key: str, **params: Any) -> tuple[list[str], int]:
-    """Every id of a paginated list, following next_cursor; and the number of pages."""
-    ids: list[str] = []
-    cursor: str | None = None
-    pages = 0
-    while True:
-        r = await client.get(path, params={**params, **({"cursor": cursor} if cursor else {})})
-        assert r.status_code == 200, r.text
-        page = r.json()
-        pages += 1
-        ids += [item["id"] for item in page[key]]
-        if not page["has_more"]:
-            assert page["next_cursor"] is None
-            return ids, pages
-        cursor = page["next_cursor"]
-
-
-def bearer(secret: str = JWT_SECRET, expires_in: timedelta = timedelta(minutes=5), **claims: Any) -> dict:
-    payload = {"sub": "console-user", "exp": datetime.now(UTC) + expires_in, **claims}
-    return {"Authorization": f"Bearer {jwt.encode(payload, secret, algorithm='HS256')}"}
-
-
-def assert_plain_401(r: httpx.Response) -> None:
-    """A 401 says what is wrong in one JSON string, and nothing else (no trace, no secret)."""
-    assert r.status_code == 401, r.text
-    assert r.headers["content-type"] == "application/json"
-    assert r.headers["www-authenticate"] == "Bearer"
-    body = r.json()
-    assert set(body) == {"detail"} and isinstance(body["detail"], str) and body["detail"]
-    for leak in ("Traceback", 'File "', JWT_SECRET, API_KEY):
-        assert leak not in r.text
-
-
-def error_locs(r: httpx.Response) -> list[list[Any]]:
-    assert r.status_code == 422, r.text
-    return [e["loc"] for e in r.json()["detail"]]
-
 
 # ---------------------------------------------------------------- the ElevenLabs SDK
 
@@ -560,150 +457,3 @@ async def test_a_request_failing_midway_leaves_the_database_unchanged(app_client
     assert r.status_code == 409, r.text
     assert await count(db, AgentTool) == 1
     assert (await app_client.get(f"{AGENTS}/{agent_id}")).json() == before
-
-
-# ---------------------------------------------------------------- migrations
-
-
-def _schema(sync_conn: Any) -> dict[str, Any]:
-    """Tables with their columns, indexes, unique constraints and foreign keys, as the database reports them."""
-    insp = inspect(sync_conn)
-    return {
-        table: {
-            "columns": [(c["name"], str(c["type"]), c["nullable"]) for c in insp.get_columns(table)],
-            "indexes": sorted((i["name"], tuple(i["column_names"])) for i in insp.get_indexes(table)),
-            "unique": sorted(tuple(u["column_names"]) for u in insp.get_unique_constraints(table)),
-            "foreign_keys": sorted(
-                (tuple(f["constrained_columns"]), f["referred_table"]) for f in insp.get_foreign_keys(table)
-            ),
-        }
-        for table in insp.get_table_names()
-    }
-
-
-def _model_diffs(sync_conn: Any) -> list[Any]:
-    return compare_metadata(MigrationContext.configure(sync_conn), Base.metadata)
-
-
-def _head_revision() -> str:
-    from alembic.script import ScriptDirectory
-
-    from storage.db import alembic_config
-
-    head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
-    assert head is not None, "the migrations have more than one head"
-    return head
-
-
-@pytest.mark.asyncio
-async def test_migrations_build_the_schema_from_an_empty_file(empty_database_url: str) -> None:
-    from alembic.script import ScriptDirectory
-
-    from storage.db import alembic_config
-
-    head = ScriptDirectory.from_config(alembic_config(empty_database_url)).get_current_head()
-    db = Database(empty_database_url)
-    try:
-        await db.upgrade()
-        async with db.engine.connect() as conn:
-            first = await conn.run_sync(_schema)
-            version = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalars().all()
-            diffs = await conn.run_sync(_model_diffs)
-        assert set(first) == set(Base.metadata.tables) | {"alembic_version"}
-        assert version == [head]
-        assert diffs == [], "the migrations and models.py disagree"
-
-        await db.upgrade()  # already at head: nothing to do
-        async with db.engine.connect() as conn:
-            assert await conn.run_sync(_schema) == first
-            assert (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalars().all() == [
-                head
-            ]
-        # The migrated schema is usable: a row goes in and comes back.
-        async with db.session() as session:
-            session.add(Agent(name="after migration"))
-        assert await count(db, Agent) == 1
-    finally:
-        await db.dispose()
-
-
-@pytest.mark.asyncio
-async def test_upgrading_a_database_of_the_first_release_keeps_its_agents(tmp_path: Path) -> None:
-    from alembic import command
-
-    from storage.db import alembic_config
-
-    url = f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
-    await asyncio.to_thread(command.upgrade, alembic_config(url), "0001")
-    db = Database(url)
-    try:
-        async with db.engine.begin() as conn:
-            await conn.execute(
-                text(
-                    "INSERT INTO agents (id, name, system_prompt, first_message, language, temperature, "
-                    "max_call_duration_sec, silence_timeout_sec, interrupt_enabled, turn_settings, providers, "
-                    "builtin_tools, data_collection, extra_config, created_at, updated_at) VALUES ('agent_old', "
-                    "'Old', 'p', 'hi', 'en', 0.7, 600, 20, 1, '{}', '{}', '[]', '[]', '{}', "
-                    "'2026-11-25 00:00:00', '2026-11-25 00:00:00')"
-                )
-            )
-        await db.upgrade()
-        async with db.session() as session:
-            agent = await session.get(Agent, "agent_old")
-            assert agent is not None and agent.name == "Old" and agent.stt_keywords == []
-    finally:
-        await db.dispose()
-
-
-# ---------------------------------------------------------------- logging
-
-
-@pytest_asyncio.fixture
-async def restore_logging() -> AsyncIterator[None]:
-    """create_app() reconfigures the root logger; put it back (and close the log file) afterwards."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    for handler in list(root.handlers):
-        if handler not in handlers:
-            root.removeHandler(handler)
-            handler.close()
-    for handler in handlers:
-        if handler not in root.handlers:
-            root.addHandler(handler)
-    root.setLevel(level)
-
-
-def request_lines(log_file: Path) -> list[dict[str, Any]]:
-    entries = [json.loads(line) for line in log_file.read_text().splitlines()]  # every line is JSON
-    return [e for e in entries if e["msg"] == "request"]
-
-
-@pytest.mark.asyncio
-@pytest.mark.usefixtures("restore_logging")
-async def test_each_request_is_one_json_log_line_without_credentials(tmp_path: Path) -> None:
-    log_file = tmp_path / "server.log"
-    async with running_app(tmp_path, log_file=str(log_file), log_level="INFO") as client:
-        start = len(request_lines(log_file))
-        assert start == 0
-        r = await client.get(AGENTS, params={"page_size": 5})
-        assert r.status_code == 200
-        lines = request_lines(log_file)
-        assert len(lines) == 1
-        line = lines[0]
-        assert (line["method"], line["path"], line["status"], line["level"]) == ("GET", AGENTS, 200, "INFO")
-        assert line["logger"] == "ai_sdr.http" and line["ms"] >= 0
-
-        token = bearer()["Authorization"].removeprefix("Bearer ")
-        async with bare_client(client) as anonymous:
-            assert (await anonymous.get(AGENTS, headers={"xi-api-key": "wrong-key-xyz"})).status_code == 401
-            assert (await anonymous.post(AGENTS, json={"name": "x"}, headers=bearer())).status_code == 201
-        lines = request_lines(log_file)
-        assert [(e["method"], e["path"], e["status"]) for e in lines] == [
-            ("GET", AGENTS, 200),
-            ("GET", AGENTS, 401),
-            ("POST", AGENTS, 201),
-        ]
-    content = log_file.read_text()
-    for secret in (API_KEY, "wrong-key-xyz", token, JWT_SECRET):
-        assert secret not in content

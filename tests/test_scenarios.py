@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from scenarios.model import ScenarioFile, ScenarioSpec
 from scenarios.runner import Scenario, run_suite
+from simulator.scenario import ScenarioFile, ScenarioSpec
 from tests.conftest import API_KEY, ROOT, LiveServer, make_settings
 
 PACK = ROOT / "scenarios" / "starter_pack.json"
@@ -311,7 +311,7 @@ async def test_audio_mode_runs_the_real_call_path(tmp_path: Path) -> None:
 @pytest.mark.asyncio
 async def test_a_judged_rubric_counts_and_says_what_was_expected() -> None:
     from scenarios.evaluate import CallRecord, evaluate, passed
-    from scenarios.model import Criteria
+    from simulator.scenario import Criteria
 
     record = CallRecord(mode="text", transcript=[{"role": "agent", "text": "Go away.", "kind": "speech"}])
     asked: list[str] = []

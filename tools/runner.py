@@ -19,24 +19,25 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 from jsonschema import Draft202012Validator
 
 from core.http import read_capped
 from core.net_guard import UnsafeURLError, ensure_public_url, guarded_client
+from core.phone_numbers import InvalidPhoneNumber, normalize
 from models import Conversation, Meeting, ToolCallRecord
 from providers.base import ToolCall, ToolSpec
 from speech.text import fill_template
 from telephony import dnc
-from telephony.numbers import InvalidPhoneNumber, normalize
 from telephony.twilio_gateway import TelephonyError, TwilioNotConfigured
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
     from config import Settings
     from core.sandbox import Sandbox
-    from events.webhooks import WebhookDispatcher
     from storage.db import Database
     from telephony.twilio_gateway import TwilioGateway
 
@@ -140,13 +141,27 @@ def fill_configured(value: Any, variables: dict[str, Any]) -> Any:
     return value
 
 
+class EventEmitter(Protocol):
+    """Where a ``tool.executed`` event goes (``events.webhooks.WebhookDispatcher`` in the service)."""
+
+    async def emit(
+        self,
+        session: AsyncSession,
+        event_type: str,
+        data: dict[str, Any],
+        *,
+        agent_id: str | None,
+        conversation_id: str | None,
+    ) -> str | None: ...
+
+
 class ToolRunner:
     def __init__(
         self,
         settings: Settings,
         db: Database,
         twilio: TwilioGateway,
-        webhooks: WebhookDispatcher,
+        webhooks: EventEmitter,
         sandbox: Sandbox | None = None,
     ) -> None:
         self.settings = settings

@@ -15,9 +15,8 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from pydantic import ValidationError
 from sqlalchemy import select
 
-from api.deps import RuntimeDep, SessionDep, error_responses, not_found
+from api.deps import RuntimeDep, Services, SessionDep, error_responses, not_found
 from models import Agent, AgentTest, AgentTestRun
-from scenarios.model import ScenarioSpec
 from scenarios.runner import Scenario, run_suite
 from schemas import (
     AgentTestCreate,
@@ -28,6 +27,7 @@ from schemas import (
     AgentTestRunResponse,
     AgentTestUpdate,
 )
+from simulator.scenario import ScenarioSpec
 from utils import utcnow
 
 log = logging.getLogger(__name__)
@@ -166,7 +166,7 @@ async def run_tests(
 
 
 async def _execute(
-    runtime: Any,
+    runtime: Services,
     run_id: str,
     agent_id: str,
     scenarios: list[Scenario],
@@ -175,9 +175,7 @@ async def _execute(
 ) -> None:
     values: dict[str, Any]
     try:
-        if not hasattr(runtime, "test_run_lock"):  # runs share the process's models: one at a time
-            runtime.test_run_lock = asyncio.Lock()
-        async with runtime.test_run_lock:
+        async with runtime.test_run_lock:  # runs share the process's models: one at a time
             outcome = await run_suite(
                 runtime,
                 agent_id,

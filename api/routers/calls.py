@@ -1,6 +1,6 @@
 """Calls in progress: ``GET /v1/convai/calls/live``, on every instance of the service.
 
-Each instance keeps its calls in the shared ``live_calls`` table (``core.live_calls``); this lists them
+Each instance keeps its calls in the shared ``live_calls`` table (``call.live_calls``); this lists them
 all, with this instance's own calls taken from its registry (live duration and speaking flag), and the
 count per instance (each instance enforces its own MAX_CONCURRENT_CALLS).
 """

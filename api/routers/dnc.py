@@ -9,10 +9,10 @@ from fastapi import APIRouter, HTTPException, Query, Response, status
 from sqlalchemy import select
 
 from api.deps import PageDep, SessionDep, error_responses, not_found, paginate
+from core.phone_numbers import InvalidPhoneNumber, normalize
 from models import DncEntry
 from schemas import DncAddResponse, DncCheckResponse, DncCreate, DncEntryResponse, DncListResponse
 from telephony import dnc
-from telephony.numbers import InvalidPhoneNumber, normalize
 
 router = APIRouter(prefix="/convai/dnc", tags=["do-not-call list"])
 

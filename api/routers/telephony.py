@@ -17,8 +17,7 @@ from fastapi.responses import Response
 from sqlalchemy import select
 from twilio.twiml.voice_response import Connect, VoiceResponse
 
-from api.deps import error_responses
-from core.runtime import Runtime
+from api.deps import Services, error_responses
 from models import Agent, Conversation, PhoneNumber
 from telephony.call_status import FINAL_STATUSES, STATUS_MAP, record_call_status
 from telephony.stream_auth import make_stream_token
@@ -55,7 +54,7 @@ def _say_and_hang_up(line: str) -> Response:
     return _xml(response)
 
 
-def _moving_elsewhere(runtime: Runtime) -> bool:
+def _moving_elsewhere(runtime: Services) -> bool:
     """Draining behind a balancer: answer 503 before doing anything, so the balancer gives the request
     to another instance (deploy/nginx.conf retries on 503). A lone instance says its busy line instead."""
     return runtime.draining and runtime.settings.is_multi_instance
@@ -105,7 +104,7 @@ def client_address(request: Request, trust_forwarded_for: bool) -> str | None:
 async def _twilio_params(request: Request) -> dict[str, str]:
     """The webhook's form parameters, after checking Twilio's signature (or, without a token, that
     the client is on this machine)."""
-    runtime: Runtime = request.app.state.runtime
+    runtime: Services = request.app.state.runtime
     if not runtime.settings.twilio_auth_token.get_secret_value():
         if not _is_loopback(client_address(request, runtime.settings.trust_forwarded_for)):
             log.warning(
@@ -125,7 +124,7 @@ async def _twilio_params(request: Request) -> dict[str, str]:
     return params
 
 
-def _stream_twiml(runtime: Runtime, call_sid: str, conversation: Conversation) -> Response:
+def _stream_twiml(runtime: Services, call_sid: str, conversation: Conversation) -> Response:
     base = runtime.settings.public_url.rstrip("/")
     ws_base = (
         "wss://" + base[len("https://") :]
@@ -152,7 +151,7 @@ def _valid_call_sid(params: dict[str, str]) -> str:
 
 @router.post("/twiml/voice", summary="Twilio inbound-call webhook: answers with a Media Stream")
 async def voice_inbound(request: Request) -> Response:
-    runtime: Runtime = request.app.state.runtime
+    runtime: Services = request.app.state.runtime
     if _moving_elsewhere(runtime):
         return _draining()
     params = await _twilio_params(request)
@@ -196,7 +195,7 @@ async def voice_inbound(request: Request) -> Response:
 
 @router.post("/twiml/voice_outbound", summary="Twilio webhook for an answered outbound call")
 async def voice_outbound(request: Request, conversation_id: str = "") -> Response:
-    runtime: Runtime = request.app.state.runtime
+    runtime: Services = request.app.state.runtime
     if _moving_elsewhere(runtime):
         return _draining()
     params = await _twilio_params(request)
@@ -227,7 +226,7 @@ async def _callback_conversation(session: Any, conversation_id: str, call_sid: s
 
 @router.post("/twiml/status", summary="Twilio call status callback")
 async def call_status(request: Request, conversation_id: str = "") -> dict[str, Any]:
-    runtime: Runtime = request.app.state.runtime
+    runtime: Services = request.app.state.runtime
     params = await _twilio_params(request)
     call_sid = _valid_call_sid(params)
     status = STATUS_MAP.get(params.get("CallStatus", "").lower())
@@ -248,7 +247,7 @@ async def call_status(request: Request, conversation_id: str = "") -> dict[str, 
 @router.post("/twiml/amd", summary="Twilio asynchronous answering-machine detection callback")
 async def machine_detection(request: Request, conversation_id: str = "") -> dict[str, Any]:
     """Records who answered (``AnsweredBy``: human, machine_*, fax, unknown) on the conversation."""
-    runtime: Runtime = request.app.state.runtime
+    runtime: Services = request.app.state.runtime
     params = await _twilio_params(request)
     call_sid = _valid_call_sid(params)
     answered_by = ANSWERED_BY.get(params.get("AnsweredBy", "").lower())

@@ -10,9 +10,9 @@ import time
 from typing import Any
 
 from api.auth import KeyRing
+from call.live_calls import LiveCallDirectory
 from call.registry import ConnectionManager
 from config import Settings
-from core.live_calls import LiveCallDirectory
 from core.metrics import TURN_MODEL, LoopLagMonitor
 from core.sandbox import Sandbox
 from events.post_call import run_post_call
@@ -56,6 +56,7 @@ class Runtime:
         self.loop_lag = LoopLagMonitor()
         self.dialer = Dialer(self, self.webhooks)  # campaigns: places calls through telephony.outbound
         self._background: set[asyncio.Task[None]] = set()  # greetings being prepared
+        self.test_run_lock = asyncio.Lock()  # scenario test runs share the process's models: one at a time
         self.turn_judge: TurnJudge | None = None  # the turn-end model, shared by calls (TURN_MODEL)
         if settings.turn_model != "off":
             self.turn_judge = TurnJudge(
