@@ -47,9 +47,10 @@ class Settings(BaseSettings):
     api_rate_limit_per_min: float = Field(default=1200.0, ge=0)
     api_rate_limit_burst: int = Field(default=200, ge=1)
     stream_token_ttl_sec: int = 300
-    # Read the client address from X-Forwarded-For (its last entry) for the loopback check of Twilio
-    # webhooks without TWILIO_AUTH_TOKEN. Only behind a proxy you run that sets the header.
-    trust_forwarded_for: bool = False
+    # Proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (uvicorn's ProxyHeadersMiddleware):
+    # comma-separated addresses or networks; "" believes no one, "*" everyone (never with the port
+    # reachable directly). The same name and default as uvicorn's --forwarded-allow-ips.
+    forwarded_allow_ips: str = "127.0.0.1,::1"
 
     # --- Twilio
     twilio_account_sid: str = ""

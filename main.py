@@ -14,6 +14,7 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from api.auth import require_auth
 from api.middleware import BodySizeLimitMiddleware, RequestLogMiddleware
@@ -104,6 +105,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         upload_max_bytes=settings.max_upload_bytes,
     )
     app.add_middleware(RequestLogMiddleware)
+    # Outermost: everything inside sees the client a trusted proxy names, and only a trusted proxy.
+    app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.forwarded_allow_ips)
     app.state.rate_limiter = TokenBuckets(settings.api_rate_limit_per_min, settings.api_rate_limit_burst)
 
     @app.exception_handler(RequestValidationError)

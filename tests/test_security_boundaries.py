@@ -1,0 +1,142 @@
+"""Security items 1-4 of issue 25, each pinned by a test that failed before its fix.
+
+Tool schemas never fetch remote ``$ref``s; forwarded client addresses are believed only from the
+configured proxies; Twilio webhooks check content type, size and signature before anything else; the
+benchmark stand-in providers need ALLOW_BENCH_PROVIDERS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiohttp import web
+from fastapi import FastAPI
+
+from config import Settings
+from main import create_app
+from tests.conftest import API_KEY, make_settings
+
+
+class CountingServer:
+    """A local HTTP server that serves a schema at /x and counts every request it gets."""
+
+    def __init__(self) -> None:
+        self.requests: list[str] = []
+        self.port = 0
+
+    async def _any(self, request: web.Request) -> web.Response:
+        self.requests.append(request.path)
+        return web.json_response({"type": "string"})
+
+    async def __aenter__(self) -> CountingServer:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._any)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._runner.cleanup()
+
+
+@asynccontextmanager
+async def running(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://test", headers={"xi-api-key": API_KEY}
+        ) as client:
+            yield app, client
+
+
+# ---------------------------------------------------------------- 1. tool schemas: no remote $ref
+
+
+@pytest.mark.asyncio
+async def test_tool_schemas_with_remote_refs_are_refused_and_never_fetched(tmp_path: Path) -> None:
+    from sqlalchemy import select
+    from sqlalchemy.orm import selectinload
+
+    from models import Agent, AgentTool, Conversation
+    from providers.base import ToolCall
+    from tools.runner import ToolContext
+
+    async with CountingServer() as server, running(make_settings(tmp_path)) as (app, client):
+        remote = f"http://127.0.0.1:{server.port}/x"
+
+        def schema(ref: str) -> dict[str, Any]:
+            return {"type": "object", "properties": {"account": {"$ref": ref}}, "required": ["account"]}
+
+        agent_id = (await client.post("/v1/convai/agents", json={"name": "Ava"})).json()["agent_id"]
+        tools_url = f"/v1/convai/agents/{agent_id}/tools"
+        hook = {"url": f"http://127.0.0.1:{server.port}/hook"}
+
+        created = await client.post(
+            tools_url, json={"name": "lookup", "parameters": schema(remote), "config": hook}
+        )
+        assert created.status_code == 422, created.text
+        assert remote in created.text and "parameters.properties.account.$ref" in created.text
+        nested = {
+            "type": "object",
+            "properties": {"ids": {"type": "array", "prefixItems": [{"$ref": "#/$defs/id"}]}},
+            "$defs": {"id": {"anyOf": [{"type": "string"}, {"$dynamicRef": "other.json#node"}]}},
+        }
+        deep = await client.post(tools_url, json={"name": "deep", "parameters": nested, "config": hook})
+        assert deep.status_code == 422 and "other.json#node" in deep.text, deep.text
+
+        local = {
+            "type": "object",
+            "properties": {"account": {"$ref": "#/$defs/account"}},
+            "$defs": {"account": {"type": "string", "pattern": "^A-"}},
+        }
+        fine = await client.post(tools_url, json={"name": "lookup", "parameters": local, "config": hook})
+        assert fine.status_code == 201, fine.text
+        patched = await client.patch(f"{tools_url}/{fine.json()['id']}", json={"parameters": schema(remote)})
+        assert patched.status_code == 422 and remote in patched.text
+        embedded = await client.post(
+            "/v1/convai/agents",
+            json={"name": "Bo", "tools": [{"name": "lookup", "parameters": schema(remote), "config": hook}]},
+        )
+        assert embedded.status_code == 422 and remote in embedded.text
+
+        # A row stored before the check (or written around the API): the call validates without fetching.
+        runtime = app.state.runtime
+        async with runtime.db.session() as session:
+            agent = Agent(name="Legacy")
+            session.add(agent)
+            await session.flush()
+            session.add(
+                AgentTool(
+                    agent_id=agent.id, name="legacy", kind="webhook", parameters=schema(remote), config=hook
+                )
+            )
+            conversation = Conversation(agent_id=agent.id, call_sid="CA" + "2" * 32)
+            session.add(conversation)
+            await session.flush()
+            loaded = await session.scalar(
+                select(Agent).where(Agent.id == agent.id).options(selectinload(Agent.tools))
+            )
+        ctx = ToolContext(conversation.id, "CA" + "2" * 32, "+15550001111", "+15550100000")
+        outcome = await runtime.tool_runner.execute(
+            loaded, ToolCall("legacy", {"account": "A-1"}, id="c1"), ctx
+        )
+        assert not outcome.success and "does not contain" in (outcome.error or "")
+        # The local-ref tool still validates its arguments through its own definitions.
+        async with runtime.db.session() as session:
+            with_local = await session.scalar(
+                select(Agent).where(Agent.id == agent_id).options(selectinload(Agent.tools))
+            )
+        ctx = ToolContext(conversation.id, "CA" + "2" * 32, "+15550001111", "+15550100000")
+        wrong = await runtime.tool_runner.execute(
+            with_local, ToolCall("lookup", {"account": "B-1"}, id="c2"), ctx
+        )
+        assert not wrong.success and "invalid arguments (account)" in (wrong.error or "")
+        assert server.requests == []  # neither the schema nor the webhook was fetched
