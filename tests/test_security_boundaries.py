@@ -7,14 +7,17 @@ benchmark stand-in providers need ALLOW_BENCH_PROVIDERS.
 
 from __future__ import annotations
 
+import asyncio
+import json
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from aiohttp import web
 from fastapi import FastAPI
 
 from config import Settings
@@ -23,28 +26,38 @@ from tests.conftest import API_KEY, make_settings
 
 
 class CountingServer:
-    """A local HTTP server that serves a schema at /x and counts every request it gets."""
+    """A local HTTP server (its own thread, so a blocking fetch from the loop still reaches it) that
+    serves a schema at any path and counts every request it gets."""
 
     def __init__(self) -> None:
         self.requests: list[str] = []
-        self.port = 0
+        requests = self.requests
 
-    async def _any(self, request: web.Request) -> web.Response:
-        self.requests.append(request.path)
-        return web.json_response({"type": "string"})
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                requests.append(self.path)
+                body = json.dumps({"type": "string"}).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = _answer
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self._server.server_address[1]
 
     async def __aenter__(self) -> CountingServer:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._any)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self._runner.cleanup()
+        await asyncio.to_thread(self._server.shutdown)
+        self._server.server_close()
 
 
 @asynccontextmanager
