@@ -153,3 +153,33 @@ async def test_tool_schemas_with_remote_refs_are_refused_and_never_fetched(tmp_p
         )
         assert not wrong.success and "invalid arguments (account)" in (wrong.error or "")
         assert server.requests == []  # neither the schema nor the webhook was fetched
+
+
+# ---------------------------------------------------------------- 2. forwarded addresses: proxies only
+
+
+@pytest.mark.asyncio
+async def test_forwarded_for_is_believed_only_from_the_configured_proxies(tmp_path: Path) -> None:
+    """Without TWILIO_AUTH_TOKEN only this machine is served: a header cannot make a caller local."""
+    settings = make_settings(tmp_path, forwarded_allow_ips="10.0.0.2")
+    form = {"CallSid": "CA" + "c" * 32, "From": "+15550001111", "To": "+15550100001"}
+    async with running(settings) as (app, _):
+
+        async def voice_from(peer: str, forwarded_for: str) -> int:
+            transport = httpx.ASGITransport(app=app, client=(peer, 40000))
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+                response = await client.post(
+                    "/twiml/voice", data=form, headers={"X-Forwarded-For": forwarded_for}
+                )
+            return response.status_code
+
+        # A client reaching the port directly names itself local: not believed.
+        assert await voice_from("203.0.113.9", "127.0.0.1") == 403
+        assert await voice_from("203.0.113.9", "127.0.0.1, 127.0.0.1") == 403
+        # The configured proxy names the client it relays: that client is the one checked.
+        assert await voice_from("10.0.0.2", "127.0.0.1") == 200  # no agent for the number: an apology
+        assert await voice_from("10.0.0.2", "198.51.100.7") == 403
+        # A spoofed entry before the one the proxy appended changes nothing.
+        assert await voice_from("10.0.0.2", "127.0.0.1, 198.51.100.7") == 403
+        # Another host on the proxy's network is not a proxy.
+        assert await voice_from("10.0.0.3", "127.0.0.1") == 403
