@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -183,3 +185,114 @@ async def test_forwarded_for_is_believed_only_from_the_configured_proxies(tmp_pa
         assert await voice_from("10.0.0.2", "127.0.0.1, 198.51.100.7") == 403
         # Another host on the proxy's network is not a proxy.
         assert await voice_from("10.0.0.3", "127.0.0.1") == 403
+
+
+# ---------------------------------------------------------------- 3. Twilio webhooks: verify first
+
+ACCOUNT_SID = "AC" + "0" * 32
+AUTH_TOKEN = "twilio-test-token"
+WEBHOOKS = ("/twiml/voice", "/twiml/voice_outbound", "/twiml/status", "/twiml/amd")
+
+
+class Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def refusals(self, reason: str) -> list[int]:
+        """The ``suppressed`` count of each logged refusal for ``reason``."""
+        return [
+            r.fields["suppressed"]  # type: ignore[attr-defined]
+            for r in self.records
+            if r.getMessage() == f"twilio webhook refused: {reason}"
+        ]
+
+
+@pytest.mark.asyncio
+async def test_twilio_webhooks_check_type_size_and_signature_before_anything_else(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy import func, select
+    from twilio.request_validator import RequestValidator
+
+    import api.twilio_webhook as gate
+    from models import Conversation
+    from tests.test_telephony import NUMBER, make_agent
+
+    now = [1000.0]
+    monkeypatch.setattr(gate, "REFUSALS", gate.RefusalLog(every_s=60, clock=lambda: now[0]))
+    lines = Lines()
+    logging.getLogger("ai_sdr.telephony").addHandler(lines)
+    settings = make_settings(tmp_path, twilio_account_sid=ACCOUNT_SID, twilio_auth_token=AUTH_TOKEN)
+    try:
+        async with running(settings) as (app, api):
+            await make_agent(api)
+            transport = httpx.ASGITransport(app=app, client=("198.51.100.20", 443))
+            twilio = httpx.AsyncClient(transport=transport, base_url="http://test")
+
+            def signed(path: str, params: dict[str, str]) -> dict[str, str]:
+                signature = RequestValidator(AUTH_TOKEN).compute_signature(settings.public_url + path, params)
+                return {"X-Twilio-Signature": signature}
+
+            async def conversations() -> int:
+                async with app.state.runtime.db.session() as session:
+                    return await session.scalar(select(func.count()).select_from(Conversation)) or 0
+
+            form = {"CallSid": "CA" + "5" * 32, "From": "+15550001111", "To": NUMBER, "CallStatus": "busy"}
+            big = {**form, "Pad": "x" * 70_000}
+            encoded_big = urlencode(big).encode()
+
+            async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: the cap counts what arrives
+                for start in range(0, len(encoded_big), 8192):
+                    yield encoded_big[start : start + 8192]
+
+            for path in WEBHOOKS:
+                # Signed, but not a form: JSON and multipart are refused before they are read.
+                as_json = await twilio.post(path, json=form, headers=signed(path, form))
+                assert as_json.status_code == 415, (path, as_json.text)
+                assert "application/x-www-form-urlencoded" in as_json.json()["detail"]
+                as_multipart = await twilio.post(
+                    path, data=form, files={"f": ("a.txt", b"x")}, headers=signed(path, form)
+                )
+                assert as_multipart.status_code == 415, path
+                # Signed, but over 64 KB: declared, or sent without a length.
+                declared = await twilio.post(path, data=big, headers=signed(path, big))
+                assert declared.status_code == 413 and "65536" in declared.json()["detail"], path
+                streamed = await twilio.post(
+                    path,
+                    content=chunks(),
+                    headers={"content-type": "application/x-www-form-urlencoded", **signed(path, big)},
+                )
+                assert streamed.status_code == 413, path
+                # A bad signature: refused before any field is looked at (a malformed CallSid is not a 400).
+                forged = await twilio.post(path, data=form, headers={"X-Twilio-Signature": "bm9wZQ=="})
+                assert forged.status_code == 403 and forged.json() == {"detail": "invalid Twilio signature"}
+                malformed = {**form, "CallSid": "not a sid"}
+                assert (await twilio.post(path, data=malformed)).status_code == 403, path
+            assert await conversations() == 0
+
+            # One line per reason a minute, however many refusals; the next line counts the rest.
+            assert lines.refusals("wrong content type") == [0]
+            assert lines.refusals("body too large") == [0]
+            assert lines.refusals("bad signature") == [0]
+            now[0] += 61
+            assert (await twilio.post("/twiml/voice", data=form)).status_code == 403
+            assert lines.refusals("bad signature") == [0, 2 * len(WEBHOOKS) - 1]
+
+            # A signed form is served, with a charset or without one.
+            served = await twilio.post(
+                "/twiml/voice",
+                content=urlencode(form).encode(),
+                headers={
+                    "content-type": "application/x-www-form-urlencoded; charset=utf-8",
+                    **signed("/twiml/voice", form),
+                },
+            )
+            assert served.status_code == 200 and "<Stream" in served.text, served.text
+            assert await conversations() == 1
+            await twilio.aclose()
+    finally:
+        logging.getLogger("ai_sdr.telephony").removeHandler(lines)
