@@ -72,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     setup_logging(settings.log_level, settings.log_file)
     try:
         settings.check_shared_config()
+        settings.check_bench_providers()
     except ConfigError as exc:
         log.error(exc.message)
         raise

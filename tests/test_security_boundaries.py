@@ -296,3 +296,59 @@ async def test_twilio_webhooks_check_type_size_and_signature_before_anything_els
             await twilio.aclose()
     finally:
         logging.getLogger("ai_sdr.telephony").removeHandler(lines)
+
+
+# ---------------------------------------------------------------- 4. benchmark stand-ins: opt-in only
+
+
+@pytest.mark.asyncio
+async def test_bench_stand_ins_need_allow_bench_providers(tmp_path: Path) -> None:
+    from config import ConfigError
+    from providers.registry import BenchProviderRefused, ProviderRegistry
+
+    # Service-wide: the process does not start.
+    with pytest.raises(ConfigError) as refused:
+        create_app(make_settings(tmp_path, allow_bench_providers=False, stt_provider="local"))
+    assert "TTS_PROVIDER='echo'" in refused.value.message and "LLM_PROVIDER='echo'" in refused.value.message
+    assert (
+        "STT_PROVIDER" not in refused.value.message and "ALLOW_BENCH_PROVIDERS=true" in refused.value.message
+    )
+    make_settings(
+        tmp_path,
+        allow_bench_providers=False,
+        stt_provider="auto",
+        tts_provider="local",
+        llm_provider="ollama",
+    ).check_bench_providers()
+
+    # Per agent: the API answers 422, naming the field.
+    async with running(make_settings(tmp_path)) as (app, client):
+        app.state.runtime.settings.allow_bench_providers = False
+        echo = await client.post("/v1/convai/agents", json={"name": "Ava", "providers": {"llm": "echo"}})
+        assert echo.status_code == 422, echo.text
+        [error] = echo.json()["detail"]
+        assert error["loc"] == ["body", "providers", "llm"] and "ALLOW_BENCH_PROVIDERS=true" in error["msg"]
+        mixed = await client.post(
+            "/v1/convai/agents", json={"name": "Ava", "providers": {"stt": "delayed", "tts": "local"}}
+        )
+        assert [e["loc"][-1] for e in mixed.json()["detail"]] == ["stt"]
+        real = await client.post("/v1/convai/agents", json={"name": "Ava", "providers": {"llm": "local"}})
+        assert real.status_code == 201, real.text
+        agent_url = f"/v1/convai/agents/{real.json()['agent_id']}"
+        assert (await client.patch(agent_url, json={"providers": {"tts": "echo"}})).status_code == 422
+        assert (await client.patch(agent_url, json={"name": "Ava 2"})).status_code == 200
+        assert (await client.get(agent_url)).json()["providers"] == {"llm": "local"}
+        app.state.runtime.settings.allow_bench_providers = True  # benchmarks and tests
+        assert (await client.patch(agent_url, json={"providers": {"tts": "echo"}})).status_code == 200
+
+    # In a call: the engine's one door to providers refuses them, even an instance it made while allowed.
+    settings = make_settings(tmp_path)
+    registry = ProviderRegistry(settings)
+    assert (await registry.llm("echo")).name == "echo"
+    settings.allow_bench_providers = False
+    with pytest.raises(BenchProviderRefused, match="ALLOW_BENCH_PROVIDERS=true"):
+        await registry.llm("echo")
+    with pytest.raises(BenchProviderRefused):
+        registry.stt("delayed")
+    with pytest.raises(BenchProviderRefused):
+        registry.tts(None)  # TTS_PROVIDER=echo of the test settings
