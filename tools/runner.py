@@ -53,7 +53,7 @@ def _never_retrieve(uri: str) -> Any:
 # Argument schemas resolve references only inside themselves: jsonschema's default would fetch any other
 # URI with urllib (blocking the loop, past the outbound URL guard). The API refuses such schemas; this
 # keeps a row stored before that check from reaching out.
-NO_REMOTE_REFS: Registry[Any] = Registry(retrieve=_never_retrieve)  # type: ignore[call-arg]
+NO_REMOTE_REFS: Registry[Any] = Registry(retrieve=_never_retrieve)
 
 BUILTIN_SPECS: dict[str, ToolSpec] = {
     "end_call": ToolSpec(
