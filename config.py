@@ -15,6 +15,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ProviderChoice = Literal["auto", "deepgram", "local", "echo", "delayed"]
 LLMChoice = Literal["auto", "ollama", "local", "echo", "delayed"]
+# Stand-ins that measure the engine (providers/instant.py): an "echo" agent answers a caller "You said: …".
+BENCH_PROVIDERS = frozenset({"echo", "delayed"})
+
+
+def bench_provider_refusal(where: str, name: str) -> str:
+    return (
+        f"{where}={name!r} is a benchmark stand-in, not a real speech or language model; "
+        "it is allowed only with ALLOW_BENCH_PROVIDERS=true (benchmarks, tests)"
+    )
 
 
 class ConfigError(SystemExit):
@@ -47,9 +56,10 @@ class Settings(BaseSettings):
     api_rate_limit_per_min: float = Field(default=1200.0, ge=0)
     api_rate_limit_burst: int = Field(default=200, ge=1)
     stream_token_ttl_sec: int = 300
-    # Read the client address from X-Forwarded-For (its last entry) for the loopback check of Twilio
-    # webhooks without TWILIO_AUTH_TOKEN. Only behind a proxy you run that sets the header.
-    trust_forwarded_for: bool = False
+    # Proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (uvicorn's ProxyHeadersMiddleware):
+    # comma-separated addresses or networks; "" believes no one, "*" everyone (never with the port
+    # reachable directly). The same name and default as uvicorn's --forwarded-allow-ips.
+    forwarded_allow_ips: str = "127.0.0.1,::1"
 
     # --- Twilio
     twilio_account_sid: str = ""
@@ -158,7 +168,10 @@ class Settings(BaseSettings):
     webhook_max_age_sec: int = 86_400
     webhook_allow_private: bool = False
 
-    # --- benchmark stand-in delays (STT_PROVIDER=delayed etc.)
+    # --- benchmark stand-ins: "echo" and "delayed" as STT/TTS/LLM provider, service-wide or per agent,
+    # only when this is set (benchmarks and tests); otherwise refused at start, by the API and in calls.
+    allow_bench_providers: bool = False
+    # delays of the "delayed" stand-ins (STT_PROVIDER=delayed etc.)
     delayed_stt_ms: int = 150
     delayed_llm_ms: int = 250
     delayed_tts_ms: int = 150
@@ -215,6 +228,19 @@ class Settings(BaseSettings):
             raise ConfigError(
                 f"several instances ({why}; MULTI_INSTANCE=false for a single one): " + "; ".join(problems)
             )
+
+    def check_bench_providers(self) -> None:
+        """A stand-in chosen service-wide without ALLOW_BENCH_PROVIDERS stops the start."""
+        if self.allow_bench_providers:
+            return
+        chosen = {"STT": self.stt_provider, "TTS": self.tts_provider, "LLM": self.llm_provider}
+        problems = [
+            bench_provider_refusal(f"{kind}_PROVIDER", name)
+            for kind, name in chosen.items()
+            if name in BENCH_PROVIDERS
+        ]
+        if problems:
+            raise ConfigError("; ".join(problems))
 
     @property
     def twilio_configured(self) -> bool:

@@ -14,6 +14,7 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from api.auth import require_auth
 from api.middleware import BodySizeLimitMiddleware, RequestLogMiddleware
@@ -71,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     setup_logging(settings.log_level, settings.log_file)
     try:
         settings.check_shared_config()
+        settings.check_bench_providers()
     except ConfigError as exc:
         log.error(exc.message)
         raise
@@ -104,6 +106,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         upload_max_bytes=settings.max_upload_bytes,
     )
     app.add_middleware(RequestLogMiddleware)
+    # Outermost: everything inside sees the client a trusted proxy names, and only a trusted proxy.
+    app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.forwarded_allow_ips)
     app.state.rate_limiter = TokenBuckets(settings.api_rate_limit_per_min, settings.api_rate_limit_burst)
 
     @app.exception_handler(RequestValidationError)

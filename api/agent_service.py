@@ -17,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.deps import conflict, flush_or_conflict, not_found
+from config import BENCH_PROVIDERS, Settings, bench_provider_refusal
 from models import Agent, AgentTool, KnowledgeDocument
 from schemas import (
     AccessInfo,
@@ -25,6 +26,7 @@ from schemas import (
     AgentResponse,
     AgentUpdate,
     ElevenLabsAgentCreate,
+    ProviderOverrides,
     ToolCreate,
     ToolResponse,
 )
@@ -222,6 +224,24 @@ _COLUMN_FIELDS = (
     "voicemail_action",
     "voicemail_message",
 )
+
+
+def refuse_bench_providers(providers: ProviderOverrides | None, settings: Settings) -> None:
+    """422 for an agent that selects a benchmark stand-in while ALLOW_BENCH_PROVIDERS is off."""
+    if providers is None or settings.allow_bench_providers:
+        return
+    chosen = providers.model_dump(exclude_none=True)
+    errors = [
+        {
+            "loc": ("body", "providers", kind),
+            "msg": bench_provider_refusal(f"providers.{kind}", name),
+            "type": "value_error",
+        }
+        for kind, name in chosen.items()
+        if name in BENCH_PROVIDERS
+    ]
+    if errors:
+        raise RequestValidationError(errors)
 
 
 async def create_agent(

@@ -37,7 +37,7 @@ async def run(provider_name: str, runs: int) -> None:
     from config import Settings
     from providers.registry import ProviderRegistry
 
-    settings = Settings(_env_file=None, llm_provider=provider_name)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, llm_provider=provider_name, allow_bench_providers=True)  # type: ignore[call-arg]
     registry = ProviderRegistry(settings)
     llm = await registry.llm()
     load_started = time.perf_counter()

@@ -145,6 +145,7 @@ class Server:
             "API_RATE_LIMIT_PER_MIN": "0",  # it reads every call's transcript at once, past any burst
             "LOG_LEVEL": os.environ.get("BENCH_SERVER_LOG_LEVEL", "WARNING"),
             "HF_HUB_OFFLINE": "1",
+            "ALLOW_BENCH_PROVIDERS": "true",  # the echo/delayed stand-ins of the profiles
             "TWILIO_ACCOUNT_SID": "",
             "TWILIO_AUTH_TOKEN": "",
             "DEEPGRAM_API_KEY": "",

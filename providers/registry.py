@@ -12,7 +12,7 @@ import logging
 import time
 from typing import Any
 
-from config import Settings
+from config import BENCH_PROVIDERS, Settings, bench_provider_refusal
 from providers.base import LLMProvider, STTProvider, TTSProvider
 
 log = logging.getLogger(__name__)
@@ -26,6 +26,10 @@ def warm_vad() -> None:
 
     loud = bytes(range(0, 160))  # mu-law bytes near 0 are loud
     FrameClassifier().classify(loud, spectrum_above=0.0)
+
+
+class BenchProviderRefused(ValueError):
+    """A benchmark stand-in asked for without ALLOW_BENCH_PROVIDERS."""
 
 
 class ProviderRegistry:
@@ -72,6 +76,10 @@ class ProviderRegistry:
         return self._get("llm", await self.llm_name(override))
 
     def _get(self, kind: str, name: str) -> Any:
+        if name in BENCH_PROVIDERS and not self.settings.allow_bench_providers:
+            # Asked on every use: an agent stored before the API refused stand-ins (or written around the
+            # API) must not get one on a real call either.
+            raise BenchProviderRefused(bench_provider_refusal(f"{kind} provider", name))
         key = (kind, name)
         if key not in self._instances:
             self._instances[key] = self._create(kind, name)

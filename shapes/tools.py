@@ -23,11 +23,32 @@ __all__ = [
 ]
 
 
+def _non_local_refs(node: Any, path: str = "parameters") -> list[str]:
+    """``$ref`` / ``$dynamicRef`` values that point outside the schema, with where they are."""
+    found: list[str] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in ("$ref", "$dynamicRef") and isinstance(value, str) and not value.startswith("#"):
+                found.append(f"{path}.{key} = {value!r}")
+            else:
+                found.extend(_non_local_refs(value, f"{path}.{key}"))
+    elif isinstance(node, list):
+        for index, item in enumerate(node):
+            found.extend(_non_local_refs(item, f"{path}[{index}]"))
+    return found
+
+
 def _check_parameters_schema(schema: dict[str, Any]) -> dict[str, Any]:
     try:
         Draft202012Validator.check_schema(schema)
     except SchemaError as exc:
         raise ValueError(f"parameters is not a valid JSON Schema: {exc.message}") from None
+    # A remote reference would be fetched while a call waits, from wherever it points (SSRF).
+    if remote := _non_local_refs(schema):
+        raise ValueError(
+            "parameters may only reference their own definitions ($ref starting with '#'); "
+            f"not local: {', '.join(remote[:5])}"
+        )
     if schema.get("type", "object") != "object":
         raise ValueError('parameters must be a JSON Schema of "type": "object"')
     return {"type": "object", **schema}

@@ -43,6 +43,7 @@ def make_settings(tmp_path: Path, **overrides: object) -> Settings:
         "stt_provider": "echo",
         "tts_provider": "echo",
         "llm_provider": "echo",
+        "allow_bench_providers": True,  # the instant stand-ins: tests are about the engine around them
         "webhook_allow_private": True,
         "warm_embeddings": False,
         "log_level": "WARNING",

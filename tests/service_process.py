@@ -28,6 +28,7 @@ def service_env(workdir: Path, **overrides: object) -> dict[str, str]:
         "STT_PROVIDER": "echo",
         "TTS_PROVIDER": "echo",
         "LLM_PROVIDER": "echo",
+        "ALLOW_BENCH_PROVIDERS": "true",
         "WEBHOOK_ALLOW_PRIVATE": "true",
         "WARM_EMBEDDINGS": "false",
         "LOG_LEVEL": "INFO",

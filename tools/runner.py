@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 from jsonschema import Draft202012Validator
+from referencing import Registry
+from referencing.exceptions import NoSuchResource, Unresolvable
 
 from core.http import read_capped
 from core.net_guard import UnsafeURLError, ensure_public_url, guarded_client
@@ -45,6 +47,16 @@ log = logging.getLogger(__name__)
 
 MAX_RESPONSE_BYTES = 64 * 1024
 RETRY_DELAYS_S = (0.2, 0.6)  # webhook tools: retried on connection errors and 5xx (with an idempotency key)
+
+
+def _never_retrieve(uri: str) -> Any:
+    raise NoSuchResource(ref=uri)
+
+
+# Argument schemas resolve references only inside themselves: jsonschema's default would fetch any other
+# URI with urllib (blocking the loop, past the outbound URL guard). The API refuses such schemas; this
+# keeps a row stored before that check from reaching out.
+NO_REMOTE_REFS: Registry[Any] = Registry(retrieve=_never_retrieve)
 
 BUILTIN_SPECS: dict[str, ToolSpec] = {
     "end_call": ToolSpec(
@@ -116,6 +128,14 @@ class ToolOutcome:
 
 class ToolError(Exception):
     """A tool failed in a way worth telling the LLM (the message is safe to store and show)."""
+
+
+def _argument_problems(schema: dict[str, Any], arguments: Any) -> list[Any]:
+    try:
+        validator = Draft202012Validator(schema, registry=NO_REMOTE_REFS)
+        return sorted(validator.iter_errors(arguments), key=str)
+    except Unresolvable:
+        raise ToolError("the tool's parameters schema refers to a definition it does not contain") from None
 
 
 @dataclass(slots=True)
@@ -208,7 +228,7 @@ class ToolRunner:
         try:
             if tool is None:
                 raise ToolError(f"unknown tool {call.name!r}")
-            problems = sorted(Draft202012Validator(tool.spec.parameters).iter_errors(call.arguments), key=str)
+            problems = _argument_problems(tool.spec.parameters, call.arguments)
             if problems:
                 where = "/".join(str(p) for p in problems[0].absolute_path) or "arguments"
                 raise ToolError(f"invalid arguments ({where}): {problems[0].message[:200]}")

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Query, Request, Response, status
 from sqlalchemy import func, select
 
 import api.agent_service as agent_service
-from api.deps import PageDep, SessionDep, error_responses, paginate
+from api.deps import PageDep, RuntimeDep, SessionDep, error_responses, paginate
 from models import Agent
 from schemas import AgentCreate, AgentListResponse, AgentResponse, AgentUpdate
 
@@ -27,7 +27,8 @@ router = APIRouter(prefix="/convai/agents", tags=["agents"])
     responses=error_responses(404, 409, 413),
     summary="Create an agent (flat body), with its tools",
 )
-async def create_agent(body: AgentCreate, session: SessionDep) -> AgentResponse:
+async def create_agent(body: AgentCreate, session: SessionDep, runtime: RuntimeDep) -> AgentResponse:
+    agent_service.refuse_bench_providers(body.providers, runtime.settings)
     agent = await agent_service.create_agent(session, body)
     return agent_service.to_agent_response(agent)
 
@@ -73,7 +74,10 @@ async def get_agent(agent_id: str, session: SessionDep) -> AgentResponse:
     responses=error_responses(404, 409, 413),
     summary="Update an agent: flat fields and/or ElevenLabs conversation_config (deep-merged)",
 )
-async def update_agent(agent_id: str, body: AgentUpdate, session: SessionDep) -> AgentResponse:
+async def update_agent(
+    agent_id: str, body: AgentUpdate, session: SessionDep, runtime: RuntimeDep
+) -> AgentResponse:
+    agent_service.refuse_bench_providers(body.providers, runtime.settings)
     agent = await agent_service.get_agent_or_404(session, agent_id)
     agent = await agent_service.update_agent(session, agent, body)
     return agent_service.to_agent_response(agent)

@@ -7,7 +7,6 @@ a stream must present the short-lived, single-use token its TwiML carried.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import re
 from typing import Any
@@ -18,6 +17,7 @@ from sqlalchemy import select
 from twilio.twiml.voice_response import Connect, VoiceResponse
 
 from api.deps import Services, error_responses
+from api.twilio_webhook import twilio_params as _twilio_params
 from models import Agent, Conversation, PhoneNumber
 from telephony.call_status import FINAL_STATUSES, STATUS_MAP, record_call_status
 from telephony.stream_auth import make_stream_token
@@ -26,8 +26,9 @@ from voice_pipeline import BUSY_LINE, WSConn
 
 log = logging.getLogger("ai_sdr.telephony")
 # 400: a webhook without a valid CallSid; 403: a signature that does not check out (or, without a token,
-# a client that is not on this machine); 404: a callback about a call this service never saw.
-router = APIRouter(tags=["telephony"], responses=error_responses(400, 403, 404))
+# a client that is not on this machine); 404: a callback about a call this service never saw;
+# 413/415: a body over 64 KB or not form-encoded (api/twilio_webhook.py).
+router = APIRouter(tags=["telephony"], responses=error_responses(400, 403, 404, 413, 415))
 
 _CALL_SID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # Twilio's AnsweredBy values (async AMD with DetectMessageEnd) -> conversations.answered_by
@@ -67,61 +68,6 @@ def _draining() -> Response:
         media_type="application/json",
         headers={"retry-after": "1"},
     )
-
-
-NO_TOKEN_REFUSAL = (
-    "Twilio webhooks are refused: TWILIO_AUTH_TOKEN is not set, so requests cannot be verified. "
-    "Set TWILIO_AUTH_TOKEN (requests are then checked against X-Twilio-Signature); "
-    "without it only loopback clients (the simulator) are served."
-)
-
-
-def _is_loopback(host: str | None) -> bool:
-    try:
-        ip = ipaddress.ip_address(host or "")
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_loopback
-
-
-def client_address(request: Request, trust_forwarded_for: bool) -> str | None:
-    """The peer's address as uvicorn gives it (after its own --forwarded-allow-ips handling).
-
-    X-Forwarded-For is read only when TRUST_FORWARDED_FOR says so (the last hop, the one the
-    trusted proxy appended); otherwise a request that carries a forwarding header came through a
-    proxy from somewhere else and has no address we can vouch for.
-    """
-    forwarded = request.headers.get("x-forwarded-for") or request.headers.get("forwarded")
-    if forwarded:
-        if not trust_forwarded_for or not request.headers.get("x-forwarded-for"):
-            return None
-        return request.headers["x-forwarded-for"].split(",")[-1].strip()
-    return request.client.host if request.client else None
-
-
-async def _twilio_params(request: Request) -> dict[str, str]:
-    """The webhook's form parameters, after checking Twilio's signature (or, without a token, that
-    the client is on this machine)."""
-    runtime: Services = request.app.state.runtime
-    if not runtime.settings.twilio_auth_token.get_secret_value():
-        if not _is_loopback(client_address(request, runtime.settings.trust_forwarded_for)):
-            log.warning(
-                "twilio webhook refused: no TWILIO_AUTH_TOKEN", extra={"fields": {"path": request.url.path}}
-            )
-            raise HTTPException(403, detail=NO_TOKEN_REFUSAL)
-    form = await request.form()
-    params = {k: str(v) for k, v in form.items()}
-    if runtime.settings.twilio_auth_token.get_secret_value():
-        url = runtime.settings.public_url.rstrip("/") + request.url.path
-        if request.url.query:
-            url += "?" + request.url.query
-        signature = request.headers.get("x-twilio-signature", "")
-        if not signature or not runtime.twilio.validate_request(url, params, signature):
-            log.warning("twilio webhook refused: bad signature", extra={"fields": {"path": request.url.path}})
-            raise HTTPException(403, detail="invalid Twilio signature")
-    return params
 
 
 def _stream_twiml(runtime: Services, call_sid: str, conversation: Conversation) -> Response:
