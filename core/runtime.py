@@ -42,7 +42,11 @@ class Runtime:
         self.twilio = TwilioGateway(settings)
         self.instance_id = settings.this_instance
         self.live_calls = LiveCallDirectory(
-            self.db, self.writer, self.instance_id, settings.live_call_heartbeat_sec
+            self.db,
+            self.writer,
+            self.instance_id,
+            settings.live_call_heartbeat_sec,
+            close_lost=settings.is_multi_instance,
         )
         self.calls = ConnectionManager(
             lambda: settings.max_concurrent_calls, post_call=self.post_call, on_change=self.live_calls.changed
