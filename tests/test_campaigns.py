@@ -392,6 +392,69 @@ async def test_a_call_that_never_reached_the_agent_is_our_failure_not_the_leads(
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("heard", "callback", "expected"),
+    [
+        (False, False, ("completed", "meeting_booked", 1, "server_restart", 2)),  # heard nothing: again
+        (True, False, ("failed", "failed", 1, None, 1)),  # heard the agent: not redialled
+        (True, True, ("completed", "meeting_booked", 1, "server_restart", 2)),  # one call-back allowed
+    ],
+)
+async def test_a_call_cut_by_our_restart_is_redialled_only_if_the_lead_heard_nothing(
+    tmp_path: Path, heard: bool, callback: bool, expected: tuple[Any, ...]
+) -> None:
+    """A restart closed the call (failed / server_restart, as ``storage.recovery`` leaves it). A retry
+    policy that names ``failed`` does not apply: this failure is ours."""
+    engine = Engine()
+    number = lead(880)
+    engine.behaviour = {number: "meeting"}
+
+    async def cut_by_restart(call: PlacedCall) -> None:
+        assert engine.server is not None
+        async with engine.server.runtime.db.session() as session:
+            conversation = await session.scalar(select(Conversation).where(Conversation.call_sid == call.sid))
+            assert conversation is not None
+            conversation_id = conversation.id
+            if heard:
+                session.add(
+                    ConversationTurn(conversation_id=conversation_id, seq=0, role="agent", text="Hi Sam.")
+                )
+                session.add(
+                    ConversationTurn(conversation_id=conversation_id, seq=1, role="user", text="Hi, who?")
+                )
+            conversation.status, conversation.end_reason, conversation.call_state = (
+                "failed",
+                "server_restart",
+                "ENDED",
+            )
+        await engine.server.runtime.post_call(conversation_id)
+
+    def scenario(call: PlacedCall) -> Scenario:
+        first = twilio.per_number[number] == 1
+        return Scenario("human", 0.05, 0.1, on_answer=cut_by_restart if first else engine.answered)
+
+    async with TwilioStandIn(ACCOUNT_SID, AUTH_TOKEN, scenario=scenario) as twilio:
+        settings = settings_for(tmp_path, twilio, campaign_callback_after_cut=callback)
+        async with LiveServer(settings) as server, server.client() as client:
+            engine.server = server
+            agent_id, _ = await make_agent(client)
+            retry = {"outcomes": ["failed"], "delay_sec": 0, "max_attempts": 3}
+            batch_id = await submit(client, agent_id, [number], retry=retry)
+
+            async def done() -> bool:
+                return (await batch(client, batch_id))["status"] == "completed"
+
+            await wait_for(done, 20, "the campaign to complete")
+            await asyncio.sleep(0.5)  # a further call would be placed within this
+            body = await batch(client, batch_id)
+    (recipient,) = body["recipients"]
+    got = (recipient["status"], recipient["outcome"], recipient["attempts"], recipient["requeued_reason"])
+    assert (*got, twilio.per_number[number]) == expected, recipient
+    if heard and not callback:
+        assert "not called again" in recipient["error"]
+
+
+@pytest.mark.asyncio
 async def test_calls_per_minute_caps_the_dials_in_any_minute(tmp_path: Path) -> None:
     numbers = [lead(820 + i) for i in range(6)]
     async with TwilioStandIn(ACCOUNT_SID, AUTH_TOKEN, scenario=lambda c: Scenario("busy", 0.05)) as twilio:
