@@ -226,7 +226,10 @@ class Dialer:
                     outcome = "failed"
                 if outcome is None:
                     continue
-                if await self._our_failure(session, recipient, conversation, campaign, now):
+                # (a machine's verdict makes it voicemail whatever became of our stream: the lead's fact)
+                if outcome == "failed" and await self._our_failure(
+                    session, recipient, conversation, campaign, now
+                ):
                     continue
                 error = NEVER_CONNECTED_ERROR if conversation.end_reason == NEVER_CONNECTED else None
                 await self._conclude(
