@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import random
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +68,8 @@ class Served:
 
 async def conversations(db: Database) -> list[tuple[str, str]]:
     rows = [
-        Conversation(call_sid=f"CA{i:032x}", direction="outbound", status="in_progress") for i in range(CALLS)
+        Conversation(call_sid=f"CA{uuid.uuid4().hex}", direction="outbound", status="in_progress")
+        for _ in range(CALLS)
     ]
     async with db.session() as session:
         session.add_all(rows)
@@ -114,7 +117,7 @@ async def poll_only(url: str, commands: int) -> list[float]:
             await sender.send(calls[n % CALLS][0], CARRIER_VERDICT, {"answered_by": "human"})
             await asyncio.wait_for(served.arrived.wait(), 10)
             latencies.append(served.at - started)
-            await asyncio.sleep(0.137)  # not in step with the poll
+            await asyncio.sleep(random.uniform(0.0, 1.0))  # sent at any moment of the poll's period
     finally:
         await served.stop()
         await sender.stop()
@@ -133,6 +136,8 @@ async def main(commands: int) -> None:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             base = Path(tmp)
+            for name in "abs":
+                (base / name).mkdir()
             url = await postgres.create_database()
             shared = {"database_url": url, "multi_instance": True, "chroma_host": "127.0.0.1", **TWILIO}
             async with (

@@ -90,6 +90,26 @@ async def test_commands_reach_the_serving_instance_in_order_and_once(database_ur
 # ---------------------------------------------------------------- Twilio's verdict drives the call
 
 
+def test_the_carrier_verdict_settles_only_what_the_audio_has_not() -> None:
+    from call.amd import AmdDecision, AnsweredBy, AnsweringMachineDetector, GreetingOver
+
+    fresh = AnsweringMachineDetector()
+    assert fresh.on_carrier_verdict("machine_end_beep") == [
+        AmdDecision(AnsweredBy.MACHINE, "twilio_amd", 0.0),
+        GreetingOver("carrier", 0.0),
+    ]
+    assert fresh.on_carrier_verdict("machine_end_beep") == []  # the message is already on its way
+    started = AnsweringMachineDetector()
+    assert started.on_carrier_verdict("machine_start") == [AmdDecision(AnsweredBy.MACHINE, "twilio_amd", 0.0)]
+    assert started.on_carrier_verdict("machine_end_silence") == [GreetingOver("carrier", 0.0)]
+    person = AnsweringMachineDetector()
+    assert person.on_carrier_verdict("human") == [AmdDecision(AnsweredBy.HUMAN, "twilio_amd", 0.0)]
+    for verdict in ("machine_end_beep", "fax", "human", "unknown"):  # a person is never hung up on
+        assert person.on_carrier_verdict(verdict) == []
+    assert AnsweringMachineDetector().on_carrier_verdict("unknown") == []
+    assert AnsweringMachineDetector().on_carrier_verdict("fax")[0].answered_by is AnsweredBy.FAX
+
+
 def twilio_settings(server_dir: Path, twilio: TwilioStandIn, **overrides: Any) -> Any:
     from tests.conftest import make_settings
 
