@@ -239,14 +239,11 @@ async def test_the_verdict_landing_on_the_other_instance_reaches_the_call(
     """Two instances on PostgreSQL: the stream is on A, Twilio's AMD callback lands on B (as a balancer may
     send it); A leaves the voicemail."""
     from models import CallCommand
-    from tests.conftest import make_settings
+    from tests.test_multi_instance import two_instances
 
     url = await postgres.create_database()
     async with TwilioStandIn(ACCOUNT_SID, AUTH_TOKEN, answer=False) as twilio:
-        shared = {
-            "database_url": url,
-            "multi_instance": True,
-            "chroma_host": "127.0.0.1",
+        twilio_on = {
             "twilio_account_sid": ACCOUNT_SID,
             "twilio_auth_token": AUTH_TOKEN,
             "twilio_api_base": twilio.url,
@@ -254,10 +251,7 @@ async def test_the_verdict_landing_on_the_other_instance_reaches_the_call(
             "call_command_poll_sec": 30.0,  # LISTEN/NOTIFY must carry it, not the poll
         }
         async with (
-            LiveServer(make_settings(tmp_path / "a", instance_id="app-a", **shared)) as a,
-            LiveServer(make_settings(tmp_path / "b", instance_id="app-b", **shared)) as b,
-            a.client() as client_a,
-            b.client() as client_b,
+            two_instances(tmp_path, url, **twilio_on) as (_, b, client_a, client_b),
             httpx.AsyncClient() as http,
         ):
             agent_id = await make_agent(client_a, "leave_message")
