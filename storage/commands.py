@@ -170,23 +170,27 @@ class CommandChannel:
         return command_id
 
     async def claim(self, conversation_id: str) -> Command | None:
-        """The call's oldest pending command, now this instance's (None when none is left to claim)."""
+        """The call's oldest pending command, now this instance's (None when none is left to claim).
+        Looked up first (a read: no write on the common path, where nothing is waiting), then taken with
+        a conditional UPDATE; one another server took first is skipped for the next."""
         table = CallCommand.__table__
-        oldest = (
-            select(table.c.id)
-            .where(table.c.conversation_id == conversation_id, table.c.consumed_at.is_(None))
-            .order_by(table.c.id)
-            .limit(1)
-            .scalar_subquery()
-        )
-        claim = (
-            table.update()
-            .where(table.c.id == oldest, table.c.consumed_at.is_(None))
-            .values(consumed_at=utcnow(), consumed_by=self.instance_id)
-            .returning(table.c.id, table.c.type, table.c.payload, table.c.created_at)
-        )
         async with self.db.session() as session:
-            row = (await session.execute(claim)).first()
-        if row is None:
-            return None
-        return Command(row.id, conversation_id, row.type, dict(row.payload or {}), row.created_at)
+            while True:
+                oldest = await session.scalar(
+                    select(table.c.id)
+                    .where(table.c.conversation_id == conversation_id, table.c.consumed_at.is_(None))
+                    .order_by(table.c.id)
+                    .limit(1)
+                )
+                if oldest is None:
+                    return None
+                claim = (
+                    table.update()
+                    .where(table.c.id == oldest, table.c.consumed_at.is_(None))
+                    .values(consumed_at=utcnow(), consumed_by=self.instance_id)
+                    .returning(table.c.type, table.c.payload, table.c.created_at)
+                )
+                row = (await session.execute(claim)).first()
+                if row is not None:
+                    break
+        return Command(oldest, conversation_id, row.type, dict(row.payload or {}), row.created_at)
