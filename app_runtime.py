@@ -21,6 +21,7 @@ from knowledge.store import KnowledgeStore
 from providers.registry import ProviderRegistry
 from speech.turn_model import TurnJudge
 from storage.batch_writer import BatchWriter
+from storage.commands import CommandChannel
 from storage.db import Database
 from storage.recovery import Recovery, recover
 from telephony.dialer import Dialer
@@ -43,11 +44,16 @@ class Runtime:
         self.twilio = TwilioGateway(settings, self.sandbox)
         self.instance_id = settings.this_instance
         self.live_calls = LiveCallDirectory(
-            self.db, self.writer, self.instance_id, settings.live_call_heartbeat_sec
+            self.db,
+            self.writer,
+            self.instance_id,
+            settings.live_call_heartbeat_sec,
+            close_lost=settings.is_multi_instance,
         )
         self.calls = ConnectionManager(
             lambda: settings.max_concurrent_calls, post_call=self.post_call, on_change=self.live_calls.changed
         )
+        self.commands = CommandChannel(self.db, self.instance_id, settings.call_command_poll_sec)
         self.draining = False
         self.recovery = Recovery()  # what start() found left open by an unclean stop
         self._drain_task: asyncio.Task[None] | None = None
@@ -81,6 +87,7 @@ class Runtime:
         for conversation_id in self.recovery.closed:  # their call.completed, in the background
             self.calls.schedule_post_call(conversation_id)
         await self.live_calls.start(self.calls)
+        await self.commands.start()
         self.dialer.start()
         self.knowledge.start_indexer(self.db, live_calls=lambda: self.calls.active)
         self.providers.warm_in_background()
@@ -256,6 +263,7 @@ class Runtime:
         await self.dialer.stop()
         await self.knowledge.stop_indexer()
         await self.calls.drain()
+        await self.commands.stop()
         await self.live_calls.stop()
         await self.writer.stop()
         await self.webhooks.stop()

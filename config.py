@@ -79,6 +79,11 @@ class Settings(BaseSettings):
     # A campaign call with no final status callback after this long is looked up on Twilio's REST API
     # (the callback may have been lost while the service was unreachable), then again each interval.
     dialer_status_poll_sec: float = 120.0
+    # A lead whose call failed through our fault (it never reached the agent, or a restart or a lost
+    # instance cut it before the lead heard anything) is called again once, not counted as an attempt.
+    campaign_requeue_own_failures: bool = True
+    # A lead who had heard the agent when a restart cut the call: called back once (off: not redialled).
+    campaign_callback_after_cut: bool = False
 
     # --- Deepgram
     deepgram_api_key: SecretStr = SecretStr("")
@@ -185,6 +190,8 @@ class Settings(BaseSettings):
     instance_id: str = ""  # names this instance in the live-calls table; empty -> <hostname>-<pid>
     drain_timeout_sec: float = Field(default=300.0, ge=0)  # SIGTERM: live calls may go on this long
     live_call_heartbeat_sec: float = Field(default=10.0, gt=0)  # rows older than 3 beats are stale
+    # Per-call commands (storage.commands): checked this often besides LISTEN/NOTIFY (PostgreSQL).
+    call_command_poll_sec: float = Field(default=1.0, gt=0)
 
     def api_key_list(self) -> list[str]:
         return [k.strip() for k in self.api_keys.split(",") if k.strip()]

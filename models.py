@@ -386,6 +386,9 @@ class CampaignRecipient(TimestampMixin, Base):
     claimed_at: Mapped[datetime | None] = mapped_column()
     last_attempt_at: Mapped[datetime | None] = mapped_column()
     conversation_id: Mapped[str | None] = mapped_column(String(40))
+    # Our failure that sent the lead back to the queue once, not counted as an attempt:
+    # never_connected | server_restart | instance_lost (see telephony.dialer)
+    requeued_reason: Mapped[str | None] = mapped_column(String(32))
 
 
 class LiveCallRecord(Base):
@@ -405,6 +408,22 @@ class LiveCallRecord(Base):
     agent_speaking: Mapped[bool] = mapped_column(Boolean, default=False)
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class CallCommand(Base):
+    """A command addressed to one live call (``storage.commands``): Twilio's AMD verdict, a supervisor's
+    action. Whichever instance holds the call's stream claims it (``consumed_at``) and acts on it."""
+
+    __tablename__ = "call_commands"
+    __table_args__ = (Index("ix_call_commands_pending", "conversation_id", "consumed_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    conversation_id: Mapped[str] = mapped_column(String(40))
+    type: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    consumed_at: Mapped[datetime | None] = mapped_column()
+    consumed_by: Mapped[str | None] = mapped_column(String(100))  # the instance that acted on it
 
 
 class AgentTest(TimestampMixin, Base):

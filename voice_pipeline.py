@@ -19,7 +19,7 @@ from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from call.amd import AmdDecision, AnsweredBy, AnsweringMachineDetector, GreetingOver
+from call.amd import AmdDecision, AnsweredBy, AnsweringMachineDetector, GreetingOver, carrier_verdicts
 from call.bargein import Backchannel, BargeIn, CommitInterruption, PauseAgent, ResumeAgent, TakeTurn
 from call.clock import CallClock
 from call.intents import detect_intent, is_backchannel
@@ -161,10 +161,12 @@ class WSConn:
         await self.store.mark_started(self.call_sid)
         rt.webhooks_notify()
         self._log("call started", agent_id=agent.id, **parts.provider_names)
+        verdicts = carrier_verdicts(self.amd, self._on_amd, self.hang_up)  # from any instance
         for job, name in (
             (self._stt_events(), "stt"),
             (self._watch(), "watchdog"),
             (self._endings(), "endings"),
+            (rt.commands.serve(self.conversation_id, verdicts), "commands"),
         ):
             self._tasks.append(asyncio.create_task(job, name=f"{name}-{self.call_sid}"))
         if self.amd is None and self.profile.first_message:  # with AMD: once a person has answered

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from knowledge.store import KnowledgeStore
     from providers.registry import ProviderRegistry
     from storage.batch_writer import BatchWriter
+    from storage.commands import CommandChannel
     from storage.db import Database
     from telephony.dialer import Dialer
     from telephony.twilio_gateway import TwilioGateway
@@ -49,6 +50,7 @@ class Services(Protocol):
     webhooks: WebhookDispatcher
     writer: BatchWriter
     twilio: TwilioGateway
+    commands: CommandChannel  # the per-call command channel (reaches the instance holding a call)
     tool_runner: ToolRunner
     calls: ConnectionManager
     live_calls: LiveCallDirectory

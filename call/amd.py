@@ -17,8 +17,10 @@ beep ended, or the quiet after the greeting) so a voicemail can be left at the r
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from providers.base import FRAME_MS
 from speech.audio import tone
@@ -38,7 +40,15 @@ _VOICEMAIL = re.compile(
 class AnsweredBy(StrEnum):
     HUMAN = "human"
     MACHINE = "machine"
+    FAX = "fax"
     UNKNOWN = "unknown"
+
+
+# Twilio's asynchronous AMD (DetectMessageEnd) posts its verdict to /twiml/amd, which sends it to the live
+# call as this command (storage.commands); "machine_end_*" means the greeting (and its beep) is over.
+CARRIER_VERDICT = "amd_verdict"
+CARRIER_METHOD = "twilio_amd"
+_MACHINE_END = frozenset({"machine_end_beep", "machine_end_silence", "machine_end_other"})
 
 
 @dataclass(slots=True, frozen=True)
@@ -54,6 +64,25 @@ class GreetingOver:
 
     reason: str  # beep | silence
     at_s: float
+
+
+def carrier_verdicts(
+    detector: AnsweringMachineDetector | None,
+    act: Callable[[AmdDecision | GreetingOver], None],
+    hang_up: Callable[[str], Awaitable[None]],
+) -> dict[str, Callable[[Any], Awaitable[None]]]:
+    """The call's handler of Twilio's verdict command (``storage.commands``): what the detector makes of
+    it goes to ``act`` as its own decisions do; a fax is hung up on. None for a call without detection."""
+
+    async def on_verdict(command: Any) -> None:
+        assert detector is not None
+        for event in detector.on_carrier_verdict(str(command.payload.get("answered_by", ""))):
+            if isinstance(event, AmdDecision) and event.answered_by is AnsweredBy.FAX:
+                await hang_up("fax")
+            else:
+                act(event)
+
+    return {CARRIER_VERDICT: on_verdict} if detector is not None else {}
 
 
 def is_voicemail_text(text: str) -> bool:
@@ -152,6 +181,26 @@ class AnsweringMachineDetector:
         ):
             return self._set(AnsweredBy.MACHINE, "phrase")
         return None
+
+    def on_carrier_verdict(self, verdict: str) -> list[AmdDecision | GreetingOver]:
+        """Twilio's ``AnsweredBy``, arriving while the call is live. It settles only what the audio has
+        not: a machine whose greeting ended (leave the message now), a person (greet), a fax (hang up).
+        A person the audio already heard is never turned into a machine by it."""
+        undecided = self.decision is None or self.decision.answered_by is AnsweredBy.UNKNOWN
+        events: list[AmdDecision | GreetingOver] = []
+        if verdict == "human" and self.decision is None:
+            events.append(self._set(AnsweredBy.HUMAN, CARRIER_METHOD))
+        elif verdict == "fax" and undecided:
+            events.append(self._set(AnsweredBy.FAX, CARRIER_METHOD))
+        elif verdict in _MACHINE_END or verdict == "machine_start":
+            if undecided:
+                events.append(self._set(AnsweredBy.MACHINE, CARRIER_METHOD))
+            assert self.decision is not None
+            machine = self.decision.answered_by is AnsweredBy.MACHINE
+            if machine and verdict in _MACHINE_END and self.greeting_over is None:
+                self.greeting_over = GreetingOver("carrier", round(self._t, 2))
+                events.append(self.greeting_over)
+        return events
 
     # ---------------------------------------------------------------- internals
 

@@ -4,6 +4,8 @@ Each instance's call registry reports the calls it takes and lets go; the rows a
 write-behind (in order with the call's other writes, never on the call path) and refreshed every
 heartbeat with the call's state. A row whose heartbeat is older than ``STALE_BEATS`` beats belongs to an
 instance that died: it is left out of the list, and the instance deletes its own rows when it starts.
+With several instances, each heartbeat also closes the calls of a dead instance (``close_lost_calls``):
+they end ``failed``/``instance_lost`` and get their post-call (``call.completed``) at once.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from call.registry import ConnectionManager, LiveCall
 from models import LiveCallRecord
 from storage.batch_writer import BatchWriter
 from storage.db import Database
+from storage.recovery import close_lost_calls
 from utils import utcnow
 
 log = logging.getLogger(__name__)
@@ -28,8 +31,16 @@ STALE_BEATS = 3
 
 
 class LiveCallDirectory:
-    def __init__(self, db: Database, writer: BatchWriter, instance_id: str, heartbeat_sec: float) -> None:
+    def __init__(
+        self,
+        db: Database,
+        writer: BatchWriter,
+        instance_id: str,
+        heartbeat_sec: float,
+        close_lost: bool = False,
+    ) -> None:
         self.db = db
+        self.close_lost = close_lost  # several instances: close the calls of a dead one
         self.writer = writer
         self.instance_id = instance_id
         self.heartbeat_sec = heartbeat_sec
@@ -76,6 +87,8 @@ class LiveCallDirectory:
             await asyncio.sleep(self.heartbeat_sec)
             try:
                 await self.heartbeat()
+                if self.close_lost:
+                    await self.close_lost_calls()
             except Exception as exc:
                 log.warning("live-calls heartbeat failed", extra={"fields": {"error": type(exc).__name__}})
 
@@ -103,6 +116,15 @@ class LiveCallDirectory:
                 await _put(session, row)
 
         await self.writer.submit(write)
+
+    async def close_lost_calls(self) -> list[str]:
+        assert self.registry is not None
+        closed = await close_lost_calls(
+            self.db, instance_id=self.instance_id, heartbeat_sec=self.heartbeat_sec
+        )
+        for conversation_id in closed:  # call.completed, and the dialer frees the lead
+            self.registry.schedule_post_call(conversation_id)
+        return closed
 
     async def stop(self) -> None:
         if self._task is not None:

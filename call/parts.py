@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from call.registry import ConnectionManager
     from speech.turn_model import TurnJudge
     from storage.batch_writer import BatchWriter
+    from storage.commands import CommandChannel
     from telephony.twilio_gateway import TwilioGateway
 
 
@@ -48,6 +49,7 @@ class CallServices(Services, Protocol):
     writer: BatchWriter
     webhooks: EventEmitter
     twilio: TwilioGateway
+    commands: CommandChannel  # commands for this call from any instance (AMD verdicts, supervisors)
 
 
 @dataclass(slots=True)

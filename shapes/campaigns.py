@@ -143,6 +143,11 @@ class BatchRecipientResponse(BaseModel):
     )
     error: str | None
     attempts: int
+    requeued_reason: str | None = Field(
+        default=None,
+        description="never_connected|server_restart|instance_lost: our failure sent the lead back to the "
+        "queue once, without counting an attempt",
+    )
     next_attempt_unix: int | None
     time_zones: list[str]
     created_at_unix: int

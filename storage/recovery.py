@@ -36,6 +36,7 @@ from utils import utcnow
 log = logging.getLogger(__name__)
 
 END_REASON = "server_restart"
+LOST_REASON = "instance_lost"  # closed by a surviving instance while the service went on
 LIVE_STATUSES = ("initiated", "ringing", "in_progress")
 STALE_BEATS = 3  # as call.live_calls: a row this many beats old belongs to a dead instance
 
@@ -95,8 +96,10 @@ async def interrupted_conversations(
     }
 
 
-async def close_interrupted(db: Database, candidates: dict[str, datetime | None]) -> list[str]:
-    """Close each still-open conversation as failed/server_restart; the ids this call closed."""
+async def close_interrupted(
+    db: Database, candidates: dict[str, datetime | None], reason: str = END_REASON
+) -> list[str]:
+    """Close each still-open conversation as failed with ``reason``; the ids this call closed."""
     closed: list[str] = []
     now = utcnow()
     for conversation_id, last_seen in candidates.items():
@@ -111,7 +114,7 @@ async def close_interrupted(db: Database, candidates: dict[str, datetime | None]
                 .where(Conversation.id == conversation_id, Conversation.call_state != "ENDED")
                 .values(
                     status="failed",
-                    end_reason=func.coalesce(Conversation.end_reason, END_REASON),
+                    end_reason=func.coalesce(Conversation.end_reason, reason),
                     call_state="ENDED",
                     ended_at=ended_at,
                     duration_sec=duration if duration is None else max(0.0, duration),
@@ -125,6 +128,33 @@ async def close_interrupted(db: Database, candidates: dict[str, datetime | None]
             await session.execute(
                 LiveCallRecord.__table__.delete().where(LiveCallRecord.conversation_id.in_(list(candidates)))
             )
+    return closed
+
+
+async def close_lost_calls(db: Database, *, instance_id: str, heartbeat_sec: float) -> list[str]:
+    """Several instances, while running: close the calls of the other instances whose heartbeat went
+    stale (killed, OOM, their host gone) as failed/instance_lost, and drop their live rows. Without this
+    such a call stays open until some instance restarts. Each is closed once, whoever sweeps with us;
+    the caller runs post-call for the ids returned."""
+    stale_before = utcnow() - timedelta(seconds=STALE_BEATS * heartbeat_sec)
+    async with db.session() as session:
+        ids = (
+            await session.scalars(
+                select(LiveCallRecord.conversation_id).where(
+                    LiveCallRecord.conversation_id.is_not(None),
+                    LiveCallRecord.instance_id != instance_id,
+                    LiveCallRecord.heartbeat_at < stale_before,
+                )
+            )
+        ).all()
+    if not ids:
+        return []
+    candidates = await interrupted_conversations(
+        db, multi_instance=True, instance_id=instance_id, heartbeat_sec=heartbeat_sec
+    )
+    closed = await close_interrupted(db, {cid: candidates.get(cid) for cid in ids}, LOST_REASON)
+    if closed:
+        log.warning("closed the calls of a lost instance", extra={"fields": {"closed": len(closed)}})
     return closed
 
 

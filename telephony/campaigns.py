@@ -280,6 +280,7 @@ def recipient_response(row: CampaignRecipient) -> BatchRecipientResponse:
         outcome=row.outcome,
         error=row.error,
         attempts=row.attempts,
+        requeued_reason=row.requeued_reason,
         next_attempt_unix=unix(row.next_attempt_at) if row.status == "pending" else None,
         time_zones=list(row.time_zones or []),
         created_at_unix=unix(row.created_at) or 0,

@@ -11,7 +11,8 @@ Its state is the database, so a restart resumes where it stopped and never calls
 
 Each tick (every ``DIALER_TICK_SEC``, or sooner when a status callback wakes it): start campaigns whose
 time has come, settle recipients whose calls ended (retrying ``no_answer`` / ``busy`` / ``voicemail`` /
-``failed`` per the campaign's policy), dial due recipients within the campaign's concurrency cap, its
+``failed`` per the campaign's policy; a call that failed through our fault is not the lead's outcome, see
+``_our_failure``), dial due recipients within the campaign's concurrency cap, its
 calls-per-minute rate and the lead's calling hours, skipping numbers on the do-not-call list, and close
 campaigns with nothing left to do (``campaign.completed``).
 """
@@ -26,7 +27,7 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 
-from models import Campaign, CampaignRecipient, Conversation
+from models import Campaign, CampaignRecipient, Conversation, ConversationTurn
 from telephony import dnc
 from telephony.call_status import FINAL_STATUSES, NEVER_CONNECTED, STATUS_MAP, record_call_status
 from telephony.calling_hours import next_opening
@@ -41,6 +42,15 @@ log = logging.getLogger(__name__)
 NEVER_CONNECTED_ERROR = "the call was answered but never reached the agent (no media stream)"
 STUCK_CALL_AFTER = timedelta(hours=5)  # no final status from Twilio by then: the call is written off
 RATE_WINDOW = timedelta(seconds=60)
+# Calls cut by us: a restart found them open (storage.recovery), or another instance closed them after
+# theirs died. With never_connected, the failures that are ours, not the lead's.
+CUT_BY_US = ("server_restart", "instance_lost")
+REQUEUED_BECAUSE = {
+    NEVER_CONNECTED: "the call never reached the agent (the service was unreachable)",
+    "server_restart": "a restart of the service cut the call before the lead heard anything",
+    "instance_lost": "the instance serving the call was lost before the lead heard anything",
+}
+CUT_AFTER_HEARD = "our restart cut the call after the lead had heard the agent"
 
 
 @dataclass(slots=True)
@@ -216,10 +226,72 @@ class Dialer:
                     outcome = "failed"
                 if outcome is None:
                     continue
+                # (a machine's verdict makes it voicemail whatever became of our stream: the lead's fact)
+                if outcome == "failed" and await self._our_failure(
+                    session, recipient, conversation, campaign, now
+                ):
+                    continue
                 error = NEVER_CONNECTED_ERROR if conversation.end_reason == NEVER_CONNECTED else None
                 await self._conclude(
                     session, recipient.id, "in_progress", outcome, campaign, recipient.attempts, now, error
                 )
+
+    async def _our_failure(
+        self,
+        session: Any,
+        recipient: CampaignRecipient,
+        conversation: Conversation,
+        campaign: Campaign,
+        now: datetime,
+    ) -> bool:
+        """A call that failed through our fault (it never reached the agent, or a restart or a lost
+        instance cut it) is not the lead's outcome. Before the lead heard anything: back to the queue
+        once (CAMPAIGN_REQUEUE_OWN_FAILURES), the attempt not counted, the reason kept on the lead. After
+        the lead heard the agent: not redialled (whatever the retry policy says), unless
+        CAMPAIGN_CALLBACK_AFTER_CUT allows one call-back. True when this settled the lead."""
+        reason = conversation.end_reason or ""
+        if reason != NEVER_CONNECTED and reason not in CUT_BY_US:
+            return False
+        heard = reason in CUT_BY_US and (
+            await session.scalar(
+                select(ConversationTurn.id)
+                .where(
+                    ConversationTurn.conversation_id == conversation.id,
+                    ConversationTurn.role == "agent",
+                    ConversationTurn.text != "",
+                )
+                .limit(1)
+            )
+            is not None
+        )
+        settings = self.settings
+        allowed = settings.campaign_callback_after_cut if heard else settings.campaign_requeue_own_failures
+        if allowed and recipient.requeued_reason is None and campaign.status == "in_progress":
+            why = CUT_AFTER_HEARD if heard else REQUEUED_BECAUSE[reason]
+            await session.execute(
+                update(CampaignRecipient)
+                .where(CampaignRecipient.id == recipient.id, CampaignRecipient.status == "in_progress")
+                .values(
+                    status="pending",
+                    attempts=max(recipient.attempts - 1, 0),
+                    outcome=None,
+                    error=f"{why}: called again, not counted as an attempt",
+                    requeued_reason=reason,
+                    next_attempt_at=now,
+                    claimed_at=None,
+                    updated_at=now,
+                )
+            )
+            log.info(
+                "campaign lead requeued: our failure",
+                extra={"fields": {"recipient_id": recipient.id, "reason": reason}},
+            )
+            return True
+        if heard:
+            error = f"{CUT_AFTER_HEARD}: not called again"
+            await self._conclude(session, recipient.id, "in_progress", "failed", campaign, 10**6, now, error)
+            return True
+        return False  # requeued once already (or not allowed): a failed call, as the retry policy says
 
     async def _conclude(
         self,

@@ -31,6 +31,11 @@ async def open_stream(
     twiml = (
         await http.post(voice_url, data={"CallSid": call_sid, "From": from_number, "To": to_number})
     ).text
+    return await connect_stream(twiml, call_sid)
+
+
+async def connect_stream(twiml: str, call_sid: str) -> tuple[websockets.ClientConnection, str]:
+    """Open the Media Stream a TwiML answer names, as Twilio does; the socket and the conversation id."""
     url = re.search(r'<Stream url="([^"]+)"', twiml)
     assert url is not None, twiml
     params = dict(re.findall(r'<Parameter name="([^"]+)" value="([^"]*)"', twiml))
@@ -71,11 +76,16 @@ class PhoneLine:
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _reply_gap_s: float = 0.3  # frames further apart than this start a new reply
 
-    async def start(self, http: httpx.AsyncClient) -> PhoneLine:
-        url = f"{self.base_url}/twiml/voice"
-        self._ws, self.conversation_id = await open_stream(
-            http, url, self.call_sid, self.from_number, self.to_number
-        )
+    async def start(self, http: httpx.AsyncClient | None, twiml: str | None = None) -> PhoneLine:
+        """An inbound call through the voice webhook, or (``twiml``) the stream of an answered call."""
+        if twiml is not None:
+            self._ws, self.conversation_id = await connect_stream(twiml, self.call_sid)
+        else:
+            assert http is not None
+            url = f"{self.base_url}/twiml/voice"
+            self._ws, self.conversation_id = await open_stream(
+                http, url, self.call_sid, self.from_number, self.to_number
+            )
         self._tasks = [asyncio.create_task(self._send()), asyncio.create_task(self._receive())]
         return self
 

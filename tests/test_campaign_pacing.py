@@ -8,6 +8,7 @@ import asyncio
 import itertools
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -124,45 +125,121 @@ async def test_a_person_who_talked_is_dialled_once_even_if_the_llm_calls_it_a_no
 
 
 @pytest.mark.asyncio
-async def test_a_call_that_never_reached_the_agent_fails_at_once_and_is_retried(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("requeue", "unreachable", "retry", "expected"),
+    [
+        # our failure: called again once, not counted, whatever the retry policy
+        (True, 1, {"max_attempts": 1}, ("completed", "meeting_booked", 1, "never_connected", 2)),
+        (True, 9, {"max_attempts": 1}, ("failed", "failed", 1, "never_connected", 2)),  # once only
+        # CAMPAIGN_REQUEUE_OWN_FAILURES off: a failed attempt, retried as the policy says
+        (
+            False,
+            1,
+            {"outcomes": ["failed"], "delay_sec": 0, "max_attempts": 2},
+            ("completed", "meeting_booked", 2, None, 2),
+        ),
+        (False, 1, {"max_attempts": 1}, ("failed", "failed", 1, None, 1)),
+    ],
+)
+async def test_a_call_that_never_reached_the_agent_is_our_failure_not_the_leads(
+    tmp_path: Path, requeue: bool, unreachable: int, retry: dict[str, Any], expected: tuple[Any, ...]
+) -> None:
     """Answered while Twilio could not reach the service (error 11205): no media stream, nothing to
-    analyse. The lead fails at once with the reason, and the retry policy calls it again."""
+    analyse. The lead goes back to the queue once (the reason recorded, no attempt used); settled at once,
+    not after the outcome wait."""
     engine = Engine()
     number = lead(860)
     engine.behaviour = {number: "meeting"}
 
     def scenario(call: PlacedCall) -> Scenario:
-        first = twilio.per_number[number] == 1
-        return Scenario("human", 0.05, 0.1, on_answer=engine.answered, twiml_unreachable=first)
+        cut = twilio.per_number[number] <= unreachable
+        return Scenario("human", 0.05, 0.1, on_answer=engine.answered, twiml_unreachable=cut)
 
     async with TwilioStandIn(ACCOUNT_SID, AUTH_TOKEN, scenario=scenario) as twilio:
         # An outcome wait far longer than the test: a never-connected call must not sit in it.
-        settings = settings_for(tmp_path, twilio, dialer_outcome_wait_sec=300.0)
+        settings = settings_for(
+            tmp_path, twilio, dialer_outcome_wait_sec=300.0, campaign_requeue_own_failures=requeue
+        )
         async with LiveServer(settings) as server, server.client() as client:
             engine.server = server
             agent_id, _ = await make_agent(client)
-            batch_id = await submit(
-                client, agent_id, [number], retry={"outcomes": ["failed"], "delay_sec": 0, "max_attempts": 2}
-            )
-
-            async def retried() -> bool:
-                return twilio.per_number[number] == 2
-
-            await wait_for(retried, 20, "the lead to be called again")
-            first = next(c for c in twilio.calls.values() if c.params["To"] == number)
-            assert first.twiml == "application error" and first.callbacks[-1] == ("completed", 200)
+            batch_id = await submit(client, agent_id, [number], retry=retry)
 
             async def done() -> bool:
                 return (await batch(client, batch_id))["status"] == "completed"
 
             await wait_for(done, 20, "the campaign to complete")
             body = await batch(client, batch_id)
+            first = min((c for c in twilio.calls.values()), key=lambda c: c.created_at)
+            assert first.twiml == "application error" and first.callbacks[-1] == ("completed", 200)
+            await asyncio.sleep(0.5)  # a third call would be placed within this
     (recipient,) = body["recipients"]
-    assert (recipient["status"], recipient["outcome"], recipient["attempts"]) == (
-        "completed",
-        "meeting_booked",
-        2,
-    )
+    got = (recipient["status"], recipient["outcome"], recipient["attempts"], recipient["requeued_reason"])
+    assert (*got, twilio.per_number[number]) == expected, recipient
+    assert body["totals"]["by_outcome"] == {recipient["outcome"]: 1}  # the requeued call is no outcome
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("heard", "callback", "expected"),
+    [
+        (False, False, ("completed", "meeting_booked", 1, "server_restart", 2)),  # heard nothing: again
+        (True, False, ("failed", "failed", 1, None, 1)),  # heard the agent: not redialled
+        (True, True, ("completed", "meeting_booked", 1, "server_restart", 2)),  # one call-back allowed
+    ],
+)
+async def test_a_call_cut_by_our_restart_is_redialled_only_if_the_lead_heard_nothing(
+    tmp_path: Path, heard: bool, callback: bool, expected: tuple[Any, ...]
+) -> None:
+    """A restart closed the call (failed / server_restart, as ``storage.recovery`` leaves it). A retry
+    policy that names ``failed`` does not apply: this failure is ours."""
+    engine = Engine()
+    number = lead(880)
+    engine.behaviour = {number: "meeting"}
+
+    async def cut_by_restart(call: PlacedCall) -> None:
+        assert engine.server is not None
+        async with engine.server.runtime.db.session() as session:
+            conversation = await session.scalar(select(Conversation).where(Conversation.call_sid == call.sid))
+            assert conversation is not None
+            conversation_id = conversation.id
+            if heard:
+                session.add(
+                    ConversationTurn(conversation_id=conversation_id, seq=0, role="agent", text="Hi Sam.")
+                )
+                session.add(
+                    ConversationTurn(conversation_id=conversation_id, seq=1, role="user", text="Hi, who?")
+                )
+            conversation.status, conversation.end_reason, conversation.call_state = (
+                "failed",
+                "server_restart",
+                "ENDED",
+            )
+        await engine.server.runtime.post_call(conversation_id)
+
+    def scenario(call: PlacedCall) -> Scenario:
+        first = twilio.per_number[number] == 1
+        return Scenario("human", 0.05, 0.1, on_answer=cut_by_restart if first else engine.answered)
+
+    async with TwilioStandIn(ACCOUNT_SID, AUTH_TOKEN, scenario=scenario) as twilio:
+        settings = settings_for(tmp_path, twilio, campaign_callback_after_cut=callback)
+        async with LiveServer(settings) as server, server.client() as client:
+            engine.server = server
+            agent_id, _ = await make_agent(client)
+            retry = {"outcomes": ["failed"], "delay_sec": 0, "max_attempts": 3}
+            batch_id = await submit(client, agent_id, [number], retry=retry)
+
+            async def done() -> bool:
+                return (await batch(client, batch_id))["status"] == "completed"
+
+            await wait_for(done, 20, "the campaign to complete")
+            await asyncio.sleep(0.5)  # a further call would be placed within this
+            body = await batch(client, batch_id)
+    (recipient,) = body["recipients"]
+    got = (recipient["status"], recipient["outcome"], recipient["attempts"], recipient["requeued_reason"])
+    assert (*got, twilio.per_number[number]) == expected, recipient
+    if heard and not callback:
+        assert "not called again" in recipient["error"]
 
 
 @pytest.mark.asyncio

@@ -253,3 +253,127 @@ async def test_recovery_closes_only_this_instances_and_dead_instances_calls(data
         assert delivery is not None and delivery.next_attempt_at <= utcnow()
     finally:
         await db.dispose()
+
+
+# ---------------------------------------------------------------- an instance lost while the others go on
+
+
+@pytest.mark.asyncio
+async def test_kill_9_of_one_instance_its_call_is_closed_by_the_survivor_and_the_lead_requeued(
+    tmp_path: Path, postgres: Any
+) -> None:
+    """Two instances on PostgreSQL dial one campaign; the one holding the call is killed (``kill -9``)
+    before the lead heard anything. The survivor closes the call once the dead one's heartbeat is stale
+    (failed / instance_lost, one ``call.completed``, the live row gone) and the lead, freed at once, is
+    called again once without using an attempt."""
+    from sqlalchemy import select
+
+    from models import LiveCallRecord
+    from storage.db import Database
+    from tests.test_campaigns import ACCOUNT_SID, AUTH_TOKEN, lead, submit
+    from tests.test_campaigns import make_agent as make_campaign_agent
+    from tests.twilio_standin import PlacedCall, Scenario, TwilioStandIn
+
+    heartbeat = 0.5
+    number = lead(870)
+    lines: dict[str, PhoneLine] = {}  # call sid -> the lead's end of its stream
+    stream_port: dict[str, int] = {}
+
+    async def pick_up(call: PlacedCall) -> None:
+        assert call.twiml and "<Stream" in call.twiml, call.twiml
+        stream_port[call.sid] = int(call.twiml.split("ws://127.0.0.1:", 1)[1].split("/", 1)[0])
+        lines[call.sid] = await PhoneLine("", call.sid, number).start(None, twiml=call.twiml)
+        if len(lines) > 1:  # the second call: the lead listens a moment, then hangs up
+            await asyncio.sleep(1.0)
+            await lines[call.sid].hang_up()
+
+    def scenario(call: PlacedCall) -> Scenario:  # nobody speaks, Twilio cannot tell: the agent waits
+        return Scenario("human", 0.05, 30.0, on_answer=pick_up, answered_by="unknown")
+
+    url = await postgres.create_database()
+    async with (
+        TwilioStandIn(ACCOUNT_SID, AUTH_TOKEN, scenario=scenario) as twilio,
+        WebhookReceiver(SECRET) as receiver,
+    ):
+        shared = {
+            "database_url": url,
+            "chroma_host": "127.0.0.1",
+            "twilio_account_sid": ACCOUNT_SID,
+            "twilio_auth_token": AUTH_TOKEN,
+            "twilio_api_base": twilio.url,
+            "live_call_heartbeat_sec": heartbeat,
+            "dialer_tick_sec": 0.2,
+            "dialer_outcome_wait_sec": 2.0,
+            "webhook_retry_base_sec": 0.2,
+        }
+        instances = [
+            ServiceProcess(tmp_path / name, service_env(tmp_path / name, instance_id=name, **shared))
+            for name in ("app-1", "app-2")
+        ]
+        await asyncio.gather(*(i.__aenter__() for i in instances))
+        try:
+            async with instances[0].client() as client:
+                agent_id, _ = await make_campaign_agent(client)
+                hook = await client.post("/v1/convai/webhooks", json={"url": receiver.url, "secret": SECRET})
+                assert hook.status_code == 201, hook.text
+                batch_id = await submit(client, agent_id, [number], retry={"max_attempts": 1})
+
+                async def first_call_live() -> str | None:
+                    calls = (await client.get("/v1/convai/calls/live")).json()["calls"]
+                    return calls[0]["conversation_id"] if calls else None
+
+                first_id = await eventually(first_call_live, timeout=20)
+            [first_sid] = lines
+            victim = next(i for i in instances if i.port == stream_port[first_sid])
+            survivor = next(i for i in instances if i is not victim)
+            await asyncio.sleep(1.0)  # the call goes on; the agent waits for someone to speak
+            victim.proc.kill()
+            killed_at = time.perf_counter()
+            await victim.wait_exit(10)
+
+            async with survivor.client() as client:
+
+                async def closed() -> dict[str, Any] | None:
+                    body = (await client.get(f"/v1/convai/conversations/{first_id}")).json()
+                    return body if body.get("call_state") == "ENDED" else None
+
+                body = await eventually(closed, timeout=15)
+                closed_after = time.perf_counter() - killed_at
+
+                async def requeued_and_called_again() -> dict[str, Any] | None:
+                    (recipient,) = (await client.get(f"/v1/convai/batch-calling/{batch_id}")).json()[
+                        "recipients"
+                    ]
+                    return recipient if twilio.per_number[number] == 2 and recipient["status"] in (
+                        "completed", "failed",
+                    ) else None  # fmt: skip
+
+                recipient = await eventually(requeued_and_called_again, timeout=30)
+
+                async def completed_once() -> bool:
+                    return any(
+                        e["data"]["conversation_id"] == first_id for e in receiver.of_type("call.completed")
+                    )
+
+                await eventually(completed_once, timeout=15)
+                await asyncio.sleep(1.5)  # a duplicate would come within this
+        finally:
+            for line in lines.values():
+                await line.hang_up()
+            await asyncio.gather(*(i.__aexit__() for i in instances))
+    db = Database(url)
+    try:
+        async with db.session() as session:
+            rows = (await session.scalars(select(LiveCallRecord.conversation_id))).all()
+    finally:
+        await db.dispose()
+    assert body["status"] == "failed" and body["metadata"]["termination_reason"] == "instance_lost", body
+    assert closed_after < 3 * heartbeat + 3.0, closed_after
+    mine = [e for e in receiver.of_type("call.completed") if e["data"]["conversation_id"] == first_id]
+    assert len(mine) == 1 and receiver.deliveries[mine[0]["id"]] == 1
+    assert mine[0]["data"]["end_reason"] == "instance_lost"
+    assert first_id not in rows
+    assert twilio.per_number[number] == 2  # called again once
+    assert (recipient["attempts"], recipient["requeued_reason"]) == (1, "instance_lost"), recipient
+    assert "Traceback" not in survivor.output(), survivor.output()[-3000:]
+    print(f"\ninstance lost: call closed by the survivor {closed_after:.2f} s after the kill")

@@ -59,6 +59,11 @@ class Scenario:
     lose_final_callback: bool = False
     # Twilio cannot reach the TwiML URL (the service is down for this call): an application error ends it.
     twiml_unreachable: bool = False
+    # The AMD verdict posted (default: human for a human, machine_end_beep for a machine), and when:
+    # None: before ``on_answer``; seconds: that long after ``on_answer`` started, while the call is live
+    # (as DetectMessageEnd's verdict comes once the greeting has ended).
+    answered_by: str | None = None
+    amd_after_sec: float | None = None
 
 
 FINAL_STATUS = {"no_answer": "no-answer", "busy": "busy", "failed": "failed"}
@@ -327,16 +332,23 @@ class TwilioStandIn:
                         await status(client, "completed", CallDuration="1")
                         return
                     call.twiml = r.text if r.status_code == 200 else f"HTTP {r.status_code}"
+                answering = None
+                if scenario.on_answer is not None and scenario.amd_after_sec is not None:
+                    answering = asyncio.create_task(scenario.on_answer(call))
+                    await asyncio.sleep(scenario.amd_after_sec)
                 amd_url = str(call.params.get("AsyncAmdStatusCallback", ""))
                 if amd_url and call.params.get("AsyncAmd") == "true":
-                    call.answered_by = "human" if scenario.kind == "human" else "machine_end_beep"
+                    default = "human" if scenario.kind == "human" else "machine_end_beep"
+                    call.answered_by = scenario.answered_by or default
                     code = await self._post_retrying(
                         client,
                         amd_url,
                         {**base, "AnsweredBy": call.answered_by, "MachineDetectionDuration": "1800"},
                     )
                     call.callbacks.append(("amd", code))
-                if scenario.on_answer is not None:
+                if answering is not None:
+                    await answering
+                elif scenario.on_answer is not None:
                     await scenario.on_answer(call)
                 await asyncio.sleep(scenario.talk_sec)
                 call.ended_at = time.monotonic()

@@ -18,6 +18,7 @@ from twilio.twiml.voice_response import Connect, VoiceResponse
 
 from api.deps import Services, error_responses
 from api.twilio_webhook import twilio_params as _twilio_params
+from call.amd import CARRIER_VERDICT
 from models import Agent, Conversation, PhoneNumber
 from telephony.call_status import FINAL_STATUSES, STATUS_MAP, record_call_status
 from telephony.stream_auth import make_stream_token
@@ -192,11 +193,13 @@ async def call_status(request: Request, conversation_id: str = "") -> dict[str, 
 
 @router.post("/twiml/amd", summary="Twilio asynchronous answering-machine detection callback")
 async def machine_detection(request: Request, conversation_id: str = "") -> dict[str, Any]:
-    """Records who answered (``AnsweredBy``: human, machine_*, fax, unknown) on the conversation."""
+    """Records who answered (``AnsweredBy``: human, machine_*, fax, unknown) on the conversation, and
+    sends the verdict to the live call, on whichever instance holds its stream (``storage.commands``)."""
     runtime: Services = request.app.state.runtime
     params = await _twilio_params(request)
     call_sid = _valid_call_sid(params)
-    answered_by = ANSWERED_BY.get(params.get("AnsweredBy", "").lower())
+    verdict = params.get("AnsweredBy", "").lower()
+    answered_by = ANSWERED_BY.get(verdict)
     if answered_by is None:
         raise HTTPException(400, detail="unknown AnsweredBy")
     async with runtime.db.session() as session:
@@ -210,6 +213,8 @@ async def machine_detection(request: Request, conversation_id: str = "") -> dict
             if answered_by == "machine" and conversation.outcome is None:
                 conversation.outcome = "voicemail"
         in_campaign = conversation.campaign_id is not None
+        conversation_id = conversation.id
+    await runtime.commands.send(conversation_id, CARRIER_VERDICT, {"answered_by": verdict})
     if in_campaign:
         runtime.dialer.notify()
     return {"ok": True, "answered_by": answered_by}
