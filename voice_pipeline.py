@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -53,8 +54,15 @@ STT_FAILED_LINE = "Sorry, I'm having trouble hearing you. I'll call you back. Go
 class WSConn:
     """One live call on one Media Streams WebSocket."""
 
-    def __init__(self, runtime: Runtime, websocket: WebSocket, call_sid: str) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        websocket: WebSocket,
+        call_sid: str,
+        on_admitted: Callable[[], None] | None = None,
+    ) -> None:
         self.runtime = runtime
+        self._on_admitted = on_admitted  # told once the start message was checked (either way)
         self.call_sid = call_sid
         self.conversation_id = self.caller_number = self.agent_number = ""
         self.end_reason = "caller_hung_up"
@@ -104,13 +112,16 @@ class WSConn:
         """The whole life of the socket: handshake, call, teardown. Never raises."""
         try:
             start = await self.transport.handshake()
-            if start is not None and await self._admit(start) and await self._setup():
+            admitted = start is not None and await self._admit(start)
+            if self._on_admitted is not None:
+                self._on_admitted()
+            if admitted and await self._setup():
                 await self._receive_loop()
         except WebSocketDisconnect:
             pass
         except Exception as exc:
             self.end_reason = "engine_error"
-            self._log("call failed", logging.ERROR, error=type(exc).__name__, detail=str(exc)[:200])
+            self._log("call failed", logging.ERROR, error=type(exc).__name__)
         finally:
             await self._teardown()
 
@@ -334,7 +345,7 @@ class WSConn:
                 elif event.kind == "partial" and self.barge.is_paused:
                     self._on_barge_event(self.barge.on_partial(event.text, is_backchannel(event.text)))
         except ProviderError as exc:
-            self._log("stt failed", logging.ERROR, error=type(exc).__name__, detail=str(exc)[:200])
+            self._log("stt failed", logging.ERROR, error=type(exc).__name__)
             self.end_reason = "stt_failed"
             await self._say_last(STT_FAILED_LINE, "stt_failed")
 

@@ -44,6 +44,9 @@ class ConnectionManager:
         self._idle = asyncio.Event()
         self._idle.set()
         self.accepting = True
+        # Media Streams sockets accepted but not admitted yet (no valid start): capped, so idle sockets
+        # cannot pile up. The route reserves one before the upgrade; it is given back once admitted.
+        self.pending = 0
 
     @property
     def active(self) -> int:
@@ -51,6 +54,15 @@ class ConnectionManager:
 
     def has_capacity(self) -> bool:
         return self.accepting and self.active < self._max_calls()
+
+    def reserve_pending(self, limit: int) -> bool:
+        if self.pending >= limit:
+            return False
+        self.pending += 1
+        return True
+
+    def release_pending(self) -> None:
+        self.pending = max(0, self.pending - 1)
 
     def register(self, call: LiveCall) -> bool:
         if not self.has_capacity() or call.call_sid in self.calls:

@@ -179,7 +179,7 @@ class Dialer:
             try:
                 twilio_status, duration = await self.services.twilio.fetch_call(call_sid)
             except TelephonyError as exc:
-                fields = {"call_sid": call_sid, "error": str(exc)}
+                fields = {"call_sid": call_sid, "error": type(exc).__name__}
                 log.warning("twilio call lookup failed", extra={"fields": fields})
                 continue
             status = STATUS_MAP.get(twilio_status.lower())
