@@ -41,7 +41,7 @@ class Settings(BaseSettings):
     log_file: str = ""
     default_agent_id: str = ""
     max_concurrent_calls: int = 200
-    # Media Streams sockets open but not yet admitted (no valid ``start`` with its token yet): past
+    # Media Streams sockets open but not yet a live call (no valid ``start`` with its token yet): past
     # this many, a new upgrade is refused (HTTP 503) before it is accepted. Each is cut after 10 s.
     max_pending_streams: int = Field(default=200, ge=1)
     # REST API rate limit per API key (a token bucket in each instance): the average a minute, and the

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -54,15 +53,8 @@ STT_FAILED_LINE = "Sorry, I'm having trouble hearing you. I'll call you back. Go
 class WSConn:
     """One live call on one Media Streams WebSocket."""
 
-    def __init__(
-        self,
-        runtime: Runtime,
-        websocket: WebSocket,
-        call_sid: str,
-        on_admitted: Callable[[], None] | None = None,
-    ) -> None:
+    def __init__(self, runtime: Runtime, websocket: WebSocket, call_sid: str) -> None:
         self.runtime = runtime
-        self._on_admitted = on_admitted  # told once the start message was checked (either way)
         self.call_sid = call_sid
         self.conversation_id = self.caller_number = self.agent_number = ""
         self.end_reason = "caller_hung_up"
@@ -112,10 +104,7 @@ class WSConn:
         """The whole life of the socket: handshake, call, teardown. Never raises."""
         try:
             start = await self.transport.handshake()
-            admitted = start is not None and await self._admit(start)
-            if self._on_admitted is not None:
-                self._on_admitted()
-            if admitted and await self._setup():
+            if start is not None and await self._admit(start) and await self._setup():
                 await self._receive_loop()
         except WebSocketDisconnect:
             pass

@@ -95,6 +95,7 @@ async def test_sockets_waiting_for_their_start_are_capped_and_a_real_call_still_
     from simulator.caller import SimulatedCaller, Utterance, frames_of
     from simulator.speech import synthesize_caller
 
+    speech = frames_of(synthesize_caller("Hi, is this Ava?"))
     settings = make_settings(tmp_path, max_pending_streams=3)
     async with LiveServer(settings) as server, server.client() as client:
         await make_agent(client, NUMBER)
@@ -114,23 +115,18 @@ async def test_sockets_waiting_for_their_start_are_capped_and_a_real_call_still_
                 break
             await asyncio.sleep(0.02)
         assert server.runtime.calls.pending == 2
-        caller = SimulatedCaller(
-            server.base_url,
-            "CA" + "6" * 32,
-            NUMBER,
-            [Utterance(frames_of(synthesize_caller("Hi, is this Ava?")))],
-        )
+        caller = SimulatedCaller(server.base_url, "CA" + "6" * 32, NUMBER, [Utterance(speech)])
         async with httpx.AsyncClient() as http:
             result = await caller.run(http)
         assert result.error is None and result.voice_to_voice_s, result.error
-        assert server.runtime.calls.pending == 2  # the call's slot was given back once it was admitted
+        # (the idle sockets may have been cut meanwhile: no start within 10 s)
         for socket in idle:
             await socket.close()
         for _ in range(100):
             if server.runtime.calls.pending == 0:
                 break
             await asyncio.sleep(0.02)
-        assert server.runtime.calls.pending == 0
+        assert server.runtime.calls.pending == 0  # the call's place too: freed once it was a live call
 
 
 # ---------------------------------------------------------------- logs: exception types, not text

@@ -307,20 +307,13 @@ async def media_stream(websocket: WebSocket, call_sid: str) -> None:
         _refusals.note("bad call sid")
         await _refuse_upgrade(websocket, 403, "bad call sid")
         return
-    if not runtime.calls.reserve_pending(runtime.settings.max_pending_streams):
+    conn = WSConn(runtime, websocket, call_sid)
+    if not runtime.calls.hold_pending(conn, runtime.settings.max_pending_streams):
         _refusals.note("too many pending streams")
         await _refuse_upgrade(websocket, 503, "too many streams waiting to start; retry")
         return
-    released = False
-
-    def admitted() -> None:
-        nonlocal released
-        if not released:
-            released = True
-            runtime.calls.release_pending()
-
     try:
         await websocket.accept()
-        await WSConn(runtime, websocket, call_sid, on_admitted=admitted).serve()
+        await conn.serve()  # a live call from its admission on: registering it frees its place
     finally:
-        admitted()
+        runtime.calls.release_pending(conn)
