@@ -10,8 +10,9 @@
 # Build arguments:
 #   BASE_IMAGE       any Debian bookworm image with Python 3.11 and `python3 -m venv`
 #                    (scripts/container_check.sh makes one with debootstrap where no registry is reachable)
-#   TORCH_INDEX_URL  where the CPU build of torch comes from (PyPI's default torch is a multi-GB CUDA
-#                    build); empty: from pip's own configuration (a mirror or a local wheel)
+#   TORCH_INDEX_URL  an index with the CPU build of torch (PyPI's default torch is a multi-GB CUDA
+#                    build), e.g. PyTorch's own CPU wheel index; empty (the default): from pip's own
+#                    configuration (the pipconf secret: a mirror or a local wheel). No index is named here.
 # Build secrets (optional; mounted for one step, never stored in a layer):
 #   pipconf          a pip.conf (private index, mirror, find-links):  --secret id=pipconf,src=FILE
 #   pipca            a CA bundle that pip.conf names as /run/secrets/pipca
@@ -25,7 +26,7 @@ RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore
-ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+ARG TORCH_INDEX_URL=
 RUN --mount=type=secret,id=pipconf --mount=type=secret,id=pipca --mount=type=cache,target=/root/.cache/pip \
     PIP_CONFIG_FILE=/run/secrets/pipconf \
     pip install torch==2.13.0 ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}

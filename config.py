@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     log_file: str = ""
     default_agent_id: str = ""
     max_concurrent_calls: int = 200
+    # Media Streams sockets open but not yet a live call (no valid ``start`` with its token yet): past
+    # this many, a new upgrade is refused (HTTP 503) before it is accepted. Each is cut after 10 s.
+    max_pending_streams: int = Field(default=200, ge=1)
     # REST API rate limit per API key (a token bucket in each instance): the average a minute, and the
     # burst allowed at once. Past it: 429 with Retry-After. 0 turns it off. Webhooks, the Media Streams
     # socket and /healthz, /readyz are never limited.
@@ -102,6 +105,9 @@ class Settings(BaseSettings):
     ollama_host: str = "http://localhost:11434"
     ollama_model: str = "llama3:8b-instruct-q4_K_S"
     ollama_keep_alive: str = "30m"
+    # LLM_PROVIDER=auto: how old Ollama's last "up"/"down" may be before a call or /readyz asks again
+    # (in the background); an Ollama started after the service is used from then on.
+    llm_auto_reprobe_sec: float = Field(default=30.0, gt=0)
     llm_timeout_sec: float = 8.0  # a whole reply
     # No first token this long after the request: the caller hears a short "could you say that again?"
     # instead of silence (a hung or overloaded model); the call goes on and the next turn tries again.

@@ -5,6 +5,7 @@ Run with ``uvicorn main:app --host 0.0.0.0 --port 9001``.
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -82,6 +83,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         runtime = Runtime(settings)
         app.state.runtime = runtime
         await runtime.start()
+        # What start-up loaded (models, modules) lives as long as the process: moved out of the cyclic
+        # collector's reach, so a full collection during a call scans only what calls allocated. Over
+        # the start-up heap one took ~200 ms: a stall of the event loop that every live call hears.
+        gc.collect()
+        gc.freeze()
         if settings.is_multi_instance:  # every instance counts a key against the same limit
             app.state.rate_limiter = SharedTokenBuckets(
                 runtime.db, settings.api_rate_limit_per_min, settings.api_rate_limit_burst

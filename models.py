@@ -174,6 +174,12 @@ class Conversation(TimestampMixin, Base):
     # The id (jti) of the stream token that opened this call's Media Stream: set once, by a conditional
     # UPDATE, so a token admits one stream and a conversation is never reopened (telephony.stream_auth).
     stream_jti: Mapped[str | None] = mapped_column(String(64))
+    # When this call's once-per-call webhook events were emitted: each set once, by a conditional UPDATE
+    # (events.webhooks.claim_call_event), so a replayed Twilio callback or a second instance never
+    # emits the same call event twice.
+    started_event_at: Mapped[datetime | None] = mapped_column()
+    completed_event_at: Mapped[datetime | None] = mapped_column()
+    failed_event_at: Mapped[datetime | None] = mapped_column()
 
     turns: Mapped[list[ConversationTurn]] = relationship(
         back_populates="conversation",

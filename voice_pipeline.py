@@ -107,7 +107,7 @@ class WSConn:
             pass
         except Exception as exc:
             self.end_reason = "engine_error"
-            self._log("call failed", logging.ERROR, error=type(exc).__name__, detail=str(exc)[:200])
+            self._log("call failed", logging.ERROR, error=type(exc).__name__)
         finally:
             await self._teardown()
 
@@ -333,7 +333,7 @@ class WSConn:
                 elif event.kind == "partial" and self.barge.is_paused:
                     self._on_barge_event(self.barge.on_partial(event.text, is_backchannel(event.text)))
         except ProviderError as exc:
-            self._log("stt failed", logging.ERROR, error=type(exc).__name__, detail=str(exc)[:200])
+            self._log("stt failed", logging.ERROR, error=type(exc).__name__)
             self.end_reason = "stt_failed"
             await self._say_last(STT_FAILED_LINE, "stt_failed")
 

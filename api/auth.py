@@ -49,26 +49,33 @@ class KeyRing:
         self._digests: list[str] = [hash_key(k) for k in settings.api_key_list()]
 
     async def load(self, db: Database) -> None:
-        """Add the keys stored in the database; generate one if there is none at all."""
+        """Add the keys stored in the database; generate one if there is none at all.
+
+        The generated key is written to API_KEY_FILE (mode 600) and never printed or logged: container
+        output is collected by log drivers and shared, so the log says only where the key is. A key
+        that cannot be saved is not kept (nobody could read it back): the service then has no key."""
         async with db.session() as session:
             stored = list((await session.scalars(select(ApiKey.key_hash))).all())
             self._digests.extend(stored)
             if self._digests:
                 return
             key = "sk_" + secrets.token_urlsafe(32)
+            path = Path(self._settings.api_key_file)
+            try:
+                write_private_file(path, key + "\n")
+            except OSError as exc:
+                log.error(
+                    "no API_KEYS configured and the generated key could not be saved: set API_KEYS, or make "
+                    "API_KEY_FILE writable",
+                    extra={"fields": {"api_key_file": str(path), "error": type(exc).__name__}},
+                )
+                return
             session.add(ApiKey(key_hash=hash_key(key), label="generated at first start"))
             self._digests.append(hash_key(key))
-        self._announce_generated(key)
-
-    def _announce_generated(self, key: str) -> None:
-        path = Path(self._settings.api_key_file)
-        try:
-            write_private_file(path, key + "\n")
-            where = f" (also saved to {path})"
-        except OSError:
-            where = ""
-        # Printed once, on purpose, to the console of whoever started the service: never logged.
-        print(f"\n  No API_KEYS configured: generated API key{where}:\n\n    {key}\n", flush=True)
+        log.warning(
+            "no API_KEYS configured: generated an API key and saved it to API_KEY_FILE (mode 600)",
+            extra={"fields": {"api_key_file": str(path)}},
+        )
 
     def accepts(self, key: str) -> bool:
         digest = hash_key(key)

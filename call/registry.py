@@ -44,6 +44,9 @@ class ConnectionManager:
         self._idle = asyncio.Event()
         self._idle.set()
         self.accepting = True
+        # Media Streams sockets accepted but not yet a live call (no valid start yet): capped, so idle
+        # sockets cannot pile up. The route holds a place before the upgrade; ``register`` frees it.
+        self._pending: set[LiveCall] = set()
 
     @property
     def active(self) -> int:
@@ -52,10 +55,24 @@ class ConnectionManager:
     def has_capacity(self) -> bool:
         return self.accepting and self.active < self._max_calls()
 
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def hold_pending(self, call: LiveCall, limit: int) -> bool:
+        if len(self._pending) >= limit:
+            return False
+        self._pending.add(call)
+        return True
+
+    def release_pending(self, call: LiveCall) -> None:
+        self._pending.discard(call)
+
     def register(self, call: LiveCall) -> bool:
         if not self.has_capacity() or call.call_sid in self.calls:
             return False
         self.calls[call.call_sid] = call
+        self._pending.discard(call)
         self._idle.clear()
         CALLS_ACTIVE.set(len(self.calls))
         if self._on_change is not None:

@@ -165,7 +165,7 @@ class Replies:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            fields = {**self._log_fields, "error": type(exc).__name__, "detail": str(exc)[:200]}
+            fields = {**self._log_fields, "error": type(exc).__name__}
             log.error("reply failed", extra={"fields": fields})
 
     # ---------------------------------------------------------------- ending replies

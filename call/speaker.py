@@ -112,9 +112,9 @@ class Speaker:
             finally:
                 if segment is not None:
                     self.out.end_segment(segment)
-            if failure is not None:  # one line per sentence; provider errors never carry the API key
+            if failure is not None:  # one line per sentence: the error type only
                 outcome = "retried" if finished else ("cut" if segment is not None else "skipped")
-                fields = {"error": type(failure).__name__, "detail": str(failure)[:200], "outcome": outcome}
+                fields = {"error": type(failure).__name__, "outcome": outcome}
                 log.warning("tts sentence failed", extra={"fields": {**self.log_fields, **fields}})
 
     async def wait_played(self, turn: ReplyTurn) -> None:

@@ -5,6 +5,12 @@ so an event exists exactly when the change it describes does. A background worke
 JSON ``{id, type, created_at, data}``, signed ``X-Signature: t=<unix>,v1=<hex HMAC-SHA256("<t>.<body>")>``,
 retried with exponential backoff and jitter until it succeeds or the event is older than the maximum
 age. Pending rows survive restarts (at-least-once; receivers dedupe on the event id).
+
+A call's ``call.started``, ``call.completed`` and ``call.failed`` happen once per call: the first emit
+sets the conversation's ``*_event_at`` column with a conditional UPDATE (``… WHERE it IS NULL``) and
+only the transaction whose UPDATE changed the row records the event. A replayed or retried Twilio
+callback, a second post-call run, or another instance on the same database finds it set and emits
+nothing. (``call.interrupted`` and ``tool.executed`` happen many times in a call and are not deduped.)
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from config import Settings
 from core.http import read_capped
 from core.net_guard import UnsafeURLError, ensure_public_url, guarded_client
 from core.sandbox import Sandbox
-from models import WebhookConfig, WebhookDelivery, WebhookEvent
+from models import Conversation, WebhookConfig, WebhookDelivery, WebhookEvent
 from storage.db import Database
 from utils import utcnow
 
@@ -35,6 +41,31 @@ log = logging.getLogger(__name__)
 
 MAX_RESPONSE_BYTES = 64 * 1024
 BATCH = 50
+
+# Events a call has at most once, and the conversation column that records that it was emitted.
+ONCE_PER_CALL = {
+    "call.started": Conversation.started_event_at,
+    "call.completed": Conversation.completed_event_at,
+    "call.failed": Conversation.failed_event_at,
+}
+
+
+async def claim_call_event(session: AsyncSession, event_type: str, conversation_id: str) -> bool:
+    """True when this transaction is the first to emit ``event_type`` for the call. One conditional
+    UPDATE decides: on PostgreSQL a concurrent transaction waits on the row lock, then finds the column
+    set and changes nothing; SQLite has a single writer."""
+    column = ONCE_PER_CALL[event_type]
+    result = await session.execute(
+        update(Conversation)
+        .where(Conversation.id == conversation_id, column.is_(None))
+        .values({column.key: utcnow()})
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount == 1:  # type: ignore[attr-defined]
+        return True
+    # Not changed: emitted before, unless there is no such conversation (nothing to dedupe against).
+    exists = await session.scalar(select(Conversation.id).where(Conversation.id == conversation_id))
+    return exists is None
 
 
 def sign(secret: str, body: bytes, timestamp: int | None = None) -> str:
@@ -105,7 +136,15 @@ class WebhookDispatcher:
         agent_id: str | None,
         conversation_id: str | None,
     ) -> str | None:
-        """Record an event for every active config subscribed to it (in ``session``'s transaction)."""
+        """Record an event for every active config subscribed to it (in ``session``'s transaction).
+        A once-per-call event already emitted for ``conversation_id`` is not recorded again (None)."""
+        if conversation_id and event_type in ONCE_PER_CALL:
+            if not await claim_call_event(session, event_type, conversation_id):
+                log.info(
+                    "call event already emitted",
+                    extra={"fields": {"type": event_type, "conversation_id": conversation_id}},
+                )
+                return None
         configs = (
             await session.scalars(
                 select(WebhookConfig).where(
@@ -295,4 +334,6 @@ class WebhookDispatcher:
                 "code": status_code,
                 "ms": ms,
             }
-        log.info("webhook attempt", extra={"fields": {**fields, **({"error": error} if error else {})}})
+        if error:  # the kind of failure, not the refusal's text (it names the address)
+            fields["error"] = "refused" if error.startswith("refused") else error
+        log.info("webhook attempt", extra={"fields": fields})

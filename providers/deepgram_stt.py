@@ -164,7 +164,7 @@ class DeepgramSTTSession:
                 if isinstance(message, ListenV1Error):
                     # Deepgram explains, then closes the socket: keep the reason for the STTError below.
                     error = f"deepgram listen error: {message.variant}: {message.description}"[:300]
-                    fields = {"call_sid": self._call_id, "error": error}
+                    fields = {"call_sid": self._call_id, "error": f"ListenV1Error {message.variant}"[:100]}
                     log.warning("deepgram stt error message", extra={"fields": fields})
                     continue
                 if isinstance(message, ListenV1Results) and message.is_final:

@@ -81,7 +81,7 @@ class OllamaLLMProvider:
                 model=self.settings.ollama_model, messages=[], keep_alive=self.settings.ollama_keep_alive
             )
         except Exception as exc:
-            log.warning("ollama warm-up failed", extra={"fields": {"error": _describe(exc)}})
+            log.warning("ollama warm-up failed", extra={"fields": {"error": type(exc).__name__}})
 
     async def stream_chat(
         self,

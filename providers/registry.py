@@ -3,6 +3,10 @@
 ``auto`` picks the cloud provider when its credentials/server are there and
 the embedded local model otherwise. Providers are created once, lazily, and
 shared by every call (the local models are loaded once per process).
+
+For the LLM, ``auto`` asks Ollama at start and asks again later: a call or ``/readyz`` that finds the
+answer older than LLM_AUTO_REPROBE_SEC starts a new probe in the background (never waited for), so an
+Ollama started after the service is used from the next call on, and one that goes away is left.
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ class ProviderRegistry:
         self.settings = settings
         self._instances: dict[tuple[str, str], Any] = {}
         self._llm_auto_choice: str | None = None
+        self._llm_probed_at = 0.0  # time.monotonic() of the last Ollama probe's answer
+        self._llm_probe: asyncio.Task[None] | None = None
         self._warm_task: asyncio.Task[None] | None = None
         self._warmed: dict[str, bool] = {}
 
@@ -59,10 +65,41 @@ class ProviderRegistry:
         if choice != "auto":
             return choice
         if self._llm_auto_choice is None:
-            ollama = self._get("llm", "ollama")
-            self._llm_auto_choice = "ollama" if await ollama.is_available() else "local"
-            log.info("llm provider chosen", extra={"fields": {"provider": self._llm_auto_choice}})
+            await self._probe_ollama()
+        else:
+            self._reprobe_if_stale()
+        assert self._llm_auto_choice is not None
         return self._llm_auto_choice
+
+    async def _probe_ollama(self) -> None:
+        ollama = self._get("llm", "ollama")
+        up = await ollama.is_available()
+        choice = "ollama" if up else "local"
+        self._llm_probed_at = time.monotonic()
+        if choice != self._llm_auto_choice:
+            changed = self._llm_auto_choice is not None
+            self._llm_auto_choice = choice
+            log.info("llm provider chosen", extra={"fields": {"provider": choice, "changed": changed}})
+            if changed and up:
+                await ollama.warm()  # load the model before the next call asks it
+
+    def _reprobe_if_stale(self) -> None:
+        """Start a background probe when the last answer is stale and none is running."""
+        stale = time.monotonic() - self._llm_probed_at >= self.settings.llm_auto_reprobe_sec
+        if stale and (self._llm_probe is None or self._llm_probe.done()):
+            self._llm_probe = asyncio.create_task(self._probe_ollama(), name="probe-ollama")
+
+    def llm_choice(self) -> dict[str, Any] | None:
+        """For /readyz: which LLM ``auto`` gives a call now, and whether that is the embedded fallback.
+        None when no ``auto`` choice is made (a fixed LLM_PROVIDER)."""
+        if self._llm_auto_choice is None:
+            return None
+        self._reprobe_if_stale()
+        return {
+            "provider": self._llm_auto_choice,
+            "fallback": self._llm_auto_choice == "local",
+            "checked_s_ago": round(time.monotonic() - self._llm_probed_at, 1),
+        }
 
     # ------------------------------------------------------------ instances
 
@@ -161,19 +198,20 @@ class ProviderRegistry:
         except Exception as exc:
             log.error(
                 "provider warm-up failed",
-                extra={"fields": {"error": type(exc).__name__, "detail": str(exc)[:200]}},
+                extra={"fields": {"error": type(exc).__name__}},
             )
 
     def readiness(self) -> dict[str, bool]:
         return {f"{kind}_loaded": ok for kind, ok in self._warmed.items()}
 
     async def aclose(self) -> None:
-        if self._warm_task is not None and not self._warm_task.done():
-            self._warm_task.cancel()
+        for task in (self._warm_task, self._llm_probe):
+            if task is not None and not task.done():
+                task.cancel()
         for provider in self._instances.values():
             close = getattr(provider, "aclose", None)
             if close is not None:
                 try:
                     await close()
-                except Exception:
-                    log.warning("provider close failed", exc_info=True)
+                except Exception as exc:
+                    log.warning("provider close failed", extra={"fields": {"error": type(exc).__name__}})

@@ -17,14 +17,15 @@
 #
 # Idempotent: the base image and podman's layer cache are re-used (REBUILD_BASE=1 remakes the base).
 # Settings: IMAGE (localhost/ai-sdr:check), BASE_IMAGE (localhost/sdr-base), PORT (19001),
-# DEBIAN_MIRROR, READY_TIMEOUT (s, 300), LOG_DIR (/var/tmp/ai-sdr-container-check: build log).
+# DEBIAN_MIRROR (default: the bookworm archive of this machine's apt sources), READY_TIMEOUT (s, 300), LOG_DIR (/var/tmp/ai-sdr-container-check: build log).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 IMAGE=${IMAGE:-localhost/ai-sdr:check}
 BASE_IMAGE=${BASE_IMAGE:-localhost/sdr-base}
 PORT=${PORT:-19001}
-DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+# The Debian archive: DEBIAN_MIRROR, else the one this machine's apt uses (no mirror named in the repo).
+DEBIAN_MIRROR=${DEBIAN_MIRROR:-$(scripts/apt_mirror.sh bookworm || true)}
 READY_TIMEOUT=${READY_TIMEOUT:-300}
 LOG_DIR=${LOG_DIR:-/var/tmp/ai-sdr-container-check}
 PY=${PYTHON:-.venv/bin/python}
@@ -99,7 +100,8 @@ if [ "${REBUILD_BASE:-0}" != 1 ] && podman image exists "$BASE_IMAGE"; then
   echo "re-used (REBUILD_BASE=1 to remake it)"
   timing "base image" "re-used"
 else
-  echo "debootstrap --variant=minbase bookworm (log: $LOG_DIR/debootstrap.log)"
+  [ -n "$DEBIAN_MIRROR" ] || fail "no bookworm archive in this machine's apt sources: set DEBIAN_MIRROR"
+  echo "debootstrap --variant=minbase bookworm from $DEBIAN_MIRROR (log: $LOG_DIR/debootstrap.log)"
   debootstrap --variant=minbase bookworm "$WORK/rootfs" "$DEBIAN_MIRROR" >"$LOG_DIR/debootstrap.log" 2>&1 \
     || fail "debootstrap failed: see $LOG_DIR/debootstrap.log"
   rm -rf "$WORK/rootfs/var/cache/apt/archives/"*.deb "$WORK/rootfs/var/lib/apt/lists/"*

@@ -53,7 +53,9 @@ class OllamaStandIn:
         token_delay: float = 0.0,
         fail: str | None = None,
         fail_after_tokens: int | None = None,
+        port: int = 0,
     ) -> None:
+        self.port = port  # 0: a free one; a fixed one for a server configured before this one starts
         self.models = models if models is not None else [DEFAULT_MODEL]
         self.first_token_delay = first_token_delay
         self.token_delay = token_delay
@@ -84,7 +86,7 @@ class OllamaStandIn:
         app.router.add_post("/api/chat", self._chat)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
         await site.start()
         port = self._runner.addresses[0][1]
         self.url = f"http://127.0.0.1:{port}"

@@ -103,7 +103,8 @@ async def flood(ws_base: str, call_sid: str, total: int, seconds: float) -> dict
                 f"server closed {exc.rcvd.code if exc.rcvd else None} {exc.rcvd.reason if exc.rcvd else ''}"
             ] += 1
         except (OSError, websockets.InvalidHandshake) as exc:
-            closes[f"refused {type(exc).__name__}"] += 1
+            status = getattr(getattr(exc, "response", None), "status_code", None)
+            closes[f"refused {type(exc).__name__}{f' {status}' if status else ''}"] += 1
 
     k = 0
     while sent < total:

@@ -7,6 +7,7 @@ the calling; these routes only read and write the campaign's rows.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, HTTPException, Query, Response, UploadFile, status
@@ -87,7 +88,8 @@ async def upload(
     max_attempts: Annotated[int | None, Form()] = None,
 ) -> BatchCallResponse:
     try:
-        leads = campaigns.parse_leads_csv(await file.read())
+        # Parsing and validating thousands of rows is CPU work: off the event loop.
+        leads = await asyncio.to_thread(campaigns.parse_leads_csv, await file.read())
     except CampaignError as exc:
         raise HTTPException(exc.status, detail=exc.detail) from None
     raw: dict[str, object] = {
@@ -121,7 +123,7 @@ async def upload(
             policy["max_attempts"] = max_attempts
         raw["retry"] = policy
     try:
-        body = BatchCallSubmit.model_validate(raw)
+        body = await asyncio.to_thread(BatchCallSubmit.model_validate, raw)
     except ValidationError as exc:
         detail = [
             {"loc": ["body", *e.get("loc", ())], "msg": e.get("msg", ""), "type": e.get("type", "")}

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, WebSocket
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy import select
 from twilio.twiml.voice_response import Connect, VoiceResponse
 
@@ -220,16 +221,57 @@ async def machine_detection(request: Request, conversation_id: str = "") -> dict
     return {"ok": True, "answered_by": answered_by}
 
 
+async def _refuse_upgrade(websocket: WebSocket, status: int, detail: str) -> None:
+    """Refuse a WebSocket before accepting it: an HTTP answer where the server can send one, else the
+    plain refusal (uvicorn answers 403)."""
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        headers = {"retry-after": "1"} if status == 503 else None
+        await websocket.send_denial_response(JSONResponse({"detail": detail}, status, headers=headers))
+    else:
+        await websocket.close(code=1013 if status == 503 else 1008, reason=detail)
+
+
+class _StreamRefusals:
+    """Counts refused upgrades and logs them at most every 10 s: a flood must not flood the log too."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._logged_at = 0.0
+
+    def note(self, reason: str) -> None:
+        self.count += 1
+        now = time.monotonic()
+        if now - self._logged_at >= 10.0:
+            self._logged_at = now
+            log.warning("media streams refused", extra={"fields": {"reason": reason, "total": self.count}})
+
+
+_refusals = _StreamRefusals()
+
+
 @router.websocket("/ws/voice/{call_sid}")
 async def media_stream(websocket: WebSocket, call_sid: str) -> None:
-    """Twilio Media Streams: connected/start/media/mark/dtmf/stop in; media/mark/clear out."""
-    if _moving_elsewhere(websocket.app.state.runtime) and "websocket.http.response" in websocket.scope.get(
-        "extensions", {}
-    ):
+    """Twilio Media Streams: connected/start/media/mark/dtmf/stop in; media/mark/clear out.
+
+    What can be checked before the upgrade is: draining behind a balancer, the call SID, and the number
+    of sockets still waiting for their ``start`` (MAX_PENDING_STREAMS). The stream token travels in the
+    ``start`` message (Twilio's stream URL takes no query), so it is checked just after, within 10 s.
+    """
+    runtime: Services = websocket.app.state.runtime
+    if _moving_elsewhere(runtime) and "websocket.http.response" in websocket.scope.get("extensions", {}):
         await websocket.send_denial_response(_draining())  # before the upgrade: the balancer tries another
         return
-    await websocket.accept()
     if not _CALL_SID.match(call_sid):
-        await websocket.close(code=1008, reason="bad call sid")
+        _refusals.note("bad call sid")
+        await _refuse_upgrade(websocket, 403, "bad call sid")
         return
-    await WSConn(websocket.app.state.runtime, websocket, call_sid).serve()
+    conn = WSConn(runtime, websocket, call_sid)
+    if not runtime.calls.hold_pending(conn, runtime.settings.max_pending_streams):
+        _refusals.note("too many pending streams")
+        await _refuse_upgrade(websocket, 503, "too many streams waiting to start; retry")
+        return
+    try:
+        await websocket.accept()
+        await conn.serve()  # a live call from its admission on: registering it frees its place
+    finally:
+        runtime.calls.release_pending(conn)
