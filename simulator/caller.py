@@ -56,6 +56,8 @@ class CallResult:
     hung_up_by_agent: bool = False
     frames_received: int = 0
     turns_sent: int = 0
+    # The agent's audio as the far end played it: frames heard whole before a `clear` or the hang-up.
+    agent_heard_s: float = 0.0
     error: str | None = None
 
 
@@ -104,6 +106,8 @@ class SimulatedCaller:
         self._in_reply = False
         self._seq = 0
         self._replies: list[list[float]] = []
+        self._plays_at: list[float] = []  # when each agent frame received plays (dropped on `clear`)
+        self._ended_at: float | None = None  # the agent hung up (the stream closed) or we did
 
     async def run(self, http: httpx.AsyncClient) -> CallResult:
         try:
@@ -141,6 +145,8 @@ class SimulatedCaller:
         except Exception as exc:
             self.result.error = f"{type(exc).__name__}: {str(exc)[:120]}"
         self._pacing()
+        ended = self._ended_at or time.perf_counter()
+        self.result.agent_heard_s = round(sum(FRAME_S for t in self._plays_at if t + FRAME_S <= ended), 3)
         return self.result
 
     def _pacing(self) -> None:
@@ -199,6 +205,12 @@ class SimulatedCaller:
         )
 
     async def _receive(self, ws: websockets.ClientConnection) -> None:
+        try:
+            await self._receive_messages(ws)
+        finally:
+            self._ended_at = self._ended_at or time.perf_counter()  # the line is dead: nothing more plays
+
+    async def _receive_messages(self, ws: websockets.ClientConnection) -> None:
         async for raw in ws:
             now = time.perf_counter()
             if '"media"' in raw[:40]:
@@ -216,6 +228,7 @@ class SimulatedCaller:
                 if self.recorder is not None:
                     payload = base64.b64decode(json.loads(raw)["media"]["payload"])
                     self.recorder.agent_audio(payload, self._sample_at(max(self._playhead, now)))
+                self._plays_at.append(max(self._playhead, now))
                 self._playhead = max(self._playhead, now) + FRAME_S
             elif '"mark"' in raw[:40]:
                 name = json.loads(raw)["mark"]["name"]
@@ -224,6 +237,7 @@ class SimulatedCaller:
                 self._cleared_at = now
                 if self.recorder is not None:
                     self.recorder.truncate_agent(self._sample_at(now))  # what was buffered is never heard
+                self._plays_at = [t for t in self._plays_at if t + FRAME_S <= now]
                 self._playhead = now
                 for _, name in self._pending_marks:
                     await self._send_json(

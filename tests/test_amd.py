@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 from typing import Any
 
@@ -143,7 +144,7 @@ async def outbound_call(
     """An outbound call answered by ``audio_frames``: (conversation detail, caller result, answered_by row)."""
     from models import Conversation
 
-    settings = make_settings(tmp_path)
+    settings = make_settings(tmp_path, log_level=os.environ.get("AMD_TEST_LOG", "WARNING"))
     async with LiveServer(settings) as server, server.client() as client:
         body = {
             "name": "Ava",
@@ -236,3 +237,54 @@ async def test_a_person_is_greeted_after_their_hello(tmp_path: Path, voices: dic
     assert [(t["role"], t["kind"]) for t in turns] == [("user", "speech"), ("agent", "greeting")], turns
     assert turns[1]["text"] == "Hi Dana, this is Ava from Orbit CRM."
     assert turns[1]["start_ms"] > turns[0]["end_ms"]  # greeted after the hello, not over it
+
+
+# ------------------------------------------------------------------------- voicemails heard whole
+
+
+def tones(count: int, seconds: float, gap_s: float, hz: float = 1000.0) -> bytes:
+    """A beep of several short tones ("beep-beep-beep"), as many carrier mailboxes play."""
+    return (beep(hz, seconds) + silence(int(gap_s * 1000))) * count
+
+
+async def synthesized_s(settings: Any, text: str) -> float:
+    """How long the agent's TTS speaks ``text``, cut in the pieces the speaker hands it."""
+    from call.speaker import spoken_pieces
+    from providers.registry import ProviderRegistry
+
+    registry = ProviderRegistry(settings)
+    tts = registry.tts()
+    total = 0
+    for piece in spoken_pieces(text):
+        async for chunk in tts.synthesize(piece):
+            total += len(chunk)
+    return total / SAMPLE_RATE
+
+
+MESSAGE = (
+    "Hi {{customer_name}}, it's Ava from Orbit CRM. I'm calling about your team's weekly reporting. "
+    "Call me back at five five five, zero one two three. Talk soon!"
+)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "after_greeting",
+    [
+        pytest.param(lambda: beep(), id="one-tone"),
+        pytest.param(lambda: tones(3, 0.25, 0.12), id="three-tones"),
+        pytest.param(lambda: tones(3, 0.12, 0.1), id="three-short-tones"),
+    ],
+)
+async def test_a_voicemail_message_reaches_the_mailbox_whole(
+    tmp_path: Path, voices: dict[str, bytes], after_greeting: Any
+) -> None:
+    """What the far end played of the message before the hang-up, against the message's own length."""
+    machine = voices["greeting"] + silence(400) + after_greeting() + silence(15000)
+    detail, result, answered = await outbound_call(
+        tmp_path, _frames(machine), voicemail_action="leave_message", voicemail_message=MESSAGE
+    )
+    assert answered["by"] == "machine" and answered["outcome"] == "voicemail"
+    assert detail["metadata"]["termination_reason"] == "voicemail" and result.hung_up_by_agent
+    message_s = await synthesized_s(make_settings(tmp_path), MESSAGE.replace("{{customer_name}}", "Dana"))
+    assert result.agent_heard_s >= 0.99 * message_s, (result.agent_heard_s, message_s)
