@@ -131,29 +131,34 @@ class OutboundAudio:
         return self._sent >= len(self._frames) and all(s.played or not s.mark_sent for s in self._segments)
 
     def played_out(self, now: float, margin_s: float) -> bool:
-        """Every queued frame was sent and has had its time to play at the far end (plus ``margin_s``)."""
-        return self._sent >= len(self._frames) and not self.paused and now >= self._heard_by + margin_s
+        """Every queued frame was sent and has had its time to play at the far end: confirmed by its
+        mark (a peer may echo marks on receipt, so not before that time), or ``margin_s`` later without."""
+        if self._sent < len(self._frames) or self.paused:
+            return False
+        return now >= self._heard_by + (0.0 if self.idle else margin_s)
 
     async def wait_idle(self, timeout: float, played_margin_s: float | None = None) -> bool:
-        """Until everything queued has been sent and confirmed played (or ``timeout``); True if idle.
+        """Until everything queued has been sent and confirmed played (or ``timeout``); True if done.
 
-        With ``played_margin_s``, audio also counts as played once its duration (and the margin) has
-        passed since it was sent: a peer that does not echo marks is not waited on to the timeout."""
+        With ``played_margin_s``: until it has had its time to play (``played_out``), so a peer that
+        echoes marks early is not hung up on early, and one that echoes none is not waited on to the
+        timeout."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
 
         def done() -> bool:
-            return self.idle or (
-                played_margin_s is not None and self.played_out(time.monotonic(), played_margin_s)
-            )
+            if played_margin_s is None:
+                return self.idle
+            return self.played_out(time.monotonic(), played_margin_s)
 
         while not done():
             self._progress.clear()
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return False
-            if played_margin_s is not None and self._sent >= len(self._frames):
-                remaining = min(remaining, max(0.01, self._heard_by + played_margin_s - time.monotonic()))
+            if played_margin_s is not None and self._sent >= len(self._frames):  # wake when it has played
+                until = self._heard_by + (0.0 if self.idle else played_margin_s) - time.monotonic()
+                remaining = min(remaining, max(0.005, until))
             try:
                 await asyncio.wait_for(self._progress.wait(), remaining)
             except TimeoutError:

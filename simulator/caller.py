@@ -81,6 +81,7 @@ class SimulatedCaller:
         public_url: str | None = None,
         webhook_path: str = "/twiml/voice",
         answers_first: bool = False,
+        marks_on_receipt: bool = False,
     ) -> None:
         self.base_url = base_url
         self.call_sid = call_sid
@@ -94,6 +95,9 @@ class SimulatedCaller:
         # person (or machine) who picks up speaks first.
         self.webhook_path = webhook_path
         self.answers_first = answers_first
+        # Echo each mark as it arrives, not once its audio played (what tests/phone_line.py does; a
+        # network leg after Twilio also leaves the listener behind the echoed mark).
+        self.marks_on_receipt = marks_on_receipt
         self._t0 = 0.0
         self.result = CallResult(call_sid)
         self.stream_sid = "MZ" + call_sid[2:]
@@ -232,7 +236,7 @@ class SimulatedCaller:
                 self._playhead = max(self._playhead, now) + FRAME_S
             elif '"mark"' in raw[:40]:
                 name = json.loads(raw)["mark"]["name"]
-                self._pending_marks.append((max(self._playhead, now), name))
+                self._pending_marks.append((now if self.marks_on_receipt else max(self._playhead, now), name))
             elif '"clear"' in raw[:40]:
                 self._cleared_at = now
                 if self.recorder is not None:
