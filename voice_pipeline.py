@@ -57,6 +57,7 @@ IVR_GOODBYE_LINE = "Sorry, I'll try again another time. Goodbye."
 UNANSWERED_OUTCOME = {AnsweredBy.SCREENER: "screened", AnsweredBy.IVR: "ivr"}  # outcome, end reason
 AMD_WORDS_WAIT_S = 1.5  # before a voicemail: words of the greeting still on their way
 SCREENER_QUIET_S = 0.7  # the screener's prompt is over
+PERSON_QUIET_S = 0.7  # the person who took the call from the screener said hello and waits
 NO_AGENT_LINE = "Sorry, this number is not available right now. Goodbye."
 STT_FAILED_LINE = "Sorry, I'm having trouble hearing you. I'll call you back. Goodbye."
 
@@ -100,6 +101,7 @@ class WSConn:
         self._last_line = False  # the call's last line plays: nothing the far end does cuts it
         self._screening: asyncio.Task[Any] | None = None  # a call screener holds the call
         self._screener_said_at: float | None = None  # call clock ms: the agent's answer to it started/ended
+        self._picked_up = False  # the person took the call from the screener
         self._closed = asyncio.Event()
 
     @property
@@ -523,19 +525,26 @@ class WSConn:
             await self.hang_up("screened")
 
     def _through_screener(self, heard: CallerTurn) -> bool:
-        """A caller turn while a screener holds the call. True when it was the screener's (handled)."""
+        """A caller turn while a screener holds the call: the screener's own words (the prompt, "please
+        stay on the line") are recorded; words after the agent's answer are the person who picked up,
+        and the greeting answers them. Always handled here (True)."""
         assert self.amd is not None
+        self.transcript.save_user_turn(
+            heard.text, kind="speech", intent=detect_intent(heard.text).value,
+            start_ms=heard.speech_start_ms, end_ms=heard.speech_end_ms, stt_final_ms=heard.stt_final_ms,
+        )  # fmt: skip
         said_after = (heard.speech_start_ms or 0.0) > (self._screener_said_at or float("inf"))
-        if not said_after or answered_by_words(heard.text) is AnsweredBy.SCREENER:
-            self.transcript.save_user_turn(
-                heard.text, kind="speech", intent="OTHER", start_ms=heard.speech_start_ms,
-                end_ms=heard.speech_end_ms, stt_final_ms=heard.stt_final_ms,
-            )  # fmt: skip
-            return True  # the screener's own words (the prompt, "please stay on the line")
-        # Someone speaks after the agent answered the screener: the person picked up.
-        self._screening = None
-        self._on_amd(self.amd.person_after_screener())
-        return False
+        if said_after and answered_by_words(heard.text) is not AnsweredBy.SCREENER and not self._picked_up:
+            self._picked_up = True
+            self._start_task(self._person_picked_up(), "picked-up")
+        return True
+
+    async def _person_picked_up(self) -> None:
+        """The person took the call from the screener: greeted once they pause, as any person."""
+        assert self.amd is not None
+        await self._far_end_quiet(PERSON_QUIET_S, max_wait_s=4.0)
+        if not self.closing:
+            self._on_amd(self.amd.person_after_screener())
 
     async def _leave_menu(self) -> None:
         """A phone menu answered: the agent navigates it (``dtmf_navigation``) or ends the call politely."""
