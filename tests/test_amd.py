@@ -310,7 +310,11 @@ SCREENED_AGENT = {
     "voicemail_action": "leave_message",
     "voicemail_message": "Hi {{customer_name}}, it's Ava from Orbit CRM. Bye!",
 }
-SCREENED_VARIABLES = {"customer_name": "Dana", "company": "Orbit CRM", "call_reason": "your team's weekly reports"}
+SCREENED_VARIABLES = {
+    "customer_name": "Dana",
+    "company": "Orbit CRM",
+    "call_reason": "your team's weekly reports",
+}
 SCREENER_LINE = "Hi, this is Ava from Orbit CRM, calling for Dana about your team's weekly reports."
 
 
@@ -334,7 +338,7 @@ async def test_a_screener_is_told_who_calls_and_the_person_who_picks_up_is_greet
     tmp_path: Path, screener_voices: dict[str, bytes]
 ) -> None:
     async with screener_words(SCREENER_PROMPT, "Hello, this is Dana.") as deepgram:
-        detail, result, answered = await outbound_call(
+        detail, _, answered = await outbound_call(
             tmp_path,
             [],
             script=[
@@ -349,7 +353,10 @@ async def test_a_screener_is_told_who_calls_and_the_person_who_picks_up_is_greet
     assert answered["outcome"] not in ("screened", "voicemail")
     agent_turns = [(t["kind"], t["text"]) for t in detail["transcript"] if t["role"] == "agent"]
     # one sentence to the screener, then the greeting for the person; never the voicemail message
-    assert agent_turns[:2] == [("screener", SCREENER_LINE), ("greeting", "Hi Dana, this is Ava from Orbit CRM.")]
+    assert agent_turns[:2] == [
+        ("screener", SCREENER_LINE),
+        ("greeting", "Hi Dana, this is Ava from Orbit CRM."),
+    ]
     assert all("Bye!" not in text for _, text in agent_turns)
     assert detail["metadata"]["termination_reason"] not in ("screened", "voicemail"), detail["metadata"]
 
