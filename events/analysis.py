@@ -25,9 +25,12 @@ OUTCOMES = (
     "not_interested",
     "callback_requested",
     "voicemail",
+    "screened",  # a call screener answered; nobody picked up (set by the engine: end reason)
+    "ivr",  # a phone menu answered and was not navigated (set by the engine: end reason)
     "no_answer",
     "failed",
 )
+ENGINE_OUTCOMES = {"screened", "ivr"}  # end reasons that are the outcome
 NO_ANSWER_REASONS = {"no_answer", "no-answer", "busy", "canceled"}
 FAILED_REASONS = {"failed", "stt_failed", "error"}
 VOICEMAIL = re.compile(
@@ -50,6 +53,8 @@ def rule_outcome(
         return "meeting_booked"
     if end_reason in NO_ANSWER_REASONS:
         return "no_answer"
+    if end_reason in ENGINE_OUTCOMES:
+        return end_reason
     user_lines = [text for role, text in turns if role == "user" and text]
     if not user_lines:
         return "no_answer" if end_reason not in FAILED_REASONS else "failed"

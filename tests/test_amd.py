@@ -400,3 +400,41 @@ def test_screener_and_menu_words() -> None:
     assert answered_by_words("Hello, this is Dana.") is None
     assert screener_line(SCREENED_VARIABLES | {"agent_name": "Ava"}) == SCREENER_LINE
     assert screener_line({"agent_name": "Ava"}) == "Hi, this is Ava."
+
+
+# ------------------------------------------------------------------------- phone menus
+
+MENU = "Thank you for calling Northwind, for sales press 1, for support press 2"
+
+
+@pytest.mark.asyncio
+async def test_a_phone_menu_is_an_ivr_and_the_call_ends_politely(tmp_path: Path) -> None:
+    from simulator.speech import synthesize_caller
+
+    async with screener_words(MENU) as deepgram:
+        detail, result, answered = await outbound_call(
+            tmp_path,
+            [],
+            script=[
+                Utterance(
+                    frames_of(silence(300) + synthesize_caller(MENU, steady=True)) + [silence(20)] * 400
+                )
+            ],
+            settings={"stt_provider": "deepgram", "deepgram_api_key": "dg-key", "deepgram_url": deepgram.url},
+            **SCREENED_AGENT,
+        )
+    assert answered == {"by": "ivr", "method": "phrase", "outcome": "ivr"}
+    agent_turns = [t["text"] for t in detail["transcript"] if t["role"] == "agent"]
+    assert agent_turns == ["Sorry, I'll try again another time. Goodbye."]  # no pitch, no voicemail message
+    assert detail["metadata"]["termination_reason"] == "ivr" and result.hung_up_by_agent
+
+
+def test_screened_and_ivr_are_outcomes_a_campaign_can_retry() -> None:
+    from events.analysis import rule_outcome
+    from schemas import RetryPolicy
+
+    assert RetryPolicy(outcomes=["screened", "ivr", "voicemail"]).outcomes == ["screened", "ivr", "voicemail"]
+    # the screener's words are no conversation with the lead: the end reason is the outcome
+    turns = [("user", SCREENER_PROMPT), ("agent", SCREENER_LINE)]
+    assert rule_outcome(turns, [], "screened") == "screened"
+    assert rule_outcome([("user", MENU)], [], "ivr") == "ivr"
