@@ -547,11 +547,7 @@ class WSConn:
             self._on_amd(self.amd.person_after_screener())
 
     async def _leave_menu(self) -> None:
-        """A phone menu answered: the agent navigates it (``dtmf_navigation``) or ends the call politely."""
-        assert self.profile is not None
-        if getattr(self.profile.agent, "dtmf_navigation", False):
-            self._log("phone menu: the agent navigates it")
-            return  # the menu's words are the caller's turns; the agent answers with send_dtmf
+        """A phone menu answered: the call ends politely once the menu pauses."""
         self.transcript.set_state(CallState.COMPLETION)
         await self._far_end_quiet(0.5, max_wait_s=4.0)
         if not self.closing:

@@ -58,6 +58,7 @@ class CallResult:
     turns_sent: int = 0
     # The agent's audio as the far end played it: frames heard whole before a `clear` or the hang-up.
     agent_heard_s: float = 0.0
+    last_reply_heard_s: float = 0.0  # …of which the agent's last reply (a run without a 0.5 s gap)
     error: str | None = None
 
 
@@ -150,7 +151,10 @@ class SimulatedCaller:
             self.result.error = f"{type(exc).__name__}: {str(exc)[:120]}"
         self._pacing()
         ended = self._ended_at or time.perf_counter()
-        self.result.agent_heard_s = round(sum(FRAME_S for t in self._plays_at if t + FRAME_S <= ended), 3)
+        heard = [t for t in self._plays_at if t + FRAME_S <= ended]
+        self.result.agent_heard_s = round(len(heard) * FRAME_S, 3)
+        gaps = [k for k in range(1, len(heard)) if heard[k] - heard[k - 1] > 0.5]
+        self.result.last_reply_heard_s = round((len(heard) - (gaps[-1] if gaps else 0)) * FRAME_S, 3)
         return self.result
 
     def _pacing(self) -> None:

@@ -141,7 +141,7 @@ async def run_case(case: dict, workdir: Path, message_s: float) -> dict:
         "at_s": round(decided[2], 2) if decided[2] is not None else None,
         "end_reason": decided[3],
         "message_left": MESSAGE in agent_said,
-        "heard_share": round(result.agent_heard_s / message_s, 3) if MESSAGE in agent_said else None,
+        "heard_share": round(result.last_reply_heard_s / message_s, 3) if MESSAGE in agent_said else None,
         "error": result.error,
     }
 
