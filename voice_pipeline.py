@@ -234,14 +234,15 @@ class WSConn:
             "call ended", reason=self.end_reason, duration_s=round(time.monotonic() - self.started_at, 1)
         )
 
-    async def hang_up(self, reason: str) -> None:
+    async def hang_up(self, reason: str, *, heard_first: bool = True) -> None:
         """End the call: through Twilio's REST API for a real call, and by closing the stream.
 
         Only once what the agent said has played at the far end (its mark came back, or its duration
-        passed since it was sent), within HANGUP_MAX_WAIT_SEC: hanging up drops what Twilio still holds."""
+        passed since it was sent), within HANGUP_MAX_WAIT_SEC: hanging up drops what Twilio still holds.
+        ``heard_first=False``: at once (the service is shutting down)."""
         self.end_reason = reason
         self._closing = True
-        if not await self.speaker.wait_heard(self.runtime.settings.hangup_max_wait_sec):
+        if heard_first and not await self.speaker.wait_heard(self.runtime.settings.hangup_max_wait_sec):
             self._log("hanging up before the last audio was heard", logging.WARNING, reason=reason)
         await self.runtime.twilio.end_call(self.call_sid)
         await self.transport.close(1000, reason)

@@ -438,3 +438,27 @@ def test_screened_and_ivr_are_outcomes_a_campaign_can_retry() -> None:
     turns = [("user", SCREENER_PROMPT), ("agent", SCREENER_LINE)]
     assert rule_outcome(turns, [], "screened") == "screened"
     assert rule_outcome([("user", MENU)], [], "ivr") == "ivr"
+
+
+def test_a_beep_of_several_short_tones_ends_the_greeting_after_its_last_tone(
+    voices: dict[str, bytes],
+) -> None:
+    audio = silence(300) + voices["greeting"] + silence(400) + tones(3, 0.12, 0.1) + silence(2500)
+    detector = detect(audio)
+    last_tone_end = 0.3 + len(voices["greeting"]) / SAMPLE_RATE + 0.4 + 3 * 0.22 - 0.1
+    over = detector.greeting_over
+    assert over is not None and over.reason == "beep" and last_tone_end < over.at_s < last_tone_end + 0.6, (
+        over
+    )
+
+
+def test_a_screeners_words_win_over_a_machine_decided_by_the_greetings_length(
+    voices: dict[str, bytes],
+) -> None:
+    # a screener's prompt is as long as a voicemail greeting: the length says machine first
+    detector = detect(silence(300) + voices["greeting"] + silence(2000), words=[(6.5, SCREENER_PROMPT)])
+    assert detector.decision is not None and detector.decision.answered_by is AnsweredBy.SCREENER
+    assert detector.greeting_over is None  # no voicemail moment for a screener
+    # and once a person took the call from the screener, no later words make it a machine
+    detector.person_after_screener()
+    assert detector.on_text("sorry, I can't take your call right now") is None
