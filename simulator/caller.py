@@ -58,7 +58,7 @@ class CallResult:
     turns_sent: int = 0
     # The agent's audio as the far end played it: frames heard whole before a `clear` or the hang-up.
     agent_heard_s: float = 0.0
-    last_reply_heard_s: float = 0.0  # …of which the agent's last reply (a run without a 0.5 s gap)
+    last_reply_heard_s: float = 0.0  # …of which the agent's last reply (since a `clear` or a 0.25 s gap)
     error: str | None = None
 
 
@@ -113,6 +113,7 @@ class SimulatedCaller:
         self._replies: list[list[float]] = []
         self._plays_at: list[float] = []  # when each agent frame received plays (dropped on `clear`)
         self._ended_at: float | None = None  # the agent hung up (the stream closed) or we did
+        self._clears: list[float] = []  # when each `clear` arrived
 
     async def run(self, http: httpx.AsyncClient) -> CallResult:
         try:
@@ -153,8 +154,9 @@ class SimulatedCaller:
         ended = self._ended_at or time.perf_counter()
         heard = [t for t in self._plays_at if t + FRAME_S <= ended]
         self.result.agent_heard_s = round(len(heard) * FRAME_S, 3)
-        gaps = [k for k in range(1, len(heard)) if heard[k] - heard[k - 1] > 0.5]
-        self.result.last_reply_heard_s = round((len(heard) - (gaps[-1] if gaps else 0)) * FRAME_S, 3)
+        starts = [k for k in range(1, len(heard)) if heard[k] - heard[k - 1] > 0.25]
+        starts += [k for k, t in enumerate(heard) if self._clears and t >= self._clears[-1]][:1]
+        self.result.last_reply_heard_s = round((len(heard) - max(starts, default=0)) * FRAME_S, 3)
         return self.result
 
     def _pacing(self) -> None:
@@ -243,6 +245,7 @@ class SimulatedCaller:
                 self._pending_marks.append((now if self.marks_on_receipt else max(self._playhead, now), name))
             elif '"clear"' in raw[:40]:
                 self._cleared_at = now
+                self._clears.append(now)
                 if self.recorder is not None:
                     self.recorder.truncate_agent(self._sample_at(now))  # what was buffered is never heard
                 self._plays_at = [t for t in self._plays_at if t + FRAME_S <= now]
