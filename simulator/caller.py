@@ -58,7 +58,7 @@ class CallResult:
     turns_sent: int = 0
     # The agent's audio as the far end played it: frames heard whole before a `clear` or the hang-up.
     agent_heard_s: float = 0.0
-    last_reply_heard_s: float = 0.0  # …of which the agent's last reply (since a `clear` or a 0.25 s gap)
+    last_reply_heard_s: float = 0.0  # …of which the agent's last turn (by the marks that close its frames)
     error: str | None = None
 
 
@@ -113,7 +113,10 @@ class SimulatedCaller:
         self._replies: list[list[float]] = []
         self._plays_at: list[float] = []  # when each agent frame received plays (dropped on `clear`)
         self._ended_at: float | None = None  # the agent hung up (the stream closed) or we did
-        self._clears: list[float] = []  # when each `clear` arrived
+        # The agent turn of each frame received: the turn of the mark that closed its segment ("t3s1":
+        # turn 3), None when a `clear` dropped it first; frames after the last mark: _last_turn's.
+        self._frame_turns: list[int | None] = []
+        self._last_turn: int | None = None
 
     async def run(self, http: httpx.AsyncClient) -> CallResult:
         try:
@@ -152,11 +155,13 @@ class SimulatedCaller:
             self.result.error = f"{type(exc).__name__}: {str(exc)[:120]}"
         self._pacing()
         ended = self._ended_at or time.perf_counter()
-        heard = [t for t in self._plays_at if t + FRAME_S <= ended]
-        self.result.agent_heard_s = round(len(heard) * FRAME_S, 3)
-        starts = [k for k in range(1, len(heard)) if heard[k] - heard[k - 1] > 0.25]
-        starts += [k for k, t in enumerate(heard) if self._clears and t >= self._clears[-1]][:1]
-        self.result.last_reply_heard_s = round((len(heard) - max(starts, default=0)) * FRAME_S, 3)
+        heard = [t + FRAME_S <= ended for t in self._plays_at]
+        self.result.agent_heard_s = round(sum(heard) * FRAME_S, 3)
+        turns = self._frame_turns + [self._last_turn] * (len(heard) - len(self._frame_turns))
+        last = max((t for t in turns if t is not None), default=None)
+        self.result.last_reply_heard_s = round(
+            sum(h for h, t in zip(heard, turns, strict=True) if t == last and t is not None) * FRAME_S, 3
+        )
         return self.result
 
     def _pacing(self) -> None:
@@ -242,13 +247,17 @@ class SimulatedCaller:
                 self._playhead = max(self._playhead, now) + FRAME_S
             elif '"mark"' in raw[:40]:
                 name = json.loads(raw)["mark"]["name"]
+                turn = int(name[1:].split("s", 1)[0]) if re.match(r"^t\d+s\d+$", name) else None
+                self._frame_turns += [turn] * (len(self._plays_at) - len(self._frame_turns))
+                self._last_turn = turn
                 self._pending_marks.append((now if self.marks_on_receipt else max(self._playhead, now), name))
             elif '"clear"' in raw[:40]:
                 self._cleared_at = now
-                self._clears.append(now)
+                self._frame_turns += [None] * (len(self._plays_at) - len(self._frame_turns))
                 if self.recorder is not None:
                     self.recorder.truncate_agent(self._sample_at(now))  # what was buffered is never heard
-                self._plays_at = [t for t in self._plays_at if t + FRAME_S <= now]
+                # what was buffered is never heard
+                self._plays_at = [t if t + FRAME_S <= now else float("inf") for t in self._plays_at]
                 self._playhead = now
                 for _, name in self._pending_marks:
                     await self._send_json(
