@@ -19,14 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from call.amd import (
-    AmdDecision,
-    AnsweredBy,
-    AnsweringMachineDetector,
-    GreetingOver,
-    answered_by_words,
-    screener_line,
-)
+from call.amd import AnsweringMachineDetector
+from call.answering import Answering
 from call.bargein import Backchannel, BargeIn, CommitInterruption, PauseAgent, ResumeAgent, TakeTurn
 from call.clock import CallClock
 from call.intents import detect_intent, is_backchannel
@@ -42,7 +36,6 @@ from call.watchdog import MAX_DURATION_LINE, STILL_THERE_LINE, TIMEOUT_GOODBYE_L
 from core.metrics import BARGE_IN
 from providers.base import FRAME_BYTES, ProviderError, STTSession
 from speech.audio import FrameSlicer
-from speech.text import fill_template
 from storage.call_store import CallStore
 from storage.recordings import CallRecorder
 from telephony.stream_auth import admit_stream
@@ -53,11 +46,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("ai_sdr.call")
 
 BUSY_LINE = "All of our agents are busy right now. Please call again later. Goodbye."
-IVR_GOODBYE_LINE = "Sorry, I'll try again another time. Goodbye."
-UNANSWERED_OUTCOME = {AnsweredBy.SCREENER: "screened", AnsweredBy.IVR: "ivr"}  # outcome, end reason
-AMD_WORDS_WAIT_S = 1.5  # before a voicemail: words of the greeting still on their way
-SCREENER_QUIET_S = 0.7  # the screener's prompt is over
-PERSON_QUIET_S = 0.7  # the person who took the call from the screener said hello and waits
 NO_AGENT_LINE = "Sorry, this number is not available right now. Goodbye."
 STT_FAILED_LINE = "Sorry, I'm having trouble hearing you. I'll call you back. Goodbye."
 
@@ -98,10 +86,8 @@ class WSConn:
         self._last_media_at = time.monotonic()
         self._timers: dict[str, asyncio.TimerHandle] = {}  # end of turn, DTMF
         self._closing = False
-        self._last_line = False  # the call's last line plays: nothing the far end does cuts it
-        self._screening: asyncio.Task[Any] | None = None  # a call screener holds the call
-        self._screener_said_at: float | None = None  # call clock ms: the agent's answer to it started/ended
-        self._picked_up = False  # the person took the call from the screener
+        self.last_line = False  # the call's last line plays: nothing the far end does cuts it
+        self.answering = Answering(self, self._fields)  # machines, screeners, menus (outbound)
         self._closed = asyncio.Event()
 
     @property
@@ -203,7 +189,7 @@ class WSConn:
         self.speaker.use(self.runtime.providers.tts(), None)
         self.speaker.start()
         self._closing = True
-        await self._say_last(line, reason)
+        await self.say_last(line, reason)
         return False
 
     async def _teardown(self) -> None:
@@ -247,10 +233,10 @@ class WSConn:
         await self.runtime.twilio.end_call(self.call_sid)
         await self.transport.close(1000, reason)
 
-    async def _say_last(self, line: str, reason: str) -> None:
+    async def say_last(self, line: str, reason: str) -> None:
         """The call's last line (busy, voicemail message, timeouts): it plays whole, then the call ends.
         Words that reach us meanwhile (a machine greeting's late transcript) do not cut it."""
-        self._last_line = True
+        self.last_line = True
         try:
             await self.replies.say_last(line, reason)
         finally:
@@ -292,7 +278,9 @@ class WSConn:
                 if event is None and self.transport.too_broken:
                     self.end_reason = "protocol_error"
                 elif not self._closing:
-                    self.end_reason = self.replies.end_reason() or self._unanswered_end() or "caller_hung_up"
+                    self.end_reason = (
+                        self.replies.end_reason() or self.answering.unanswered_end() or "caller_hung_up"
+                    )
                 return
 
     def _on_media(self, chunk: bytes) -> None:
@@ -309,7 +297,7 @@ class WSConn:
         now = time.monotonic()
         energy, voiced = self.barge.classify(frame, self.speaker.is_speaking)
         if self.amd is not None and (amd := self.amd.on_frame(frame, energy, voiced)) is not None:
-            self._on_amd(amd)
+            self.answering.on_amd(amd)
         cue = self.turns.on_voice(energy, voiced, now, frame)
         if voiced:
             self.watchdog.activity(now)
@@ -356,13 +344,13 @@ class WSConn:
                 if self.turns.on_transcript(event, time.monotonic(), self.clock.media_t0):
                     self._check_end_of_turn_in(0)
                 if self.amd is not None and event.text and (amd := self.amd.on_text(self.turns.text_so_far)):
-                    self._on_amd(amd)
+                    self.answering.on_amd(amd)
                 elif event.kind == "partial" and self.barge.is_paused:
                     self._on_barge_event(self.barge.on_partial(event.text, is_backchannel(event.text)))
         except ProviderError as exc:
             self._log("stt failed", logging.ERROR, error=type(exc).__name__, detail=str(exc)[:200])
             self.end_reason = "stt_failed"
-            await self._say_last(STT_FAILED_LINE, "stt_failed")
+            await self.say_last(STT_FAILED_LINE, "stt_failed")
 
     def _check_end_of_turn_in(self, delay: float) -> None:
         if (timer := self._timers.pop("eot", None)) is not None:
@@ -389,13 +377,13 @@ class WSConn:
         assert self.barge is not None and self.watchdog is not None
         self.watchdog.caller_spoke()
         text = heard.text
-        if self._last_line:  # recorded, never an interruption of the last line
+        if self.last_line:  # recorded, never an interruption of the last line
             self.transcript.save_user_turn(
                 display or text, kind=kind, intent=detect_intent(text).value,
                 start_ms=heard.speech_start_ms, end_ms=heard.speech_end_ms, stt_final_ms=heard.stt_final_ms,
             )  # fmt: skip
             return
-        if self._screening is not None and kind == "speech" and self._through_screener(heard):
+        if kind == "speech" and self.answering.screener_turn(heard):
             return
         event = self.barge.on_caller_turn(
             speech=kind == "speech", backchannel=is_backchannel(text),
@@ -432,132 +420,17 @@ class WSConn:
             timings["stt_final_ms"] = heard.stt_final_ms
         self.replies.answer(text, seq, intent, timings)
 
-    # ================================================================ answering machines, screeners, menus
+    # ================================================================ who answered (call.answering)
 
-    def _on_amd(self, event: AmdDecision | GreetingOver) -> None:
-        assert self.profile is not None and self.store is not None
-        if self._last_line or self.closing:
-            return  # the message (or the goodbye) is playing: nothing the far end says changes it
-        if isinstance(event, GreetingOver):
-            self._log("voicemail greeting over", why=event.reason, at_s=event.at_s)
-            self._start_task(self._voicemail(), "voicemail")
-            return
-        answered_by = event.answered_by
-        outcome = UNANSWERED_OUTCOME.get(answered_by)
-        self.store.set_answered_by(answered_by.value, event.method, outcome=outcome)
-        self._log("answered by", answered_by=answered_by.value, method=event.method, at_s=event.at_s)
-        if answered_by in (AnsweredBy.HUMAN, AnsweredBy.UNKNOWN):
-            self._screening = None
-            if self.profile.first_message:
-                self.replies.say(self.profile.first_message, kind="greeting")
-            return
-        self._silence_agent()  # never pitch to a machine, a screener or a menu
-        if answered_by is AnsweredBy.SCREENER:
-            self._screening = self._start_task(self._answer_screener(), "screener")
-        elif answered_by is AnsweredBy.IVR:
-            self._start_task(self._leave_menu(), "ivr")
-        else:  # a machine: its message (or the hang-up) once its greeting is over, see GreetingOver
-            self.transcript.set_state(CallState.COMPLETION)
-
-    def _start_task(self, job: Any, name: str) -> asyncio.Task[Any]:
+    def start_task(self, job: Any, name: str) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(job, name=f"{name}-{self.call_sid}")
         self._tasks.append(task)
         return task
 
-    def _silence_agent(self) -> None:
-        """Whatever the agent started saying stops, and nothing heard so far gets an answer."""
-        reply = self.replies.current
-        if reply is not None and reply.running:
-            self._start_task(self.replies.interrupted(reply, self.speaker.played_frame()), "interrupted")
-        self.replies.drop()
-
-    def _unanswered_end(self) -> str | None:
-        """The far end hung up on a screener or a menu that never put us through."""
-        decision = self.amd.decision if self.amd is not None else None
-        if decision is not None and decision.answered_by in UNANSWERED_OUTCOME:
-            return UNANSWERED_OUTCOME[decision.answered_by]
-        return None
-
-    async def _voicemail(self) -> None:
-        """Leave the agent's message (once, after the greeting and its beep), or hang up on the machine."""
-        assert self.profile is not None and self.turns is not None
-        # Words of the greeting still being transcribed may yet say "screener" or "menu": wait for them.
-        await self._settle_words(AMD_WORDS_WAIT_S)
-        decision = self.amd.decision if self.amd is not None else None
-        if self.closing or decision is None or decision.answered_by is not AnsweredBy.MACHINE:
-            return
-        agent = self.profile.agent
-        message = ""
-        if agent.voicemail_action == "leave_message":
-            message = fill_template(agent.voicemail_message or "", self.profile.variables, strict=False)
-        if message.strip():
-            await self._say_last(message.strip(), "voicemail")
-        else:
-            await self.hang_up("voicemail")
-
-    async def _settle_words(self, max_wait_s: float) -> None:
-        assert self.turns is not None
-        deadline = time.monotonic() + max_wait_s
-        # polled: the words arrive on the STT task, the voice on the frame path; neither signals here
-        while self.turns.words_pending and time.monotonic() < deadline and not self.closing:  # noqa: ASYNC110
-            await asyncio.sleep(0.05)
-
-    async def _far_end_quiet(self, quiet_s: float, max_wait_s: float) -> None:
-        """Until the far end has been quiet for ``quiet_s`` (its prompt is over), at most ``max_wait_s``."""
-        assert self.turns is not None
-        deadline = time.monotonic() + max_wait_s
-        while time.monotonic() - self.turns.last_voice_at < quiet_s and time.monotonic() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(0.05)
-
-    async def _answer_screener(self) -> None:
-        """Say who is calling and why, in one sentence, then wait for the person to pick up."""
-        assert self.profile is not None
-        await self._far_end_quiet(SCREENER_QUIET_S, max_wait_s=8.0)
-        if self.closing:
-            return
-        self._screener_said_at = self.clock.ms()
-        self.replies.say(screener_line(self.profile.variables), kind="screener")
-        if (turn := self.replies.current) is not None and turn.task is not None:
-            await asyncio.gather(turn.task, return_exceptions=True)  # said, and heard
-        self._screener_said_at = self.clock.ms()
-        await asyncio.sleep(self.runtime.settings.screener_wait_sec)
-        if self._screening is not None and not self.closing:  # nobody picked up
-            self._log("screener: nobody picked up", waited_s=self.runtime.settings.screener_wait_sec)
-            await self.hang_up("screened")
-
-    def _through_screener(self, heard: CallerTurn) -> bool:
-        """A caller turn while a screener holds the call: the screener's own words (the prompt, "please
-        stay on the line") are recorded; words after the agent's answer are the person who picked up,
-        and the greeting answers them. Always handled here (True)."""
-        assert self.amd is not None
-        self.transcript.save_user_turn(
-            heard.text, kind="speech", intent=detect_intent(heard.text).value,
-            start_ms=heard.speech_start_ms, end_ms=heard.speech_end_ms, stt_final_ms=heard.stt_final_ms,
-        )  # fmt: skip
-        said_after = (heard.speech_start_ms or 0.0) > (self._screener_said_at or float("inf"))
-        if said_after and answered_by_words(heard.text) is not AnsweredBy.SCREENER and not self._picked_up:
-            self._picked_up = True
-            self._start_task(self._person_picked_up(), "picked-up")
-        return True
-
-    async def _person_picked_up(self) -> None:
-        """The person took the call from the screener: greeted once they pause, as any person."""
-        assert self.amd is not None
-        await self._far_end_quiet(PERSON_QUIET_S, max_wait_s=4.0)
-        if not self.closing:
-            self._on_amd(self.amd.person_after_screener())
-
-    async def _leave_menu(self) -> None:
-        """A phone menu answered: the call ends politely once the menu pauses."""
-        self.transcript.set_state(CallState.COMPLETION)
-        await self._far_end_quiet(0.5, max_wait_s=4.0)
-        if not self.closing:
-            await self._say_last(IVR_GOODBYE_LINE, "ivr")
-
     # ================================================================ barge-in
 
     def _on_barge_event(self, event: PauseAgent | ResumeAgent | CommitInterruption | None) -> None:
-        if self._last_line:
+        if self.last_line:
             return
         if isinstance(event, PauseAgent):
             asyncio.get_running_loop().create_task(self._pause_agent(event.onset))
@@ -570,7 +443,7 @@ class WSConn:
     async def _pause_agent(self, onset: float, *, detected: bool = True) -> None:
         """The caller started talking over the agent: go quiet now, decide what it was once words arrive."""
         assert self.barge is not None
-        if self.barge.is_paused or self.closing or self._last_line:
+        if self.barge.is_paused or self.closing or self.last_line:
             return
         played = await self.speaker.pause()
         latency_ms = (time.monotonic() - onset) * 1000
@@ -607,5 +480,5 @@ class WSConn:
                     line = (
                         MAX_DURATION_LINE if action is WatchdogAction.MAX_DURATION else TIMEOUT_GOODBYE_LINE
                     )
-                    await self._say_last(line, action.value)
+                    await self.say_last(line, action.value)
                     return
