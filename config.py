@@ -171,6 +171,14 @@ class Settings(BaseSettings):
     preemptive_replies: bool = True
     silence_timeout_sec: float = 20.0  # caller says nothing this long -> "are you still there?"
     max_call_duration_sec: int = 1800
+    # An agent-initiated end (voicemail, goodbye, DNC, busy line) hangs up once its last frame played at
+    # the far end: its mark came back, or its duration plus this margin passed since it was sent …
+    hangup_played_margin_sec: float = Field(default=0.25, ge=0.0, le=5.0)
+    # … waiting at most this long for it (a peer that neither echoes marks nor takes the audio).
+    hangup_max_wait_sec: float = Field(default=10.0, ge=0.0, le=120.0)
+    # Outbound calls answered by a call screener: after the agent said who is calling, wait this long
+    # for the person to pick up; then the call ends with outcome "screened".
+    screener_wait_sec: float = Field(default=25.0, ge=1.0, le=300.0)
 
     # --- webhooks
     webhook_timeout_sec: float = 5.0

@@ -19,7 +19,8 @@ from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from call.amd import AmdDecision, AnsweredBy, AnsweringMachineDetector, GreetingOver, carrier_verdicts
+from call.amd import AnsweringMachineDetector, carrier_verdicts
+from call.answering import Answering
 from call.bargein import Backchannel, BargeIn, CommitInterruption, PauseAgent, ResumeAgent, TakeTurn
 from call.clock import CallClock
 from call.intents import detect_intent, is_backchannel
@@ -35,7 +36,6 @@ from call.watchdog import MAX_DURATION_LINE, STILL_THERE_LINE, TIMEOUT_GOODBYE_L
 from core.metrics import BARGE_IN
 from providers.base import FRAME_BYTES, ProviderError, STTSession
 from speech.audio import FrameSlicer
-from speech.text import fill_template
 from storage.call_store import CallStore
 from storage.recordings import CallRecorder
 from telephony.stream_auth import admit_stream
@@ -61,6 +61,7 @@ class WSConn:
         self.transport = MediaStreamTransport(websocket, self._fields)
         self.transcript = CallTranscript(None, self.clock.ms)
         self.speaker = Speaker(self.transport, self.clock.ms)
+        self.speaker.played_margin_s = runtime.settings.hangup_played_margin_sec
         self.replies = Replies(
             self.speaker,
             self.transcript,
@@ -82,6 +83,8 @@ class WSConn:
         self._last_media_at = time.monotonic()
         self._timers: dict[str, asyncio.TimerHandle] = {}  # end of turn, DTMF
         self._closing = False
+        self.last_line = False  # the call's last line plays: nothing the far end does cuts it
+        self.answering = Answering(self, self._fields)  # machines, screeners, menus (outbound)
         self._closed = asyncio.Event()
 
     @property
@@ -161,7 +164,7 @@ class WSConn:
         await self.store.mark_started(self.call_sid)
         rt.webhooks_notify()
         self._log("call started", agent_id=agent.id, **parts.provider_names)
-        verdicts = carrier_verdicts(self.amd, self._on_amd, self.hang_up)  # from any instance
+        verdicts = carrier_verdicts(self.amd, self.answering.on_amd, self.hang_up)  # from any instance
         for job, name in (
             (self._stt_events(), "stt"),
             (self._watch(), "watchdog"),
@@ -185,7 +188,7 @@ class WSConn:
         self.speaker.use(self.runtime.providers.tts(), None)
         self.speaker.start()
         self._closing = True
-        await self._say_last(line, reason)
+        await self.say_last(line, reason)
         return False
 
     async def _teardown(self) -> None:
@@ -216,14 +219,23 @@ class WSConn:
             "call ended", reason=self.end_reason, duration_s=round(time.monotonic() - self.started_at, 1)
         )
 
-    async def hang_up(self, reason: str) -> None:
-        """End the call: through Twilio's REST API for a real call, and by closing the stream."""
+    async def hang_up(self, reason: str, *, heard_first: bool = True) -> None:
+        """End the call: through Twilio's REST API for a real call, and by closing the stream.
+
+        Only once what the agent said has played at the far end (its mark came back, or its duration
+        passed since it was sent), within HANGUP_MAX_WAIT_SEC: hanging up drops what Twilio still holds.
+        ``heard_first=False``: at once (the service is shutting down)."""
         self.end_reason = reason
         self._closing = True
+        if heard_first and not await self.speaker.wait_heard(self.runtime.settings.hangup_max_wait_sec):
+            self._log("hanging up before the last audio was heard", logging.WARNING, reason=reason)
         await self.runtime.twilio.end_call(self.call_sid)
         await self.transport.close(1000, reason)
 
-    async def _say_last(self, line: str, reason: str) -> None:
+    async def say_last(self, line: str, reason: str) -> None:
+        """The call's last line (busy, voicemail message, timeouts): it plays whole, then the call ends.
+        Words that reach us meanwhile (a machine greeting's late transcript) do not cut it."""
+        self.last_line = True
         try:
             await self.replies.say_last(line, reason)
         finally:
@@ -265,7 +277,9 @@ class WSConn:
                 if event is None and self.transport.too_broken:
                     self.end_reason = "protocol_error"
                 elif not self._closing:
-                    self.end_reason = self.replies.end_reason() or "caller_hung_up"
+                    self.end_reason = (
+                        self.replies.end_reason() or self.answering.unanswered_end() or "caller_hung_up"
+                    )
                 return
 
     def _on_media(self, chunk: bytes) -> None:
@@ -282,7 +296,7 @@ class WSConn:
         now = time.monotonic()
         energy, voiced = self.barge.classify(frame, self.speaker.is_speaking)
         if self.amd is not None and (amd := self.amd.on_frame(frame, energy, voiced)) is not None:
-            self._on_amd(amd)
+            self.answering.on_amd(amd)
         cue = self.turns.on_voice(energy, voiced, now, frame)
         if voiced:
             self.watchdog.activity(now)
@@ -329,13 +343,13 @@ class WSConn:
                 if self.turns.on_transcript(event, time.monotonic(), self.clock.media_t0):
                     self._check_end_of_turn_in(0)
                 if self.amd is not None and event.text and (amd := self.amd.on_text(self.turns.text_so_far)):
-                    self._on_amd(amd)
+                    self.answering.on_amd(amd)
                 elif event.kind == "partial" and self.barge.is_paused:
                     self._on_barge_event(self.barge.on_partial(event.text, is_backchannel(event.text)))
         except ProviderError as exc:
             self._log("stt failed", logging.ERROR, error=type(exc).__name__)
             self.end_reason = "stt_failed"
-            await self._say_last(STT_FAILED_LINE, "stt_failed")
+            await self.say_last(STT_FAILED_LINE, "stt_failed")
 
     def _check_end_of_turn_in(self, delay: float) -> None:
         if (timer := self._timers.pop("eot", None)) is not None:
@@ -362,6 +376,14 @@ class WSConn:
         assert self.barge is not None and self.watchdog is not None
         self.watchdog.caller_spoke()
         text = heard.text
+        if self.last_line:  # recorded, never an interruption of the last line
+            self.transcript.save_user_turn(
+                display or text, kind=kind, intent=detect_intent(text).value,
+                start_ms=heard.speech_start_ms, end_ms=heard.speech_end_ms, stt_final_ms=heard.stt_final_ms,
+            )  # fmt: skip
+            return
+        if kind == "speech" and self.answering.screener_turn(heard):
+            return
         event = self.barge.on_caller_turn(
             speech=kind == "speech", backchannel=is_backchannel(text),
             agent_speaking=self.speaker.is_speaking, peak_energy=heard.peak_energy,
@@ -397,47 +419,18 @@ class WSConn:
             timings["stt_final_ms"] = heard.stt_final_ms
         self.replies.answer(text, seq, intent, timings)
 
-    # ================================================================ answering machines
+    # ================================================================ who answered (call.answering)
 
-    def _on_amd(self, event: AmdDecision | GreetingOver) -> None:
-        assert self.profile is not None and self.store is not None
-        agent = self.profile.agent
-        if isinstance(event, GreetingOver):
-            message = fill_template(
-                agent.voicemail_message or "", self.profile.variables, strict=False
-            ).strip()
-            self._log("voicemail greeting over", why=event.reason, at_s=event.at_s)
-            asyncio.get_running_loop().create_task(self._voicemail(message))
-            return
-        self.store.set_answered_by(event.answered_by.value, event.method)
-        self._log("answered by", answered_by=event.answered_by.value, method=event.method, at_s=event.at_s)
-        if event.answered_by is not AnsweredBy.MACHINE:
-            if self.profile.first_message:
-                self.replies.say(self.profile.first_message, kind="greeting")
-            return
-        # Never pitch to a machine: whatever was said stops, nothing is answered from now on.
-        reply = self.replies.current
-        if reply is not None and reply.running:
-            asyncio.get_running_loop().create_task(
-                self.replies.interrupted(reply, self.speaker.played_frame())
-            )
-        self.replies.drop()
-        self.transcript.set_state(CallState.COMPLETION)
-        if agent.voicemail_action != "leave_message":
-            asyncio.get_running_loop().create_task(self._voicemail(""))
-
-    async def _voicemail(self, message: str) -> None:
-        """Leave ``message`` (once, after the greeting and its beep) or hang up on the machine."""
-        if self.closing:
-            return
-        if message:
-            await self._say_last(message, "voicemail")
-        else:
-            await self.hang_up("voicemail")
+    def start_task(self, job: Any, name: str) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(job, name=f"{name}-{self.call_sid}")
+        self._tasks.append(task)
+        return task
 
     # ================================================================ barge-in
 
     def _on_barge_event(self, event: PauseAgent | ResumeAgent | CommitInterruption | None) -> None:
+        if self.last_line:
+            return
         if isinstance(event, PauseAgent):
             asyncio.get_running_loop().create_task(self._pause_agent(event.onset))
         elif isinstance(event, ResumeAgent):
@@ -449,7 +442,7 @@ class WSConn:
     async def _pause_agent(self, onset: float, *, detected: bool = True) -> None:
         """The caller started talking over the agent: go quiet now, decide what it was once words arrive."""
         assert self.barge is not None
-        if self.barge.is_paused or self.closing:
+        if self.barge.is_paused or self.closing or self.last_line:
             return
         played = await self.speaker.pause()
         latency_ms = (time.monotonic() - onset) * 1000
@@ -486,5 +479,5 @@ class WSConn:
                     line = (
                         MAX_DURATION_LINE if action is WatchdogAction.MAX_DURATION else TIMEOUT_GOODBYE_LINE
                     )
-                    await self._say_last(line, action.value)
+                    await self.say_last(line, action.value)
                     return

@@ -11,7 +11,12 @@ works without it, so the embedded default and the simulator detect machines as w
 Hanging up on a person is the worst error, so every doubt resolves to ``human``: a short greeting
 followed by quiet is a person; a long one is a machine only if it goes on past ``machine_after_s``.
 After a ``machine`` decision the detector goes on listening and says when the greeting is over (the
-beep ended, or the quiet after the greeting) so a voicemail can be left at the right moment.
+beep ended — the last of several short tones too —, or the quiet after the greeting) so a voicemail
+can be left at the right moment.
+
+Two more kinds of answer are told by their words, and win over a ``machine`` decided by the audio:
+a call screener (Google Call Screen, iOS Call Screening, carrier screeners: "say your name and why
+you're calling") is ``screener``, and a phone menu ("press 1 for sales") is ``ivr``.
 """
 
 from __future__ import annotations
@@ -35,14 +40,36 @@ _VOICEMAIL = re.compile(
     r"get back to you|away from (?:my|the) (?:desk|phone)|reached the (?:voicemail|mailbox)",
     re.IGNORECASE,
 )
+# A screener's own words; and words a voicemail greeting may say too ("…and the reason for your call").
+_SCREENER = re.compile(
+    r"screening service|call screen|(?:is|are) screening|screens? (?:your|this|the) call|"
+    r"see if (?:this|the) person is available|before (?:your|this) call is connected",
+    re.IGNORECASE,
+)
+_SCREENER_ASK = re.compile(
+    r"(?:say|state|record) your name|why you(?:'re| are) calling|reason for (?:your |the )?call(?:ing)?",
+    re.IGNORECASE,
+)
+_IVR = re.compile(
+    r"\bpress (?:\d|one|two|three|four|five|six|seven|eight|nine|zero|star|pound)\b|"
+    r"\bdial (?:\d|one|two|three|zero)\b|(?:party'?s|their|the) extension|main menu|"
+    r"menu options|para español|say or press|to speak (?:to|with) an? (?:operator|representative)|"
+    r"for (?:sales|support|billing|customer service),? (?:press|say|dial)",
+    re.IGNORECASE,
+)
 
 
 class AnsweredBy(StrEnum):
     HUMAN = "human"
     MACHINE = "machine"
-    FAX = "fax"
+    SCREENER = "screener"  # a call screener asks who is calling; the person may pick up after
+    IVR = "ivr"  # a phone menu
+    FAX = "fax"  # Twilio's AMD only
     UNKNOWN = "unknown"
 
+
+# Decided from the words, these are never revised by the audio (a screener's long prompt is no voicemail).
+_BY_WORDS = (AnsweredBy.SCREENER, AnsweredBy.IVR)
 
 # Twilio's asynchronous AMD (DetectMessageEnd) posts its verdict to /twiml/amd, which sends it to the live
 # call as this command (storage.commands); "machine_end_*" means the greeting (and its beep) is over.
@@ -89,6 +116,42 @@ def is_voicemail_text(text: str) -> bool:
     return bool(_VOICEMAIL.search(text))
 
 
+def is_screener_text(text: str) -> bool:
+    return bool(_SCREENER.search(text)) or (bool(_SCREENER_ASK.search(text)) and not is_voicemail_text(text))
+
+
+def is_ivr_text(text: str) -> bool:
+    # "…hang up or press pound for more options" ends many a voicemail greeting: the voicemail wins
+    return bool(_IVR.search(text)) and not is_voicemail_text(text)
+
+
+def screener_line(variables: dict[str, Any]) -> str:
+    """One sentence for a call screener: who calls, from where, for whom, why (the call's variables:
+    ``agent_name``, ``company``/``company_name``, ``customer_name``, ``call_reason``/``reason``)."""
+
+    def first(*keys: str) -> str:
+        return next((str(variables[k]).strip() for k in keys if str(variables.get(k) or "").strip()), "")
+
+    line = f"Hi, this is {first('agent_name') or 'a representative'}"
+    if company := first("company", "company_name", "agent_company"):
+        line += f" from {company}"
+    if customer := first("customer_name", "name", "first_name"):
+        line += f", calling for {customer}"
+    reason = first("call_reason", "reason", "reason_for_call")
+    return line + (f" about {reason.rstrip('.')}." if reason else ".")
+
+
+def answered_by_words(text: str) -> AnsweredBy | None:
+    """What the words alone say answered: a screener, a phone menu or a voicemail greeting."""
+    if is_screener_text(text):
+        return AnsweredBy.SCREENER
+    if is_voicemail_text(text):
+        return AnsweredBy.MACHINE
+    if is_ivr_text(text):
+        return AnsweredBy.IVR
+    return None
+
+
 class AnsweringMachineDetector:
     """Fed every caller frame (``on_frame``) and transcript text (``on_text``) of an outbound call."""
 
@@ -100,6 +163,9 @@ class AnsweringMachineDetector:
     MIN_VOICED = 0.35
     # A beep is one pure tone; a held vowel is harmonic (its 20 ms frames sit above ~0.003).
     BEEP_FLATNESS = 0.002
+    SHORT_TONE_FRAMES = 4  # 80 ms of one pure tone: a short beep, if another follows
+    SHORT_TONE_GAP_S = 0.6
+    AFTER_TONE_S = 0.3  # a beep of several tones is over once none has sounded for this long
 
     def __init__(
         self,
@@ -135,6 +201,10 @@ class AnsweringMachineDetector:
         self._beep_bin = -1.0
         self._beep_heard = False
         self._tone_ended_at: float | None = None
+        self._tonal_at = -1.0  # when the last pure-tone frame sounded
+        self._short_tones = 0
+        self._short_tone_hz = 0.0
+        self._short_tone_end = -1.0
 
     def on_frame(self, frame: bytes, energy: float, voiced: bool) -> AmdDecision | GreetingOver | None:
         """One 20 ms caller frame; returns a decision, or (after ``machine``) the end of the greeting."""
@@ -156,7 +226,11 @@ class AnsweringMachineDetector:
                 self._speech_s = self._run_voiced_s = 0.0
         if self.decision is None:
             return self._decide(beep)
-        if beep and self.decision.answered_by is not AnsweredBy.MACHINE and self._t <= self.revise_within_s:
+        if (
+            beep
+            and self.decision.answered_by not in (AnsweredBy.MACHINE, *_BY_WORDS)
+            and self._t <= self.revise_within_s
+        ):
             return self._set(AnsweredBy.MACHINE, "beep")
         if self.decision.answered_by is AnsweredBy.MACHINE and self.greeting_over is None:
             return self._greeting_over(beep)
@@ -172,15 +246,24 @@ class AnsweringMachineDetector:
         return self.decision is None or (speech_end_ms or 0.0) <= self.decision.at_s * 1000
 
     def on_text(self, text: str) -> AmdDecision | None:
-        """Transcript words (partial or final): a voicemail phrase decides ``machine`` — also over an
-        early ``human`` (a greeting that paused between its sentences), within ``revise_within_s``."""
-        if not is_voicemail_text(text):
+        """Transcript words (partial or final) of the answer so far. A voicemail phrase decides ``machine``
+        — also over an early ``human`` (a greeting that paused between its sentences) —, a screener's
+        or a menu's words decide ``screener`` / ``ivr`` — also over ``machine`` —, within
+        ``revise_within_s``. A decision by words is not revised by words of another kind."""
+        kind = answered_by_words(text)  # of all the words so far: a later phrase may tell more
+        if kind is None or (self.decision is not None and self.decision.answered_by is kind):
             return None
-        if self.decision is None or (
-            self.decision.answered_by is not AnsweredBy.MACHINE and self._t <= self.revise_within_s
+        if self.decision is not None and (
+            self._t > self.revise_within_s
+            or self.decision.answered_by in _BY_WORDS
+            or self.decision.method == "after_screener"
         ):
-            return self._set(AnsweredBy.MACHINE, "phrase")
-        return None
+            return None
+        return self._set(kind, "phrase")
+
+    def person_after_screener(self) -> AmdDecision:
+        """The screener put the call through: a person speaks now."""
+        return self._set(AnsweredBy.HUMAN, "after_screener")
 
     def on_carrier_verdict(self, verdict: str) -> list[AmdDecision | GreetingOver]:
         """Twilio's ``AnsweredBy``, arriving while the call is live. It settles only what the audio has
@@ -205,10 +288,9 @@ class AnsweringMachineDetector:
     # ---------------------------------------------------------------- internals
 
     def _beep(self, frame: bytes, energy: float) -> bool:
-        """True on the frame that completes a beep (a steady pure tone)."""
+        """True on the frame that completes a beep: a steady pure tone, or the second of short ones."""
         if energy < self.speech_energy / 2:
-            self._end_tone()
-            return False
+            return self._end_tone(into_quiet=True)
         flatness, peak_hz = tone(frame)
         if (
             flatness < self.BEEP_FLATNESS
@@ -217,17 +299,38 @@ class AnsweringMachineDetector:
         ):
             self._beep_run += 1
             self._beep_bin = peak_hz
+            self._tonal_at = self._t
             if self._beep_run == self.beep_frames:
                 self._beep_heard = True
                 return True
             return False
-        self._end_tone()
-        return False
+        return self._end_tone(into_quiet=False)
 
-    def _end_tone(self) -> None:
-        if self._beep_run >= self.beep_frames:
+    def _end_tone(self, *, into_quiet: bool) -> bool:
+        """A tone (if any) ended. True when it was the second short tone of a beep of several: short
+        tones of one pitch, each ending in quiet, close together (a held vowel ends into more speech)."""
+        run, self._beep_run = self._beep_run, 0
+        if run >= self.beep_frames:
             self._tone_ended_at = self._t
-        self._beep_run = 0
+            return False
+        if run < self.SHORT_TONE_FRAMES or not into_quiet:
+            return False
+        started = self._t - run * FRAME_S
+        if (
+            self._short_tones
+            and abs(self._beep_bin - self._short_tone_hz) <= 50
+            and started - self._short_tone_end <= self.SHORT_TONE_GAP_S
+        ):
+            self._short_tones += 1
+        else:
+            self._short_tones = 1
+        self._short_tone_hz, self._short_tone_end = self._beep_bin, self._t
+        if self._short_tones >= 2:
+            self._tone_ended_at = self._t
+            if not self._beep_heard:
+                self._beep_heard = True
+                return True
+        return False
 
     def _decide(self, beep: bool) -> AmdDecision | None:
         if beep:
@@ -249,11 +352,12 @@ class AnsweringMachineDetector:
 
     def _greeting_over(self, beep: bool) -> GreetingOver | None:
         assert self.decision is not None
+        tone_gone = not self._beep_run and self._t - self._tonal_at >= self.AFTER_TONE_S
         if self._t - self.decision.at_s >= self.greeting_max_wait_s:
             self.greeting_over = GreetingOver("timeout", round(self._t, 2))  # a machine that talks on
-        elif self._tone_ended_at is not None and self._t - self._tone_ended_at >= 0.2:
+        elif self._tone_ended_at is not None and tone_gone and self._quiet_s >= self.AFTER_TONE_S:
             self.greeting_over = GreetingOver("beep", round(self._t, 2))
-        elif not self._beep_heard and not self._beep_run and self._quiet_s >= self.greeting_over_quiet_s:
+        elif not self._beep_heard and tone_gone and self._quiet_s >= self.greeting_over_quiet_s:
             self.greeting_over = GreetingOver("silence", round(self._t, 2))
         return self.greeting_over
 

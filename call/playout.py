@@ -84,6 +84,7 @@ class OutboundAudio:
         self.on_frame_sent: Callable[[bytes, float], None] | None = None  # (frame, monotonic time): recording
         self._announced_turns: set[int] = set()
         self._live = False  # between start() and stop()
+        self._heard_by = 0.0  # monotonic time the last frame sent has finished playing at the far end
 
     # ---------------------------------------------------------------- producer side
 
@@ -129,19 +130,39 @@ class OutboundAudio:
     def idle(self) -> bool:
         return self._sent >= len(self._frames) and all(s.played or not s.mark_sent for s in self._segments)
 
-    async def wait_idle(self, timeout: float) -> bool:
-        """Until everything queued has been sent and confirmed played (or ``timeout``); True if idle."""
+    def played_out(self, now: float, margin_s: float) -> bool:
+        """Every queued frame was sent and has had its time to play at the far end: confirmed by its
+        mark (a peer may echo marks on receipt, so not before that time), or ``margin_s`` later without."""
+        if self._sent < len(self._frames) or self.paused:
+            return False
+        return now >= self._heard_by + (0.0 if self.idle else margin_s)
+
+    async def wait_idle(self, timeout: float, played_margin_s: float | None = None) -> bool:
+        """Until everything queued has been sent and confirmed played (or ``timeout``); True if done.
+
+        With ``played_margin_s``: until it has had its time to play (``played_out``), so a peer that
+        echoes marks early is not hung up on early, and one that echoes none is not waited on to the
+        timeout."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while not self.idle:
+
+        def done() -> bool:
+            if played_margin_s is None:
+                return self.idle
+            return self.played_out(time.monotonic(), played_margin_s)
+
+        while not done():
             self._progress.clear()
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return False
+            if played_margin_s is not None and self._sent >= len(self._frames):  # wake when it has played
+                until = self._heard_by + (0.0 if self.idle else played_margin_s) - time.monotonic()
+                remaining = min(remaining, max(0.005, until))
             try:
                 await asyncio.wait_for(self._progress.wait(), remaining)
             except TimeoutError:
-                return self.idle
+                pass
         return True
 
     def played_frame(self, now: float | None = None) -> int:
@@ -265,6 +286,9 @@ class OutboundAudio:
             frame = self._frames[self._sent]
             self._sent += 1
             await self._sink.send_media(frame)
+            # when it plays: the run's frames play back to back from its start
+            plays_at = max(now, self._spurt_start + (self._sent - 1 - self._spurt_first_frame) * FRAME_S)
+            self._heard_by = max(self._heard_by, plays_at + FRAME_S)
             if self.on_frame_sent is not None:  # stamped with when it plays (recording)
                 k = self._sent - 1 - self._spurt_first_frame - LEAD_FRAMES
                 self.on_frame_sent(frame, max(now, self._spurt_start + k * FRAME_S))

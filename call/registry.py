@@ -17,7 +17,7 @@ class LiveCall(Protocol):
 
     def snapshot(self) -> dict[str, Any]: ...
 
-    async def hang_up(self, reason: str) -> None: ...
+    async def hang_up(self, reason: str, *, heard_first: bool = True) -> None: ...
 
     async def wait_closed(self) -> None: ...
 
@@ -116,7 +116,7 @@ class ConnectionManager:
         self.accepting = False
         for call in list(self.calls.values()):
             call.end_reason = "server_shutdown"
-            await call.hang_up("server_shutdown")
+            await call.hang_up("server_shutdown", heard_first=False)  # now, not after the reply
         waits = [asyncio.create_task(c.wait_closed()) for c in list(self.calls.values())]
         if waits:
             await asyncio.wait(waits, timeout=timeout)

@@ -46,6 +46,9 @@ class Speaker:
         self.out.on_first_frame = self._on_first_frame
         self._turns: dict[int, ReplyTurn] = {}  # turns with audio queued, for first-frame stamps
         self.log_fields: dict[str, object] = {}  # the call's log fields (call_sid, …), set by its owner
+        # Audio counts as heard once its mark came back, or its duration and this margin passed since it
+        # was sent (a peer that echoes no marks); None: marks only.
+        self.played_margin_s: float | None = None
 
     def tap(self, on_frame_sent: Callable[[bytes, float], None]) -> None:
         """Hear every frame as it is sent (call recording)."""
@@ -120,7 +123,14 @@ class Speaker:
     async def wait_played(self, turn: ReplyTurn) -> None:
         """Until the caller has heard every segment of the turn (its marks came back)."""
         # Bounded: a peer that never echoes marks must not hold the turn (and its storage) forever.
-        await self.out.wait_idle(timeout=5 + len(" ".join(turn.planned)) * 0.09)
+        await self.out.wait_idle(
+            timeout=5 + len(" ".join(turn.planned)) * 0.09, played_margin_s=self.played_margin_s
+        )
+
+    async def wait_heard(self, max_wait_s: float) -> bool:
+        """Before hanging up: until every frame sent has played at the far end (its mark came back, or
+        its duration passed), at most ``max_wait_s``. True if it has."""
+        return await self.out.wait_idle(timeout=max_wait_s, played_margin_s=self.played_margin_s)
 
     def _on_first_frame(self, turn_id: int, at: float) -> None:
         turn = self._turns.pop(turn_id, None)

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 # Neither the facts nor the LLM settled it (a person talked; the LLM gave nothing usable). Never offered
 # to the LLM: it is the honest "we do not know", not a claim about the lead.
 UNDECIDED = "unknown"
+UNANSWERED = {"screener", "ivr"}  # answered_by values where no person came on the line
 NO_ANSWER_REASONS = {"no_answer", "no-answer", "busy", "canceled"}
 FAILED_REASONS = {"failed", "stt_failed", "error"}
 _A_WORD = re.compile(r"\w")
@@ -43,8 +44,13 @@ class CallFacts:
     answered_by: str | None = None  # as recorded (human, machine…, fax, unknown): for outcomes to come
 
     @property
+    def unanswered(self) -> bool:
+        """A screener or a phone menu held the call and no person came on (the engine's decision)."""
+        return self.answered_by in UNANSWERED
+
+    @property
     def person_talked(self) -> bool:
-        return self.spoke and not self.machine and not self.unreached
+        return self.spoke and not self.machine and not self.unreached and not self.unanswered
 
     @classmethod
     def of(
@@ -78,6 +84,8 @@ ALLOWED_WHEN: dict[str, Callable[[CallFacts], bool]] = {
     "voicemail": lambda f: f.machine and not f.booked,
     "no_answer": lambda f: not f.spoke and not f.machine and not f.booked and not f.failed,
     "failed": lambda f: f.failed and not f.booked and not f.machine,
+    "screened": lambda f: f.answered_by == "screener" and not f.booked,  # nobody picked up after it
+    "ivr": lambda f: f.answered_by == "ivr" and not f.booked,  # a phone menu, not navigated
 }
 OUTCOMES = tuple(ALLOWED_WHEN)
 

@@ -26,8 +26,9 @@ __all__ = [
     "WorkspaceBatchCallsResponse",
 ]
 
-RETRYABLE_OUTCOMES = ("no_answer", "busy", "voicemail", "failed")
-RetryableOutcome = Literal["no_answer", "busy", "voicemail", "failed"]
+# screened: a call screener answered and nobody picked up; ivr: a phone menu answered (not navigated)
+RETRYABLE_OUTCOMES = ("no_answer", "busy", "voicemail", "failed", "screened", "ivr")
+RetryableOutcome = Literal["no_answer", "busy", "voicemail", "failed", "screened", "ivr"]
 HourMinute = Annotated[str, Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", examples=["09:00"])]
 
 
@@ -138,7 +139,8 @@ class BatchRecipientResponse(BaseModel):
         description="pending|dispatched|in_progress|completed|voicemail|failed|skipped|cancelled"
     )
     outcome: str | None = Field(
-        description="meeting_booked|interested|not_interested|callback_requested|voicemail|no_answer|busy|"
+        description="meeting_booked|interested|not_interested|callback_requested|voicemail|screened|ivr|"
+        "no_answer|busy|"
         "failed|dnc|invalid_number|duplicate|unknown"
     )
     error: str | None

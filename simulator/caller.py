@@ -56,6 +56,9 @@ class CallResult:
     hung_up_by_agent: bool = False
     frames_received: int = 0
     turns_sent: int = 0
+    # The agent's audio as the far end played it: frames heard whole before a `clear` or the hang-up.
+    agent_heard_s: float = 0.0
+    last_reply_heard_s: float = 0.0  # …of which the agent's last turn (by the marks that close its frames)
     error: str | None = None
 
 
@@ -79,6 +82,7 @@ class SimulatedCaller:
         public_url: str | None = None,
         webhook_path: str = "/twiml/voice",
         answers_first: bool = False,
+        marks_on_receipt: bool = False,
     ) -> None:
         self.base_url = base_url
         self.call_sid = call_sid
@@ -92,6 +96,9 @@ class SimulatedCaller:
         # person (or machine) who picks up speaks first.
         self.webhook_path = webhook_path
         self.answers_first = answers_first
+        # Echo each mark as it arrives, not once its audio played (what tests/phone_line.py does; a
+        # network leg after Twilio also leaves the listener behind the echoed mark).
+        self.marks_on_receipt = marks_on_receipt
         self._t0 = 0.0
         self.result = CallResult(call_sid)
         self.stream_sid = "MZ" + call_sid[2:]
@@ -104,6 +111,12 @@ class SimulatedCaller:
         self._in_reply = False
         self._seq = 0
         self._replies: list[list[float]] = []
+        self._plays_at: list[float] = []  # when each agent frame received plays (dropped on `clear`)
+        self._ended_at: float | None = None  # the agent hung up (the stream closed) or we did
+        # The agent turn of each frame received: the turn of the mark that closed its segment ("t3s1":
+        # turn 3), None when a `clear` dropped it first; frames after the last mark: _last_turn's.
+        self._frame_turns: list[int | None] = []
+        self._last_turn: int | None = None
 
     async def run(self, http: httpx.AsyncClient) -> CallResult:
         try:
@@ -141,6 +154,14 @@ class SimulatedCaller:
         except Exception as exc:
             self.result.error = f"{type(exc).__name__}: {str(exc)[:120]}"
         self._pacing()
+        ended = self._ended_at or time.perf_counter()
+        heard = [t + FRAME_S <= ended for t in self._plays_at]
+        self.result.agent_heard_s = round(sum(heard) * FRAME_S, 3)
+        turns = self._frame_turns + [self._last_turn] * (len(heard) - len(self._frame_turns))
+        last = max((t for t in turns if t is not None), default=None)
+        self.result.last_reply_heard_s = round(
+            sum(h for h, t in zip(heard, turns, strict=True) if t == last and t is not None) * FRAME_S, 3
+        )
         return self.result
 
     def _pacing(self) -> None:
@@ -199,6 +220,12 @@ class SimulatedCaller:
         )
 
     async def _receive(self, ws: websockets.ClientConnection) -> None:
+        try:
+            await self._receive_messages(ws)
+        finally:
+            self._ended_at = self._ended_at or time.perf_counter()  # the line is dead: nothing more plays
+
+    async def _receive_messages(self, ws: websockets.ClientConnection) -> None:
         async for raw in ws:
             now = time.perf_counter()
             if '"media"' in raw[:40]:
@@ -216,14 +243,21 @@ class SimulatedCaller:
                 if self.recorder is not None:
                     payload = base64.b64decode(json.loads(raw)["media"]["payload"])
                     self.recorder.agent_audio(payload, self._sample_at(max(self._playhead, now)))
+                self._plays_at.append(max(self._playhead, now))
                 self._playhead = max(self._playhead, now) + FRAME_S
             elif '"mark"' in raw[:40]:
                 name = json.loads(raw)["mark"]["name"]
-                self._pending_marks.append((max(self._playhead, now), name))
+                turn = int(name[1:].split("s", 1)[0]) if re.match(r"^t\d+s\d+$", name) else None
+                self._frame_turns += [turn] * (len(self._plays_at) - len(self._frame_turns))
+                self._last_turn = turn
+                self._pending_marks.append((now if self.marks_on_receipt else max(self._playhead, now), name))
             elif '"clear"' in raw[:40]:
                 self._cleared_at = now
+                self._frame_turns += [None] * (len(self._plays_at) - len(self._frame_turns))
                 if self.recorder is not None:
                     self.recorder.truncate_agent(self._sample_at(now))  # what was buffered is never heard
+                # what was buffered is never heard
+                self._plays_at = [t if t + FRAME_S <= now else float("inf") for t in self._plays_at]
                 self._playhead = now
                 for _, name in self._pending_marks:
                     await self._send_json(

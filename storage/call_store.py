@@ -137,15 +137,15 @@ class CallStore:
 
         self.writer.submit(write)
 
-    def set_answered_by(self, answered_by: str, method: str) -> None:
-        """Who picked up an outbound call, how that was decided and when (a machine: outcome voicemail)."""
+    def set_answered_by(self, answered_by: str, method: str, outcome: str | None = None) -> None:
+        """Who picked up an outbound call, how that was decided and when, and the outcome that settles
+        (a machine: voicemail; a screener or a menu that never put us through: screened / ivr)."""
         values: dict[str, Any] = {
             "answered_by": answered_by,
             "answered_by_method": method,
             "answered_by_at": utcnow(),
+            "outcome": "voicemail" if answered_by == "machine" else outcome,
         }
-        if answered_by == "machine":
-            values["outcome"] = "voicemail"
 
         async def write(session: AsyncSession) -> None:
             await session.execute(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 from typing import Any
 
@@ -138,13 +139,23 @@ def test_voicemail_phrases(text: str, voicemail: bool) -> None:
 
 
 async def outbound_call(
-    tmp_path: Path, audio_frames: list[bytes], **agent: Any
+    tmp_path: Path,
+    audio_frames: list[bytes],
+    *,
+    script: list[Utterance] | None = None,
+    settings: dict[str, Any] | None = None,
+    variables: dict[str, Any] | None = None,
+    **agent: Any,
 ) -> tuple[dict[str, Any], Any, dict[str, Any]]:
-    """An outbound call answered by ``audio_frames``: (conversation detail, caller result, answered_by row)."""
+    """An outbound call answered by ``audio_frames`` (or a ``script`` of turns): (conversation detail,
+    caller result, answered_by row)."""
     from models import Conversation
 
-    settings = make_settings(tmp_path)
-    async with LiveServer(settings) as server, server.client() as client:
+    log_level = os.environ.get("AMD_TEST_LOG", "WARNING")
+    async with (
+        LiveServer(make_settings(tmp_path, log_level=log_level, **(settings or {}))) as server,
+        server.client() as client,
+    ):
         body = {
             "name": "Ava",
             "system_prompt": "You are Ava from Orbit CRM.",
@@ -159,14 +170,14 @@ async def outbound_call(
                 direction="outbound",
                 from_number=NUMBER,
                 to_number=LEAD,
-                dynamic_variables={"customer_name": "Dana"},
+                dynamic_variables=variables or {"customer_name": "Dana"},
             )
             session.add(conversation)
         caller = SimulatedCaller(
             server.base_url,
             "CA" + "a7" * 16,
             LEAD,
-            [Utterance(audio_frames)],
+            script or [Utterance(audio_frames)],
             from_number=NUMBER,
             webhook_path=f"/twiml/voice_outbound?conversation_id={conversation.id}",
             answers_first=True,
@@ -236,3 +247,221 @@ async def test_a_person_is_greeted_after_their_hello(tmp_path: Path, voices: dic
     assert [(t["role"], t["kind"]) for t in turns] == [("user", "speech"), ("agent", "greeting")], turns
     assert turns[1]["text"] == "Hi Dana, this is Ava from Orbit CRM."
     assert turns[1]["start_ms"] > turns[0]["end_ms"]  # greeted after the hello, not over it
+
+
+# ------------------------------------------------------------------------- voicemails heard whole
+
+
+def tones(count: int, seconds: float, gap_s: float, hz: float = 1000.0) -> bytes:
+    """A beep of several short tones ("beep-beep-beep"), as many carrier mailboxes play."""
+    return (beep(hz, seconds) + silence(int(gap_s * 1000))) * count
+
+
+async def synthesized_s(settings: Any, text: str) -> float:
+    """How long the agent's TTS speaks ``text``, cut in the pieces the speaker hands it."""
+    from call.speaker import spoken_pieces
+    from providers.registry import ProviderRegistry
+
+    registry = ProviderRegistry(settings)
+    tts = registry.tts()
+    total = 0
+    for piece in spoken_pieces(text):
+        async for chunk in tts.synthesize(piece):
+            total += len(chunk)
+    return total / SAMPLE_RATE
+
+
+MESSAGE = (
+    "Hi {{customer_name}}, it's Ava from Orbit CRM. I'm calling about your team's weekly reporting. "
+    "Call me back at five five five, zero one two three. Talk soon!"
+)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "after_greeting",
+    [
+        pytest.param(lambda: beep(), id="one-tone"),
+        pytest.param(lambda: tones(3, 0.25, 0.12), id="three-tones"),
+        pytest.param(lambda: tones(3, 0.12, 0.1), id="three-short-tones"),
+    ],
+)
+async def test_a_voicemail_message_reaches_the_mailbox_whole(
+    tmp_path: Path, voices: dict[str, bytes], after_greeting: Any
+) -> None:
+    """What the far end played of the message before the hang-up, against the message's own length."""
+    machine = voices["greeting"] + silence(400) + after_greeting() + silence(15000)
+    detail, result, answered = await outbound_call(
+        tmp_path, _frames(machine), voicemail_action="leave_message", voicemail_message=MESSAGE
+    )
+    assert answered["by"] == "machine" and answered["outcome"] == "voicemail"
+    assert detail["metadata"]["termination_reason"] == "voicemail" and result.hung_up_by_agent
+    message_s = await synthesized_s(make_settings(tmp_path), MESSAGE.replace("{{customer_name}}", "Dana"))
+    assert result.agent_heard_s >= 0.99 * message_s, (result.agent_heard_s, message_s)
+
+
+# ------------------------------------------------------------------------- call screeners
+
+SCREENER_PROMPT = (
+    "Hi, the person you're calling is using a screening service from Google, "
+    "go ahead and say your name and why you're calling"
+)
+SCREENED_AGENT = {
+    "voicemail_action": "leave_message",
+    "voicemail_message": "Hi {{customer_name}}, it's Ava from Orbit CRM. Bye!",
+}
+SCREENED_VARIABLES = {
+    "customer_name": "Dana",
+    "company": "Orbit CRM",
+    "call_reason": "your team's weekly reports",
+}
+SCREENER_LINE = "Hi, this is Ava from Orbit CRM, calling for Dana about your team's weekly reports."
+
+
+@pytest.fixture(scope="module")
+def screener_voices() -> dict[str, bytes]:
+    from simulator.speech import synthesize_caller
+
+    lines = {"prompt": SCREENER_PROMPT, "dana": "Hello, this is Dana."}
+    return {key: synthesize_caller(text, steady=True) for key, text in lines.items()}
+
+
+def screener_words(*transcripts: str) -> Any:
+    """The Deepgram stand-in scripted with what each utterance says (the echo STT has no words)."""
+    from tests.deepgram_standin import DeepgramStandIn
+
+    return DeepgramStandIn("dg-key", transcripts=list(transcripts))
+
+
+@pytest.mark.asyncio
+async def test_a_screener_is_told_who_calls_and_the_person_who_picks_up_is_greeted(
+    tmp_path: Path, screener_voices: dict[str, bytes]
+) -> None:
+    async with screener_words(SCREENER_PROMPT, "Hello, this is Dana.") as deepgram:
+        detail, _, answered = await outbound_call(
+            tmp_path,
+            [],
+            script=[
+                Utterance(frames_of(silence(300) + screener_voices["prompt"])),
+                Utterance(frames_of(screener_voices["dana"])),  # once the agent has said who it is
+            ],
+            settings={"stt_provider": "deepgram", "deepgram_api_key": "dg-key", "deepgram_url": deepgram.url},
+            variables=SCREENED_VARIABLES,
+            **SCREENED_AGENT,
+        )
+    assert answered == {"by": "human", "method": "after_screener", "outcome": answered["outcome"]}
+    assert answered["outcome"] not in ("screened", "voicemail")
+    agent_turns = [(t["kind"], t["text"]) for t in detail["transcript"] if t["role"] == "agent"]
+    # one sentence to the screener, then the greeting for the person; never the voicemail message
+    assert agent_turns[:2] == [
+        ("screener", SCREENER_LINE),
+        ("greeting", "Hi Dana, this is Ava from Orbit CRM."),
+    ]
+    assert all("Bye!" not in text for _, text in agent_turns)
+    assert detail["metadata"]["termination_reason"] not in ("screened", "voicemail"), detail["metadata"]
+
+
+@pytest.mark.asyncio
+async def test_a_screener_nobody_picks_up_after_ends_the_call_as_screened(
+    tmp_path: Path, screener_voices: dict[str, bytes]
+) -> None:
+    async with screener_words(SCREENER_PROMPT) as deepgram:
+        detail, result, answered = await outbound_call(
+            tmp_path,
+            [],
+            script=[Utterance(frames_of(silence(300) + screener_voices["prompt"]) + [silence(20)] * 600)],
+            settings={
+                "stt_provider": "deepgram",
+                "deepgram_api_key": "dg-key",
+                "deepgram_url": deepgram.url,
+                "screener_wait_sec": 2.0,
+            },
+            variables=SCREENED_VARIABLES,
+            **SCREENED_AGENT,
+        )
+    assert answered == {"by": "screener", "method": "phrase", "outcome": "screened"}
+    assert [t["text"] for t in detail["transcript"] if t["role"] == "agent"] == [SCREENER_LINE]
+    assert detail["metadata"]["termination_reason"] == "screened" and result.hung_up_by_agent
+
+
+def test_screener_and_menu_words() -> None:
+    from call.amd import answered_by_words, screener_line
+
+    assert answered_by_words(SCREENER_PROMPT) is AnsweredBy.SCREENER
+    ios = "Hi, if you record your name and reason for calling, I'll see if this person is available."
+    assert answered_by_words(ios) is AnsweredBy.SCREENER
+    # a voicemail that asks for the reason of the call is still a voicemail
+    vm = "Please leave your name, number and the reason for your call after the tone."
+    assert answered_by_words(vm) is AnsweredBy.MACHINE
+    menu = "Thank you for calling Acme. For sales, press 1. For support, press 2."
+    assert answered_by_words(menu) is AnsweredBy.IVR
+    carrier = "Please record your message at the tone. When you are finished, hang up or press pound."
+    assert answered_by_words(carrier) is AnsweredBy.MACHINE
+    assert answered_by_words("Hello, this is Dana.") is None
+    assert screener_line(SCREENED_VARIABLES | {"agent_name": "Ava"}) == SCREENER_LINE
+    assert screener_line({"agent_name": "Ava"}) == "Hi, this is Ava."
+
+
+# ------------------------------------------------------------------------- phone menus
+
+MENU = "Thank you for calling Northwind, for sales press 1, for support press 2"
+
+
+@pytest.mark.asyncio
+async def test_a_phone_menu_is_an_ivr_and_the_call_ends_politely(tmp_path: Path) -> None:
+    from simulator.speech import synthesize_caller
+
+    async with screener_words(MENU) as deepgram:
+        detail, result, answered = await outbound_call(
+            tmp_path,
+            [],
+            script=[
+                Utterance(
+                    frames_of(silence(300) + synthesize_caller(MENU, steady=True)) + [silence(20)] * 400
+                )
+            ],
+            settings={"stt_provider": "deepgram", "deepgram_api_key": "dg-key", "deepgram_url": deepgram.url},
+            **SCREENED_AGENT,
+        )
+    assert answered == {"by": "ivr", "method": "phrase", "outcome": "ivr"}
+    agent_turns = [t["text"] for t in detail["transcript"] if t["role"] == "agent"]
+    assert agent_turns == ["Sorry, I'll try again another time. Goodbye."]  # no pitch, no voicemail message
+    assert detail["metadata"]["termination_reason"] == "ivr" and result.hung_up_by_agent
+
+
+def test_screened_and_ivr_are_outcomes_a_campaign_can_retry() -> None:
+    from events.analysis import rule_outcome
+    from schemas import RetryPolicy
+
+    assert RetryPolicy(outcomes=["screened", "ivr", "voicemail"]).outcomes == ["screened", "ivr", "voicemail"]
+    # the screener's words are no conversation with the lead: who answered is the outcome
+    turns = [("user", SCREENER_PROMPT), ("agent", SCREENER_LINE)]
+    assert rule_outcome(turns, [], "screened", "screener") == "screened"
+    assert rule_outcome([("user", MENU)], [], "ivr", "ivr") == "ivr"
+    # the person picked up after the screener: a conversation, never "screened"
+    picked_up = [*turns, ("user", "Hi, this is Dana. What is this about?")]
+    assert rule_outcome(picked_up, [], "caller_hung_up", "human") != "screened"
+
+
+def test_a_beep_of_several_short_tones_ends_the_greeting_after_its_last_tone(
+    voices: dict[str, bytes],
+) -> None:
+    audio = silence(300) + voices["greeting"] + silence(400) + tones(3, 0.12, 0.1) + silence(2500)
+    detector = detect(audio)
+    last_tone_end = 0.3 + len(voices["greeting"]) / SAMPLE_RATE + 0.4 + 3 * 0.22 - 0.1
+    over = detector.greeting_over
+    assert over is not None and over.reason == "beep" and last_tone_end < over.at_s < last_tone_end + 0.6, (
+        over
+    )
+
+
+def test_a_screeners_words_win_over_a_machine_decided_by_the_greetings_length(
+    voices: dict[str, bytes],
+) -> None:
+    # a screener's prompt is as long as a voicemail greeting: the length says machine first
+    detector = detect(silence(300) + voices["greeting"] + silence(2000), words=[(6.5, SCREENER_PROMPT)])
+    assert detector.decision is not None and detector.decision.answered_by is AnsweredBy.SCREENER
+    assert detector.greeting_over is None  # no voicemail moment for a screener
+    # and once a person took the call from the screener, no later words make it a machine
+    detector.person_after_screener()
+    assert detector.on_text("sorry, I can't take your call right now") is None

@@ -533,7 +533,8 @@ async def test_registry_enforces_capacity_and_drains() -> None:
         def snapshot(self) -> dict[str, Any]:
             return {"call_sid": self.call_sid}
 
-        async def hang_up(self, reason: str) -> None:
+        async def hang_up(self, reason: str, *, heard_first: bool = True) -> None:
+            assert not heard_first  # a shutdown does not wait for replies to play out
             self.end_reason = reason
             self.closed.set()
 
