@@ -84,6 +84,8 @@ class Agent(TimestampMixin, Base):
     voicemail_detection: Mapped[bool] = mapped_column(Boolean, default=True)
     voicemail_action: Mapped[str] = mapped_column(String(16), default="hang_up")  # hang_up | leave_message
     voicemail_message: Mapped[str] = mapped_column(Text, default="")  # may hold {{variables}}
+    # Outbound calls answered by a phone menu: press keys (send_dtmf) to reach a person instead of hanging up.
+    dtmf_navigation: Mapped[bool] = mapped_column(Boolean, default=False)
     # Anything of an ElevenLabs conversation_config we keep but do not interpret.
     extra_config: Mapped[dict[str, Any]] = mapped_column(default=dict)
 

@@ -129,6 +129,7 @@ class WSConn:
 
     async def _setup(self) -> bool:
         rt = self.runtime
+        await rt.calls.wait_gone(self.call_sid, 5.0)  # dtmf: a redirected call's previous stream ends first
         if not rt.calls.register(self):
             self._log("refusing call: at MAX_CONCURRENT_CALLS", logging.WARNING)
             return await self._refuse(BUSY_LINE, "capacity")
@@ -208,8 +209,9 @@ class WSConn:
         if self.store is not None and self.profile is not None:
             try:
                 recording = await self.recorder.save_url() if self.recorder else None
-                await self.store.finish(self.end_reason, recording_url=recording)
-                self.runtime.calls.schedule_post_call(self.conversation_id)
+                # dtmf: a stream redirected after keys were pressed does not finish the call
+                if await self.store.finish(self.end_reason, recording_url=recording):
+                    self.runtime.calls.schedule_post_call(self.conversation_id)
             except Exception as exc:
                 self._log("could not close conversation", logging.ERROR, error=type(exc).__name__)
         self.runtime.calls.unregister(self)

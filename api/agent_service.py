@@ -135,6 +135,7 @@ def to_agent_response(agent: Agent) -> AgentResponse:
         voicemail_detection=agent.voicemail_detection,
         voicemail_action=agent.voicemail_action,
         voicemail_message=agent.voicemail_message,
+        dtmf_navigation=agent.dtmf_navigation,
         tools=[to_tool_response(t) for t in sorted(agent.tools, key=lambda t: t.name)],
         knowledge_base_ids=[d.id for d in sorted(agent.documents, key=lambda d: d.created_at)],
         created_at=agent.created_at,
@@ -223,6 +224,7 @@ _COLUMN_FIELDS = (
     "voicemail_detection",
     "voicemail_action",
     "voicemail_message",
+    "dtmf_navigation",
 )
 
 

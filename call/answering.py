@@ -5,7 +5,9 @@
   last line) or the hang-up;
 - a call screener: one sentence saying who calls and why, then the person who picks up is greeted, or
   the call ends as ``screened`` after ``SCREENER_WAIT_SEC``;
-- a phone menu: a polite goodbye, outcome ``ivr``.
+- a phone menu: a polite goodbye, outcome ``ivr``; or, with the agent's ``dtmf_navigation``, the keys
+  that reach a person (``call.menu``, pressed with the ``send_dtmf`` tool): Twilio plays them and
+  connects a new Media Stream to the same conversation, where whoever answers is detected afresh.
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ from typing import Any, Protocol
 
 from call.amd import AmdDecision, AnsweredBy, GreetingOver, answered_by_words, screener_line
 from call.intents import detect_intent
+from call.menu import choose_digits
 from call.transcript import CallState
 from call.turns import CallerTurn
+from providers.base import ToolCall
 from speech.text import fill_template
+from storage.call_store import STREAM_REDIRECTED
 
 log = logging.getLogger("ai_sdr.call")
 
@@ -29,6 +34,8 @@ UNANSWERED_OUTCOME = {AnsweredBy.SCREENER: "screened", AnsweredBy.IVR: "ivr"}  #
 AMD_WORDS_WAIT_S = 1.5  # before a voicemail: words of the greeting still on their way
 SCREENER_QUIET_S = 0.7  # the screener's prompt is over
 PERSON_QUIET_S = 0.7  # the person who took the call from the screener said hello and waits
+MENU_QUIET_S = 1.0  # the menu has said its options (a pause longer than between two of them)
+MENU_LLM_TIMEOUT_S = 5.0
 
 
 class AnsweringCall(Protocol):
@@ -44,6 +51,7 @@ class AnsweringCall(Protocol):
     transcript: Any
     clock: Any
     last_line: bool
+    end_reason: str
 
     @property
     def closing(self) -> bool: ...
@@ -61,6 +69,8 @@ class Answering:
         self.screening: asyncio.Task[Any] | None = None  # a call screener holds the call
         self._screener_said_at: float | None = None  # call clock ms: the agent's answer started/ended
         self._picked_up = False  # the person took the call from the screener
+        self._menu_words: list[str] | None = None  # a phone menu being navigated: what it said
+        self._redirected = False  # keys pressed: this stream ends, the call goes on on the next one
         self._fields = log_fields
 
     def _log(self, msg: str, level: int = logging.INFO, **fields: Any) -> None:
@@ -86,6 +96,9 @@ class Answering:
         self._silence_agent()  # never pitch to a machine, a screener or a menu
         if answered_by is AnsweredBy.SCREENER:
             self.screening = self.call.start_task(self._answer_screener(), "screener")
+        elif answered_by is AnsweredBy.IVR and self.call.profile.agent.dtmf_navigation:
+            self._menu_words = [self.call.turns.text_so_far] if self.call.turns is not None else []
+            self.call.start_task(self._navigate_menu(), "ivr")
         elif answered_by is AnsweredBy.IVR:
             self.call.start_task(self._leave_menu(), "ivr")
         else:  # a machine: its message (or the hang-up) once its greeting is over, see GreetingOver
@@ -101,7 +114,10 @@ class Answering:
         self.call.replies.drop()
 
     def unanswered_end(self) -> str | None:
-        """The far end hung up on a screener or a menu that never put us through."""
+        """The far end hung up on a screener or a menu that never put us through (or, keys pressed, ended
+        this stream: the call goes on on the next one)."""
+        if self._redirected:
+            return STREAM_REDIRECTED
         decision = self.call.amd.decision if self.call.amd is not None else None
         if decision is not None and decision.answered_by in UNANSWERED_OUTCOME:
             return UNANSWERED_OUTCOME[decision.answered_by]
@@ -158,18 +174,25 @@ class Answering:
         """A caller turn while a screener holds the call (True; else False, not handled here): the
         screener's own words (the prompt, "please stay on the line") are recorded; words after the
         agent's answer are the person who picked up, and the greeting answers them."""
+        if self._menu_words is not None:  # a menu's words: recorded, and read to choose a key
+            self._record(heard)
+            self._menu_words.append(heard.text)
+            return True
         if self.screening is None:
             return False
         assert self.call.amd is not None
-        self.call.transcript.save_user_turn(
-            heard.text, kind="speech", intent=detect_intent(heard.text).value,
-            start_ms=heard.speech_start_ms, end_ms=heard.speech_end_ms, stt_final_ms=heard.stt_final_ms,
-        )  # fmt: skip
+        self._record(heard)
         said_after = (heard.speech_start_ms or 0.0) > (self._screener_said_at or float("inf"))
         if said_after and answered_by_words(heard.text) is not AnsweredBy.SCREENER and not self._picked_up:
             self._picked_up = True
             self.call.start_task(self._person_picked_up(), "picked-up")
         return True
+
+    def _record(self, heard: CallerTurn) -> None:
+        self.call.transcript.save_user_turn(
+            heard.text, kind="speech", intent=detect_intent(heard.text).value,
+            start_ms=heard.speech_start_ms, end_ms=heard.speech_end_ms, stt_final_ms=heard.stt_final_ms,
+        )  # fmt: skip
 
     async def _person_picked_up(self) -> None:
         """The person took the call from the screener: greeted once they pause, as any person."""
@@ -184,3 +207,31 @@ class Answering:
         await self._far_end_quiet(0.5, max_wait_s=4.0)
         if not self.call.closing:
             await self.call.say_last(IVR_GOODBYE_LINE, "ivr")
+
+    async def _navigate_menu(self) -> None:
+        """A phone menu answered and the agent may press keys: once the menu has said its options, the
+        key that reaches a person (``call.menu``), pressed through ``send_dtmf``. Twilio then ends this
+        stream and connects a new one to the same conversation; if the keys cannot be pressed, the
+        call ends politely as any menu's."""
+        assert self.call.turns is not None and self.call.profile is not None and self._menu_words is not None
+        await self._far_end_quiet(MENU_QUIET_S, max_wait_s=10.0)
+        await self._settle_words(AMD_WORDS_WAIT_S)
+        if self.call.closing:
+            return
+        words = [*self._menu_words, self.call.turns.text_so_far]
+        menu = " ".join(dict.fromkeys(w.strip() for w in words if w.strip()))  # each once
+        responder = self.call.replies.responder
+        digits, how = await choose_digits(
+            responder.llm, self.call.profile, menu, timeout_s=MENU_LLM_TIMEOUT_S
+        )
+        outcome = await responder.tools.execute(
+            self.call.profile.agent, ToolCall("send_dtmf", {"digits": digits}), responder.tool_context
+        )
+        if outcome.success and outcome.redirected:
+            self._redirected = True
+            self.call.end_reason = STREAM_REDIRECTED
+            self._log("phone menu: keys pressed", digits=digits, chosen_by=how)
+            return
+        self._log("phone menu: keys not pressed", logging.WARNING, error=outcome.error)
+        self._menu_words = None
+        await self._leave_menu()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -78,6 +79,13 @@ class ConnectionManager:
         if self._on_change is not None:
             self._on_change("register", call)
         return True
+
+    async def wait_gone(self, call_sid: str, timeout_s: float) -> None:
+        """Until the call's previous stream is over (a call redirected to a new Media Stream), at most
+        ``timeout_s``: one call, one live stream."""
+        deadline = time.monotonic() + timeout_s
+        while call_sid in self.calls and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
 
     def unregister(self, call: LiveCall) -> None:
         if self.calls.get(call.call_sid) is call:

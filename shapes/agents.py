@@ -111,6 +111,11 @@ class AgentFields(Strict):
     voicemail_message: str = Field(
         default="", max_length=2_000, description="Said once to an answering machine ({{variables}} filled)"
     )
+    dtmf_navigation: bool = Field(
+        default=False,
+        description="Outbound calls answered by a phone menu: press the keys (send_dtmf) that reach a "
+        "person, sales or the named contact, instead of ending the call as outcome ivr",
+    )
 
 
 class AgentCreate(AgentFields):
@@ -143,6 +148,7 @@ class AgentUpdate(PartialUpdate):
             "voicemail_detection",
             "voicemail_action",
             "voicemail_message",
+            "dtmf_navigation",
             "knowledge_base_ids",
         }
     )
@@ -166,6 +172,7 @@ class AgentUpdate(PartialUpdate):
     voicemail_detection: bool | None = None
     voicemail_action: VoicemailAction | None = None
     voicemail_message: str | None = Field(default=None, max_length=2_000)
+    dtmf_navigation: bool | None = None
     knowledge_base_ids: list[Id] | None = Field(
         default=None, description="Documents to copy into this agent (ids it already owns are kept as is)."
     )
@@ -243,6 +250,7 @@ class AgentResponse(BaseModel):
     voicemail_detection: bool
     voicemail_action: str
     voicemail_message: str
+    dtmf_navigation: bool
     tools: list[ToolResponse]
     knowledge_base_ids: list[str]
     created_at: datetime

@@ -22,6 +22,10 @@ from utils import utcnow
 
 log = logging.getLogger(__name__)
 
+# The end of a Media Stream that is not the end of the call: keys were pressed through a phone menu
+# and the call goes on on a new stream, on the same conversation.
+STREAM_REDIRECTED = "dtmf_redirect"
+
 # The call path reads and writes the conversation row only: without this every state change would
 # re-load all of the call's turns and tool calls (``lazy="selectin"``), ~20 % of the loop at 150 calls.
 CONVERSATION_ONLY = (noload(Conversation.turns), noload(Conversation.tool_calls))
@@ -169,8 +173,12 @@ class CallStore:
 
     async def finish(
         self, end_reason: str, status: str = "completed", recording_url: str | None = None
-    ) -> None:
-        """Close the conversation; committed after every write the call queued before it."""
+    ) -> bool:
+        """Close the conversation; committed after every write the call queued before it. False: the
+        stream ended and the call goes on on another (``STREAM_REDIRECTED``): nothing is closed."""
+        if end_reason == STREAM_REDIRECTED:
+            await self.flush()
+            return False
 
         async def write(session: AsyncSession) -> None:
             conversation = await session.get(Conversation, self.conversation_id, options=CONVERSATION_ONLY)
@@ -188,6 +196,7 @@ class CallStore:
             conversation.call_state = "ENDED"
 
         await self.writer.submit(write)
+        return True
 
     async def _emit_event(
         self, session: Any, event_type: str, conversation: Conversation, data: dict

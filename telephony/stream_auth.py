@@ -1,9 +1,10 @@
 """Short-lived signed tokens that tie a Media Streams WebSocket to the call its TwiML created.
 
 A token admits one stream: ``admit_stream`` verifies it and then claims the conversation with a
-conditional UPDATE (``stream_jti`` still empty, the conversation not ended). The database decides, so
-this holds with several service instances on one database; a replayed token, a second token for the
-same conversation and any token for an ended conversation are refused.
+conditional UPDATE (``stream_jti`` still empty, the conversation not ended). A call redirected to a
+new stream (``hand_over_stream``: keys pressed through a phone menu) names the one token that may claim
+it next. The database decides, so this holds with several service instances on one database; a replayed
+token, a second token for the same conversation and any token for an ended conversation are refused.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 _PROCESS_SECRET = secrets.token_hex(32)  # used when JWT_SECRET is not configured
 _AUDIENCE = "media-stream"
 ENDED_STATUSES = ("completed", "busy", "no_answer", "failed", "canceled")
+HANDOVER = "next:"  # stream_jti of a call whose next stream (its token's jti follows) may claim it
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +81,8 @@ async def admit_stream(db: Database, settings: Settings, token: str, call_sid: s
             update(Conversation)
             .where(
                 Conversation.id == grant.conversation_id,
-                Conversation.stream_jti.is_(None),
+                # the first stream, or the one a phone-menu redirect handed the call over to
+                or_(Conversation.stream_jti.is_(None), Conversation.stream_jti == HANDOVER + grant.jti),
                 Conversation.ended_at.is_(None),
                 Conversation.call_state != "ENDED",
                 Conversation.status.not_in(ENDED_STATUSES),
@@ -96,3 +99,19 @@ async def admit_stream(db: Database, settings: Settings, token: str, call_sid: s
         )
         return None
     return grant.conversation_id
+
+
+async def hand_over_stream(db: Database, settings: Settings, call_sid: str, conversation_id: str) -> str:
+    """A token for the call's next Media Stream (the call is redirected: keys pressed through a phone
+    menu, then a new stream); that token, and only it, may claim the conversation again."""
+    token = make_stream_token(settings, call_sid, conversation_id)
+    grant = read_stream_token(settings, token, call_sid)
+    assert grant is not None
+    async with db.session() as session:
+        await session.execute(
+            update(Conversation)
+            .where(Conversation.id == conversation_id)
+            .values(stream_jti=HANDOVER + grant.jti)
+            .execution_options(synchronize_session=False)
+        )
+    return token

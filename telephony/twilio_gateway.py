@@ -13,7 +13,7 @@ from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
-from twilio.twiml.voice_response import VoiceResponse
+from twilio.twiml.voice_response import Connect, VoiceResponse
 
 from config import Settings
 from core.sandbox import Sandbox, SandboxedCall
@@ -136,6 +136,17 @@ class TwilioGateway:
         twiml.dial(number)
         if sandboxed := self._sandboxed(call_sid):
             self._would_send(sandboxed, "transfer", f"Calls/{call_sid}.json", {"Twiml": str(twiml)})
+            return
+        await self._call(self._rest().calls(call_sid).update_async(twiml=str(twiml)))
+
+    async def send_digits(self, call_sid: str, digits: str, then: Connect) -> None:
+        """Replace the call's TwiML: Twilio ends the Media Stream, plays ``digits`` as keypad tones (``w``:
+        half a second's pause) and runs ``then`` (the call's next Media Stream)."""
+        twiml = VoiceResponse()
+        twiml.play(digits=digits)
+        twiml.append(then)
+        if sandboxed := self._sandboxed(call_sid):
+            self._would_send(sandboxed, "send_dtmf", f"Calls/{call_sid}.json", {"Twiml": str(twiml)})
             return
         await self._call(self._rest().calls(call_sid).update_async(twiml=str(twiml)))
 

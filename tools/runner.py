@@ -33,6 +33,8 @@ from models import Conversation, Meeting, ToolCallRecord
 from providers.base import ToolCall, ToolSpec
 from speech.text import fill_template
 from telephony import dnc
+from telephony.stream_auth import hand_over_stream
+from telephony.stream_twiml import stream_connect
 from telephony.twilio_gateway import TelephonyError, TwilioNotConfigured
 
 if TYPE_CHECKING:
@@ -99,6 +101,23 @@ BUILTIN_SPECS: dict[str, ToolSpec] = {
         },
     ),
 }
+# Offered only to a phone menu, and only by an agent with ``dtmf_navigation`` on (``call.menu``).
+SEND_DTMF_SPEC = ToolSpec(
+    "send_dtmf",
+    "Press keys on the phone's keypad to choose in a phone menu (the call goes on with what answers).",
+    {
+        "type": "object",
+        "properties": {
+            "digits": {
+                "type": "string",
+                "pattern": "^[0-9*#w]{1,32}$",
+                "description": "Keys to press: 0-9, * and #; w waits half a second",
+            }
+        },
+        "required": ["digits"],
+        "additionalProperties": False,
+    },
+)
 FILLERS = {
     "book_meeting": "One moment, let me book that.",
     "send_sms": "One moment, I'm sending that text.",
@@ -124,6 +143,7 @@ class ToolOutcome:
     say: str | None = None  # spoken as is; None: the LLM words the result
     ends_call: bool = False
     transferred: bool = False
+    redirected: bool = False  # keys pressed: this Media Stream ends, the call goes on on a new one
 
 
 class ToolError(Exception):
@@ -225,6 +245,8 @@ class ToolRunner:
         if tool is None and call.name == "add_to_dnc":
             # Honouring "do not call me" is a legal duty, not a feature an agent may lack.
             tool = ResolvedTool("add_to_dnc", BUILTIN_SPECS["add_to_dnc"], {})
+        if tool is None and call.name == "send_dtmf" and getattr(agent, "dtmf_navigation", False):
+            tool = ResolvedTool("send_dtmf", SEND_DTMF_SPEC, {})
         try:
             if tool is None:
                 raise ToolError(f"unknown tool {call.name!r}")
@@ -256,6 +278,8 @@ class ToolRunner:
                 return await self._transfer(agent, tool, ctx)
             case "send_sms":
                 return await self._send_sms(tool, call.arguments, ctx)
+            case "send_dtmf":
+                return await self._send_dtmf(call.arguments, ctx)
             case "webhook":
                 return await self._webhook(tool, call, ctx)
         raise ToolError(f"tool kind {tool.kind!r} is not supported")
@@ -324,6 +348,27 @@ class ToolRunner:
         except (TelephonyError, TwilioNotConfigured) as exc:
             raise ToolError(str(exc)) from None
         return ToolOutcome(True, {"transferred_to": number}, say="", transferred=True)
+
+    async def _send_dtmf(self, args: dict[str, Any], ctx: ToolContext) -> ToolOutcome:
+        """Twilio plays the keys on the call, then connects a new Media Stream to the same conversation."""
+        if not ctx.call_sid.startswith("CA"):
+            raise ToolError("keys can only be pressed on a phone call")
+        digits = str(args["digits"])
+        token = await hand_over_stream(self.db, self.settings, ctx.call_sid, ctx.conversation_id)
+        # the stream's from/to as the call's answer TwiML gives them (we called: from is the agent's number)
+        then = stream_connect(
+            self.settings,
+            ctx.call_sid,
+            ctx.conversation_id,
+            token,
+            ctx.agent_number or "",
+            ctx.caller_number or "",
+        )
+        try:
+            await self.twilio.send_digits(ctx.call_sid, digits, then)
+        except (TelephonyError, TwilioNotConfigured) as exc:
+            raise ToolError(str(exc)) from None
+        return ToolOutcome(True, {"digits": digits}, say="", redirected=True)
 
     async def _send_sms(self, tool: ResolvedTool, args: dict[str, Any], ctx: ToolContext) -> ToolOutcome:
         to = tool.config.get("to") or ctx.caller_number

@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request, WebSocket
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import select
-from twilio.twiml.voice_response import Connect, VoiceResponse
+from twilio.twiml.voice_response import VoiceResponse
 
 from api.deps import Services, error_responses
 from api.twilio_webhook import twilio_params as _twilio_params
@@ -23,6 +23,7 @@ from call.amd import CARRIER_VERDICT
 from models import Agent, Conversation, PhoneNumber
 from telephony.call_status import FINAL_STATUSES, STATUS_MAP, record_call_status
 from telephony.stream_auth import make_stream_token
+from telephony.stream_twiml import stream_connect
 from utils import utcnow
 from voice_pipeline import BUSY_LINE, WSConn
 
@@ -73,20 +74,10 @@ def _draining() -> Response:
 
 
 def _stream_twiml(runtime: Services, call_sid: str, conversation: Conversation) -> Response:
-    base = runtime.settings.public_url.rstrip("/")
-    ws_base = (
-        "wss://" + base[len("https://") :]
-        if base.startswith("https://")
-        else "ws://" + base.split("://", 1)[-1]
-    )
+    token = make_stream_token(runtime.settings, call_sid, conversation.id)
+    numbers = (conversation.from_number or "", conversation.to_number or "")
     response = VoiceResponse()
-    connect = Connect()
-    stream = connect.stream(url=f"{ws_base}/ws/voice/{call_sid}")
-    stream.parameter(name="conversation_id", value=conversation.id)
-    stream.parameter(name="token", value=make_stream_token(runtime.settings, call_sid, conversation.id))
-    stream.parameter(name="from", value=conversation.from_number or "")
-    stream.parameter(name="to", value=conversation.to_number or "")
-    response.append(connect)
+    response.append(stream_connect(runtime.settings, call_sid, conversation.id, token, *numbers))
     return _xml(response)
 
 
