@@ -224,14 +224,19 @@ class Answering:
         digits, how = await choose_digits(
             responder.llm, self.call.profile, menu, timeout_s=MENU_LLM_TIMEOUT_S
         )
-        outcome = await responder.tools.execute(
-            self.call.profile.agent, ToolCall("send_dtmf", {"digits": digits}), responder.tool_context
+        # Twilio ends this stream as soon as the call's TwiML is replaced, maybe before its REST answer
+        # is back here: the stream's end must already read as a redirect, and the tool's record survive it.
+        self._redirected, self.call.end_reason = True, STREAM_REDIRECTED
+        press = ToolCall("send_dtmf", {"digits": digits})
+        outcome = await asyncio.shield(
+            asyncio.ensure_future(
+                responder.tools.execute(self.call.profile.agent, press, responder.tool_context)
+            )
         )
         if outcome.success and outcome.redirected:
-            self._redirected = True
-            self.call.end_reason = STREAM_REDIRECTED
             self._log("phone menu: keys pressed", digits=digits, chosen_by=how)
             return
+        self._redirected, self.call.end_reason = False, "caller_hung_up"
         self._log("phone menu: keys not pressed", logging.WARNING, error=outcome.error)
         self._menu_words = None
         await self._leave_menu()

@@ -30,6 +30,7 @@ from aiohttp import web
 from twilio.request_validator import RequestValidator
 
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+_PLAY_DIGITS = re.compile(r'<Play digits="([0-9*#w]+)"')
 
 
 @dataclass
@@ -43,6 +44,8 @@ class PlacedCall:
     created_at: float = field(default_factory=time.monotonic)
     ended_at: float | None = None
     answered_by: str | None = None
+    digits: list[str] = field(default_factory=list)  # keys played by ``<Play digits>`` on a TwiML update
+    scenario: Scenario | None = None
 
 
 @dataclass
@@ -64,6 +67,10 @@ class Scenario:
     # (as DetectMessageEnd's verdict comes once the greeting has ended).
     answered_by: str | None = None
     amd_after_sec: float | None = None
+    # The call's TwiML is replaced (Calls/{sid}.json with ``Twiml=``) by one that names a new Media Stream:
+    # called with the call and that TwiML once the digits it plays are recorded. Twilio has ended the
+    # stream that was open (a test sends its ``stop``) and opens the new one (the test plays on it).
+    on_redirect: Callable[[PlacedCall, str], Awaitable[None]] | None = None
 
 
 FINAL_STATUS = {"no_answer": "no-answer", "busy": "busy", "failed": "failed"}
@@ -178,7 +185,8 @@ class TwilioStandIn:
         if self.scenario is not None:
             self.live += 1
             self.max_live = max(self.max_live, self.live)
-            task = asyncio.create_task(self._play(call, self.scenario(call)))
+            call.scenario = self.scenario(call)
+            task = asyncio.create_task(self._play(call, call.scenario))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         elif self.answer:
@@ -197,6 +205,13 @@ class TwilioStandIn:
         call.updates.append(form)
         if form.get("Status") == "completed":
             call.status = "completed"
+        if twiml := form.get("Twiml"):
+            call.digits += _PLAY_DIGITS.findall(twiml)
+            redirect = call.scenario.on_redirect if call.scenario is not None else None
+            if "<Stream" in twiml and redirect is not None and call.status == "in-progress":
+                task = asyncio.create_task(redirect(call, twiml))  # after answering, as Twilio does
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
         return web.json_response(self._call_json(call))
 
     async def _fetch_call(self, request: web.Request) -> web.Response:
