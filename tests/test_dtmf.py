@@ -225,3 +225,29 @@ async def test_without_dtmf_navigation_a_menu_still_ends_politely_through_twilio
     assert agent_turns == ["Sorry, I'll try again another time. Goodbye."]
     assert final["metadata"]["termination_reason"] == "ivr"
     assert twilio.calls[sid].status == "completed"
+
+
+@pytest.mark.asyncio
+async def test_a_model_that_calls_tools_chooses_the_keys_and_the_rule_backs_it(tmp_path: Path) -> None:
+    """Through the Ollama SDK (its stand-in): the menu goes to the model with send_dtmf as its only tool,
+    and its keys are pressed; keys that are not keys fall back to the rule."""
+    from types import SimpleNamespace
+
+    from call.menu import choose_digits
+    from providers.ollama_llm import OllamaLLMProvider
+    from tests.conftest import make_settings
+    from tests.ollama_standin import DEFAULT_MODEL, OllamaStandIn
+
+    profile = SimpleNamespace(agent=SimpleNamespace(llm_model=None), variables={"first_name": "Dana"})
+    async with OllamaStandIn() as ollama:
+        llm = OllamaLLMProvider(make_settings(tmp_path, ollama_host=ollama.url, ollama_model=DEFAULT_MODEL))
+        try:
+            ollama.tool_script = [("send_dtmf", {"digits": "2"}), ("send_dtmf", {"digits": "1; rm"})]
+            assert await choose_digits(llm, profile, MENU, timeout_s=5) == ("2", "llm")
+            assert await choose_digits(llm, profile, MENU, timeout_s=5) == ("1", "rule")
+        finally:
+            await llm.aclose()
+        asked = ollama.chats[0]
+    assert [t["function"]["name"] for t in asked["tools"]] == ["send_dtmf"]
+    assert asked["messages"][-1] == {"role": "user", "content": MENU}
+    assert "Dana by name" in asked["messages"][0]["content"]
