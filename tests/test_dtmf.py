@@ -116,6 +116,11 @@ async def test_send_dtmf_plays_the_keys_and_hands_the_call_to_a_new_stream(tmp_p
             # the new stream's token (and only it) claims the conversation, once
             assert await admit_stream(runtime.db, settings, params["token"], sid) == cid
             assert await admit_stream(runtime.db, settings, params["token"], sid) is None
+            # a menu that only repeats itself is not navigated forever: three presses a call
+            assert all([(await press(navigating, "0")).success for _ in range(2)])
+            fourth = await press(navigating, "0")
+            assert not fourth.success and "3 times" in (fourth.error or "")
+            assert twilio.calls[sid].digits == ["1w2", "0", "0"]
 
 
 @pytest.mark.asyncio

@@ -25,6 +25,7 @@ import httpx
 from jsonschema import Draft202012Validator
 from referencing import Registry
 from referencing.exceptions import NoSuchResource, Unresolvable
+from sqlalchemy import func, select
 
 from core.http import read_capped
 from core.net_guard import UnsafeURLError, ensure_public_url, guarded_client
@@ -49,6 +50,7 @@ log = logging.getLogger(__name__)
 
 MAX_RESPONSE_BYTES = 64 * 1024
 RETRY_DELAYS_S = (0.2, 0.6)  # webhook tools: retried on connection errors and 5xx (with an idempotency key)
+MAX_MENU_PRESSES = 3  # send_dtmf per call: a menu that only repeats itself is not navigated forever
 
 
 def _never_retrieve(uri: str) -> Any:
@@ -354,6 +356,16 @@ class ToolRunner:
         if not ctx.call_sid.startswith("CA"):
             raise ToolError("keys can only be pressed on a phone call")
         digits = str(args["digits"])
+        async with self.db.session() as session:
+            pressed = await session.scalar(
+                select(func.count()).where(
+                    ToolCallRecord.conversation_id == ctx.conversation_id,
+                    ToolCallRecord.name == "send_dtmf",
+                    ToolCallRecord.success.is_(True),
+                )
+            )
+        if (pressed or 0) >= MAX_MENU_PRESSES:
+            raise ToolError(f"keys were pressed {MAX_MENU_PRESSES} times on this call already")
         token = await hand_over_stream(self.db, self.settings, ctx.call_sid, ctx.conversation_id)
         # the stream's from/to as the call's answer TwiML gives them (we called: from is the agent's number)
         then = stream_connect(
