@@ -21,19 +21,21 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from call.amd import AnsweringMachineDetector, carrier_verdicts
 from call.answering import Answering
-from call.bargein import Backchannel, BargeIn, CommitInterruption, PauseAgent, ResumeAgent, TakeTurn
+from call.bargein import Backchannel, BargeIn, ResumeAgent, TakeTurn
 from call.clock import CallClock
+from call.ending import CallEnding
 from call.intents import detect_intent, is_backchannel
+from call.interruptions import Interruptions
 from call.parts import CallServices, assemble
 from call.profile import AgentProfile
 from call.replies import Replies
 from call.reply_turn import ReplyTurn
+from call.silence import watch_silence
 from call.speaker import Speaker
 from call.transcript import CallState, CallTranscript
 from call.transport import Dtmf, Mark, Media, MediaStreamTransport, StreamStart
 from call.turns import CallerTurn, DtmfBuffer, TurnAssembler, VoiceCue
-from call.watchdog import MAX_DURATION_LINE, STILL_THERE_LINE, TIMEOUT_GOODBYE_LINE, Watchdog, WatchdogAction
-from core.metrics import BARGE_IN
+from call.watchdog import Watchdog
 from providers.base import FRAME_BYTES, ProviderError, STTSession
 from speech.audio import FrameSlicer
 from storage.call_store import CallStore
@@ -54,20 +56,21 @@ class WSConn:
         self.runtime = runtime
         self.call_sid = call_sid
         self.conversation_id = self.caller_number = self.agent_number = ""
-        self.end_reason = "caller_hung_up"
         self.started_at = time.monotonic()
         self._fields: dict[str, Any] = {"call_sid": call_sid, "conversation_id": ""}
+        settings = runtime.settings
         self.clock = CallClock()
         self.transport = MediaStreamTransport(websocket, self._fields)
         self.transcript = CallTranscript(None, self.clock.ms)
         self.speaker = Speaker(self.transport, self.clock.ms)
-        self.speaker.played_margin_s = runtime.settings.hangup_played_margin_sec
+        self.speaker.played_margin_s = settings.hangup_played_margin_sec
         self.replies = Replies(
-            self.speaker,
-            self.transcript,
-            preemptive=runtime.settings.preemptive_replies,
-            log_fields=self._fields,
+            self.speaker, self.transcript, preemptive=settings.preemptive_replies, log_fields=self._fields
         )
+        self.ending = CallEnding(
+            self.speaker, self.replies, self.transport, lambda: runtime.twilio.end_call(call_sid),
+            settings.hangup_max_wait_sec, self._fields,
+        )  # fmt: skip
         self.profile: AgentProfile | None = None
         self.store: CallStore | None = None
         self.recorder: CallRecorder | None = None
@@ -76,24 +79,23 @@ class WSConn:
         self.turns: TurnAssembler | None = None
         self.watchdog: Watchdog | None = None
         self.amd: AnsweringMachineDetector | None = None  # outbound calls: a person or a machine?
+        self.answering: Answering | None = None  # who answered an outbound call: machines, screeners, menus
+        self.interruptions: Interruptions | None = None
         self._slicer = FrameSlicer()
         self._dtmf = DtmfBuffer()
         self._tasks: list[asyncio.Task[Any]] = []
         self._stt_hint: bool | None = None  # what the STT was last told about the agent speaking
         self._last_media_at = time.monotonic()
-        self._timers: dict[str, asyncio.TimerHandle] = {}  # end of turn, DTMF
-        self._closing = False
-        self.last_line = False  # the call's last line plays: nothing the far end does cuts it
-        self.answering = Answering(self, self._fields)  # machines, screeners, menus (outbound)
+        self._eot_timer: asyncio.TimerHandle | None = None  # the next end-of-turn check
         self._closed = asyncio.Event()
 
     @property
-    def state(self) -> CallState:
-        return self.transcript.state
+    def closing(self) -> bool:
+        return self.ending.closing
 
     @property
-    def closing(self) -> bool:
-        return self._closing or self.transport.broken
+    def end_reason(self) -> str:
+        return self.ending.reason
 
     def _log(self, msg: str, level: int = logging.INFO, **fields: Any) -> None:
         log.log(level, msg, extra={"fields": {**self._fields, **fields}})
@@ -109,7 +111,7 @@ class WSConn:
         except WebSocketDisconnect:
             pass
         except Exception as exc:
-            self.end_reason = "engine_error"
+            self.ending.reason = "engine_error"
             self._log("call failed", logging.ERROR, error=type(exc).__name__)
         finally:
             await self._teardown()
@@ -143,14 +145,11 @@ class WSConn:
         if agent is None:
             return await self._refuse(NO_AGENT_LINE, "no_agent")
         self.clock.restart()
+        from_, to = conversation.from_number or "", conversation.to_number or ""
         if conversation.direction == "outbound":  # the other party is the number we called
-            self.caller_number, self.agent_number = (
-                conversation.to_number or "",
-                conversation.from_number or "",
-            )
+            self.caller_number, self.agent_number = to, from_
         else:
-            self.caller_number = self.caller_number or (conversation.from_number or "")
-            self.agent_number = self.agent_number or (conversation.to_number or "")
+            self.caller_number, self.agent_number = self.caller_number or from_, self.agent_number or to
         parts = await assemble(
             rt, conversation, agent, call_sid=self.call_sid, numbers=(self.caller_number, self.agent_number),
             clock=self.clock, speaker=self.speaker, transcript=self.transcript, log_fields=self._fields,
@@ -158,6 +157,11 @@ class WSConn:
         self.profile, self.stt, self.barge, self.turns = parts.profile, parts.stt, parts.barge, parts.turns
         self.watchdog, self.amd, self.recorder = parts.watchdog, parts.amd, parts.recorder
         self.replies.responder = parts.responder
+        self.answering = Answering(
+            parts, self.replies, self.speaker, self.transcript, self.clock, self.store, self.ending,
+            screener_wait_s=rt.settings.screener_wait_sec, log_fields=self._fields,
+        )  # fmt: skip
+        self.interruptions = Interruptions(parts.barge, self.speaker, self.replies, self.ending, self._fields)
         if (recorder := parts.recorder) is not None:
             self.speaker.tap(lambda frame, at: recorder.agent_audio(frame, self.clock.sample_at(at)))
         self.speaker.start()
@@ -165,11 +169,15 @@ class WSConn:
         await self.store.mark_started(self.call_sid)
         rt.webhooks_notify()
         self._log("call started", agent_id=agent.id, **parts.provider_names)
-        verdicts = carrier_verdicts(self.amd, self.answering.on_amd, self.hang_up)  # from any instance
+        verdicts = carrier_verdicts(self.amd, self.answering.on_amd, self.ending.hang_up)  # from any instance
+        watch = watch_silence(
+            parts.watchdog, parts.turns, self.replies, self.speaker, parts.stt, self.ending,
+            lambda: self._last_media_at,
+        )  # fmt: skip
         for job, name in (
             (self._stt_events(), "stt"),
-            (self._watch(), "watchdog"),
-            (self._endings(), "endings"),
+            (watch, "watchdog"),
+            (self.ending.after_final_reply(), "endings"),
             (rt.commands.serve(self.conversation_id, verdicts), "commands"),
         ):
             self._tasks.append(asyncio.create_task(job, name=f"{name}-{self.call_sid}"))
@@ -188,15 +196,18 @@ class WSConn:
         self.clock.restart()
         self.speaker.use(self.runtime.providers.tts(), None)
         self.speaker.start()
-        self._closing = True
-        await self.say_last(line, reason)
+        self.ending.started = True
+        await self.ending.say_last(line, reason)
         return False
 
     async def _teardown(self) -> None:
-        self._closing = True
-        for timer in self._timers.values():
-            timer.cancel()
+        self.ending.started = True
+        self._dtmf.cancel()
+        if self._eot_timer is not None:
+            self._eot_timer.cancel()
         await self.replies.close()
+        if self.answering is not None:
+            await self.answering.close()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -209,8 +220,7 @@ class WSConn:
         if self.store is not None and self.profile is not None:
             try:
                 recording = await self.recorder.save_url() if self.recorder else None
-                # dtmf: a stream redirected after keys were pressed does not finish the call
-                if await self.store.finish(self.end_reason, recording_url=recording):
+                if await self.store.finish(self.end_reason, recording_url=recording):  # dtmf: not redirected
                     self.runtime.calls.schedule_post_call(self.conversation_id)
             except Exception as exc:
                 self._log("could not close conversation", logging.ERROR, error=type(exc).__name__)
@@ -222,31 +232,8 @@ class WSConn:
         )
 
     async def hang_up(self, reason: str, *, heard_first: bool = True) -> None:
-        """End the call: through Twilio's REST API for a real call, and by closing the stream.
-
-        Only once what the agent said has played at the far end (its mark came back, or its duration
-        passed since it was sent), within HANGUP_MAX_WAIT_SEC: hanging up drops what Twilio still holds.
-        ``heard_first=False``: at once (the service is shutting down)."""
-        self.end_reason = reason
-        self._closing = True
-        if heard_first and not await self.speaker.wait_heard(self.runtime.settings.hangup_max_wait_sec):
-            self._log("hanging up before the last audio was heard", logging.WARNING, reason=reason)
-        await self.runtime.twilio.end_call(self.call_sid)
-        await self.transport.close(1000, reason)
-
-    async def say_last(self, line: str, reason: str) -> None:
-        """The call's last line (busy, voicemail message, timeouts): it plays whole, then the call ends.
-        Words that reach us meanwhile (a machine greeting's late transcript) do not cut it."""
-        self.last_line = True
-        try:
-            await self.replies.say_last(line, reason)
-        finally:
-            await self.hang_up(reason)
-
-    async def _endings(self) -> None:
-        """Replies that end the call (goodbye, end_call tool) hang up once heard."""
-        turn = await self.replies.endings.get()
-        await self.hang_up(turn.hang_up_after or "agent_ended_call")
+        """End the call once what the agent said was heard (``heard_first=False``: at once)."""
+        await self.ending.hang_up(reason, heard_first=heard_first)
 
     async def wait_closed(self) -> None:
         await self._closed.wait()
@@ -256,7 +243,7 @@ class WSConn:
             "call_sid": self.call_sid,
             "conversation_id": self.conversation_id,
             "agent_id": self.profile.id if self.profile else None,
-            "state": self.state.value,
+            "state": self.transcript.state.value,
             "duration_sec": round(time.monotonic() - self.started_at, 1),
             "agent_speaking": self.speaker.is_speaking,
         }
@@ -264,7 +251,7 @@ class WSConn:
     # ================================================================ caller audio and events
 
     async def _receive_loop(self) -> None:
-        assert self.watchdog is not None and self.stt is not None
+        assert self.watchdog is not None and self.stt is not None and self.answering is not None
         while not self.closing:
             event = await self.transport.receive()
             if isinstance(event, Media):
@@ -274,14 +261,14 @@ class WSConn:
                 self.speaker.on_mark(event.name)
                 self.watchdog.activity(time.monotonic())
             elif isinstance(event, Dtmf):
-                self._on_dtmf(event.digit)
+                self.watchdog.activity(time.monotonic())
+                self._dtmf.key(event.digit, self._dtmf_turn)
             else:  # Stop, or the socket is gone / hopelessly broken
                 if event is None and self.transport.too_broken:
-                    self.end_reason = "protocol_error"
-                elif not self._closing:
-                    self.end_reason = (
-                        self.replies.end_reason() or self.answering.unanswered_end() or "caller_hung_up"
-                    )
+                    self.ending.reason = "protocol_error"
+                elif not self.ending.started:
+                    ended = self.replies.end_reason() or self.answering.unanswered_end()
+                    self.ending.reason = ended or "caller_hung_up"
                 return
 
     def _on_media(self, chunk: bytes) -> None:
@@ -295,6 +282,7 @@ class WSConn:
     def _on_frame(self, frame: bytes) -> None:
         """Per 20 ms of caller audio: voicing, barge-in, silence tracking. Cheap by design."""
         assert self.barge is not None and self.turns is not None and self.watchdog is not None
+        assert self.answering is not None and self.interruptions is not None
         now = time.monotonic()
         energy, voiced = self.barge.classify(frame, self.speaker.is_speaking)
         if self.amd is not None and (amd := self.amd.on_frame(frame, energy, voiced)) is not None:
@@ -319,27 +307,17 @@ class WSConn:
             energy, voiced, now, words_pending=self.turns.words_pending, quiet_s=quiet
         )
         if event is not None:
-            self._on_barge_event(event)
+            self.interruptions.on_event(event)
 
-    def _on_dtmf(self, digit: str) -> None:
-        assert self.watchdog is not None
-        self.watchdog.activity(time.monotonic())
-        if (timer := self._timers.pop("dtmf", None)) is not None:
-            timer.cancel()
-        if (digits := self._dtmf.push(digit)) is not None:
-            self._dtmf_turn(digits)
-        elif digit != "#":
-            flush = lambda: self._dtmf_turn(self._dtmf.flush())  # noqa: E731
-            self._timers["dtmf"] = asyncio.get_running_loop().call_later(self._dtmf.gap_s, flush)
-
-    def _dtmf_turn(self, digits: str | None) -> None:
-        if digits and not self.closing:
+    def _dtmf_turn(self, digits: str) -> None:
+        if not self.closing:
             text = f"(The caller pressed the keys {' '.join(digits)} on the keypad.)"
             turn = CallerTurn(text, None, None, None, self.turns.take_peak() if self.turns else 0.0)
             asyncio.get_running_loop().create_task(self._user_turn(turn, kind="dtmf", display=digits))
 
     async def _stt_events(self) -> None:
         assert self.stt is not None and self.turns is not None and self.barge is not None
+        assert self.answering is not None and self.interruptions is not None
         try:
             async for event in self.stt.events():
                 if self.turns.on_transcript(event, time.monotonic(), self.clock.media_t0):
@@ -347,19 +325,17 @@ class WSConn:
                 if self.amd is not None and event.text and (amd := self.amd.on_text(self.turns.text_so_far)):
                     self.answering.on_amd(amd)
                 elif event.kind == "partial" and self.barge.is_paused:
-                    self._on_barge_event(self.barge.on_partial(event.text, is_backchannel(event.text)))
+                    self.interruptions.on_event(self.barge.on_partial(event.text, is_backchannel(event.text)))
         except ProviderError as exc:
             self._log("stt failed", logging.ERROR, error=type(exc).__name__)
-            self.end_reason = "stt_failed"
-            await self.say_last(STT_FAILED_LINE, "stt_failed")
+            await self.ending.say_last(STT_FAILED_LINE, "stt_failed")
 
     def _check_end_of_turn_in(self, delay: float) -> None:
-        if (timer := self._timers.pop("eot", None)) is not None:
-            timer.cancel()
+        if self._eot_timer is not None:
+            self._eot_timer.cancel()
         loop = asyncio.get_running_loop()
-        self._timers["eot"] = loop.call_later(
-            max(0.0, delay), lambda: loop.create_task(self._check_end_of_turn())
-        )
+        check = lambda: loop.create_task(self._check_end_of_turn())  # noqa: E731
+        self._eot_timer = loop.call_later(max(0.0, delay), check)
 
     async def _check_end_of_turn(self) -> None:
         if self.closing or self.turns is None:
@@ -376,9 +352,10 @@ class WSConn:
     ) -> None:
         """The caller finished a turn: record it and answer (or resume, merge, or ignore)."""
         assert self.barge is not None and self.watchdog is not None
+        assert self.answering is not None and self.interruptions is not None
         self.watchdog.caller_spoke()
         text = heard.text
-        if self.last_line:  # recorded, never an interruption of the last line
+        if self.ending.last_line:  # recorded, never an interruption of the last line
             self.transcript.save_user_turn(
                 display or text, kind=kind, intent=detect_intent(text).value,
                 start_ms=heard.speech_start_ms, end_ms=heard.speech_end_ms, stt_final_ms=heard.stt_final_ms,
@@ -393,12 +370,12 @@ class WSConn:
         if isinstance(event, Backchannel):
             self.transcript.save_backchannel(text, heard.speech_start_ms, heard.speech_end_ms)
             if event.resumed:
-                self._on_barge_event(ResumeAgent("backchannel"))
+                self.interruptions.on_event(ResumeAgent("backchannel"))
             return
         if isinstance(event, TakeTurn):
-            await self._pause_agent(time.monotonic(), detected=False)
+            await self.interruptions.pause(time.monotonic(), detected=False)
         if event is not None:
-            await self._commit_interruption()
+            await self.interruptions.commit()
         seq = -1
         if (unheard := await self.replies.take_unheard()) is not None:
             text, seq = f"{unheard[0]} {text}", unheard[1]  # one turn: the record of the first is updated
@@ -420,66 +397,3 @@ class WSConn:
         if heard.stt_final_ms is not None:
             timings["stt_final_ms"] = heard.stt_final_ms
         self.replies.answer(text, seq, intent, timings)
-
-    # ================================================================ who answered (call.answering)
-
-    def start_task(self, job: Any, name: str) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(job, name=f"{name}-{self.call_sid}")
-        self._tasks.append(task)
-        return task
-
-    # ================================================================ barge-in
-
-    def _on_barge_event(self, event: PauseAgent | ResumeAgent | CommitInterruption | None) -> None:
-        if self.last_line:
-            return
-        if isinstance(event, PauseAgent):
-            asyncio.get_running_loop().create_task(self._pause_agent(event.onset))
-        elif isinstance(event, ResumeAgent):
-            self.speaker.resume()
-            self._log("barge-in was not an interruption: agent resumes", why=event.why)
-        elif isinstance(event, CommitInterruption):
-            asyncio.get_running_loop().create_task(self._commit_interruption())
-
-    async def _pause_agent(self, onset: float, *, detected: bool = True) -> None:
-        """The caller started talking over the agent: go quiet now, decide what it was once words arrive."""
-        assert self.barge is not None
-        if self.barge.is_paused or self.closing or self.last_line:
-            return
-        played = await self.speaker.pause()
-        latency_ms = (time.monotonic() - onset) * 1000
-        if detected:  # not when words arrived first (no onset was detected to time from)
-            BARGE_IN.observe(latency_ms / 1000)
-        self.barge.did_pause(onset, played, self.replies.current, time.monotonic())
-        self._log("barge-in: agent paused", onset_to_clear_ms=round(latency_ms, 1))
-
-    async def _commit_interruption(self) -> None:
-        """handle_interrupt(): the caller really took the turn. Cancel, clear, store what was heard."""
-        assert self.barge is not None
-        if (paused := self.barge.commit()) is None:
-            return
-        heard = await self.replies.interrupted(paused.turn, paused.played_frame)
-        self._log("interrupted", heard_chars=len(heard))
-
-    # ================================================================ watchdog
-
-    async def _watch(self) -> None:
-        assert self.watchdog is not None and self.turns is not None and self.stt is not None
-        while not self.closing:
-            await asyncio.sleep(0.5)
-            busy = self.replies.busy or self.turns.has_finals or not self.speaker.idle
-            now = time.monotonic()
-            last_voice = self.turns.last_voice_at
-            for action in self.watchdog.tick(
-                now, last_media=self._last_media_at, last_voice=last_voice, busy=busy
-            ):
-                if action is WatchdogAction.KEEPALIVE:
-                    await self.stt.keepalive()  # no caller audio flowing: keep the STT stream open
-                elif action is WatchdogAction.ASK_STILL_THERE:
-                    self.replies.say(STILL_THERE_LINE, kind="silence_prompt")
-                else:
-                    line = (
-                        MAX_DURATION_LINE if action is WatchdogAction.MAX_DURATION else TIMEOUT_GOODBYE_LINE
-                    )
-                    await self.say_last(line, action.value)
-                    return

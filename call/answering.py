@@ -16,16 +16,21 @@ import asyncio
 import logging
 import time
 from collections.abc import Coroutine
-from typing import Any, Protocol
+from typing import Any
 
 from call.amd import AmdDecision, AnsweredBy, GreetingOver, answered_by_words, screener_line
+from call.clock import CallClock
+from call.ending import CallEnding
 from call.intents import detect_intent
 from call.menu import choose_digits
-from call.transcript import CallState
+from call.parts import CallParts
+from call.replies import Replies
+from call.speaker import Speaker
+from call.transcript import CallState, CallTranscript
 from call.turns import CallerTurn
 from providers.base import ToolCall
 from speech.text import fill_template
-from storage.call_store import STREAM_REDIRECTED
+from storage.call_store import STREAM_REDIRECTED, CallStore
 
 log = logging.getLogger("ai_sdr.call")
 
@@ -38,137 +43,137 @@ MENU_QUIET_S = 1.0  # the menu has said its options (a pause longer than between
 MENU_LLM_TIMEOUT_S = 5.0
 
 
-class AnsweringCall(Protocol):
-    """What of the call this part uses (``voice_pipeline.WSConn``)."""
-
-    runtime: Any
-    profile: Any
-    store: Any
-    amd: Any
-    turns: Any
-    replies: Any
-    speaker: Any
-    transcript: Any
-    clock: Any
-    last_line: bool
-    end_reason: str
-
-    @property
-    def closing(self) -> bool: ...
-
-    def start_task(self, job: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]: ...
-
-    async def say_last(self, line: str, reason: str) -> None: ...
-
-    async def hang_up(self, reason: str, *, heard_first: bool = True) -> None: ...
-
-
 class Answering:
-    def __init__(self, call: AnsweringCall, log_fields: dict[str, Any]) -> None:
-        self.call = call
+    def __init__(
+        self,
+        parts: CallParts,
+        replies: Replies,
+        speaker: Speaker,
+        transcript: CallTranscript,
+        clock: CallClock,
+        store: CallStore,
+        ending: CallEnding,
+        *,
+        screener_wait_s: float,
+        log_fields: dict[str, Any],
+    ) -> None:
+        self.profile, self.amd, self.turns = parts.profile, parts.amd, parts.turns
+        self.replies, self.speaker, self.transcript = replies, speaker, transcript
+        self.clock, self.store, self.ending = clock, store, ending
+        self.screener_wait_s = screener_wait_s
         self.screening: asyncio.Task[Any] | None = None  # a call screener holds the call
         self._screener_said_at: float | None = None  # call clock ms: the agent's answer started/ended
         self._picked_up = False  # the person took the call from the screener
         self._menu_words: list[str] | None = None  # a phone menu being navigated: what it said
         self._redirected = False  # keys pressed: this stream ends, the call goes on on the next one
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._fields = log_fields
+
+    def _start(self, job: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(job, name=f"{name}-{self._fields.get('call_sid')}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def _log(self, msg: str, level: int = logging.INFO, **fields: Any) -> None:
         log.log(level, msg, extra={"fields": {**self._fields, **fields}})
 
     def on_amd(self, event: AmdDecision | GreetingOver) -> None:
-        assert self.call.profile is not None and self.call.store is not None
-        if self.call.last_line or self.call.closing:
+        assert self.profile is not None and self.store is not None
+        if self.ending.last_line or self.ending.closing:
             return  # the message (or the goodbye) is playing: nothing the far end says changes it
         if isinstance(event, GreetingOver):
             self._log("voicemail greeting over", why=event.reason, at_s=event.at_s)
-            self.call.start_task(self._voicemail(), "voicemail")
+            self._start(self._voicemail(), "voicemail")
             return
         answered_by = event.answered_by
         outcome = UNANSWERED_OUTCOME.get(answered_by)
-        self.call.store.set_answered_by(answered_by.value, event.method, outcome=outcome)
+        self.store.set_answered_by(answered_by.value, event.method, outcome=outcome)
         self._log("answered by", answered_by=answered_by.value, method=event.method, at_s=event.at_s)
         if answered_by in (AnsweredBy.HUMAN, AnsweredBy.UNKNOWN):
             self.screening = None
-            if self.call.profile.first_message:
-                self.call.replies.say(self.call.profile.first_message, kind="greeting")
+            if self.profile.first_message:
+                self.replies.say(self.profile.first_message, kind="greeting")
             return
         self._silence_agent()  # never pitch to a machine, a screener or a menu
         if answered_by is AnsweredBy.SCREENER:
-            self.screening = self.call.start_task(self._answer_screener(), "screener")
-        elif answered_by is AnsweredBy.IVR and self.call.profile.agent.dtmf_navigation:
-            self._menu_words = [self.call.turns.text_so_far] if self.call.turns is not None else []
-            self.call.start_task(self._navigate_menu(), "ivr")
+            self.screening = self._start(self._answer_screener(), "screener")
+        elif answered_by is AnsweredBy.IVR and self.profile.agent.dtmf_navigation:
+            self._menu_words = [self.turns.text_so_far] if self.turns is not None else []
+            self._start(self._navigate_menu(), "ivr")
         elif answered_by is AnsweredBy.IVR:
-            self.call.start_task(self._leave_menu(), "ivr")
+            self._start(self._leave_menu(), "ivr")
         else:  # a machine: its message (or the hang-up) once its greeting is over, see GreetingOver
-            self.call.transcript.set_state(CallState.COMPLETION)
+            self.transcript.set_state(CallState.COMPLETION)
 
     def _silence_agent(self) -> None:
         """Whatever the agent started saying stops, and nothing heard so far gets an answer."""
-        reply = self.call.replies.current
+        reply = self.replies.current
         if reply is not None and reply.running:
-            self.call.start_task(
-                self.call.replies.interrupted(reply, self.call.speaker.played_frame()), "interrupted"
-            )
-        self.call.replies.drop()
+            self._start(self.replies.interrupted(reply, self.speaker.played_frame()), "interrupted")
+        self.replies.drop()
 
     def unanswered_end(self) -> str | None:
         """The far end hung up on a screener or a menu that never put us through (or, keys pressed, ended
         this stream: the call goes on on the next one)."""
         if self._redirected:
             return STREAM_REDIRECTED
-        decision = self.call.amd.decision if self.call.amd is not None else None
+        decision = self.amd.decision if self.amd is not None else None
         if decision is not None and decision.answered_by in UNANSWERED_OUTCOME:
             return UNANSWERED_OUTCOME[decision.answered_by]
         return None
 
     async def _voicemail(self) -> None:
         """Leave the agent's message (once, after the greeting and its beep), or hang up on the machine."""
-        assert self.call.profile is not None and self.call.turns is not None
+        assert self.profile is not None and self.turns is not None
         # Words of the greeting still being transcribed may yet say "screener" or "menu": wait for them.
         await self._settle_words(AMD_WORDS_WAIT_S)
-        decision = self.call.amd.decision if self.call.amd is not None else None
-        if self.call.closing or decision is None or decision.answered_by is not AnsweredBy.MACHINE:
+        decision = self.amd.decision if self.amd is not None else None
+        if self.ending.closing or decision is None or decision.answered_by is not AnsweredBy.MACHINE:
             return
-        agent = self.call.profile.agent
+        agent = self.profile.agent
         message = ""
         if agent.voicemail_action == "leave_message":
-            message = fill_template(agent.voicemail_message or "", self.call.profile.variables, strict=False)
+            message = fill_template(agent.voicemail_message or "", self.profile.variables, strict=False)
         if message.strip():
-            await self.call.say_last(message.strip(), "voicemail")
+            await self.ending.say_last(message.strip(), "voicemail")
         else:
-            await self.call.hang_up("voicemail")
+            await self.ending.hang_up("voicemail")
 
     async def _settle_words(self, max_wait_s: float) -> None:
-        assert self.call.turns is not None
+        assert self.turns is not None
         deadline = time.monotonic() + max_wait_s
         # polled: the words arrive on the STT task, the voice on the frame path; neither signals here
-        while self.call.turns.words_pending and time.monotonic() < deadline and not self.call.closing:  # noqa: ASYNC110
+        while self.turns.words_pending and time.monotonic() < deadline and not self.ending.closing:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
 
     async def _far_end_quiet(self, quiet_s: float, max_wait_s: float) -> None:
         """Until the far end has been quiet for ``quiet_s`` (its prompt is over), at most ``max_wait_s``."""
-        assert self.call.turns is not None
+        assert self.turns is not None
         deadline = time.monotonic() + max_wait_s
-        while time.monotonic() - self.call.turns.last_voice_at < quiet_s and time.monotonic() < deadline:  # noqa: ASYNC110
+        while time.monotonic() - self.turns.last_voice_at < quiet_s and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
 
     async def _answer_screener(self) -> None:
         """Say who is calling and why, in one sentence, then wait for the person to pick up."""
-        assert self.call.profile is not None
+        assert self.profile is not None
         await self._far_end_quiet(SCREENER_QUIET_S, max_wait_s=8.0)
-        if self.call.closing:
+        if self.ending.closing:
             return
-        self._screener_said_at = self.call.clock.ms()
-        self.call.replies.say(screener_line(self.call.profile.variables), kind="screener")
-        if (turn := self.call.replies.current) is not None and turn.task is not None:
+        self._screener_said_at = self.clock.ms()
+        self.replies.say(screener_line(self.profile.variables), kind="screener")
+        if (turn := self.replies.current) is not None and turn.task is not None:
             await asyncio.gather(turn.task, return_exceptions=True)  # said, and heard
-        self._screener_said_at = self.call.clock.ms()
-        await asyncio.sleep(self.call.runtime.settings.screener_wait_sec)
-        if self.screening is not None and not self.call.closing:  # nobody picked up
-            self._log("screener: nobody picked up", waited_s=self.call.runtime.settings.screener_wait_sec)
-            await self.call.hang_up("screened")
+        self._screener_said_at = self.clock.ms()
+        await asyncio.sleep(self.screener_wait_s)
+        if self.screening is not None and not self.ending.closing:  # nobody picked up
+            self._log("screener: nobody picked up", waited_s=self.screener_wait_s)
+            await self.ending.hang_up("screened")
 
     def screener_turn(self, heard: CallerTurn) -> bool:
         """A caller turn while a screener holds the call (True; else False, not handled here): the
@@ -180,63 +185,60 @@ class Answering:
             return True
         if self.screening is None:
             return False
-        assert self.call.amd is not None
+        assert self.amd is not None
         self._record(heard)
         said_after = (heard.speech_start_ms or 0.0) > (self._screener_said_at or float("inf"))
         if said_after and answered_by_words(heard.text) is not AnsweredBy.SCREENER and not self._picked_up:
             self._picked_up = True
-            self.call.start_task(self._person_picked_up(), "picked-up")
+            self._start(self._person_picked_up(), "picked-up")
         return True
 
     def _record(self, heard: CallerTurn) -> None:
-        self.call.transcript.save_user_turn(
+        self.transcript.save_user_turn(
             heard.text, kind="speech", intent=detect_intent(heard.text).value,
             start_ms=heard.speech_start_ms, end_ms=heard.speech_end_ms, stt_final_ms=heard.stt_final_ms,
         )  # fmt: skip
 
     async def _person_picked_up(self) -> None:
         """The person took the call from the screener: greeted once they pause, as any person."""
-        assert self.call.amd is not None
+        assert self.amd is not None
         await self._far_end_quiet(PERSON_QUIET_S, max_wait_s=4.0)
-        if not self.call.closing:
-            self.on_amd(self.call.amd.person_after_screener())
+        if not self.ending.closing:
+            self.on_amd(self.amd.person_after_screener())
 
     async def _leave_menu(self) -> None:
         """A phone menu answered: the call ends politely once the menu pauses."""
-        self.call.transcript.set_state(CallState.COMPLETION)
+        self.transcript.set_state(CallState.COMPLETION)
         await self._far_end_quiet(0.5, max_wait_s=4.0)
-        if not self.call.closing:
-            await self.call.say_last(IVR_GOODBYE_LINE, "ivr")
+        if not self.ending.closing:
+            await self.ending.say_last(IVR_GOODBYE_LINE, "ivr")
 
     async def _navigate_menu(self) -> None:
         """A phone menu answered and the agent may press keys: once the menu has said its options, the
         key that reaches a person (``call.menu``), pressed through ``send_dtmf``. Twilio then ends this
         stream and connects a new one to the same conversation; if the keys cannot be pressed, the
         call ends politely as any menu's."""
-        assert self.call.turns is not None and self.call.profile is not None and self._menu_words is not None
+        assert self.turns is not None and self.profile is not None and self._menu_words is not None
         await self._far_end_quiet(MENU_QUIET_S, max_wait_s=10.0)
         await self._settle_words(AMD_WORDS_WAIT_S)
-        if self.call.closing:
+        if self.ending.closing:
             return
-        words = [*self._menu_words, self.call.turns.text_so_far]
+        words = [*self._menu_words, self.turns.text_so_far]
         menu = " ".join(dict.fromkeys(w.strip() for w in words if w.strip()))  # each once
-        responder = self.call.replies.responder
-        digits, how = await choose_digits(
-            responder.llm, self.call.profile, menu, timeout_s=MENU_LLM_TIMEOUT_S
-        )
+        responder = self.replies.responder
+        assert responder is not None
+        digits, how = await choose_digits(responder.llm, self.profile, menu, timeout_s=MENU_LLM_TIMEOUT_S)
         # Twilio ends this stream as soon as the call's TwiML is replaced, maybe before its REST answer
         # is back here: the stream's end must already read as a redirect, and the tool's record survive it.
-        self._redirected, self.call.end_reason = True, STREAM_REDIRECTED
+        self._redirected, self.ending.reason = True, STREAM_REDIRECTED
         press = ToolCall("send_dtmf", {"digits": digits})
         outcome = await asyncio.shield(
-            asyncio.ensure_future(
-                responder.tools.execute(self.call.profile.agent, press, responder.tool_context)
-            )
+            asyncio.ensure_future(responder.tools.execute(self.profile.agent, press, responder.tool_context))
         )
         if outcome.success and outcome.redirected:
             self._log("phone menu: keys pressed", digits=digits, chosen_by=how)
             return
-        self._redirected, self.call.end_reason = False, "caller_hung_up"
+        self._redirected, self.ending.reason = False, "caller_hung_up"
         self._log("phone menu: keys not pressed", logging.WARNING, error=outcome.error)
         self._menu_words = None
         await self._leave_menu()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections import deque
 from collections.abc import Callable
@@ -409,6 +410,7 @@ class DtmfBuffer:
     def __init__(self, gap_s: float = 1.5) -> None:
         self.gap_s = gap_s
         self._digits: list[str] = []
+        self._timer: asyncio.TimerHandle | None = None
 
     def push(self, digit: str) -> str | None:
         """The finished digits on '#', else None (then flush after ``gap_s``)."""
@@ -421,3 +423,21 @@ class DtmfBuffer:
         digits = "".join(self._digits)
         self._digits.clear()
         return digits or None
+
+    def key(self, digit: str, deliver: Callable[[str], None]) -> None:
+        """A key pressed: ``deliver`` gets the digits on '#' or once ``gap_s`` passed without another."""
+        self.cancel()
+        if (digits := self.push(digit)) is not None:
+            deliver(digits)
+        elif digit != "#":
+            self._timer = asyncio.get_running_loop().call_later(self.gap_s, self._deliver_later, deliver)
+
+    def _deliver_later(self, deliver: Callable[[str], None]) -> None:
+        self._timer = None
+        if (digits := self.flush()) is not None:
+            deliver(digits)
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None

@@ -1,0 +1,66 @@
+"""Acting on barge-in: pause the agent the moment the caller talks over it, resume it when that was not
+an interruption, and commit one that was (``call.bargein.BargeIn`` decides which)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from call.bargein import BargeIn, CommitInterruption, PauseAgent, ResumeAgent
+from call.ending import CallEnding
+from call.replies import Replies
+from call.reply_turn import ReplyTurn
+from call.speaker import Speaker
+from core.metrics import BARGE_IN
+
+log = logging.getLogger("ai_sdr.call")
+
+
+class Interruptions:
+    def __init__(
+        self,
+        barge: BargeIn[ReplyTurn],
+        speaker: Speaker,
+        replies: Replies,
+        ending: CallEnding,
+        log_fields: dict[str, Any],
+    ) -> None:
+        self.barge = barge
+        self.speaker = speaker
+        self.replies = replies
+        self.ending = ending
+        self._fields = log_fields
+
+    def _log(self, msg: str, **fields: Any) -> None:
+        log.info(msg, extra={"fields": {**self._fields, **fields}})
+
+    def on_event(self, event: PauseAgent | ResumeAgent | CommitInterruption | None) -> None:
+        if self.ending.last_line:
+            return
+        if isinstance(event, PauseAgent):
+            asyncio.get_running_loop().create_task(self.pause(event.onset))
+        elif isinstance(event, ResumeAgent):
+            self.speaker.resume()
+            self._log("barge-in was not an interruption: agent resumes", why=event.why)
+        elif isinstance(event, CommitInterruption):
+            asyncio.get_running_loop().create_task(self.commit())
+
+    async def pause(self, onset: float, *, detected: bool = True) -> None:
+        """The caller started talking over the agent: go quiet now, decide what it was once words arrive."""
+        if self.barge.is_paused or self.ending.closing or self.ending.last_line:
+            return
+        played = await self.speaker.pause()
+        latency_ms = (time.monotonic() - onset) * 1000
+        if detected:  # not when words arrived first (no onset was detected to time from)
+            BARGE_IN.observe(latency_ms / 1000)
+        self.barge.did_pause(onset, played, self.replies.current, time.monotonic())
+        self._log("barge-in: agent paused", onset_to_clear_ms=round(latency_ms, 1))
+
+    async def commit(self) -> None:
+        """handle_interrupt(): the caller really took the turn. Cancel, clear, store what was heard."""
+        if (paused := self.barge.commit()) is None:
+            return
+        heard = await self.replies.interrupted(paused.turn, paused.played_frame)
+        self._log("interrupted", heard_chars=len(heard))
