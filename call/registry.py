@@ -14,7 +14,9 @@ class LiveCall(Protocol):
     """What the registry needs of a call (``voice_pipeline.WSConn`` is one)."""
 
     call_sid: str
-    end_reason: str
+
+    @property
+    def end_reason(self) -> str: ...
 
     def snapshot(self) -> dict[str, Any]: ...
 
@@ -123,7 +125,6 @@ class ConnectionManager:
         """Stop taking calls, end live ones (their state is saved), finish post-call work."""
         self.accepting = False
         for call in list(self.calls.values()):
-            call.end_reason = "server_shutdown"
             await call.hang_up("server_shutdown", heard_first=False)  # now, not after the reply
         waits = [asyncio.create_task(c.wait_closed()) for c in list(self.calls.values())]
         if waits:
