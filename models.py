@@ -182,6 +182,11 @@ class Conversation(TimestampMixin, Base):
     started_event_at: Mapped[datetime | None] = mapped_column()
     completed_event_at: Mapped[datetime | None] = mapped_column()
     failed_event_at: Mapped[datetime | None] = mapped_column()
+    # The immutable agent version that ran this call (agent versions / experiments), the playbook stages it
+    # went through in order, and the stage it ended in (analytics breaks calls down by it).
+    agent_version_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    stage_path: Mapped[list[Any]] = mapped_column(default=list)
+    ended_stage: Mapped[str | None] = mapped_column(String(64))
 
     turns: Mapped[list[ConversationTurn]] = relationship(
         back_populates="conversation",
