@@ -72,13 +72,13 @@ async def create_campaign(session: AsyncSession, body: BatchCallSubmit) -> Campa
     agent = await session.get(Agent, body.agent_id)
     if agent is None:
         raise CampaignError(404, f"agent not found: {body.agent_id}")
-    _check_variables(agent, body.recipients)
     from_number = None
     if body.agent_phone_number_id:
         number = await session.get(PhoneNumber, body.agent_phone_number_id)
         if number is None:
             raise CampaignError(404, f"phone number not found: {body.agent_phone_number_id}")
         from_number = number.phone_number
+    _check_variables(agent, body.recipients)
     now = utcnow()
     scheduled = (
         datetime.fromtimestamp(body.scheduled_time_unix, UTC) if body.scheduled_time_unix is not None else now
