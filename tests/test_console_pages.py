@@ -260,6 +260,7 @@ async def test_a_team_runs_a_campaign_end_to_end_in_the_console(tmp_path: Path) 
             )
             assert seen_eta, "no expected finish time was shown while it ran"
             assert await page.inner_text("#campaign-eta") == "finished"
+            assert "false" not in await page.inner_text("#campaign")
             outcomes = await page.inner_text("#campaign-by-outcome")
             assert "meeting booked 1" in outcomes and "dnc 1" in outcomes and "no answer 1" in outcomes
             assert await page.inner_text("#campaign-booked") == "1"
