@@ -3,8 +3,10 @@ list filtered a page at a time, and a CSV export of the leads with their outcome
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
+import itertools
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -16,14 +18,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from models import Campaign, CampaignRecipient, Conversation
 from schemas import BatchRecipientPage, CampaignProgress
-from telephony.calling_hours import next_opening
+from telephony.calling_hours import hm, next_opening, zone
 from telephony.campaigns import ACTIVE_STATUSES, FINAL_STATUSES, recipient_response, unix
 
 REACHED_OUTCOMES = ("meeting_booked", "interested", "not_interested", "callback_requested", "unknown")
 PACE_WINDOW = timedelta(minutes=10)
 MIN_PACE_WINDOW = timedelta(seconds=1)
 HORIZON = timedelta(days=31)
-STEP = timedelta(minutes=5)
 MAX_ZONE_GROUPS = 24
 
 
@@ -31,28 +32,37 @@ MAX_ZONE_GROUPS = 24
 
 
 async def progress(session: AsyncSession, campaign: Campaign, now: datetime) -> CampaignProgress:
-    rows = (
-        await session.execute(
-            select(
-                CampaignRecipient.status,
-                CampaignRecipient.outcome,
-                CampaignRecipient.attempts,
-                CampaignRecipient.time_zones,
-            ).where(CampaignRecipient.campaign_id == campaign.id)
-        )
-    ).all()
     by_status: Counter[str] = Counter()
     by_outcome: Counter[str] = Counter()
-    zones: Counter[tuple[str, ...]] = Counter()
     dialled = retrying = 0
-    for status, outcome, attempts, time_zones in rows:
-        by_status[status] += 1
+    counted = (
+        select(
+            CampaignRecipient.status,
+            CampaignRecipient.outcome,
+            CampaignRecipient.attempts > 0,
+            func.count(),
+        )
+        .where(CampaignRecipient.campaign_id == campaign.id)
+        .group_by(CampaignRecipient.status, CampaignRecipient.outcome, CampaignRecipient.attempts > 0)
+    )
+    for status, outcome, tried, count in (await session.execute(counted)).all():
+        by_status[status] += count
         if outcome:
-            by_outcome[outcome] += 1
-        dialled += attempts > 0
-        if status in ACTIVE_STATUSES:
-            zones[tuple(time_zones or ())] += 1
-            retrying += status == "pending" and attempts > 0
+            by_outcome[outcome] += count
+        dialled += count if tried else 0
+        retrying += count if tried and status == "pending" else 0
+    # The zones of the leads still to call: what the calling hours apply to.
+    zones: Counter[tuple[str, ...]] = Counter(
+        tuple(z or ())
+        for z in (
+            await session.scalars(
+                select(CampaignRecipient.time_zones).where(
+                    CampaignRecipient.campaign_id == campaign.id,
+                    CampaignRecipient.status.in_(ACTIVE_STATUSES),
+                )
+            )
+        ).all()
+    )
     left = sum(zones.values())
     pace = await _pace(session, campaign, now)
     hours = _hours(campaign)
@@ -64,11 +74,12 @@ async def progress(session: AsyncSession, campaign: Campaign, now: datetime) -> 
         opens = None if open_now or not openings else min(openings)
     finish = None
     if campaign.status in ("pending", "in_progress") and left and pace:
-        finish = expected_finish(now, zones, left, pace, hours)
+        # A walk through the calling hours of up to a month, per zone group: CPU work, off the loop.
+        finish = await asyncio.to_thread(expected_finish, now, zones, left, pace, hours)
     return CampaignProgress(
         id=campaign.id,
         status=campaign.status,
-        total=len(rows),
+        total=sum(by_status.values()),
         finished=sum(by_status[s] for s in FINAL_STATUSES),
         dialled=dialled,
         calling_now=by_status["dispatched"] + by_status["in_progress"],
@@ -115,6 +126,40 @@ async def _pace(session: AsyncSession, campaign: Campaign, now: datetime) -> flo
     return (int(done or 0) / minutes) or None
 
 
+def _open_windows(
+    zones: Sequence[str], start: str, end: str, days: Sequence[int], since: datetime, until: datetime
+) -> list[tuple[datetime, datetime]]:
+    """The spans between ``since`` and ``until`` when the calling hours are open in every one of ``zones``
+    (a number may span zones: it is called only when all of them allow it)."""
+    common: list[tuple[datetime, datetime]] | None = None
+    for name in zones or ["UTC"]:
+        tz = zone(name)
+        first = since.astimezone(tz).date() - timedelta(days=1)
+        spans = []
+        for offset in range((until - since).days + 3):
+            day = first + timedelta(days=offset)
+            if days and day.weekday() not in days:
+                continue
+            opens = datetime.combine(day, hm(start), tzinfo=tz).astimezone(since.tzinfo)
+            closes = datetime.combine(day, hm(end), tzinfo=tz).astimezone(since.tzinfo)
+            if closes > since and opens < until:
+                spans.append((max(opens, since), min(closes, until)))
+        if common is None:
+            common = spans
+            continue
+        both, a, b = [], 0, 0  # the intersection of two sorted lists of spans
+        while a < len(common) and b < len(spans):
+            lo, hi = max(common[a][0], spans[b][0]), min(common[a][1], spans[b][1])
+            if lo < hi:
+                both.append((lo, hi))
+            if common[a][1] < spans[b][1]:
+                a += 1
+            else:
+                b += 1
+        common = both
+    return common or []
+
+
 def expected_finish(
     now: datetime,
     zones: Counter[tuple[str, ...]],
@@ -122,37 +167,35 @@ def expected_finish(
     pace_per_min: float,
     hours: tuple[str, str, Sequence[int]] | None,
 ) -> datetime | None:
-    """When ``left`` leads are done at ``pace_per_min``, dialling each zone group only inside its calling
-    hours (a group waits while its hours are closed; the pace is shared by the groups that are open)."""
+    """When ``left`` leads are done at ``pace_per_min``, each zone group dialled only inside its calling
+    hours: the pace is shared by the groups open at the time; a group waits while its hours are closed.
+    None when the hours of some waiting leads do not open within a month."""
     if hours is None:
         return now + timedelta(minutes=left / pace_per_min)
-    groups = [[list(z), n] for z, n in zones.most_common(MAX_ZONE_GROUPS)]
+    groups = [[z, n] for z, n in zones.most_common(MAX_ZONE_GROUPS)]
     groups[0][1] += left - sum(n for _, n in groups)  # the rare zones ride with the biggest group
     start, end, days = hours
-    moment = now
-    per_step = pace_per_min * STEP.total_seconds() / 60
-    while moment - now < HORIZON:
-        waiting = [g for g in groups if g[1] > 0]
-        if not waiting:
-            return moment
-        openings = [next_opening(moment, g[0], start, end, days) for g in waiting]
-        open_groups = [g for g, o in zip(waiting, openings, strict=True) if o == moment]
-        if not open_groups:
-            future = [o for o in openings if o is not None]
-            if not future:
-                return None  # the waiting leads' hours never open
-            moment = min(future)
+    until = now + HORIZON
+    windows = [_open_windows(list(z), start, end, days, now, until) for z, _ in groups]
+    edges = sorted({t for spans in windows for span in spans for t in span})
+    for lo, hi in itertools.pairwise(edges):
+        pairs = zip(groups, windows, strict=True)
+        open_now = [g for g, spans in pairs if g[1] > 0 and _covers(spans, lo, hi)]
+        if not open_now:
             continue
-        budget = per_step
-        for group in open_groups:
-            used = min(group[1], budget)
+        budget = pace_per_min * (hi - lo).total_seconds() / 60
+        spent = 0.0
+        for group in open_now:
+            used = min(group[1], budget - spent)
             group[1] -= used
-            budget -= used
-        if all(g[1] <= 0 for g in groups):
-            spent = per_step - budget  # the last step was only partly needed
-            return moment + timedelta(minutes=spent / pace_per_min)
-        moment += STEP
+            spent += used
+        if all(g[1] <= 1e-9 for g in groups):
+            return lo + timedelta(minutes=spent / pace_per_min)
     return None
+
+
+def _covers(spans: list[tuple[datetime, datetime]], lo: datetime, hi: datetime) -> bool:
+    return any(a <= lo and hi <= b for a, b in spans)
 
 
 # ---------------------------------------------------------------- the lead list
