@@ -82,7 +82,8 @@ function finishText(p) {
 
 export async function campaignPage(view, ui, batchId) {
   const { h, toast, fail, pill } = ui;
-  const b = await get(`/convai/batch-calling/${batchId}`);
+  // The progress carries the campaign without its leads (they come a filtered page at a time).
+  const b = (await get(`/convai/batch-calling/${batchId}/progress`)).campaign;
   const stat = (id, label) => { const value = h("strong", { id }); return [h("div", { class: "stat" }, h("span", { class: "muted" }, label), value), value]; };
   const [finishedBox, finished] = stat("campaign-finished", "Finished");
   const [dialledBox, dialled] = stat("campaign-dialled", "Dialled");

@@ -217,6 +217,7 @@ class BatchRecipientPage(BaseModel):
 class CampaignProgress(BaseModel):
     """``GET …/batch-calling/{id}/progress``: what a person watching the campaign reads at a glance."""
 
+    campaign: BatchCallResponse = Field(description="The campaign, as GET …/{id} without its recipients")
     id: str
     status: str = Field(description="pending|in_progress|paused|completed|cancelled|failed")
     total: int = Field(description="Leads in the campaign")

@@ -7,19 +7,20 @@ import asyncio
 import csv
 import io
 import itertools
+import json
 import re
 from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import String, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from models import Campaign, CampaignRecipient, Conversation
+from models import Agent, Campaign, CampaignRecipient, Conversation
 from schemas import BatchRecipientPage, CampaignProgress
 from telephony.calling_hours import hm, next_opening, zone
-from telephony.campaigns import ACTIVE_STATUSES, FINAL_STATUSES, recipient_response, unix
+from telephony.campaigns import ACTIVE_STATUSES, FINAL_STATUSES, recipient_response, to_response, totals, unix
 
 REACHED_OUTCOMES = ("meeting_booked", "interested", "not_interested", "callback_requested", "unknown")
 PACE_WINDOW = timedelta(minutes=10)
@@ -36,33 +37,30 @@ async def progress(session: AsyncSession, campaign: Campaign, now: datetime) -> 
     by_outcome: Counter[str] = Counter()
     dialled = retrying = 0
     counted = (
-        select(
-            CampaignRecipient.status,
-            CampaignRecipient.outcome,
-            CampaignRecipient.attempts > 0,
-            func.count(),
-        )
+        select(CampaignRecipient.status, CampaignRecipient.outcome, CampaignRecipient.attempts, func.count())
         .where(CampaignRecipient.campaign_id == campaign.id)
-        .group_by(CampaignRecipient.status, CampaignRecipient.outcome, CampaignRecipient.attempts > 0)
+        .group_by(CampaignRecipient.status, CampaignRecipient.outcome, CampaignRecipient.attempts)
     )
-    for status, outcome, tried, count in (await session.execute(counted)).all():
+    for status, outcome, attempts, count in (await session.execute(counted)).all():
         by_status[status] += count
         if outcome:
             by_outcome[outcome] += count
-        dialled += count if tried else 0
-        retrying += count if tried and status == "pending" else 0
-    # The zones of the leads still to call: what the calling hours apply to.
-    zones: Counter[tuple[str, ...]] = Counter(
-        tuple(z or ())
-        for z in (
-            await session.scalars(
-                select(CampaignRecipient.time_zones).where(
-                    CampaignRecipient.campaign_id == campaign.id,
-                    CampaignRecipient.status.in_(ACTIVE_STATUSES),
-                )
+        dialled += count if attempts else 0
+        retrying += count if attempts and status == "pending" else 0
+    # The zones of the leads still to call: what the calling hours apply to (grouped as stored JSON text).
+    zones_text = cast(CampaignRecipient.time_zones, String)
+    zones: Counter[tuple[str, ...]] = Counter()
+    for text, count in (
+        await session.execute(
+            select(zones_text, func.count())
+            .where(
+                CampaignRecipient.campaign_id == campaign.id,
+                CampaignRecipient.status.in_(ACTIVE_STATUSES),
             )
-        ).all()
-    )
+            .group_by(zones_text)
+        )
+    ).all():
+        zones[tuple(json.loads(text) or ()) if text else ()] += count
     left = sum(zones.values())
     pace = await _pace(session, campaign, now)
     hours = _hours(campaign)
@@ -76,7 +74,10 @@ async def progress(session: AsyncSession, campaign: Campaign, now: datetime) -> 
     if campaign.status in ("pending", "in_progress") and left and pace:
         # A walk through the calling hours of up to a month, per zone group: CPU work, off the loop.
         finish = await asyncio.to_thread(expected_finish, now, zones, left, pace, hours)
+    agent_name = await session.scalar(select(Agent.name).where(Agent.id == campaign.agent_id)) or ""
+    counts = (await totals(session, [campaign.id]))[campaign.id]
     return CampaignProgress(
+        campaign=to_response(campaign, agent_name, counts),
         id=campaign.id,
         status=campaign.status,
         total=sum(by_status.values()),

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from models import Campaign, CampaignRecipient
 from tests.campaign_helpers import (
@@ -361,3 +361,54 @@ async def test_the_starter_pack_is_served_and_added_once(app_client: httpx.Async
     again = (await client.post(f"/v1/convai/agents/{agent_id}/tests/starter-pack")).json()
     assert again["added"] == [] and again["skipped"] == expected
     assert (await client.post("/v1/convai/agents/agent_nope/tests/starter-pack")).status_code == 404
+
+
+@pytest.mark.asyncio
+async def test_progress_groups_the_waiting_leads_by_zone_for_the_calling_hours(
+    app_client: httpx.AsyncClient,
+) -> None:
+    """On each backend: the waiting leads' zones decide whether calling hours are open and the finish."""
+    from models import Conversation
+    from tests.campaign_helpers import zone_at_local_hour
+
+    client = app_client
+    agent_id = (await client.post("/v1/convai/agents", json={"name": "Ava"})).json()["agent_id"]
+    asleep, awake = zone_at_local_hour(3), zone_at_local_hour(12)
+    later = int((datetime.now(UTC) + timedelta(hours=2)).timestamp())
+    r = await client.post(
+        "/v1/convai/batch-calling/submit",
+        json={
+            "call_name": "zones",
+            "agent_id": agent_id,
+            "scheduled_time_unix": later,  # the dialer leaves it alone
+            "calling_hours": {"start": "09:00", "end": "17:00", "days": []},
+            "recipients": [
+                {"phone_number": lead(10 + i), "timezone": asleep if i < 3 else awake} for i in range(5)
+            ],
+        },
+    )
+    assert r.status_code == 200, r.text
+    batch_id = r.json()["id"]
+    url = f"/v1/convai/batch-calling/{batch_id}/progress"
+    body = (await client.get(url)).json()
+    assert body["campaign"]["name"] == "zones" and "recipients" not in body["campaign"]
+    assert (body["left"], body["calling_hours_open"], body["expected_finish_unix"]) == (5, True, None)
+
+    # The awake leads are done (a pace of 2 a minute): the rest wait for 09:00 where they are.
+    now = datetime.now(UTC)
+    async with client.app.state.runtime.db.session() as session:  # type: ignore[attr-defined]
+        session.add(Conversation(campaign_id=batch_id, created_at=now - timedelta(minutes=1)))
+        campaign = await session.get(Campaign, batch_id)
+        assert campaign is not None
+        campaign.status = "in_progress"
+        for row in (
+            await session.scalars(select(CampaignRecipient).where(CampaignRecipient.campaign_id == batch_id))
+        ).all():
+            if row.time_zones == [awake]:
+                row.status, row.outcome, row.attempts = "completed", "not_interested", 1
+    body = (await client.get(url)).json()
+    assert (body["left"], body["finished"], body["reached"]) == (3, 2, 2)
+    assert body["calling_hours_open"] is False and body["pace_per_min"] == pytest.approx(2, rel=0.2)
+    opens = body["next_opening_unix"] - now.timestamp()
+    assert 5 * 3600 < opens < 7 * 3600, opens  # 03:xx -> 09:00
+    assert 0 < body["expected_finish_unix"] - body["next_opening_unix"] < 300  # 3 leads at ~2 a minute
