@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from models import Agent, Campaign, CampaignRecipient, Conversation
 from schemas import BatchRecipientPage, CampaignProgress
 from telephony.calling_hours import hm, next_opening, zone
-from telephony.campaigns import ACTIVE_STATUSES, FINAL_STATUSES, recipient_response, to_response, totals, unix
+from telephony.campaigns import ACTIVE_STATUSES, FINAL_STATUSES, recipient_response, to_response, unix
 
 REACHED_OUTCOMES = ("meeting_booked", "interested", "not_interested", "callback_requested", "unknown")
 PACE_WINDOW = timedelta(minutes=10)
@@ -75,7 +75,9 @@ async def progress(session: AsyncSession, campaign: Campaign, now: datetime) -> 
         # A walk through the calling hours of up to a month, per zone group: CPU work, off the loop.
         finish = await asyncio.to_thread(expected_finish, now, zones, left, pace, hours)
     agent_name = await session.scalar(select(Agent.name).where(Agent.id == campaign.agent_id)) or ""
-    counts = (await totals(session, [campaign.id]))[campaign.id]
+    counts = Counter({"total": sum(by_status.values()), "dialled": dialled})  # as campaigns.totals counts
+    counts.update({f"status:{k}": v for k, v in by_status.items()})
+    counts.update({f"outcome:{k}": v for k, v in by_outcome.items()})
     return CampaignProgress(
         campaign=to_response(campaign, agent_name, counts),
         id=campaign.id,
