@@ -119,12 +119,12 @@ export async function campaignPage(view, ui, batchId) {
     leadCount.textContent = `${page.total} lead${page.total === 1 ? "" : "s"}${page.has_more ? `, the first ${page.recipients.length} shown` : ""}`;
     more.hidden = !page.has_more || shown >= 500;
     table.replaceChildren(
-      h("thead", {}, h("tr", {}, ["Lead", "Status", "Outcome", "Attempts", "Next attempt", "Variables", "Note"].map((t) => h("th", { scope: "col" }, t)))),
+      h("thead", {}, h("tr", {}, ["Lead", "Status", "Outcome", "Attempts", "Next attempt", "Variables", "Note"].map((t, i) => h("th", { scope: "col", class: i === 4 || i === 5 ? "wide-only" : null }, t)))),
       h("tbody", {}, page.recipients.map((r) => h("tr", {},
         h("td", {}, r.conversation_id ? h("a", { href: `#/conversations/${r.conversation_id}` }, r.phone_number) : r.phone_number),
         h("td", {}, pill(r.status)), h("td", {}, pill(r.outcome)), h("td", {}, String(r.attempts)),
-        h("td", {}, unixWhen(r.next_attempt_unix)),
-        h("td", { class: "muted" }, Object.entries(r.conversation_initiation_client_data.dynamic_variables || {}).map(([k, v]) => `${k}=${v}`).join(", ")),
+        h("td", { class: "wide-only" }, unixWhen(r.next_attempt_unix)),
+        h("td", { class: "muted wide-only" }, Object.entries(r.conversation_initiation_client_data.dynamic_variables || {}).map(([k, v]) => `${k}=${v}`).join(", ")),
         h("td", { class: "muted" }, r.error || "")))));
   };
   let searchTimer = null;

@@ -234,10 +234,10 @@ export async function testsPage(view, ui, agentId) {
   const renderList = async () => {
     ({ tests } = await get(`/convai/agents/${agentId}/tests`));
     list.replaceChildren(tests.length ? h("div", { class: "table-wrap" }, h("table", {},
-      h("thead", {}, h("tr", {}, ["Test", "Caller", "Criteria", ""].map((t) => h("th", { scope: "col" }, t)))),
+      h("thead", {}, h("tr", {}, ["Test", "Caller", "Criteria", ""].map((t, i) => h("th", { scope: "col", class: i === 1 || i === 2 ? "wide-only" : null }, t)))),
       h("tbody", {}, tests.map((t) => h("tr", { "data-test": t.name },
-        h("td", {}, t.name), h("td", { class: "muted" }, t.caller.map(describeStep).join(" → ")),
-        h("td", { class: "muted" }, criteriaNames(t.criteria).join(", ")),
+        h("td", {}, t.name), h("td", { class: "muted wide-only" }, t.caller.map(describeStep).join(" → ")),
+        h("td", { class: "muted wide-only" }, criteriaNames(t.criteria).join(", ")),
         h("td", {}, h("div", { class: "actions wrap" },
           h("button", { type: "button", class: "secondary", "aria-label": `Edit ${t.name}`, onclick: () => { openEditor(t); editorTitle.scrollIntoView(); editorSlot.querySelector("input")?.focus(); } }, "Edit"),
           h("button", { type: "button", class: "secondary", "aria-label": `Run ${t.name}`, onclick: () => startRun([t.id]) }, "Run"),
