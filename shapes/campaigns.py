@@ -177,7 +177,7 @@ class BatchCallResponse(BaseModel):
     phone_number_id: str | None
     phone_provider: str = "twilio"
     from_number: str | None
-    status: str = Field(description="pending|in_progress|completed|cancelled|failed")
+    status: str = Field(description="pending|in_progress|paused|completed|cancelled|failed")
     created_at_unix: int
     scheduled_time_unix: int
     last_updated_at_unix: int

@@ -45,7 +45,10 @@ class DncEntryResponse(BaseModel):
     id: str
     phone_number: str
     reason: str
-    source: str = Field(description="api | tool (the agent's add_to_dnc) | csv")
+    source: str = Field(
+        description="Who added it: api (a person, through the API or the console) | tool (the caller, on a "
+        "call: the agent's add_to_dnc; conversation_id says which) | csv (an import)"
+    )
     conversation_id: str | None
     created_at: datetime
 
