@@ -322,6 +322,7 @@ async def test_a_team_runs_a_campaign_end_to_end_in_the_console(tmp_path: Path) 
                     "console-campaign-phone.png",
                 ),
                 ("#/conversations", "#conversations", None),
+                (f"#/conversations/{exported[0]['conversation_id']}", "#transcript", None),
                 ("#/live", "#live", None),
             ]:
                 await phone.goto(
