@@ -112,10 +112,13 @@ export async function campaignPage(view, ui, batchId) {
   const table = h("table", { id: "recipients" });
   const more = h("button", { type: "button", class: "secondary", id: "recipients-more", hidden: true }, "Show more leads");
   let shown = 50;
-  const loadLeads = async () => {
+  const fetchLeads = () => {
     const query = new URLSearchParams({ page_size: String(Math.min(shown, 500)) });
     for (const [key, el] of Object.entries(filters)) if (el.value.trim()) query.set(key, el.value.trim());
-    const page = await get(`/convai/batch-calling/${batchId}/recipients?${query}`);
+    return get(`/convai/batch-calling/${batchId}/recipients?${query}`);
+  };
+  const loadLeads = async () => renderLeads(await fetchLeads());
+  const renderLeads = (page) => {
     leadCount.textContent = `${page.total} lead${page.total === 1 ? "" : "s"}${page.has_more ? `, the first ${page.recipients.length} shown` : ""}`;
     more.hidden = !page.has_more || shown >= 500;
     table.replaceChildren(
@@ -158,7 +161,9 @@ export async function campaignPage(view, ui, batchId) {
     !RUNNING.includes(status) && h("button", { type: "button", id: "retry-campaign", class: "secondary", onclick: act("retry", "Calling again.") }, "Call unreached leads again"),
     h("button", { type: "button", id: "export-campaign", class: "secondary", onclick: exportCsv }, "Export leads (CSV)")].filter(Boolean));
   const refresh = async () => {
+    // The leads are read after the counts and painted with them: the counts never run ahead of the list.
     const p = await get(`/convai/batch-calling/${batchId}/progress`);
+    const leads = await fetchLeads();
     const changed = p.status !== status;
     status = p.status;
     statusPill.replaceChildren(pill(p.status));
@@ -178,7 +183,7 @@ export async function campaignPage(view, ui, batchId) {
       ? Object.entries(data).map(([k, v]) => h("span", { "data-key": k }, pill(k), ` ${v}`)) : [h("span", { class: "muted" }, "none yet")]));
     counts(byStatus, p.by_status); counts(byOutcome, p.by_outcome);
     if (changed || !actions.childElementCount) renderActions();
-    await loadLeads();
+    renderLeads(leads);
   };
 
   await refresh();
