@@ -25,6 +25,7 @@ from call.transcript import CallState, CallTranscript
 from providers.base import ChatMessage, LLMProvider, ProviderError, ToolCall
 from speech.reply_shape import NO_ANSWER_LINES, ReplyShaper, fresh_line
 from speech.sentences import SentenceChunker
+from telephony.warm_transfer import COLD_LINE, WARM_HANDOVER, WARM_LINE
 from tools.runner import ToolContext, ToolRunner
 
 log = logging.getLogger("ai_sdr.call")
@@ -154,15 +155,18 @@ class Responder:
                 await self.run_tool(turn, ToolCall("book_meeting", args))
                 return True
         if intent == Intent.TRANSFER_REQUEST and "transfer_call" in names:
-            turn.source = ReplySource.TOOL
-            await self.speaker.say(turn, ["Sure, let me transfer you now."])
-            await self.speaker.wait_played(turn)
             await self.run_tool(turn, ToolCall("transfer_call", {"reason": turn.user_text[:200]}))
             return True
         return False
 
     async def run_tool(self, turn: ReplyTurn, call: ToolCall) -> Any:
         turn.source = ReplySource.TOOL
+        if mode := self.tools.transfer_mode(self.profile.agent, call):
+            # The caller hears the line first; Twilio may end this stream before the REST answer is back,
+            # so its end must already read as the transfer's.
+            await self.speaker.say(turn, [WARM_LINE if mode == "warm" else COLD_LINE])
+            await self.speaker.wait_played(turn)
+            turn.end_reason = WARM_HANDOVER if mode == "warm" else "transferred"
         task = asyncio.create_task(self.tools.execute(self.profile.agent, call, self.tool_context))
         done, _ = await asyncio.wait({task}, timeout=TOOL_FILLER_AFTER_S)
         if not done:
@@ -185,6 +189,10 @@ class Responder:
         if getattr(outcome, "transferred", False):
             turn.hang_up_after = None
             turn.end_reason = "transferred"
+        elif getattr(outcome, "handed_over", False):
+            turn.hang_up_after, turn.end_reason = None, WARM_HANDOVER
+        elif mode:
+            turn.end_reason = None  # not transferred: the call goes on with the agent
         return outcome
 
     async def _speak_tool_result(self, turn: ReplyTurn, call: ToolCall, outcome: Any) -> None:
