@@ -77,7 +77,7 @@ class Settings(BaseSettings):
     transfer_ring_timeout_sec: int = Field(default=25, ge=5, le=600)
     transfer_hold_music_url: str = "https://com.twilio.music.classical.s3.amazonaws.com/BusyStrings.mp3"
     # transfer_call's default mode when neither the tool's config nor the model names one.
-    transfer_default_mode: Literal["warm", "cold"] = "warm"
+    transfer_default_mode: Literal["warm", "cold"] = "cold"
 
     # --- campaigns (batch calling)
     dialer_enabled: bool = True
