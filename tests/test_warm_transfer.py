@@ -34,7 +34,7 @@ from tools.transfer_summary import build_summary
 CALLER = "+12125550142"
 REP = "+14155550199"
 SID = "CA" + "7" * 32
-DANA = "Hi, this is Dana from Northwind Traders. We need pricing for forty seats."
+DANA = "This is Dana from Northwind Traders and we need pricing for forty seats."  # one utterance
 ASK = "Can I speak to a person please?"
 BOOK = "Can we book a meeting tomorrow at 3 pm?"
 AGENT = {
@@ -90,6 +90,16 @@ async def _call_and_ask_for_a_person(
     return line.conversation_id
 
 
+async def _within(event: asyncio.Event, timeout: float, twilio: TwilioStandIn) -> None:
+    """Until ``event``; on time-out, what the stand-in saw (for the failure message)."""
+    try:
+        await asyncio.wait_for(event.wait(), timeout)
+    except TimeoutError:
+        seen = {sid: (c.updates, c.callbacks) for sid, c in twilio.calls.items()}
+        conferences = {c.name: c.timeline for c in twilio.conferences.values()}
+        raise AssertionError(f"timed out; calls {seen}; conferences {conferences}") from None
+
+
 def _settings(tmp_path: Path, twilio: TwilioStandIn, deepgram_url: str, **overrides: Any) -> Any:
     return twilio_settings(
         tmp_path, twilio, stt_provider="deepgram", deepgram_api_key="dg-key", deepgram_url=deepgram_url,
@@ -117,7 +127,7 @@ async def test_the_rep_hears_the_summary_alone_then_is_bridged_with_the_caller(t
         async with LiveServer(_settings(tmp_path, twilio, deepgram.url)) as server, server.client() as client:
             await make_agent(client, **AGENT)
             cid = await _call_and_ask_for_a_person(server, client, twilio, lines, moved)
-            await asyncio.wait_for(stream_moved.wait(), 20)
+            await _within(stream_moved, 20, twilio)
             final = await ended(client, cid, timeout=20)
 
             async def analysed() -> dict[str, Any] | None:
@@ -177,7 +187,7 @@ async def test_no_answer_brings_the_caller_back_to_the_agent_who_books_a_meeting
         async with LiveServer(settings) as server, server.client() as client:
             await make_agent(client, **AGENT)
             cid = await _call_and_ask_for_a_person(server, client, twilio, lines, moved)
-            await asyncio.wait_for(back.wait(), 30)
+            await _within(back, 30, twilio)
             returned = lines[-1]
             assert returned.conversation_id == cid
             await returned.wait_reply(1, timeout=15)  # the agent: not available, a meeting instead?

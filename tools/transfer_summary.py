@@ -12,7 +12,7 @@ MAX_CHARS = 420
 NAME_KEYS = ("customer_name", "name", "contact_name", "first_name")
 COMPANY_KEYS = ("company", "company_name", "account", "organization")
 # "this is Dana from Northwind", "I'm Dana with Northwind Traders", "my name is Dana Smith"
-_NAME = re.compile(r"\b(?:my name is|this is|i am|i'm)\s+([A-Z][a-z]+(?:\s+[A-Z][a-z]+)?)")
+_NAME = re.compile(r"\b(?i:my name is|this is|i am|i'm)\s+([A-Z][a-z]+(?:\s+[A-Z][a-z]+)?)")
 _COMPANY = re.compile(
     r"\b(?:from|with|at|work for|calling from)\s+((?:[A-Z][\w&'.-]*)(?:\s+(?:[A-Z][\w&'.-]*|of|and|&))*)"
 )
