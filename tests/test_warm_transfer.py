@@ -73,9 +73,9 @@ async def _inbound_twiml(server: LiveServer, http: httpx.AsyncClient) -> str:
 
 
 async def _call_and_ask_for_a_person(
-    server: LiveServer, client: httpx.AsyncClient, twilio: TwilioStandIn, lines: list[PhoneLine], moved: Any
+    server: LiveServer, twilio: TwilioStandIn, lines: list[PhoneLine], moved: Any, *, introduce: bool = True
 ) -> str:
-    """An inbound call: Dana says who she is and what she wants, then asks for a person."""
+    """An inbound call: Dana says who she is and what she wants (``introduce``), then asks for a person."""
     from simulator.speech import synthesize_caller
 
     twilio.incoming(SID, CALLER, NUMBER, Scenario("human", on_redirect=moved))
@@ -84,9 +84,10 @@ async def _call_and_ask_for_a_person(
     line = await PhoneLine(server.base_url, SID, NUMBER, from_number=CALLER).start(None, twiml=twiml)
     lines.append(line)
     await line.wait_reply(1, timeout=15)  # the greeting
-    line.say(silence(300) + synthesize_caller(DANA, steady=True))
-    await line.wait_reply(2, timeout=20)
-    line.say(synthesize_caller(ASK, steady=True))
+    if introduce:
+        line.say(silence(300) + synthesize_caller(DANA, steady=True))
+        await line.wait_reply(2, timeout=20)
+    line.say(silence(300) + synthesize_caller(ASK, steady=True))
     return line.conversation_id
 
 
@@ -126,7 +127,7 @@ async def test_the_rep_hears_the_summary_alone_then_is_bridged_with_the_caller(t
         twilio.rep = RepBehaviour(answers=True, ring_sec=0.5)
         async with LiveServer(_settings(tmp_path, twilio, deepgram.url)) as server, server.client() as client:
             await make_agent(client, **AGENT)
-            cid = await _call_and_ask_for_a_person(server, client, twilio, lines, moved)
+            cid = await _call_and_ask_for_a_person(server, twilio, lines, moved)
             await _within(stream_moved, 20, twilio)
             final = await ended(client, cid, timeout=20)
 
@@ -179,14 +180,14 @@ async def test_no_answer_brings_the_caller_back_to_the_agent_who_books_a_meeting
         back.set()
 
     async with (
-        DeepgramStandIn("dg-key", transcripts=[DANA, ASK, BOOK]) as deepgram,
+        DeepgramStandIn("dg-key", transcripts=[ASK, BOOK]) as deepgram,
         TwilioStandIn(ACCOUNT_SID, AUTH_TOKEN, answer=False) as twilio,
     ):
         twilio.rep = RepBehaviour(answers=False)
         settings = _settings(tmp_path, twilio, deepgram.url, transfer_ring_timeout_sec=5)
         async with LiveServer(settings) as server, server.client() as client:
             await make_agent(client, **AGENT)
-            cid = await _call_and_ask_for_a_person(server, client, twilio, lines, moved)
+            cid = await _call_and_ask_for_a_person(server, twilio, lines, moved, introduce=False)
             await _within(back, 30, twilio)
             returned = lines[-1]
             assert returned.conversation_id == cid
