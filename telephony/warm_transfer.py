@@ -138,14 +138,15 @@ class Transfers:
             summary=request.summary or None, ring_timeout_sec=request.ring_timeout_sec,
             result="dialing" if request.mode == "warm" else "dialed",
         )  # fmt: skip
+        row = await self._save(row)  # recorded before Twilio acts: the stream may end before it answers
         if request.mode == "cold":
-            row.ended_at = utcnow()
             try:
                 await self.twilio.transfer(request.call_sid, request.to_number)
             except (TelephonyError, TwilioNotConfigured) as exc:
+                await self._set(row.id, result="failed", error=str(exc)[:300], ended_at=utcnow())
                 raise TransferError(str(exc)) from None
-            return await self._save(row)
-        row = await self._save(row)
+            await self._set(row.id, ended_at=utcnow())
+            return row
         try:
             await self.twilio.redirect(request.call_sid, self._conference_twiml(row), "warm_transfer")
         except (TelephonyError, TwilioNotConfigured) as exc:
@@ -197,6 +198,10 @@ class Transfers:
         )
         twiml.append(dial)
         return twiml
+
+    async def _set(self, transfer_id: str, **values: Any) -> None:
+        async with self.db.session() as session:
+            await session.execute(update(CallTransfer).where(CallTransfer.id == transfer_id).values(**values))
 
     async def _save(self, row: CallTransfer) -> CallTransfer:
         async with self.db.session() as session:

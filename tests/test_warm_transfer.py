@@ -17,10 +17,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 from twilio.request_validator import RequestValidator
 
-from models import Agent, CallTransfer, Conversation
+from models import Agent
 from providers.base import ToolCall
 from speech.audio import silence
-from telephony.warm_transfer import BACK_LINE, WARM_LINE
+from telephony.warm_transfer import BACK_LINE, COLD_LINE, WARM_LINE
 from tests.conftest import LiveServer
 from tests.phone_line import PhoneLine
 from tests.telephony_helpers import NUMBER, make_agent
@@ -212,9 +212,12 @@ async def test_no_answer_brings_the_caller_back_to_the_agent_who_books_a_meeting
 
 
 @pytest.mark.asyncio
-async def test_cold_mode_dials_at_once_and_the_model_chooses_only_allowed_numbers(tmp_path: Path) -> None:
-    """The tool runner: cold (``<Dial>``, the call ends ``transferred``), the model's mode argument over
-    the tool's default, and a number the tool does not allow refused before anything reaches Twilio."""
+async def test_cold_mode_the_models_arguments_and_a_supervisors_transfer(tmp_path: Path) -> None:
+    """On a live call: the tool runner's cold transfer (``<Dial>``), the model's mode over the tool's
+    default, a number the tool does not allow refused before anything reaches Twilio; then a supervisor's
+    transfer (``Replies.transfer``, the path a control command takes): the line, the ``<Dial>``, the call
+    over for the agent (``transferred``)."""
+    lines: list[PhoneLine] = []
     async with TwilioStandIn(ACCOUNT_SID, AUTH_TOKEN, answer=False) as twilio:
         async with LiveServer(twilio_settings(tmp_path, twilio)) as server, server.client() as client:
             agent_id = await make_agent(client, transfer_number=REP)
@@ -226,18 +229,18 @@ async def test_cold_mode_dials_at_once_and_the_model_chooses_only_allowed_number
                 tools, json={"name": "x", "kind": "transfer_call", "config": {"mode": "hot"}}
             )
             assert bad.status_code == 422 and "warm" in bad.text
+            twilio.incoming(SID, CALLER, NUMBER, Scenario("human"))
+            async with httpx.AsyncClient() as http:
+                twiml = await _inbound_twiml(server, http)
+            line = await PhoneLine(server.base_url, SID, NUMBER, from_number=CALLER).start(None, twiml=twiml)
+            lines.append(line)
+            await line.wait_reply(1, timeout=15)  # the greeting
             runtime = server.runtime
+            cid = line.conversation_id
             async with runtime.db.session() as session:
-                conversation = Conversation(
-                    agent_id=agent_id, call_sid=SID, direction="inbound", from_number=CALLER, to_number=NUMBER
-                )
-                session.add(conversation)
-                await session.flush()
-                cid = conversation.id
                 agent = await session.scalar(
                     select(Agent).where(Agent.id == agent_id).options(selectinload(Agent.tools))
                 )
-            twilio.calls[SID] = PlacedCall(sid=SID, params={"To": NUMBER}, status="in-progress")
             ctx = ToolContext(cid, SID, CALLER, NUMBER)
 
             async def run(args: dict[str, Any]) -> Any:
@@ -252,9 +255,20 @@ async def test_cold_mode_dials_at_once_and_the_model_chooses_only_allowed_number
             assert twilio.conferences == {}  # no conference for a cold transfer
             chosen = await run({"mode": "cold", "number": CALLER})  # one of the tool's numbers
             assert chosen.success and "<Dial>" + CALLER + "</Dial>" in twilio.calls[SID].updates[-1]["Twiml"]
-            async with runtime.db.session() as session:
-                rows = (await session.scalars(select(CallTransfer).order_by(CallTransfer.requested_at))).all()
-    assert [(t.mode, t.to_number, t.result) for t in rows] == [
-        ("cold", REP, "dialed"),
-        ("cold", CALLER, "dialed"),
+            # a supervisor's transfer on the live call: the agent's number, cold
+            runtime.calls.calls[SID].replies.transfer(None, "cold")  # type: ignore[attr-defined]
+
+            async def dialled() -> bool | None:
+                return len(twilio.calls[SID].updates) == 3 or None
+
+            await eventually(dialled, timeout=15)
+            await line.hang_up()  # Twilio ends the stream and dials
+            final = await ended(client, cid, timeout=10)
+    assert "<Dial>" + REP + "</Dial>" in twilio.calls[SID].updates[-1]["Twiml"]
+    assert [t["text"] for t in final["transcript"] if t["role"] == "agent"][-1] == COLD_LINE
+    assert final["metadata"]["termination_reason"] == "transferred"
+    assert [(t["mode"], t["to"], t["result"], t["requested_by"]) for t in final["transfers"]] == [
+        ("cold", REP, "dialed", "agent"),
+        ("cold", CALLER, "dialed", "agent"),
+        ("cold", REP, "dialed", "supervisor"),
     ]
