@@ -169,6 +169,8 @@ class Responder:
         if not done:
             await self.speaker.say(turn, [self.tools.filler_for(call.name)])
         outcome = await task
+        if mode and not (outcome.transferred or outcome.handed_over):
+            self._not_transferred(turn)
         turn.timings["tool_result_ms"] = self._ms()
         if self._after_tool is not None:
             self._after_tool()
@@ -188,15 +190,21 @@ class Responder:
             turn.end_reason = "transferred"
         elif getattr(outcome, "handed_over", False):
             turn.hang_up_after, turn.end_reason = None, WARM_HANDOVER
-        elif mode:
-            turn.end_reason = None  # not transferred: the call goes on with the agent
         return outcome
+
+    def _not_transferred(self, turn: ReplyTurn) -> None:
+        """The transfer did not start: the call goes on with the agent, and what it says next is a turn
+        of its own (the line was stored already)."""
+        turn.end_reason = None
+        turn.planned.clear()
+        turn.saved = False
 
     async def _before_transfer(self, turn: ReplyTurn, mode: str) -> None:
         """The caller hears the line first; Twilio may end this stream before the REST answer is back,
         so its end must already read as the transfer's."""
         await self.speaker.say(turn, [WARM_LINE if mode == "warm" else COLD_LINE])
         await self.speaker.wait_played(turn)
+        self.transcript.save_reply(turn)  # heard whole, stored before Twilio ends the stream
         turn.end_reason = WARM_HANDOVER if mode == "warm" else "transferred"
 
     async def transfer(
@@ -212,7 +220,7 @@ class Responder:
             )
         except ToolError as exc:
             self._log("transfer failed", logging.WARNING, error=str(exc)[:200])
-            turn.end_reason = None  # the call goes on with the agent
+            self._not_transferred(turn)
             await self.speaker.say(turn, [TRANSFER_FAILED_LINE])
             return None
         turn.end_reason = "transferred" if outcome.transferred else WARM_HANDOVER

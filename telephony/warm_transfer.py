@@ -7,9 +7,9 @@ follows is Twilio's.
 
 1. The caller's TwiML is replaced by ``<Dial><Conference>`` (``startConferenceOnEnter=false``: they hear
    the wait music); the agent's Media Stream ends, the conversation stays open.
-2. The rep is dialled into the same conference (Participants API, ``timeout`` = the ring timeout,
-   ``startConferenceOnEnter=true``, ``endConferenceOnExit=true``). The caller is put on hold as soon as
-   they join (``participant-join``), so the conference starting does not bridge them yet.
+2. The caller joins (``participant-join``): they are put on hold (so the conference starting will not
+   bridge them yet), then the rep is dialled into the same conference (Participants API, ``timeout`` =
+   the ring timeout, ``startConferenceOnEnter=true``, ``endConferenceOnExit=true``).
 3. The rep answers (participant status ``in-progress``): an announcement to the rep alone
    (``AnnounceUrl`` → ``/twiml/transfer/whisper``: ``<Say>`` the summary).
 4. ``announcement-end`` (conference status callback): the caller is taken off hold — bridged. The
@@ -57,6 +57,8 @@ FAILED_BACK_LINE = "Sorry, I couldn't reach my colleague. Could I book a meeting
 MODES = ("warm", "cold")
 NOT_ANSWERED = {"no-answer": "no_answer", "busy": "busy", "failed": "failed", "canceled": "no_answer"}
 BACKSTOP_GRACE_S = 15.0  # Twilio adds ~5 s to a participant's ring timeout; then a lost callback
+JOIN_WAIT_S = 10.0  # the caller's move into the conference (the rep is dialled once they are in)
+DIALLING = "dialling"  # rep_call_sid while the Participants request is on its way
 ANNOUNCE_GRACE_S = 8.0  # the summary's announcement-end never came: bridge anyway after its length + this
 TRANSFERRED = "transferred"
 WARM_HANDOVER = "warm_transfer"  # a stream's end that hands the call to a warm transfer (not the call's end)
@@ -152,31 +154,40 @@ class Transfers:
         except (TelephonyError, TwilioNotConfigured) as exc:
             await self._settle(row.id, "failed", error=str(exc)[:300])
             raise TransferError(str(exc)) from None
+        # The rep is dialled once the caller is in the conference and held (``participant-join``):
+        # the rep answering can then never bridge them before the summary.
+        self._after(row.ring_timeout_sec + BACKSTOP_GRACE_S + JOIN_WAIT_S, lambda: self._backstop(row.id))
+        return row
+
+    async def _dial_rep(self, row: CallTransfer) -> None:
+        """Dial the rep into the conference, once (whichever instance got the caller's join)."""
+        async with self.db.session() as session:
+            claimed = await session.execute(
+                update(CallTransfer)
+                .where(CallTransfer.id == row.id, CallTransfer.rep_call_sid.is_(None))
+                .values(rep_call_sid=DIALLING)
+                .execution_options(synchronize_session=False)
+            )
+            if claimed.rowcount != 1:
+                return
         try:
             rep_sid, conference_sid = await self.twilio.add_participant(
-                self.conference_name(row.id), to=row.to_number,
+                row.conference_sid or self.conference_name(row.id), to=row.to_number,
                 from_=row.from_number or self.settings.twilio_phone_number,
                 status_callback=self.url("rep", transfer_id=row.id), timeout_sec=row.ring_timeout_sec,
                 label="rep",
             )  # fmt: skip
         except (TelephonyError, TwilioNotConfigured) as exc:
-            # The caller already waits in the conference: the agent takes them back.
+            # The caller waits in the conference: the agent takes them back.
             log.warning("warm transfer: rep not dialled", extra={"fields": {"error": str(exc)[:200]}})
             await self.bring_back(row.id, "failed", error=str(exc)[:300])
-            return row
-        async with self.db.session() as session:
-            await session.execute(
-                update(CallTransfer)
-                .where(CallTransfer.id == row.id)
-                .values(rep_call_sid=rep_sid, conference_sid=conference_sid)
-            )
+            return
+        await self._set(row.id, rep_call_sid=rep_sid, conference_sid=conference_sid)
         row.rep_call_sid, row.conference_sid = rep_sid, conference_sid
-        self._after(row.ring_timeout_sec + BACKSTOP_GRACE_S, lambda: self._backstop(row.id))
         log.info(
             "warm transfer: rep dialled",
             extra={"fields": {"conversation_id": row.conversation_id, "transfer_id": row.id}},
         )
-        return row
 
     @staticmethod
     def conference_name(transfer_id: str) -> str:
@@ -266,6 +277,7 @@ class Transfers:
             return "ignored"
         if event == "participant-join" and call_sid == row.call_sid:
             await self._hold_caller(row)
+            await self._dial_rep(row)
             return "held"
         if event in ("announcement-end", "announcement-fail") and row.rep_answered_at is not None:
             await self.bridge(row.id)
@@ -273,7 +285,7 @@ class Transfers:
         if event == "participant-leave" and call_sid == row.call_sid:
             # the caller hung up while waiting: the rep's leg goes too, the call is over
             if await self._settle(row.id, "caller_left", error="the caller hung up while on hold"):
-                if row.rep_call_sid:
+                if row.rep_call_sid and row.rep_call_sid != DIALLING:
                     await self.twilio.end_call(row.rep_call_sid)
                 await self._end_conversation(row.conversation_id, "caller_hung_up")
             return "caller_left"
@@ -357,7 +369,7 @@ class Transfers:
     async def _backstop(self, transfer_id: str) -> None:
         row = await self.get(transfer_id)
         if row is not None and row.result == "dialing" and row.rep_answered_at is None:
-            if row.rep_call_sid:
+            if row.rep_call_sid and row.rep_call_sid != DIALLING:
                 await self.twilio.end_call(row.rep_call_sid)  # the rep's phone may still ring
             await self.bring_back(
                 transfer_id, "no_answer", error="no word from Twilio within the ring timeout"
