@@ -11,6 +11,10 @@ an answering machine picks up (TwiML fetched; the asynchronous AMD verdict poste
 rings out (``no-answer``), is ``busy`` or ``failed``. It keeps what a test checks a dialer against: calls
 per number, the most calls live at once, when each was created and ended. Callbacks that cannot reach
 the service (it is restarting) are retried for a while, so a restart loses none.
+
+Conferences (``<Dial><Conference>`` in a call's TwiML, the Conferences and Participants resources, hold,
+announcements, a dialled rep who answers or rings out) are in ``tests/twilio_conferences.py``; a call
+that came in to the service is registered with ``incoming()`` so REST updates of it act.
 """
 
 from __future__ import annotations
