@@ -86,10 +86,12 @@ class ConferenceStandIn:
 
     conferences: dict[str, Conference]
     rep: RepBehaviour
+    announce_s_per_word: float
 
     def add_conference_routes(self: TwilioStandIn, app: web.Application, base: str) -> None:
         self.conferences = {}
         self.rep = RepBehaviour()
+        self.announce_s_per_word = 0.05  # how long an announcement plays, per word (a benchmark: 0)
         app.router.add_get(base + "/Conferences.json", self._list_conferences)
         app.router.add_get(base + "/Conferences/{conf}.json", self._fetch_conference)
         app.router.add_post(base + "/Conferences/{conf}/Participants.json", self._create_participant)
@@ -321,7 +323,7 @@ class ConferenceStandIn:
         listening = [sid for sid in others if not conf.participants[sid].hold]
         p.heard.append(f"announce: {said}")
         conf.log(f"announce to {p.call_sid} (also heard by: {','.join(listening) or 'nobody'})")
-        await asyncio.sleep(0.05 * min(40, len(said.split())))  # spoken, quickly
+        await asyncio.sleep(self.announce_s_per_word * min(40, len(said.split())))  # spoken, quickly
         await self._conference_event(conf, "announcement-end", p)
 
     async def _ring_participant(
