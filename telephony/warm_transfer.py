@@ -226,22 +226,19 @@ class Transfers:
         async with self.db.session() as session:
             return await session.get(CallTransfer, transfer_id)
 
-    async def on_rep_status(self, transfer_id: str, call_status: str) -> str:
-        """The rep's leg: ringing, answered (announce the summary to them), or not answered (back)."""
+    async def on_rep_status(self, transfer_id: str, call_status: str, call_sid: str = "") -> str:
+        """The rep's leg: ringing, answered (announce the summary to them), or not answered (back).
+        ``call_sid``: the rep's call (the callback may come before the Participants request's answer)."""
         row = await self.get(transfer_id)
         if row is None or row.result != "dialing":
             return "ignored"
+        rep_sid = call_sid or row.rep_call_sid or ""
         if call_status == "in-progress" and row.rep_answered_at is None:
-            async with self.db.session() as session:
-                await session.execute(
-                    update(CallTransfer)
-                    .where(CallTransfer.id == row.id)
-                    .values(rep_answered_at=utcnow(), announced_at=utcnow())
-                )
+            await self._set(row.id, rep_answered_at=utcnow(), announced_at=utcnow())
             await self._hold_caller(row)
             try:
                 await self.twilio.update_participant(
-                    row.conference_sid or self.conference_name(row.id), row.rep_call_sid or "",
+                    row.conference_sid or self.conference_name(row.id), rep_sid,
                     announce_url=self.url("whisper", transfer_id=row.id), announce_method="POST",
                 )  # fmt: skip
             except TelephonyError as exc:

@@ -247,7 +247,8 @@ async def transfer_rep_status(request: Request, transfer_id: str = "") -> dict[s
     status = params.get("CallStatus", "").lower()
     if status not in STATUS_MAP:
         raise HTTPException(400, detail="unknown CallStatus")
-    return {"ok": True, "step": await runtime.transfers.on_rep_status(transfer_id, status)}
+    step = await runtime.transfers.on_rep_status(transfer_id, status, params.get("CallSid", ""))
+    return {"ok": True, "step": step}
 
 
 @router.post("/twiml/transfer/conference", summary="Warm transfer: the conference's status callback")
