@@ -161,9 +161,10 @@ class Responder:
             return True
         return False
 
-    async def run_tool(self, turn: ReplyTurn, call: ToolCall) -> Any:
+    async def run_tool(self, turn: ReplyTurn, call: ToolCall, tool: Any = None) -> Any:
+        """Run a tool (``tool``: one the agent need not have, e.g. a supervisor's transfer) and speak."""
         turn.source = ReplySource.TOOL
-        task = asyncio.create_task(self.tools.execute(self.profile.agent, call, self.tool_context))
+        task = asyncio.create_task(self.tools.execute(self.profile.agent, call, self.tool_context, tool=tool))
         done, _ = await asyncio.wait({task}, timeout=TOOL_FILLER_AFTER_S)
         if not done:
             await self.speaker.say(turn, [self.tools.filler_for(call.name)])
@@ -172,6 +173,7 @@ class Responder:
         if self._after_tool is not None:
             self._after_tool()
         self._log("tool executed", tool=call.name, success=outcome.success, ms=round(outcome.duration_ms, 1))
+        self.transcript.tool_ran(call.name, outcome.success)
         if outcome.say:
             await self.speaker.say(turn, [outcome.say])
         elif outcome.say is None and not outcome.ends_call:
@@ -240,7 +242,7 @@ class Responder:
         shaper = ReplyShaper(
             previous=previous,
             known=known,
-            instructions=INSTRUCTIONS,
+            instructions=" ".join([INSTRUCTIONS, *self.transcript.guidance]),  # whispers: never said
             caller=turn.user_text if extractive else "",  # the small model parrots; others quote on purpose
         )
         sentences: asyncio.Queue[str | None] = asyncio.Queue()
@@ -359,6 +361,7 @@ class Responder:
             knowledge,
             self.transcript.history,
             user_text,
+            guidance=self.transcript.guidance,
         )
 
     def prefill_prompt(self) -> list[ChatMessage]:

@@ -241,9 +241,13 @@ class ToolRunner:
 
     # ------------------------------------------------------------ running
 
-    async def execute(self, agent: Any, call: ToolCall, ctx: ToolContext) -> ToolOutcome:
+    async def execute(
+        self, agent: Any, call: ToolCall, ctx: ToolContext, tool: ResolvedTool | None = None
+    ) -> ToolOutcome:
+        """Run ``call`` as the agent's tool of that name (``tool``: this one instead, e.g. a supervisor's
+        transfer, which the agent need not offer its LLM)."""
         started = time.perf_counter()
-        tool = self.tools_for(agent).get(call.name)
+        tool = tool or self.tools_for(agent).get(call.name)
         if tool is None and call.name == "add_to_dnc":
             # Honouring "do not call me" is a legal duty, not a feature an agent may lack.
             tool = ResolvedTool("add_to_dnc", BUILTIN_SPECS["add_to_dnc"], {})
@@ -338,6 +342,12 @@ class ToolRunner:
             say="Understood. I've taken your number off our list, and you won't hear from us again. Goodbye.",
             ends_call=True,
         )
+
+    @staticmethod
+    def transfer_tool(number: str, mode: str) -> ResolvedTool:
+        """The ``transfer_call`` built-in to ``number``: a supervisor's transfer takes the tool's own path
+        (``_transfer``), with ``mode`` (warm | cold) passed through in its configuration."""
+        return ResolvedTool("transfer_call", BUILTIN_SPECS["transfer_call"], {"number": number, "mode": mode})
 
     async def _transfer(self, agent: Any, tool: ResolvedTool, ctx: ToolContext) -> ToolOutcome:
         number = tool.config.get("number") or agent.transfer_number
