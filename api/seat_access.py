@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import socket
 import time
 from typing import Any
 
@@ -146,6 +147,34 @@ async def close(websocket: WebSocket, code: int, reason: str) -> None:
             await websocket.close(code=code, reason=reason)
         except (RuntimeError, WebSocketDisconnect, OSError):
             pass
+
+
+LISTENER_SEND_BUFFER = 16_384  # bytes of a listener's socket buffered by the kernel (and as much by asyncio)
+
+
+def bound_send_buffer(websocket: WebSocket, size: int = LISTENER_SEND_BUFFER) -> bool:
+    """Keep what the kernel and the event loop buffer for one listener small (~1 s of audio), so one that
+    does not read fills its queue and is dropped within seconds, instead of after the megabytes a socket
+    buffer grows to on a fast network. Best effort: the server's socket is found through its ASGI send
+    callable (uvicorn); where it cannot be, the bounded queue still applies, only later. True if done."""
+    send: Any = getattr(websocket, "_send", None)
+    for _ in range(4):
+        transport = getattr(getattr(send, "__self__", None), "transport", None)
+        if transport is not None:
+            sock = transport.get_extra_info("socket")
+            try:
+                if sock is not None:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+                transport.set_write_buffer_limits(high=size)
+            except (OSError, AttributeError, ValueError):
+                return False
+            return True
+        closure = getattr(send, "__closure__", None) or ()
+        cells = [c.cell_contents for c in closure if callable(c.cell_contents)]
+        if not cells:
+            return False
+        send = cells[-1]
+    return False
 
 
 def ws_url(base: str) -> str:

@@ -208,6 +208,8 @@ class Replies:
             if line:
                 await self.speaker.say(turn, [line])
             if then is not None:
+                if line:
+                    await self.speaker.wait_played(turn)  # heard before it acts (a transfer)
                 await then(turn)
             await self.speaker.wait_played(turn)
             self.transcript.save_reply(turn)

@@ -37,13 +37,13 @@ class Listener:
         self.queue: asyncio.Queue[str | None] = asyncio.Queue(limit)
         self.dropped = False  # fell behind: its socket is closed
 
-    def _end(self) -> None:
-        while True:
-            try:
-                self.queue.put_nowait(None)
-                return
-            except asyncio.QueueFull:
-                self.queue.get_nowait()  # whatever it has not read is dropped with it
+    def _end(self, last: str | None = None) -> None:
+        """Close it after ``last``: whatever it has not read is dropped with it."""
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        if last is not None:
+            self.queue.put_nowait(last)
+        self.queue.put_nowait(None)
 
 
 class CallFeed:
@@ -57,11 +57,14 @@ class CallFeed:
         self.supervisor: Seated | None = None  # the call's supervisor part: take-over audio goes there
         self.ended = False
         self.dropped = 0  # listeners dropped for falling behind
+        self.stage = ""  # the call's stage now: a new listener is told it first
 
     def listen(self) -> Listener | None:
         if self.ended:
             return None
         listener = Listener(self.queue_limit)
+        if self.stage:
+            listener.queue.put_nowait(listen_event("stage", stage=self.stage))
         self.listeners.append(listener)
         return listener
 
@@ -95,6 +98,8 @@ class CallFeed:
             self.publish(listen_media("outbound", frame))
 
     def event(self, kind: str, fields: dict[str, Any]) -> None:
+        if kind == "stage":
+            self.stage = fields["stage"]
         if self.listeners:
             self.publish(listen_event(kind, **fields))
 
@@ -105,11 +110,11 @@ class CallFeed:
         self.ended = True
         end = listen_event("end", reason=reason)
         for listener in self.listeners:
-            try:
+            if listener.queue.qsize() <= self.queue_limit - 2:  # it keeps up: it reads all, then the end
                 listener.queue.put_nowait(end)
-            except asyncio.QueueFull:
-                pass
-            listener._end()
+                listener.queue.put_nowait(None)
+            else:
+                listener._end(end)
         self.listeners.clear()
 
 

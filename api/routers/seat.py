@@ -21,6 +21,7 @@ from api.deps import RuntimeDep, conflict, error_responses, not_found
 from api.seat_access import (
     RELAY_HEADER,
     actor,
+    bound_send_buffer,
     call_status,
     close,
     make_listen_token,
@@ -177,21 +178,17 @@ async def listen(websocket: WebSocket, conversation_id: str) -> None:
         await _refuse(websocket, 409, f"the call has ended: {conversation_id}")
         return
     await websocket.accept()
+    bound_send_buffer(websocket)  # a listener that stops reading is dropped within seconds
 
     async def client_gone() -> None:
         while (await websocket.receive())["type"] != "websocket.disconnect":
             pass
+        feed.leave(listener)
+        listener.queue.put_nowait(None) if not listener.queue.full() else listener._end()
 
     gone = asyncio.create_task(client_gone())
     try:
-        while not gone.done():
-            getting = asyncio.ensure_future(listener.queue.get())
-            await asyncio.wait({getting, gone}, return_when=asyncio.FIRST_COMPLETED)
-            if not getting.done():
-                getting.cancel()
-                break
-            if (message := getting.result()) is None:
-                break
+        while (message := await listener.queue.get()) is not None:
             await websocket.send_text(message)
     except Exception:  # the listener's socket is gone
         pass
