@@ -164,7 +164,8 @@ class Responder:
     async def run_tool(self, turn: ReplyTurn, call: ToolCall, tool: Any = None) -> Any:
         """Run a tool (``tool``: one the agent need not have, e.g. a supervisor's transfer) and speak."""
         turn.source = ReplySource.TOOL
-        task = asyncio.create_task(self.tools.execute(self.profile.agent, call, self.tool_context, tool=tool))
+        extra = {"tool": tool} if tool is not None else {}
+        task = asyncio.create_task(self.tools.execute(self.profile.agent, call, self.tool_context, **extra))
         done, _ = await asyncio.wait({task}, timeout=TOOL_FILLER_AFTER_S)
         if not done:
             await self.speaker.say(turn, [self.tools.filler_for(call.name)])
