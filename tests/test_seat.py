@@ -389,28 +389,6 @@ async def test_say_whisper_takeover_and_release_on_a_live_call(tmp_path: Path) -
 
 
 @pytest.mark.asyncio
-async def test_end_call_says_goodbye_and_hangs_up(tmp_path: Path) -> None:
-    async with (
-        LiveServer(make_settings(tmp_path)) as server,
-        server.client() as client,
-        httpx.AsyncClient() as http,
-    ):
-        await make_agent(client)
-        line = await start_call(server, http)
-        cid = line.conversation_id
-        assert (await control(client, cid, type="end_call")).status_code == 202
-        await asyncio.wait_for(line.closed_by_server.wait(), 10)
-
-        async def ended() -> dict[str, Any] | None:
-            detail = (await client.get(f"/v1/convai/conversations/{cid}")).json()
-            return detail if detail["call_state"] == "ENDED" else None
-
-        detail = await eventually(ended)
-    assert detail["transcript"][-1]["text"] == "Thanks so much for your time today. Goodbye!"
-    assert detail["metadata"]["termination_reason"] == "supervisor_ended_call"
-
-
-@pytest.mark.asyncio
 async def test_transfer_takes_the_transfer_tools_path_with_the_mode(tmp_path: Path) -> None:
     from tests.test_command_channel import ACCOUNT_SID, AUTH_TOKEN, LEAD, signed_post, twilio_settings
     from tests.twilio_standin import TwilioStandIn
@@ -487,7 +465,8 @@ async def two_instances(tmp_path: Path, url: str) -> Any:
 
 @pytest.mark.asyncio
 async def test_the_seat_on_the_instance_without_the_call(tmp_path: Path, postgres: Any) -> None:
-    """The call is on A; the supervisor talks to B only: listens (relayed), says, takes over, releases."""
+    """The call is on A; the supervisor talks to B only: listens (relayed), says, takes over, releases,
+    ends the call."""
     url = await postgres.create_database()
     async with two_instances(tmp_path, url) as (a, b, client_a, client_b), httpx.AsyncClient() as http:
         await make_agent(client_a)
@@ -522,15 +501,46 @@ async def test_the_seat_on_the_instance_without_the_call(tmp_path: Path, postgre
         await listening.until(lambda s: set(frames_of(words)) <= set(s.media("inbound")))
         assert (await control(client_b, cid, type="release")).status_code == 202
         await supervisor.close()
+        # end_call: a polite goodbye heard whole, then the hang-up
+        assert (await control(client_b, cid, type="end_call")).status_code == 202
+        await asyncio.wait_for(line.closed_by_server.wait(), 10)
+        await asyncio.wait_for(listening.closed.wait(), 10)
+
+        async def ended() -> dict[str, Any] | None:
+            detail = (await client_b.get(f"/v1/convai/conversations/{cid}")).json()
+            return detail if detail["call_state"] == "ENDED" else None
+
+        detail = await eventually(ended)
         actions = (await client_b.get(f"/v1/convai/conversations/{cid}/control")).json()["actions"]
         await line.hang_up()
-        await asyncio.wait_for(listening.closed.wait(), 10)
     voice_frames = frames_of(voice)
     start = line.heard.index(voice_frames[0])
     assert line.heard[start : start + len(voice_frames)] == voice_frames  # B's take-over reached A's caller
-    assert listening.messages[-1]["event"] == "end"
+    assert listening.messages[-1] == {"event": "end", "reason": "supervisor_ended_call"}
+    assert detail["transcript"][-1]["text"] == "Thanks so much for your time today. Goodbye!"
+    assert detail["metadata"]["termination_reason"] == "supervisor_ended_call"
     assert [(x["type"], x["delivered_to"]) for x in actions] == [
         ("say", "app-a"),
         ("takeover", "app-a"),
         ("release", "app-a"),
+        ("end_call", "app-a"),
     ]
+
+
+def test_listen_tokens_are_kept_out_of_the_log() -> None:
+    """uvicorn logs a WebSocket's path and query at INFO; a token in it is redacted."""
+    import logging
+
+    from utils import RedactQueryTokens
+
+    record = logging.LogRecord(
+        "uvicorn.error",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "WebSocket %s" [accepted]',
+        ("127.0.0.1:5", "/v1/convai/conversations/conv_1/listen?token=eyJhbGciOi.x.y&z=1"),
+        None,
+    )
+    assert RedactQueryTokens().filter(record)
+    assert "eyJ" not in record.getMessage() and "token=[redacted]&z=1" in record.getMessage()
