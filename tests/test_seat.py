@@ -501,10 +501,15 @@ async def test_the_seat_on_the_instance_without_the_call(tmp_path: Path, postgre
         await listening.until(lambda s: set(frames_of(words)) <= set(s.media("inbound")))
         assert (await control(client_b, cid, type="release")).status_code == 202
         await supervisor.close()
-        # end_call: a polite goodbye heard whole, then the hang-up
+        # end_call: a polite goodbye heard whole, then the hang-up; the seat's sockets close with the call
+        idle_supervisor = await websockets.connect(
+            f"{b.ws_url}/v1/convai/conversations/{cid}/takeover?token={token}"
+        )
         assert (await control(client_b, cid, type="end_call")).status_code == 202
         await asyncio.wait_for(line.closed_by_server.wait(), 10)
         await asyncio.wait_for(listening.closed.wait(), 10)
+        await asyncio.wait_for(idle_supervisor.wait_closed(), 10)
+        assert idle_supervisor.close_code == 1000
 
         async def ended() -> dict[str, Any] | None:
             detail = (await client_b.get(f"/v1/convai/conversations/{cid}")).json()
