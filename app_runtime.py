@@ -11,7 +11,8 @@ from typing import Any
 
 from api.auth import KeyRing
 from call.live_calls import LiveCallDirectory
-from call.registry import ConnectionManager
+from call.registry import ConnectionManager, LiveCall
+from call.seat import SeatHub
 from config import Settings
 from core.metrics import TURN_MODEL, LoopLagMonitor
 from core.sandbox import Sandbox
@@ -50,9 +51,11 @@ class Runtime:
             self.instance_id,
             settings.live_call_heartbeat_sec,
             close_lost=settings.is_multi_instance,
+            instance_url=settings.this_instance_url,
         )
+        self.seats = SeatHub(settings.seat_listener_queue)  # the supervisor seat: listeners, take-over
         self.calls = ConnectionManager(
-            lambda: settings.max_concurrent_calls, post_call=self.post_call, on_change=self.live_calls.changed
+            lambda: settings.max_concurrent_calls, post_call=self.post_call, on_change=self._call_changed
         )
         self.commands = CommandChannel(self.db, self.instance_id, settings.call_command_poll_sec)
         self.draining = False
@@ -75,6 +78,10 @@ class Runtime:
                 max_queued=settings.turn_model_max_queued,
                 on_decision=TURN_MODEL.observe,
             )
+
+    def _call_changed(self, change: str, call: LiveCall) -> None:
+        self.live_calls.changed(change, call)
+        self.seats.changed(change, call)
 
     async def start(self) -> None:
         self.loop_lag.start()

@@ -213,6 +213,14 @@ class Settings(BaseSettings):
     live_call_heartbeat_sec: float = Field(default=10.0, gt=0)  # rows older than 3 beats are stale
     # Per-call commands (storage.commands): checked this often besides LISTEN/NOTIFY (PostgreSQL).
     call_command_poll_sec: float = Field(default=1.0, gt=0)
+    # This instance's own base URL as the other instances reach it (e.g. http://10.0.0.5:9001): a
+    # supervisor listening through another instance is relayed from here. Empty: http://<hostname>:9001.
+    instance_url: str = ""
+
+    # --- the supervisor seat (listen, control, take over)
+    # Messages a listener may fall behind by (both tracks: 100 a second) before it is dropped.
+    seat_listener_queue: int = Field(default=100, ge=10, le=5000)
+    listen_token_ttl_sec: int = Field(default=60, ge=5, le=3600)  # tokens from …/listen-token
 
     def api_key_list(self) -> list[str]:
         return [k.strip() for k in self.api_keys.split(",") if k.strip()]
@@ -222,6 +230,10 @@ class Settings(BaseSettings):
         if self.multi_instance is not None:
             return self.multi_instance
         return bool(self.instance_id) or self.database_url.startswith("postgresql")
+
+    @property
+    def this_instance_url(self) -> str:
+        return (self.instance_url or f"http://{socket.gethostname()}:9001").rstrip("/")
 
     @property
     def this_instance(self) -> str:

@@ -36,6 +36,7 @@ from api.routers import (
     outbound,
     phone_numbers,
     recordings,
+    seat,
     telephony,
     tools,
     webhook_deliveries,
@@ -161,9 +162,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         elevenlabs,
         batch_calling,
         dnc,
+        seat,
     )
     for module in api_modules:
         app.include_router(module.router, prefix="/v1", dependencies=api, responses=ERROR_RESPONSES)
+    app.include_router(seat.ws_router, prefix="/v1")  # the seat's WebSockets check credentials themselves
     return app
 
 

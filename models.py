@@ -415,6 +415,8 @@ class LiveCallRecord(Base):
 
     call_sid: Mapped[str] = mapped_column(String(64), primary_key=True)
     instance_id: Mapped[str] = mapped_column(String(100), index=True)
+    # where the other instances reach that instance (INSTANCE_URL): a supervisor's listen is relayed from it
+    instance_url: Mapped[str | None] = mapped_column(String(300))
     conversation_id: Mapped[str | None] = mapped_column(String(40))
     agent_id: Mapped[str | None] = mapped_column(String(40))
     state: Mapped[str] = mapped_column(String(16), default="CALL_START")
@@ -516,3 +518,20 @@ class CallTransfer(Base):
     ended_at: Mapped[datetime | None] = mapped_column()  # the transfer settled (bridged or not)
     returned_at: Mapped[datetime | None] = mapped_column()
     resumed_at: Mapped[datetime | None] = mapped_column()
+
+
+class ControlAction(Base):
+    """A supervisor's action on a live call (``POST /v1/convai/conversations/{id}/control``): what, who
+    (the credential's fingerprint, never the key), when; ``command_id``: the command that carried it."""
+
+    __tablename__ = "control_actions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    conversation_id: Mapped[str] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE"), index=True
+    )
+    type: Mapped[str] = mapped_column(String(16))  # say | whisper | end_call | transfer | takeover | release
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    actor: Mapped[str] = mapped_column(String(80))
+    command_id: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

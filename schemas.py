@@ -21,6 +21,7 @@ import shapes.conversations
 import shapes.dnc
 import shapes.outbound
 import shapes.phone_numbers
+import shapes.seat
 import shapes.tools
 import shapes.webhooks
 from shapes.agent_tests import *  # noqa: F403
@@ -31,6 +32,7 @@ from shapes.conversations import *  # noqa: F403
 from shapes.dnc import *  # noqa: F403
 from shapes.outbound import *  # noqa: F403
 from shapes.phone_numbers import *  # noqa: F403
+from shapes.seat import *  # noqa: F403
 from shapes.tools import *  # noqa: F403
 from shapes.webhooks import *  # noqa: F403
 
@@ -45,4 +47,5 @@ __all__ = [
     *shapes.dnc.__all__,
     *shapes.campaigns.__all__,
     *shapes.agent_tests.__all__,
+    *shapes.seat.__all__,
 ]

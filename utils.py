@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import secrets
 import sys
 from datetime import UTC, datetime
@@ -37,6 +38,20 @@ class JsonLogFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+_TOKEN_IN_QUERY = re.compile(r"([?&]token=)[^&\s\"]+")
+
+
+class RedactQueryTokens(logging.Filter):
+    """uvicorn logs a WebSocket's path with its query: a listen token (``?token=``) is not written."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                _TOKEN_IN_QUERY.sub(r"\1[redacted]", a) if isinstance(a, str) else a for a in record.args
+            )
+        return True
+
+
 def setup_logging(level: str = "INFO", log_file: str = "") -> None:
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_file:
@@ -52,5 +67,7 @@ def setup_logging(level: str = "INFO", log_file: str = "") -> None:
     root.setLevel(level.upper())
     # uvicorn's access log is replaced by our own one-line-per-request middleware.
     logging.getLogger("uvicorn.access").disabled = True
+    if not any(isinstance(f, RedactQueryTokens) for f in logging.getLogger("uvicorn.error").filters):
+        logging.getLogger("uvicorn.error").addFilter(RedactQueryTokens())
     for noisy in ("httpx", "httpcore", "chromadb", "sentence_transformers", "faster_whisper", "websockets"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

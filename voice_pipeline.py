@@ -32,6 +32,7 @@ from call.replies import Replies
 from call.reply_turn import ReplyTurn
 from call.silence import watch_silence
 from call.speaker import Speaker
+from call.supervisor import Supervisor
 from call.transcript import CallState, CallTranscript
 from call.transport import Dtmf, Mark, Media, MediaStreamTransport, StreamStart
 from call.turns import CallerTurn, DtmfBuffer, TurnAssembler, VoiceCue
@@ -162,8 +163,10 @@ class WSConn:
             screener_wait_s=rt.settings.screener_wait_sec, log_fields=self._fields,
         )  # fmt: skip
         self.interruptions = Interruptions(parts.barge, self.speaker, self.replies, self.ending, self._fields)
-        if (recorder := parts.recorder) is not None:
-            self.speaker.tap(lambda frame, at: recorder.agent_audio(frame, self.clock.sample_at(at)))
+        seat = Supervisor(  # the supervisor seat: listeners, say / whisper / end / transfer / take-over
+            rt.seats.open(self.conversation_id, self), parts, self.replies, self.speaker, self.transcript,
+            self.transport, self.ending, self.interruptions, self.clock.ms, self._fields,
+        )  # fmt: skip
         self.speaker.start()
         self.transcript.attach(self.store)
         await self.store.mark_started(self.call_sid)
@@ -178,7 +181,7 @@ class WSConn:
             (self._stt_events(), "stt"),
             (watch, "watchdog"),
             (self.ending.after_final_reply(), "endings"),
-            (rt.commands.serve(self.conversation_id, verdicts), "commands"),
+            (rt.commands.serve(self.conversation_id, {**verdicts, **seat.handlers()}), "commands"),
         ):
             self._tasks.append(asyncio.create_task(job, name=f"{name}-{self.call_sid}"))
         if self.amd is None and self.profile.first_message:  # with AMD: once a person has answered

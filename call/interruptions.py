@@ -32,12 +32,13 @@ class Interruptions:
         self.replies = replies
         self.ending = ending
         self._fields = log_fields
+        self.suspended = False  # a supervisor has taken the call over: their voice is not interrupted
 
     def _log(self, msg: str, **fields: Any) -> None:
         log.info(msg, extra={"fields": {**self._fields, **fields}})
 
     def on_event(self, event: PauseAgent | ResumeAgent | CommitInterruption | None) -> None:
-        if self.ending.last_line:
+        if self.ending.last_line or self.suspended:
             return
         if isinstance(event, PauseAgent):
             asyncio.get_running_loop().create_task(self.pause(event.onset))
@@ -49,7 +50,7 @@ class Interruptions:
 
     async def pause(self, onset: float, *, detected: bool = True) -> None:
         """The caller started talking over the agent: go quiet now, decide what it was once words arrive."""
-        if self.barge.is_paused or self.ending.closing or self.ending.last_line:
+        if self.barge.is_paused or self.ending.closing or self.ending.last_line or self.suspended:
             return
         played = await self.speaker.pause()
         latency_ms = (time.monotonic() - onset) * 1000

@@ -38,11 +38,13 @@ class LiveCallDirectory:
         instance_id: str,
         heartbeat_sec: float,
         close_lost: bool = False,
+        instance_url: str | None = None,
     ) -> None:
         self.db = db
         self.close_lost = close_lost  # several instances: close the calls of a dead one
         self.writer = writer
         self.instance_id = instance_id
+        self.instance_url = instance_url  # where the other instances reach this one (seat relay)
         self.heartbeat_sec = heartbeat_sec
         self.registry: ConnectionManager | None = None
         self._started: dict[str, datetime] = {}
@@ -64,6 +66,7 @@ class LiveCallDirectory:
         return {
             "call_sid": snap["call_sid"],
             "instance_id": self.instance_id,
+            "instance_url": self.instance_url,
             "conversation_id": snap.get("conversation_id"),
             "agent_id": snap.get("agent_id"),
             "state": str(snap.get("state") or "CALL_START")[:16],
@@ -139,6 +142,20 @@ class LiveCallDirectory:
         await asyncio.shield(self.writer.submit(forget))
 
     # ------------------------------------------------------------ read side
+
+    async def holder(self, conversation_id: str) -> LiveCallRecord | None:
+        """The live row of the call (a recent heartbeat): which instance holds it, and where it is."""
+        fresh_after = utcnow() - timedelta(seconds=STALE_BEATS * self.heartbeat_sec)
+        async with self.db.session() as session:
+            return await session.scalar(
+                select(LiveCallRecord)
+                .where(
+                    LiveCallRecord.conversation_id == conversation_id,
+                    LiveCallRecord.heartbeat_at >= fresh_after,
+                )
+                .order_by(LiveCallRecord.started_at.desc())
+                .limit(1)
+            )
 
     async def list_all(self) -> list[LiveCallRecord]:
         """Every instance's live calls (rows with a recent heartbeat), oldest first."""

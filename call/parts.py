@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -11,6 +12,7 @@ from call.clock import CallClock
 from call.profile import AgentProfile, build_profile
 from call.reply_turn import ReplyTurn
 from call.responder import Responder
+from call.seat import HeardSTT, SeatHub
 from call.speaker import Speaker
 from call.transcript import CallTranscript
 from call.turns import EndOfTurn, TurnAssembler, TurnModelPolicy
@@ -51,6 +53,7 @@ class CallServices(Services, Protocol):
     webhooks: EventEmitter
     twilio: TwilioGateway
     commands: CommandChannel  # commands for this call from any instance (AMD verdicts, supervisors)
+    seats: SeatHub  # the supervisor seat: listeners and take-over of this instance's calls
 
 
 @dataclass(slots=True)
@@ -65,6 +68,7 @@ class CallParts:
     amd: AnsweringMachineDetector | None  # outbound calls with detection on
     recorder: CallRecorder | None
     provider_names: dict[str, str]
+    open_stt: Callable[[], Awaitable[STTSession]]  # another session like the call's (a supervisor's voice)
 
 
 def turn_assembler(services: Services, profile: AgentProfile, clock: CallClock) -> TurnAssembler:
@@ -120,6 +124,10 @@ async def assemble(
         transcript.history.extend(ChatMessage(role, text) for role, text in resumed[1] if text)
     history = lambda: [(m.role, m.content) for m in transcript.history]  # noqa: E731
     context = ToolContext(conversation.id, call_sid, caller, callee, profile.variables, history=history)
+
+    def open_stt() -> Awaitable[STTSession]:
+        return stt.open_session(language=agent.language or "en", call_id=f"{call_sid}-supervisor")
+
     responder = Responder(
         profile=profile,
         llm=llm,
@@ -134,15 +142,19 @@ async def assemble(
         log_fields=log_fields,
     )
     detect_machines = conversation.direction == "outbound" and agent.voicemail_detection and resumed is None
+    recorder = CallRecorder(settings.recordings_dir, conversation.id) if settings.record_calls else None
+    if recorder is not None:  # the agent's side, stamped with when it plays
+        speaker.tap(lambda frame, at: recorder.agent_audio(frame, clock.sample_at(at)))
     return CallParts(
         profile=profile,
-        stt=session,
+        stt=HeardSTT(session, transcript),  # type: ignore[arg-type]
         llm=llm,
         barge=BargeIn(profile.turn, FrameClassifier(profile.turn.vad_aggressiveness)),
         turns=turn_assembler(services, profile, clock),
         watchdog=Watchdog.for_agent(agent, settings, started=clock.t0),
         responder=responder,
         amd=AnsweringMachineDetector() if detect_machines else None,
-        recorder=CallRecorder(settings.recordings_dir, conversation.id) if settings.record_calls else None,
+        recorder=recorder,
         provider_names={"stt": stt.name, "llm": llm.name, "tts": getattr(speaker.tts, "name", "")},
+        open_stt=open_stt,
     )

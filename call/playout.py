@@ -102,6 +102,30 @@ class OutboundAudio:
             self._wake()
         return len(frames)
 
+    def push_live(self, frame: bytes) -> None:
+        """One frame of live audio outside any sentence (a supervisor's voice): played next, no mark."""
+        self._compact()
+        self._frames.append(frame)
+        self._wake()
+
+    def drop_after_current(self) -> int:
+        """Keep what was sent and the sentence playing; drop the sentences queued after it. Returns the
+        frame the kept audio ends at (what comes next plays from there)."""
+        played = self.played_frame()
+        current = next((s for s in self._segments if (s.end_frame or len(self._frames)) > played), None)
+        if current is None:  # between sentences (or nothing queued): keep what was sent
+            keep = self._sent
+        else:
+            keep = max(self._sent, current.end_frame if current.end_frame is not None else len(self._frames))
+        del self._frames[keep:]
+        self._slicer = FrameSlicer()
+        dropped = [s for s in self._segments if s.start_frame >= keep and s is not current]
+        for seg in dropped:
+            self._segments.remove(seg)
+        if current is not None and current.end_frame is None:
+            current.end_frame = keep
+        return keep
+
     def end_segment(self, segment: Segment) -> None:
         tail = self._slicer.flush()
         if tail is not None:

@@ -49,6 +49,7 @@ class Replies:
         self._ids = itertools.count(1)
         self.endings: asyncio.Queue[ReplyTurn] = asyncio.Queue()
         self._log_fields = log_fields or {}
+        self.held = False  # a supervisor has the call (call.supervisor): the agent starts no reply
 
     @property
     def busy(self) -> bool:
@@ -61,6 +62,8 @@ class Replies:
 
     def say(self, line: str, kind: str) -> None:
         """A fixed line (greeting, "are you still there?") after whatever is playing."""
+        if self.held:
+            return
         self._start(self.new_turn(kind=kind), line=line)
 
     def transfer(self, number: str | None, mode: str, requested_by: str = "supervisor") -> None:
@@ -74,6 +77,10 @@ class Replies:
 
     def answer(self, text: str, seq: int, intent: Intent, timings: dict[str, float]) -> None:
         """Answer a confirmed caller turn: adopt the preemptive reply that guessed it, or start one."""
+        if self.held:  # a supervisor answers: the words join the history the agent goes on with
+            self.drop()
+            self.transcript.note_unanswered(text)
+            return
         turn, self.pending = self.pending, None
         if turn is None or not same_words(turn.user_text, text):
             if turn is not None:
@@ -92,7 +99,7 @@ class Replies:
     def preempt(self, text: str, sounds_finished: bool) -> None:
         """The caller has gone quiet with words heard: start the reply now, held until the turn is
         confirmed, so the LLM's first token and the TTS's first audio overlap the endpointing wait."""
-        if not self.preemptive or not text or text == self._declined or self.pending is not None:
+        if not self.preemptive or self.held or not text or text == self._declined or self.pending is not None:
             return
         if self.busy or self.speaker.is_speaking or self.transcript.closing:
             return
@@ -181,6 +188,57 @@ class Replies:
         except Exception as exc:
             fields = {**self._log_fields, "error": type(exc).__name__}
             log.error("reply failed", extra={"fields": fields})
+
+    # ---------------------------------------------------------------- a supervisor's turn
+
+    async def interject(
+        self,
+        line: str | None,
+        kind: str,
+        then: Callable[[ReplyTurn], Awaitable[Any]] | None = None,
+    ) -> ReplyTurn:
+        """A supervisor's line (and ``then``, e.g. a transfer) next: the sentence playing now ends, the
+        rest of that reply (and any reply being prepared) is dropped and stored as far as it was heard."""
+        self.drop()
+        reply = self.current
+        if reply is not None and reply.running:
+            assert reply.task is not None
+            reply.task.cancel()
+            await asyncio.gather(reply.task, return_exceptions=True)
+        keep = self.speaker.keep_current_sentence()
+        if reply is not None and not reply.saved:
+            self.cut(reply, keep)
+        turn = self.new_turn(kind=kind)
+        turn.source = ReplySource.SUPERVISOR
+        self.current = turn
+        turn.task = asyncio.create_task(self._interjection(turn, line, then), name=f"reply-{turn.turn_id}")
+        return turn
+
+    async def _interjection(
+        self, turn: ReplyTurn, line: str | None, then: Callable[[ReplyTurn], Awaitable[Any]] | None
+    ) -> None:
+        try:
+            if line:
+                await self.speaker.say(turn, [line])
+            if then is not None:
+                if line:
+                    await self.speaker.wait_played(turn)  # heard before it acts (a transfer)
+                await then(turn)
+            await self.speaker.wait_played(turn)
+            self.transcript.save_reply(turn)
+            if turn.hang_up_after is not None:
+                self.endings.put_nowait(turn)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            fields = {**self._log_fields, "error": type(exc).__name__}
+            log.error("supervisor turn failed", extra={"fields": fields})
+
+    def hold(self) -> ReplyTurn | None:
+        """A supervisor takes the call over: nothing new starts; returns the reply playing (to be cut)."""
+        self.held = True
+        self.drop()
+        return self.current if self.current is not None and self.current.running else None
 
     # ---------------------------------------------------------------- ending replies
 

@@ -15,6 +15,7 @@ class ReplySource(StrEnum):
     TOOL = "tool"
     FIXED_LINE = "fixed_line"  # greeting, goodbye, "are you still there?", busy line
     FALLBACK = "fallback"  # the LLM failed: "sorry, could you say that again?"
+    SUPERVISOR = "supervisor"  # a supervisor's: a `say` in the agent's voice, their own on a take-over
 
 
 def _released() -> asyncio.Event:

@@ -175,6 +175,7 @@ class Responder:
         if self._after_tool is not None:
             self._after_tool()
         self._log("tool executed", tool=call.name, success=outcome.success, ms=round(outcome.duration_ms, 1))
+        self.transcript.tool_ran(call.name, outcome.success)
         if outcome.say:
             await self.speaker.say(turn, [outcome.say])
         elif outcome.say is None and not outcome.ends_call:
@@ -279,7 +280,7 @@ class Responder:
         shaper = ReplyShaper(
             previous=previous,
             known=known,
-            instructions=INSTRUCTIONS,
+            instructions=" ".join([INSTRUCTIONS, *self.transcript.guidance]),  # whispers: never said
             caller=turn.user_text if extractive else "",  # the small model parrots; others quote on purpose
         )
         sentences: asyncio.Queue[str | None] = asyncio.Queue()
@@ -398,6 +399,7 @@ class Responder:
             knowledge,
             self.transcript.history,
             user_text,
+            guidance=self.transcript.guidance,
         )
 
     def prefill_prompt(self) -> list[ChatMessage]:

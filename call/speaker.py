@@ -49,10 +49,16 @@ class Speaker:
         # Audio counts as heard once its mark came back, or its duration and this margin passed since it
         # was sent (a peer that echoes no marks); None: marks only.
         self.played_margin_s: float | None = None
+        self._taps: list[Callable[[bytes, float], None]] = []
 
     def tap(self, on_frame_sent: Callable[[bytes, float], None]) -> None:
-        """Hear every frame as it is sent (call recording)."""
-        self.out.on_frame_sent = on_frame_sent
+        """Hear every frame as it is sent (call recording, the supervisor seat's listeners)."""
+        self._taps.append(on_frame_sent)
+        self.out.on_frame_sent = self._taps[0] if len(self._taps) == 1 else self._each_tap
+
+    def _each_tap(self, frame: bytes, at: float) -> None:
+        for tap in self._taps:
+            tap(frame, at)
 
     def on_mark(self, name: str) -> None:
         self.out.on_mark(name)
@@ -163,6 +169,14 @@ class Speaker:
 
     async def clear(self) -> None:
         await self.out.clear()
+
+    def keep_current_sentence(self) -> int:
+        """Drop the queued sentences after the one playing (it plays to its end); the frame it ends at."""
+        return self.out.drop_after_current()
+
+    def play_live(self, frame: bytes) -> None:
+        """A frame of someone else's voice (a supervisor who took the call over), paced like the agent's."""
+        self.out.push_live(frame)
 
     def heard(self, turn: ReplyTurn, played_frame: int) -> str:
         return self.out.heard_text(turn.turn_id, played_frame)[0]

@@ -7,6 +7,7 @@ every turn record through one of the ``save_*`` methods. Writes are queued on th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -39,6 +40,13 @@ class CallTranscript:
         self._ms = ms  # CallClock.ms
         self.state = CallState.CALL_START
         self.history: list[ChatMessage] = []
+        self.guidance: list[str] = []  # a supervisor's whispers: the LLM sees them, nobody hears them
+        # Told of what listeners see (call.seat): ("transcript", role, text) / ("stage", …) / ("tool", …)
+        self.observer: Callable[[str, dict[str, Any]], None] | None = None
+
+    def _tell(self, kind: str, **fields: Any) -> None:
+        if self.observer is not None:
+            self.observer(kind, fields)
 
     def attach(self, sink: TurnSink) -> None:
         self._sink = sink
@@ -51,6 +59,7 @@ class CallTranscript:
         self.state = state
         if self._sink is not None:
             self._sink.set_state(state.value)
+        self._tell("stage", stage=state.value)
 
     @property
     def closing(self) -> bool:
@@ -72,6 +81,7 @@ class CallTranscript:
         """A caller turn (``seq`` set: the record of a turn the caller added to)."""
         assert self._sink is not None
         now = self._ms()
+        self._tell("transcript", role="user", text=text, final=True)
         return self._sink.save_turn(
             TurnRecord(
                 "user",
@@ -107,6 +117,7 @@ class CallTranscript:
             self.history.append(ChatMessage("user", turn.user_text))
         self.history.append(ChatMessage("assistant", text))
         self._sink.save_turn(self._agent_record(turn, text, interrupted=False))
+        self._tell("transcript", role="agent", text=text, final=True)
         return True
 
     def save_cut_reply(self, turn: ReplyTurn, heard: str) -> None:
@@ -120,6 +131,31 @@ class CallTranscript:
             self.history.append(ChatMessage("assistant", heard + " —"))
         if turn.planned:
             self._sink.save_turn(self._agent_record(turn, heard, interrupted=True))
+            self._tell("transcript", role="agent", text=heard, final=True, interrupted=True)
+
+    # ---------------------------------------------------------------- a supervisor on the call
+
+    def note_unanswered(self, text: str) -> None:
+        """A caller turn the agent did not answer (a supervisor had the call): in the history all the same."""
+        self.history.append(ChatMessage("user", text))
+
+    def save_supervisor_turn(self, text: str, start_ms: float | None, end_ms: float | None) -> None:
+        """What a supervisor who took the call over said: an agent turn (the caller heard the agent's line)
+        with source ``supervisor``; the agent carries on from it after the release."""
+        if self._sink is None or not text.strip():
+            return
+        self.history.append(ChatMessage("assistant", text))
+        record = TurnRecord("agent", text, kind="supervisor", source="supervisor", start_ms=start_ms)
+        record.end_ms = end_ms if end_ms is not None else self._ms()
+        self._sink.save_turn(record)
+        self._tell("transcript", role="supervisor", text=text, final=True)
+
+    def partial(self, role: str, text: str) -> None:
+        """Words still being transcribed (listeners only; nothing is stored)."""
+        self._tell("transcript", role=role, text=text, final=False)
+
+    def tool_ran(self, name: str, success: bool) -> None:
+        self._tell("tool", name=name, success=success)
 
     def emit(self, event_type: str, data: dict[str, Any]) -> None:
         if self._sink is not None:

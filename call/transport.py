@@ -16,6 +16,7 @@ import binascii
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -143,6 +144,7 @@ class MediaStreamTransport:
         self._parser = MediaStreamParser()
         self._log_fields = log_fields  # shared with the call, so its ids appear once known
         self._media_prefix = self._mark_prefix = self._clear_msg = ""
+        self.on_media: Callable[[bytes], None] | None = None  # every caller chunk, as it arrives
 
     # ---------------------------------------------------------------- inbound
 
@@ -191,6 +193,8 @@ class MediaStreamTransport:
                 return None
             event = self._parser.parse(message.get("text"))
             if isinstance(event, Media | Mark | Dtmf | Stop):
+                if self.on_media is not None and isinstance(event, Media):
+                    self.on_media(event.audio)  # the supervisor seat's listeners (call.seat)
                 return event
             if isinstance(event, BadMessage):
                 self._bad(event.problem)
@@ -246,3 +250,37 @@ class MediaStreamTransport:
 
     def _log(self, msg: str, level: int = logging.INFO, **fields: Any) -> None:
         log.log(level, msg, extra={"fields": {**self._log_fields, **fields}})
+
+
+# ---------------------------------------------------------------- the supervisor seat's wire (call.seat)
+# Listeners get the call in Twilio's style: media per track, and the call's events. Built here, like the
+# Media Stream's own messages: per frame only the base64 payload is formatted in (once for all listeners).
+
+_LISTEN_MEDIA = {t: f'{{"event":"media","track":"{t}","payload":"' for t in ("inbound", "outbound")}
+
+
+def listen_media(track: str, frame: bytes) -> str:
+    """``{"event":"media","track":…,"payload":…}``: 20 ms of the caller (inbound) or the agent (outbound)."""
+    return _LISTEN_MEDIA[track] + binascii.b2a_base64(frame, newline=False).decode("ascii") + '"}'
+
+
+def listen_event(event: str, **fields: Any) -> str:
+    """``{"event": "transcript"|"stage"|"tool"|"control"|"end", …}``."""
+    return orjson.dumps({"event": event, **fields}).decode()
+
+
+def supervisor_media(raw: str | None) -> bytes | None:
+    """The audio of one message on the take-over socket: the listen shape (``{"event":"media",
+    "track":"outbound","payload":…}``) or Twilio's (``"media":{"payload":…}``); None for anything else."""
+    if raw is None:
+        return None
+    try:
+        msg = orjson.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(msg, dict) or msg.get("event") != "media":
+        return None
+    if isinstance(msg.get("payload"), str):
+        msg = {"media": {"payload": msg["payload"]}}
+    event = MediaStreamParser._media(msg)
+    return event.audio if isinstance(event, Media) else None

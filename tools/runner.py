@@ -262,6 +262,7 @@ class ToolRunner:
     # ------------------------------------------------------------ running
 
     async def execute(self, agent: Any, call: ToolCall, ctx: ToolContext) -> ToolOutcome:
+        """Run ``call`` as the agent's tool of that name."""
         started = time.perf_counter()
         tool = self.tools_for(agent).get(call.name)
         if tool is None and call.name == "add_to_dnc":
