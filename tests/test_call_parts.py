@@ -372,7 +372,7 @@ class StreamingTTS:
 
 
 @pytest.mark.asyncio
-async def test_the_last_line_stops_a_reply_being_synthesized_and_only_its_own_marks_close_its_frames() -> None:
+async def test_the_last_line_stops_the_reply_being_synthesized_and_owns_its_frames() -> None:
     """A voicemail message starting while a reply is still being synthesized: the reply's open sentence
     must close where its audio ends (its task ended before the line speaks) and what is left of it is
     cleared; otherwise its mark goes out after the line's first frames and claims them (the far end
