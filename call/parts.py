@@ -134,7 +134,9 @@ async def assemble(
         turns=turn_assembler(services, profile, clock),
         watchdog=Watchdog.for_agent(agent, settings, started=clock.t0),
         responder=responder,
-        amd=AnsweringMachineDetector() if detect_machines else None,
+        amd=AnsweringMachineDetector(silent_after_greeting_s=settings.amd_silent_after_greeting_sec)
+        if detect_machines
+        else None,
         recorder=CallRecorder(settings.recordings_dir, conversation.id) if settings.record_calls else None,
         provider_names={"stt": stt.name, "llm": llm.name, "tts": getattr(speaker.tts, "name", "")},
     )
