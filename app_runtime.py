@@ -51,7 +51,10 @@ class Runtime:
             close_lost=settings.is_multi_instance,
         )
         self.calls = ConnectionManager(
-            lambda: settings.max_concurrent_calls, post_call=self.post_call, on_change=self.live_calls.changed
+            lambda: settings.max_concurrent_calls,
+            post_call=self.post_call,
+            on_change=self.live_calls.changed,
+            held_elsewhere=self.live_calls.held_elsewhere if settings.is_multi_instance else None,
         )
         self.commands = CommandChannel(self.db, self.instance_id, settings.call_command_poll_sec)
         self.draining = False
