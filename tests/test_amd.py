@@ -344,6 +344,12 @@ async def test_a_plain_greeting_with_no_beep_gets_the_message_whole_once_it_stay
     assert detail["metadata"]["termination_reason"] == "voicemail" and result.hung_up_by_agent
     message_s = await synthesized_s(make_settings(tmp_path), message)
     assert result.last_reply_heard_s >= 0.99 * message_s, (result.last_reply_heard_s, message_s)
+    # the facts after the revision: words were said, but by a machine — the outcome is voicemail
+    from events.analysis import rule_outcome
+
+    turns = [(t["role"], t["text"]) for t in detail["transcript"]]
+    assert any(role == "user" for role, _ in turns)  # the recorded greeting's words are there
+    assert rule_outcome(turns, [], "voicemail", answered["by"]) == "voicemail"
 
 
 @pytest.mark.asyncio
