@@ -196,8 +196,11 @@ def report(rows: list[dict], message_s: float, command: str) -> list[str]:
         "case of the labelled set (`bench/amd/generate.py`: voices Piper and espeak-ng, 8 kHz mu-law), "
         "each played by a simulated Twilio side over the Media Stream WebSocket to the service. Words: the "
         "Deepgram stand-in scripted with each case's sentences (perfect recognition, the wire's timing). "
+        "People answer the agent's greeting (\"Yeah, who's this?\") 0.5-2 s after it ended, three of them "
+        "2.5 s, their office or noisy room on the line all along, and hang up once the agent answered them. "
         f"The voicemail message is {message_s:.2f} s of audio (echo TTS); the heard share is what the far "
-        "end played whole before the hang-up, over that length.",
+        "end played whole before the hang-up, over that length. A machine's time to decide is that of its "
+        "last decision (a revision: the beep, the words, or the quiet after the agent's greeting).",
         "",
         f"Command: `{command}`",
         "",
