@@ -119,7 +119,9 @@ class Answering:
         """Whatever the agent started saying stops, and nothing heard so far gets an answer."""
         reply = self.replies.current
         if reply is not None and reply.running:
-            self._start(self.replies.interrupted(reply, self.speaker.played_frame()), "interrupted")
+            # the call does not open again: a machine's late words get no answer
+            heard = self.replies.interrupted(reply, self.speaker.played_frame(), reopen=False)
+            self._start(heard, "interrupted")
         self.replies.drop()
 
     def unanswered_end(self) -> str | None:

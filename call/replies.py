@@ -195,9 +195,10 @@ class Replies:
         if not self.speaker.idle:
             await self.speaker.clear()
 
-    async def interrupted(self, turn: ReplyTurn | None, played_frame: int) -> str:
+    async def interrupted(self, turn: ReplyTurn | None, played_frame: int, *, reopen: bool = True) -> str:
         """The caller took the turn while ``turn`` played: it stops for good and is stored as far as it was
-        heard (``played_frame``); a closing call opens again. Returns what the caller heard."""
+        heard (``played_frame``); a closing call opens again (unless ``reopen`` is False: the agent was
+        silenced because a machine, a screener or a menu answered). Returns what the caller heard."""
         heard = ""
         if turn is not None and turn.running:
             heard = self.cut(turn, played_frame)
@@ -205,7 +206,7 @@ class Replies:
             turn.task.cancel()
             await asyncio.gather(turn.task, return_exceptions=True)
         await self.speaker.clear()
-        if self.transcript.state == CallState.COMPLETION:
+        if reopen and self.transcript.state == CallState.COMPLETION:
             self.transcript.set_state(CallState.ACTIVE)
         if turn is not None and turn.planned:
             self.transcript.emit(

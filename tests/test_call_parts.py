@@ -413,6 +413,21 @@ async def test_the_last_line_stops_the_reply_being_synthesized_and_owns_its_fram
     assert sum(kind == "clear" for kind, _ in sent) == 1  # the reply's queued rest is dropped
 
 
+@pytest.mark.asyncio
+async def test_silencing_the_agent_for_a_machine_does_not_open_the_call_again() -> None:
+    """A caller's interruption opens a closing call again (they have more to say); the agent silenced
+    because a machine answered does not: the machine's late words must get no answer before its message."""
+    from call.replies import Replies
+
+    speaker = Speaker(WireSink(), CallClock().ms)
+    transcript = CallTranscript(RecordingSink(), CallClock().ms)
+    replies = Replies(speaker, transcript)
+    for reopen, state in ((True, CallState.ACTIVE), (False, CallState.COMPLETION)):
+        transcript.set_state(CallState.COMPLETION)
+        await replies.interrupted(None, 0, reopen=reopen)
+        assert transcript.state == state
+
+
 # ---------------------------------------------------------------------------------------------- responder
 
 
