@@ -509,6 +509,26 @@ async def test_a_screener_nobody_picks_up_after_ends_the_call_as_screened(
     assert detail["metadata"]["termination_reason"] == "screened" and result.hung_up_by_agent
 
 
+def test_a_carrier_greeting_that_ends_on_a_menu_option_stays_a_voicemail() -> None:
+    """The words come turn by turn (each turn's text grows, then the next starts afresh): the last
+    sentence alone sounds like a menu, the greeting's words so far say voicemail."""
+    detector = AnsweringMachineDetector()
+    for turn in (
+        "The number you have dialed, 5 5 5, 0 1 2 3, is not available.",
+        "At the tone, please record your message.",
+        "When you have finished recording, you may hang up or press 1 for more options.",
+    ):
+        words = turn.split()
+        for n in range(2, len(words) + 1, 3):  # interim words, then the final
+            detector.on_text(" ".join(words[:n]))
+        detector.on_text(turn)
+    assert detector.decision is not None and detector.decision.answered_by is AnsweredBy.MACHINE
+    menu = AnsweringMachineDetector()  # a menu's words alone still make a menu
+    for turn in ("Thank you for calling Northwind.", "For sales, press 1. For support, press 2."):
+        menu.on_text(turn)
+    assert menu.decision is not None and menu.decision.answered_by is AnsweredBy.IVR
+
+
 def test_screener_and_menu_words() -> None:
     from call.amd import answered_by_words, screener_line
 
