@@ -25,8 +25,9 @@ log = logging.getLogger(__name__)
 
 
 class CallRecorder:
-    def __init__(self, directory: str | Path, conversation_id: str) -> None:
+    def __init__(self, directory: str | Path, conversation_id: str, *, append_legs: bool = True) -> None:
         self.conversation_id = conversation_id
+        self.append_legs = append_legs  # False: a file already there is written over (the simulator's)
         self.path = Path(directory) / f"{conversation_id}.wav"
         self._caller = bytearray()
         self._agent = bytearray()
@@ -77,7 +78,7 @@ class CallRecorder:
         stereo = np.zeros((length, 2), dtype=np.int16)
         stereo[: len(caller), 0] = MULAW_TO_PCM16[np.frombuffer(caller, dtype=np.uint8)]
         stereo[: len(agent), 1] = MULAW_TO_PCM16[np.frombuffer(agent, dtype=np.uint8)]
-        if (earlier := self._earlier_legs()) is not None:
+        if self.append_legs and (earlier := self._earlier_legs()) is not None:
             stereo = np.concatenate([earlier, stereo])
         self.path.parent.mkdir(parents=True, exist_ok=True)
         partial = self.path.with_suffix(".wav.part")
