@@ -45,7 +45,8 @@ _VOICEMAIL = re.compile(
     r"at the (?:tone|beep)|(?:is|are) (?:not|n't) available|unavailable|"
     r"can(?:no|')?t (?:take|come to|get to) (?:your|the) (?:call|phone)|voice ?mail|mailbox|"
     r"you(?:'ve| have) reached|record your message|out of the office|missed you|"
-    r"get back to you|away from (?:my|the) (?:desk|phone)|reached the (?:voicemail|mailbox)",
+    r"get back to you|away from (?:my|the) (?:desk|phone)|reached the (?:voicemail|mailbox)|"
+    r"(?:finished|done) recording|hang up or press",
     re.IGNORECASE,
 )
 # A screener's own words; and words a voicemail greeting may say too ("…and the reason for your call").
@@ -201,8 +202,6 @@ class AnsweringMachineDetector:
         # the call (``call.answering``); without it nothing is revised by silence.
         self.agent_speaking: Callable[[], bool] | None = None
         self._watching = False  # a person decided from a short hello, not confirmed by an answer yet
-        self._text = ""  # the current turn's words (``on_text``)
-        self._earlier_text: list[str] = []  # the words of the turns before it
         self._agent_spoke = False
         self._agent_quiet_at: float | None = None  # when the agent last went quiet (after it spoke)
         self._voice_at = 0.0  # the far end's last voiced frame
@@ -280,15 +279,10 @@ class AnsweringMachineDetector:
         """Transcript words (partial or final) of the answer so far. A voicemail phrase decides ``machine``
         — also over an early ``human`` (a greeting that paused between its sentences) —, a screener's
         or a menu's words decide ``screener`` / ``ivr`` — also over ``machine`` —, within
-        ``revise_within_s``. A decision by words is not revised by words of another kind.
-
-        ``text`` is the caller's current turn (it grows, then a new turn starts afresh): the words of the
-        turns before it count too ("…is not available. At the tone, please record your message." then
-        "When you have finished, hang up or press 1 for more options." is a voicemail, not a menu)."""
-        if self._text and not (text.startswith(self._text) or self._text.startswith(text)):
-            self._earlier_text.append(self._text)  # a new turn's words: keep the previous one's
-        self._text = text
-        kind = answered_by_words(" ".join([*self._earlier_text, text]))  # a later phrase may tell more
+        ``revise_within_s``. A decision by words is not revised by words of another kind. ``text`` is the
+        caller's current turn: each sentence is judged on its own words ("You have reached Orbit Dental."
+        then "Para español, oprima el dos." is a menu that opened like a voicemail)."""
+        kind = answered_by_words(text)  # of the turn so far: a later phrase may tell more
         if kind is None or (self.decision is not None and self.decision.answered_by is kind):
             return None
         if self.decision is not None and (

@@ -510,8 +510,9 @@ async def test_a_screener_nobody_picks_up_after_ends_the_call_as_screened(
 
 
 def test_a_carrier_greeting_that_ends_on_a_menu_option_stays_a_voicemail() -> None:
-    """The words come turn by turn (each turn's text grows, then the next starts afresh): the last
-    sentence alone sounds like a menu, the greeting's words so far say voicemail."""
+    """The words come turn by turn (each turn's text grows, then the next starts afresh): a carrier
+    greeting's last sentence offers a key ("…hang up or press 1 for more options") and is still a
+    voicemail's; a menu that opens like a voicemail ("You have reached Orbit Dental.") is a menu."""
     detector = AnsweringMachineDetector()
     for turn in (
         "The number you have dialed, 5 5 5, 0 1 2 3, is not available.",
@@ -523,10 +524,11 @@ def test_a_carrier_greeting_that_ends_on_a_menu_option_stays_a_voicemail() -> No
             detector.on_text(" ".join(words[:n]))
         detector.on_text(turn)
     assert detector.decision is not None and detector.decision.answered_by is AnsweredBy.MACHINE
-    menu = AnsweringMachineDetector()  # a menu's words alone still make a menu
-    for turn in ("Thank you for calling Northwind.", "For sales, press 1. For support, press 2."):
-        menu.on_text(turn)
-    assert menu.decision is not None and menu.decision.answered_by is AnsweredBy.IVR
+    for opening in ("Thank you for calling Northwind.", "You have reached Orbit Dental."):
+        menu = AnsweringMachineDetector()
+        for turn in (opening, "Para español, oprima el dos.", "To schedule an appointment, press 1."):
+            menu.on_text(turn)
+        assert menu.decision is not None and menu.decision.answered_by is AnsweredBy.IVR, opening
 
 
 def test_screener_and_menu_words() -> None:
