@@ -55,7 +55,10 @@ class Runtime:
         )
         self.seats = SeatHub(settings.seat_listener_queue)  # the supervisor seat: listeners, take-over
         self.calls = ConnectionManager(
-            lambda: settings.max_concurrent_calls, post_call=self.post_call, on_change=self._call_changed
+            lambda: settings.max_concurrent_calls,
+            post_call=self.post_call,
+            on_change=self._call_changed,
+            held_elsewhere=self.live_calls.held_elsewhere if settings.is_multi_instance else None,
         )
         self.commands = CommandChannel(self.db, self.instance_id, settings.call_command_poll_sec)
         self.draining = False

@@ -186,6 +186,10 @@ class Settings(BaseSettings):
     # Outbound calls answered by a call screener: after the agent said who is calling, wait this long
     # for the person to pick up; then the call ends with outcome "screened".
     screener_wait_sec: float = Field(default=25.0, ge=1.0, le=300.0)
+    # Outbound, answered with a short "hello" (decided a person): a person answers the agent's greeting,
+    # a recording does not. Nothing said this long after the agent finished speaking (and before anyone
+    # answered it): a machine after all, and the voicemail action runs. 0: off.
+    amd_silent_after_greeting_sec: float = Field(default=3.5, ge=0.0, le=30.0)
 
     # --- webhooks
     webhook_timeout_sec: float = 5.0

@@ -14,6 +14,14 @@ After a ``machine`` decision the detector goes on listening and says when the gr
 beep ended — the last of several short tones too —, or the quiet after the greeting) so a voicemail
 can be left at the right moment.
 
+A person answers the agent's greeting; a recording does not. A ``human`` decided from a short greeting
+(``short_greeting``, ``greeting_then_quiet``) stays open to one revision: if nobody starts speaking while
+the agent is quiet after it has spoken (its greeting played, or was cut by the greeting talking on, and
+any reply to those words played), and the line stays quiet for ``silent_after_greeting_s`` after the
+agent's last frame played, it was a machine (``silent_after_greeting``). A person who says "Hello?",
+hears the greeting and then says nothing that long is taken for a machine and hears the voicemail
+message (a documented limit).
+
 Two more kinds of answer are told by their words, and win over a ``machine`` decided by the audio:
 a call screener (Google Call Screen, iOS Call Screening, carrier screeners: "say your name and why
 you're calling") is ``screener``, and a phone menu ("press 1 for sales") is ``ivr``.
@@ -37,7 +45,8 @@ _VOICEMAIL = re.compile(
     r"at the (?:tone|beep)|(?:is|are) (?:not|n't) available|unavailable|"
     r"can(?:no|')?t (?:take|come to|get to) (?:your|the) (?:call|phone)|voice ?mail|mailbox|"
     r"you(?:'ve| have) reached|record your message|out of the office|missed you|"
-    r"get back to you|away from (?:my|the) (?:desk|phone)|reached the (?:voicemail|mailbox)",
+    r"get back to you|away from (?:my|the) (?:desk|phone)|reached the (?:voicemail|mailbox)|"
+    r"(?:finished|done) recording|hang up or press",
     re.IGNORECASE,
 )
 # A screener's own words; and words a voicemail greeting may say too ("…and the reason for your call").
@@ -76,12 +85,15 @@ _BY_WORDS = (AnsweredBy.SCREENER, AnsweredBy.IVR)
 CARRIER_VERDICT = "amd_verdict"
 CARRIER_METHOD = "twilio_amd"
 _MACHINE_END = frozenset({"machine_end_beep", "machine_end_silence", "machine_end_other"})
+# A person decided from a hello this short is confirmed only by answering the agent (see the docstring).
+_UNCONFIRMED = frozenset({"short_greeting", "greeting_then_quiet"})
+SILENT_AFTER_GREETING = "silent_after_greeting"
 
 
 @dataclass(slots=True, frozen=True)
 class AmdDecision:
     answered_by: AnsweredBy
-    method: str  # short_greeting | greeting_length | phrase | beep | no_speech
+    method: str  # short_greeting | greeting_length | phrase | beep | no_speech | silent_after_greeting …
     at_s: float  # seconds since the call was answered
 
 
@@ -166,6 +178,10 @@ class AnsweringMachineDetector:
     SHORT_TONE_FRAMES = 4  # 80 ms of one pure tone: a short beep, if another follows
     SHORT_TONE_GAP_S = 0.6
     AFTER_TONE_S = 0.3  # a beep of several tones is over once none has sounded for this long
+    # An answer to the agent: speech (this many voiced frames running) that starts after this much
+    # quiet, while the agent is quiet (a greeting that talks on over the agent starts no new run).
+    ANSWER_GAP_S = 0.5
+    ANSWER_FRAMES = 3
 
     def __init__(
         self,
@@ -179,7 +195,19 @@ class AnsweringMachineDetector:
         speech_energy: float = 500.0,
         revise_within_s: float = 12.0,
         greeting_max_wait_s: float = 20.0,
+        silent_after_greeting_s: float = 0.0,  # 0: a short hello's "human" is never revised by silence
     ) -> None:
+        self.silent_after_greeting_s = silent_after_greeting_s
+        # Whether the agent's voice is on the line now (playing, or held by a barge-in pause): set by
+        # the call (``call.answering``); without it nothing is revised by silence.
+        self.agent_speaking: Callable[[], bool] | None = None
+        self._watching = False  # a person decided from a short hello, not confirmed by an answer yet
+        self._agent_spoke = False
+        self._agent_quiet_at: float | None = None  # when the agent last went quiet (after it spoke)
+        self._voice_at = 0.0  # the far end's last voiced frame
+        self._unvoiced_s = 0.0
+        self._run_frames = 0
+        self._run_may_answer = False  # the current voiced run started after a gap, the agent quiet
         self.greeting_max_wait_s = greeting_max_wait_s
         self.revise_within_s = revise_within_s
         self.human_max_speech_s = human_max_speech_s
@@ -226,6 +254,8 @@ class AnsweringMachineDetector:
                 self._speech_s = self._run_voiced_s = 0.0
         if self.decision is None:
             return self._decide(beep)
+        if self._watching and (revised := self._watch_answer(voiced)) is not None:
+            return revised
         if (
             beep
             and self.decision.answered_by not in (AnsweredBy.MACHINE, *_BY_WORDS)
@@ -249,8 +279,10 @@ class AnsweringMachineDetector:
         """Transcript words (partial or final) of the answer so far. A voicemail phrase decides ``machine``
         — also over an early ``human`` (a greeting that paused between its sentences) —, a screener's
         or a menu's words decide ``screener`` / ``ivr`` — also over ``machine`` —, within
-        ``revise_within_s``. A decision by words is not revised by words of another kind."""
-        kind = answered_by_words(text)  # of all the words so far: a later phrase may tell more
+        ``revise_within_s``. A decision by words is not revised by words of another kind. ``text`` is the
+        caller's current turn: each sentence is judged on its own words ("You have reached Orbit Dental."
+        then "Para español, oprima el dos." is a menu that opened like a voicemail)."""
+        kind = answered_by_words(text)  # of the turn so far: a later phrase may tell more
         if kind is None or (self.decision is not None and self.decision.answered_by is kind):
             return None
         if self.decision is not None and (
@@ -361,6 +393,34 @@ class AnsweringMachineDetector:
             self.greeting_over = GreetingOver("silence", round(self._t, 2))
         return self.greeting_over
 
+    def _watch_answer(self, voiced: bool) -> AmdDecision | None:
+        """A person decided from a short hello: confirmed once they start speaking while the agent is
+        quiet (after it spoke); a machine once the line stays quiet ``silent_after_greeting_s`` after it."""
+        speaking = self.agent_speaking is not None and self.agent_speaking()
+        if speaking:
+            self._agent_spoke, self._agent_quiet_at = True, None
+        elif self._agent_spoke and self._agent_quiet_at is None:
+            self._agent_quiet_at = self._t
+        if voiced:
+            if self._run_frames == 0:  # a run of speech starts: after a gap, with the agent quiet?
+                after_gap = self._unvoiced_s >= self.ANSWER_GAP_S
+                self._run_may_answer = after_gap and self._agent_quiet_at is not None
+            self._run_frames += 1
+            self._unvoiced_s = 0.0
+            self._voice_at = self._t
+            if self._run_may_answer and self._run_frames >= self.ANSWER_FRAMES:
+                self._watching = False  # a person answered the agent
+            return None
+        self._run_frames = 0
+        self._unvoiced_s += FRAME_S
+        quiet_since = max(self._agent_quiet_at, self._voice_at) if self._agent_quiet_at is not None else None
+        if quiet_since is not None and self._t - quiet_since >= self.silent_after_greeting_s:
+            return self._set(AnsweredBy.MACHINE, SILENT_AFTER_GREETING)
+        return None
+
     def _set(self, answered_by: AnsweredBy, method: str) -> AmdDecision:
         self.decision = AmdDecision(answered_by, method, round(self._t, 2))
+        self._watching = (
+            answered_by is AnsweredBy.HUMAN and method in _UNCONFIRMED and self.silent_after_greeting_s > 0
+        )
         return self.decision

@@ -1,6 +1,7 @@
 """Who answered an outbound call, and what the agent does about it (``call.amd`` decides who).
 
-- a person (or nobody speaking): the greeting;
+- a person (or nobody speaking): the greeting; a person decided from a short hello who then says
+  nothing after the agent has spoken is a machine after all (``call.amd``: ``silent_after_greeting``);
 - a voicemail box: once its greeting and beep are over, the agent's message (played whole: the call's
   last line) or the hang-up;
 - a call screener: one sentence saying who calls and why, then the person who picks up is greeted, or
@@ -68,6 +69,9 @@ class Answering:
         self._redirected = False  # keys pressed: this stream ends, the call goes on on the next one
         self._tasks: set[asyncio.Task[Any]] = set()
         self._fields = log_fields
+        if self.amd is not None:  # a short hello's "person" is confirmed by an answer to the agent's voice
+            barge = parts.barge
+            self.amd.agent_speaking = lambda: speaker.is_speaking or barge.is_paused
 
     def _start(self, job: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(job, name=f"{name}-{self._fields.get('call_sid')}")
@@ -115,7 +119,9 @@ class Answering:
         """Whatever the agent started saying stops, and nothing heard so far gets an answer."""
         reply = self.replies.current
         if reply is not None and reply.running:
-            self._start(self.replies.interrupted(reply, self.speaker.played_frame()), "interrupted")
+            # the call does not open again: a machine's late words get no answer
+            heard = self.replies.interrupted(reply, self.speaker.played_frame(), reopen=False)
+            self._start(heard, "interrupted")
         self.replies.drop()
 
     def unanswered_end(self) -> str | None:

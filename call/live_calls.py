@@ -59,8 +59,9 @@ class LiveCallDirectory:
             self.writer.submit(lambda session: _put(session, row))
         else:
             self._started.pop(call.call_sid, None)
-            sid = call.call_sid
-            self.writer.submit(lambda session: _remove(session, [sid]))
+            sid, instance = call.call_sid, self.instance_id
+            # this instance's row only: a call redirected to a new stream may be on another one by now
+            self.writer.submit(lambda session: _remove(session, [sid], instance))
 
     def _row(self, snap: dict[str, Any], started: datetime, now: datetime) -> dict[str, Any]:
         return {
@@ -114,7 +115,7 @@ class LiveCallDirectory:
                     )
                 ).all()
             )
-            await _remove(session, list(stored - live))
+            await _remove(session, list(stored - live), instance)
             for row in rows:
                 await _put(session, row)
 
@@ -157,6 +158,21 @@ class LiveCallDirectory:
                 .limit(1)
             )
 
+    async def held_elsewhere(self, call_sid: str) -> bool:
+        """Another live instance still holds a stream of this call (its row, heartbeat fresh)."""
+        fresh_after = utcnow() - timedelta(seconds=STALE_BEATS * self.heartbeat_sec)
+        async with self.db.session() as session:
+            other = await session.scalar(
+                select(LiveCallRecord.instance_id)
+                .where(
+                    LiveCallRecord.call_sid == call_sid,
+                    LiveCallRecord.instance_id != self.instance_id,
+                    LiveCallRecord.heartbeat_at >= fresh_after,
+                )
+                .limit(1)
+            )
+        return other is not None
+
     async def list_all(self) -> list[LiveCallRecord]:
         """Every instance's live calls (rows with a recent heartbeat), oldest first."""
         fresh_after = utcnow() - timedelta(seconds=STALE_BEATS * self.heartbeat_sec)
@@ -176,6 +192,10 @@ async def _put(session: AsyncSession, row: dict[str, Any]) -> None:
     await session.merge(LiveCallRecord(**row))
 
 
-async def _remove(session: AsyncSession, call_sids: list[str]) -> None:
+async def _remove(session: AsyncSession, call_sids: list[str], instance_id: str) -> None:
     if call_sids:
-        await session.execute(delete(LiveCallRecord).where(LiveCallRecord.call_sid.in_(call_sids)))
+        await session.execute(
+            delete(LiveCallRecord).where(
+                LiveCallRecord.call_sid.in_(call_sids), LiveCallRecord.instance_id == instance_id
+            )
+        )

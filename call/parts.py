@@ -153,7 +153,9 @@ async def assemble(
         turns=turn_assembler(services, profile, clock),
         watchdog=Watchdog.for_agent(agent, settings, started=clock.t0),
         responder=responder,
-        amd=AnsweringMachineDetector() if detect_machines else None,
+        amd=AnsweringMachineDetector(silent_after_greeting_s=settings.amd_silent_after_greeting_sec)
+        if detect_machines
+        else None,
         recorder=recorder,
         provider_names={"stt": stt.name, "llm": llm.name, "tts": getattr(speaker.tts, "name", "")},
         open_stt=open_stt,

@@ -28,6 +28,8 @@ class LiveCall(Protocol):
 PostCallHook = Callable[[str], Awaitable[None]]
 # Told of every call taken and let go ("register" / "unregister"): the cross-instance live-calls table.
 ChangeHook = Callable[[str, LiveCall], None]
+# Several instances: whether another one still holds a stream of this call (``call.live_calls``).
+HeldElsewhere = Callable[[str], Awaitable[bool]]
 
 
 class ConnectionManager:
@@ -38,7 +40,9 @@ class ConnectionManager:
         max_calls: Callable[[], int],
         post_call: PostCallHook | None = None,
         on_change: ChangeHook | None = None,
+        held_elsewhere: HeldElsewhere | None = None,
     ) -> None:
+        self._held_elsewhere = held_elsewhere
         self._max_calls = max_calls  # read per call: tests and operators may change the setting live
         self._post_call_hook = post_call
         self._on_change = on_change
@@ -84,10 +88,16 @@ class ConnectionManager:
 
     async def wait_gone(self, call_sid: str, timeout_s: float) -> None:
         """Until the call's previous stream is over (a call redirected to a new Media Stream), at most
-        ``timeout_s``: one call, one live stream."""
+        ``timeout_s``: one call, one live stream. With several instances, also when the previous stream
+        is on another one (the balancer sent the new stream elsewhere): it has written the leg's turns
+        by the time it lets go, so the turn numbers go on from them."""
         deadline = time.monotonic() + timeout_s
         while call_sid in self.calls and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.02)
+        if self._held_elsewhere is None:
+            return
+        while time.monotonic() < deadline and await self._held_elsewhere(call_sid):  # noqa: ASYNC110  (another process)
+            await asyncio.sleep(0.05)
 
     def unregister(self, call: LiveCall) -> None:
         if self.calls.get(call.call_sid) is call:

@@ -247,16 +247,30 @@ class Replies:
         turn = self.new_turn(kind="closing")
         turn.hang_up_after, turn.source = reason, ReplySource.FIXED_LINE
         self.transcript.set_state(CallState.COMPLETION)
-        if self.current is not None and self.current.running:
-            self.current.task.cancel()  # type: ignore[union-attr]
+        await self._stop_all()
         self.current = turn
         await self.speaker.say(turn, [line])
         await self.speaker.wait_played(turn)
         self.transcript.save_reply(turn)
 
-    async def interrupted(self, turn: ReplyTurn | None, played_frame: int) -> str:
+    async def _stop_all(self) -> None:
+        """Every reply in progress ends for good: stored as far as it was heard, its task ended (awaited:
+        a sentence being synthesized closes where its audio ends, so its mark is not sent after the
+        next line's first frames), and audio still queued or held by a barge-in pause is cleared."""
+        current, stopping = self.current, [t for t in (self.pending, self.current) if t and t.running]
+        self.pending = None
+        if current is not None and current.running and current.audio_started:
+            self.cut(current, self.speaker.played_frame())
+        for reply in stopping:
+            reply.task.cancel()  # type: ignore[union-attr]
+        await asyncio.gather(*(r.task for r in stopping if r.task), return_exceptions=True)
+        if not self.speaker.idle:
+            await self.speaker.clear()
+
+    async def interrupted(self, turn: ReplyTurn | None, played_frame: int, *, reopen: bool = True) -> str:
         """The caller took the turn while ``turn`` played: it stops for good and is stored as far as it was
-        heard (``played_frame``); a closing call opens again. Returns what the caller heard."""
+        heard (``played_frame``); a closing call opens again (unless ``reopen`` is False: the agent was
+        silenced because a machine, a screener or a menu answered). Returns what the caller heard."""
         heard = ""
         if turn is not None and turn.running:
             heard = self.cut(turn, played_frame)
@@ -264,7 +278,7 @@ class Replies:
             turn.task.cancel()
             await asyncio.gather(turn.task, return_exceptions=True)
         await self.speaker.clear()
-        if self.transcript.state == CallState.COMPLETION:
+        if reopen and self.transcript.state == CallState.COMPLETION:
             self.transcript.set_state(CallState.ACTIVE)
         if turn is not None and turn.planned:
             self.transcript.emit(

@@ -140,7 +140,11 @@ async def call(args: argparse.Namespace) -> int:
         to_number = args.to or await number_for_agent(api, args.agent)
         script = await caller_script(args)
         call_sid = "CA" + uuid.uuid4().hex
-        recorder = CallRecorder(Path(args.record).parent, Path(args.record).stem) if args.record else None
+        recorder = (
+            CallRecorder(Path(args.record).parent, Path(args.record).stem, append_legs=False)
+            if args.record
+            else None
+        )
         caller = SimulatedCaller(
             args.url,
             call_sid,

@@ -55,6 +55,7 @@ class CallResult:
     barges_missed: int = 0
     hung_up_by_agent: bool = False
     frames_received: int = 0
+    frames_sent: int = 0
     turns_sent: int = 0
     # The agent's audio as the far end played it: frames heard whole before a `clear` or the hang-up.
     agent_heard_s: float = 0.0
@@ -83,6 +84,7 @@ class SimulatedCaller:
         webhook_path: str = "/twiml/voice",
         answers_first: bool = False,
         marks_on_receipt: bool = False,
+        room: list[bytes] | None = None,
     ) -> None:
         self.base_url = base_url
         self.call_sid = call_sid
@@ -99,6 +101,9 @@ class SimulatedCaller:
         # Echo each mark as it arrives, not once its audio played (what tests/phone_line.py does; a
         # network leg after Twilio also leaves the listener behind the echoed mark).
         self.marks_on_receipt = marks_on_receipt
+        # What the line carries while the caller says nothing (looped): a noisy room, an office; None:
+        # line silence.
+        self.room = room or None
         self._t0 = 0.0
         self.result = CallResult(call_sid)
         self.stream_sid = "MZ" + call_sid[2:]
@@ -371,9 +376,11 @@ class SimulatedCaller:
                         barge = script.pop(0)  # spoken over the reply to what was just said
                         self.result.turns_sent += 1
             else:
-                await ws.send(silence)
+                quiet = self.room[self.result.frames_sent % len(self.room)] if self.room else SILENCE
+                await ws.send(self._media(quiet) if self.room else silence)
                 if self.recorder is not None:
-                    self.recorder.caller_audio(SILENCE, self._sample_at(time.perf_counter()))
+                    self.recorder.caller_audio(quiet, self._sample_at(time.perf_counter()))
+            self.result.frames_sent += 1
             next_tick += FRAME_S
             delay = next_tick - time.perf_counter()
             if delay > 0:

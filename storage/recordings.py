@@ -1,7 +1,9 @@
 """Two-channel call recording: the caller on the left, the agent on the right, on the call's own timeline.
 
 Frames are appended as they pass (a bytearray extend per 20 ms frame); the WAV is written once, off the
-event loop, when the call ends.
+event loop, when the stream ends. A call that goes on on a new Media Stream (keys pressed through a phone
+menu: Twilio redirects the call, on this instance or another sharing the recordings volume) is recorded
+leg by leg: each leg is appended to what the earlier ones wrote, never written over it.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ log = logging.getLogger(__name__)
 
 
 class CallRecorder:
-    def __init__(self, directory: str | Path, conversation_id: str) -> None:
+    def __init__(self, directory: str | Path, conversation_id: str, *, append_legs: bool = True) -> None:
         self.conversation_id = conversation_id
+        self.append_legs = append_legs  # False: a file already there is written over (the simulator's)
         self.path = Path(directory) / f"{conversation_id}.wav"
         self._caller = bytearray()
         self._agent = bytearray()
@@ -75,6 +78,8 @@ class CallRecorder:
         stereo = np.zeros((length, 2), dtype=np.int16)
         stereo[: len(caller), 0] = MULAW_TO_PCM16[np.frombuffer(caller, dtype=np.uint8)]
         stereo[: len(agent), 1] = MULAW_TO_PCM16[np.frombuffer(agent, dtype=np.uint8)]
+        if self.append_legs and (earlier := self._earlier_legs()) is not None:
+            stereo = np.concatenate([earlier, stereo])
         self.path.parent.mkdir(parents=True, exist_ok=True)
         partial = self.path.with_suffix(".wav.part")
         with wave.open(str(partial), "wb") as out:
@@ -84,3 +89,15 @@ class CallRecorder:
             out.writeframes(stereo.tobytes())
         partial.replace(self.path)
         return self.path
+
+    def _earlier_legs(self) -> np.ndarray | None:
+        """What the call's earlier streams recorded (the file is named by the conversation), or None."""
+        try:
+            with wave.open(str(self.path), "rb") as earlier:
+                shape = earlier.getnchannels(), earlier.getsampwidth(), earlier.getframerate()
+                if shape != (2, 2, SAMPLE_RATE):
+                    return None
+                frames = earlier.readframes(earlier.getnframes())
+        except (FileNotFoundError, wave.Error, EOFError):
+            return None
+        return np.frombuffer(frames, dtype=np.int16).reshape(-1, 2)

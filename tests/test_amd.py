@@ -120,6 +120,77 @@ def test_nobody_speaking_is_unknown_and_a_talking_machine_still_gets_its_message
     assert GreetingOver("timeout", 2.0) in events or any(isinstance(e, GreetingOver) for e in events)
 
 
+def watch(
+    audio: bytes, agent_windows: list[tuple[float, float]], silent_s: float = 3.5
+) -> tuple[AnsweringMachineDetector, list[AmdDecision | GreetingOver]]:
+    """``detect`` with the agent's voice on the line during ``agent_windows`` (seconds, the call's clock)
+    and the silent-after-greeting rule on; every event the detector returned."""
+    detector = AnsweringMachineDetector(silent_after_greeting_s=silent_s)
+    clock = {"t": 0.0}
+    detector.agent_speaking = lambda: any(a <= clock["t"] < b for a, b in agent_windows)
+    classifier = FrameClassifier(3)
+    events = []
+    for i in range(0, len(audio) - FRAME_BYTES + 1, FRAME_BYTES):
+        clock["t"] = (i + FRAME_BYTES) / SAMPLE_RATE
+        frame = audio[i : i + FRAME_BYTES]
+        if (event := detector.on_frame(frame, *classifier.classify(frame))) is not None:
+            events.append(event)
+    return detector, events
+
+
+def test_a_short_greeting_nobody_follows_after_the_agent_spoke_is_a_machine(voices: dict[str, bytes]) -> None:
+    """ "Hi, it's Sam." and quiet: a person by its length; nothing said after the agent's greeting (2.5 s
+    of it, from 2.5 s on) makes it a machine 3.5 s after the greeting ended, then the greeting is over."""
+    hello_end = 0.3 + len(voices["short_vm"]) / SAMPLE_RATE
+    audio = silence(300) + voices["short_vm"] + silence(12000)
+    greeting = (hello_end + 0.8, hello_end + 3.3)
+    _, events = watch(audio, [greeting])
+    assert isinstance(events[0], AmdDecision) and events[0].answered_by is AnsweredBy.HUMAN
+    revised = events[1]
+    assert isinstance(revised, AmdDecision) and revised.answered_by is AnsweredBy.MACHINE
+    assert revised.method == "silent_after_greeting"
+    assert greeting[1] + 3.4 <= revised.at_s <= greeting[1] + 3.7, revised
+    assert isinstance(events[2], GreetingOver) and events[2].at_s - revised.at_s < 0.1
+    # the rule off (0 s), or no agent voice known: the hello stays a person
+    assert watch(audio, [greeting], silent_s=0)[0].decision.answered_by is AnsweredBy.HUMAN  # type: ignore[union-attr]
+    assert watch(audio, [])[0].decision.answered_by is AnsweredBy.HUMAN  # type: ignore[union-attr]
+
+
+def test_a_person_who_answers_the_greeting_is_never_revised_by_later_silence(
+    voices: dict[str, bytes],
+) -> None:
+    """ "Hello?" … the greeting … "Yeah, this is Dana." 0.6 s after it (and then a long silence while they
+    think): a person for good. Their "Hello?" again over the greeting is no answer, the one after is."""
+    hello = voices["hello"]
+    hello_end = 0.3 + len(hello) / SAMPLE_RATE
+    greeting = (hello_end + 0.8, hello_end + 3.3)
+    gap_ms = int((greeting[1] + 0.6 - hello_end) * 1000)
+    audio = silence(300) + hello + silence(gap_ms) + voices["dana"] + silence(10000)
+    detector, events = watch(audio, [greeting])
+    assert [(e.answered_by, e.method) for e in events] == [(AnsweredBy.HUMAN, "short_greeting")]  # type: ignore[union-attr]
+    # said twice, the second over the greeting, then the answer after it
+    over_ms = int((greeting[0] + 0.3 - hello_end) * 1000)
+    twice = silence(300) + hello + silence(over_ms) + hello
+    twice += silence(int((greeting[1] + 1.2) * 1000) - len(twice) // 8) + voices["dana"] + silence(8000)
+    detector, events = watch(twice, [greeting])
+    assert detector.decision is not None and detector.decision.answered_by is AnsweredBy.HUMAN, events
+
+
+def test_a_greeting_that_talks_on_over_the_agent_is_still_a_machine_once_quiet(
+    voices: dict[str, bytes],
+) -> None:
+    """The recording's next sentence plays over the agent's greeting (the agent is cut, and answers it):
+    speech that started while the agent spoke answers nothing; quiet after the agent's reply decides."""
+    hello_end = 0.3 + len(voices["short_vm"]) / SAMPLE_RATE
+    greeting = (hello_end + 0.75, hello_end + 1.6)  # cut by the recording's next sentence
+    reply = (hello_end + 3.6, hello_end + 5.6)  # the agent's answer to those words
+    audio = silence(300) + voices["short_vm"] + silence(800) + voices["dana"] + silence(12000)
+    detector, events = watch(audio, [greeting, reply])
+    decision = detector.decision
+    assert decision is not None and decision.method == "silent_after_greeting", events
+    assert reply[1] + 3.4 <= decision.at_s <= reply[1] + 3.7
+
+
 @pytest.mark.parametrize(
     ("text", "voicemail"),
     [
@@ -247,6 +318,60 @@ async def test_a_person_is_greeted_after_their_hello(tmp_path: Path, voices: dic
     assert [(t["role"], t["kind"]) for t in turns] == [("user", "speech"), ("agent", "greeting")], turns
     assert turns[1]["text"] == "Hi Dana, this is Ava from Orbit CRM."
     assert turns[1]["start_ms"] > turns[0]["end_ms"]  # greeted after the hello, not over it
+
+
+SHORT_MESSAGE = "Hi {{customer_name}}, it's Ava from Orbit CRM. Please call me back. Bye!"
+
+
+@pytest.mark.asyncio
+async def test_a_plain_greeting_with_no_beep_gets_the_message_whole_once_it_stays_quiet(
+    tmp_path: Path, voices: dict[str, bytes]
+) -> None:
+    """ "Hi, it's Sam." and a mailbox recording in silence: no stock phrase, no beep, as short as a
+    person's hello. Nobody answers the agent's greeting: a machine after all, and the message is left,
+    heard whole."""
+    machine = silence(300) + voices["short_vm"] + silence(25000)
+    detail, result, answered = await outbound_call(
+        tmp_path, _frames(machine), voicemail_action="leave_message", voicemail_message=SHORT_MESSAGE
+    )
+    assert answered == {"by": "machine", "method": "silent_after_greeting", "outcome": "voicemail"}
+    agent_turns = [(t["kind"], t["text"]) for t in detail["transcript"] if t["role"] == "agent"]
+    message = SHORT_MESSAGE.replace("{{customer_name}}", "Dana")
+    assert agent_turns == [("greeting", "Hi Dana, this is Ava from Orbit CRM."), ("closing", message)]
+    greeting_end = next(t["end_ms"] for t in detail["transcript"] if t["kind"] == "greeting")
+    closing_start = next(t["start_ms"] for t in detail["transcript"] if t["kind"] == "closing")
+    assert closing_start - greeting_end >= 3500  # the quiet after the greeting decided it
+    assert detail["metadata"]["termination_reason"] == "voicemail" and result.hung_up_by_agent
+    message_s = await synthesized_s(make_settings(tmp_path), message)
+    assert result.last_reply_heard_s >= 0.99 * message_s, (result.last_reply_heard_s, message_s)
+    # the facts after the revision: words were said, but by a machine — the outcome is voicemail
+    from events.analysis import rule_outcome
+
+    turns = [(t["role"], t["text"]) for t in detail["transcript"]]
+    assert any(role == "user" for role, _ in turns)  # the recorded greeting's words are there
+    assert rule_outcome(turns, [], "voicemail", answered["by"]) == "voicemail"
+
+
+@pytest.mark.asyncio
+async def test_a_person_who_answers_the_greeting_is_never_taken_for_a_machine(
+    tmp_path: Path, voices: dict[str, bytes]
+) -> None:
+    """ "Hello?" … the greeting … "Yeah, this is Dana." … the agent's answer, then quiet until they hang
+    up (2 s, longer than the 1.5 s the rule waits here): their answer made them a person for good."""
+    detail, result, answered = await outbound_call(
+        tmp_path,
+        [],
+        script=[Utterance(frames_of(voices["hello"])), Utterance(frames_of(voices["dana"]))],
+        settings={"amd_silent_after_greeting_sec": 1.5},
+        voicemail_action="leave_message",
+        voicemail_message=SHORT_MESSAGE,
+    )
+    assert (answered["by"], answered["method"]) == ("human", "short_greeting"), answered
+    assert answered["outcome"] != "voicemail"
+    kinds = [t["kind"] for t in detail["transcript"] if t["role"] == "agent"]
+    assert kinds[0] == "greeting" and "closing" not in kinds, detail["transcript"]
+    assert len([t for t in detail["transcript"] if t["role"] == "user"]) >= 2
+    assert detail["metadata"]["termination_reason"] == "caller_hung_up" and not result.hung_up_by_agent
 
 
 # ------------------------------------------------------------------------- voicemails heard whole
@@ -382,6 +507,28 @@ async def test_a_screener_nobody_picks_up_after_ends_the_call_as_screened(
     assert answered == {"by": "screener", "method": "phrase", "outcome": "screened"}
     assert [t["text"] for t in detail["transcript"] if t["role"] == "agent"] == [SCREENER_LINE]
     assert detail["metadata"]["termination_reason"] == "screened" and result.hung_up_by_agent
+
+
+def test_a_carrier_greeting_that_ends_on_a_menu_option_stays_a_voicemail() -> None:
+    """The words come turn by turn (each turn's text grows, then the next starts afresh): a carrier
+    greeting's last sentence offers a key ("…hang up or press 1 for more options") and is still a
+    voicemail's; a menu that opens like a voicemail ("You have reached Orbit Dental.") is a menu."""
+    detector = AnsweringMachineDetector()
+    for turn in (
+        "The number you have dialed, 5 5 5, 0 1 2 3, is not available.",
+        "At the tone, please record your message.",
+        "When you have finished recording, you may hang up or press 1 for more options.",
+    ):
+        words = turn.split()
+        for n in range(2, len(words) + 1, 3):  # interim words, then the final
+            detector.on_text(" ".join(words[:n]))
+        detector.on_text(turn)
+    assert detector.decision is not None and detector.decision.answered_by is AnsweredBy.MACHINE
+    for opening in ("Thank you for calling Northwind.", "You have reached Orbit Dental."):
+        menu = AnsweringMachineDetector()
+        for turn in (opening, "Para español, oprima el dos.", "To schedule an appointment, press 1."):
+            menu.on_text(turn)
+        assert menu.decision is not None and menu.decision.answered_by is AnsweredBy.IVR, opening
 
 
 def test_screener_and_menu_words() -> None:

@@ -5,11 +5,13 @@ on a new stream of the same conversation, and the person who answers there is gr
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
@@ -186,6 +188,163 @@ async def test_a_phone_menu_is_navigated_and_the_person_behind_it_is_greeted(tmp
     assert turns == [("user", MENU), ("user", JORDAN), ("agent", GREETING)], turns  # no goodbye to the menu
     assert answered == ("human", None)  # ivr while the menu held the call, a person's call after
     assert final["metadata"]["termination_reason"] == "caller_hung_up"
+
+
+@pytest.mark.asyncio
+async def test_keys_pressed_on_one_instance_the_call_goes_on_on_the_other_and_both_legs_are_recorded(
+    tmp_path: Path, postgres: Any
+) -> None:
+    """Two instances on PostgreSQL. The menu's stream is on A; A presses 1; the new stream (Twilio, through
+    the balancer) lands on B, which goes on with the same conversation: one transcript (turn numbers
+    continue), the live call listed on B, one end. The recording (one volume for both) holds both legs,
+    the menu's and the person's, not only the last."""
+    import wave
+
+    from simulator.speech import synthesize_caller
+    from tests.deepgram_standin import DeepgramStandIn
+    from tests.test_multi_instance import two_instances
+
+    menu_voice, jordan_voice = (synthesize_caller(text, steady=True) for text in (MENU, JORDAN))
+    lines: list[PhoneLine] = []
+    servers: list[LiveServer] = []
+
+    async def menu_answers(call: PlacedCall) -> None:
+        lines.append(await PhoneLine("", call.sid, LEAD).start(None, twiml=call.twiml))
+        lines[-1].say(silence(300) + menu_voice)
+
+    async def keys_pressed(call: PlacedCall, twiml: str) -> None:
+        a, b = servers
+        assert a.ws_url in twiml  # A's TwiML names A; the balancer sends the new stream to B
+        await lines[-1].hang_up()
+        deepgram.transcripts, deepgram.utterances = [JORDAN], 0
+        lines.append(await PhoneLine("", call.sid, LEAD).start(None, twiml=twiml.replace(a.ws_url, b.ws_url)))
+        lines[-1].say(silence(600) + jordan_voice)
+
+    def scenario(call: PlacedCall) -> Scenario:
+        return Scenario("human", 0.05, 30.0, on_answer=menu_answers, on_redirect=keys_pressed)
+
+    url = await postgres.create_database()
+    async with (
+        DeepgramStandIn("dg-key", transcripts=[MENU]) as deepgram,
+        TwilioStandIn(ACCOUNT_SID, AUTH_TOKEN, scenario=scenario) as twilio,
+    ):
+        shared = {
+            "twilio_account_sid": ACCOUNT_SID, "twilio_auth_token": AUTH_TOKEN, "twilio_api_base": twilio.url,
+            "dialer_enabled": False, "twilio_machine_detection": False, "stt_provider": "deepgram",
+            "deepgram_api_key": "dg-key", "deepgram_url": deepgram.url, "record_calls": True,
+            "recordings_dir": str(tmp_path / "recordings"),  # one volume for every instance
+            "live_call_heartbeat_sec": 30.0,  # the listing below is the calls' own register/unregister
+        }  # fmt: skip
+        async with two_instances(tmp_path, url, **shared) as (a, b, client_a, client_b):
+            servers.extend([a, b])
+            agent_id = await _agent(client_a, dtmf_navigation=True)
+            r = await client_a.post(
+                "/v1/convai/phone-numbers", json={"phone_number": AGENT_NUMBER, "agent_id": agent_id}
+            )
+            assert r.status_code == 201, r.text
+            r = await client_a.post(
+                "/v1/convai/outbound",
+                json={"agent_id": agent_id, "to_number": LEAD, "dynamic_variables": {"first_name": "Dana"}},
+            )
+            assert r.status_code == 201, r.text
+            cid, sid = r.json()["conversation_id"], r.json()["call_sid"]
+
+            async def greeted_on_b() -> dict[str, Any] | None:
+                detail = (await client_a.get(f"/v1/convai/conversations/{cid}")).json()
+                said = [t["text"] for t in detail.get("transcript", []) if t["role"] == "agent"]
+                live = (await client_a.get("/v1/convai/calls/live")).json()["calls"]
+                where = [(c["conversation_id"], c["instance_id"]) for c in live]
+                return detail if GREETING in said and where == [(cid, "app-b")] else None
+
+            live = await eventually(greeted_on_b, timeout=40)
+            await asyncio.sleep(0.5)
+            await lines[-1].hang_up()
+            final = await ended(client_b, cid, timeout=10)
+            sent = [len(line.sent) for line in lines]
+    assert twilio.calls[sid].digits == ["1"]
+    assert len(lines) == 2 and {line.conversation_id for line in lines} == {cid}
+    assert live["call_state"] != "ENDED"
+    turns = [(t["role"], t["text"]) for t in final["transcript"]]
+    assert turns == [("user", MENU), ("user", JORDAN), ("agent", GREETING)], turns
+    assert [t["seq"] for t in final["transcript"]] == sorted({t["seq"] for t in final["transcript"]})
+    assert final["metadata"]["termination_reason"] == "caller_hung_up"
+    with wave.open(str(tmp_path / "recordings" / f"{cid}.wav")) as wav:
+        recorded = wav.getnframes()
+        caller = np.frombuffer(wav.readframes(recorded), dtype=np.int16)[0::2].astype(np.float32)
+    # both legs, in order: as long as what the far end sent on both streams, the menu's words at the start
+    assert recorded >= 0.95 * sum(sent), (recorded, sent)
+    menu_s = len(menu_voice) / 8000
+    start = caller[: int((0.3 + menu_s) * 8000)]
+    assert np.sqrt(np.mean(start**2)) > 300, "the first leg (the menu) is not in the recording"
+
+
+class _Stream:
+    """A call's stream as the registry sees it."""
+
+    def __init__(self, call_sid: str) -> None:
+        self.call_sid, self.end_reason = call_sid, "dtmf_redirect"
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"call_sid": self.call_sid, "conversation_id": None, "state": "ACTIVE"}
+
+    async def hang_up(self, reason: str, *, heard_first: bool = True) -> None:
+        return None
+
+    async def wait_closed(self) -> None:
+        return None
+
+
+@pytest.mark.asyncio
+async def test_a_new_stream_on_another_instance_waits_for_the_previous_one_to_let_go(postgres: Any) -> None:
+    """The redirected call's new stream lands on B while A still holds the old one: B starts once A let
+    go (A has written that leg's turns by then, so B's turn numbers go on from them), at most 5 s."""
+    from call.live_calls import LiveCallDirectory
+    from call.registry import ConnectionManager
+    from storage.batch_writer import BatchWriter
+    from storage.db import Database
+
+    url = await postgres.create_database()
+    dbs = [Database(url), Database(url)]
+    await dbs[0].upgrade()
+    writers = [BatchWriter(db) for db in dbs]
+    for writer in writers:
+        writer.start()
+    dirs = [
+        LiveCallDirectory(db, w, name, 30.0)
+        for db, w, name in zip(dbs, writers, ("app-a", "app-b"), strict=True)
+    ]
+    a, b = (ConnectionManager(lambda: 5, on_change=d.changed, held_elsewhere=d.held_elsewhere) for d in dirs)
+    sid = "CA" + "e" * 32
+    try:
+        old = _Stream(sid)
+        assert a.register(old)
+        await writers[0].flush()
+        waiting = asyncio.create_task(b.wait_gone(sid, 5.0))
+        await asyncio.sleep(0.5)
+        assert not waiting.done()  # A still holds the call
+        a.unregister(old)
+        await asyncio.wait_for(waiting, 2.0)
+        assert b.register(_Stream(sid))
+        await writers[1].flush()
+        assert [r.instance_id for r in await dirs[0].list_all()] == ["app-b"]
+        # A lets go only after B took the call (B gave up waiting): A's let-go leaves B's row alone
+        again = _Stream("CA" + "d" * 32)
+        assert a.register(again)
+        await writers[0].flush()
+        assert b.register(_Stream(again.call_sid))
+        await writers[1].flush()
+        a.unregister(again)
+        await writers[0].flush()
+        listed = {(r.call_sid, r.instance_id) for r in await dirs[0].list_all()}
+        assert listed == {(sid, "app-b"), (again.call_sid, "app-b")}, listed
+        started = asyncio.get_running_loop().time()
+        await a.wait_gone("CA" + "f" * 32, 5.0)  # a call nobody holds: at once
+        assert asyncio.get_running_loop().time() - started < 1.0
+    finally:
+        for writer in writers:
+            await writer.stop()
+        for db in dbs:
+            await db.dispose()
 
 
 @pytest.mark.asyncio

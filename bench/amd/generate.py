@@ -5,13 +5,15 @@ own with a pause after it (so a streaming recogniser's endpointing cuts the same
 
 - ``human``: people answering — a bare "Hello?", a name, a front desk; some in a busy office (other
   voices under theirs), some over a noisy room (pink or white noise mixed in at 10-15 dB), some saying
-  hello twice;
+  hello twice — and then, as people do, answering the agent's greeting ("Yeah, who's this?") 0.5-2 s
+  after it ended (a few slow ones at 2.5 s), the office or the room going on all along;
 - ``machine``: voicemail greetings — personal ones with and without stock phrases, carrier greetings —
   followed by a beep of one tone (1000/850/1400/440 Hz), a beep of several short tones, or no beep;
 - ``screener``: Google Call Screen, iOS Call Screening and carrier screeners asking who is calling;
 - ``ivr``: phone menus ("for sales, press 1").
 
-Written to ``bench/data/amd/<id>.ulaw`` + ``labels.json`` (with each case's sentences: the words).
+Written to ``bench/data/amd/<id>.ulaw`` + ``labels.json`` (with each case's sentences: the words); a
+person's answer to the greeting to ``<id>.reply.ulaw`` (its pause first), their room to ``<id>.room.ulaw``.
 
     python -m bench.amd.generate
 """
@@ -27,7 +29,7 @@ from providers.base import SAMPLE_RATE
 from simulator.speech import scale, synthesize_caller
 from speech.audio import MULAW_TO_PCM16, pcm16_to_mulaw, silence
 
-VERSION = 2
+VERSION = 3
 DATA = Path(__file__).resolve().parents[1] / "data" / "amd"
 VOICES = ["piper", "espeak:en-us", "espeak:en+f3", "espeak:en+m3"]
 GREETINGS = [  # personal greetings with stock phrases
@@ -74,6 +76,19 @@ HUMANS = [
     "Hello, this is Priya.",
     "Mark speaking.",
 ]
+REPLIES = [  # a person answering the agent's greeting
+    "Yeah, who's this?",
+    "Speaking. Who is this?",
+    "Yes, what's this about?",
+    "Hi, who's calling?",
+    "Sure, go ahead.",
+    "Hi, what can I do for you?",
+]
+REPLY_DELAYS_S = [0.5, 0.8, 1.1, 1.4, 1.7, 2.0, 2.5]  # after the greeting ended; 2.5 s: a slow responder
+# The far end takes the agent's greeting as over after this much quiet (the bench's SimulatedCaller);
+# a reply's pause is the rest of its delay.
+GREETING_QUIET_S = 0.4
+ROOM_S = 12.0  # the room's sound, looped while the person says nothing
 MENUS = [
     "Thank you for calling Northwind. For sales, press 1. For support, press 2. For billing, press 3.",
     "Welcome to Acme Logistics. If you know your party's extension, dial it now. For the operator, press 0.",
@@ -127,7 +142,8 @@ def cases() -> list[dict]:
         add("machine", text, VOICES[i % len(VOICES)], greeting=kind, beep=beep, hz=BEEPS[i % len(BEEPS)])
     for i, text in enumerate(HUMANS * 2):  # 24 people
         style = ["plain", "office", "noisy", "twice"][i % 4]
-        add("human", text, VOICES[(i + 1) % len(VOICES)], style=style)
+        reply, delay = REPLIES[i % len(REPLIES)], REPLY_DELAYS_S[i % len(REPLY_DELAYS_S)]
+        add("human", text, VOICES[(i + 1) % len(VOICES)], style=style, reply=reply, reply_delay_s=delay)
     for i, text in enumerate(SCREENERS * 2):  # 10 screeners
         add("screener", text, VOICES[(i + 2) % len(VOICES)])
     for i, text in enumerate(MENUS * 2):  # 8 menus
@@ -145,11 +161,12 @@ def sentences(text: str) -> list[str]:
 
 
 def spoken(case: dict) -> bytes:
-    gap = silence(SENTENCE_GAP_MS)
-    return gap.join(synthesize_caller(s, voice=case["voice"]) for s in sentences(case["text"]))
+    return gap_joined(case["text"], case["voice"])
 
 
-def render(case: dict) -> bytes:
+def render(case: dict) -> dict[str, bytes]:
+    """The case's audio: ``answer`` (from the pick-up on); for a person also ``reply`` (their answer to
+    the greeting, its pause first) and ``room`` (what the line carries meanwhile, if not silence)."""
     speech = spoken(case)
     lead = silence(300 + sum(map(ord, case["id"])) % 5 * 100)
     if case["label"] == "machine":
@@ -159,33 +176,53 @@ def render(case: dict) -> bytes:
             audio += _tone(hz, seconds)
         elif case["beep"] == "tones":  # "beep-beep-beep"
             audio += (_tone(hz, 0.12) + silence(100)) * 3
-        return audio
+        return {"answer": audio}
     if case["label"] in ("screener", "ivr"):
-        return lead + speech
+        return {"answer": lead + speech}
     if case["style"] == "twice":  # "Hello?" … no answer … "Hello?"
-        audio = lead + speech + silence(1500) + speech
+        hello = lead + speech + silence(1500) + speech
     else:
-        audio = lead + speech
-    tail = silence(4000)
-    if case["style"] == "office":
-        audio += tail
-        mixed = _pcm(audio) + _babble(len(audio), seed=len(case["id"]))
-        return pcm16_to_mulaw(np.clip(mixed, -32768, 32767).astype(np.int16))
+        hello = lead + speech
+    pause = silence(max(100, round((case["reply_delay_s"] - GREETING_QUIET_S) * 1000)))
+    reply = pause + gap_joined(case["reply"], case["voice"])
+    if case["style"] == "office":  # other people talking all along
+        bed = _babble(len(hello) + len(reply) + int(ROOM_S * SAMPLE_RATE), seed=len(case["id"]))
+        return _over_bed(hello, reply, bed)
     if case["style"] == "noisy":  # a noisy room: the noise starts before the words and goes on
-        from simulator.speech import under_noise_bed
+        from simulator.speech import noise_samples
 
         rng = np.random.default_rng(len(case["id"]) + ord(case["id"][-1]))
         kind = "pink" if ord(case["id"][-1]) % 2 else "white"
-        noisy = under_noise_bed(audio + tail, 10 + ord(case["id"][-1]) % 2 * 5, kind, rng, lead_ms=800)
-        return noisy
-    return audio + tail
+        snr_db = 10 + ord(case["id"][-1]) % 2 * 5
+        # relative to the hello and the 4 s after it (the level of the bench's earlier runs)
+        voice = _pcm(hello + silence(4000))
+        level = float(np.sqrt(np.mean(voice**2))) * 10 ** (-snr_db / 20)
+        hello = silence(800) + hello
+        bed = noise_samples(len(hello) + len(reply) + int(ROOM_S * SAMPLE_RATE), kind, rng)
+        return _over_bed(hello, reply, bed * level / float(np.sqrt(np.mean(bed**2))))
+    return {"answer": hello, "reply": reply}
+
+
+def gap_joined(text: str, voice: str) -> bytes:
+    return silence(SENTENCE_GAP_MS).join(synthesize_caller(s, voice=voice) for s in sentences(text))
+
+
+def _over_bed(hello: bytes, reply: bytes, bed: np.ndarray) -> dict[str, bytes]:
+    def mixed(audio: bytes, offset: int) -> bytes:
+        pcm = _pcm(audio) + bed[offset : offset + len(audio)]
+        return pcm16_to_mulaw(np.clip(pcm, -32768, 32767).astype(np.int16))
+
+    room = pcm16_to_mulaw(np.clip(bed[len(hello) + len(reply) :], -32768, 32767).astype(np.int16))
+    return {"answer": mixed(hello, 0), "reply": mixed(reply, len(hello)), "room": room}
 
 
 def main() -> None:
     DATA.mkdir(parents=True, exist_ok=True)
     labels = cases()
     for case in labels:
-        (DATA / f"{case['id']}.ulaw").write_bytes(render(case))
+        for part, audio in render(case).items():
+            name = f"{case['id']}.ulaw" if part == "answer" else f"{case['id']}.{part}.ulaw"
+            (DATA / name).write_bytes(audio)
     (DATA / "labels.json").write_text(json.dumps({"version": VERSION, "cases": labels}, indent=1))
     by_label = {label: sum(c["label"] == label for c in labels) for label in LABELS}
     print(f"wrote {len(labels)} cases to {DATA}: {by_label}")

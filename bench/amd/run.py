@@ -5,7 +5,9 @@ plays the case's audio as Twilio's side of the Media Stream (20 ms mu-law frames
 plays out what the agent sends, as Twilio does (marks echoed when their audio has played). The words
 come from the Deepgram stand-in, scripted with the case's sentences (each sentence is one utterance of
 the audio; its final comes after the stand-in's endpointing, interims every 500 ms): recognition is
-perfect here, the timing is the wire's. The agent leaves a voicemail (``leave_message``); its TTS is the
+perfect here, the timing is the wire's. A person answers the agent's greeting once it is over
+(``<id>.reply.ulaw``: their pause, then "Yeah, who's this?"), their office or noisy room on the line all
+along (``<id>.room.ulaw``), and hangs up once the agent has answered them. The agent leaves a voicemail (``leave_message``); its TTS is the
 echo provider (a tone as long as the text) — what matters is how much of it the far end played.
 
 Per case: the decision stored on the conversation (``answered_by``, method, seconds from the stream's
@@ -27,7 +29,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from bench.amd.generate import DATA, LABELS, VERSION, sentences
+from bench.amd.generate import DATA, GREETING_QUIET_S, LABELS, VERSION, sentences
 from bench.report import RESULTS, machine, markdown_table
 from providers.base import FRAME_BYTES, SAMPLE_RATE
 from simulator.caller import SimulatedCaller, Utterance
@@ -68,7 +70,9 @@ async def message_seconds(settings: Any) -> float:
     return total / SAMPLE_RATE
 
 
-async def _call(server: LiveServer, script: list[Utterance]) -> tuple[Any, dict, tuple]:
+async def _call(
+    server: LiveServer, script: list[Utterance], room: list[bytes] | None = None
+) -> tuple[Any, dict, tuple]:
     from models import Conversation
 
     async with server.client() as client:
@@ -90,7 +94,9 @@ async def _call(server: LiveServer, script: list[Utterance]) -> tuple[Any, dict,
             from_number=NUMBER,
             webhook_path=f"/twiml/voice_outbound?conversation_id={conversation.id}",
             answers_first=True,
+            room=room,
         )
+        caller.REPLY_QUIET_S = GREETING_QUIET_S  # a person answers the greeting once it is over
         async with httpx.AsyncClient() as http:
             result = await caller.run(http)
         for _ in range(100):
@@ -115,8 +121,14 @@ async def run_case(case: dict, workdir: Path, message_s: float) -> dict:
     audio = (DATA / f"{case['id']}.ulaw").read_bytes()
     said = sentences(case["text"]) * (2 if case.get("style") == "twice" else 1)
     # the far end stays on the line until the agent is done (a mailbox records, a screener waits)
-    tail = {"machine": message_s + 4, "screener": 7.0, "ivr": 5.0}.get(case["label"], 0.0)
+    tail = {"machine": message_s + 12, "screener": 7.0, "ivr": 5.0}.get(case["label"], 0.0)
     script = [Utterance(frames(audio + silence(int(tail * 1000))))]
+    room = None
+    if case["label"] == "human":  # hello; the greeting; their answer to it; then they hang up
+        script.append(Utterance(frames((DATA / f"{case['id']}.reply.ulaw").read_bytes())))
+        said += sentences(case["reply"])
+        if (room_file := DATA / f"{case['id']}.room.ulaw").exists():
+            room = frames(room_file.read_bytes())
     (workdir / case["id"]).mkdir(parents=True, exist_ok=True)
     async with DeepgramStandIn(KEY, transcripts=said) as deepgram:
         settings = make_settings(
@@ -130,7 +142,7 @@ async def run_case(case: dict, workdir: Path, message_s: float) -> dict:
         async with STARTING:  # one service starting at a time: startups (migrations) must not overlap
             await server.__aenter__()
         try:
-            result, detail, decided = await _call(server, script)
+            result, detail, decided = await _call(server, script, room)
         finally:
             await server.__aexit__(None, None, None)
     agent_said = [t["text"] for t in detail.get("transcript", []) if t["role"] == "agent"]
@@ -184,8 +196,11 @@ def report(rows: list[dict], message_s: float, command: str) -> list[str]:
         "case of the labelled set (`bench/amd/generate.py`: voices Piper and espeak-ng, 8 kHz mu-law), "
         "each played by a simulated Twilio side over the Media Stream WebSocket to the service. Words: the "
         "Deepgram stand-in scripted with each case's sentences (perfect recognition, the wire's timing). "
+        "People answer the agent's greeting (\"Yeah, who's this?\") 0.5-2 s after it ended, three of them "
+        "2.5 s, their office or noisy room on the line all along, and hang up once the agent answered them. "
         f"The voicemail message is {message_s:.2f} s of audio (echo TTS); the heard share is what the far "
-        "end played whole before the hang-up, over that length.",
+        "end played whole before the hang-up, over that length. A machine's time to decide is that of its "
+        "last decision (a revision: the beep, the words, or the quiet after the agent's greeting).",
         "",
         f"Command: `{command}`",
         "",
