@@ -35,6 +35,7 @@ from api.routers import (
     metrics,
     outbound,
     phone_numbers,
+    playbooks,
     recordings,
     telephony,
     tools,
@@ -161,6 +162,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         elevenlabs,
         batch_calling,
         dnc,
+        playbooks,
     )
     for module in api_modules:
         app.include_router(module.router, prefix="/v1", dependencies=api, responses=ERROR_RESPONSES)

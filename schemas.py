@@ -21,6 +21,7 @@ import shapes.conversations
 import shapes.dnc
 import shapes.outbound
 import shapes.phone_numbers
+import shapes.playbooks
 import shapes.tools
 import shapes.webhooks
 from shapes.agent_tests import *  # noqa: F403
@@ -31,12 +32,14 @@ from shapes.conversations import *  # noqa: F403
 from shapes.dnc import *  # noqa: F403
 from shapes.outbound import *  # noqa: F403
 from shapes.phone_numbers import *  # noqa: F403
+from shapes.playbooks import *  # noqa: F403
 from shapes.tools import *  # noqa: F403
 from shapes.webhooks import *  # noqa: F403
 
 __all__ = [
     *shapes.common.__all__,
     *shapes.tools.__all__,
+    *shapes.playbooks.__all__,
     *shapes.agents.__all__,
     *shapes.conversations.__all__,
     *shapes.phone_numbers.__all__,

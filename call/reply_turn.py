@@ -15,6 +15,7 @@ class ReplySource(StrEnum):
     TOOL = "tool"
     FIXED_LINE = "fixed_line"  # greeting, goodbye, "are you still there?", busy line
     FALLBACK = "fallback"  # the LLM failed: "sorry, could you say that again?"
+    PLAYBOOK = "playbook"  # a playbook stage's scripted line
 
 
 def _released() -> asyncio.Event:

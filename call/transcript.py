@@ -32,6 +32,8 @@ class TurnSink(Protocol):
 
     def emit(self, event_type: str, data: dict[str, Any]) -> None: ...
 
+    def save_stages(self, stage_path: list[str], stage: str, collected: dict[str, Any]) -> None: ...
+
 
 class CallTranscript:
     def __init__(self, sink: TurnSink | None, ms: Any) -> None:
@@ -39,9 +41,14 @@ class CallTranscript:
         self._ms = ms  # CallClock.ms
         self.state = CallState.CALL_START
         self.history: list[ChatMessage] = []
+        self.stage_path: list[str] = []  # a playbook's stages so far, the current one and its fields
+        self.stage = ""
+        self.collected: dict[str, Any] = {}
 
     def attach(self, sink: TurnSink) -> None:
         self._sink = sink
+        if self.stage_path:  # the playbook's start stage, set before the call had its store
+            self.save_stages(self.stage_path, self.stage, self.collected)
 
     # ---------------------------------------------------------------- state
 
@@ -51,6 +58,12 @@ class CallTranscript:
         self.state = state
         if self._sink is not None:
             self._sink.set_state(state.value)
+
+    def save_stages(self, stage_path: list[str], stage: str, collected: dict[str, Any]) -> None:
+        """The playbook's stages so far, the stage the call is in and the fields collected."""
+        self.stage_path, self.stage, self.collected = stage_path, stage, collected
+        if self._sink is not None and hasattr(self._sink, "save_stages"):
+            self._sink.save_stages(stage_path, stage, collected)
 
     @property
     def closing(self) -> bool:

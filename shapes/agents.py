@@ -9,6 +9,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from config import LLMChoice, ProviderChoice
 from shapes.common import E164, TOOL_NAME_PATTERN, BuiltinToolName, Id, Page, PartialUpdate, Strict, _unique
+from shapes.playbooks import Playbook
 from shapes.tools import ToolCreate, ToolResponse
 
 __all__ = [
@@ -116,6 +117,11 @@ class AgentFields(Strict):
         description="Outbound calls answered by a phone menu: press the keys (send_dtmf) that reach a "
         "person, sales or the named contact, instead of ending the call as outcome ivr",
     )
+    playbook: Playbook | Literal["starter"] | None = Field(
+        default=None,
+        description='The sales playbook the calls follow (docs/playbooks.md); "starter": a copy of the '
+        "starter B2B demo-booking playbook (GET /v1/convai/playbooks/starter), with the tools it uses",
+    )
 
 
 class AgentCreate(AgentFields):
@@ -173,6 +179,7 @@ class AgentUpdate(PartialUpdate):
     voicemail_action: VoicemailAction | None = None
     voicemail_message: str | None = Field(default=None, max_length=2_000)
     dtmf_navigation: bool | None = None
+    playbook: Playbook | Literal["starter"] | None = Field(default=None, description="null removes it")
     knowledge_base_ids: list[Id] | None = Field(
         default=None, description="Documents to copy into this agent (ids it already owns are kept as is)."
     )
@@ -206,6 +213,9 @@ class ElevenLabsAgentCreate(BaseModel):
     workflow: dict[str, Any] | None = None
     name: str | None = Field(default=None, max_length=200)
     tags: list[str] | None = None
+    playbook: dict[str, Any] | Literal["starter"] | None = Field(
+        default=None, description="The sales playbook (as in POST /v1/convai/agents)"
+    )
 
 
 class ElevenLabsAgentCreated(BaseModel):
@@ -251,6 +261,7 @@ class AgentResponse(BaseModel):
     voicemail_action: str
     voicemail_message: str
     dtmf_navigation: bool
+    playbook: dict[str, Any] | None = None
     tools: list[ToolResponse]
     knowledge_base_ids: list[str]
     created_at: datetime
@@ -259,6 +270,10 @@ class AgentResponse(BaseModel):
     conversation_config: dict[str, Any]
     metadata: AgentMetadata
     platform_settings: dict[str, Any] | None = None
+    workflow: dict[str, Any] | None = Field(
+        default=None,
+        description="ElevenLabs name: the playbook (its extra fields ride along), or a workflow sent as is",
+    )
     tags: list[str]
     access_info: AccessInfo
     created_at_unix_secs: int
