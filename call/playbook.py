@@ -240,8 +240,9 @@ class PlaybookRun:
         parts = [f"Current step of the call: {node.get('label') or self.stage}."]
         if node.get("goal"):
             parts.append(f"Goal: {self.fill(node['goal'])}")
-        if node.get("instructions"):
-            parts.append(self.fill(node["instructions"]))
+        for key in ("instructions", "additional_prompt"):
+            if node.get(key):
+                parts.append(self.fill(node[key]))
         if ask := self.ask_for(self.stage):
             parts.append(f'End your reply with this question, in your own words: "{ask}"')
         if self.collected:
@@ -298,6 +299,14 @@ class PlaybookRun:
                 )
             )
         return tools
+
+    def follow_fields(self) -> Step | None:
+        """After a model recorded fields: the stage's transition on them, if they are all there now."""
+        for edge in self._ordered_edges(self.stage):
+            condition = edge.get("forward_condition") or {}
+            if condition.get("type") == "fields" and self._have(condition.get("fields", [])):
+                return self.enter(edge["target"], "", "fields")
+        return None
 
     def record(self, arguments: dict[str, Any]) -> None:
         """Values a model recorded: each checked as the caller's words would be."""

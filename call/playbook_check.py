@@ -64,7 +64,7 @@ def check_playbook(playbook: dict[str, Any], tool_names: Iterable[str]) -> list[
         problems += _template_problems(str(value), set(), ("variables", name))
     for stage, node in nodes.items():
         at = ("nodes", stage)
-        for key in ("goal", "instructions", "ask"):
+        for key in ("goal", "instructions", "additional_prompt", "ask"):
             if node.get(key):
                 problems += _template_problems(node[key], known, (*at, key))
         for i, line in enumerate(node.get("lines") or []):

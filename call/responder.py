@@ -228,6 +228,9 @@ class Responder:
             return False
         if call.name == RECORD_FIELDS:
             self.playbook.record(call.arguments or {})
+            if (step := self.playbook.follow_fields()) is not None:
+                await turn.go.wait()
+                await self._speak_step(turn, step)
             return True
         target = call.name.removeprefix(GOTO_PREFIX)
         if not call.name.startswith(GOTO_PREFIX) or target not in {t for t, _ in self.playbook.exits()}:

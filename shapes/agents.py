@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidatorFunctionWrapHandler, WrapValidator
 
 from config import LLMChoice, ProviderChoice
 from shapes.common import E164, TOOL_NAME_PATTERN, BuiltinToolName, Id, Page, PartialUpdate, Strict, _unique
@@ -65,6 +65,13 @@ def _unique_names(fields: list[DataCollectionField]) -> list[DataCollectionField
     return fields
 
 
+def _starter_or_playbook(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    """``"starter"`` passes as is (the API copies the starter playbook); anything else is a playbook,
+    its errors located inside it (no union member in the path)."""
+    return value if value == "starter" else handler(value)
+
+
+PlaybookOrStarter = Annotated[Playbook | None, WrapValidator(_starter_or_playbook)]
 Language = Annotated[str, Field(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$", max_length=16, examples=["en"])]
 BuiltinTools = Annotated[list[BuiltinToolName], AfterValidator(_unique)]
 DataCollection = Annotated[list[DataCollectionField], AfterValidator(_unique_names)]
@@ -117,7 +124,7 @@ class AgentFields(Strict):
         description="Outbound calls answered by a phone menu: press the keys (send_dtmf) that reach a "
         "person, sales or the named contact, instead of ending the call as outcome ivr",
     )
-    playbook: Playbook | Literal["starter"] | None = Field(
+    playbook: PlaybookOrStarter = Field(
         default=None,
         description='The sales playbook the calls follow (docs/playbooks.md); "starter": a copy of the '
         "starter B2B demo-booking playbook (GET /v1/convai/playbooks/starter), with the tools it uses",
@@ -179,7 +186,10 @@ class AgentUpdate(PartialUpdate):
     voicemail_action: VoicemailAction | None = None
     voicemail_message: str | None = Field(default=None, max_length=2_000)
     dtmf_navigation: bool | None = None
-    playbook: Playbook | Literal["starter"] | None = Field(default=None, description="null removes it")
+    playbook: PlaybookOrStarter = Field(
+        default=None,
+        description='A playbook, "starter" (a copy of the starter playbook), or null to remove it',
+    )
     knowledge_base_ids: list[Id] | None = Field(
         default=None, description="Documents to copy into this agent (ids it already owns are kept as is)."
     )

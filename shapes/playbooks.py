@@ -53,10 +53,15 @@ class Position(BaseModel):
 
 
 class PlaybookStage(Strict):
-    type: Literal["stage"] = "stage"
+    """A stage: ElevenLabs' subagent node (``override_agent``) with what it says, collects and may use."""
+
+    type: Literal["override_agent", "stage"] = "override_agent"
     label: str = Field(default="", max_length=200)
     goal: str = Field(default="", max_length=1000)
     instructions: str = Field(default="", max_length=4000, description="For models that call tools")
+    additional_prompt: str = Field(
+        default="", max_length=4000, description="ElevenLabs' name: as instructions"
+    )
     lines: list[Line] = Field(
         default_factory=list,
         max_length=10,
