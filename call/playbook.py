@@ -169,8 +169,12 @@ class PlaybookRun:
     def _have(self, names: list[str]) -> bool:
         return bool(names) and all(self.collected.get(n) not in (None, "") for n in names)
 
-    def _collect(self, stage: str, text: str) -> None:
+    def _collect(self, stage: str, text: str, entering: bool = False) -> None:
+        """The stage's fields in the caller's words. On entering, only typed values (a time, an email, a
+        number): the words that led here are not the answer to the stage's own question."""
         for spec in self.nodes[stage].get("collect", []):
+            if entering and spec.get("type", "string") in ("string", "boolean"):
+                continue
             value = extract_field(spec.get("type", "string"), text)
             if value is not None:
                 self.collected[spec["name"]] = value
@@ -189,7 +193,7 @@ class PlaybookRun:
             self.visits[target] += 1
             step.entered.append(target)
             if text:
-                self._collect(target, text)
+                self._collect(target, text, entering=True)
             if run := node.get("run_tool"):
                 step.tools.append(self._tool_call(run))
             onward = next(

@@ -17,6 +17,7 @@ from call.intents import Intent, detect_intent, extract_meeting_request
 # The intents a playbook's transitions may name: the cold-call ones here and the engine's own.
 SDR_INTENTS = (
     "do_not_call",
+    "callback_later",
     "robot",
     "how_got_number",
     "wrong_person",
@@ -89,7 +90,7 @@ _RULES: list[tuple[str, re.Pattern[str]]] = [
             r"what are you selling|what('s| is) the reason for|get to the point|what's it about|"
             r"what is it you do|what do you guys do|what (do|does) (you|your company) (do|sell|offer)|"
             r"what's this call|what is this call|make it quick|you've got (thirty|30) seconds|"
-            r"what's up|what is this|what is it|what's it) "
+            r"what's up|what is this|what is it|what's it|what (this|it) is about|what this is regarding) "
         ),
     ),
     (
@@ -101,11 +102,22 @@ _RULES: list[tuple[str, re.Pattern[str]]] = [
         ),
     ),
     (
+        "callback_later",
+        re.compile(
+            r" (call me (back )?(later|tomorrow|next week|another time|this afternoon|in an hour|after)|"
+            r"i'm driving|i am driving|can't talk (right )?now|cannot talk (right )?now|"
+            r"in the middle of something|catch me (later|tomorrow|another time)) "
+        ),
+    ),
+    (
         "competitor",
         re.compile(
-            r" ((we|i) (already |currently )?(use|are using|am using|work with|went with|signed with|"
-            r"rely on)|we're (already |currently )?(using|with|working with)|already (have|using|got|use|"
-            r"work with)|we (already )?have (a|an) (tool|vendor|solution|system|platform|provider|partner)|"
+            r" (already (have|using|got|use|work with|pay for)|"
+            r"(we|i)('re| are| am)? (currently )?(use|using|work with|working with|went with|signed with|"
+            r"rely on) (a|an|another|some) (tool|vendor|platform|solution|provider|company|system|product)|"
+            r"(we|i)('re| are)? (currently )?(use|using|on|with) (salesforce|hubspot|gong|clari|tableau|looker|"
+            r"power bi|outreach|salesloft|pipedrive|zoho|domo|sisense)|"
+            r"we (already )?have (a|an) (tool|vendor|solution|system|platform|provider|partner)|"
             r"happy with (our|what we|the one|it|them)|locked (in|into)|under contract|"
             r"(do|handle) (that|it|this) in house|built our own) "
         ),

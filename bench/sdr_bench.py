@@ -1,0 +1,287 @@
+"""The SDR conversation set: caller lines a prospect really says on a cold call, answered at every stage.
+
+    python -m bench.sdr_bench --llm local                   # SmolLM2 (embedded default), with the starter playbook
+    python -m bench.sdr_bench --llm local --no-playbook     # the same agent without a playbook
+    python -m bench.sdr_bench --llm ollama --setting ollama_host=http://127.0.0.1:11434 --label llama3
+    python -m bench.sdr_bench --table                       # print the table of every stored run
+
+The model is a parameter: ``--llm`` is any LLM provider name the service knows (``local``, ``ollama``,
+``echo``, or one added later such as an OpenAI-compatible server), ``--setting key=value`` passes the
+settings it needs. Each line of ``bench/sdr_set.json`` is one text-mode call (``scenarios.text_call``:
+the real responder, intents, playbook, tools and LLM; no audio): the caller lines of the line's stage
+lead there, then the line is said, and the agent's reply to it is checked:
+
+- must say: each group of phrases, one of them at least (case-insensitive);
+- must not say: the line's phrases and the set's (never denies being an AI, no "You said:", no
+  ``{{`` left in, never calls the prospect by the agent's own name);
+- stage reached (with a playbook): the stage is entered on that turn;
+- fields collected (with a playbook): the value contains what is expected;
+- the tool called, and whether the agent ended the call.
+
+A line passes at K=5 when all its K runs pass; the table gives lines passed and runs passed. Without a
+playbook the stage and field criteria have nothing to read and are not counted (the content ones are).
+Results: ``bench/results/sdr.json`` (every run label) and ``bench/results/sdr.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+SET = ROOT / "bench" / "sdr_set.json"
+RESULTS = ROOT / "bench" / "results"
+API_KEY = "sdr-bench-key"
+
+
+def settings_for(tmp: Path, llm: str, extra: dict[str, str]) -> Any:
+    from config import Settings
+
+    values: dict[str, Any] = {
+        "database_url": f"sqlite+aiosqlite:///{tmp / 'sdr.db'}",
+        "chroma_path": str(tmp / "chroma"),
+        "api_keys": API_KEY,
+        "api_key_file": str(tmp / ".api_key"),
+        "recordings_dir": str(tmp / "recordings"),
+        "stt_provider": "echo",
+        "tts_provider": "echo",
+        "llm_provider": llm,
+        "allow_bench_providers": True,
+        "warm_embeddings": False,
+        "log_level": "WARNING",
+        **extra,
+    }
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+def last_reply(transcript: list[dict[str, Any]]) -> str:
+    """What the agent said after the caller's last line."""
+    last_user = max((i for i, t in enumerate(transcript) if t["role"] == "user"), default=-1)
+    return " ".join(t["text"] for t in transcript[last_user + 1 :] if t["role"] == "agent" and t.get("text"))
+
+
+def prefix_path(playbook: dict[str, Any], lines: list[str]) -> list[str]:
+    """The stages the lines before the tested one lead through (the playbook's rules alone)."""
+    from call.playbook import PlaybookRun
+
+    run = PlaybookRun(playbook, {"agent_name": "Sam"})
+    for line in lines:
+        run.on_turn(line)
+    return run.path
+
+
+def check(line: dict[str, Any], spec: dict[str, Any], run: dict[str, Any], before: int | None) -> list[str]:
+    """Why this run of the line fails (empty: it passes)."""
+    problems: list[str] = []
+    if run.get("error"):
+        return [f"error: {run['error']}"]
+    reply = last_reply(run["transcript"])
+    said = reply.lower()
+    if not said.strip():
+        problems.append("no reply")
+    for group in line.get("must_say", []):
+        if not any(p.lower() in said for p in group):
+            problems.append(f"did not say {' / '.join(group)!r}")
+    for phrase in [*line.get("must_not_say", []), *spec.get("never_say", [])]:
+        if phrase.lower() in said:
+            problems.append(f"said {phrase!r}")
+    for pattern in spec.get("never_match", []):
+        if re.search(pattern, said):
+            problems.append("addressed the prospect by the agent's name")
+    if before is not None:  # a playbook: stages and fields
+        if (stage := line.get("stage_reached")) and stage not in run["stage_path"][before:]:
+            problems.append(
+                f"stage {stage} not reached (went {' > '.join(run['stage_path'][before:]) or 'nowhere'})"
+            )
+        for name, want in (line.get("fields") or {}).items():
+            got = (run.get("collected_data") or {}).get(name)
+            if got is None or want.lower() not in str(got).lower():
+                problems.append(f"field {name}={got!r}, expected {want!r}")
+    if (tool := line.get("tool")) and not any(c["name"] == tool for c in run["tool_calls"]):
+        problems.append(f"tool {tool} not called")
+    if line.get("ends_call") is not None and (run.get("ended_by") == "agent") != line["ends_call"]:
+        problems.append("did not end the call" if line["ends_call"] else "ended the call")
+    return [f"{p} | reply: {reply[:160]!r}" for p in problems[:1]] + problems[1:]
+
+
+async def run_bench(
+    llm: str, playbook_on: bool, repeat: int, extra: dict[str, str], only: str | None
+) -> dict[str, Any]:
+    import httpx
+
+    from call.playbook import starter_playbook
+    from main import create_app
+    from scenarios.runner import Scenario, run_suite
+    from simulator.scenario import ScenarioSpec
+
+    spec = json.loads(SET.read_text())
+    lines = [x for x in spec["lines"] if not only or re.search(only, x["id"])]
+    with tempfile.TemporaryDirectory() as tmp:
+        app = create_app(settings_for(Path(tmp), llm, extra))
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(
+                transport=transport, base_url="http://bench", headers={"xi-api-key": API_KEY}
+            ) as client:
+                body = dict(spec["agent"])
+                if playbook_on:
+                    body["playbook"] = "starter"
+                created = await client.post("/v1/convai/agents", json=body)
+                created.raise_for_status()
+                agent_id = created.json()["agent_id"]
+            scenarios = [
+                Scenario(
+                    ScenarioSpec.model_validate(
+                        {
+                            "name": line["id"],
+                            "caller": [{"say": s} for s in [*spec["stages"][line["stage"]], line["say"]]],
+                            "criteria": {"agent_never_says": ["{{"]},
+                        }
+                    )
+                )
+                for line in lines
+            ]
+            started = time.monotonic()
+            result = await run_suite(app.state.runtime, agent_id, scenarios, repeat=repeat)
+            wall = time.monotonic() - started
+    playbook = starter_playbook()
+    by_line: dict[str, Any] = {}
+    latencies: list[float] = []
+    for line in lines:
+        before = len(prefix_path(playbook, spec["stages"][line["stage"]])) if playbook_on else None
+        runs = [r for r in result["runs"] if r["scenario"] == line["id"]]
+        failures = [check(line, spec, r, before) for r in runs]
+        for r in runs:
+            latencies.extend(r.get("v2v_ms") or [])
+        by_line[line["id"]] = {
+            "group": line["group"],
+            "runs": len(runs),
+            "passed": sum(not f for f in failures),
+            "failures": sorted({p for f in failures for p in f})[:4],
+        }
+    return {
+        "llm": llm,
+        "playbook": playbook_on,
+        "repeat": repeat,
+        "lines": by_line,
+        "reply_ms_p50": round(statistics.median(latencies), 1) if latencies else None,
+        "reply_ms_p95": round(sorted(latencies)[max(0, round(0.95 * len(latencies)) - 1)], 1)
+        if latencies
+        else None,
+        "wall_s": round(wall, 1),
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared with other work, noisy)",
+    }
+
+
+def summary(result: dict[str, Any]) -> dict[str, Any]:
+    lines = result["lines"]
+
+    def rate(ids: list[str]) -> str:
+        ok = sum(lines[i]["passed"] == lines[i]["runs"] for i in ids)
+        return f"{ok}/{len(ids)}"
+
+    groups = {g: [i for i, x in lines.items() if x["group"] == g] for g in ("what_about", "robot")}
+    runs = sum(x["runs"] for x in lines.values())
+    passed = sum(x["passed"] for x in lines.values())
+    line_ok = sum(x["passed"] == x["runs"] for x in lines.values())
+    return {
+        "lines": f"{line_ok}/{len(lines)} ({100 * line_ok / max(1, len(lines)):.0f}%)",
+        "runs": f"{passed}/{runs} ({100 * passed / max(1, runs):.0f}%)",
+        "what_about": rate(groups["what_about"]),
+        "robot": rate(groups["robot"]),
+    }
+
+
+def table(stored: dict[str, Any]) -> str:
+    rows = [
+        '| run | LLM | playbook | lines passed (all K runs) | runs passed | "what is this about?" | "is this a robot?" | reply p50 / p95 ms |',
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for label, result in stored.items():
+        s = summary(result)
+        rows.append(
+            f"| {label} | {result['llm']} | {'starter' if result['playbook'] else 'none'} | {s['lines']} | "
+            f"{s['runs']} | {s['what_about']} | {s['robot']} | {result['reply_ms_p50']} / {result['reply_ms_p95']} |"
+        )
+    return "\n".join(rows)
+
+
+def write_markdown(stored: dict[str, Any]) -> None:
+    parts = [
+        "# SDR conversation set",
+        "",
+        "`python -m bench.sdr_bench --llm <provider> [--no-playbook]` (see the module's docstring). "
+        f"{len(json.loads(SET.read_text())['lines'])} caller lines of `bench/sdr_set.json`, each said at a "
+        "stage of a cold call, K runs each; a line passes when all K pass. Text mode (no audio): reply "
+        "latency is from the caller's line to the reply's first sentence, not voice-to-voice. Without a "
+        "playbook only the content criteria count (there are no stages or fields to read).",
+        "",
+        table(stored),
+        "",
+    ]
+    for label, result in stored.items():
+        parts += [
+            f"## {label}",
+            "",
+            f"{result['date']}, {result['machine']}; K={result['repeat']}; wall {result['wall_s']} s.",
+            "",
+        ]
+        failed = {i: x for i, x in result["lines"].items() if x["passed"] < x["runs"]}
+        if not failed:
+            parts += ["Every line passed every run.", ""]
+            continue
+        parts += ["| line | passed | why (first failures) |", "|---|---|---|"]
+        for line_id, x in failed.items():
+            why = "; ".join(f.replace("|", "/") for f in x["failures"])[:400]
+            parts.append(f"| {line_id} | {x['passed']}/{x['runs']} | {why} |")
+        parts.append("")
+    (RESULTS / "sdr.md").write_text("\n".join(parts))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--llm", default="local", help="LLM provider: local, ollama, echo, …")
+    parser.add_argument(
+        "--no-playbook", action="store_true", help="the same agent without the starter playbook"
+    )
+    parser.add_argument("--repeat", type=int, default=5, help="K: runs of each line")
+    parser.add_argument("--setting", action="append", default=[], help="key=value for the service's settings")
+    parser.add_argument(
+        "--label", default=None, help="name of this run in the results (default: llm+playbook)"
+    )
+    parser.add_argument("--only", default=None, help="a regex of line ids to run (not stored)")
+    parser.add_argument("--table", action="store_true", help="print the stored results and exit")
+    args = parser.parse_args()
+    store = RESULTS / "sdr.json"
+    stored = json.loads(store.read_text()) if store.exists() else {}
+    if args.table:
+        print(table(stored))
+        return
+    extra = dict(s.split("=", 1) for s in args.setting)
+    result = asyncio.run(run_bench(args.llm, not args.no_playbook, args.repeat, extra, args.only))
+    label = args.label or f"{args.llm}, {'no playbook' if args.no_playbook else 'starter playbook'}"
+    shown = {label: result}
+    print(table(shown))
+    for line_id, x in result["lines"].items():
+        if x["passed"] < x["runs"]:
+            print(f"  {line_id}: {x['passed']}/{x['runs']}  {x['failures'][:2]}")
+    if args.only is None:
+        stored[label] = result
+        store.write_text(json.dumps(stored, indent=1) + "\n")
+        write_markdown(stored)
+
+
+if __name__ == "__main__":
+    main()
