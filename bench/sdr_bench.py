@@ -58,6 +58,9 @@ def settings_for(tmp: Path, llm: str, extra: dict[str, str]) -> Any:
         "allow_bench_providers": True,
         "warm_embeddings": False,
         "log_level": "WARNING",
+        # what is measured is what the model says, not the shared machine's load: a slow first token is
+        # waited for (the engine's default, 3 s, answers "sorry, could you say that again?" instead)
+        "llm_first_token_timeout_sec": 20.0,
         **extra,
     }
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
@@ -151,7 +154,9 @@ async def run_bench(
                 for line in lines
             ]
             started = time.monotonic()
-            result = await run_suite(app.state.runtime, agent_id, scenarios, repeat=repeat)
+            # one call at a time: the embedded model answers one reply at a time, and a second call waiting
+            # on it would be measured on its first-token deadline, not on what it says
+            result = await run_suite(app.state.runtime, agent_id, scenarios, repeat=repeat, concurrency=1)
             wall = time.monotonic() - started
     playbook = starter_playbook()
     by_line: dict[str, Any] = {}

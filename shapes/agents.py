@@ -26,6 +26,7 @@ __all__ = [
     "ElevenLabsAgentCreate",
     "ElevenLabsAgentCreated",
     "Language",
+    "PlaybookOrStarter",
     "ProviderOverrides",
     "STTKeywords",
     "TurnSettings",

@@ -16,17 +16,22 @@ from pydantic import BaseModel, ConfigDict, Field
 from shapes.common import Strict
 
 __all__ = [
+    "FieldsCondition",
+    "IntentCondition",
+    "LLMCondition",
     "Playbook",
     "PlaybookCondition",
     "PlaybookEdge",
     "PlaybookField",
+    "PlaybookPosition",
     "PlaybookStage",
     "PlaybookToolRun",
+    "UnconditionalCondition",
 ]
 
-StageId = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,39}$", examples=["opener"])]
-EdgeId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_\-]{1,64}$")]
-Line = Annotated[str, Field(min_length=1, max_length=1000)]
+_StageId = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,39}$", examples=["opener"])]
+_EdgeId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_\-]{1,64}$")]
+_Line = Annotated[str, Field(min_length=1, max_length=1000)]
 
 
 class PlaybookField(Strict):
@@ -44,7 +49,7 @@ class PlaybookToolRun(Strict):
     arguments: dict[str, str | int | float | bool] = Field(default_factory=dict)
 
 
-class Position(BaseModel):
+class PlaybookPosition(BaseModel):
     """Where the graph editor draws the node (layout only)."""
 
     model_config = ConfigDict(extra="allow")
@@ -62,7 +67,7 @@ class PlaybookStage(Strict):
     additional_prompt: str = Field(
         default="", max_length=4000, description="ElevenLabs' name: as instructions"
     )
-    lines: list[Line] = Field(
+    lines: list[_Line] = Field(
         default_factory=list,
         max_length=10,
         description="Scripted lines said on entering the stage, templated with {{variables}}; a variant "
@@ -82,7 +87,7 @@ class PlaybookStage(Strict):
         default=None, max_length=40, description="Go here instead on a second visit"
     )
     edge_order: list[str] = Field(default_factory=list, max_length=50)
-    position: Position | None = None
+    position: PlaybookPosition | None = None
 
 
 class IntentCondition(Strict):
@@ -119,7 +124,7 @@ class PlaybookEdge(Strict):
     forward_condition: PlaybookCondition = Field(
         default_factory=lambda: UnconditionalCondition(type="unconditional")
     )
-    reroutes: list[Position] | None = None
+    reroutes: list[PlaybookPosition] | None = None
 
 
 class Playbook(Strict):
@@ -136,5 +141,5 @@ class Playbook(Strict):
     variables: dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,39}$")], str] = Field(
         default_factory=dict, description="Values of {{variables}} (a call's dynamic variables win)"
     )
-    nodes: dict[StageId, PlaybookStage] = Field(min_length=1, max_length=60)
-    edges: dict[EdgeId, PlaybookEdge] = Field(default_factory=dict, max_length=300)
+    nodes: dict[_StageId, PlaybookStage] = Field(min_length=1, max_length=60)
+    edges: dict[_EdgeId, PlaybookEdge] = Field(default_factory=dict, max_length=300)

@@ -366,3 +366,14 @@ async def test_a_tool_calling_model_moves_the_stages_with_transition_functions(t
         assert {t["function"]["name"] for t in asked[1]["tools"]} == {
             "record_fields"
         }  # price: its field only
+
+
+def test_the_outcome_reads_the_stages_when_the_facts_allow_it() -> None:
+    from events.analysis import rule_outcome
+
+    turns = [("agent", "Hi, this is Sam."), ("user", "Hmm. I'd rather leave it there.")]
+    assert rule_outcome(turns, [], "agent_goodbye") is None  # the words alone settle nothing
+    assert rule_outcome(turns, [], "agent_goodbye", stage_outcome="not_interested") == "not_interested"
+    # a booking stage reached without a booking that succeeded is not a booked meeting
+    failed = [{"name": "book_meeting", "success": False}]
+    assert rule_outcome(turns, failed, "agent_goodbye", stage_outcome="meeting_booked") is None
