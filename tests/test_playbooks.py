@@ -377,3 +377,33 @@ def test_the_outcome_reads_the_stages_when_the_facts_allow_it() -> None:
     # a booking stage reached without a booking that succeeded is not a booked meeting
     failed = [{"name": "book_meeting", "success": False}]
     assert rule_outcome(turns, failed, "agent_goodbye", stage_outcome="meeting_booked") is None
+
+
+@pytest.mark.asyncio
+async def test_a_phone_call_follows_the_playbook_and_records_its_stages(tmp_path: Path) -> None:
+    """Audio mode: the real call path (Media Streams socket, STT, turn-taking, the speaker) runs the
+    playbook: the greeting is the start stage's line, each turn moves a stage, the path is stored."""
+    from tests.conftest import LiveServer, make_settings
+
+    scenario = {
+        "name": "spoken",
+        "caller": [{"say": "Okay, go ahead."}, {"say": "We use spreadsheets.", "pause_s": 0.5}],
+        "criteria": {"agent_says": ["We fix reporting."], "stage_path": ["opener", "reason", "discovery"]},
+    }
+    async with LiveServer(make_settings(tmp_path)) as server, server.client() as client:
+        body = {**SAM, "playbook": starter_playbook()}
+        short = {"company": "Acme", "topic": "reports", "reason_for_call": "We fix reporting."}
+        body["playbook"]["variables"].update(short, discovery_question="How is it done now?")  # less to play
+        body["playbook"]["nodes"]["discovery"]["lines"] = ["How many hours a week?"]
+        body["playbook"]["nodes"]["opener"]["lines"] = ["Hi, this is Sam from Acme. Got a minute?"]
+        created = await client.post(AGENTS, json={**body, "builtin_tools": ["book_meeting"]})
+        assert created.status_code == 201, created.text
+        ran = await client.post(
+            f"{AGENTS}/{created.json()['agent_id']}/tests/run?wait=true",
+            json={"mode": "audio", "scenarios": [scenario]},
+        )
+        assert ran.status_code == 200, ran.text
+    [result] = ran.json()["results"]
+    assert result["passed"], result["criteria"]
+    assert result["transcript"][0]["text"].startswith("Hi, this is Sam from Acme.")
+    assert result["stage_path"][:3] == ["opener", "reason", "discovery"]
