@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SET = ROOT / "bench" / "sdr_set.json"
 RESULTS = ROOT / "bench" / "results"
 API_KEY = "sdr-bench-key"
+BATCH = 6  # lines run (K times each) before the partial results are written
 
 
 def settings_for(tmp: Path, llm: str, extra: dict[str, str]) -> Any:
@@ -60,7 +61,8 @@ def settings_for(tmp: Path, llm: str, extra: dict[str, str]) -> Any:
         "log_level": "WARNING",
         # what is measured is what the model says, not the shared machine's load: a slow first token is
         # waited for (the engine's default, 3 s, answers "sorry, could you say that again?" instead)
-        "llm_first_token_timeout_sec": 20.0,
+        "llm_first_token_timeout_sec": 60.0,
+        "llm_timeout_sec": 120.0,
         **extra,
     }
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
@@ -117,8 +119,14 @@ def check(line: dict[str, Any], spec: dict[str, Any], run: dict[str, Any], befor
 
 
 async def run_bench(
-    llm: str, playbook_on: bool, repeat: int, extra: dict[str, str], only: str | None
+    llm: str,
+    playbook_on: bool,
+    repeat: int,
+    extra: dict[str, str],
+    only: str | None,
+    progress: Any = None,
 ) -> dict[str, Any]:
+    """Every line ``repeat`` times; ``progress(result)`` after each batch of lines (partial results)."""
     import httpx
 
     from call.playbook import starter_playbook
@@ -128,12 +136,25 @@ async def run_bench(
 
     spec = json.loads(SET.read_text())
     lines = [x for x in spec["lines"] if not only or re.search(only, x["id"])]
+    playbook = starter_playbook()
+    result: dict[str, Any] = {
+        "llm": llm,
+        "playbook": playbook_on,
+        "repeat": repeat,
+        "lines": {},
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared with other work, noisy)",
+        "partial": True,
+    }
+    latencies: list[float] = []
+    started = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
         app = create_app(settings_for(Path(tmp), llm, extra))
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
+            headers = {"xi-api-key": API_KEY}
             async with httpx.AsyncClient(
-                transport=transport, base_url="http://bench", headers={"xi-api-key": API_KEY}
+                transport=transport, base_url="http://bench", headers=headers
             ) as client:
                 body = dict(spec["agent"])
                 if playbook_on:
@@ -141,51 +162,45 @@ async def run_bench(
                 created = await client.post("/v1/convai/agents", json=body)
                 created.raise_for_status()
                 agent_id = created.json()["agent_id"]
-            scenarios = [
-                Scenario(
-                    ScenarioSpec.model_validate(
-                        {
-                            "name": line["id"],
-                            "caller": [{"say": s} for s in [*spec["stages"][line["stage"]], line["say"]]],
-                            "criteria": {"agent_never_says": ["{{"]},
-                        }
+            for first in range(0, len(lines), BATCH):
+                batch = lines[first : first + BATCH]
+                scenarios = [
+                    Scenario(
+                        ScenarioSpec.model_validate(
+                            {
+                                "name": line["id"],
+                                "caller": [{"say": s} for s in [*spec["stages"][line["stage"]], line["say"]]],
+                                "criteria": {"agent_never_says": ["{{"]},
+                            }
+                        )
                     )
-                )
-                for line in lines
-            ]
-            started = time.monotonic()
-            # one call at a time: the embedded model answers one reply at a time, and a second call waiting
-            # on it would be measured on its first-token deadline, not on what it says
-            result = await run_suite(app.state.runtime, agent_id, scenarios, repeat=repeat, concurrency=1)
-            wall = time.monotonic() - started
-    playbook = starter_playbook()
-    by_line: dict[str, Any] = {}
-    latencies: list[float] = []
-    for line in lines:
-        before = len(prefix_path(playbook, spec["stages"][line["stage"]])) if playbook_on else None
-        runs = [r for r in result["runs"] if r["scenario"] == line["id"]]
-        failures = [check(line, spec, r, before) for r in runs]
-        for r in runs:
-            latencies.extend(r.get("v2v_ms") or [])
-        by_line[line["id"]] = {
-            "group": line["group"],
-            "runs": len(runs),
-            "passed": sum(not f for f in failures),
-            "failures": sorted({p for f in failures for p in f})[:4],
-        }
-    return {
-        "llm": llm,
-        "playbook": playbook_on,
-        "repeat": repeat,
-        "lines": by_line,
-        "reply_ms_p50": round(statistics.median(latencies), 1) if latencies else None,
-        "reply_ms_p95": round(sorted(latencies)[max(0, round(0.95 * len(latencies)) - 1)], 1)
-        if latencies
-        else None,
-        "wall_s": round(wall, 1),
-        "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared with other work, noisy)",
-    }
+                    for line in batch
+                ]
+                # one call at a time: the embedded model answers one reply at a time, and a call waiting
+                # on another's reply would be measured on its deadline, not on what it says
+                ran = await run_suite(app.state.runtime, agent_id, scenarios, repeat=repeat, concurrency=1)
+                for line in batch:
+                    before = (
+                        len(prefix_path(playbook, spec["stages"][line["stage"]])) if playbook_on else None
+                    )
+                    runs = [r for r in ran["runs"] if r["scenario"] == line["id"]]
+                    failures = [check(line, spec, r, before) for r in runs]
+                    for r in runs:
+                        latencies.extend(r.get("v2v_ms") or [])
+                    result["lines"][line["id"]] = {
+                        "group": line["group"],
+                        "runs": len(runs),
+                        "passed": sum(not f for f in failures),
+                        "failures": sorted({p for f in failures for p in f})[:4],
+                    }
+                result["wall_s"] = round(time.monotonic() - started, 1)
+                result["reply_ms_p50"] = round(statistics.median(latencies), 1) if latencies else None
+                ordered = sorted(latencies)
+                result["reply_ms_p95"] = ordered[max(0, round(0.95 * len(ordered)) - 1)] if ordered else None
+                result["partial"] = len(result["lines"]) < len(lines)
+                if progress is not None:
+                    progress(result)
+    return result
 
 
 def summary(result: dict[str, Any]) -> dict[str, Any]:
@@ -214,6 +229,8 @@ def table(stored: dict[str, Any]) -> str:
     ]
     for label, result in stored.items():
         s = summary(result)
+        if result.get("partial"):
+            label = f"{label} (partial: {len(result['lines'])} lines)"
         rows.append(
             f"| {label} | {result['llm']} | {'starter' if result['playbook'] else 'none'} | {s['lines']} | "
             f"{s['runs']} | {s['what_about']} | {s['robot']} | {result['reply_ms_p50']} / {result['reply_ms_p95']} |"
@@ -275,17 +292,21 @@ def main() -> None:
         print(table(stored))
         return
     extra = dict(s.split("=", 1) for s in args.setting)
-    result = asyncio.run(run_bench(args.llm, not args.no_playbook, args.repeat, extra, args.only))
     label = args.label or f"{args.llm}, {'no playbook' if args.no_playbook else 'starter playbook'}"
+
+    def save(partial: dict[str, Any]) -> None:
+        if args.only is None:
+            stored[label] = partial
+            store.write_text(json.dumps(stored, indent=1) + "\n")
+            write_markdown(stored)
+        print(f"{len(partial['lines'])} lines done, {partial['wall_s']} s", flush=True)
+
+    result = asyncio.run(run_bench(args.llm, not args.no_playbook, args.repeat, extra, args.only, save))
     shown = {label: result}
     print(table(shown))
     for line_id, x in result["lines"].items():
         if x["passed"] < x["runs"]:
             print(f"  {line_id}: {x['passed']}/{x['runs']}  {x['failures'][:2]}")
-    if args.only is None:
-        stored[label] = result
-        store.write_text(json.dumps(stored, indent=1) + "\n")
-        write_markdown(stored)
 
 
 if __name__ == "__main__":
