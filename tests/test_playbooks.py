@@ -178,6 +178,14 @@ async def test_the_elevenlabs_sdk_carries_the_playbook(app_client: httpx.AsyncCl
         sdk = AsyncElevenLabs(api_key=API_KEY, base_url="http://test", httpx_client=http)
         agent = await sdk.conversational_ai.agents.get(agent_id)
     workflow = agent.workflow.model_dump(mode="json", exclude_none=True, warnings=False)
+    # the ElevenLabs create route takes it too
+    created = await app_client.post(
+        "/v1/convai/agents/create",
+        json={"conversation_config": {"agent": {"prompt": {"prompt": "Be brief."}}}, "playbook": "starter"},
+    )
+    assert created.status_code == 200, created.text
+    fetched = (await app_client.get(f"{AGENTS}/{created.json()['agent_id']}")).json()
+    assert fetched["playbook"]["start"] == "opener" and "book_meeting" in fetched["builtin_tools"]
     assert workflow["nodes"]["robot"]["lines"][0].startswith("Yes, I'm an AI assistant")
     assert workflow["edges"]["any_to_robot"]["forward_condition"]["intents"] == ["robot"]
     assert workflow["start"] == "opener"
