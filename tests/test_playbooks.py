@@ -166,6 +166,29 @@ async def test_agents_carry_a_playbook_and_bad_ones_are_422_with_the_path(
     )
     assert check.status_code == 200 and check.json()["ok"] is True
 
+    # the editor's "try it": caller lines through a playbook, no model
+    tried = await app_client.post(
+        "/v1/convai/playbooks/try",
+        json={
+            "playbook": starter,
+            "say": ["Is this a robot?", "What is this about?"],
+            "variables": {"agent_name": "Sam"},
+        },
+    )
+    assert tried.status_code == 200, tried.text
+    robot, about = tried.json()["turns"]
+    assert (
+        robot["entered"] == ["robot"]
+        and robot["stage"] == "opener"
+        and robot["lines"][0].startswith("Yes, I'm an AI assistant")
+    )
+    assert about["entered"] == ["reason"] and about["lines"][0].startswith(REASON)
+    assert tried.json()["greeting"].startswith("Hi, this is Sam from Acme Analytics.")
+    bad = await app_client.post(
+        "/v1/convai/playbooks/try", json={"playbook": starter, "stage": "nope", "say": ["hi"]}
+    )
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "stage"]
+
 
 @SQLITE_ONLY
 @pytest.mark.asyncio
