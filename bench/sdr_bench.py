@@ -131,6 +131,7 @@ async def run_bench(
     extra: dict[str, str],
     only: str | None,
     progress: Any = None,
+    set_path: Path | None = None,
 ) -> dict[str, Any]:
     """Every line ``repeat`` times; ``progress(result)`` after each batch of lines (partial results)."""
     import httpx
@@ -140,7 +141,7 @@ async def run_bench(
     from scenarios.runner import Scenario, run_suite
     from simulator.scenario import ScenarioSpec
 
-    spec = json.loads(SET.read_text())
+    spec = json.loads((set_path or SET).read_text())
     lines = [x for x in spec["lines"] if not only or re.search(only, x["id"])]
     playbook = starter_playbook()
     result: dict[str, Any] = {
@@ -260,7 +261,8 @@ def write_markdown(stored: dict[str, Any]) -> None:
         "# SDR conversation set",
         "",
         "`python -m bench.sdr_bench --llm <provider> [--no-playbook]` (see the module's docstring). "
-        f"{len(json.loads(SET.read_text())['lines'])} caller lines of `bench/sdr_set.json`, each said at a "
+        f"{len(json.loads(SET.read_text())['lines'])} caller lines of `bench/sdr_set.json` (and 20 held-out lines "
+        "of `bench/sdr_heldout.json`, written after the rules and not tuned on), each said at a "
         "stage of a cold call, K runs each; a line passes when all K pass. Text mode (no audio): reply "
         "latency is from the caller's line to the reply's first sentence, not voice-to-voice. Without a "
         "playbook only the content criteria count (there are no stages or fields to read).",
@@ -304,6 +306,7 @@ def main() -> None:
         "--label", default=None, help="name of this run in the results (default: llm+playbook)"
     )
     parser.add_argument("--only", default=None, help="a regex of line ids to run (stored only with --label)")
+    parser.add_argument("--set", type=Path, default=None, help="another set file (bench/sdr_heldout.json)")
     parser.add_argument("--table", action="store_true", help="print the stored results and exit")
     args = parser.parse_args()
     store = RESULTS / "sdr.json"
@@ -313,6 +316,8 @@ def main() -> None:
         return
     extra = dict(s.split("=", 1) for s in args.setting)
     label = args.label or f"{args.llm}, {'no playbook' if args.no_playbook else 'starter playbook'}"
+    if args.set is not None and not args.label:
+        label += f" ({args.set.stem})"
 
     def save(partial: dict[str, Any]) -> None:
         if args.only is None or args.label:
@@ -322,7 +327,9 @@ def main() -> None:
             write_markdown(stored)
         print(f"{len(partial['lines'])} lines done, {partial['wall_s']} s", flush=True)
 
-    result = asyncio.run(run_bench(args.llm, not args.no_playbook, args.repeat, extra, args.only, save))
+    result = asyncio.run(
+        run_bench(args.llm, not args.no_playbook, args.repeat, extra, args.only, save, args.set)
+    )
     shown = {label: result}
     print(table(shown))
     for line_id, x in result["lines"].items():

@@ -9,10 +9,11 @@ every call meets: "is this a robot?", "what is this about?", do-not-call).
 
 ``PlaybookRun`` is the state machine of one call: each caller turn collects the stage's fields from the
 words, then takes the first edge that holds — the stage's own edges before the global ones; intents,
-then fields, then an unconditional edge (never on a question: a question is answered within the
-stage). Entering a stage yields its scripted line (templated with ``{{variables}}``), the tool it runs,
-and whether the call ends; a stage that ``returns`` (a detour) goes back to where the call was and
-asks that stage's question again. No edge: the caller is answered within the stage (``Step.stay``).
+then fields, then an unconditional edge (never on a question, small talk or "hold on": those are
+answered within the stage). Entering a stage yields its scripted line (templated with
+``{{variables}}``), the tool it runs, and whether the call ends; a stage that ``returns`` (a detour)
+goes back to where the call was and asks that stage's question again. No edge: the caller is answered
+within the stage (``Step.stay``).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from call.playbook_words import extract_field, playbook_intent, spoken_value
+from call.playbook_words import CALLBACK_CUE, extract_field, playbook_intent, spoken_value
 from providers.base import ToolCall, ToolSpec
 from speech.text import fill_template, template_variables
 
@@ -37,6 +38,8 @@ GOTO_PREFIX = "goto_"
 RECORD_FIELDS = "record_fields"
 DISCLOSURE_LINE = "Just so you know, I'm an AI assistant calling for {{company}}."
 SYSTEM_VARIABLES = ("agent_name", "caller_number", "call_sid", "date")
+# Words that do not answer the stage's question: an unconditional edge waits for an answer.
+NOT_AN_ANSWER = frozenset({"question", "small_talk", "hold"})
 
 
 @cache
@@ -162,7 +165,7 @@ class PlaybookRun:
                     return edge
                 if kind == "fields" and self._have(condition.get("fields", [])):
                     return edge
-                if kind == "unconditional" and intent != "question" and edge.get("source") != GLOBAL:
+                if kind == "unconditional" and intent not in NOT_AN_ANSWER and edge.get("source") != GLOBAL:
                     return edge
         return None
 
@@ -173,8 +176,11 @@ class PlaybookRun:
         """The stage's fields in the caller's words. On entering, only typed values (a time, an email, a
         number): the words that led here are not the answer to the stage's own question."""
         for spec in self.nodes[stage].get("collect", []):
-            if entering and spec.get("type", "string") in ("string", "boolean"):
-                continue
+            kind = spec.get("type", "string")
+            if entering and (
+                kind in ("string", "boolean") or (kind == "when" and not CALLBACK_CUE.search(text))
+            ):
+                continue  # "he's out today" is not a time to call back
             value = extract_field(spec.get("type", "string"), text)
             if value is not None:
                 self.collected[spec["name"]] = value

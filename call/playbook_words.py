@@ -16,6 +16,7 @@ from call.intents import Intent, detect_intent, extract_meeting_request
 
 # The intents a playbook's transitions may name: the cold-call ones here and the engine's own.
 SDR_INTENTS = (
+    "small_talk",
     "do_not_call",
     "callback_later",
     "robot",
@@ -50,10 +51,13 @@ _RULES: list[tuple[str, re.Pattern[str]]] = [
     (
         "robot",
         re.compile(
-            r" (robot|a bot|bot|chat ?bot|an ai|ai|a computer|a machine|automated|a recording|"
-            r"real person|real human|live person|actual person|actual human|an actual|artificial|"
-            r"recorded message|are you (a )?(person|human|real)|(talking|speaking) (to|with) "
-            r"(a )?(person|human|machine|computer)) "
+            r" (robot|a bot|bot|chat ?bot|artificial|real person|real human|live person|actual person|"
+            r"actual human|recorded message|a recording|automated|"
+            r"ai (call|calls|voice|agent|caller|thing|system|generated)|one of those ai|"
+            r"(are you|is this|am i (talking|speaking) (to|with)|is it|you're|you are|this is|is there) "
+            r"(just |really |even |actually )?(a |an )?(real |live |actual )?(ai|person|human|machine|"
+            r"computer|real|agent|rep|representative)|you sound like a (robot|machine|computer|bot))"
+            r"( |$)"
         ),
     ),
     (
@@ -69,7 +73,8 @@ _RULES: list[tuple[str, re.Pattern[str]]] = [
             r" (wrong (person|guy|number|department)|not the right (person|guy|one)|not the person|"
             r"i don't (handle|deal with|do) (that|this|those|any)|not my (area|department|call|job)|"
             r"you (want|need) to (talk|speak) (to|with)|someone else handles|that's not me|"
-            r"i'm not (in charge|responsible|the one)|doesn't work here|no longer (works|with))"
+            r"i'm not (in charge|responsible|the one)|doesn't work here|no longer (works|with)|"
+            r"not my department|not (the one|who) (who )?(makes|decides|handles))"
         ),
     ),
     (
@@ -78,7 +83,9 @@ _RULES: list[tuple[str, re.Pattern[str]]] = [
             r" (i'm (his|her|their|the) (assistant|receptionist|office manager|ea)|this is (the )?"
             r"(front desk|reception)|you've reached|take a message|leave a message|"
             r"(he|she|they)('s| is| are|'re) (not (available|in|here|around)|in a meeting|out|away|busy|"
-            r"on (another|a) call|unavailable)|can i tell (him|her|them)|screen(ing)? (his|her) calls) "
+            r"on (another|a) call|unavailable|out of (the )?office|off today|not in today)|"
+            r"can i tell (him|her|them)|screen(ing)? (his|her) calls|this is reception|"
+            r"who are you trying to reach) "
         ),
     ),
     (
@@ -90,7 +97,11 @@ _RULES: list[tuple[str, re.Pattern[str]]] = [
             r"what are you selling|what('s| is) the reason for|get to the point|what's it about|"
             r"what is it you do|what do you guys do|what (do|does) (you|your company) (do|sell|offer)|"
             r"what's this call|what is this call|make it quick|you've got (thirty|30) seconds|"
-            r"what's up|what is this|what is it|what's it|what (this|it) is about|what this is regarding) "
+            r"what's up|what is this|what is it|what's it|what (this|it) is about|what this is regarding|"
+            r"(purpose|reason) (of|for) (the|this|your) call|what can i (help|do for) you|what do you need|"
+            r"what('s| is) (this|the|your) call (for|about)|what('re| are) you (pitching|offering|selling)|"
+            r"(calling|call) and why|what (exactly )?do you (do|sell|offer)|is this a sales call|"
+            r"what's going on|what's this for|what is this for) "
         ),
     ),
     (
@@ -102,11 +113,16 @@ _RULES: list[tuple[str, re.Pattern[str]]] = [
         ),
     ),
     (
+        "small_talk",
+        re.compile(r" (how are you|how's it going|how are things|how's your day)( doing)?( today)? $"),
+    ),
+    (
         "callback_later",
         re.compile(
             r" (call me (back )?(later|tomorrow|next week|another time|this afternoon|in an hour|after)|"
             r"i'm driving|i am driving|can't talk (right )?now|cannot talk (right )?now|"
-            r"in the middle of something|catch me (later|tomorrow|another time)) "
+            r"in the middle of something|catch me (later|tomorrow|another time)|try me (later|again|back|"
+            r"tomorrow|this|next|on|in|after)|(walk|walking|go|going|head|heading) into a meeting) "
         ),
     ),
     (
@@ -119,7 +135,9 @@ _RULES: list[tuple[str, re.Pattern[str]]] = [
             r"looker|power bi|outreach|salesloft|pipedrive|zoho|domo|sisense)|"
             r"we (already )?have (a|an) (tool|vendor|solution|system|platform|provider|partner)|"
             r"happy with (our|what we|the one|it|them)|locked (in|into)|under contract|"
-            r"(do|handle) (that|it|this) in house|built our own) "
+            r"(do|handle) (that|it|this) in house|built our own|all set with|current (provider|vendor|tool|"
+            r"solution|system|platform)|signed with (someone|somebody|another|a)|went with (someone|somebody|"
+            r"another)|we're good with|already taken care of) "
         ),
     ),
     (
@@ -128,7 +146,8 @@ _RULES: list[tuple[str, re.Pattern[str]]] = [
             r" (too expensive|expensive|no budget|don't have (the |a )?budget|budget('s| is) (tight|gone|"
             r"spent|frozen)|can't afford|how much (is it|does it|do you|would it|will it)|how much|"
             r"what does it cost|what('s| is) the (price|cost|pricing)|pricing|costs? too much|"
-            r"out of (our|my) (budget|price range)|cheaper) "
+            r"out of (our|my) (budget|price range)|cheaper|not in (the|our) budget|no money|"
+            r"can't spend|cannot spend|no budget|budget (this|next) year|spending freeze) "
         ),
     ),
     (
@@ -142,6 +161,24 @@ _RULES: list[tuple[str, re.Pattern[str]]] = [
     ),
 ]
 
+
+_RULES += [
+    (
+        "email_instead",
+        re.compile(
+            r" (send (it|that|this|something|them|the details|some details|info|me the details|me something|"
+            r"me the info)( over)?( to| by e ?mail| via e ?mail| in an e ?mail)|e ?mail me|just e ?mail|"
+            r"put it in (an )?e ?mail|in writing|shoot me an e ?mail|drop me an e ?mail) "
+        ),
+    ),
+    (
+        "not_interested",
+        re.compile(
+            r" (we'll pass|i'll pass|pass on (this|that|it)|not looking|don't need (it|this|that|anything)|"
+            r"no thanks|no thank you|not interested|we're good|we are good|not for us) "
+        ),
+    ),
+]
 
 # "Sure, let's do it", "Yeah, that works for me": a yes the engine's short-answer rule does not see.
 _YES = re.compile(
@@ -208,6 +245,9 @@ def _spoken_email(text: str) -> str | None:
     local = match.group(1).replace(" dot ", ".").replace(" underscore ", "_").replace(" dash ", "-")
     domain = match.group(2).replace(" dot ", ".")
     return f"{local.replace(' ', '')}@{domain.replace(' ', '')}"
+
+
+CALLBACK_CUE = re.compile(r"\b(call|try|ring|reach|back|better|works|free|after|later|next|maybe)\b", re.I)
 
 
 def extract_field(kind: str, text: str, now: datetime | None = None) -> Any:
