@@ -219,6 +219,20 @@ async def run_bench(
     return result
 
 
+HELD_OUT_NOTE = """**How far the rules carry beyond the set.** The caller-word rules (`call/playbook_words.py`) and
+`bench/sdr_set.json` were written together, so the set alone overstates them. `bench/sdr_heldout.json`
+(20 lines written after them) passed **10/20** on its first run (2026-12-07, starter playbook, K=1):
+"what's the purpose of the call?", "what can I help you with?", "are you a live agent?", "we're all
+set with our current provider", "not in the budget this year", "send it over to tom at contoso dot
+com", "we'll pass" were not recognised, and "he's out of the office today" was taken as a call-back
+time. The rules were broadened (not line by line: the families of phrasing), and
+`bench/sdr_heldout2.json`, written before that change, passed **19/20** on its first run ("I'm about to
+walk into a meeting, try me this afternoon" was read as a booking request); that phrasing was added
+too. The rows below for both held-out sets are after those changes, so they are tuned on: expect
+unseen phrasing to land somewhat below them. A line the rules do not recognise is answered within the
+stage (an acknowledgement and the stage's question again), never with an invented answer."""
+
+
 def summary(result: dict[str, Any]) -> dict[str, Any]:
     lines = result["lines"]
 
@@ -261,13 +275,15 @@ def write_markdown(stored: dict[str, Any]) -> None:
         "# SDR conversation set",
         "",
         "`python -m bench.sdr_bench --llm <provider> [--no-playbook]` (see the module's docstring). "
-        f"{len(json.loads(SET.read_text())['lines'])} caller lines of `bench/sdr_set.json` (and 20 held-out lines "
-        "of `bench/sdr_heldout.json`, written after the rules and not tuned on), each said at a "
+        f"{len(json.loads(SET.read_text())['lines'])} caller lines of `bench/sdr_set.json` (and two sets of 20 "
+        "held-out lines, see below), each said at a "
         "stage of a cold call, K runs each; a line passes when all K pass. Text mode (no audio): reply "
         "latency is from the caller's line to the reply's first sentence, not voice-to-voice. Without a "
         "playbook only the content criteria count (there are no stages or fields to read).",
         "",
         table(stored),
+        "",
+        HELD_OUT_NOTE,
         "",
     ]
     for label, result in stored.items():
