@@ -35,6 +35,7 @@ from api.routers import (
     metrics,
     outbound,
     phone_numbers,
+    playbooks,
     recordings,
     seat,
     telephony,
@@ -162,6 +163,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         elevenlabs,
         batch_calling,
         dnc,
+        playbooks,
         seat,
     )
     for module in api_modules:

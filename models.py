@@ -88,6 +88,9 @@ class Agent(TimestampMixin, Base):
     dtmf_navigation: Mapped[bool] = mapped_column(Boolean, default=False)
     # Anything of an ElevenLabs conversation_config we keep but do not interpret.
     extra_config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # The sales playbook the calls follow (shapes.playbooks, checked by call.playbook_check); part of the
+    # agent's config (agent versions snapshot it). Migration 0019.
+    playbook: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True, default=None)
 
     tools: Mapped[list[AgentTool]] = relationship(
         back_populates="agent", cascade="all, delete-orphan", lazy="selectin"
@@ -231,7 +234,7 @@ class ConversationTurn(Base):
     llm_first_token_ms: Mapped[float | None] = mapped_column(Float)
     tts_first_audio_ms: Mapped[float | None] = mapped_column(Float)
     first_frame_sent_ms: Mapped[float | None] = mapped_column(Float)
-    # agent turns: how the reply was produced (llm | knowledge | tool | fixed_line | fallback)
+    # agent turns: how the reply was produced (llm | knowledge | tool | fixed_line | fallback | playbook)
     source: Mapped[str | None] = mapped_column(String(16))
     retrieval_ms: Mapped[float | None] = mapped_column(Float)  # duration of the knowledge search
     knowledge_answer_ms: Mapped[float | None] = mapped_column(Float)  # offset: sentence taken from the KB

@@ -21,6 +21,7 @@ import shapes.conversations
 import shapes.dnc
 import shapes.outbound
 import shapes.phone_numbers
+import shapes.playbooks
 import shapes.seat
 import shapes.tools
 import shapes.webhooks
@@ -32,6 +33,7 @@ from shapes.conversations import *  # noqa: F403
 from shapes.dnc import *  # noqa: F403
 from shapes.outbound import *  # noqa: F403
 from shapes.phone_numbers import *  # noqa: F403
+from shapes.playbooks import *  # noqa: F403
 from shapes.seat import *  # noqa: F403
 from shapes.tools import *  # noqa: F403
 from shapes.webhooks import *  # noqa: F403
@@ -39,6 +41,7 @@ from shapes.webhooks import *  # noqa: F403
 __all__ = [
     *shapes.common.__all__,
     *shapes.tools.__all__,
+    *shapes.playbooks.__all__,
     *shapes.agents.__all__,
     *shapes.conversations.__all__,
     *shapes.phone_numbers.__all__,

@@ -17,6 +17,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.deps import conflict, flush_or_conflict, not_found
+from call.playbook import starter_playbook
+from call.playbook_check import check_playbook
 from config import BENCH_PROVIDERS, Settings, bench_provider_refusal
 from models import Agent, AgentTool, KnowledgeDocument
 from schemas import (
@@ -26,6 +28,7 @@ from schemas import (
     AgentResponse,
     AgentUpdate,
     ElevenLabsAgentCreate,
+    Playbook,
     ProviderOverrides,
     ToolCreate,
     ToolResponse,
@@ -136,6 +139,7 @@ def to_agent_response(agent: Agent) -> AgentResponse:
         voicemail_action=agent.voicemail_action,
         voicemail_message=agent.voicemail_message,
         dtmf_navigation=agent.dtmf_navigation,
+        playbook=agent.playbook,
         tools=[to_tool_response(t) for t in sorted(agent.tools, key=lambda t: t.name)],
         knowledge_base_ids=[d.id for d in sorted(agent.documents, key=lambda d: d.created_at)],
         created_at=agent.created_at,
@@ -143,6 +147,7 @@ def to_agent_response(agent: Agent) -> AgentResponse:
         conversation_config=to_conversation_config(agent),
         metadata=AgentMetadata(created_at_unix_secs=created, updated_at_unix_secs=updated),
         platform_settings=extra.get("platform_settings"),
+        workflow=agent.playbook or extra.get("workflow"),
         tags=list(extra.get("tags") or []),
         access_info=AccessInfo(),
         created_at_unix_secs=created,
@@ -246,6 +251,37 @@ def refuse_bench_providers(providers: ProviderOverrides | None, settings: Settin
         raise RequestValidationError(errors)
 
 
+STARTER_TOOLS = ("book_meeting", "end_call")  # what the starter playbook uses, enabled with it
+
+
+def checked_playbook(
+    value: Playbook | str | None, builtin_tools: list[str], tool_names: Iterable[str]
+) -> tuple[dict[str, Any] | None, list[str]]:
+    """(the playbook to store, the builtin tools with what the starter needs): 422 with the path of
+    every problem (an unknown stage, tool, intent or template variable)."""
+    if value is None:
+        return None, builtin_tools
+    if value == "starter":
+        raw = starter_playbook()
+        builtin_tools = [*builtin_tools, *(t for t in STARTER_TOOLS if t not in builtin_tools)]
+    else:
+        assert isinstance(value, Playbook)
+        raw = value.model_dump(mode="json", exclude_none=True)
+    try:
+        raw = Playbook.model_validate(raw).model_dump(mode="json", exclude_none=True)
+    except ValidationError as exc:  # only a broken starter file gets here
+        raise _validation_error(exc, ("body", "playbook")) from None
+    problems = check_playbook(raw, [*builtin_tools, *tool_names])
+    if problems:
+        raise RequestValidationError(
+            [
+                {"loc": ("body", "playbook", *where), "msg": msg, "type": "value_error"}
+                for where, msg in problems
+            ]
+        )
+    return raw, builtin_tools
+
+
 async def create_agent(
     session: AsyncSession, body: AgentCreate, extra_config: dict[str, Any] | None = None
 ) -> Agent:
@@ -253,7 +289,9 @@ async def create_agent(
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise conflict(f"duplicate tool names: {', '.join(duplicates)}")
+    playbook, builtin = checked_playbook(body.playbook, list(body.builtin_tools), names)
     agent = Agent(**_flat_columns(body, _COLUMN_FIELDS), extra_config=extra_config or {})
+    agent.playbook, agent.builtin_tools = playbook, builtin
     session.add(agent)
     await flush_or_conflict(session, "conflicts with existing data")
     session.add_all(new_tool(agent.id, t) for t in body.tools)
@@ -283,9 +321,18 @@ async def update_agent(session: AsyncSession, agent: Agent, body: AgentUpdate) -
         extra["tags"] = body.tags
     if extra != agent.extra_config:
         agent.extra_config = extra
+    if "playbook" in changes or "builtin_tools" in changes:
+        # a playbook is checked against the tools the agent has once the update is applied
+        sent = body.playbook if "playbook" in changes else _stored_playbook(agent.playbook)
+        custom = [t.name for t in agent.tools]
+        agent.playbook, agent.builtin_tools = checked_playbook(sent, list(agent.builtin_tools), custom)
     if body.knowledge_base_ids:
         await copy_documents(session, agent, body.knowledge_base_ids)
     return await reload(session, agent)
+
+
+def _stored_playbook(stored: dict[str, Any] | None) -> Playbook | None:
+    return Playbook.model_validate(stored) if stored else None
 
 
 async def copy_documents(session: AsyncSession, agent: Agent, document_ids: list[str]) -> None:
@@ -376,7 +423,10 @@ def agent_create_from_elevenlabs(body: ElevenLabsAgentCreate) -> tuple[AgentCrea
     """The flat create body and the extra_config equivalent to an ElevenLabs create request."""
     columns, rest = split_conversation_config(body.conversation_config)
     try:
-        flat = AgentCreate.model_validate({"name": body.name or DEFAULT_AGENT_NAME, **columns})
+        named = {"name": body.name or DEFAULT_AGENT_NAME, **columns}
+        if body.playbook is not None:
+            named["playbook"] = body.playbook
+        flat = AgentCreate.model_validate(named)
     except ValidationError as exc:
         raise _validation_error(exc, ("body", "conversation_config")) from None
     extra: dict[str, Any] = {"conversation_config": rest}

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from call.bargein import TurnSettings
+from call.playbook import PlaybookRun
 from providers.base import ToolSpec
 from speech.text import fill_template
 
@@ -19,6 +20,7 @@ class AgentProfile:
     turn: TurnSettings
     tool_specs: list[ToolSpec]
     variables: dict[str, Any]
+    playbook: dict[str, Any] | None = None  # the agent's sales playbook (call.playbook runs it)
 
     @property
     def id(self) -> str:
@@ -41,11 +43,16 @@ def build_profile(
         "date": time.strftime("%A, %B %d, %Y"),
         **dynamic,
     }
+    first_message = fill_template(agent.first_message or "", variables, strict=False)
+    playbook = getattr(agent, "playbook", None) or None
+    if playbook:  # no first message: the start stage's line (and the AI disclosure, if up front)
+        first_message = PlaybookRun(playbook, variables).greeting(first_message)
     return AgentProfile(
         agent=agent,
         system_prompt=fill_template(agent.system_prompt or "", variables, strict=False),
-        first_message=fill_template(agent.first_message or "", variables, strict=False),
+        first_message=first_message,
         turn=TurnSettings.from_sources(settings, agent.turn_settings, agent.interrupt_enabled),
         tool_specs=tool_specs,
         variables=variables,
+        playbook=playbook,
     )

@@ -103,6 +103,8 @@ class Replies:
             return
         if self.busy or self.speaker.is_speaking or self.transcript.closing:
             return
+        if self.responder is not None and self.responder.playbook is not None:
+            return  # a playbook's turn moves its stages: never on a guess (its lines need no head start)
         intent = detect_intent(text)
         if not may_preempt(intent, sounds_finished):
             self._declined = text  # an action, or words that sound unfinished: wait for the turn

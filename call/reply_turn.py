@@ -16,6 +16,7 @@ class ReplySource(StrEnum):
     FIXED_LINE = "fixed_line"  # greeting, goodbye, "are you still there?", busy line
     FALLBACK = "fallback"  # the LLM failed: "sorry, could you say that again?"
     SUPERVISOR = "supervisor"  # a supervisor's: a `say` in the agent's voice, their own on a take-over
+    PLAYBOOK = "playbook"  # a playbook stage's scripted line
 
 
 def _released() -> asyncio.Event:

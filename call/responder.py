@@ -17,6 +17,7 @@ from contextlib import aclosing, nullcontext
 from typing import Any
 
 from call.intents import Intent, detect_intent, extract_meeting_request
+from call.playbook import GOTO_PREFIX, RECORD_FIELDS, PlaybookRun, Step
 from call.profile import AgentProfile
 from call.prompt import INSTRUCTIONS, build_messages
 from call.reply_turn import ReplySource, ReplyTurn
@@ -52,6 +53,25 @@ NOT_PREEMPTED = frozenset(
         Intent.DO_NOT_CALL,
     }
 )
+# With a playbook, what no transition covers is left to the engine's own handling (a request to wait, to
+# be transferred, a goodbye; "do not call me" is honoured with or without a playbook).
+ENGINE_HANDLED = frozenset(
+    {
+        Intent.HOLD,
+        Intent.TRANSFER_REQUEST,
+        Intent.GOODBYE,
+        Intent.DO_NOT_CALL,
+        Intent.EMAIL_INSTEAD,
+        Intent.NOT_INTERESTED,
+    }
+)
+# Within a stage on the small embedded model: a short acknowledgement (or an honest "I don't know" to a
+# question the knowledge base does not answer), then the stage's question again.
+ACKNOWLEDGEMENTS = ("Got it.", "I hear you.", "Understood.", "Okay, thanks.")
+SMALL_TALK = re.compile(r"\b(how are you|how's it going|how are things|how's your day)\b", re.IGNORECASE)
+SMALL_TALK_LINE = "I'm doing well, thanks for asking."
+PLAYBOOK_NO_ANSWER_LINE = "Good question. I don't want to guess, so I'll make sure you get the exact answer."
+TOOL_FAILED_LINE = "Sorry, that didn't go through just now; someone from our team will follow up."
 # Questions that are small talk or about the call, not about the product: the model may answer them
 # without the knowledge base.
 CONVERSATIONAL = re.compile(
@@ -106,6 +126,10 @@ class Responder:
         self._ms = ms
         self._after_tool = after_tool
         self._log_fields = log_fields or {}
+        self.playbook: PlaybookRun | None = None
+        if profile.playbook:
+            self.playbook = PlaybookRun(profile.playbook, profile.variables, on_change=transcript.save_stages)
+            self.playbook.record({})  # the start stage, where the greeting was said
 
     # ---------------------------------------------------------------- entry points
 
@@ -115,6 +139,8 @@ class Responder:
 
     async def answer(self, turn: ReplyTurn, intent: Intent) -> None:
         self.transcript.set_state(state_after(self.transcript.state, intent))
+        if self.playbook is not None and await self._playbook_answer(turn, intent):
+            return
         if (
             intent == Intent.DO_NOT_CALL
         ):  # before any goodbye: the number goes on the list, then the call ends
@@ -138,6 +164,83 @@ class Responder:
             return
         await self.llm_reply(turn, intent)
 
+    # ---------------------------------------------------------------- the playbook
+
+    @property
+    def _stage_model(self) -> bool:
+        """A model that calls tools and is not the small embedded one: it talks within the stage and
+        moves the call on with the stage's transition functions (the Pipecat Flows pattern)."""
+        return bool(getattr(self.llm, "supports_tools", False)) and not getattr(
+            self.llm, "extractive_knowledge", False
+        )
+
+    async def _playbook_answer(self, turn: ReplyTurn, intent: Intent) -> bool:
+        """Answer within the playbook; False: no transition and the engine's own handling applies."""
+        assert self.playbook is not None
+        step = self.playbook.on_turn(turn.user_text)
+        self._log(
+            "playbook turn", intent=step.intent, stage=self.playbook.stage, entered=",".join(step.entered)
+        )
+        if not step.stay:
+            await self._speak_step(turn, step)
+            return True
+        if intent in ENGINE_HANDLED:
+            return False
+        if self._stage_model:
+            await self.llm_reply(turn, intent, stage_tools=self.playbook.stage_tools(self.profile.tool_specs))
+            return True
+        await self._within_stage(turn, intent, step)
+        return True
+
+    async def _within_stage(self, turn: ReplyTurn, intent: Intent, step: Step) -> None:
+        """The small model's turn in a stage: a knowledge answer or an acknowledgement, then the ask."""
+        chunks = await self._retrieve(turn.user_text) if intent == Intent.QUESTION else []
+        if not (chunks and await self._extractive_answer(turn, chunks)):
+            turn.source = ReplySource.PLAYBOOK
+            previous = self.transcript.last_agent_line()
+            if SMALL_TALK.search(turn.user_text):
+                line = SMALL_TALK_LINE
+            elif intent == Intent.QUESTION and not CONVERSATIONAL.search(turn.user_text):
+                line = PLAYBOOK_NO_ANSWER_LINE
+            else:
+                line = ACKNOWLEDGEMENTS[len(self.transcript.history) // 2 % len(ACKNOWLEDGEMENTS)]
+                line = fresh_line((line, *ACKNOWLEDGEMENTS), previous)
+            await self.speaker.say(turn, [line])
+        if step.ask:
+            await self.speaker.say(turn, [step.ask])
+
+    async def _speak_step(self, turn: ReplyTurn, step: Step) -> None:
+        """A stage entered: its tool, then its scripted lines; the call ends if the stage ends it."""
+        turn.source = ReplySource.PLAYBOOK
+        for call in step.tools:
+            outcome = await self.run_tool(turn, call, word_result=False)
+            if outcome.ends_call or turn.hang_up_after:
+                return  # the tool said its last line (do-not-call)
+            if not outcome.success:
+                await self.speaker.say(turn, [TOOL_FAILED_LINE])
+        if step.lines:
+            await self.speaker.say(turn, step.lines)
+        if step.ends_call:
+            self.transcript.set_state(CallState.COMPLETION)
+            turn.hang_up_after = step.end_reason or "agent_goodbye"
+
+    async def _playbook_tool(self, turn: ReplyTurn, call: ToolCall) -> bool:
+        """A model's call of a stage's transition or of ``record_fields``; False: an ordinary tool."""
+        if self.playbook is None:
+            return False
+        if call.name == RECORD_FIELDS:
+            self.playbook.record(call.arguments or {})
+            if (step := self.playbook.follow_fields()) is not None:
+                await turn.go.wait()
+                await self._speak_step(turn, step)
+            return True
+        target = call.name.removeprefix(GOTO_PREFIX)
+        if not call.name.startswith(GOTO_PREFIX) or target not in {t for t, _ in self.playbook.exits()}:
+            return False
+        await turn.go.wait()
+        await self._speak_step(turn, self.playbook.enter(target, turn.user_text, "llm"))
+        return True
+
     # ---------------------------------------------------------------- tools
 
     def _said_no_before(self) -> bool:
@@ -160,7 +263,7 @@ class Responder:
             return True
         return False
 
-    async def run_tool(self, turn: ReplyTurn, call: ToolCall) -> Any:
+    async def run_tool(self, turn: ReplyTurn, call: ToolCall, *, word_result: bool = True) -> Any:
         turn.source = ReplySource.TOOL
         if mode := self.tools.transfer_mode(self.profile.agent, call):
             await self._before_transfer(turn, mode)
@@ -178,7 +281,7 @@ class Responder:
         self.transcript.tool_ran(call.name, outcome.success)
         if outcome.say:
             await self.speaker.say(turn, [outcome.say])
-        elif outcome.say is None and not outcome.ends_call:
+        elif outcome.say is None and not outcome.ends_call and word_result:
             await self._speak_tool_result(turn, call, outcome)
         if outcome.ends_call:
             self.transcript.set_state(CallState.COMPLETION)
@@ -253,8 +356,11 @@ class Responder:
 
     # ---------------------------------------------------------------- knowledge and the LLM
 
-    async def llm_reply(self, turn: ReplyTurn, intent: Intent | None = None) -> None:
-        """Knowledge, then the LLM streamed into the speaker; tools it calls run after its words."""
+    async def llm_reply(
+        self, turn: ReplyTurn, intent: Intent | None = None, stage_tools: list[Any] | None = None
+    ) -> None:
+        """Knowledge, then the LLM streamed into the speaker; tools it calls run after its words. In a
+        playbook's stage (``stage_tools``), the stage's prompt and tools: its transitions are tool calls."""
         started = time.monotonic()
         chunks = await self._retrieve(turn.user_text)
         if self.profile.agent.documents:
@@ -273,6 +379,9 @@ class Responder:
         tools = (
             self.profile.tool_specs if getattr(self.llm, "supports_tools", self.llm.name != "local") else None
         )
+        if stage_tools is not None and self.playbook is not None:
+            messages[0] = ChatMessage("system", messages[0].content + "\n\n" + self.playbook.stage_prompt())
+            tools = stage_tools
         previous = self.transcript.last_agent_line().rstrip(" —")
         # The fact check is for the small embedded model, which invents; a larger model's general words
         # (product names, acronyms) are not in the prompt and would trip it.
@@ -353,7 +462,8 @@ class Responder:
         if tool_calls:
             await turn.go.wait()  # a tool acts: never on a turn that is still a guess
         for call in tool_calls[:3]:
-            await self.run_tool(turn, call)
+            if not await self._playbook_tool(turn, call):
+                await self.run_tool(turn, call)
 
     def _unanswerable(self, intent: Intent | None, text: str) -> bool:
         """A question about the product, and the agent's knowledge base (it has one) found nothing for it."""

@@ -33,6 +33,8 @@ class TurnSink(Protocol):
 
     def emit(self, event_type: str, data: dict[str, Any]) -> None: ...
 
+    def save_stages(self, stage_path: list[str], stage: str, collected: dict[str, Any]) -> None: ...
+
 
 class CallTranscript:
     def __init__(self, sink: TurnSink | None, ms: Any) -> None:
@@ -43,6 +45,9 @@ class CallTranscript:
         self.guidance: list[str] = []  # a supervisor's whispers: the LLM sees them, nobody hears them
         # Told of what listeners see (call.seat): ("transcript", role, text) / ("stage", …) / ("tool", …)
         self.observer: Callable[[str, dict[str, Any]], None] | None = None
+        self.stage_path: list[str] = []  # a playbook's stages so far, the current one and its fields
+        self.stage = ""
+        self.collected: dict[str, Any] = {}
 
     def _tell(self, kind: str, **fields: Any) -> None:
         if self.observer is not None:
@@ -50,6 +55,8 @@ class CallTranscript:
 
     def attach(self, sink: TurnSink) -> None:
         self._sink = sink
+        if self.stage_path:  # the playbook's start stage, set before the call had its store
+            self.save_stages(self.stage_path, self.stage, self.collected)
 
     # ---------------------------------------------------------------- state
 
@@ -60,6 +67,14 @@ class CallTranscript:
         if self._sink is not None:
             self._sink.set_state(state.value)
         self._tell("stage", stage=state.value)
+
+    def save_stages(self, stage_path: list[str], stage: str, collected: dict[str, Any]) -> None:
+        """The playbook's stages so far, the stage the call is in and the fields collected."""
+        if stage != self.stage:  # listeners see the playbook's stage as it changes
+            self._tell("stage", stage=stage, stage_path=list(stage_path))
+        self.stage_path, self.stage, self.collected = stage_path, stage, collected
+        if self._sink is not None and hasattr(self._sink, "save_stages"):
+            self._sink.save_stages(stage_path, stage, collected)
 
     @property
     def closing(self) -> bool:

@@ -381,6 +381,8 @@ async function conversationPage(view, conversationId) {
         h("div", {}, h("label", {}, "From → To"), `${c.from_number || "—"} → ${c.to_number || "—"}`),
         h("div", {}, h("label", {}, "Started"), when(c.started_at)), h("div", {}, h("label", {}, "End reason"), c.end_reason || "—")),
       h("label", {}, "Summary"), h("p", { id: "summary" }, c.summary || "—"),
+      (c.stage_path || []).length > 0 && h("div", {}, h("label", {}, "Playbook stages"),
+        h("p", { id: "stage-path" }, c.stage_path.join(" → "))),
       collected.length > 0 && h("div", {}, h("label", {}, "Collected data"),
         h("table", {}, collected.map(([k, v]) => h("tr", {}, h("th", {}, k), h("td", {}, JSON.stringify(v)))))),
       c.recording_url && h("div", {}, h("label", {}, "Recording (caller left, agent right)"), recordingPlayer(c.conversation_id))),

@@ -111,11 +111,16 @@ def rule_outcome(
     tool_calls: list[dict[str, Any]],
     end_reason: str | None,
     answered_by: str | None = None,
+    stage_outcome: str | None = None,
 ) -> str | None:
-    """The outcome when the facts (and the caller's plain words) settle it, else None (the LLM chooses)."""
+    """The outcome when the facts (and the caller's plain words) settle it, else None (the LLM chooses).
+    ``stage_outcome``: what the playbook stages the call reached say (a call-back stage, a polite close
+    after "not interested"); taken when the facts allow it."""
     allowed = allowed_outcomes(CallFacts.of(turns, tool_calls, end_reason, answered_by))
     if len(allowed) == 1:
         return allowed[0]
+    if stage_outcome in allowed:
+        return stage_outcome
     intents = [detect_intent(text) for role, text in turns if role == "user" and text]
     if "not_interested" in allowed and (Intent.NOT_INTERESTED in intents or Intent.DO_NOT_CALL in intents):
         return "not_interested"
@@ -213,12 +218,13 @@ async def analyze_conversation(
     tool_calls: list[dict[str, Any]] | None = None,
     end_reason: str | None = None,
     answered_by: str | None = None,
+    stage_outcome: str | None = None,
 ) -> Analysis:
     """Facts first: the outcome is one the facts allow (the LLM only chooses among those), and a collected
     value is kept only when the caller's own words carry it. The same for every LLM."""
     tool_calls = tool_calls or []
     allowed = allowed_outcomes(CallFacts.of(turns, tool_calls, end_reason, answered_by))
-    ruled = rule_outcome(turns, tool_calls, end_reason, answered_by)
+    ruled = rule_outcome(turns, tool_calls, end_reason, answered_by, stage_outcome)
     user_said = any(role == "user" and text for role, text in turns)
     if not user_said or llm is None:
         outcome = ruled or UNDECIDED

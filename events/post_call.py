@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import select
 
+from call.playbook import stage_outcome
 from models import Agent, Conversation, Meeting
 
 
@@ -60,7 +61,11 @@ async def run_post_call(runtime: PostCallServices, conversation_id: str) -> None
             for c in conversation.tool_calls
         ]
         end_reason, answered_by = conversation.end_reason, conversation.answered_by
+        # what the playbook recorded during the call: its stages and the fields it collected
+        stage_path, ended_stage = list(conversation.stage_path or []), conversation.ended_stage
+        stage_collected = {k: v for k, v in (conversation.collected_data or {}).items() if v is not None}
     data_fields = list(agent.data_collection or []) if agent is not None else []
+    stages_say = stage_outcome(agent.playbook if agent is not None else None, stage_path)
     turns = [(t["role"], t["text"]) for t in transcript]
     try:
         llm = await runtime.providers.llm((agent.providers or {}).get("llm") if agent else None)
@@ -72,6 +77,7 @@ async def run_post_call(runtime: PostCallServices, conversation_id: str) -> None
                 tool_calls=tool_calls,
                 end_reason=end_reason,
                 answered_by=answered_by,
+                stage_outcome=stages_say,
             )
         summary, outcome, collected = analysis.summary, analysis.outcome, analysis.collected
     except Exception as exc:
@@ -79,14 +85,17 @@ async def run_post_call(runtime: PostCallServices, conversation_id: str) -> None
             "post-call analysis failed",
             extra={"fields": {"conversation_id": conversation_id, "error": type(exc).__name__}},
         )
-        outcome = rule_outcome(turns, tool_calls, end_reason, answered_by) or UNDECIDED
+        outcome = rule_outcome(turns, tool_calls, end_reason, answered_by, stages_say) or UNDECIDED
         summary, collected = None, {}
+    collected = {**collected, **stage_collected}  # the playbook's values were heard, not inferred
     async with runtime.db.session() as session:
         conversation = await session.get(Conversation, conversation_id)
         if conversation is None:
             return
         if conversation.answered_by != answered_by:  # Twilio's AMD verdict came during the analysis
-            outcome = rule_outcome(turns, tool_calls, end_reason, conversation.answered_by) or outcome
+            outcome = (
+                rule_outcome(turns, tool_calls, end_reason, conversation.answered_by, stages_say) or outcome
+            )
         conversation.summary = summary
         conversation.outcome = outcome
         conversation.collected_data = collected
@@ -115,6 +124,8 @@ async def run_post_call(runtime: PostCallServices, conversation_id: str) -> None
                 "summary": summary,
                 "outcome": outcome,
                 "collected_data": collected,
+                "stage_path": stage_path,
+                "ended_stage": ended_stage,
                 "answered_by": conversation.answered_by,
                 "campaign_id": conversation.campaign_id,
                 "recording_url": (

@@ -113,6 +113,8 @@ async def _collect(runtime: Services, conversation_id: str, record: CallRecord) 
                 raise LookupError("the call left no conversation")
             if conversation.ended_at is not None or time.monotonic() > deadline:
                 record.end_reason = conversation.end_reason
+                record.stage_path = [str(s) for s in conversation.stage_path or []]
+                record.ended_stage = conversation.ended_stage
                 record.transcript = [
                     {
                         "role": t.role,

@@ -27,6 +27,8 @@ class CallRecord:
     v2v_ms: list[float] = field(default_factory=list)
     outcome: str | None = None
     collected_data: dict[str, Any] = field(default_factory=dict)
+    stage_path: list[str] = field(default_factory=list)  # the playbook's stages, in order
+    ended_stage: str | None = None
     conversation_id: str = ""
     error: str | None = None
     notes: list[str] = field(default_factory=list)
@@ -232,6 +234,25 @@ async def evaluate(
             ok,
             f"{key} = {value!r}" if ok else f"expected collected {key} {describe(check)}, got {value!r}",
         )
+    if criteria.stage_path:
+        ok = in_order(criteria.stage_path, record.stage_path)
+        add(
+            "stage path",
+            ok,
+            f"went through {' → '.join(criteria.stage_path)}"
+            if ok
+            else f"expected the stages {' → '.join(criteria.stage_path)} in order, got "
+            f"{' → '.join(record.stage_path) or 'no playbook stages'}; {said(record)}",
+        )
+    if criteria.ended_stage is not None:
+        ok = record.ended_stage == criteria.ended_stage
+        add(
+            "ended stage",
+            ok,
+            f"ended in {record.ended_stage}"
+            if ok
+            else f"expected the call to end in stage {criteria.ended_stage}, got {record.ended_stage}",
+        )
     if criteria.max_v2v_p95_ms is not None:
         label = "voice-to-voice" if record.mode == "audio" else "reply latency (text mode: no STT/TTS)"
         if not record.v2v_ms:
@@ -268,6 +289,12 @@ async def evaluate(
                     )
                 )
     return results
+
+
+def in_order(expected: list[str], path: list[str]) -> bool:
+    """``expected`` is a subsequence of ``path`` (each stage after the one before it)."""
+    walk = iter(path)
+    return all(any(stage == seen for seen in walk) for stage in expected)
 
 
 def passed(results: list[CriterionResult]) -> bool:

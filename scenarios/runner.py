@@ -8,6 +8,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from call.playbook import stage_outcome
 from events.analysis import analyze_conversation
 from models import Agent
 from providers.base import ChatMessage
@@ -75,6 +76,7 @@ async def run_suite(
             raise LookupError(f"agent not found: {agent_id}")
         override = (agent.providers or {}).get("llm")
         data_fields = list(agent.data_collection or [])
+        playbook = agent.playbook
     llm_name = await runtime.providers.llm_name(override)
     llm = await runtime.providers.llm(override)
     judge = make_judge(llm) if llm_name not in NOT_A_JUDGE else None
@@ -94,7 +96,7 @@ async def run_suite(
                 record = await run_text_call(runtime, agent_id, scenario.spec)
             criteria = scenario.spec.criteria
             if (criteria.outcome or criteria.collected_data) and not record.error:
-                await _analyze(record, data_fields, llm)
+                await _analyze(record, data_fields, llm, playbook)
             results = await evaluate(criteria, record, judge)
         return {
             "scenario_id": scenario.id,
@@ -138,8 +140,9 @@ async def run_suite(
     }
 
 
-async def _analyze(record: CallRecord, data_fields: list[Any], llm: Any) -> None:
-    """Outcome and collected data, as post-call analysis finds them for a real call."""
+async def _analyze(record: CallRecord, data_fields: list[Any], llm: Any, playbook: Any = None) -> None:
+    """Outcome and collected data, as post-call analysis finds them for a real call (the playbook's
+    stages and the fields it heard included)."""
     try:
         analysis = await analyze_conversation(
             [(t["role"], t["text"]) for t in record.transcript],
@@ -147,7 +150,9 @@ async def _analyze(record: CallRecord, data_fields: list[Any], llm: Any) -> None
             llm,
             tool_calls=record.tool_calls,
             end_reason=record.end_reason,
+            stage_outcome=stage_outcome(playbook, record.stage_path),
         )
-        record.outcome, record.collected_data = analysis.outcome, analysis.collected
+        heard = {k: v for k, v in record.collected_data.items() if v is not None}
+        record.outcome, record.collected_data = analysis.outcome, {**analysis.collected, **heard}
     except Exception as exc:
         record.notes.append(f"post-call analysis failed ({type(exc).__name__})")

@@ -281,6 +281,11 @@ async def _collect(runtime: Services, conversation_id: str, caller: str, record:
         record.on_dnc_list = (
             await session.scalar(select(DncEntry.id).where(DncEntry.conversation_id == conversation_id))
         ) is not None
+        conversation = await session.get(Conversation, conversation_id)
+        if conversation is not None:  # what the playbook recorded: its stages and the fields it heard
+            record.stage_path = [str(s) for s in conversation.stage_path or []]
+            record.ended_stage = conversation.ended_stage
+            record.collected_data = dict(conversation.collected_data or {})
 
 
 async def remove_conversation(runtime: Services, conversation_id: str) -> None:

@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidatorFunctionWrapHandler, WrapValidator
 
 from config import LLMChoice, ProviderChoice
 from shapes.common import E164, TOOL_NAME_PATTERN, BuiltinToolName, Id, Page, PartialUpdate, Strict, _unique
+from shapes.playbooks import Playbook
 from shapes.tools import ToolCreate, ToolResponse
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "ElevenLabsAgentCreate",
     "ElevenLabsAgentCreated",
     "Language",
+    "PlaybookOrStarter",
     "ProviderOverrides",
     "STTKeywords",
     "TurnSettings",
@@ -64,6 +66,13 @@ def _unique_names(fields: list[DataCollectionField]) -> list[DataCollectionField
     return fields
 
 
+def _starter_or_playbook(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    """``"starter"`` passes as is (the API copies the starter playbook); anything else is a playbook,
+    its errors located inside it (no union member in the path)."""
+    return value if value == "starter" else handler(value)
+
+
+PlaybookOrStarter = Annotated[Playbook | None, WrapValidator(_starter_or_playbook)]
 Language = Annotated[str, Field(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$", max_length=16, examples=["en"])]
 BuiltinTools = Annotated[list[BuiltinToolName], AfterValidator(_unique)]
 DataCollection = Annotated[list[DataCollectionField], AfterValidator(_unique_names)]
@@ -115,6 +124,11 @@ class AgentFields(Strict):
         default=False,
         description="Outbound calls answered by a phone menu: press the keys (send_dtmf) that reach a "
         "person, sales or the named contact, instead of ending the call as outcome ivr",
+    )
+    playbook: PlaybookOrStarter = Field(
+        default=None,
+        description='The sales playbook the calls follow (docs/playbooks.md); "starter": a copy of the '
+        "starter B2B demo-booking playbook (GET /v1/convai/playbooks/starter), with the tools it uses",
     )
 
 
@@ -173,6 +187,10 @@ class AgentUpdate(PartialUpdate):
     voicemail_action: VoicemailAction | None = None
     voicemail_message: str | None = Field(default=None, max_length=2_000)
     dtmf_navigation: bool | None = None
+    playbook: PlaybookOrStarter = Field(
+        default=None,
+        description='A playbook, "starter" (a copy of the starter playbook), or null to remove it',
+    )
     knowledge_base_ids: list[Id] | None = Field(
         default=None, description="Documents to copy into this agent (ids it already owns are kept as is)."
     )
@@ -206,6 +224,9 @@ class ElevenLabsAgentCreate(BaseModel):
     workflow: dict[str, Any] | None = None
     name: str | None = Field(default=None, max_length=200)
     tags: list[str] | None = None
+    playbook: dict[str, Any] | Literal["starter"] | None = Field(
+        default=None, description="The sales playbook (as in POST /v1/convai/agents)"
+    )
 
 
 class ElevenLabsAgentCreated(BaseModel):
@@ -251,6 +272,7 @@ class AgentResponse(BaseModel):
     voicemail_action: str
     voicemail_message: str
     dtmf_navigation: bool
+    playbook: dict[str, Any] | None = None
     tools: list[ToolResponse]
     knowledge_base_ids: list[str]
     created_at: datetime
@@ -259,6 +281,10 @@ class AgentResponse(BaseModel):
     conversation_config: dict[str, Any]
     metadata: AgentMetadata
     platform_settings: dict[str, Any] | None = None
+    workflow: dict[str, Any] | None = Field(
+        default=None,
+        description="ElevenLabs name: the playbook (its extra fields ride along), or a workflow sent as is",
+    )
     tags: list[str]
     access_info: AccessInfo
     created_at_unix_secs: int

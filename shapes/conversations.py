@@ -45,7 +45,8 @@ class TranscriptTurn(BaseModel):
     first_frame_sent_ms: float | None
     source: str | None = Field(
         None,
-        description="agent turns: how the reply was produced (llm, knowledge, tool, fixed_line, fallback)",
+        description="agent turns: how the reply was produced "
+        "(llm, knowledge, tool, fixed_line, fallback, playbook: a playbook stage's scripted line)",
     )
     retrieval_ms: float | None = Field(None, description="duration of the knowledge search")
     knowledge_answer_ms: float | None = Field(
@@ -132,6 +133,10 @@ class ConversationDetail(ConversationSummary):
     call_state: str
     dynamic_variables: dict[str, Any]
     collected_data: dict[str, Any]
+    stage_path: list[str] = Field(
+        default_factory=list, description="The playbook stages the call went through"
+    )
+    ended_stage: str | None = Field(default=None, description="The playbook stage the call ended in")
     recording_url: str | None
     transcript: list[TranscriptTurn]
     tool_calls: list[ToolCallResponse]

@@ -101,6 +101,12 @@ class Criteria(_Strict):
     on_dnc_list: bool | None = Field(
         default=None, description="The caller's number is on the do-not-call list"
     )
+    stage_path: list[str] = Field(
+        default_factory=list,
+        max_length=30,
+        description="Playbook stages the call must go through, in this order (others may come between)",
+    )
+    ended_stage: str | None = Field(default=None, max_length=40, description="The playbook stage it ends in")
     max_v2v_p95_ms: float | None = Field(default=None, gt=0, le=60_000)
     rubric: str | None = Field(
         default=None, max_length=2000, description="Judged by an LLM when one other than the embedded is set"

@@ -144,6 +144,17 @@ class CallStore:
 
         self.writer.submit(write)
 
+    def save_stages(self, stage_path: list[str], stage: str, collected: dict[str, Any]) -> None:
+        """The playbook's way so far (conversations.stage_path, ended_stage) and the fields it collected."""
+        values = {"stage_path": list(stage_path), "ended_stage": stage, "collected_data": dict(collected)}
+
+        async def write(session: AsyncSession) -> None:
+            await session.execute(
+                update(Conversation).where(Conversation.id == self.conversation_id).values(**values)
+            )
+
+        self.writer.submit(write)
+
     def set_answered_by(self, answered_by: str, method: str, outcome: str | None = None) -> None:
         """Who picked up an outbound call, how that was decided and when, and the outcome that settles
         (a machine: voicemail; a screener or a menu that never put us through: screened / ivr)."""

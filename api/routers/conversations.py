@@ -139,6 +139,8 @@ def to_conversation_detail(conv: Conversation, agent_name: str | None) -> Conver
         call_state=conv.call_state,
         dynamic_variables=conv.dynamic_variables,
         collected_data=conv.collected_data,
+        stage_path=[str(s) for s in conv.stage_path or []],
+        ended_stage=conv.ended_stage,
         recording_url=conv.recording_url,
         transcript=[to_turn(t) for t in conv.turns],
         tool_calls=[to_tool_call(c) for c in conv.tool_calls],
