@@ -86,6 +86,13 @@ async def test_playbook_editor(tmp_path: Path) -> None:
         listed = await page.inner_text("#playbook-errors")
         assert f"playbook › edges › {edge_id} › target" in listed and "pitch" in listed, listed
         assert (await api.get(f"/v1/convai/agents/{agent_id}")).json()["playbook"] == saved
+        # The transitions from any stage are edited as one list; a new stage joins the graph.
+        await page.select_option("#stage-select", "*")
+        rows = await page.locator("#stage-edges tr[data-edge]").count()
+        assert rows == sum(e["source"] == "*" for e in saved["edges"].values()) > 5
+        await page.fill("input[name=id]", "budget_check")
+        await page.click("text=Add a stage")
+        await page.wait_for_function(f"window.__playbookGraph.nodes('.stage').length === {len(drawn) + 1}")
         # Back to the saved playbook through the JSON view.
         await page.evaluate(
             "(json) => { const t = document.querySelector('#playbook-json'); t.value = json; }",
