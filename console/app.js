@@ -5,6 +5,7 @@ import { campaignPage, campaignsPage } from "./campaigns.js";
 import { testsPage } from "./tests.js";
 import { dncPage } from "./dnc.js";
 import { voicemailSection } from "./voicemail.js";
+import { playbookPage } from "./playbook.js";
 
 const view = document.getElementById("view");
 const BUILTIN_TOOLS = ["end_call", "transfer_call", "send_sms", "book_meeting", "add_to_dnc"];
@@ -151,6 +152,7 @@ async function agentPage(view, agentId) {
     h("h2", {}, "Built-in tools"), h("div", { class: "checks" }, builtins),
     h("div", { class: "actions" }, h("button", { type: "submit", id: "save-agent" }, isNew ? "Create agent" : "Save"),
       !isNew && h("a", { href: `#/agents/${agentId}/tests`, id: "agent-tests" }, h("button", { type: "button", class: "secondary" }, "Scenario tests")),
+      !isNew && h("a", { href: `#/agents/${agentId}/playbook`, id: "agent-playbook" }, h("button", { type: "button", class: "secondary" }, "Playbook")),
       !isNew && h("button", { type: "button", class: "danger", onclick: remove }, "Delete")));
   view.replaceChildren(h("h1", {}, isNew ? "New agent" : agent.name), isNew ? form : callPanel(agent), form);
   if (!isNew) {
@@ -438,6 +440,7 @@ async function route() {
   document.querySelectorAll("nav a").forEach((a) => a.classList.toggle("active", a.dataset.page === parts[0]));
   try {
     if (parts[0] === "agents" && parts[1] && parts[2] === "tests") cleanup = await testsPage(v, { h, toast, fail, pill }, parts[1]);
+    else if (parts[0] === "agents" && parts[1] && parts[2] === "playbook") cleanup = await playbookPage(v, { h, toast, fail }, parts[1]);
     else if (parts[0] === "agents" && parts[1]) await agentPage(v, parts[1]);
     else if (parts[0] === "conversations" && parts[1]) await conversationPage(v, parts[1]);
     else if (parts[0] === "conversations") await conversationsPage(v, new URLSearchParams(query));
