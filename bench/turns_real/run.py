@@ -1,0 +1,189 @@
+"""Turn-taking on the real set (bench.turns_real.build) through the real Media Streams path.
+
+The barge-in bench's harness (bench.bargein.run): a server on the ``bargein`` profile (embedded Whisper
+STT, instant echo LLM/TTS, so what is timed is the turn-taking decision) and a Twilio-like client that
+plays each recorded turn in real time, 20 ms frames, after the agent's short greeting. Per turn:
+
+- ``premature``: agent audio arrived before the caller's true end (its last voiced frame was sent);
+- ``response``: true end → first agent frame, on turns not answered prematurely;
+- ``unanswered``: no agent audio after the true end within ``ANSWER_WINDOW_S`` (a premature reply
+  that ran into the end counts as answered).
+
+The set is played ``--repeat`` times (one call at a time); figures are per run, and the table gives the
+median run (the machine is 2 shared cores with other work running). Server settings can be varied
+with ``--env KEY=VALUE`` (e.g. the turn-taking levers); the per-turn outcomes go to
+``bench/data/turns_real/outcomes_<name>.json`` for bench.turns_real.compare.
+
+    python -m bench.turns_real.build && python -m bench.turns_real.run [--repeat 3] [--name ours]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from bench.bargein.run import FRAME, SILENCE, SHORT_GREETING, CaseCall, make_agent
+from bench.load import API_KEY, Server
+from bench.report import markdown_table, write_result
+from bench.turns_real.build import DATA, SET_VERSION, build
+
+ANSWER_WINDOW_S = 5.0
+NUMBER = "+15550002602"
+
+
+class RealTurnCall(CaseCall):
+    """One recorded turn, played after the greeting; agent audio timed against the turn's labels."""
+
+    async def _drive(self, ws) -> dict:  # type: ignore[no-untyped-def]
+        frames = [self.audio[i : i + FRAME] for i in range(0, len(self.audio), FRAME)]
+        frames[-1] = frames[-1].ljust(FRAME, b"\xff")
+        await self._silence_until(ws, lambda: self.first_agent_frame is not None, 20)
+        if self.first_agent_frame is None:
+            return {"error": "no greeting"}
+        await self._silence_until(ws, lambda: time.perf_counter() - self.agent_frames[-1] > 0.6, 10)
+        before = len(self.agent_frames)
+        end_frame = max(0, self.case["end_ms"] // 20 - 1)
+        _, end = await self._play(ws, frames[: end_frame + 1])  # up to the last voiced frame
+        spoke_early = len(self.agent_frames) > before
+        await self._play(ws, frames[end_frame + 1 :])
+        await self._silence_until(
+            ws, lambda: any(t > end for t in self.agent_frames[before:]), ANSWER_WINDOW_S
+        )
+        await self._play(ws, [SILENCE] * 10)
+        after = [t for t in self.agent_frames[before:] if t > end]
+        answered = bool(after) and after[0] - end <= ANSWER_WINDOW_S
+        return {
+            "premature": spoke_early,
+            "answered": answered or spoke_early,
+            "response_s": after[0] - end if answered and not spoke_early else None,
+        }
+
+
+def load_cases() -> list[dict]:
+    path = DATA / "labels.json"
+    cases = json.loads(path.read_text()) if path.exists() else []
+    if not cases or any(c.get("set_version") != SET_VERSION for c in cases):
+        cases = build()
+    return cases
+
+
+async def run_once(server: Server, cases: list[dict], round_no: int) -> list[dict]:
+    out = []
+    async with httpx.AsyncClient(base_url=server.base_url, headers={"xi-api-key": API_KEY}, timeout=30) as api:
+        if round_no == 0:
+            await make_agent(api, SHORT_GREETING, NUMBER)
+        for k, case in enumerate(cases):
+            audio = (DATA / f"{case['id']}.ulaw").read_bytes()
+            call = RealTurnCall(server.base_url, NUMBER, case, audio, round_no * 1000 + k + 1)
+            try:
+                outcome = await asyncio.wait_for(call.run(api), 60)
+            except Exception as exc:  # a failed call is reported, not fatal
+                outcome = {"error": type(exc).__name__}
+            out.append({"id": case["id"], "paused": bool(case["pauses"]), "round": round_no, **outcome})
+            print(f"  [{round_no}] {case['id']:<16} {json.dumps(outcome)}", flush=True)
+    return out
+
+
+def figures(outcomes: list[dict]) -> dict:
+    """One run's figures."""
+    ok = [o for o in outcomes if "error" not in o]
+    paused = [o for o in ok if o["paused"]]
+    responses = sorted(o["response_s"] for o in ok if o.get("response_s") is not None)
+
+    def q(p: float) -> float:
+        return responses[min(len(responses) - 1, int(p * len(responses)))] * 1000 if responses else float("nan")
+
+    return {
+        "turns": len(ok),
+        "paused": len(paused),
+        "premature_paused": sum(o["premature"] for o in paused),
+        "premature_all": sum(o["premature"] for o in ok),
+        "response_p50": statistics.median(responses) * 1000 if responses else float("nan"),
+        "response_p95": q(0.95),
+        "unanswered": sum(not o["answered"] for o in ok),
+        "errors": len(outcomes) - len(ok),
+    }
+
+
+def median_run(runs: list[dict]) -> dict:
+    keys = runs[0].keys()
+    return {k: statistics.median(r[k] for r in runs) for k in keys}
+
+
+def table_row(name: str, fig: dict) -> list:
+    return [
+        name,
+        f"{fig['premature_paused']:g}/{fig['paused']:g} ({fig['premature_paused'] / max(fig['paused'], 1):.0%})",
+        f"{fig['premature_all']:g}/{fig['turns']:g}",
+        f"{fig['response_p50']:.0f}",
+        f"{fig['response_p95']:.0f}",
+        f"{fig['unanswered']:g}/{fig['turns']:g}",
+    ]
+
+
+HEADER = [
+    "system",
+    "premature, paused turns",
+    "premature, all turns",
+    "response p50 ms",
+    "response p95 ms",
+    "unanswered",
+]
+
+
+def save_outcomes(name: str, outcomes: list[dict], runs: list[dict], settings: str) -> None:
+    (DATA / f"outcomes_{name}.json").write_text(
+        json.dumps({"name": name, "settings": settings, "runs": runs, "outcomes": outcomes}, indent=1)
+    )
+
+
+async def main_async(repeat: int, name: str, env: dict[str, str], ids: set[str]) -> None:
+    cases = [c for c in load_cases() if not ids or c["id"] in ids]
+    os.environ.update(env)
+    outcomes: list[dict] = []
+    runs: list[dict] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        server = Server("bargein", Path(tmp), max_calls=2)
+        try:
+            await server.ready()
+            for r in range(repeat):
+                one = await run_once(server, cases, r)
+                outcomes += one
+                runs.append(figures(one))
+        finally:
+            server.stop()
+    settings = ", ".join(f"{k}={v}" for k, v in env.items()) or "shipped defaults"
+    save_outcomes(name, outcomes, runs, settings)
+    per_run = markdown_table(HEADER, [table_row(f"run {k + 1}", f) for k, f in enumerate(runs)])
+    body = (
+        f"Server: {settings}; STT embedded Whisper base, echo LLM/TTS (bench.turns_real.run, "
+        f"{len(cases)} turns × {repeat} runs, one call at a time).\n\n"
+        + markdown_table(HEADER, [table_row(f"{name} (median of {repeat} runs)", median_run(runs))])
+        + "\n\n"
+        + per_run
+    )
+    write_result(f"turns_real_{name}", f"Turn-taking on real speech: {name}", body)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--name", default="ours")
+    parser.add_argument("--env", action="append", default=[], help="server setting KEY=VALUE")
+    parser.add_argument("--ids", default="", help="only these case ids (comma-separated)")
+    args = parser.parse_args()
+    env = dict(kv.split("=", 1) for kv in args.env)
+    ids = {x for x in args.ids.split(",") if x}
+    asyncio.run(main_async(args.repeat, args.name, env, ids))
+
+
+if __name__ == "__main__":
+    main()
