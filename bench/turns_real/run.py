@@ -24,6 +24,7 @@ import asyncio
 import json
 import os
 import statistics
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -35,6 +36,8 @@ from bench.load import API_KEY, Server
 from bench.report import markdown_table, write_result
 from bench.turns_real.build import DATA, SET_VERSION, build
 
+ROOT = Path(__file__).resolve().parents[2]
+PIPECAT_VERSION = "1.14.0"
 ANSWER_WINDOW_S = 5.0
 NUMBER = "+15550002602"
 
@@ -75,10 +78,51 @@ def load_cases() -> list[dict]:
     return cases
 
 
-async def run_once(server: Server, cases: list[dict], round_no: int) -> list[dict]:
+class PipecatServer:
+    """bench/turns_real/pipecat_bot.py in its own venv (bench/pipecat_venv), on a free port."""
+
+    def __init__(self, workdir: Path) -> None:
+        from bench.load import free_port
+        from providers.local_stt import packaged_model_dir
+
+        python = ROOT / "bench" / "pipecat_venv" / "bin" / "python"
+        if not python.exists():
+            raise SystemExit(
+                "no bench/pipecat_venv: python3 -m venv bench/pipecat_venv && "
+                "bench/pipecat_venv/bin/pip install -r bench/turns_real/pipecat_requirements.txt"
+            )
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.log = open(workdir / "pipecat.log", "wb")
+        self.proc = subprocess.Popen(
+            [str(python), str(Path(__file__).with_name("pipecat_bot.py")), str(self.port), str(packaged_model_dir())],
+            cwd=workdir,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+
+    async def ready(self) -> None:
+        async with httpx.AsyncClient() as client:
+            for _ in range(600):
+                try:
+                    if (await client.get(f"{self.base_url}/readyz")).status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.1)
+        raise RuntimeError("the Pipecat bot did not start")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+        self.log.close()
+
+
+async def run_once(server: Server | PipecatServer, cases: list[dict], round_no: int) -> list[dict]:
     out = []
     async with httpx.AsyncClient(base_url=server.base_url, headers={"xi-api-key": API_KEY}, timeout=30) as api:
-        if round_no == 0:
+        if round_no == 0 and isinstance(server, Server):
             await make_agent(api, SHORT_GREETING, NUMBER)
         for k, case in enumerate(cases):
             audio = (DATA / f"{case['id']}.ulaw").read_bytes()
@@ -145,13 +189,13 @@ def save_outcomes(name: str, outcomes: list[dict], runs: list[dict], settings: s
     )
 
 
-async def main_async(repeat: int, name: str, env: dict[str, str], ids: set[str]) -> None:
+async def main_async(repeat: int, name: str, env: dict[str, str], ids: set[str], pipecat: bool) -> None:
     cases = [c for c in load_cases() if not ids or c["id"] in ids]
     os.environ.update(env)
     outcomes: list[dict] = []
     runs: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
-        server = Server("bargein", Path(tmp), max_calls=2)
+        server = PipecatServer(Path(tmp)) if pipecat else Server("bargein", Path(tmp), max_calls=2)
         try:
             await server.ready()
             for r in range(repeat):
@@ -161,10 +205,12 @@ async def main_async(repeat: int, name: str, env: dict[str, str], ids: set[str])
         finally:
             server.stop()
     settings = ", ".join(f"{k}={v}" for k, v in env.items()) or "shipped defaults"
+    if pipecat:
+        settings = f"Pipecat {PIPECAT_VERSION} bot (its defaults: Silero VAD, Smart Turn v3 stop strategy)"
     save_outcomes(name, outcomes, runs, settings)
     per_run = markdown_table(HEADER, [table_row(f"run {k + 1}", f) for k, f in enumerate(runs)])
     body = (
-        f"Server: {settings}; STT embedded Whisper base, echo LLM/TTS (bench.turns_real.run, "
+        f"Server: {settings}; STT Whisper base (the same packaged model), echo LLM/TTS (bench.turns_real.run, "
         f"{len(cases)} turns × {repeat} runs, one call at a time).\n\n"
         + markdown_table(HEADER, [table_row(f"{name} (median of {repeat} runs)", median_run(runs))])
         + "\n\n"
@@ -179,10 +225,11 @@ def main() -> None:
     parser.add_argument("--name", default="ours")
     parser.add_argument("--env", action="append", default=[], help="server setting KEY=VALUE")
     parser.add_argument("--ids", default="", help="only these case ids (comma-separated)")
+    parser.add_argument("--pipecat", action="store_true", help="the Pipecat bot instead of our server")
     args = parser.parse_args()
     env = dict(kv.split("=", 1) for kv in args.env)
     ids = {x for x in args.ids.split(",") if x}
-    asyncio.run(main_async(args.repeat, args.name, env, ids))
+    asyncio.run(main_async(args.repeat, args.name, env, ids, args.pipecat))
 
 
 if __name__ == "__main__":
