@@ -13,7 +13,7 @@ from call.reply_turn import ReplyTurn
 from call.responder import Responder
 from call.speaker import Speaker
 from call.transcript import CallTranscript
-from call.turns import EndOfTurn, TurnAssembler, TurnModelPolicy
+from call.turns import EndOfTurn, PauseHabit, TextTurnPolicy, TurnAssembler, TurnModelPolicy
 from call.watchdog import Watchdog
 from providers.base import LLMProvider, STTSession
 from speech.vad import FrameClassifier
@@ -22,6 +22,7 @@ from tools.runner import EventEmitter, ToolContext
 
 if TYPE_CHECKING:
     from call.registry import ConnectionManager
+    from speech.text_turn import TextTurnJudge
     from speech.turn_model import TurnJudge
     from storage.batch_writer import BatchWriter
     from storage.commands import CommandChannel
@@ -37,6 +38,7 @@ class Services(Protocol):
     knowledge: Any
     db: Any
     turn_judge: TurnJudge | None  # the turn-end model, when TURN_MODEL is on and it loaded
+    text_judge: TextTurnJudge | None  # the text end-of-turn model, when TURN_TEXT_MODEL is on
 
     def webhooks_notify(self) -> None: ...
 
@@ -77,8 +79,23 @@ def turn_assembler(services: Services, profile: AgentProfile, clock: CallClock) 
         hold_s=settings.turn_model_hold_sec,
         early=settings.turn_model_early,
     )
+    text_policy = TextTurnPolicy(
+        unlikely=settings.turn_text_unlikely,
+        likely=settings.turn_text_likely,
+        hold_s=settings.turn_text_hold_sec,
+        mid_s=settings.turn_text_mid_sec,
+        wait_s=settings.turn_text_wait_sec,
+    )
+    habit = (
+        PauseHabit(settings.turn_pause_margin_sec, settings.turn_pause_cap_sec)
+        if settings.turn_pause_adapt
+        else None
+    )
     eot = EndOfTurn(profile.turn.silence_threshold_sec)
-    return TurnAssembler(eot, clock.ms, clock.t0, judge=judge, policy=policy)
+    return TurnAssembler(
+        eot, clock.ms, clock.t0, judge=judge, policy=policy,
+        text_judge=getattr(services, "text_judge", None), text_policy=text_policy, habit=habit,
+    )  # fmt: skip
 
 
 async def assemble(

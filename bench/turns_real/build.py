@@ -21,6 +21,7 @@ written to ``bench/data/turns_real/<id>.ulaw`` with ``labels.json``: ``voice_ms`
 
 from __future__ import annotations
 
+import itertools
 import json
 import struct
 import subprocess
@@ -59,8 +60,19 @@ def download() -> dict[str, Path]:
         existing = list(PKGS.glob(f"{stem}.tar.gz"))
         if not existing:
             subprocess.run(
-                [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "-q"]
-                + ["-d", str(PKGS), f"{name}=={version}"],
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "download",
+                    "--no-deps",
+                    "--no-binary",
+                    ":all:",
+                    "-q",
+                    "-d",
+                    str(PKGS),
+                    f"{name}=={version}",
+                ],
                 check=True,
             )
             existing = list(PKGS.glob(f"{stem}.tar.gz"))
@@ -196,7 +208,7 @@ def label_turn(y: np.ndarray, start_s: float, end_s: float) -> dict | None:
     clip = np.clip(clip[lead * n : last * n] * gain, -1.0, 1.0)
     pauses = [
         [(e1 - lead) * FRAME_MS, (s2 - lead) * FRAME_MS]
-        for (_, e1), (s2, _) in zip(voiced, voiced[1:], strict=False)
+        for (_, e1), (s2, _) in itertools.pairwise(voiced)
         if (s2 - e1) * FRAME_MS >= MIN_PAUSE_MS
     ]
     duration = (last - first) * FRAME_MS
@@ -311,7 +323,9 @@ def build() -> list[dict]:
             continue
         case["text"] = " ".join(w for _, _, w in words)
         # the words before each pause: what a text end-of-turn signal sees there
-        case["text_at_pauses"] = [" ".join(w for _, e, w in words if e * 1000 <= a + 60) for a, _ in case["pauses"]]
+        case["text_at_pauses"] = [
+            " ".join(w for _, e, w in words if e * 1000 <= a + 60) for a, _ in case["pauses"]
+        ]
         (DATA / f"{case['id']}.ulaw").write_bytes(case.pop("audio"))
         labels.append({**case, "set_version": SET_VERSION})
     (DATA / "labels.json").write_text(json.dumps(labels, indent=1))

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.bargein.run import FRAME, SILENCE, SHORT_GREETING, CaseCall, make_agent
+from bench.bargein.run import FRAME, SHORT_GREETING, SILENCE, CaseCall, make_agent
 from bench.load import API_KEY, Server
 from bench.report import markdown_table, write_result
 from bench.turns_real.build import DATA, SET_VERSION, build
@@ -95,7 +95,12 @@ class PipecatServer:
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log = open(workdir / "pipecat.log", "wb")
         self.proc = subprocess.Popen(
-            [str(python), str(Path(__file__).with_name("pipecat_bot.py")), str(self.port), str(packaged_model_dir())],
+            [
+                str(python),
+                str(Path(__file__).with_name("pipecat_bot.py")),
+                str(self.port),
+                str(packaged_model_dir()),
+            ],
             cwd=workdir,
             env={**os.environ, "HF_HUB_OFFLINE": "1"},
             stdout=self.log,
@@ -121,7 +126,9 @@ class PipecatServer:
 
 async def run_once(server: Server | PipecatServer, cases: list[dict], round_no: int) -> list[dict]:
     out = []
-    async with httpx.AsyncClient(base_url=server.base_url, headers={"xi-api-key": API_KEY}, timeout=30) as api:
+    async with httpx.AsyncClient(
+        base_url=server.base_url, headers={"xi-api-key": API_KEY}, timeout=30
+    ) as api:
         if round_no == 0 and isinstance(server, Server):
             await make_agent(api, SHORT_GREETING, NUMBER)
         for k, case in enumerate(cases):
@@ -143,7 +150,9 @@ def figures(outcomes: list[dict]) -> dict:
     responses = sorted(o["response_s"] for o in ok if o.get("response_s") is not None)
 
     def q(p: float) -> float:
-        return responses[min(len(responses) - 1, int(p * len(responses)))] * 1000 if responses else float("nan")
+        return (
+            responses[min(len(responses) - 1, int(p * len(responses)))] * 1000 if responses else float("nan")
+        )
 
     return {
         "turns": len(ok),
