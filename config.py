@@ -181,6 +181,9 @@ class Settings(BaseSettings):
     turn_pause_adapt: bool = True
     turn_pause_margin_sec: float = Field(default=0.15, ge=0.0, le=2.0)
     turn_pause_cap_sec: float = Field(default=1.6, ge=0.0, le=5.0)
+    # The caller goes on within this long of our reply's first audio: a recovery (call/recovery.py), the
+    # reply withdrawn and their words merged into the turn; later, a barge-in. 0: off.
+    turn_recovery_ms: int = Field(default=500, ge=0, le=3000)
     # Start the reply on the interim transcript, held until the turn is confirmed (costs LLM/TTS work
     # when the caller goes on after a pause; saves up to LLM + TTS first-audio latency).
     preemptive_replies: bool = True

@@ -28,6 +28,7 @@ from call.intents import detect_intent, is_backchannel
 from call.interruptions import Interruptions
 from call.parts import CallServices, assemble
 from call.profile import AgentProfile
+from call.recovery import Recovery
 from call.replies import Replies
 from call.reply_turn import ReplyTurn
 from call.silence import watch_silence
@@ -161,7 +162,10 @@ class WSConn:
             parts, self.replies, self.speaker, self.transcript, self.clock, self.store, self.ending,
             screener_wait_s=rt.settings.screener_wait_sec, log_fields=self._fields,
         )  # fmt: skip
-        self.interruptions = Interruptions(parts.barge, self.speaker, self.replies, self.ending, self._fields)
+        self.interruptions = Interruptions(
+            parts.barge, self.speaker, self.replies, self.ending, self._fields,
+            recovery=Recovery(rt.settings.turn_recovery_ms, self.clock.ms),
+        )  # fmt: skip
         if (recorder := parts.recorder) is not None:
             self.speaker.tap(lambda frame, at: recorder.agent_audio(frame, self.clock.sample_at(at)))
         self.speaker.start()

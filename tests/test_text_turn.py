@@ -21,7 +21,15 @@ VOICED = b"\x10" * 160  # any mu-law frame: the judge here is the text model, no
 
 @pytest.mark.parametrize(
     "text",
-    ["I'd like to, um", "We looked at it and", "It's a bit pricey, so.", "Because", "so", "uh.", "I think it's"],
+    [
+        "I'd like to, um",
+        "We looked at it and",
+        "It's a bit pricey, so.",
+        "Because",
+        "so",
+        "uh.",
+        "I think it's",
+    ],
 )
 def test_filled_pauses_and_trailing_words_hold_the_turn(text: str) -> None:
     assert looks_incomplete(text)
@@ -156,3 +164,49 @@ def test_a_busy_or_missing_text_model_leaves_the_words_to_decide() -> None:
     now = play(turns, 0.0, 1.0, True)
     final(turns, "They are not seeing.", now)
     assert ended_after(turns, now) == pytest.approx(0.3, abs=0.03)
+
+
+# ---------------------------------------------------------------------------------------------- recovery
+
+
+@pytest.mark.asyncio
+async def test_the_caller_going_on_early_in_our_reply_withdraws_it_and_merges_the_turn() -> None:
+    import asyncio
+    import time
+
+    from call.clock import CallClock
+    from call.recovery import Recovery
+    from call.replies import Replies
+    from call.speaker import Speaker
+    from call.transcript import CallTranscript
+    from tests.test_call_parts import FrameTTS, RecordingSink, WireSink
+
+    clock, sink, wire = CallClock(), RecordingSink(), WireSink()
+    speaker = Speaker(wire, clock.ms)
+    speaker.use(FrameTTS(), None)
+    speaker.start()
+    replies = Replies(speaker, CallTranscript(sink, clock.ms))
+    recovery = Recovery(500, clock.ms)
+    try:
+        reply = replies.new_turn("We looked at it", 3)
+
+        async def play() -> None:  # as Replies._run: speak, then wait until it was heard
+            await speaker.say(reply, ["Great, what did you think?", "Anything else?"])
+            await speaker.wait_played(reply)
+
+        reply.task = asyncio.create_task(play())
+        replies.current = reply
+        while not reply.audio_started:
+            await asyncio.sleep(0.01)
+        onset = time.monotonic()  # the caller goes on ~20 ms into our reply
+        assert recovery.applies(reply, onset)
+        assert not recovery.applies(reply, onset + 0.6)  # later: a barge-in over an answer they heard
+        assert not Recovery(0, clock.ms).applies(reply, onset)  # off
+        assert not recovery.applies(replies.new_turn(kind="greeting"), onset)  # not an answer to a turn
+        await replies.withdraw(reply)
+        assert reply.task.cancelled() and ("clear", None) in wire.sent and reply.saved
+        assert await replies.take_unheard() == ("We looked at it", 3)  # the next words join turn 3
+        assert await replies.take_unheard() is None
+        assert not [t for t in sink.turns if t.role == "agent"]  # the withdrawn reply is not stored
+    finally:
+        await speaker.stop()
