@@ -171,8 +171,8 @@ class Settings(BaseSettings):
     # (bench/results/turns_real.md); "off": the words' rules alone.
     turn_text_model: Literal["off", "smollm2"] = "smollm2"
     turn_text_unlikely: float = Field(default=0.01, ge=0.0, le=1.0)  # p < this: mid-phrase, hold
-    turn_text_likely: float = Field(default=0.2, ge=0.0, le=1.0)  # p >= this: the plain silence threshold
-    turn_text_hold_sec: float = Field(default=1.6, ge=0.0, le=5.0)
+    turn_text_likely: float = Field(default=0.3, ge=0.0, le=1.0)  # p >= this: the plain silence threshold
+    turn_text_hold_sec: float = Field(default=2.5, ge=0.0, le=5.0)
     turn_text_mid_sec: float = Field(default=0.6, ge=0.0, le=5.0)  # between the two
     turn_text_wait_sec: float = Field(default=0.25, ge=0.0, le=2.0)  # no answer by then: the words decide
     turn_text_max_queued: int = Field(default=2, ge=1, le=64)  # questions waiting or running, all calls

@@ -390,7 +390,14 @@ class WSConn:
             display or text, kind=kind, intent=intent.value, start_ms=heard.speech_start_ms,
             end_ms=heard.speech_end_ms, stt_final_ms=heard.stt_final_ms, seq=seq,
         )  # fmt: skip
-        self._log("user turn", seq=seq, intent=intent.value, chars=len(text), turn_model_p=heard.model_p)
+        self._log(
+            "user turn",
+            seq=seq,
+            intent=intent.value,
+            chars=len(text),
+            turn_model_p=heard.model_p,
+            text_p=heard.text_p,
+        )
         # Words of whoever picked up, said before we knew who: recorded, not answered (the greeting does)
         if self.transcript.closing or (
             self.amd is not None and self.amd.said_before_decision(heard.speech_end_ms)

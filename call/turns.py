@@ -191,8 +191,8 @@ class TextTurnPolicy:
     """
 
     unlikely: float = 0.01
-    likely: float = 0.2
-    hold_s: float = 1.6
+    likely: float = 0.3
+    hold_s: float = 2.5
     mid_s: float = 0.6
     wait_s: float = 0.25
 

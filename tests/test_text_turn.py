@@ -45,7 +45,7 @@ def test_words_that_may_end_a_sentence_end_it_when_the_stt_closed_it(text: str) 
 
 def test_policy_tiers() -> None:
     eot = EndOfTurn(0.3)
-    policy = TextTurnPolicy(unlikely=0.01, likely=0.2, hold_s=1.6, mid_s=0.6)
+    policy = TextTurnPolicy(unlikely=0.01, likely=0.2, hold_s=1.6, mid_s=0.6)  # not the defaults: explicit
     assert policy.required(0.3, 0.001, eot) == 1.6  # mid-phrase
     assert policy.required(0.3, 0.05, eot) == 0.6
     assert policy.required(0.3, 0.5, eot) == 0.3
