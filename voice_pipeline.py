@@ -28,7 +28,6 @@ from call.intents import detect_intent, is_backchannel
 from call.interruptions import Interruptions
 from call.parts import CallServices, assemble
 from call.profile import AgentProfile
-from call.recovery import Recovery
 from call.replies import Replies
 from call.reply_turn import ReplyTurn
 from call.silence import watch_silence
@@ -162,10 +161,7 @@ class WSConn:
             parts, self.replies, self.speaker, self.transcript, self.clock, self.store, self.ending,
             screener_wait_s=rt.settings.screener_wait_sec, log_fields=self._fields,
         )  # fmt: skip
-        self.interruptions = Interruptions(
-            parts.barge, self.speaker, self.replies, self.ending, self._fields,
-            recovery=Recovery(rt.settings.turn_recovery_ms, self.clock.ms),
-        )  # fmt: skip
+        self.interruptions = Interruptions(parts, self.speaker, self.replies, self.ending, self._fields)
         if (recorder := parts.recorder) is not None:
             self.speaker.tap(lambda frame, at: recorder.agent_audio(frame, self.clock.sample_at(at)))
         self.speaker.start()
@@ -390,14 +386,8 @@ class WSConn:
             display or text, kind=kind, intent=intent.value, start_ms=heard.speech_start_ms,
             end_ms=heard.speech_end_ms, stt_final_ms=heard.stt_final_ms, seq=seq,
         )  # fmt: skip
-        self._log(
-            "user turn",
-            seq=seq,
-            intent=intent.value,
-            chars=len(text),
-            turn_model_p=heard.model_p,
-            text_p=heard.text_p,
-        )
+        self._log("user turn", seq=seq, intent=intent.value, chars=len(text), turn_model_p=heard.model_p,
+                  text_p=heard.text_p)  # fmt: skip
         # Words of whoever picked up, said before we knew who: recorded, not answered (the greeting does)
         if self.transcript.closing or (
             self.amd is not None and self.amd.said_before_decision(heard.speech_end_ms)

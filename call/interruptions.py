@@ -10,6 +10,7 @@ from typing import Any
 
 from call.bargein import BargeIn, CommitInterruption, PauseAgent, ResumeAgent
 from call.ending import CallEnding
+from call.parts import CallParts
 from call.recovery import Recovery
 from call.replies import Replies
 from call.reply_turn import ReplyTurn
@@ -22,15 +23,14 @@ log = logging.getLogger("ai_sdr.call")
 class Interruptions:
     def __init__(
         self,
-        barge: BargeIn[ReplyTurn],
+        parts: CallParts,
         speaker: Speaker,
         replies: Replies,
         ending: CallEnding,
         log_fields: dict[str, Any],
-        recovery: Recovery | None = None,
     ) -> None:
-        self.recovery = recovery
-        self.barge = barge
+        self.recovery: Recovery | None = parts.recovery
+        self.barge: BargeIn[ReplyTurn] = parts.barge
         self.speaker = speaker
         self.replies = replies
         self.ending = ending

@@ -9,6 +9,7 @@ from call.amd import AnsweringMachineDetector
 from call.bargein import BargeIn
 from call.clock import CallClock
 from call.profile import AgentProfile, build_profile
+from call.recovery import Recovery
 from call.reply_turn import ReplyTurn
 from call.responder import Responder
 from call.speaker import Speaker
@@ -66,6 +67,7 @@ class CallParts:
     amd: AnsweringMachineDetector | None  # outbound calls with detection on
     recorder: CallRecorder | None
     provider_names: dict[str, str]
+    recovery: Recovery | None = None  # the caller going on early in our reply (TURN_RECOVERY_MS)
 
 
 def turn_assembler(services: Services, profile: AgentProfile, clock: CallClock) -> TurnAssembler:
@@ -154,4 +156,5 @@ async def assemble(
         amd=AnsweringMachineDetector() if detect_machines else None,
         recorder=CallRecorder(settings.recordings_dir, conversation.id) if settings.record_calls else None,
         provider_names={"stt": stt.name, "llm": llm.name, "tts": getattr(speaker.tts, "name", "")},
+        recovery=Recovery(settings.turn_recovery_ms, clock.ms),
     )

@@ -1,6 +1,6 @@
 """A Pipecat bot on the same turns, the same way: Twilio Media Streams over a WebSocket.
 
-Runs in its own venv (``bench/pipecat_venv``, git-ignored; bench/turns_real/pipecat_requirements.txt):
+Runs in its own venv (``bench/.pipecat_venv``, git-ignored; bench/turns_real/pipecat_requirements.txt):
 Pipecat's FastAPI WebSocket transport with its Twilio serializer, Silero VAD, and its default turn stop
 strategy (Smart Turn v3 analyser, ``LocalSmartTurnAnalyzerV3``, the model our engine also uses), local
 Whisper (faster-whisper, the same packaged base model as our embedded STT), and instant echo LLM/TTS
@@ -9,7 +9,7 @@ stand-ins like our bench profile's: what is timed is Pipecat's turn-taking, as s
 It serves ``POST /twiml/voice`` (TwiML with the stream URL) and the stream, so bench.turns_real.run's
 client plays the turns to it unchanged. Started by ``python -m bench.turns_real.run --pipecat``:
 
-    bench/pipecat_venv/bin/python bench/turns_real/pipecat_bot.py PORT WHISPER_MODEL_DIR
+    bench/.pipecat_venv/bin/python bench/turns_real/pipecat_bot.py PORT WHISPER_MODEL_DIR
 """
 
 from __future__ import annotations

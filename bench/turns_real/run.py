@@ -79,7 +79,7 @@ def load_cases() -> list[dict]:
 
 
 class PipecatServer:
-    """bench/turns_real/pipecat_bot.py in its own venv (bench/pipecat_venv), on a free port."""
+    """bench/turns_real/pipecat_bot.py in its own venv (bench/.pipecat_venv), on a free port."""
 
     def __init__(self, workdir: Path) -> None:
         from bench.load import free_port
@@ -88,8 +88,8 @@ class PipecatServer:
         python = ROOT / "bench" / "pipecat_venv" / "bin" / "python"
         if not python.exists():
             raise SystemExit(
-                "no bench/pipecat_venv: python3 -m venv bench/pipecat_venv && "
-                "bench/pipecat_venv/bin/pip install -r bench/turns_real/pipecat_requirements.txt"
+                "no bench/.pipecat_venv: python3 -m venv bench/.pipecat_venv && "
+                "bench/.pipecat_venv/bin/pip install -r bench/turns_real/pipecat_requirements.txt"
             )
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
