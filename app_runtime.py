@@ -200,11 +200,14 @@ class Runtime:
     async def _warm_text_judge(self) -> None:
         """Load the text end-of-turn model; a call meanwhile (or if it fails) decides without it."""
         assert self.text_judge is not None
+        started = time.perf_counter()
         try:
             await self.text_judge.warm()
         except Exception as exc:
             self.text_judge = None
             log.error("text turn model failed to load", extra={"fields": {"error": type(exc).__name__}})
+            return
+        log.info("text turn model warm", extra={"fields": {"seconds": round(time.perf_counter() - started, 2)}})
 
     # ------------------------------------------------------------ SIGTERM: drain, then exit
 

@@ -174,7 +174,7 @@ class Settings(BaseSettings):
     turn_text_likely: float = Field(default=0.3, ge=0.0, le=1.0)  # p >= this: the plain silence threshold
     turn_text_hold_sec: float = Field(default=2.5, ge=0.0, le=5.0)
     turn_text_mid_sec: float = Field(default=0.6, ge=0.0, le=5.0)  # between the two
-    turn_text_wait_sec: float = Field(default=0.25, ge=0.0, le=2.0)  # no answer by then: the words decide
+    turn_text_wait_sec: float = Field(default=0.5, ge=0.0, le=2.0)  # no answer by then: the words decide
     turn_text_max_queued: int = Field(default=2, ge=1, le=64)  # questions waiting or running, all calls
     # A caller who paused and went on (mid-turn, or right after we ended the turn) needs that pause plus
     # the margin before later pauses end a turn, at most the cap (call/turns.py PauseHabit).

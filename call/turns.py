@@ -173,7 +173,7 @@ class TextJudgeLike(Protocol):
     @property
     def ready(self) -> bool: ...
 
-    def submit(self, text: str) -> Any: ...  # concurrent Future[float] | None (cached by the words)
+    def submit(self, text: str, prepare: bool = False) -> Any: ...  # Future[float] | None (cached)
 
 
 @dataclass(slots=True, frozen=True)
@@ -194,7 +194,7 @@ class TextTurnPolicy:
     likely: float = 0.3
     hold_s: float = 2.5
     mid_s: float = 0.6
-    wait_s: float = 0.25
+    wait_s: float = 0.5
 
     def required(self, words_required: float, p: float, eot: EndOfTurn) -> float:
         tier = self.hold_s if p < self.unlikely else self.mid_s if p < self.likely else eot.silence_s
@@ -376,9 +376,9 @@ class TurnAssembler:
         its answer is in."""
         if text != self._text_for:
             judge = self.text_judge
-            if judge is None or not judge.ready:
-                return VoiceCue.NONE
-            self._text_future, self._text_for, self._text_told = judge.submit(text), text, False
+            if judge is None or not judge.ready or (future := judge.submit(text)) is None:
+                return VoiceCue.NONE  # not loaded, or busy: asked again at the next quiet frame
+            self._text_future, self._text_for, self._text_told = future, text, False
             return VoiceCue.NONE
         future = self._text_future
         if future is not None and future.done() and not self._text_told:
@@ -472,6 +472,8 @@ class TurnAssembler:
             self.partial_pending = bool(self.partial)
             if self.partial:
                 self._words_behind = False
+                if self.text_judge is not None and self.text_judge.ready:
+                    self.text_judge.submit(self.text_so_far, prepare=True)  # warms its cache for the pause
             return False
         if event.kind == "final":
             self.partial_pending = False

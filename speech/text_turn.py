@@ -120,8 +120,11 @@ class TextTurnJudge:
 
         await asyncio.get_running_loop().run_in_executor(self._executor, self.load)
 
-    def submit(self, text: str) -> Future[float] | None:
-        """A Future of the end probability of ``text`` (cached by its words), or None (not loaded, busy)."""
+    def submit(self, text: str, prepare: bool = False) -> Future[float] | None:
+        """A Future of the end probability of ``text`` (cached by its words), or None (not loaded, busy).
+
+        ``prepare``: interim words while the caller still speaks, asked only when the model is idle, so
+        that at the pause most of the words are already in its cache and only the last few run."""
         model = self._model
         key = prompt_words(text).lower()
         if model is None or not key:
@@ -130,7 +133,7 @@ class TextTurnJudge:
             if (cached := self._cache.get(key)) is not None:
                 self._cache.move_to_end(key)
                 return cached
-            if self._queued >= self.max_queued:
+            if self._queued >= (1 if prepare else self.max_queued):
                 return None
             self._queued += 1
 

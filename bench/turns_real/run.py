@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import tempfile
@@ -85,7 +86,7 @@ class PipecatServer:
         from bench.load import free_port
         from providers.local_stt import packaged_model_dir
 
-        python = ROOT / "bench" / "pipecat_venv" / "bin" / "python"
+        python = ROOT / "bench" / ".pipecat_venv" / "bin" / "python"
         if not python.exists():
             raise SystemExit(
                 "no bench/.pipecat_venv: python3 -m venv bench/.pipecat_venv && "
@@ -213,6 +214,10 @@ async def main_async(repeat: int, name: str, env: dict[str, str], ids: set[str],
                 runs.append(figures(one))
         finally:
             server.stop()
+            if keep_log := os.environ.get("BENCH_SERVER_LOG"):  # e.g. with BENCH_SERVER_LOG_LEVEL=INFO
+                shutil.copy(
+                    server.log_path if isinstance(server, Server) else Path(tmp) / "pipecat.log", keep_log
+                )
     settings = ", ".join(f"{k}={v}" for k, v in env.items()) or "shipped defaults"
     if pipecat:
         settings = f"Pipecat {PIPECAT_VERSION} bot (its defaults: Silero VAD, Smart Turn v3 stop strategy)"
