@@ -44,7 +44,10 @@ def main() -> None:
         ],
     )
     body = (
-        markdown_table(HEADER, rows)
+        "The machine's 2 cores are shared with other engineers' tests and benches (load average 10–22 during "
+        "the 2026-12-07 runs): response times are inflated and vary from run to run; each row is the median "
+        "run.\n\n"
+        + markdown_table(HEADER, rows)
         + "\n\n"
         + "\n".join(settings)
         + "\n\nPer turn, each run: response ms after the true end, `P` premature (agent audio before the "

@@ -202,6 +202,7 @@ def save_outcomes(name: str, outcomes: list[dict], runs: list[dict], settings: s
 async def main_async(repeat: int, name: str, env: dict[str, str], ids: set[str], pipecat: bool) -> None:
     cases = [c for c in load_cases() if not ids or c["id"] in ids]
     os.environ.update(env)
+    load_before = os.getloadavg()[1]
     outcomes: list[dict] = []
     runs: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -225,7 +226,9 @@ async def main_async(repeat: int, name: str, env: dict[str, str], ids: set[str],
     per_run = markdown_table(HEADER, [table_row(f"run {k + 1}", f) for k, f in enumerate(runs)])
     body = (
         f"Server: {settings}; STT Whisper base (the same packaged model), echo LLM/TTS (bench.turns_real.run, "
-        f"{len(cases)} turns × {repeat} runs, one call at a time).\n\n"
+        f"{len(cases)} turns × {repeat} runs, one call at a time). The 2 cores are shared with other "
+        f"engineers' work: 5-min load average {load_before:.1f} at the start, {os.getloadavg()[1]:.1f} at "
+        "the end.\n\n"
         + markdown_table(HEADER, [table_row(f"{name} (median of {repeat} runs)", median_run(runs))])
         + "\n\n"
         + per_run
