@@ -207,7 +207,8 @@ class Runtime:
             self.text_judge = None
             log.error("text turn model failed to load", extra={"fields": {"error": type(exc).__name__}})
             return
-        log.info("text turn model warm", extra={"fields": {"seconds": round(time.perf_counter() - started, 2)}})
+        seconds = round(time.perf_counter() - started, 2)
+        log.info("text turn model warm", extra={"fields": {"seconds": seconds}})
 
     # ------------------------------------------------------------ SIGTERM: drain, then exit
 
