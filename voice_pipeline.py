@@ -162,7 +162,7 @@ class WSConn:
             parts, self.replies, self.speaker, self.transcript, self.clock, self.store, self.ending,
             screener_wait_s=rt.settings.screener_wait_sec, log_fields=self._fields,
         )  # fmt: skip
-        self.interruptions = Interruptions(parts.barge, self.speaker, self.replies, self.ending, self._fields)
+        self.interruptions = Interruptions(parts, self.speaker, self.replies, self.ending, self._fields)
         seat = Supervisor(  # the supervisor seat: listeners, say / whisper / end / transfer / take-over
             rt.seats.open(self.conversation_id, self), parts, self.replies, self.speaker, self.transcript,
             self.transport, self.ending, self.interruptions, self.clock.ms, self._fields,
@@ -389,7 +389,7 @@ class WSConn:
             display or text, kind=kind, intent=intent.value, start_ms=heard.speech_start_ms,
             end_ms=heard.speech_end_ms, stt_final_ms=heard.stt_final_ms, seq=seq,
         )  # fmt: skip
-        self._log("user turn", seq=seq, intent=intent.value, chars=len(text), turn_model_p=heard.model_p)
+        self._log("user turn", seq=seq, intent=intent.value, chars=len(text), p=(heard.model_p, heard.text_p))
         # Words of whoever picked up, said before we knew who: recorded, not answered (the greeting does)
         if self.transcript.closing or (
             self.amd is not None and self.amd.said_before_decision(heard.speech_end_ms)

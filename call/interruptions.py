@@ -10,6 +10,8 @@ from typing import Any
 
 from call.bargein import BargeIn, CommitInterruption, PauseAgent, ResumeAgent
 from call.ending import CallEnding
+from call.parts import CallParts
+from call.recovery import Recovery
 from call.replies import Replies
 from call.reply_turn import ReplyTurn
 from call.speaker import Speaker
@@ -21,13 +23,14 @@ log = logging.getLogger("ai_sdr.call")
 class Interruptions:
     def __init__(
         self,
-        barge: BargeIn[ReplyTurn],
+        parts: CallParts,
         speaker: Speaker,
         replies: Replies,
         ending: CallEnding,
         log_fields: dict[str, Any],
     ) -> None:
-        self.barge = barge
+        self.recovery: Recovery | None = parts.recovery
+        self.barge: BargeIn[ReplyTurn] = parts.barge
         self.speaker = speaker
         self.replies = replies
         self.ending = ending
@@ -62,6 +65,11 @@ class Interruptions:
     async def commit(self) -> None:
         """handle_interrupt(): the caller really took the turn. Cancel, clear, store what was heard."""
         if (paused := self.barge.commit()) is None:
+            return
+        if self.recovery is not None and self.recovery.applies(paused.turn, paused.onset):
+            assert paused.turn is not None
+            await self.replies.withdraw(paused.turn)
+            self._log("recovery: the caller went on; reply withdrawn, their words join the turn")
             return
         heard = await self.replies.interrupted(paused.turn, paused.played_frame)
         self._log("interrupted", heard_chars=len(heard))

@@ -10,12 +10,13 @@ from call.amd import AnsweringMachineDetector
 from call.bargein import BargeIn
 from call.clock import CallClock
 from call.profile import AgentProfile, build_profile
+from call.recovery import Recovery
 from call.reply_turn import ReplyTurn
 from call.responder import Responder
 from call.seat import HeardSTT, SeatHub
 from call.speaker import Speaker
 from call.transcript import CallTranscript
-from call.turns import EndOfTurn, TurnAssembler, TurnModelPolicy
+from call.turns import EndOfTurn, PauseHabit, TextTurnPolicy, TurnAssembler, TurnModelPolicy
 from call.watchdog import Watchdog
 from providers.base import ChatMessage, LLMProvider, STTSession
 from speech.vad import FrameClassifier
@@ -25,6 +26,7 @@ from tools.runner import EventEmitter, ToolContext
 
 if TYPE_CHECKING:
     from call.registry import ConnectionManager
+    from speech.text_turn import TextTurnJudge
     from speech.turn_model import TurnJudge
     from storage.batch_writer import BatchWriter
     from storage.commands import CommandChannel
@@ -40,6 +42,7 @@ class Services(Protocol):
     knowledge: Any
     db: Any
     turn_judge: TurnJudge | None  # the turn-end model, when TURN_MODEL is on and it loaded
+    text_judge: TextTurnJudge | None  # the text end-of-turn model, when TURN_TEXT_MODEL is on
 
     def webhooks_notify(self) -> None: ...
 
@@ -69,6 +72,7 @@ class CallParts:
     recorder: CallRecorder | None
     provider_names: dict[str, str]
     open_stt: Callable[[], Awaitable[STTSession]]  # another session like the call's (a supervisor's voice)
+    recovery: Recovery | None = None  # the caller going on early in our reply (TURN_RECOVERY_MS)
 
 
 def turn_assembler(services: Services, profile: AgentProfile, clock: CallClock) -> TurnAssembler:
@@ -82,8 +86,23 @@ def turn_assembler(services: Services, profile: AgentProfile, clock: CallClock) 
         hold_s=settings.turn_model_hold_sec,
         early=settings.turn_model_early,
     )
+    text_policy = TextTurnPolicy(
+        unlikely=settings.turn_text_unlikely,
+        likely=settings.turn_text_likely,
+        hold_s=settings.turn_text_hold_sec,
+        mid_s=settings.turn_text_mid_sec,
+        wait_s=settings.turn_text_wait_sec,
+    )
+    habit = (
+        PauseHabit(settings.turn_pause_margin_sec, settings.turn_pause_cap_sec)
+        if settings.turn_pause_adapt
+        else None
+    )
     eot = EndOfTurn(profile.turn.silence_threshold_sec)
-    return TurnAssembler(eot, clock.ms, clock.t0, judge=judge, policy=policy)
+    return TurnAssembler(
+        eot, clock.ms, clock.t0, judge=judge, policy=policy,
+        text_judge=getattr(services, "text_judge", None), text_policy=text_policy, habit=habit,
+    )  # fmt: skip
 
 
 async def assemble(
@@ -159,4 +178,5 @@ async def assemble(
         recorder=recorder,
         provider_names={"stt": stt.name, "llm": llm.name, "tts": getattr(speaker.tts, "name", "")},
         open_stt=open_stt,
+        recovery=Recovery(settings.turn_recovery_ms, clock.ms),
     )

@@ -48,6 +48,7 @@ class Replies:
         self._declined = ""  # words already judged not worth a preemptive reply
         self._ids = itertools.count(1)
         self.endings: asyncio.Queue[ReplyTurn] = asyncio.Queue()
+        self._withdrawn: tuple[str, int] | None = None  # a recovery: the turn the caller's words continue
         self._log_fields = log_fields or {}
         self.held = False  # a supervisor has the call (call.supervisor): the agent starts no reply
 
@@ -132,6 +133,9 @@ class Replies:
     async def take_unheard(self) -> tuple[str, int] | None:
         """The caller added to the turn while the agent was still thinking: cancel that reply and return
         the words and record it answered, so both are answered as one."""
+        if (withdrawn := self._withdrawn) is not None:
+            self._withdrawn = None
+            return withdrawn
         reply = self.current
         if reply is None or reply.audio_started or reply.user_seq is None or not reply.running:
             return None
@@ -287,6 +291,17 @@ class Replies:
                 "call.interrupted", {"heard_text": heard, "planned_text": " ".join(turn.planned)}
             )
         return heard
+
+    async def withdraw(self, turn: ReplyTurn) -> None:
+        """A recovery (call.recovery): the reply stops at once and is not stored; the caller's next
+        words are answered together with the turn it answered (``take_unheard`` returns that turn)."""
+        turn.saved = True  # a syllable or two was heard: no agent turn to record
+        if turn.task is not None and turn.running:
+            turn.task.cancel()
+            await asyncio.gather(turn.task, return_exceptions=True)
+        await self.speaker.clear()
+        if turn.user_seq is not None:
+            self._withdrawn = (turn.user_text, turn.user_seq)
 
     def cut(self, turn: ReplyTurn, played_frame: int) -> str:
         """Store a reply cut short, as far as the caller heard it; returns what was heard."""

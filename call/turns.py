@@ -19,9 +19,16 @@ from speech.audio import MULAW_TO_PCM16
 # Words a sentence does not end on: the caller paused mid-sentence ("I'd like to… um…"), even if the
 # STT put a question mark after them ("Could you tell me if?").
 _NEVER_FINAL = (
-    r"um+|uh+|er+|hmm+|and|or|but|so|the|a|an|my|our|your|their|his|her|its|i'd|i'm|we're|they're|"
-    r"you're|because|if|than|whether|then|maybe|just|very|really|like|is|are|was|were|will|would|"
-    r"can|could|should|have|has|had|be|been|that's|it's|there's|some|any|more|less|until|since"
+    r"um+|uh+|er+|hmm+|and|or|but|the|a|an|my|our|your|their|his|her|its|i'd|i'm|we're|they're|"
+    r"you're|because|if|than|whether|"
+    # "so" trails off ("It's a bit pricey, so…") unless it is what was thought, hoped or said
+    r"so(?<!think so)(?<!hope so)(?<!guess so)(?<!believe so)(?<!suppose so)(?<!said so)(?<!do so)"
+)
+# Words a sentence rarely ends on, but may ("I think so.", "Yes, I can.", "We don't have any more."):
+# unfinished when the STT left them open, finished when it closed them with a stop or a question mark.
+_SOFT_NEVER_FINAL = (
+    r"so|then|maybe|just|very|really|like|is|are|was|were|will|would|can|could|should|have|has|had|be|"
+    r"been|that's|it's|there's|some|any|more|less|until|since"
 )
 # Words a statement does not end on, but a question may ("Who is this for?", "What's it about?").
 # Not "that"/"this" alone: they end sentences as pronouns ("I'm interested in that."), but not after
@@ -31,6 +38,7 @@ _NOT_FINAL_IN_STATEMENTS = (
     r"(?:is|was|are|were) (?:that|this)"
 )
 _TRAILING_NEVER_FINAL = re.compile(rf"(?:\b(?:{_NEVER_FINAL})|,|-|…|\.\.\.)\W*$", re.IGNORECASE)
+_TRAILING_SOFT_OPEN = re.compile(rf"\b(?:{_SOFT_NEVER_FINAL})[\s,;:-]*$", re.IGNORECASE)
 _TRAILING_STATEMENT_ONLY = re.compile(rf"\b(?:{_NOT_FINAL_IN_STATEMENTS})\W*$", re.IGNORECASE)
 # A question that strands its preposition usually opens with a wh-word; one that does not
 # ("Can you send the pricing to?") is a sentence the caller has not finished.
@@ -45,6 +53,8 @@ def looks_incomplete(text: str) -> bool:
         return False
     if _TRAILING_NEVER_FINAL.search(stripped) or is_hold_request(stripped):
         return True  # a "wait" is mostly followed by what the caller wanted to say
+    if _TRAILING_SOFT_OPEN.search(stripped):
+        return True
     if not _TRAILING_STATEMENT_ONLY.search(stripped):
         return False
     if stripped.endswith("!"):
@@ -157,6 +167,65 @@ class TurnModelPolicy:
         return min(required, self.ask_after_s)  # as soon as the STT's final text is in
 
 
+class TextJudgeLike(Protocol):
+    """What the assembler needs of a text end-of-turn model (``speech.text_turn.TextTurnJudge``)."""
+
+    @property
+    def ready(self) -> bool: ...
+
+    def submit(self, text: str, prepare: bool = False) -> Any: ...  # Future[float] | None (cached)
+
+
+@dataclass(slots=True, frozen=True)
+class TextTurnPolicy:
+    """How the text end-of-turn probability (the LM's "the sentence or message ends here") sets the
+    silence a pause needs. Fitted on recorded speech (bench/results/turns_real.md): mid-phrase pauses
+    ("we're ready to", "I don't want") score < 0.01; finished turns mostly 0.05–0.8.
+
+    - p < ``unlikely``: the caller is mid-phrase: ``hold_s`` of silence.
+    - ``unlikely`` ≤ p < ``likely``: it may go on: ``mid_s``.
+    - p ≥ ``likely``: the plain silence threshold (SILENCE_THRESHOLD_SEC).
+    Unfinished words (``looks_incomplete``) keep their own hold, never less. The answer replaces the
+    words' doubt about an open or unsure final (the model reads the words better than the punctuation).
+    No answer within ``wait_s`` past the words' own requirement: the words decide alone.
+    """
+
+    unlikely: float = 0.01
+    likely: float = 0.3
+    hold_s: float = 2.5
+    mid_s: float = 0.6
+    wait_s: float = 0.5
+
+    def required(self, words_required: float, p: float, eot: EndOfTurn) -> float:
+        tier = self.hold_s if p < self.unlikely else self.mid_s if p < self.likely else eot.silence_s
+        if words_required >= eot.incomplete_hold_s > eot.silence_s:
+            return max(words_required, tier)
+        return max(tier, eot.silence_s)
+
+
+class PauseHabit:
+    """How long this caller pauses and then goes on: a pause they resumed after (mid-turn, or right
+    after a turn we ended too soon) raises the silence their later pauses need to
+    ``longest + margin_s``, at most ``cap_s``. Some people think in 1 s pauses; waiting 0.3 s on them
+    answers every other sentence."""
+
+    def __init__(self, margin_s: float = 0.15, cap_s: float = 1.6, min_pause_s: float = 0.3) -> None:
+        self.margin_s, self.cap_s, self.min_pause_s = margin_s, cap_s, min_pause_s
+        self.longest = 0.0
+
+    def resumed_after(self, pause_s: float) -> None:
+        if self.min_pause_s <= pause_s <= self.cap_s:
+            self.longest = max(self.longest, pause_s)
+
+    def required(self, required: float) -> float:
+        if self.longest <= 0.0:
+            return required
+        return max(required, min(self.cap_s, self.longest + self.margin_s))
+
+
+RECOVERY_S = 1.0  # the caller went on this soon after we ended their turn: that pause was theirs
+
+
 FINALIZE_AFTER_S = 0.25  # silence beyond the end-of-turn threshold with only partials: ask for the final
 PREEMPT_AFTER_S = 0.12  # caller quiet this long with words heard: a reply may start before the endpoint
 
@@ -171,6 +240,7 @@ class CallerTurn:
     stt_final_ms: float | None
     peak_energy: float
     model_p: float | None = None  # the turn-end model's probability at the pause that ended the turn
+    text_p: float | None = None  # the text model's end probability for the turn's words
 
 
 class VoiceCue:
@@ -201,10 +271,21 @@ class TurnAssembler:
         now: float,
         judge: TurnJudgeLike | None = None,
         policy: TurnModelPolicy | None = None,
+        text_judge: TextJudgeLike | None = None,
+        text_policy: TextTurnPolicy | None = None,
+        habit: PauseHabit | None = None,
     ) -> None:
         self.eot = eot
         self.judge = judge
         self.policy = policy or TurnModelPolicy()
+        self.text_judge = text_judge
+        self.text_policy = text_policy or TextTurnPolicy()
+        self.habit = habit
+        self._text_future: Any = None  # Future of the end probability of ``_text_for`` (the finals)
+        self._text_for = ""
+        self._text_told = False
+        self._gap_s = 0.0  # the silence before the current voiced run
+        self._turn_ended_at: float | None = None  # when the last turn was ended (check returned it)
         self._audio: deque[bytes] = deque(maxlen=self.WINDOW_FRAMES)  # the caller's recent mu-law frames
         self._voiced_frames = 0  # since the last decision was asked: was there speech to judge?
         self._decision: Any = None  # Future of the current pause's probability (one at a time)
@@ -251,6 +332,8 @@ class TurnAssembler:
             self._audio.append(frame)
         if voiced:
             self._voiced_frames += 1
+            if self._voiced_run == 0:
+                self._gap_s = now - self.last_voice_at
             self.last_voice_at = now
             self._peak_energy = max(self._peak_energy, energy)
             self._voiced_run += 1
@@ -258,6 +341,7 @@ class TurnAssembler:
                 # The caller kept talking after the STT's final: that endpoint was a pause. The interim
                 # words heard at the pause are stale too (an STT that sends interim text only at pauses
                 # would otherwise have the next pause guess a reply on them).
+                self._learn_pause()  # before the stale words go: they say it was a pause mid-turn
                 self._final_at = None
                 self.partial = ""
                 self._words_behind = True
@@ -272,7 +356,56 @@ class TurnAssembler:
             cue |= VoiceCue.ASK_FINAL
         if self.judge is not None:
             cue |= self._ask_model(quiet)
+        if self.text_judge is not None and self.finals:
+            cue |= self._ask_text(" ".join(self.finals))
         return cue
+
+    def _learn_pause(self) -> None:
+        """The caller spoke again: a pause inside their turn (words heard, turn still open), or one we
+        ended the turn on too soon, tells how long this caller pauses."""
+        if self.habit is None:
+            return
+        ended = self._turn_ended_at
+        recovered = ended is not None and self.last_voice_at - ended <= RECOVERY_S
+        if self.finals or self.partial or recovered:
+            self.habit.resumed_after(self._gap_s)
+        self._turn_ended_at = None
+
+    def _ask_text(self, text: str) -> int:
+        """Ask the text model about the words the caller stopped on (once per text); CHECK_TURN once
+        its answer is in."""
+        if text != self._text_for:
+            judge = self.text_judge
+            if judge is None or not judge.ready or (future := judge.submit(text)) is None:
+                return VoiceCue.NONE  # not loaded, or busy: asked again at the next quiet frame
+            self._text_future, self._text_for, self._text_told = future, text, False
+            return VoiceCue.NONE
+        future = self._text_future
+        if future is not None and future.done() and not self._text_told:
+            self._text_told = True
+            return VoiceCue.CHECK_TURN
+        return VoiceCue.NONE
+
+    def text_probability(self, text: str) -> float | None:
+        """The text model's end probability for ``text``: None when not asked, not in yet or failed."""
+        future = self._text_future
+        if future is None or self._text_for != text or not future.done():
+            return None
+        if future.cancelled() or future.exception() is not None:
+            return None
+        return float(future.result())
+
+    def _with_text(self, words_required: float, required: float, silence: float, text: str) -> float:
+        """The silence the pause needs once the text model has read the words (else as before, with a
+        short wait for its answer)."""
+        self._ask_text(text)
+        p = self.text_probability(text)
+        if p is None:
+            future = self._text_future
+            pending = future is not None and self._text_for == text and not future.done()
+            wait = self.text_policy.wait_s
+            return required + wait if pending and silence < required + wait else required
+        return self.text_policy.required(words_required, p, self.eot)
 
     def _ask_model(self, quiet: float) -> int:
         """Ask the turn-end model about this pause (once, when it is ``ask_after_s`` old); CHECK_TURN
@@ -339,6 +472,8 @@ class TurnAssembler:
             self.partial_pending = bool(self.partial)
             if self.partial:
                 self._words_behind = False
+                if self.text_judge is not None and self.text_judge.ready:
+                    self.text_judge.submit(self.text_so_far, prepare=True)  # warms its cache for the pause
             return False
         if event.kind == "final":
             self.partial_pending = False
@@ -348,6 +483,8 @@ class TurnAssembler:
                 return False
             self.finals.append(text)
             self._words_behind = False
+            if self.text_judge is not None:
+                self._ask_text(" ".join(self.finals))  # at once: the answer is needed at this pause
             self.confidence = event.confidence
             if self._speech_end_ms is None or event.end_s is not None:
                 end = self._ms(t0 + event.end_s) if event.end_s is not None else self._ms(self.last_voice_at)
@@ -370,10 +507,13 @@ class TurnAssembler:
         if self._final_at is not None:
             # The STT's endpoint is evidence of silence too (our VAD may hear line noise as voice).
             silence = max(silence, now - self._final_at + self.eot.silence_s)
-        required = self.eot.required_silence(text, self.confidence)
+        required = words_only = self.eot.required_silence(text, self.confidence)
         if self.judge is not None:
-            words_only = required
             required = self._with_model(required, silence, text)
+        if self.text_judge is not None:
+            required = self._with_text(words_only, required, silence, text)
+        if self.habit is not None:
+            required = self.habit.required(required)
         remaining = required - silence
         if remaining > 0:
             return remaining
@@ -382,8 +522,10 @@ class TurnAssembler:
             self.model_held += required > words_only + self.policy.wait_s
         p = self.model_probability() if self.judge is not None else None
         turn = CallerTurn(
-            text, self._speech_start_ms, self._speech_end_ms, self._stt_final_ms, self.take_peak(), p
-        )
+            text, self._speech_start_ms, self._speech_end_ms, self._stt_final_ms, self.take_peak(), p,
+            self.text_probability(text),
+        )  # fmt: skip
+        self._turn_ended_at = now
         self.finals.clear()
         self.confidence = None
         self.partial = ""

@@ -46,6 +46,9 @@ def make_settings(tmp_path: Path, **overrides: object) -> Settings:
         "allow_bench_providers": True,  # the instant stand-ins: tests are about the engine around them
         "webhook_allow_private": True,
         "warm_embeddings": False,
+        # the text end-of-turn model reads real words; the echo STT's are not (tests/test_text_turn.py
+        # covers it, with the real model)
+        "turn_text_model": "off",
         "log_level": "WARNING",
         "multi_instance": False,  # the multi-instance tests say so; PostgreSQL alone would imply it
     }

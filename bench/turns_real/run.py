@@ -1,0 +1,253 @@
+"""Turn-taking on the real set (bench.turns_real.build) through the real Media Streams path.
+
+The barge-in bench's harness (bench.bargein.run): a server on the ``bargein`` profile (embedded Whisper
+STT, instant echo LLM/TTS, so what is timed is the turn-taking decision) and a Twilio-like client that
+plays each recorded turn in real time, 20 ms frames, after the agent's short greeting. Per turn:
+
+- ``premature``: agent audio arrived before the caller's true end (its last voiced frame was sent);
+- ``response``: true end → first agent frame, on turns not answered prematurely;
+- ``unanswered``: no agent audio after the true end within ``ANSWER_WINDOW_S`` (a premature reply
+  that ran into the end counts as answered).
+
+The set is played ``--repeat`` times (one call at a time); figures are per run, and the table gives the
+median run (the machine is 2 shared cores with other work running). Server settings can be varied
+with ``--env KEY=VALUE`` (e.g. the turn-taking levers); the per-turn outcomes go to
+``bench/data/turns_real/outcomes_<name>.json`` for bench.turns_real.compare.
+
+    python -m bench.turns_real.build && python -m bench.turns_real.run [--repeat 3] [--name ours]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from bench.bargein.run import FRAME, SHORT_GREETING, SILENCE, CaseCall, make_agent
+from bench.load import API_KEY, Server
+from bench.report import markdown_table, write_result
+from bench.turns_real.build import DATA, SET_VERSION, build
+
+ROOT = Path(__file__).resolve().parents[2]
+PIPECAT_VERSION = "1.14.0"
+ANSWER_WINDOW_S = 5.0
+NUMBER = "+15550002602"
+
+
+class RealTurnCall(CaseCall):
+    """One recorded turn, played after the greeting; agent audio timed against the turn's labels."""
+
+    async def _drive(self, ws) -> dict:  # type: ignore[no-untyped-def]
+        frames = [self.audio[i : i + FRAME] for i in range(0, len(self.audio), FRAME)]
+        frames[-1] = frames[-1].ljust(FRAME, b"\xff")
+        await self._silence_until(ws, lambda: self.first_agent_frame is not None, 20)
+        if self.first_agent_frame is None:
+            return {"error": "no greeting"}
+        await self._silence_until(ws, lambda: time.perf_counter() - self.agent_frames[-1] > 0.6, 10)
+        before = len(self.agent_frames)
+        end_frame = max(0, self.case["end_ms"] // 20 - 1)
+        _, end = await self._play(ws, frames[: end_frame + 1])  # up to the last voiced frame
+        spoke_early = len(self.agent_frames) > before
+        await self._play(ws, frames[end_frame + 1 :])
+        await self._silence_until(
+            ws, lambda: any(t > end for t in self.agent_frames[before:]), ANSWER_WINDOW_S
+        )
+        await self._play(ws, [SILENCE] * 10)
+        after = [t for t in self.agent_frames[before:] if t > end]
+        answered = bool(after) and after[0] - end <= ANSWER_WINDOW_S
+        return {
+            "premature": spoke_early,
+            "answered": answered or spoke_early,
+            "response_s": after[0] - end if answered and not spoke_early else None,
+        }
+
+
+def load_cases() -> list[dict]:
+    path = DATA / "labels.json"
+    cases = json.loads(path.read_text()) if path.exists() else []
+    if not cases or any(c.get("set_version") != SET_VERSION for c in cases):
+        cases = build()
+    return cases
+
+
+class PipecatServer:
+    """bench/turns_real/pipecat_bot.py in its own venv (bench/.pipecat_venv), on a free port."""
+
+    def __init__(self, workdir: Path) -> None:
+        from bench.load import free_port
+        from providers.local_stt import packaged_model_dir
+
+        python = ROOT / "bench" / ".pipecat_venv" / "bin" / "python"
+        if not python.exists():
+            raise SystemExit(
+                "no bench/.pipecat_venv: python3 -m venv bench/.pipecat_venv && "
+                "bench/.pipecat_venv/bin/pip install -r bench/turns_real/pipecat_requirements.txt"
+            )
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.log = open(workdir / "pipecat.log", "wb")
+        self.proc = subprocess.Popen(
+            [
+                str(python),
+                str(Path(__file__).with_name("pipecat_bot.py")),
+                str(self.port),
+                str(packaged_model_dir()),
+            ],
+            cwd=workdir,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+
+    async def ready(self) -> None:
+        async with httpx.AsyncClient() as client:
+            for _ in range(600):
+                try:
+                    if (await client.get(f"{self.base_url}/readyz")).status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.1)
+        raise RuntimeError("the Pipecat bot did not start")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+        self.log.close()
+
+
+async def run_once(server: Server | PipecatServer, cases: list[dict], round_no: int) -> list[dict]:
+    out = []
+    async with httpx.AsyncClient(
+        base_url=server.base_url, headers={"xi-api-key": API_KEY}, timeout=30
+    ) as api:
+        if round_no == 0 and isinstance(server, Server):
+            await make_agent(api, SHORT_GREETING, NUMBER)
+        for k, case in enumerate(cases):
+            audio = (DATA / f"{case['id']}.ulaw").read_bytes()
+            call = RealTurnCall(server.base_url, NUMBER, case, audio, round_no * 1000 + k + 1)
+            try:
+                outcome = await asyncio.wait_for(call.run(api), 60)
+            except Exception as exc:  # a failed call is reported, not fatal
+                outcome = {"error": type(exc).__name__}
+            out.append({"id": case["id"], "paused": bool(case["pauses"]), "round": round_no, **outcome})
+            print(f"  [{round_no}] {case['id']:<16} {json.dumps(outcome)}", flush=True)
+    return out
+
+
+def figures(outcomes: list[dict]) -> dict:
+    """One run's figures."""
+    ok = [o for o in outcomes if "error" not in o]
+    paused = [o for o in ok if o["paused"]]
+    responses = sorted(o["response_s"] for o in ok if o.get("response_s") is not None)
+
+    def q(p: float) -> float:
+        return (
+            responses[min(len(responses) - 1, int(p * len(responses)))] * 1000 if responses else float("nan")
+        )
+
+    return {
+        "turns": len(ok),
+        "paused": len(paused),
+        "premature_paused": sum(o["premature"] for o in paused),
+        "premature_all": sum(o["premature"] for o in ok),
+        "response_p50": statistics.median(responses) * 1000 if responses else float("nan"),
+        "response_p95": q(0.95),
+        "unanswered": sum(not o["answered"] for o in ok),
+        "errors": len(outcomes) - len(ok),
+    }
+
+
+def median_run(runs: list[dict]) -> dict:
+    keys = runs[0].keys()
+    return {k: statistics.median(r[k] for r in runs) for k in keys}
+
+
+def table_row(name: str, fig: dict) -> list:
+    return [
+        name,
+        f"{fig['premature_paused']:g}/{fig['paused']:g} ({fig['premature_paused'] / max(fig['paused'], 1):.0%})",
+        f"{fig['premature_all']:g}/{fig['turns']:g}",
+        f"{fig['response_p50']:.0f}",
+        f"{fig['response_p95']:.0f}",
+        f"{fig['unanswered']:g}/{fig['turns']:g}",
+    ]
+
+
+HEADER = [
+    "system",
+    "premature, paused turns",
+    "premature, all turns",
+    "response p50 ms",
+    "response p95 ms",
+    "unanswered",
+]
+
+
+def save_outcomes(name: str, outcomes: list[dict], runs: list[dict], settings: str) -> None:
+    (DATA / f"outcomes_{name}.json").write_text(
+        json.dumps({"name": name, "settings": settings, "runs": runs, "outcomes": outcomes}, indent=1)
+    )
+
+
+async def main_async(repeat: int, name: str, env: dict[str, str], ids: set[str], pipecat: bool) -> None:
+    cases = [c for c in load_cases() if not ids or c["id"] in ids]
+    os.environ.update(env)
+    load_before = os.getloadavg()[1]
+    outcomes: list[dict] = []
+    runs: list[dict] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        server = PipecatServer(Path(tmp)) if pipecat else Server("bargein", Path(tmp), max_calls=2)
+        try:
+            await server.ready()
+            for r in range(repeat):
+                one = await run_once(server, cases, r)
+                outcomes += one
+                runs.append(figures(one))
+        finally:
+            server.stop()
+            if keep_log := os.environ.get("BENCH_SERVER_LOG"):  # e.g. with BENCH_SERVER_LOG_LEVEL=INFO
+                shutil.copy(
+                    server.log_path if isinstance(server, Server) else Path(tmp) / "pipecat.log", keep_log
+                )
+    settings = ", ".join(f"{k}={v}" for k, v in env.items()) or "shipped defaults"
+    if pipecat:
+        settings = f"Pipecat {PIPECAT_VERSION} bot (its defaults: Silero VAD, Smart Turn v3 stop strategy)"
+    save_outcomes(name, outcomes, runs, settings)
+    per_run = markdown_table(HEADER, [table_row(f"run {k + 1}", f) for k, f in enumerate(runs)])
+    body = (
+        f"Server: {settings}; STT Whisper base (the same packaged model), echo LLM/TTS (bench.turns_real.run, "
+        f"{len(cases)} turns × {repeat} runs, one call at a time). The 2 cores are shared with other "
+        f"engineers' work: 5-min load average {load_before:.1f} at the start, {os.getloadavg()[1]:.1f} at "
+        "the end.\n\n"
+        + markdown_table(HEADER, [table_row(f"{name} (median of {repeat} runs)", median_run(runs))])
+        + "\n\n"
+        + per_run
+    )
+    write_result(f"turns_real_{name}", f"Turn-taking on real speech: {name}", body)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--name", default="ours")
+    parser.add_argument("--env", action="append", default=[], help="server setting KEY=VALUE")
+    parser.add_argument("--ids", default="", help="only these case ids (comma-separated)")
+    parser.add_argument("--pipecat", action="store_true", help="the Pipecat bot instead of our server")
+    args = parser.parse_args()
+    env = dict(kv.split("=", 1) for kv in args.env)
+    ids = {x for x in args.ids.split(",") if x}
+    asyncio.run(main_async(args.repeat, args.name, env, ids, args.pipecat))
+
+
+if __name__ == "__main__":
+    main()

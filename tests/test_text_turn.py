@@ -1,0 +1,212 @@
+"""The turn-taking levers fitted on recorded speech (issue 26), at the text and frame level: filled pauses
+and trailing words hold the turn, the text end-of-turn model (real SmolLM2) holds mid-phrase pauses and
+lets finished sentences go, a caller's own pauses teach the assembler to wait for them."""
+
+from __future__ import annotations
+
+import pytest
+
+from call.turns import (
+    EndOfTurn,
+    PauseHabit,
+    TextTurnPolicy,
+    TurnAssembler,
+    looks_incomplete,
+)
+from providers.base import TranscriptEvent
+from speech.text_turn import TextTurnJudge, prompt_words
+
+VOICED = b"\x10" * 160  # any mu-law frame: the judge here is the text model, not audio
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "I'd like to, um",
+        "We looked at it and",
+        "It's a bit pricey, so.",
+        "Because",
+        "so",
+        "uh.",
+        "I think it's",
+    ],
+)
+def test_filled_pauses_and_trailing_words_hold_the_turn(text: str) -> None:
+    assert looks_incomplete(text)
+
+
+@pytest.mark.parametrize(
+    "text", ["I think so.", "Yes, I can.", "We don't have any more.", "See you then.", "That's all."]
+)
+def test_words_that_may_end_a_sentence_end_it_when_the_stt_closed_it(text: str) -> None:
+    assert not looks_incomplete(text)
+    assert looks_incomplete(text.rstrip(".")) or text.rstrip(".").endswith(("so", "all"))
+
+
+def test_policy_tiers() -> None:
+    eot = EndOfTurn(0.3)
+    policy = TextTurnPolicy(unlikely=0.01, likely=0.2, hold_s=1.6, mid_s=0.6)  # not the defaults: explicit
+    assert policy.required(0.3, 0.001, eot) == 1.6  # mid-phrase
+    assert policy.required(0.3, 0.05, eot) == 0.6
+    assert policy.required(0.3, 0.5, eot) == 0.3
+    assert policy.required(0.8, 0.5, eot) == 0.3  # an open/unsure final the model reads as finished
+    assert policy.required(1.2, 0.9, eot) == 1.2  # unfinished words keep their hold
+
+
+def test_pause_habit() -> None:
+    habit = PauseHabit(margin_s=0.15, cap_s=1.6)
+    assert habit.required(0.3) == 0.3
+    habit.resumed_after(0.2)  # not a pause
+    assert habit.required(0.3) == 0.3
+    habit.resumed_after(0.9)
+    assert habit.required(0.3) == pytest.approx(1.05)
+    habit.resumed_after(5.0)  # the agent's whole reply in between: not a pause of theirs
+    assert habit.required(0.3) == pytest.approx(1.05)
+
+
+@pytest.fixture(scope="module")
+def judge() -> TextTurnJudge:
+    judge = TextTurnJudge(max_queued=4)
+    judge.load()
+    yield judge
+    judge.close()
+
+
+def test_text_model_reads_mid_phrase_and_finished_words(judge: TextTurnJudge) -> None:
+    assert prompt_words("  We're ready to…  ") == "We're ready to"
+
+    def p(text: str) -> float:
+        future = judge.submit(text)
+        assert future is not None
+        return future.result(timeout=30)
+
+    mid = [p("Okay, well I think we're ready to"), p("I'm interested, but"), p("They are not seeing")]
+    done = [p("Oh, hello, I didn't know you were there."), p("Sounds good.")]
+    assert max(mid) < 0.01 < 0.2 <= min(done)
+    assert judge.submit("Sounds good!") is judge.submit("sounds good")  # cached by the words
+
+
+def play(turns: TurnAssembler, now: float, seconds: float, voiced: bool) -> float:
+    for _ in range(round(seconds / 0.02)):
+        now += 0.02
+        turns.on_voice(3000.0 if voiced else 0.0, voiced, now, VOICED)
+    return now
+
+
+def final(turns: TurnAssembler, text: str, now: float) -> None:
+    # not the STT's endpoint (speech_final): the silence is counted from the caller's voice alone
+    turns.on_transcript(TranscriptEvent("final", text, speech_final=False), now, 0.0)
+
+
+def ended_after(turns: TurnAssembler, now: float, limit_s: float = 3.0) -> float | None:
+    """Seconds of silence until ``check`` ends the turn (the model's answer awaited in real time)."""
+    start = now
+    future = turns._text_future
+    if future is not None:
+        future.result(timeout=30)
+    while now - start < limit_s:
+        result = turns.check(now)
+        if result is not None and not isinstance(result, float):
+            return now - start
+        now = play(turns, now, 0.02, False)
+    return None
+
+
+def assembler(judge: TextTurnJudge | None, habit: PauseHabit | None = None) -> TurnAssembler:
+    return TurnAssembler(
+        EndOfTurn(0.3), lambda *a: 0.0, 0.0, text_judge=judge, text_policy=TextTurnPolicy(), habit=habit
+    )
+
+
+def test_assembler_holds_a_mid_phrase_pause_and_ends_a_finished_turn(judge: TextTurnJudge) -> None:
+    # "They are not seeing." reads finished to the words' rules (0.3 s) but not to the model
+    without = assembler(None)
+    now = play(without, 0.0, 1.0, True)
+    final(without, "They are not seeing.", now)
+    assert ended_after(without, now) == pytest.approx(0.3, abs=0.03)
+
+    held = assembler(judge)
+    now = play(held, 0.0, 1.0, True)
+    final(held, "They are not seeing.", now)
+    waited = ended_after(held, now)
+    assert waited is not None and waited >= 1.5
+
+    finished = assembler(judge)
+    now = play(finished, 0.0, 1.0, True)
+    final(finished, "Oh, hello, I didn't know you were there.", now)
+    assert ended_after(finished, now) == pytest.approx(0.3, abs=0.03)
+
+
+def test_a_caller_who_paused_and_went_on_gets_their_pause(judge: TextTurnJudge) -> None:
+    turns = assembler(None, PauseHabit(0.15, 1.6))
+    now = play(turns, 0.0, 1.0, True)
+    turns.on_transcript(TranscriptEvent("partial", "Okay, let's take"), now, 0.0)
+    now = play(turns, now, 0.9, False)  # a 0.9 s pause inside the turn, then they go on
+    now = play(turns, now, 1.0, True)
+    final(turns, "Okay, let's take them out today.", now)
+    waited = ended_after(turns, now)
+    assert waited == pytest.approx(0.92 + 0.15, abs=0.03)  # their pause (0.9 s and a frame) + the margin
+
+
+def test_a_turn_ended_too_soon_teaches_the_pause(judge: TextTurnJudge) -> None:
+    turns = assembler(None, PauseHabit(0.15, 1.6))
+    now = play(turns, 0.0, 1.0, True)
+    final(turns, "Right.", now)
+    assert ended_after(turns, now) is not None  # ended after 0.3 s: too soon, as it turns out
+    now = play(turns, now + 0.3, 0.4, False)  # they go on 0.7 s into the pause
+    now = play(turns, now, 1.0, True)
+    final(turns, "We have to look at the budget first.", now)
+    assert ended_after(turns, now) == pytest.approx(0.85, abs=0.05)
+
+
+def test_a_busy_or_missing_text_model_leaves_the_words_to_decide() -> None:
+    turns = assembler(TextTurnJudge(max_queued=1))  # never loaded: submit says no
+    now = play(turns, 0.0, 1.0, True)
+    final(turns, "They are not seeing.", now)
+    assert ended_after(turns, now) == pytest.approx(0.3, abs=0.03)
+
+
+# ---------------------------------------------------------------------------------------------- recovery
+
+
+@pytest.mark.asyncio
+async def test_the_caller_going_on_early_in_our_reply_withdraws_it_and_merges_the_turn() -> None:
+    import asyncio
+    import time
+
+    from call.clock import CallClock
+    from call.recovery import Recovery
+    from call.replies import Replies
+    from call.speaker import Speaker
+    from call.transcript import CallTranscript
+    from tests.test_call_parts import FrameTTS, RecordingSink, WireSink
+
+    clock, sink, wire = CallClock(), RecordingSink(), WireSink()
+    speaker = Speaker(wire, clock.ms)
+    speaker.use(FrameTTS(), None)
+    speaker.start()
+    replies = Replies(speaker, CallTranscript(sink, clock.ms))
+    recovery = Recovery(500, clock.ms)
+    try:
+        reply = replies.new_turn("We looked at it", 3)
+
+        async def play() -> None:  # as Replies._run: speak, then wait until it was heard
+            await speaker.say(reply, ["Great, what did you think?", "Anything else?"])
+            await speaker.wait_played(reply)
+
+        reply.task = asyncio.create_task(play())
+        replies.current = reply
+        while not reply.audio_started:
+            await asyncio.sleep(0.01)
+        onset = time.monotonic()  # the caller goes on ~20 ms into our reply
+        assert recovery.applies(reply, onset)
+        assert not recovery.applies(reply, onset + 0.6)  # later: a barge-in over an answer they heard
+        assert not Recovery(0, clock.ms).applies(reply, onset)  # off
+        assert not recovery.applies(replies.new_turn(kind="greeting"), onset)  # not an answer to a turn
+        await replies.withdraw(reply)
+        assert reply.task.cancelled() and ("clear", None) in wire.sent and reply.saved
+        assert await replies.take_unheard() == ("We looked at it", 3)  # the next words join turn 3
+        assert await replies.take_unheard() is None
+        assert not [t for t in sink.turns if t.role == "agent"]  # the withdrawn reply is not stored
+    finally:
+        await speaker.stop()
