@@ -359,7 +359,7 @@ class Campaign(TimestampMixin, Base):
     agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"), index=True)
     phone_number_id: Mapped[str | None] = mapped_column(ForeignKey("phone_numbers.id", ondelete="SET NULL"))
     from_number: Mapped[str | None] = mapped_column(String(32))
-    # pending (scheduled) | in_progress | completed | cancelled | failed
+    # pending (scheduled) | in_progress | paused | completed | cancelled | failed
     status: Mapped[str] = mapped_column(String(16), default="pending")
     scheduled_at: Mapped[datetime] = mapped_column(default=utcnow)
     timezone: Mapped[str | None] = mapped_column(String(64))  # for leads whose number gives no zone

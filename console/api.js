@@ -6,10 +6,16 @@ export const session = {
   set key(value) { value ? sessionStorage.setItem(KEY, value) : sessionStorage.removeItem(KEY); },
 };
 
+// A 422's list of invalid fields reads as sentences ("recipients.1.dynamic_variables.company: …").
+const describe = (detail) => (Array.isArray(detail)
+  ? detail.map((e) => (e && e.msg ? `${(e.loc || []).filter((p) => p !== "body").join(".")}${e.loc ? ": " : ""}${e.msg}` : JSON.stringify(e))).join("; ")
+  : typeof detail === "string" ? detail : JSON.stringify(detail));
+
 export class ApiError extends Error {
   constructor(status, detail) {
-    super(typeof detail === "string" ? detail : JSON.stringify(detail));
+    super(describe(detail));
     this.status = status;
+    this.detail = detail;
   }
 }
 

@@ -3,6 +3,8 @@ import { ApiError, del, get, patch, post, api, session } from "./api.js";
 import { BrowserCall } from "./phone.js";
 import { campaignPage, campaignsPage } from "./campaigns.js";
 import { testsPage } from "./tests.js";
+import { dncPage } from "./dnc.js";
+import { voicemailSection } from "./voicemail.js";
 
 const view = document.getElementById("view");
 const BUILTIN_TOOLS = ["end_call", "transfer_call", "send_sms", "book_meeting", "add_to_dnc"];
@@ -16,6 +18,11 @@ function h(tag, attrs = {}, ...children) {
   const el = document.createElement(tag);
   for (const [key, value] of Object.entries(attrs)) {
     if (value === undefined || value === null || value === false) continue;
+    if (key === "onclick" && String(attrs.class || "").split(" ").includes("clickable")) {
+      // A clickable row is reached with Tab and opened with Enter, like a link.
+      el.tabIndex = 0;
+      el.addEventListener("keydown", (event) => { if (event.key === "Enter" && event.target === el) value(event); });
+    }
     if (key.startsWith("on")) el.addEventListener(key.slice(2), value);
     else if (key === "dataset") Object.assign(el.dataset, value);
     else el.setAttribute(key, value === true ? "" : value);
@@ -103,6 +110,7 @@ async function agentPage(view, agentId) {
     interrupt_debounce_ms: input("interrupt_debounce_ms", ts.interrupt_debounce_ms, { type: "number", placeholder: "default" }),
     silence_threshold_sec: input("silence_threshold_sec", ts.silence_threshold_sec, { type: "number", step: "0.05", placeholder: "default" }),
   };
+  const voicemail = voicemailSection(h, agent);
   const builtins = BUILTIN_TOOLS.map((name) => h("label", {}, h("input", { type: "checkbox", value: name, checked: agent.builtin_tools.includes(name) }), name));
   const num = (el) => (el.value === "" ? null : Number(el.value));
   const body = () => ({
@@ -114,6 +122,7 @@ async function agentPage(view, agentId) {
     turn_settings: Object.fromEntries(["interrupt_min_energy", "interrupt_baseline_factor", "interrupt_min_speech_ms",
       "interrupt_debounce_ms", "silence_threshold_sec"].map((k) => [k, num(f[k])]).filter(([, v]) => v !== null)),
     builtin_tools: builtins.map((l) => l.firstChild).filter((c) => c.checked).map((c) => c.value),
+    ...voicemail.values(),
   });
   const save = async (event) => {
     event.preventDefault();
@@ -138,6 +147,7 @@ async function agentPage(view, agentId) {
     h("div", { class: "row" }, field("Min energy", f.interrupt_min_energy), field("Baseline factor", f.interrupt_baseline_factor),
       field("Min speech (ms)", f.interrupt_min_speech_ms)),
     h("div", { class: "row" }, field("Debounce (ms)", f.interrupt_debounce_ms), field("End-of-turn silence (s)", f.silence_threshold_sec)),
+    voicemail.section,
     h("h2", {}, "Built-in tools"), h("div", { class: "checks" }, builtins),
     h("div", { class: "actions" }, h("button", { type: "submit", id: "save-agent" }, isNew ? "Create agent" : "Save"),
       !isNew && h("a", { href: `#/agents/${agentId}/tests`, id: "agent-tests" }, h("button", { type: "button", class: "secondary" }, "Scenario tests")),
@@ -430,6 +440,7 @@ async function route() {
     else if (parts[0] === "conversations" && parts[1]) await conversationPage(v, parts[1]);
     else if (parts[0] === "conversations") await conversationsPage(v, new URLSearchParams(query));
     else if (parts[0] === "live") await livePage(v);
+    else if (parts[0] === "dnc") cleanup = await dncPage(v, { h, toast, fail, pill });
     else if (parts[0] === "campaigns" && parts[1]) cleanup = await campaignPage(v, { h, toast, fail, pill }, parts[1]);
     else if (parts[0] === "campaigns") await campaignsPage(v, { h, toast, fail, pill });
     else await agentsPage(v);

@@ -18,6 +18,8 @@ __all__ = [
     "AgentTestRunList",
     "AgentTestRunResponse",
     "AgentTestScenarioSummary",
+    "AgentTestStarterPack",
+    "AgentTestStarterPackAdded",
     "AgentTestUpdate",
     "CallerStep",
     "Criteria",
@@ -97,3 +99,16 @@ class AgentTestRunResponse(BaseModel):
 
 class AgentTestRunList(BaseModel):
     runs: list[AgentTestRunResponse]
+
+
+class AgentTestStarterPack(BaseModel):
+    """The SDR starter pack: its scenarios, and the sample agent and knowledge they were written for."""
+
+    agent: dict[str, Any] | None
+    knowledge: list[dict[str, str]]
+    scenarios: list[ScenarioSpec]
+
+
+class AgentTestStarterPackAdded(BaseModel):
+    added: list[AgentTestResponse] = Field(description="Tests created on the agent")
+    skipped: list[str] = Field(description="Scenarios not added: the agent has a test of that name already")

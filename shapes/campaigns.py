@@ -15,8 +15,10 @@ __all__ = [
     "BatchCallResponse",
     "BatchCallSubmit",
     "BatchRecipientIn",
+    "BatchRecipientPage",
     "BatchRecipientResponse",
     "CallingHours",
+    "CampaignProgress",
     "CampaignTotals",
     "HourMinute",
     "RetryPolicy",
@@ -175,7 +177,7 @@ class BatchCallResponse(BaseModel):
     phone_number_id: str | None
     phone_provider: str = "twilio"
     from_number: str | None
-    status: str = Field(description="pending|in_progress|completed|cancelled|failed")
+    status: str = Field(description="pending|in_progress|paused|completed|cancelled|failed")
     created_at_unix: int
     scheduled_time_unix: int
     last_updated_at_unix: int
@@ -201,3 +203,43 @@ class WorkspaceBatchCallsResponse(BaseModel):
     batch_calls: list[BatchCallResponse]
     next_doc: str | None = None
     has_more: bool = False
+
+
+class BatchRecipientPage(BaseModel):
+    """``GET …/batch-calling/{id}/recipients``: the leads, filtered, in CSV order, a page at a time."""
+
+    recipients: list[BatchRecipientResponse]
+    total: int = Field(description="Leads matching the filters (all pages)")
+    has_more: bool
+    next_cursor: str | None = None
+
+
+class CampaignProgress(BaseModel):
+    """``GET …/batch-calling/{id}/progress``: what a person watching the campaign reads at a glance."""
+
+    campaign: BatchCallResponse = Field(description="The campaign, as GET …/{id} without its recipients")
+    id: str
+    status: str = Field(description="pending|in_progress|paused|completed|cancelled|failed")
+    total: int = Field(description="Leads in the campaign")
+    finished: int = Field(
+        description="Leads with a final status (completed, voicemail, failed, skipped, cancelled)"
+    )
+    dialled: int = Field(description="Leads called at least once")
+    calling_now: int = Field(description="Leads whose call is being placed, ringing or talking")
+    reached: int = Field(description="Leads where a person talked (outcome meeting_booked, interested, …)")
+    booked: int = Field(description="Leads with outcome meeting_booked")
+    retrying: int = Field(description="Leads waiting for another attempt after an unanswered or failed call")
+    left: int = Field(description="Leads not finished yet (waiting, retrying or on a call)")
+    by_status: dict[str, int]
+    by_outcome: dict[str, int]
+    pace_per_min: float | None = Field(
+        description="Leads finished per minute over the last 10 minutes of calling (null: too early to say)"
+    )
+    calling_hours_open: bool | None = Field(
+        description="Some waiting lead may be called now (null: the campaign has no calling hours)"
+    )
+    next_opening_unix: int | None = Field(description="When calling hours next open, while they are closed")
+    expected_finish_unix: int | None = Field(
+        description="When the last lead should finish at the current pace, calling only in calling hours "
+        "(null: finished, paused, no pace yet, or hours that never open)"
+    )

@@ -32,6 +32,7 @@ from schemas import (
     RetryPolicy,
 )
 from telephony import dnc
+from telephony.outbound import needed_variables
 from utils import utcnow
 
 FINAL_STATUSES = ("completed", "voicemail", "failed", "skipped", "cancelled")
@@ -77,6 +78,7 @@ async def create_campaign(session: AsyncSession, body: BatchCallSubmit) -> Campa
         if number is None:
             raise CampaignError(404, f"phone number not found: {body.agent_phone_number_id}")
         from_number = number.phone_number
+    _check_variables(agent, body.recipients)
     now = utcnow()
     scheduled = (
         datetime.fromtimestamp(body.scheduled_time_unix, UTC) if body.scheduled_time_unix is not None else now
@@ -120,6 +122,37 @@ async def create_campaign(session: AsyncSession, body: BatchCallSubmit) -> Campa
     session.add_all(rows)
     await session.flush()
     return campaign
+
+
+def _check_variables(agent: Agent, leads: list[BatchRecipientIn]) -> None:
+    """Before anyone is called: every ``{{variable}}`` of the agent's prompt, first message and voicemail
+    message must be a column (a variable) of every lead; a 422 names each one missing and where it is used."""
+    needed = needed_variables(agent)
+    if not needed:
+        return
+    problems = []
+    for name, used_in in needed.items():
+        lacking = [i for i, lead in enumerate(leads) if name not in lead.variables()]
+        if not lacking:
+            continue
+        who = (
+            "no lead has it"
+            if len(lacking) == len(leads)
+            else (
+                f"{len(lacking)} of {len(leads)} leads lack it, the first is lead {lacking[0] + 1} "
+                f"({leads[lacking[0]].phone_number[:40]})"
+            )
+        )
+        problems.append(
+            {
+                "loc": ["body", "recipients", lacking[0], "dynamic_variables", name],
+                "msg": f"the agent's {' and '.join(used_in)} uses {{{{{name}}}}}, but {who}: "
+                f"add a {name} column to the leads, or change the agent",
+                "type": "missing_variable",
+            }
+        )
+    if problems:
+        raise CampaignError(422, problems)
 
 
 def _skip(row: CampaignRecipient, outcome: str, error: str) -> None:
@@ -319,7 +352,7 @@ async def detailed(session: AsyncSession, campaign: Campaign) -> BatchCallDetail
 
 async def cancel(session: AsyncSession, campaign: Campaign) -> None:
     """No new calls: pending leads end as cancelled; calls already ringing or talking finish normally."""
-    if campaign.status in ("completed", "cancelled"):
+    if campaign.status in ("completed", "cancelled", "failed"):
         raise CampaignError(409, f"the campaign is already {campaign.status}")
     campaign.status = "cancelled"
     campaign.completed_at = utcnow()
@@ -330,9 +363,26 @@ async def cancel(session: AsyncSession, campaign: Campaign) -> None:
     )
 
 
+async def pause(session: AsyncSession, campaign: Campaign) -> None:
+    """No new calls until resumed; calls already ringing or talking finish, and their retries stay queued."""
+    if campaign.status not in ("pending", "in_progress"):
+        raise CampaignError(409, f"only a running campaign can be paused: this one is {campaign.status}")
+    campaign.status = "paused"
+    campaign.updated_at = utcnow()
+
+
+async def resume(session: AsyncSession, campaign: Campaign) -> None:
+    """Dial again where the campaign stopped (its schedule, pacing and calling hours as before)."""
+    if campaign.status != "paused":
+        raise CampaignError(409, f"only a paused campaign can be resumed: this one is {campaign.status}")
+    now = utcnow()
+    campaign.status = "pending" if campaign.scheduled_at > now else "in_progress"
+    campaign.updated_at = now
+
+
 async def retry(session: AsyncSession, campaign: Campaign) -> int:
     """Call again the leads that did not pick up, were busy, hit voicemail or failed (ElevenLabs' retry)."""
-    if campaign.status in ("pending", "in_progress"):
+    if campaign.status in ("pending", "in_progress", "paused"):
         raise CampaignError(409, "the campaign is still running: cancel it or wait until it completes")
     now = utcnow()
     result = await session.execute(

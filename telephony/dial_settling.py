@@ -73,7 +73,8 @@ async def conclude(
     error: str | None = None,
 ) -> None:
     """Final state, or pending again after the retry delay when the policy allows another attempt."""
-    running = not isinstance(policy, Campaign) or policy.status == "in_progress"
+    # A paused campaign keeps its retries queued: they are dialled once it is resumed.
+    running = not isinstance(policy, Campaign) or policy.status in ("in_progress", "paused")
     values: dict[str, Any]
     if running and outcome in (policy.retry_outcomes or []) and attempts < policy.max_attempts:
         values = {
@@ -158,7 +159,7 @@ class Settler:
         )
         settings = self.settings
         allowed = settings.campaign_callback_after_cut if heard else settings.campaign_requeue_own_failures
-        if allowed and recipient.requeued_reason is None and campaign.status == "in_progress":
+        if allowed and recipient.requeued_reason is None and campaign.status in ("in_progress", "paused"):
             why = CUT_AFTER_HEARD if heard else REQUEUED_BECAUSE[reason]
             await session.execute(
                 update(CampaignRecipient)

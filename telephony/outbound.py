@@ -43,9 +43,21 @@ class PlacedCall:
     status: str
 
 
+def needed_variables(agent: Agent) -> dict[str, list[str]]:
+    """Each ``{{variable}}`` a call of this agent fills, and where it is used (built-ins left out). The
+    voicemail message counts only when the agent leaves one."""
+    texts = {"system prompt": agent.system_prompt, "first message": agent.first_message}
+    if agent.voicemail_action == "leave_message":
+        texts["voicemail message"] = agent.voicemail_message
+    needed: dict[str, list[str]] = {}
+    for where, text in texts.items():
+        for name in sorted(template_variables(text or "") - BUILTIN_VARIABLES):
+            needed.setdefault(name, []).append(where)
+    return needed
+
+
 def missing_variables(agent: Agent, provided: dict[str, Any]) -> list[str]:
-    needed = template_variables(agent.system_prompt or "") | template_variables(agent.first_message or "")
-    return sorted(needed - BUILTIN_VARIABLES - set(provided))
+    return sorted(set(needed_variables(agent)) - set(provided))
 
 
 async def place_call(

@@ -107,7 +107,14 @@ async def test_the_elevenlabs_sdk_submits_lists_gets_cancels_and_retries_a_batch
             second = await sdk.batch_calls.create(
                 call_name="later",
                 agent_id=agent_id,
-                recipients=[OutboundCallRecipient(phone_number=numbers[0])],
+                recipients=[
+                    OutboundCallRecipient(
+                        phone_number=numbers[0],
+                        conversation_initiation_client_data=ConversationInitiationClientDataRequestInput(
+                            dynamic_variables={"first_name": "Sam"}
+                        ),
+                    )
+                ],
                 scheduled_time_unix=int(time.time()) + 3600,
             )
             assert second.status == "pending"
@@ -214,7 +221,8 @@ async def test_bad_submissions_say_what_is_wrong(tmp_path: Path) -> None:
         settings = settings_for(tmp_path, twilio, dialer_enabled=False)
         async with LiveServer(settings) as server, server.client() as client:
             agent_id, _ = await make_agent(client)
-            base = {"call_name": "x", "agent_id": agent_id, "recipients": [{"phone_number": "+12125550100"}]}
+            lead_row = {"phone_number": "+12125550100", "dynamic_variables": {"first_name": "Sam"}}
+            base = {"call_name": "x", "agent_id": agent_id, "recipients": [lead_row]}
             cases: list[tuple[dict[str, Any], int, str]] = [
                 ({**base, "agent_id": "agent_nope"}, 404, "agent not found"),
                 ({**base, "agent_phone_number_id": "pn_nope"}, 404, "phone number not found"),
@@ -224,6 +232,8 @@ async def test_bad_submissions_say_what_is_wrong(tmp_path: Path) -> None:
                 ({**base, "timezone": "Mars/Olympus"}, 422, "unknown time zone"),
                 ({**base, "retry": {"outcomes": ["meeting_booked"]}}, 422, "outcomes"),
                 ({**base, "calls_per_minute": 0}, 422, "calls_per_minute"),
+                # the agent's {{first_name}}: checked against the leads before anyone is called
+                ({**base, "recipients": [{"phone_number": "+12125550100"}]}, 422, "uses {{first_name}}"),
             ]
             for body, code, text in cases:
                 r = await client.post("/v1/convai/batch-calling/submit", json=body)

@@ -354,7 +354,7 @@ async def test_console_tests_page_writes_runs_and_shows_results(tmp_path: Path) 
         await page.wait_for_selector("#new-agent")
         await page.goto(f"{server.base_url}/#/agents/{agent_id}")
         await page.click("#agent-tests")
-        await page.wait_for_selector("#test-json")
+        await page.click("#test-tab-json")  # the test's form opens first; its JSON is a tab away
         await page.fill("#test-json", json.dumps(BOOK_AT_3))
         await page.click("#save-test")
         await page.wait_for_selector("#tests-list table")

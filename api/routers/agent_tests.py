@@ -18,6 +18,7 @@ from sqlalchemy import select
 from api.deps import RuntimeDep, Services, SessionDep, error_responses, not_found
 from models import Agent, AgentTest, AgentTestRun
 from scenarios.runner import Scenario, run_suite
+from scenarios.starter_pack import starter_pack
 from schemas import (
     AgentTestCreate,
     AgentTestList,
@@ -25,6 +26,8 @@ from schemas import (
     AgentTestRunCreate,
     AgentTestRunList,
     AgentTestRunResponse,
+    AgentTestStarterPack,
+    AgentTestStarterPackAdded,
     AgentTestUpdate,
 )
 from simulator.scenario import ScenarioSpec
@@ -114,6 +117,41 @@ async def list_tests(agent_id: str, session: SessionDep) -> AgentTestList:
         )
     ).all()
     return AgentTestList(tests=[to_response(t) for t in tests])
+
+
+@router.get(
+    "/starter-pack",
+    response_model=AgentTestStarterPack,
+    responses=error_responses(404),
+    summary="The SDR starter pack: its scenarios (and the sample agent they were written for)",
+)
+async def get_starter_pack(agent_id: str, session: SessionDep) -> AgentTestStarterPack:
+    await _agent_or_404(session, agent_id)
+    pack = starter_pack()
+    return AgentTestStarterPack(agent=pack.agent, knowledge=pack.knowledge, scenarios=pack.scenarios)
+
+
+@router.post(
+    "/starter-pack",
+    status_code=status.HTTP_201_CREATED,
+    response_model=AgentTestStarterPackAdded,
+    responses=error_responses(404),
+    summary="Add the SDR starter pack's scenarios to the agent (those whose name it has already are skipped)",
+)
+async def add_starter_pack(agent_id: str, session: SessionDep) -> AgentTestStarterPackAdded:
+    await _agent_or_404(session, agent_id)
+    have = set((await session.scalars(select(AgentTest.name).where(AgentTest.agent_id == agent_id))).all())
+    added: list[AgentTest] = []
+    skipped: list[str] = []
+    for spec in starter_pack().scenarios:
+        if spec.name in have:
+            skipped.append(spec.name)
+            continue
+        test = AgentTest(agent_id=agent_id, name=spec.name, spec=spec.model_dump(mode="json"))
+        session.add(test)
+        added.append(test)
+    await session.flush()
+    return AgentTestStarterPackAdded(added=[to_response(t) for t in added], skipped=skipped)
 
 
 @router.post(

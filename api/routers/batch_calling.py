@@ -20,10 +20,13 @@ from schemas import (
     BatchCallDetailedResponse,
     BatchCallResponse,
     BatchCallSubmit,
+    BatchRecipientPage,
+    CampaignProgress,
     WorkspaceBatchCallsResponse,
 )
-from telephony import campaigns
+from telephony import campaign_reports, campaigns
 from telephony.campaigns import CampaignError
+from utils import utcnow
 
 router = APIRouter(prefix="/convai/batch-calling", tags=["campaigns (batch calling)"])
 
@@ -187,6 +190,103 @@ async def get_batch_call(batch_id: str, session: SessionDep) -> BatchCallDetaile
     return await campaigns.detailed(session, await _get(session, batch_id))
 
 
+@router.get(
+    "/{batch_id}/progress",
+    response_model=CampaignProgress,
+    responses=error_responses(404),
+    summary="Progress at a glance: counts by status and outcome, pace, expected finish (calling hours)",
+)
+async def get_progress(batch_id: str, session: SessionDep) -> CampaignProgress:
+    return await campaign_reports.progress(session, await _get(session, batch_id), utcnow())
+
+
+@router.get(
+    "/{batch_id}/recipients",
+    response_model=BatchRecipientPage,
+    responses=error_responses(400, 404),
+    summary="The campaign's leads in CSV order, filtered by status, outcome or number, a page at a time",
+)
+async def list_recipients(
+    batch_id: str,
+    session: SessionDep,
+    status_filter: Annotated[str | None, Query(alias="status", max_length=16)] = None,
+    outcome: Annotated[
+        str | None, Query(max_length=32, description="An outcome, or none (no outcome yet)")
+    ] = None,
+    search: Annotated[str | None, Query(max_length=40, description="Numbers containing these digits")] = None,
+    cursor: Annotated[str | None, Query(max_length=12)] = None,
+    page_size: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> BatchRecipientPage:
+    if cursor is not None and not cursor.isdigit():
+        raise HTTPException(400, detail="invalid cursor: pass back next_cursor as it was given")
+    return await campaign_reports.recipients_page(
+        session,
+        await _get(session, batch_id),
+        status=status_filter or None,
+        outcome=outcome or None,
+        search=search,
+        cursor=int(cursor or 0),
+        page_size=page_size,
+    )
+
+
+@router.get(
+    "/{batch_id}/export.csv",
+    response_class=Response,
+    responses={
+        200: {"content": {"text/csv": {}}, "description": "One line per lead"},
+        **error_responses(404),
+    },
+    summary="The leads with their status, outcome, attempts, call and summary, as CSV",
+)
+async def export_recipients(batch_id: str, session: SessionDep) -> Response:
+    campaign = await _get(session, batch_id)
+    rows = await campaign_reports.export_rows(session, campaign)
+    body = await asyncio.to_thread(campaign_reports.export_csv, rows)  # up to 10,000 rows
+    return Response(
+        content=body,
+        media_type="text/csv; charset=utf-8",
+        headers={
+            "content-disposition": f'attachment; filename="{campaign_reports.export_filename(campaign)}"'
+        },
+    )
+
+
+@router.post(
+    "/{batch_id}/pause",
+    response_model=BatchCallResponse,
+    responses=error_responses(404, 409),
+    summary="Pause a campaign: no new calls until resumed (calls in progress finish)",
+)
+async def pause_batch_call(batch_id: str, session: SessionDep) -> BatchCallResponse:
+    campaign = await _get(session, batch_id)
+    try:
+        await campaigns.pause(session, campaign)
+    except CampaignError as exc:
+        raise HTTPException(exc.status, detail=exc.detail) from None
+    await session.flush()
+    return await _summary(session, campaign)
+
+
+@router.post(
+    "/{batch_id}/resume",
+    response_model=BatchCallResponse,
+    responses=error_responses(404, 409),
+    summary="Resume a paused campaign",
+)
+async def resume_batch_call(batch_id: str, session: SessionDep, runtime: RuntimeDep) -> BatchCallResponse:
+    campaign = await _get(session, batch_id)
+    try:
+        await campaigns.resume(session, campaign)
+    except CampaignError as exc:
+        raise HTTPException(exc.status, detail=exc.detail) from None
+    await session.flush()
+    response = await _summary(session, campaign)
+    await session.commit()
+    runtime.dialer.notify()
+    return response
+
+
 @router.post(
     "/{batch_id}/cancel",
     response_model=BatchCallResponse,
@@ -231,7 +331,7 @@ async def retry_batch_call(batch_id: str, session: SessionDep, runtime: RuntimeD
 )
 async def delete_batch_call(batch_id: str, session: SessionDep) -> Response:
     campaign = await _get(session, batch_id)
-    if campaign.status in ("pending", "in_progress"):
-        raise HTTPException(409, detail="the campaign is running: cancel it first")
+    if campaign.status in ("pending", "in_progress", "paused"):
+        raise HTTPException(409, detail=f"the campaign is {campaign.status}: cancel it first")
     await session.delete(campaign)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

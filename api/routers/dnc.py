@@ -3,16 +3,26 @@ campaign recipients end as ``dnc``); the agent's ``add_to_dnc`` tool adds the ca
 
 from __future__ import annotations
 
-from typing import Annotated
+import asyncio
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Response, status
-from sqlalchemy import select
+from fastapi import APIRouter, File, Form, HTTPException, Query, Response, UploadFile, status
+from sqlalchemy import func, select
 
 from api.deps import PageDep, SessionDep, error_responses, not_found, paginate
 from core.phone_numbers import InvalidPhoneNumber, normalize
 from models import DncEntry
-from schemas import DncAddResponse, DncCheckResponse, DncCreate, DncEntryResponse, DncListResponse
+from schemas import (
+    DncAddResponse,
+    DncCheckResponse,
+    DncCreate,
+    DncEntryResponse,
+    DncImportError,
+    DncImportResponse,
+    DncListResponse,
+)
 from telephony import dnc
+from telephony.dnc import DncImportFileError
 
 router = APIRouter(prefix="/convai/dnc", tags=["do-not-call list"])
 
@@ -48,18 +58,67 @@ def _number_param(value: str) -> str:
 async def list_dnc(
     session: SessionDep,
     page: PageDep,
-    search: Annotated[str | None, Query(max_length=40, description="Numbers containing these digits")] = None,
+    search: Annotated[
+        str | None,
+        Query(
+            max_length=40, description="Numbers containing these digits, or (no digits) reasons with the text"
+        ),
+    ] = None,
+    source: Annotated[
+        Literal["api", "tool", "csv"] | None,
+        Query(description="api: added by a person; tool: by the caller, on a call; csv: by an import"),
+    ] = None,
 ) -> DncListResponse:
     stmt = select(DncEntry)
-    if search:
+    if search and search.strip():
         digits = "".join(ch for ch in search if ch.isdigit())
         if digits:
-            stmt = stmt.where(DncEntry.phone_number.contains(digits))
+            stmt = stmt.where(DncEntry.phone_number.contains(digits, autoescape=True))
+        else:
+            stmt = stmt.where(func.lower(DncEntry.reason).contains(search.strip().lower(), autoescape=True))
+    if source:
+        stmt = stmt.where(DncEntry.source == source)
+    total = await session.scalar(select(func.count()).select_from(stmt.subquery()))
     result = await paginate(session, stmt, DncEntry, page)
     return DncListResponse(
         entries=[to_response(e) for e in result.items],
         has_more=result.has_more,
         next_cursor=result.next_cursor,
+        total=int(total or 0),
+    )
+
+
+@router.post(
+    "/import",
+    response_model=DncImportResponse,
+    responses=error_responses(413, 422),
+    summary="Import a CSV of numbers onto the do-not-call list (errors reported per row)",
+)
+async def import_dnc(
+    session: SessionDep,
+    file: Annotated[
+        UploadFile, File(description="CSV: a phone_number column (reason optional), or a number a line")
+    ],
+    reason: Annotated[str, Form(max_length=500, description="Reason of rows without their own")] = "",
+    default_region: Annotated[
+        str | None, Form(pattern=r"^[A-Za-z]{2}$", description="ISO country of numbers without +country code")
+    ] = None,
+) -> DncImportResponse:
+    try:
+        # Up to 50,000 numbers parsed by libphonenumber: CPU work, off the event loop.
+        parsed = await asyncio.to_thread(dnc.parse_import_csv, await file.read(), default_region or None)
+    except DncImportFileError as exc:
+        raise HTTPException(422, detail=str(exc)) from None
+    _, added = await dnc.add(
+        session, list(parsed.numbers), reason=reason, source="csv", reasons=parsed.numbers
+    )
+    return DncImportResponse(
+        rows=parsed.rows,
+        added=added,
+        already_listed=len(parsed.numbers) - added,
+        duplicates=parsed.duplicates,
+        invalid=parsed.invalid,
+        errors=[DncImportError(line=line, value=value, error=why) for line, value, why in parsed.errors],
     )
 
 
