@@ -172,7 +172,7 @@ export async function seatPage(view, { h, toast, fail, pill }, conversationId) {
   const sayText = text("say", "Words the agent says next");
   const whisperText = text("whisper", "Guidance the agent follows, never spoken");
   const transferTo = h("input", { id: "seat-transfer-to", type: "tel", placeholder: "+14155550123", autocomplete: "off" });
-  const transferMode = h("select", { id: "seat-transfer-mode" }, h("option", { value: "warm" }, "warm (summary first)"), h("option", { value: "cold" }, "cold"));
+  const transferMode = h("select", { id: "seat-transfer-mode" }, h("option", { value: "warm" }, "warm"), h("option", { value: "cold" }, "cold"));
   const buttons = {
     say: h("button", { id: "seat-say" }, "Say"),
     whisper: h("button", { id: "seat-whisper", class: "secondary" }, "Whisper"),
@@ -193,6 +193,7 @@ export async function seatPage(view, { h, toast, fail, pill }, conversationId) {
   const turnEl = (role, words, final) => h("div", { class: `turn ${role === "user" ? "user" : "agent"}${role === "supervisor" ? " supervisor" : ""}${final ? "" : " interim"}`, dataset: { role } },
     h("div", { class: "meta" }, role === "user" ? "caller" : role), h("div", { class: "text" }, words));
   const scrolled = () => { transcript.scrollTop = transcript.scrollHeight; };
+  window.addEventListener("resize", scrolled);
   for (const turn of conversation.transcript || []) {
     if (turn.text) transcript.append(turnEl(turn.source === "supervisor" && turn.kind === "supervisor" ? "supervisor" : turn.role, turn.text, true));
   }
@@ -217,6 +218,7 @@ export async function seatPage(view, { h, toast, fail, pill }, conversationId) {
     seat.takenOver = on;
     buttons.takeover.hidden = on; buttons.release.hidden = !on;
     buttons.say.disabled = on;
+    if (!seat.ended) status.textContent = on ? "you are on the call" : "listening";
   };
   const takeOver = async () => {
     await audio.ctx.resume();
@@ -233,7 +235,7 @@ export async function seatPage(view, { h, toast, fail, pill }, conversationId) {
     await new Promise((resolve, reject) => { socket.onopen = resolve; socket.onerror = () => reject(new Error("the take-over socket did not open")); });
     capture.port.onmessage = (event) => {
       if (socket.readyState !== WebSocket.OPEN) return;
-      seat.micLevel = rms(event.data);
+      seat.micLevel = audio.levels.outbound = rms(event.data); // the agent's meter shows your voice
       seat.micFramesSent++;
       socket.send(JSON.stringify({ event: "media", track: "outbound", payload: toBase64(floatToMulaw(event.data)) }));
     };
@@ -337,12 +339,13 @@ export async function seatPage(view, { h, toast, fail, pill }, conversationId) {
         field("Say (the agent speaks it next)", sayText, buttons.say),
         field("Whisper (the agent's LLM sees it, the caller does not)", whisperText, buttons.whisper),
         field("Take over (your microphone becomes the agent's voice)", buttons.takeover, buttons.release),
-        field("Transfer", transferTo, transferMode, buttons.transfer),
+        field("Transfer (warm: the rep hears a summary first)", transferTo, transferMode, buttons.transfer),
         field("End", buttons.end),
         h("label", {}, "What happened"), events)));
 
   return () => {
     clearInterval(meterTimer);
+    window.removeEventListener("resize", scrolled);
     if (seat.takenOver && !seat.ended) control({ type: "release" }).catch(() => {}); // never leave a call mute
     seat.ended = true;
     stopMic();

@@ -5,8 +5,8 @@ by the Deepgram stand-in). The console lists the call with its stage and the cal
 plays both tracks through Web Audio (the test reads what the audio graph rendered), shows the transcript
 as it happens, whispers and says (the caller hears the say), takes the call over with the browser's
 microphone (Chromium's fake capture device plays a WAV of the supervisor's words: the caller must hear
-that much speech, as loud) and releases it. No page error, no console error. The phone-width screenshot
-in docs/console.md is written here.
+that much speech, as loud), releases it, transfers it (warm) and ends it. No page error, no console error.
+The screenshots in docs/console.md's seat section are written here.
 """
 
 from __future__ import annotations
@@ -60,9 +60,7 @@ def write_supervisor_wav(path: Path) -> bytes:
 
     words = synthesize_caller(SUPERVISOR_LINE)
     pcm = np.frombuffer(mulaw_to_pcm16(words), dtype=np.int16)
-    samples = np.concatenate(
-        [np.zeros(int(8000 * LEAD_IN_S), np.int16), pcm, np.zeros(8000 * 30, np.int16)]
-    )
+    samples = np.concatenate([np.zeros(int(8000 * LEAD_IN_S), np.int16), pcm, np.zeros(8000 * 30, np.int16)])
     with wave.open(str(path), "wb") as out:
         out.setnchannels(1)
         out.setsampwidth(2)
@@ -98,7 +96,14 @@ async def test_a_supervisor_listens_steers_takes_over_and_releases_in_the_browse
 
     supervisor_wav = tmp_path / "supervisor.wav"
     supervisor_words = write_supervisor_wav(supervisor_wav)
-    script = [ANGRY, SECOND, "Hi, this is Sam, the team lead."]
+    # The stand-in scripts one line per utterance: the supervisor's words may come as a few utterances.
+    script = [
+        ANGRY,
+        SECOND,
+        "Hi, this is Sam, the team lead.",
+        "I can take it from here",
+        "and help with pricing.",
+    ]
     async with DeepgramStandIn("dg-key", transcripts=script) as deepgram:
         settings = make_settings(
             tmp_path, stt_provider="deepgram", deepgram_api_key="dg-key", deepgram_url=deepgram.url
@@ -138,6 +143,7 @@ async def test_a_supervisor_listens_steers_takes_over_and_releases_in_the_browse
             row = page.locator(f"#live-calls tr[data-conversation='{cid}']")
             await row.locator(".pill.mood-negative").wait_for(timeout=10_000)
             assert "ACTIVE" in await row.inner_text()
+            await shot(page, "console-live.png")
             await row.click()
 
             # Opened: both tracks play through Web Audio, the transcript so far and as it happens.
@@ -176,6 +182,7 @@ async def test_a_supervisor_listens_steers_takes_over_and_releases_in_the_browse
             await page.wait_for_function("window.__seat.micFramesSent > 50")
             words_s = len(supervisor_words) / 8000
             await asyncio.sleep(max(0.0, clicked + LEAD_IN_S + words_s + 1.0 - time.perf_counter()))
+            await shot(page, "console-seat.png")
             await page.set_viewport_size(PHONE)
             await shot(page, "console-seat-phone.png")
             overflow = await page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
@@ -213,13 +220,17 @@ async def test_a_supervisor_listens_steers_takes_over_and_releases_in_the_browse
             assert actions[-1]["type"] == "end_call"
             for track in ("inbound", "outbound"):
                 delays = sorted((await page.evaluate("window.__seat.stats.delayMs"))[track])
-                print(f"seat {track} delay ms: p50 {delays[len(delays) // 2]} p95 {delays[len(delays) * 95 // 100]}")
+                print(
+                    f"seat {track} delay ms: p50 {delays[len(delays) // 2]} p95 {delays[len(delays) * 95 // 100]}"
+                )
             await browser.close()
 
     # What the caller heard during the take-over is the microphone's words: as long, about as loud.
     heard_s, heard_rms = voiced(frame_levels(b"".join(line.heard[heard_before:heard_until])))
     words_s, words_rms = voiced(frame_levels(supervisor_words))
-    print(f"take-over: heard {heard_s:.2f} s at RMS {heard_rms:.0f}; the microphone's words {words_s:.2f} s, {words_rms:.0f}")
+    print(
+        f"take-over: heard {heard_s:.2f} s at RMS {heard_rms:.0f}; the microphone's words {words_s:.2f} s, {words_rms:.0f}"
+    )
     assert abs(heard_s - words_s) < 0.5, (heard_s, words_s)
     assert 0.3 < heard_rms / words_rms < 3.0, (heard_rms, words_rms)
     assert not errors, errors
