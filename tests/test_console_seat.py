@@ -1,7 +1,8 @@
 """The supervisor seat in the console (issue 28 item 5), in Debian's Chromium driven by Playwright.
 
-A simulated caller is on a call (Twilio's side played by ``tests.phone_line``; the caller's words scripted
-by the Deepgram stand-in). The console lists the call with its stage and the caller's mood, opens it,
+A simulated caller is on a call on one instance (Twilio's side played by ``tests.phone_line``; the
+caller's words scripted by the Deepgram stand-in); the console is served by a second instance of the same
+PostgreSQL database, so every socket and command crosses between them. The console lists the call with its stage and the caller's mood, opens it,
 plays both tracks through Web Audio (the test reads what the audio graph rendered), shows the transcript
 as it happens, whispers and says (the caller hears the say), takes the call over with the browser's
 microphone (Chromium's fake capture device plays a WAV of the supervisor's words: the caller must hear
@@ -26,16 +27,16 @@ import pytest
 from call.sentiment import estimate
 from providers.instant import SPEECH_ENERGY
 from speech.audio import mulaw_to_pcm16
-from tests.conftest import API_KEY, ROOT, LiveServer, make_settings
+from tests.conftest import API_KEY, ROOT, LiveServer, free_port, make_settings
 from tests.test_multi_instance import eventually, make_agent
 from tests.test_seat import speech, start_call
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 IMAGES = ROOT / "docs" / "img"
 PHONE = {"width": 390, "height": 844}
-ANGRY = "Honestly this is too expensive and I am frustrated, not interested."
-SECOND = "Well, what does the annual plan cost?"
-SUPERVISOR_LINE = "Hi, this is Sam, the team lead. I can take it from here and help with pricing."
+ANGRY = "Too expensive, not interested."
+SECOND = "What does it cost?"
+SUPERVISOR_LINE = "Hi, this is Sam, the team lead. I can help with pricing."
 LEAD_IN_S = 1.5  # the fake microphone's silence before the words: the take-over lands meanwhile
 
 
@@ -89,7 +90,9 @@ def test_the_caller_mood_estimate() -> None:
 
 
 @pytest.mark.asyncio
-async def test_a_supervisor_listens_steers_takes_over_and_releases_in_the_browser(tmp_path: Path) -> None:
+async def test_a_supervisor_listens_steers_takes_over_and_releases_in_the_browser(
+    tmp_path: Path, postgres: Any
+) -> None:
     from playwright.async_api import async_playwright
 
     from tests.deepgram_standin import DeepgramStandIn
@@ -100,22 +103,38 @@ async def test_a_supervisor_listens_steers_takes_over_and_releases_in_the_browse
     script = [
         ANGRY,
         SECOND,
-        "Hi, this is Sam, the team lead.",
-        "I can take it from here",
-        "and help with pricing.",
+        "Hi, this is Sam,",
+        "the team lead.",
+        "I can help with pricing.",
     ]
     async with DeepgramStandIn("dg-key", transcripts=script) as deepgram:
-        settings = make_settings(
-            tmp_path, stt_provider="deepgram", deepgram_api_key="dg-key", deepgram_url=deepgram.url
-        )
+        database = await postgres.create_database()
+        ports = free_port(), free_port()
+
+        def settings(name: str, port: int) -> Any:
+            return make_settings(
+                tmp_path / name,
+                database_url=database,
+                multi_instance=True,
+                chroma_host="127.0.0.1",  # required with several instances; no knowledge base is used
+                instance_id=f"app-{name}",
+                instance_url=f"http://127.0.0.1:{port}",
+                call_command_poll_sec=30.0,  # commands cross by LISTEN/NOTIFY
+                stt_provider="deepgram",
+                deepgram_api_key="dg-key",
+                deepgram_url=deepgram.url,
+            )
+
         async with (
-            LiveServer(settings) as server,
+            LiveServer(settings("a", ports[0]), port=ports[0]) as a,
+            LiveServer(settings("b", ports[1]), port=ports[1]) as server,
             server.client() as client,
             httpx.AsyncClient() as http,
             async_playwright() as pw,
         ):
+            # The call is on instance A; the console is served by B (listen and take-over are relayed).
             await make_agent(client)
-            line = await start_call(server, http)
+            line = await start_call(a, http)
             cid = line.conversation_id
             line.say(speech(1.0, seed=1))  # ANGRY
             await line.wait_reply(2, quiet_s=0.3)
@@ -142,7 +161,7 @@ async def test_a_supervisor_listens_steers_takes_over_and_releases_in_the_browse
             # The live list: the call, its stage and the caller's mood (from what they said).
             row = page.locator(f"#live-calls tr[data-conversation='{cid}']")
             await row.locator(".pill.mood-negative").wait_for(timeout=10_000)
-            assert "ACTIVE" in await row.inner_text()
+            assert "ACTIVE" in await row.inner_text() and "app-a" in await row.inner_text()
             await shot(page, "console-live.png")
             await row.click()
 
@@ -218,6 +237,7 @@ async def test_a_supervisor_listens_steers_takes_over_and_releases_in_the_browse
             assert actions[-2]["type"] == "transfer"
             assert actions[-2]["payload"] == {"to": "+14155550123", "mode": "warm"}
             assert actions[-1]["type"] == "end_call"
+            assert {x["delivered_to"] for x in actions} == {"app-a"}  # sent to B, carried out on A
             for track in ("inbound", "outbound"):
                 delays = sorted((await page.evaluate("window.__seat.stats.delayMs"))[track])
                 print(
