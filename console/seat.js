@@ -50,9 +50,10 @@ export async function livePage(view, { h, fail, pill }) {
 
 // ------------------------------------------------------------------ the call's audio
 
-// Both tracks of the listen socket, mixed and played: each track's frames wait in a small queue; every
-// 10 ms the mixer takes one frame of each (silence for a track with none), sums them, resamples 8 kHz to
-// the AudioContext's rate (linear) and schedules the result JITTER_S ahead of the audio clock.
+// Both tracks of the listen socket, mixed and played: each track's frames wait in a small queue; as the
+// audio clock advances (checked every 10 ms and on each frame) the mixer takes one frame of each (silence
+// for a track with none), sums them, resamples 8 kHz to the AudioContext's rate (linear) and schedules the
+// result JITTER_S ahead of the audio clock.
 export class SeatAudio {
   constructor() {
     this.ctx = new AudioContext();
@@ -89,6 +90,7 @@ export class SeatAudio {
     const ahead = (this.playhead > now ? this.playhead - now : JITTER_S) * 1000;
     const delays = this.stats.delayMs[track];
     if (delays.length < 3000) delays.push(Math.round(ahead + (queue.length - 1) * FRAME_S * 1000));
+    this.pump(); // on arrival too: a hidden tab's timers slow to once a second, its sockets do not
   }
 
   pump() {
@@ -220,19 +222,32 @@ export async function seatPage(view, { h, toast, fail, pill }, conversationId) {
     buttons.say.disabled = on;
     if (!seat.ended) status.textContent = on ? "you are on the call" : "listening";
   };
+  // A control action reaching the call (its ``control`` event on the listen socket), or false after a while.
+  const waiters = [];
+  const reached = (type, ms) => new Promise((resolve) => {
+    const waiter = { type, resolve };
+    waiters.push(waiter);
+    setTimeout(() => { const i = waiters.indexOf(waiter); if (i >= 0) waiters.splice(i, 1); resolve(false); }, ms);
+  });
   const takeOver = async () => {
+    status.textContent = "taking over…";
     await audio.ctx.resume();
+    if (!seat.workletLoaded) { await audio.ctx.audioWorklet.addModule("/console/mic-worklet.js"); seat.workletLoaded = true; }
+    const socket = takeoverSocket = new WebSocket(`${wsBase()}/${id}/takeover?token=${await token()}`);
+    await new Promise((resolve, reject) => { socket.onopen = resolve; socket.onerror = () => reject(new Error("the take-over socket did not open")); });
+    // The agent stops first; the microphone opens once it has (what is sent before that is not heard).
+    const stopped = reached("takeover", 5000);
+    await control({ type: "takeover" });
+    seat.holding = true; // asked for: given back if the microphone cannot be had
+    await stopped;
     mic = await navigator.mediaDevices.getUserMedia({
       audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true, channelCount: 1 },
     });
-    if (!seat.workletLoaded) { await audio.ctx.audioWorklet.addModule("/console/mic-worklet.js"); seat.workletLoaded = true; }
     const source = audio.ctx.createMediaStreamSource(mic);
     capture = new AudioWorkletNode(audio.ctx, "phone-line-capture");
     const silent = audio.ctx.createGain();
     silent.gain.value = 0; // pulls the capture node through the graph without playing the microphone back
     source.connect(capture).connect(silent).connect(audio.ctx.destination);
-    const socket = takeoverSocket = new WebSocket(`${wsBase()}/${id}/takeover?token=${await token()}`);
-    await new Promise((resolve, reject) => { socket.onopen = resolve; socket.onerror = () => reject(new Error("the take-over socket did not open")); });
     capture.port.onmessage = (event) => {
       if (socket.readyState !== WebSocket.OPEN) return;
       seat.micLevel = audio.levels.outbound = rms(event.data); // the agent's meter shows your voice
@@ -240,16 +255,20 @@ export async function seatPage(view, { h, toast, fail, pill }, conversationId) {
       socket.send(JSON.stringify({ event: "media", track: "outbound", payload: toBase64(floatToMulaw(event.data)) }));
     };
     audio.muted.outbound = true; // the caller hears you: your own voice is not played back to you
-    await control({ type: "takeover" });
     showTakenOver(true);
     note("you took the call over: the caller hears your microphone");
+  };
+  const giveBack = () => {
+    stopMic();
+    if (seat.holding && !seat.ended) control({ type: "release" }).catch(() => {});
+    seat.holding = false;
   };
 
   // ---- buttons
   const act = (button, run) => {
     button.onclick = async () => {
       button.disabled = true;
-      try { await run(); } catch (error) { if (button === buttons.takeover) stopMic(); fail(error); }
+      try { await run(); } catch (error) { if (button === buttons.takeover) { giveBack(); showTakenOver(false); } fail(error); }
       finally { button.disabled = seat.ended || (button === buttons.say && seat.takenOver); }
     };
   };
@@ -263,7 +282,13 @@ export async function seatPage(view, { h, toast, fail, pill }, conversationId) {
   act(buttons.say, sendText("say", sayText));
   act(buttons.whisper, sendText("whisper", whisperText));
   act(buttons.takeover, takeOver);
-  act(buttons.release, async () => { await control({ type: "release" }); stopMic(); showTakenOver(false); note("you released the call to the agent"); });
+  act(buttons.release, async () => {
+    await control({ type: "release" });
+    seat.holding = false;
+    stopMic();
+    showTakenOver(false);
+    note("you released the call to the agent");
+  });
   act(buttons.transfer, async () => {
     const to = transferTo.value.trim();
     if (!to) { toast("Type the number to transfer to.", true); return; }
@@ -300,7 +325,7 @@ export async function seatPage(view, { h, toast, fail, pill }, conversationId) {
     else if (m.event === "tool") note(`tool ${m.name}: ${m.success ? "ok" : "failed"}`);
     else if (m.event === "control") {
       note(`${m.type}${m.text ? `: “${m.text}”` : ""}${m.to ? ` → ${m.to} (${m.mode || "cold"})` : ""} reached the call`);
-      if (m.type === "release" && seat.takenOver && !takeoverSocket) showTakenOver(false);
+      for (const waiter of waiters.filter((w) => w.type === m.type)) { waiters.splice(waiters.indexOf(waiter), 1); waiter.resolve(true); }
     } else if (m.event === "end") ended(m.reason);
   };
   const listen = async () => {
@@ -346,9 +371,8 @@ export async function seatPage(view, { h, toast, fail, pill }, conversationId) {
   return () => {
     clearInterval(meterTimer);
     window.removeEventListener("resize", scrolled);
-    if (seat.takenOver && !seat.ended) control({ type: "release" }).catch(() => {}); // never leave a call mute
+    giveBack(); // never leave a call mute
     seat.ended = true;
-    stopMic();
     listenSocket?.close(1000, "left the page");
     audio.close();
   };

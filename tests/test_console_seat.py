@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import io
 import shutil
-import time
 import wave
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,7 @@ PHONE = {"width": 390, "height": 844}
 ANGRY = "Too expensive, not interested."
 SECOND = "What does it cost?"
 SUPERVISOR_LINE = "Hi, this is Sam, the team lead. I can help with pricing."
-LEAD_IN_S = 1.5  # the fake microphone's silence before the words: the take-over lands meanwhile
+LEAD_IN_S = 0.5  # the fake microphone's silence before the words (it opens once the agent has stopped)
 
 
 def frame_levels(mulaw: bytes) -> np.ndarray:
@@ -161,7 +160,8 @@ async def test_a_supervisor_listens_steers_takes_over_and_releases_in_the_browse
             # The live list: the call, its stage and the caller's mood (from what they said).
             row = page.locator(f"#live-calls tr[data-conversation='{cid}']")
             await row.locator(".pill.mood-negative").wait_for(timeout=10_000)
-            assert "ACTIVE" in await row.inner_text() and "app-a" in await row.inner_text()
+            await row.locator(".pill.ACTIVE").wait_for(timeout=10_000)  # A's row: refreshed each heartbeat
+            assert "app-a" in await row.inner_text()
             await shot(page, "console-live.png")
             await row.click()
 
@@ -195,12 +195,13 @@ async def test_a_supervisor_listens_steers_takes_over_and_releases_in_the_browse
 
             # Take over: the fake microphone's words are what the caller hears.
             heard_before = len(line.heard)
-            clicked = time.perf_counter()
             await page.click("#seat-takeover")
             await page.wait_for_selector("#seat-release:not([hidden])")
-            await page.wait_for_function("window.__seat.micFramesSent > 50")
-            words_s = len(supervisor_words) / 8000
-            await asyncio.sleep(max(0.0, clicked + LEAD_IN_S + words_s + 1.0 - time.perf_counter()))
+            spoken_frames = int(
+                (LEAD_IN_S + len(supervisor_words) / 8000 + 0.5) / 0.02
+            )  # the words, then quiet
+            await page.wait_for_function(f"window.__seat.micFramesSent > {spoken_frames}", timeout=15_000)
+            await asyncio.sleep(0.3)  # the last frames on their way to the caller
             await shot(page, "console-seat.png")
             await page.set_viewport_size(PHONE)
             await shot(page, "console-seat-phone.png")
