@@ -27,6 +27,7 @@ from storage.db import Database
 from storage.recovery import Recovery, recover
 from telephony.dialer import Dialer
 from telephony.twilio_gateway import TwilioGateway
+from telephony.warm_transfer import Transfers
 from tools.runner import ToolRunner
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,11 @@ class Runtime:
         self.recovery = Recovery()  # what start() found left open by an unclean stop
         self._drain_task: asyncio.Task[None] | None = None
         self._previous_sigterm: Any = None
-        self.tool_runner = ToolRunner(settings, self.db, self.twilio, self.webhooks, self.sandbox)
+        # transfers to a person: a warm one settles on Twilio's callbacks, on any instance
+        self.transfers = Transfers(settings, self.db, self.twilio, on_ended=self.calls.schedule_post_call)
+        self.tool_runner = ToolRunner(
+            settings, self.db, self.twilio, self.webhooks, self.sandbox, transfers=self.transfers
+        )
         self.loop_lag = LoopLagMonitor()
         self.dialer = Dialer(self, self.webhooks)  # campaigns: places calls through telephony.outbound
         self._background: set[asyncio.Task[None]] = set()  # greetings being prepared
@@ -275,6 +280,7 @@ class Runtime:
         await self.writer.stop()
         await self.webhooks.stop()
         await self.tool_runner.aclose()
+        await self.transfers.aclose()
         await self.twilio.aclose()
         await self.providers.aclose()
         if self.turn_judge is not None:

@@ -71,6 +71,13 @@ class Settings(BaseSettings):
     twilio_api_base: str = ""  # tests point the SDK at a local stand-in
     # Ask Twilio for answering-machine detection (async, DetectMessageEnd) on outbound calls.
     twilio_machine_detection: bool = True
+    # Warm transfer (transfer_call with mode "warm"): how long the rep's phone rings before the caller is
+    # taken back to the agent (a tool's config "ring_timeout_sec" overrides it), and what the caller hears
+    # while waiting (an MP3/WAV URL Twilio can fetch; empty: a spoken "please hold" and quiet).
+    transfer_ring_timeout_sec: int = Field(default=25, ge=5, le=600)
+    transfer_hold_music_url: str = "https://com.twilio.music.classical.s3.amazonaws.com/BusyStrings.mp3"
+    # transfer_call's default mode when neither the tool's config nor the model names one.
+    transfer_default_mode: Literal["warm", "cold"] = "cold"
 
     # --- campaigns (batch calling)
     dialer_enabled: bool = True

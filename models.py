@@ -485,6 +485,41 @@ class ApiRateBucket(Base):
     allowed: Mapped[bool] = mapped_column(Boolean, default=True)  # the last request's verdict
 
 
+class CallTransfer(Base):
+    """A call handed to a person (``telephony.warm_transfer``): cold (Twilio dials the number) or warm (the
+    caller waits in a conference while the rep is dialled and hears a summary, then the two are bridged).
+
+    ``result``: ``dialing`` while it runs, then ``bridged`` | ``no_answer`` | ``busy`` | ``failed`` |
+    ``caller_left`` (warm) or ``dialed`` (cold: what follows is Twilio's). ``returned_at``: the caller was
+    taken back to the agent; ``resumed_at``: the agent's new Media Stream picked the call up."""
+
+    __tablename__ = "call_transfers"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("xfer"))
+    conversation_id: Mapped[str] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE"), index=True
+    )
+    call_sid: Mapped[str] = mapped_column(String(64))  # the caller's call
+    mode: Mapped[str] = mapped_column(String(8))  # warm | cold
+    to_number: Mapped[str] = mapped_column(String(32))
+    from_number: Mapped[str | None] = mapped_column(String(32))
+    requested_by: Mapped[str] = mapped_column(String(16), default="agent")  # agent | supervisor
+    reason: Mapped[str | None] = mapped_column(String(300))
+    summary: Mapped[str | None] = mapped_column(Text)  # what the rep hears before the bridge
+    ring_timeout_sec: Mapped[int] = mapped_column(Integer, default=25)
+    rep_call_sid: Mapped[str | None] = mapped_column(String(64))
+    conference_sid: Mapped[str | None] = mapped_column(String(64))
+    result: Mapped[str] = mapped_column(String(16), default="dialing")
+    error: Mapped[str | None] = mapped_column(String(300))
+    requested_at: Mapped[datetime] = mapped_column(default=utcnow)
+    rep_answered_at: Mapped[datetime | None] = mapped_column()
+    announced_at: Mapped[datetime | None] = mapped_column()  # the summary started playing to the rep
+    bridged_at: Mapped[datetime | None] = mapped_column()
+    ended_at: Mapped[datetime | None] = mapped_column()  # the transfer settled (bridged or not)
+    returned_at: Mapped[datetime | None] = mapped_column()
+    resumed_at: Mapped[datetime | None] = mapped_column()
+
+
 class ControlAction(Base):
     """A supervisor's action on a live call (``POST /v1/convai/conversations/{id}/control``): what, who
     (the credential's fingerprint, never the key), when; ``command_id``: the command that carried it."""

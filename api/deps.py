@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from storage.db import Database
     from telephony.dialer import Dialer
     from telephony.twilio_gateway import TwilioGateway
+    from telephony.warm_transfer import Transfers
     from tools.runner import ToolRunner
 
 T = TypeVar("T")
@@ -52,6 +53,7 @@ class Services(Protocol):
     twilio: TwilioGateway
     commands: CommandChannel  # the per-call command channel (reaches the instance holding a call)
     tool_runner: ToolRunner
+    transfers: Transfers  # warm transfers: Twilio's conference and rep callbacks
     calls: ConnectionManager
     live_calls: LiveCallDirectory
     dialer: Dialer

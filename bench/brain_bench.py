@@ -131,6 +131,9 @@ class NoTools:
     def filler_for(self, name: str) -> str:
         return "One moment."
 
+    def transfer_mode(self, agent: Any, call: Any) -> str | None:
+        return None  # a transfer here is a tool call like any other (nothing is dialled)
+
     async def execute(self, agent: Any, call: Any, ctx: Any) -> Any:
         ends = call.name in ("end_call", "add_to_dnc")
         return SimpleNamespace(success=True, duration_ms=1.0, say="", result={}, error=None, ends_call=ends)

@@ -17,9 +17,10 @@ from call.speaker import Speaker
 from call.transcript import CallTranscript
 from call.turns import EndOfTurn, TurnAssembler, TurnModelPolicy
 from call.watchdog import Watchdog
-from providers.base import LLMProvider, STTSession
+from providers.base import ChatMessage, LLMProvider, STTSession
 from speech.vad import FrameClassifier
 from storage.recordings import CallRecorder
+from telephony.warm_transfer import resume_after_transfer
 from tools.runner import EventEmitter, ToolContext
 
 if TYPE_CHECKING:
@@ -115,11 +116,18 @@ async def assemble(
     session = await stt.open_session(
         language=agent.language or "en", call_id=call_sid, keywords=agent.stt_keywords or ()
     )
+    # a caller a warm transfer brought back: the agent says so (no greeting, no machine detection) and
+    # goes on with the call so far
+    resumed = await resume_after_transfer(services.db, conversation.id)
+    if resumed is not None:
+        profile.first_message = resumed[0]
+        transcript.history.extend(ChatMessage(role, text) for role, text in resumed[1] if text)
+    history = lambda: [(m.role, m.content) for m in transcript.history]  # noqa: E731
+    context = ToolContext(conversation.id, call_sid, caller, callee, profile.variables, history=history)
 
     def open_stt() -> Awaitable[STTSession]:
         return stt.open_session(language=agent.language or "en", call_id=f"{call_sid}-supervisor")
 
-    context = ToolContext(conversation.id, call_sid, caller, callee, profile.variables)
     responder = Responder(
         profile=profile,
         llm=llm,
@@ -133,7 +141,7 @@ async def assemble(
         after_tool=services.webhooks_notify,
         log_fields=log_fields,
     )
-    detect_machines = conversation.direction == "outbound" and agent.voicemail_detection
+    detect_machines = conversation.direction == "outbound" and agent.voicemail_detection and resumed is None
     recorder = CallRecorder(settings.recordings_dir, conversation.id) if settings.record_calls else None
     if recorder is not None:  # the agent's side, stamped with when it plays
         speaker.tap(lambda frame, at: recorder.agent_audio(frame, clock.sample_at(at)))

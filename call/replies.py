@@ -66,6 +66,15 @@ class Replies:
             return
         self._start(self.new_turn(kind=kind), line=line)
 
+    def transfer(self, number: str | None, mode: str, requested_by: str = "supervisor") -> None:
+        """Hand the call to a person (``number``; None: the agent's transfer number), ``warm`` or
+        ``cold``, after whatever is playing: the path of the ``transfer_call`` tool, for a command
+        (a supervisor's) rather than the model."""
+        turn = self.new_turn(kind="transfer")
+        assert self.responder is not None
+        responder = self.responder
+        self._start(turn, action=lambda t: responder.transfer(t, number, mode, requested_by))
+
     def answer(self, text: str, seq: int, intent: Intent, timings: dict[str, float]) -> None:
         """Answer a confirmed caller turn: adopt the preemptive reply that guessed it, or start one."""
         if self.held:  # a supervisor answers: the words join the history the agent goes on with
@@ -138,12 +147,13 @@ class Replies:
         line: str | None = None,
         intent: Intent | None = None,
         preemptive: bool = False,
+        action: Callable[[ReplyTurn], Awaitable[Any]] | None = None,
     ) -> None:
         previous = None
         if not preemptive:  # a preemptive reply becomes the reply only once the turn is confirmed
             previous, self.current = self.current, turn
         turn.task = asyncio.create_task(
-            self._run(turn, previous, line, intent, preemptive), name=f"reply-{turn.turn_id}"
+            self._run(turn, previous, line, intent, preemptive, action), name=f"reply-{turn.turn_id}"
         )
 
     async def _run(
@@ -153,13 +163,16 @@ class Replies:
         line: str | None,
         intent: Intent | None,
         preemptive: bool,
+        action: Callable[[ReplyTurn], Awaitable[Any]] | None = None,
     ) -> None:
         if previous is not None and previous.running:
             # The previous reply finishes speaking first (interruptions are handled elsewhere).
             await asyncio.gather(previous.task, return_exceptions=True)  # type: ignore[arg-type]
         try:
             assert self.responder is not None or line is not None
-            if line is not None:
+            if action is not None:
+                await action(turn)
+            elif line is not None:
                 turn.source = ReplySource.FIXED_LINE
                 await self.speaker.say(turn, [line])
             elif preemptive:

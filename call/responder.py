@@ -25,7 +25,8 @@ from call.transcript import CallState, CallTranscript
 from providers.base import ChatMessage, LLMProvider, ProviderError, ToolCall
 from speech.reply_shape import NO_ANSWER_LINES, ReplyShaper, fresh_line
 from speech.sentences import SentenceChunker
-from tools.runner import ToolContext, ToolRunner
+from telephony.warm_transfer import COLD_LINE, WARM_HANDOVER, WARM_LINE
+from tools.runner import ToolContext, ToolError, ToolRunner
 
 log = logging.getLogger("ai_sdr.call")
 
@@ -34,6 +35,7 @@ FALLBACK_LINES = (FALLBACK_LINE, "Sorry, I missed that. Could you say it once mo
 GOODBYE_LINE = "Thanks for your time. Goodbye!"
 FAREWELL = re.compile(r"\b(good ?bye|bye|take care|have a (good|great|nice|lovely|wonderful) \w+)\b", re.I)
 HOLD_LINE = "Sure, take your time."
+TRANSFER_FAILED_LINE = "Sorry, I couldn't connect you just now."
 EMAIL_GOODBYE_LINE = "Of course, I'll send you the details by email. Thanks for your time, goodbye!"
 REPLY_MAX_TOKENS = 64  # two spoken sentences; the shaper cuts at the second sentence end anyway
 EXTRACTIVE_MIN_SCORE = 0.45  # question ↔ knowledge-sentence cosine needed to answer with the sentence
@@ -154,22 +156,21 @@ class Responder:
                 await self.run_tool(turn, ToolCall("book_meeting", args))
                 return True
         if intent == Intent.TRANSFER_REQUEST and "transfer_call" in names:
-            turn.source = ReplySource.TOOL
-            await self.speaker.say(turn, ["Sure, let me transfer you now."])
-            await self.speaker.wait_played(turn)
             await self.run_tool(turn, ToolCall("transfer_call", {"reason": turn.user_text[:200]}))
             return True
         return False
 
-    async def run_tool(self, turn: ReplyTurn, call: ToolCall, tool: Any = None) -> Any:
-        """Run a tool (``tool``: one the agent need not have, e.g. a supervisor's transfer) and speak."""
+    async def run_tool(self, turn: ReplyTurn, call: ToolCall) -> Any:
         turn.source = ReplySource.TOOL
-        extra = {"tool": tool} if tool is not None else {}
-        task = asyncio.create_task(self.tools.execute(self.profile.agent, call, self.tool_context, **extra))
+        if mode := self.tools.transfer_mode(self.profile.agent, call):
+            await self._before_transfer(turn, mode)
+        task = asyncio.create_task(self.tools.execute(self.profile.agent, call, self.tool_context))
         done, _ = await asyncio.wait({task}, timeout=TOOL_FILLER_AFTER_S)
         if not done:
             await self.speaker.say(turn, [self.tools.filler_for(call.name)])
         outcome = await task
+        if mode and not (outcome.transferred or outcome.handed_over):
+            self._not_transferred(turn)
         turn.timings["tool_result_ms"] = self._ms()
         if self._after_tool is not None:
             self._after_tool()
@@ -188,6 +189,42 @@ class Responder:
         if getattr(outcome, "transferred", False):
             turn.hang_up_after = None
             turn.end_reason = "transferred"
+        elif getattr(outcome, "handed_over", False):
+            turn.hang_up_after, turn.end_reason = None, WARM_HANDOVER
+        return outcome
+
+    def _not_transferred(self, turn: ReplyTurn) -> None:
+        """The transfer did not start: the call goes on with the agent, and what it says next is a turn
+        of its own (the line was stored already)."""
+        turn.end_reason = None
+        turn.planned.clear()
+        turn.saved = False
+
+    async def _before_transfer(self, turn: ReplyTurn, mode: str) -> None:
+        """The caller hears the line first; Twilio may end this stream before the REST answer is back,
+        so its end must already read as the transfer's."""
+        await self.speaker.say(turn, [WARM_LINE if mode == "warm" else COLD_LINE])
+        await self.speaker.wait_played(turn)
+        self.transcript.save_reply(turn)  # heard whole, stored before Twilio ends the stream
+        turn.end_reason = WARM_HANDOVER if mode == "warm" else "transferred"
+
+    async def transfer(
+        self, turn: ReplyTurn, number: str | None, mode: str, requested_by: str = "supervisor"
+    ) -> Any:
+        """A transfer nobody asked the model for (a supervisor's command): the line, then the same entry
+        point as the ``transfer_call`` tool (``ToolRunner.transfer``). None: it could not start."""
+        turn.source = ReplySource.TOOL
+        await self._before_transfer(turn, mode)
+        try:
+            outcome = await self.tools.transfer(
+                self.profile.agent, self.tool_context, number=number, mode=mode, requested_by=requested_by
+            )
+        except ToolError as exc:
+            self._log("transfer failed", logging.WARNING, error=str(exc)[:200])
+            self._not_transferred(turn)
+            await self.speaker.say(turn, [TRANSFER_FAILED_LINE])
+            return None
+        turn.end_reason = "transferred" if outcome.transferred else WARM_HANDOVER
         return outcome
 
     async def _speak_tool_result(self, turn: ReplyTurn, call: ToolCall, outcome: Any) -> None:

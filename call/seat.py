@@ -56,6 +56,7 @@ class CallFeed:
         self.listeners: list[Listener] = []
         self.supervisor: Seated | None = None  # the call's supervisor part: take-over audio goes there
         self.ended = False
+        self.closed = asyncio.Event()  # set with ``ended``: the take-over socket closes then
         self.dropped = 0  # listeners dropped for falling behind
         self.stage = ""  # the call's stage now: a new listener is told it first
 
@@ -108,6 +109,7 @@ class CallFeed:
         if self.ended:
             return
         self.ended = True
+        self.closed.set()
         end = listen_event("end", reason=reason)
         for listener in self.listeners:
             if listener.queue.qsize() <= self.queue_limit - 2:  # it keeps up: it reads all, then the end

@@ -6,7 +6,8 @@ Commands come through the per-call command channel, from whichever instance rece
 - ``seat_say``: the agent speaks the text next, once the sentence playing now ends (``Replies.interject``).
 - ``seat_whisper``: guidance the LLM sees for its next replies (``CallTranscript.guidance``), never spoken.
 - ``seat_end_call``: a polite goodbye, then the hang-up, through ``call.ending``.
-- ``seat_transfer``: the ``transfer_call`` tool's own path to the number, with ``mode`` passed through.
+- ``seat_transfer``: the ``transfer_call`` tool's own entry point (``ToolRunner.transfer``) to the number,
+  warm or cold, after the sentence playing now.
 - ``seat_takeover``: the agent stops speaking and starts nothing; the audio a supervisor sends on the
   take-over socket is what the caller hears (paced, recorded and heard by listeners like the agent's),
   transcribed into the transcript as the supervisor's turns. The caller is still transcribed and recorded.
@@ -28,15 +29,13 @@ from call.seat import CallFeed
 from call.speaker import Speaker
 from call.transcript import CallTranscript
 from call.transport import MediaStreamTransport
-from providers.base import FRAME_BYTES, ProviderError, STTSession, ToolCall
+from providers.base import FRAME_BYTES, ProviderError, STTSession
 from storage.commands import Command
-from tools.runner import ToolRunner
 
 log = logging.getLogger("ai_sdr.call")
 
 COMMAND_PREFIX = "seat_"  # command types on the channel: seat_say, seat_whisper, …
 END_CALL_LINE = "Thanks so much for your time today. Goodbye!"
-TRANSFER_LINE = "One moment, I'm transferring you now."
 MAX_GUIDANCE = 8  # whispers the LLM sees (the latest)
 
 
@@ -119,10 +118,10 @@ class Supervisor:
         if not to or self.ending.closing:
             return
         self._hand_back()
-        call = ToolCall("transfer_call", {"reason": "transferred by a supervisor", "mode": mode})
-        tool = ToolRunner.transfer_tool(to, mode)
+        # the transfer_call tool's own entry point (ToolRunner.transfer), after the sentence playing now;
+        # the responder says the transfer line (warm or cold) before it acts
         await self.replies.interject(
-            TRANSFER_LINE, kind="transfer", then=lambda turn: self.responder.run_tool(turn, call, tool=tool)
+            None, kind="transfer", then=lambda turn: self.responder.transfer(turn, to, mode, "supervisor")
         )
         self._announce(command, to=to, mode=mode)
 

@@ -41,6 +41,7 @@ class CallFacts:
     machine: bool  # answering-machine detection (ours or Twilio's) decided: a machine
     failed: bool  # the call ended on a failure (ours or the carrier's)
     unreached: bool  # the carrier says nobody picked up (no-answer, busy, canceled)
+    transferred: bool = False  # the call was handed to a person (a cold transfer, or a bridged warm one)
     answered_by: str | None = None  # as recorded (human, machine…, fax, unknown): for outcomes to come
 
     @property
@@ -66,23 +67,25 @@ class CallFacts:
             machine=(answered_by or "").startswith("machine"),
             failed=end_reason in FAILED_REASONS,
             unreached=end_reason in NO_ANSWER_REASONS,
+            transferred=end_reason == "transferred",
             answered_by=answered_by,
         )
 
 
 def _talk(f: CallFacts) -> bool:
-    return f.person_talked and not f.booked and not f.failed
+    return f.person_talked and not f.booked and not f.failed and not f.transferred
 
 
 # Which facts allow each outcome. An outcome the facts do not allow is never given, whatever a model says;
 # a new outcome is added here with the facts it needs.
 ALLOWED_WHEN: dict[str, Callable[[CallFacts], bool]] = {
     "meeting_booked": lambda f: f.booked,
+    "transferred": lambda f: f.transferred and not f.booked,  # a person took the call over
     "interested": _talk,
     "not_interested": _talk,
     "callback_requested": _talk,
     "voicemail": lambda f: f.machine and not f.booked,
-    "no_answer": lambda f: not f.spoke and not f.machine and not f.booked and not f.failed,
+    "no_answer": lambda f: not (f.spoke or f.machine or f.booked or f.failed or f.transferred),
     "failed": lambda f: f.failed and not f.booked and not f.machine,
     "screened": lambda f: f.answered_by == "screener" and not f.booked,  # nobody picked up after it
     "ivr": lambda f: f.answered_by == "ivr" and not f.booked,  # a phone menu, not navigated

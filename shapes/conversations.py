@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from shapes.common import Page
 
 __all__ = [
+    "CallTransferRecord",
     "ConversationAnalysis",
     "ConversationDetail",
     "ConversationListResponse",
@@ -106,6 +107,25 @@ class ConversationAnalysis(BaseModel):
     transcript_summary: str
 
 
+class CallTransferRecord(BaseModel):
+    """A transfer of the call to a person: warm or cold, where to, how it went; times in ms after the
+    request (``telephony.warm_transfer``)."""
+
+    transfer_id: str
+    mode: Literal["warm", "cold"]
+    to: str
+    requested_by: str
+    result: str  # dialing | bridged | no_answer | busy | failed | caller_left (warm); dialed (cold)
+    error: str | None
+    summary: str | None  # what the rep heard before the bridge
+    requested_at: datetime
+    rep_answered_ms: float | None
+    announced_ms: float | None
+    bridged_ms: float | None
+    ended_ms: float | None
+    returned_ms: float | None  # the caller was taken back to the agent
+
+
 class ConversationDetail(ConversationSummary):
     """A conversation with transcript, tool calls, results (ElevenLabs ``GetConversationResponseModel``)."""
 
@@ -115,6 +135,7 @@ class ConversationDetail(ConversationSummary):
     recording_url: str | None
     transcript: list[TranscriptTurn]
     tool_calls: list[ToolCallResponse]
+    transfers: list[CallTransferRecord] = []
     # ElevenLabs dialect
     metadata: ConversationMetadata
     analysis: ConversationAnalysis

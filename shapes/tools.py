@@ -92,10 +92,28 @@ def _check_tool_config(kind: str | None, config: dict[str, Any] | None) -> dict[
         if not isinstance(number, str) or not is_phone_number(number):
             raise ValueError(f"config.{key} must be an international phone number such as +14155550123")
         config[key] = normalize(number)
+    if kind == "transfer_call":
+        _check_transfer_config(config)
     message = config.get("message")
     if message is not None and (not isinstance(message, str) or not 0 < len(message) <= 600):
         raise ValueError("config.message must be a text of 1 to 600 characters")
     return config
+
+
+def _check_transfer_config(config: dict[str, Any]) -> None:
+    """transfer_call: ``mode`` (warm | cold), ``numbers`` the model may choose among, ``ring_timeout_sec``."""
+    if config.get("mode") not in (None, "warm", "cold"):
+        raise ValueError('config.mode must be "warm" or "cold"')
+    numbers = config.get("numbers")
+    if numbers is not None:
+        if not isinstance(numbers, list) or len(numbers) > 20:
+            raise ValueError("config.numbers must be a list of at most 20 phone numbers")
+        if not all(isinstance(n, str) and is_phone_number(n) for n in numbers):
+            raise ValueError("config.numbers must hold international phone numbers such as +14155550123")
+        config["numbers"] = [normalize(n) for n in numbers]
+    ring = config.get("ring_timeout_sec")
+    if ring is not None and (not isinstance(ring, int) or isinstance(ring, bool) or not 5 <= ring <= 600):
+        raise ValueError("config.ring_timeout_sec must be a whole number of seconds from 5 to 600")
 
 
 class ToolCreate(Strict):
@@ -107,7 +125,8 @@ class ToolCreate(Strict):
         default_factory=dict,
         description=(
             'webhook: {"url", "method", "headers" (write-only: shown as ********), "timeout_sec"}; '
-            'transfer_call: {"number"}; send_sms: {"number", "message" (a fixed body; may use {{variables}})}'
+            'transfer_call: {"number", "mode" (warm | cold), "numbers" (the model may pick one), '
+            '"ring_timeout_sec"}; send_sms: {"number", "message" (a fixed body; may use {{variables}})}'
         ),
     )
     enabled: bool = True

@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 # The end of a Media Stream that is not the end of the call: keys were pressed through a phone menu
 # and the call goes on on a new stream, on the same conversation.
 STREAM_REDIRECTED = "dtmf_redirect"
+# Stream ends that are not the call's end: a phone-menu redirect, a warm transfer (the caller waits in a
+# conference; ``telephony.warm_transfer`` closes the conversation, or a new stream takes the call back).
+HANDED_OVER = frozenset({STREAM_REDIRECTED, "warm_transfer"})
 
 # The call path reads and writes the conversation row only: without this every state change would
 # re-load all of the call's turns and tool calls (``lazy="selectin"``), ~20 % of the loop at 150 calls.
@@ -176,7 +179,9 @@ class CallStore:
     ) -> bool:
         """Close the conversation; committed after every write the call queued before it. False: the
         stream ended and the call goes on on another (``STREAM_REDIRECTED``): nothing is closed."""
-        if end_reason == STREAM_REDIRECTED:
+        if end_reason in HANDED_OVER:
+            if recording_url:  # this stream's recording (a later stream of the call saves its own over it)
+                self.writer.submit(self._recording(recording_url))
             await self.flush()
             return False
 
@@ -197,6 +202,14 @@ class CallStore:
 
         await self.writer.submit(write)
         return True
+
+    def _recording(self, url: str) -> Any:
+        async def write(session: AsyncSession) -> None:
+            await session.execute(
+                update(Conversation).where(Conversation.id == self.conversation_id).values(recording_url=url)
+            )
+
+        return write
 
     async def _emit_event(
         self, session: Any, event_type: str, conversation: Conversation, data: dict

@@ -150,6 +150,48 @@ class TwilioGateway:
             return
         await self._call(self._rest().calls(call_sid).update_async(twiml=str(twiml)))
 
+    async def redirect(self, call_sid: str, twiml: VoiceResponse, name: str = "redirect") -> None:
+        """Replace a live call's TwiML (its Media Stream ends): into a conference, back to a stream."""
+        if sandboxed := self._sandboxed(call_sid):
+            self._would_send(sandboxed, name, f"Calls/{call_sid}.json", {"Twiml": str(twiml)})
+            return
+        await self._call(self._rest().calls(call_sid).update_async(twiml=str(twiml)))
+
+    async def add_participant(
+        self, conference: str, *, to: str, from_: str, status_callback: str, timeout_sec: int, label: str
+    ) -> tuple[str, str]:
+        """Dial ``to`` into the conference named ``conference`` (Participants API): (call SID, conf SID).
+
+        The participant starts the conference and ends it on leaving; its call's progress (ringing,
+        answered, completed with no-answer/busy/failed) is posted to ``status_callback``."""
+        participant = await self._call(
+            self._rest()
+            .conferences(conference)
+            .participants.create_async(
+                from_=from_,
+                to=to,
+                label=label,
+                timeout=timeout_sec,
+                beep="false",
+                early_media=False,
+                start_conference_on_enter=True,
+                end_conference_on_exit=True,
+                status_callback=status_callback,
+                status_callback_method="POST",
+                status_callback_event=["initiated", "ringing", "answered", "completed"],
+            )
+        )
+        return str(participant.call_sid), str(participant.conference_sid)
+
+    async def update_participant(self, conference_sid: str, call_sid: str, **fields: Any) -> None:
+        """Hold / unhold (``hold``, ``hold_url``) or announce to one participant alone (``announce_url``)."""
+        participant = self._rest().conferences(conference_sid).participants(call_sid)
+        await self._call(participant.update_async(**fields))
+
+    async def list_participants(self, conference_sid: str) -> list[dict[str, Any]]:
+        rows = await self._call(self._rest().conferences(conference_sid).participants.list_async())
+        return [{"call_sid": p.call_sid, "label": p.label, "hold": p.hold, "status": p.status} for p in rows]
+
     async def send_sms(self, *, to: str, from_: str, body: str, call_sid: str | None = None) -> str:
         """Text ``to``; ``call_sid``: the call it is sent from (a scenario test's text is not sent)."""
         if sandboxed := self._sandboxed(call_sid):

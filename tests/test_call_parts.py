@@ -392,6 +392,9 @@ class FakeTools:
     def filler_for(self, name: str) -> str:
         return "One moment."
 
+    def transfer_mode(self, agent: Any, call: ToolCall) -> str | None:
+        return None  # no transfer tool here
+
     async def execute(self, agent: Any, call: ToolCall, ctx: Any) -> Any:
         self.calls.append(call)
         # What the runner gives for end_call: no line of its own (None: "the LLM words the result").

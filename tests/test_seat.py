@@ -389,7 +389,7 @@ async def test_say_whisper_takeover_and_release_on_a_live_call(tmp_path: Path) -
 
 
 @pytest.mark.asyncio
-async def test_transfer_takes_the_transfer_tools_path_with_the_mode(tmp_path: Path) -> None:
+async def test_transfer_takes_the_transfer_tools_entry_point_with_the_mode(tmp_path: Path) -> None:
     from tests.test_command_channel import ACCOUNT_SID, AUTH_TOKEN, LEAD, signed_post, twilio_settings
     from tests.twilio_standin import TwilioStandIn
 
@@ -416,7 +416,7 @@ async def test_transfer_takes_the_transfer_tools_path_with_the_mode(tmp_path: Pa
                 line = await Caller("", sid, LEAD).start(http, twiml=twiml.text)
                 await line.wait_reply(1, quiet_s=0.3)
                 r = await control(
-                    client, placed["conversation_id"], type="transfer", to="+14155550199", mode="warm"
+                    client, placed["conversation_id"], type="transfer", to="+14155550199", mode="cold"
                 )
                 assert r.status_code == 202
 
@@ -426,10 +426,14 @@ async def test_transfer_takes_the_transfer_tools_path_with_the_mode(tmp_path: Pa
                 await eventually(transferred)
                 await line.hang_up()
             detail = (await client.get(f"/v1/convai/conversations/{placed['conversation_id']}")).json()
-    tool = detail["tool_calls"][-1]
-    assert tool["name"] == "transfer_call" and tool["success"]
-    assert tool["arguments"]["mode"] == "warm" and tool["result"] == {"transferred_to": "+14155550199"}
-    assert any(t["text"] == "One moment, I'm transferring you now." for t in detail["transcript"])
+    # the transfer_call tool's entry point (ToolRunner.transfer): its record says who asked and the mode
+    (transfer,) = detail["transfers"]
+    assert (transfer["to"], transfer["mode"], transfer["requested_by"]) == (
+        "+14155550199",
+        "cold",
+        "supervisor",
+    )
+    assert any(t["text"] == "Sure, let me transfer you now." for t in detail["transcript"])
 
 
 # ---------------------------------------------------------------- two instances on PostgreSQL
@@ -501,10 +505,15 @@ async def test_the_seat_on_the_instance_without_the_call(tmp_path: Path, postgre
         await listening.until(lambda s: set(frames_of(words)) <= set(s.media("inbound")))
         assert (await control(client_b, cid, type="release")).status_code == 202
         await supervisor.close()
-        # end_call: a polite goodbye heard whole, then the hang-up
+        # end_call: a polite goodbye heard whole, then the hang-up; the seat's sockets close with the call
+        idle_supervisor = await websockets.connect(
+            f"{b.ws_url}/v1/convai/conversations/{cid}/takeover?token={token}"
+        )
         assert (await control(client_b, cid, type="end_call")).status_code == 202
         await asyncio.wait_for(line.closed_by_server.wait(), 10)
         await asyncio.wait_for(listening.closed.wait(), 10)
+        await asyncio.wait_for(idle_supervisor.wait_closed(), 10)
+        assert idle_supervisor.close_code == 1000
 
         async def ended() -> dict[str, Any] | None:
             detail = (await client_b.get(f"/v1/convai/conversations/{cid}")).json()

@@ -11,6 +11,10 @@ an answering machine picks up (TwiML fetched; the asynchronous AMD verdict poste
 rings out (``no-answer``), is ``busy`` or ``failed``. It keeps what a test checks a dialer against: calls
 per number, the most calls live at once, when each was created and ended. Callbacks that cannot reach
 the service (it is restarting) are retried for a while, so a restart loses none.
+
+Conferences (``<Dial><Conference>`` in a call's TwiML, the Conferences and Participants resources, hold,
+announcements, a dialled rep who answers or rings out) are in ``tests/twilio_conferences.py``; a call
+that came in to the service is registered with ``incoming()`` so REST updates of it act.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from typing import Any, Literal
 import httpx
 from aiohttp import web
 from twilio.request_validator import RequestValidator
+
+from tests.twilio_conferences import ConferenceStandIn
 
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 _PLAY_DIGITS = re.compile(r'<Play digits="([0-9*#w]+)"')
@@ -67,8 +73,8 @@ class Scenario:
     # (as DetectMessageEnd's verdict comes once the greeting has ended).
     answered_by: str | None = None
     amd_after_sec: float | None = None
-    # The call's TwiML is replaced (Calls/{sid}.json with ``Twiml=``) by one that names a new Media Stream:
-    # called with the call and that TwiML once the digits it plays are recorded. Twilio has ended the
+    # The call's TwiML is replaced (Calls/{sid}.json with ``Twiml=``) by one that names a new Media Stream
+    # or a conference: called with the call and that TwiML once the digits it plays are recorded. Twilio has ended the
     # stream that was open (a test sends its ``stop``) and opens the new one (the test plays on it).
     on_redirect: Callable[[PlacedCall, str], Awaitable[None]] | None = None
 
@@ -77,7 +83,7 @@ FINAL_STATUS = {"no_answer": "no-answer", "busy": "busy", "failed": "failed"}
 TWIML_CONNECT_SEC = 10.0  # how long Twilio keeps trying to reach the TwiML URL (error 11205)
 
 
-class TwilioStandIn:
+class TwilioStandIn(ConferenceStandIn):
     def __init__(
         self,
         account_sid: str,
@@ -111,6 +117,7 @@ class TwilioStandIn:
         app.router.add_post(base + "/Calls/{sid}.json", self._update_call)
         app.router.add_get(base + "/Calls/{sid}.json", self._fetch_call)
         app.router.add_post(base + "/Messages.json", self._create_message)
+        self.add_conference_routes(app, base)  # tests/twilio_conferences.py
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -124,6 +131,14 @@ class TwilioStandIn:
             task.cancel()
         if self._runner is not None:
             await self._runner.cleanup()
+
+    def incoming(self, call_sid: str, from_number: str, to_number: str, scenario: Scenario) -> PlacedCall:
+        """A call that came in to the service (a test posts the voice webhook itself), now in progress:
+        REST updates of it (a transfer, a redirect) act on it and call ``scenario.on_redirect``."""
+        params = {"From": from_number, "To": to_number}
+        call = PlacedCall(sid=call_sid, params=params, status="in-progress", scenario=scenario)
+        self.calls[call_sid] = call
+        return call
 
     async def settled(self, timeout: float = 10.0) -> None:
         """Wait until the simulated answering (TwiML fetch, callbacks) of every call is done."""
@@ -205,10 +220,15 @@ class TwilioStandIn:
         call.updates.append(form)
         if form.get("Status") == "completed":
             call.status = "completed"
+            self.leave_by_twiml(call.sid)
         if twiml := form.get("Twiml"):
             call.digits += _PLAY_DIGITS.findall(twiml)
+            self.leave_by_twiml(call.sid)  # new TwiML: out of any conference it was in
+            if "<Conference" in twiml:
+                self.join_by_twiml(call, twiml)
             redirect = call.scenario.on_redirect if call.scenario is not None else None
-            if "<Stream" in twiml and redirect is not None and call.status == "in-progress":
+            streams = "<Stream" in twiml or "<Conference" in twiml  # the open Media Stream ends
+            if streams and redirect is not None and call.status == "in-progress":
                 task = asyncio.create_task(redirect(call, twiml))  # after answering, as Twilio does
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)

@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -37,6 +38,8 @@ from telephony import dnc
 from telephony.stream_auth import hand_over_stream
 from telephony.stream_twiml import stream_connect
 from telephony.twilio_gateway import TelephonyError, TwilioNotConfigured
+from telephony.warm_transfer import MODES, TransferError, TransferRequest, Transfers
+from tools.transfer_summary import build_summary
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -85,7 +88,19 @@ BUILTIN_SPECS: dict[str, ToolSpec] = {
     "transfer_call": ToolSpec(
         "transfer_call",
         "Transfer the caller to a human colleague when they ask for one.",
-        {"type": "object", "properties": {"reason": {"type": "string"}}, "required": []},
+        {
+            "type": "object",
+            "properties": {
+                "reason": {"type": "string", "description": "what the caller wants, for the colleague"},
+                "mode": {
+                    "type": "string",
+                    "enum": ["warm", "cold"],
+                    "description": "warm: the colleague hears a summary first; cold: connect at once",
+                },
+                "number": {"type": "string", "description": "one of the configured transfer numbers"},
+            },
+            "required": [],
+        },
     ),
     "add_to_dnc": ToolSpec(
         "add_to_dnc",
@@ -134,6 +149,8 @@ class ToolContext:
     caller_number: str | None
     agent_number: str | None
     dynamic_variables: dict[str, Any] = field(default_factory=dict)
+    # the call so far, (role, text) oldest first: a warm transfer's summary for the rep is built from it
+    history: Callable[[], list[tuple[str, str]]] | None = None
 
 
 @dataclass(slots=True)
@@ -146,6 +163,7 @@ class ToolOutcome:
     ends_call: bool = False
     transferred: bool = False
     redirected: bool = False  # keys pressed: this Media Stream ends, the call goes on on a new one
+    handed_over: bool = False  # a warm transfer runs: this Media Stream ends, the call is not over
 
 
 class ToolError(Exception):
@@ -205,11 +223,13 @@ class ToolRunner:
         twilio: TwilioGateway,
         webhooks: EventEmitter,
         sandbox: Sandbox | None = None,
+        transfers: Transfers | None = None,
     ) -> None:
         self.settings = settings
         self.db = db
         self.twilio = twilio
         self.webhooks = webhooks
+        self.transfers = transfers or Transfers(settings, db, twilio)
         self.sandbox = sandbox  # a scenario-test call's webhook tools are recorded there, never called
         self._http: httpx.AsyncClient | None = None
 
@@ -241,13 +261,10 @@ class ToolRunner:
 
     # ------------------------------------------------------------ running
 
-    async def execute(
-        self, agent: Any, call: ToolCall, ctx: ToolContext, tool: ResolvedTool | None = None
-    ) -> ToolOutcome:
-        """Run ``call`` as the agent's tool of that name (``tool``: this one instead, e.g. a supervisor's
-        transfer, which the agent need not offer its LLM)."""
+    async def execute(self, agent: Any, call: ToolCall, ctx: ToolContext) -> ToolOutcome:
+        """Run ``call`` as the agent's tool of that name."""
         started = time.perf_counter()
-        tool = tool or self.tools_for(agent).get(call.name)
+        tool = self.tools_for(agent).get(call.name)
         if tool is None and call.name == "add_to_dnc":
             # Honouring "do not call me" is a legal duty, not a feature an agent may lack.
             tool = ResolvedTool("add_to_dnc", BUILTIN_SPECS["add_to_dnc"], {})
@@ -281,7 +298,7 @@ class ToolRunner:
             case "book_meeting":
                 return await self._book_meeting(agent, call.arguments, ctx)
             case "transfer_call":
-                return await self._transfer(agent, tool, ctx)
+                return await self._transfer(agent, tool, call.arguments, ctx)
             case "send_sms":
                 return await self._send_sms(tool, call.arguments, ctx)
             case "send_dtmf":
@@ -343,23 +360,91 @@ class ToolRunner:
             ends_call=True,
         )
 
-    @staticmethod
-    def transfer_tool(number: str, mode: str) -> ResolvedTool:
-        """The ``transfer_call`` built-in to ``number``: a supervisor's transfer takes the tool's own path
-        (``_transfer``), with ``mode`` (warm | cold) passed through in its configuration."""
-        return ResolvedTool("transfer_call", BUILTIN_SPECS["transfer_call"], {"number": number, "mode": mode})
+    def transfer_mode(self, agent: Any, call: ToolCall) -> str | None:
+        """``warm`` or ``cold`` for a call of a transfer tool (before it runs: the engine says the line and
+        reads the stream's end as a hand-over), None for any other tool."""
+        tool = self.tools_for(agent).get(call.name)
+        if tool is None or tool.kind != "transfer_call":
+            return None
+        mode = (
+            (call.arguments or {}).get("mode")
+            or tool.config.get("mode")
+            or self.settings.transfer_default_mode
+        )
+        return mode if mode in MODES else None
 
-    async def _transfer(self, agent: Any, tool: ResolvedTool, ctx: ToolContext) -> ToolOutcome:
-        number = tool.config.get("number") or agent.transfer_number
+    async def _transfer(
+        self, agent: Any, tool: ResolvedTool, args: dict[str, Any], ctx: ToolContext
+    ) -> ToolOutcome:
+        """The tool: the configured number (or one of the configured ``numbers`` the model names), the
+        mode from the model, the tool's config or ``TRANSFER_DEFAULT_MODE``."""
+        configured = tool.config.get("number") or agent.transfer_number
+        allowed = {n for n in [configured, *(tool.config.get("numbers") or [])] if n}
+        number = configured
+        if asked := str(args.get("number") or "").strip():
+            try:
+                asked = normalize(asked)
+            except InvalidPhoneNumber:
+                raise ToolError("number must be a phone number in E.164 form") from None
+            if asked not in allowed:  # a caller must not talk the model into dialling anywhere
+                raise ToolError("that number is not one this agent may transfer to")
+            number = asked
+        mode = self.transfer_mode(agent, ToolCall(tool.spec.name, args)) or "warm"
+        ring = str(tool.config.get("ring_timeout_sec") or "")
+        return await self.transfer(
+            agent, ctx, number=number, mode=mode, reason=str(args.get("reason") or ""),
+            ring_timeout_sec=min(600, max(5, int(ring))) if ring.isdigit() else None,
+        )  # fmt: skip
+
+    async def transfer(
+        self,
+        agent: Any,
+        ctx: ToolContext,
+        *,
+        number: str | None,
+        mode: str,
+        reason: str = "",
+        requested_by: str = "agent",
+        ring_timeout_sec: int | None = None,
+    ) -> ToolOutcome:
+        """Transfer the live call to ``number`` (None: the agent's ``transfer_number``), ``warm`` or
+        ``cold``. The one entry point: the ``transfer_call`` tool and a supervisor's transfer command.
+
+        Cold: the call ends for the agent (``transferred``). Warm: this Media Stream ends and the call
+        goes on in a conference (``handed_over``); ``telephony.warm_transfer`` takes it from there."""
+        number = number or agent.transfer_number
         if not number:
             raise ToolError("no transfer number is configured for this agent")
+        if mode not in MODES:
+            raise ToolError(f"mode must be one of {', '.join(MODES)}")
         if not ctx.call_sid.startswith("CA"):
             raise ToolError("only phone calls can be transferred")
+        if self.twilio.sandbox is not None and self.twilio.sandbox.of_call(ctx.call_sid) is not None:
+            await self.twilio.transfer(ctx.call_sid, number)  # a scenario test: recorded, never dialled
+            return ToolOutcome(True, {"transferred_to": number, "mode": mode}, say="", transferred=True)
+        summary = ""
+        if mode == "warm":
+            summary = build_summary(
+                turns=ctx.history() if ctx.history is not None else [],
+                variables=ctx.dynamic_variables,
+                caller_number=ctx.caller_number,
+                data_fields=list(getattr(agent, "data_collection", None) or []),
+                reason=reason,
+                agent_name=str(getattr(agent, "name", "") or ""),
+            )
+        request = TransferRequest(
+            ctx.conversation_id, ctx.call_sid, number, ctx.agent_number or self.settings.twilio_phone_number,
+            mode=mode, summary=summary, reason=reason, requested_by=requested_by,
+            ring_timeout_sec=ring_timeout_sec or self.settings.transfer_ring_timeout_sec,
+        )  # fmt: skip
         try:
-            await self.twilio.transfer(ctx.call_sid, number)
-        except (TelephonyError, TwilioNotConfigured) as exc:
+            row = await self.transfers.start(request)
+        except TransferError as exc:
             raise ToolError(str(exc)) from None
-        return ToolOutcome(True, {"transferred_to": number}, say="", transferred=True)
+        result = {"transferred_to": number, "mode": mode, "transfer_id": row.id}
+        if mode == "cold":
+            return ToolOutcome(True, result, say="", transferred=True)
+        return ToolOutcome(True, result, say="", handed_over=True)
 
     async def _send_dtmf(self, args: dict[str, Any], ctx: ToolContext) -> ToolOutcome:
         """Twilio plays the keys on the call, then connects a new Media Stream to the same conversation."""

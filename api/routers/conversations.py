@@ -24,8 +24,9 @@ from api.deps import (
     not_found,
     paginate,
 )
-from models import Agent, Conversation, ConversationTurn, ToolCallRecord
+from models import Agent, CallTransfer, Conversation, ConversationTurn, ToolCallRecord
 from schemas import (
+    CallTransferRecord,
     ConversationAnalysis,
     ConversationDetail,
     ConversationListResponse,
@@ -36,6 +37,7 @@ from schemas import (
     TranscriptTurn,
 )
 from telephony.call_status import FAILED_STATUSES
+from telephony.warm_transfer import transfer_json
 
 router = APIRouter(prefix="/convai/conversations", tags=["conversations"])
 
@@ -221,7 +223,14 @@ async def get_conversation(conversation_id: str, session: SessionDep) -> Convers
     if conv is None:
         raise not_found("conversation", conversation_id)
     names = await _agent_names(session, {conv.agent_id} if conv.agent_id else set())
-    return to_conversation_detail(conv, names.get(conv.agent_id or ""))
+    detail = to_conversation_detail(conv, names.get(conv.agent_id or ""))
+    transfers = await session.scalars(
+        select(CallTransfer)
+        .where(CallTransfer.conversation_id == conv.id)
+        .order_by(CallTransfer.requested_at)
+    )
+    detail.transfers = [CallTransferRecord.model_validate(transfer_json(t)) for t in transfers]
+    return detail
 
 
 @router.delete(

@@ -210,14 +210,21 @@ async def takeover(websocket: WebSocket, conversation_id: str) -> None:
     if feed is None:
         return
     await websocket.accept()
-    try:
-        while not feed.ended:
+
+    async def take() -> None:
+        while True:
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":
                 return
             frame = supervisor_media(message.get("text"))
             if frame is not None and feed.supervisor is not None:
                 await feed.supervisor.take_audio(frame)
-    except Exception:
-        pass
-    await close(websocket, 1000, "call ended")
+
+    taking, ended = asyncio.create_task(take()), asyncio.create_task(feed.closed.wait())
+    try:
+        await asyncio.wait({taking, ended}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (taking, ended):
+            task.cancel()
+        await asyncio.gather(taking, ended, return_exceptions=True)
+        await close(websocket, 1000, "call ended")

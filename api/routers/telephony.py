@@ -212,6 +212,55 @@ async def machine_detection(request: Request, conversation_id: str = "") -> dict
     return {"ok": True, "answered_by": answered_by}
 
 
+# ------------------------------------------------------------ warm transfer (telephony.warm_transfer)
+
+_TRANSFER_ID = re.compile(r"^xfer_[A-Za-z0-9]{1,40}$")
+
+
+async def _transfer_callback(request: Request, transfer_id: str) -> tuple[Services, dict[str, str]]:
+    runtime: Services = request.app.state.runtime
+    params = await _twilio_params(request)
+    if not _TRANSFER_ID.match(transfer_id):
+        raise HTTPException(400, detail="transfer_id is missing or malformed")
+    return runtime, params
+
+
+@router.post("/twiml/transfer/hold", summary="Warm transfer: what a caller waiting for the rep hears")
+async def transfer_hold(request: Request) -> Response:
+    runtime: Services = request.app.state.runtime
+    await _twilio_params(request)
+    return Response(content=runtime.transfers.hold_twiml(), media_type="application/xml")
+
+
+@router.post("/twiml/transfer/whisper", summary="Warm transfer: the summary the rep alone hears")
+async def transfer_whisper(request: Request, transfer_id: str = "") -> Response:
+    runtime, _ = await _transfer_callback(request, transfer_id)
+    row = await runtime.transfers.get(transfer_id)
+    if row is None:
+        raise HTTPException(404, detail="unknown transfer")
+    return Response(content=runtime.transfers.whisper_twiml(row), media_type="application/xml")
+
+
+@router.post("/twiml/transfer/rep", summary="Warm transfer: the rep's call status callback")
+async def transfer_rep_status(request: Request, transfer_id: str = "") -> dict[str, Any]:
+    runtime, params = await _transfer_callback(request, transfer_id)
+    status = params.get("CallStatus", "").lower()
+    if status not in STATUS_MAP:
+        raise HTTPException(400, detail="unknown CallStatus")
+    step = await runtime.transfers.on_rep_status(transfer_id, status, params.get("CallSid", ""))
+    return {"ok": True, "step": step}
+
+
+@router.post("/twiml/transfer/conference", summary="Warm transfer: the conference's status callback")
+async def transfer_conference(request: Request, transfer_id: str = "") -> dict[str, Any]:
+    runtime, params = await _transfer_callback(request, transfer_id)
+    event = params.get("StatusCallbackEvent", "")
+    step = await runtime.transfers.on_conference_event(
+        transfer_id, event, params.get("CallSid", ""), params.get("ConferenceSid", "")
+    )
+    return {"ok": True, "step": step}
+
+
 async def _refuse_upgrade(websocket: WebSocket, status: int, detail: str) -> None:
     """Refuse a WebSocket before accepting it: an HTTP answer where the server can send one, else the
     plain refusal (uvicorn answers 403)."""
