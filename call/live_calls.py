@@ -15,11 +15,11 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from call.registry import ConnectionManager, LiveCall
-from models import LiveCallRecord
+from models import ConversationTurn, LiveCallRecord
 from storage.batch_writer import BatchWriter
 from storage.db import Database
 from storage.recovery import close_lost_calls
@@ -186,6 +186,31 @@ class LiveCallDirectory:
                     )
                 ).all()
             )
+
+    async def caller_words(self, conversation_ids: list[str], turns: int = 3) -> dict[str, list[str]]:
+        """The latest ``turns`` things each caller said (latest first), for the live list's sentiment."""
+        if not conversation_ids:
+            return {}
+        rank = (
+            func.row_number()
+            .over(partition_by=ConversationTurn.conversation_id, order_by=ConversationTurn.seq.desc())
+            .label("rank")
+        )
+        latest = (
+            select(ConversationTurn.conversation_id, ConversationTurn.text, rank)
+            .where(
+                ConversationTurn.conversation_id.in_(conversation_ids),
+                ConversationTurn.role == "user",
+                ConversationTurn.text != "",
+            )
+            .subquery()
+        )
+        query = select(latest.c.conversation_id, latest.c.text).where(latest.c.rank <= turns)
+        words: dict[str, list[str]] = {}
+        async with self.db.session() as session:
+            for conversation_id, text in (await session.execute(query.order_by(latest.c.rank))).all():
+                words.setdefault(conversation_id, []).append(text)
+        return words
 
 
 async def _put(session: AsyncSession, row: dict[str, Any]) -> None:

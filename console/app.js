@@ -4,6 +4,7 @@ import { BrowserCall } from "./phone.js";
 import { campaignPage, campaignsPage } from "./campaigns.js";
 import { testsPage } from "./tests.js";
 import { dncPage } from "./dnc.js";
+import { livePage, seatPage } from "./seat.js";
 import { voicemailSection } from "./voicemail.js";
 import { playbookPage } from "./playbook.js";
 
@@ -392,30 +393,6 @@ async function conversationPage(view, conversationId) {
     h("h2", {}, "Transcript (as the caller heard it)"), h("div", { class: "card" }, transcript));
 }
 
-// ------------------------------------------------------------------ live calls
-
-async function livePage(view) {
-  const body = h("div", { id: "live" });
-  const render = async () => {
-    try {
-      const data = await get("/convai/calls/live");
-      const calls = data.calls ?? [];
-      // Every instance's calls (the service may run as several instances behind a balancer).
-      const instances = (data.instances ?? []).map((i) => `${i.instance_id}: ${i.count}`).join(" · ");
-      body.replaceChildren(h("p", {}, h("strong", { id: "live-count" }, String(data.count ?? calls.length)), " calls in progress",
-          instances ? h("span", { class: "muted", id: "live-instances" }, ` (per instance, max ${data.max_concurrent_calls} each: ${instances})`) : ""),
-        calls.length ? h("table", {}, h("tr", {}, ["Conversation", "Agent", "State", "Duration", "Instance"].map((t) => h("th", {}, t))),
-          calls.map((call) => h("tr", { class: "clickable", onclick: () => (location.hash = `#/conversations/${call.conversation_id}`) },
-            h("td", {}, call.conversation_id), h("td", {}, call.agent_id || "—"), h("td", {}, pill(call.state)),
-            h("td", {}, secs(call.duration_sec)), h("td", {}, call.instance_id || "—")))) : h("p", { class: "muted" }, "No calls right now."));
-    } catch (error) { fail(error); }
-  };
-  await render();
-  const timer = setInterval(render, 1000);
-  cleanup = () => clearInterval(timer);
-  view.replaceChildren(h("h1", {}, "Live calls"), h("div", { class: "card" }, body));
-}
-
 // ------------------------------------------------------------------ router
 
 // A page paints only while it is still the page asked for: a slow page must not paint over a later one.
@@ -444,7 +421,8 @@ async function route() {
     else if (parts[0] === "agents" && parts[1]) await agentPage(v, parts[1]);
     else if (parts[0] === "conversations" && parts[1]) await conversationPage(v, parts[1]);
     else if (parts[0] === "conversations") await conversationsPage(v, new URLSearchParams(query));
-    else if (parts[0] === "live") await livePage(v);
+    else if (parts[0] === "live" && parts[1]) cleanup = await seatPage(v, { h, toast, fail, pill }, parts[1]);
+    else if (parts[0] === "live") cleanup = await livePage(v, { h, toast, fail, pill });
     else if (parts[0] === "dnc") cleanup = await dncPage(v, { h, toast, fail, pill });
     else if (parts[0] === "campaigns" && parts[1]) cleanup = await campaignPage(v, { h, toast, fail, pill }, parts[1]);
     else if (parts[0] === "campaigns") await campaignsPage(v, { h, toast, fail, pill });

@@ -2,7 +2,8 @@
 
 Each instance keeps its calls in the shared ``live_calls`` table (``call.live_calls``); this lists them
 all, with this instance's own calls taken from its registry (live duration and speaking flag), and the
-count per instance (each instance enforces its own MAX_CONCURRENT_CALLS).
+count per instance (each instance enforces its own MAX_CONCURRENT_CALLS). Each call carries a cheap
+estimate of the caller's sentiment from their latest turns (``call.sentiment``), for the supervisor seat.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
+from call.sentiment import estimate
 from utils import utcnow
 
 router = APIRouter(prefix="/convai/calls", tags=["calls"])
@@ -19,10 +21,14 @@ class LiveCall(BaseModel):
     call_sid: str
     conversation_id: str | None
     agent_id: str | None
-    state: str
+    state: str = Field(description="The call's stage: CALL_START, DISCOVERY, ACTIVE, COMPLETION")
     duration_sec: float
     agent_speaking: bool
     instance_id: str = Field(description="The instance of the service the call is on")
+    sentiment: str | None = Field(
+        None, description="positive / neutral / negative from the caller's latest turns; null before any"
+    )
+    sentiment_score: float | None = Field(None, description="-1 (negative) to 1 (positive)")
 
 
 class InstanceCalls(BaseModel):
@@ -61,6 +67,9 @@ async def live_calls(request: Request) -> LiveCalls:
                 instance_id=row.instance_id,
             )
         )
+    words = await runtime.live_calls.caller_words([c.conversation_id for c in calls if c.conversation_id])
+    for call in calls:
+        call.sentiment, call.sentiment_score = estimate(words.get(call.conversation_id or "", []))
     per_instance: dict[str, int] = {here: 0}
     for call in calls:
         per_instance[call.instance_id] = per_instance.get(call.instance_id, 0) + 1
