@@ -14,21 +14,27 @@ Each resource's shapes live in their own module of ``shapes/``; this module re-e
 """
 
 import shapes.agent_tests
+import shapes.agent_versions
 import shapes.agents
+import shapes.analytics
 import shapes.campaigns
 import shapes.common
 import shapes.conversations
 import shapes.dnc
+import shapes.experiments
 import shapes.outbound
 import shapes.phone_numbers
 import shapes.tools
 import shapes.webhooks
 from shapes.agent_tests import *  # noqa: F403
+from shapes.agent_versions import *  # noqa: F403
 from shapes.agents import *  # noqa: F403
+from shapes.analytics import *  # noqa: F403
 from shapes.campaigns import *  # noqa: F403
 from shapes.common import *  # noqa: F403
 from shapes.conversations import *  # noqa: F403
 from shapes.dnc import *  # noqa: F403
+from shapes.experiments import *  # noqa: F403
 from shapes.outbound import *  # noqa: F403
 from shapes.phone_numbers import *  # noqa: F403
 from shapes.tools import *  # noqa: F403
@@ -45,4 +51,7 @@ __all__ = [
     *shapes.dnc.__all__,
     *shapes.campaigns.__all__,
     *shapes.agent_tests.__all__,
+    *shapes.agent_versions.__all__,
+    *shapes.analytics.__all__,
+    *shapes.experiments.__all__,
 ]

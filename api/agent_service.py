@@ -18,18 +18,21 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.deps import conflict, flush_or_conflict, not_found
 from config import BENCH_PROVIDERS, Settings, bench_provider_refusal
-from models import Agent, AgentTool, KnowledgeDocument
+from models import Agent, AgentTool, AgentVersion, KnowledgeDocument
 from schemas import (
     AccessInfo,
     AgentCreate,
     AgentMetadata,
     AgentResponse,
     AgentUpdate,
+    AgentVersionResponse,
+    AgentVersionSummary,
     ElevenLabsAgentCreate,
     ProviderOverrides,
     ToolCreate,
     ToolResponse,
 )
+from storage.agent_versions import TOOL_FIELDS, agent_from_spec, record_version, versioned_columns
 
 DEFAULT_AGENT_NAME = "Untitled agent"
 
@@ -258,7 +261,9 @@ async def create_agent(
     await flush_or_conflict(session, "conflicts with existing data")
     session.add_all(new_tool(agent.id, t) for t in body.tools)
     await copy_documents(session, agent, body.knowledge_base_ids)
-    return await reload(session, agent)
+    agent = await reload(session, agent)
+    await record_version(session, agent, "created")  # version 1
+    return agent
 
 
 async def update_agent(session: AsyncSession, agent: Agent, body: AgentUpdate) -> Agent:
@@ -285,7 +290,16 @@ async def update_agent(session: AsyncSession, agent: Agent, body: AgentUpdate) -
         agent.extra_config = extra
     if body.knowledge_base_ids:
         await copy_documents(session, agent, body.knowledge_base_ids)
-    return await reload(session, agent)
+    agent = await reload(session, agent)
+    await record_version(session, agent)  # none when nothing changed
+    return agent
+
+
+async def record_change(session: AsyncSession, agent_id: str, description: str) -> None:
+    """A new version of the agent after a change to its tools or knowledge (none if nothing changed)."""
+    agent = await session.get(Agent, agent_id)
+    if agent is not None:
+        await record_version(session, agent, description)
 
 
 async def copy_documents(session: AsyncSession, agent: Agent, document_ids: list[str]) -> None:
@@ -405,3 +419,51 @@ def _pop_path(config: dict[str, Any], path: tuple[str, ...]) -> tuple[bool, Any]
     if isinstance(node, dict) and path[-1] in node:
         return True, node.pop(path[-1])
     return False, None
+
+
+# ---------------------------------------------------------------- versions
+
+
+def to_version_summary(version: AgentVersion, latest_number: int) -> AgentVersionSummary:
+    return AgentVersionSummary(
+        id=version.id,
+        agent_id=version.agent_id,
+        number=version.number,
+        description=version.description,
+        config_hash=version.spec_hash,
+        restored_from=version.restored_from,
+        is_current=version.number == latest_number,
+        created_at=version.created_at,
+    )
+
+
+def to_version_response(version: AgentVersion, latest_number: int) -> AgentVersionResponse:
+    snapshot = agent_from_spec(version.agent_id, version.spec, version.created_at)
+    return AgentVersionResponse(
+        **to_version_summary(version, latest_number).model_dump(), config=to_agent_response(snapshot)
+    )
+
+
+async def restore_version(session: AsyncSession, agent: Agent, version: AgentVersion) -> AgentVersion:
+    """Make the agent's configuration the version's again, as a new version (``restored_from`` set).
+
+    Columns and tools (with their stored header values) come back; knowledge documents are shared by
+    every version of the agent and stay as they are (a deleted document cannot come back)."""
+    spec = version.spec
+    known = set(versioned_columns())
+    for name, value in (spec.get("columns") or {}).items():
+        if name in known:
+            setattr(agent, name, copy.deepcopy(value))
+    for tool in list(agent.tools):
+        await session.delete(tool)
+    await session.flush()
+    session.add_all(
+        AgentTool(agent_id=agent.id, **{f: copy.deepcopy(t.get(f)) for f in TOOL_FIELDS})
+        for t in spec.get("tools") or []
+    )
+    await reload(session, agent)
+    restored = await record_version(
+        session, agent, f"restored version {version.number}", restored_from=version.id
+    )
+    assert restored is not None
+    return restored
