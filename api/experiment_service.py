@@ -107,7 +107,8 @@ def verdict(
         return "not_enough_data", text, None, diff_ci
     d, low, high = newcombe(a.meetings_booked, a.human, b.meetings_booked, b.human)
     interval = Interval(low=round(low, 4), high=round(high, 4))
-    rates = f"{b.label} books {_pct(b.booking_rate or 0)} of calls a person answered, {a.label} {_pct(a.booking_rate or 0)}"
+    rate_a, rate_b = _pct(a.booking_rate or 0), _pct(b.booking_rate or 0)
+    rates = f"{b.label} books {rate_b} of calls a person answered, {a.label} {rate_a}"
     ci = f"difference {_points(d)} points, 95 % CI {_points(low)} to {_points(high)}"
     if low > 0:
         return "challenger_better", f"{b.label} is better: {rates} ({ci}).", round(d, 4), interval

@@ -71,7 +71,9 @@ class FunnelResponse(BaseModel):
 
 class TimeseriesPoint(BaseModel):
     t: datetime = Field(description="Start of the bucket (UTC)")
-    value: float | None = Field(description="null: no calls (rates) or no turns (latency) in the bucket")
+    value: int | float | None = Field(
+        description="null: no calls (rates) or no turns (latency) in the bucket"
+    )
 
 
 class TimeseriesSeries(BaseModel):

@@ -110,14 +110,14 @@ def ratio(numerator: float, denominator: float) -> float | None:
 
 def metric_value(metric: str, t: dict[str, float]) -> float | None:
     if metric == "meetings_booked":
-        return t["booked"]
+        return int(t["booked"])
     if metric == "call_minutes":
         return round(t["call_seconds"] / 60, 2)
     if metric == "answer_rate":
         return ratio(t["answered"], t["calls"])
     if metric == "booking_rate":
         return ratio(t["booked"], t["human"])
-    return t[metric]
+    return int(t[metric])
 
 
 async def timeseries(session: AsyncSession, scope: Scope, metric: str, step: timedelta) -> dict[str, list]:
@@ -141,7 +141,7 @@ async def timeseries(session: AsyncSession, scope: Scope, metric: str, step: tim
                 target[lower] = target.get(lower, 0) + n
         return {metric: [(t, percentile_from_bins(bins, q)) for t, bins in merged.items()]}
     per_hour = await grouped(session, scope, "all", "bucket")
-    empty = dict.fromkeys((*COUNTS, "call_seconds"), 0.0)
+    empty: dict[str, float] = {**dict.fromkeys(COUNTS, 0), "call_seconds": 0.0}
     folded_totals: dict[datetime, dict[str, float]] = {t: dict(empty) for t in starts}
     for hour, values in per_hour.items():
         target = folded_totals[bucket_of(_aware(hour), scope, step)]

@@ -58,10 +58,14 @@ async def _scope(
     start: datetime | None,
     end: datetime | None,
 ) -> q.Scope:
-    end_h = _floor_hour(end) + (timedelta(hours=1) if end and end != _floor_hour(end) else timedelta())
-    if end is None:
-        end_h = _floor_hour(datetime.now(UTC)) + timedelta(hours=1)
-    start_h = _floor_hour(start) if start is not None else end_h - timedelta(days=DEFAULT_DAYS)
+    try:
+        if end is None:
+            end_h = _floor_hour(datetime.now(UTC)) + timedelta(hours=1)
+        else:
+            end_h = _floor_hour(end) + (timedelta(hours=1) if end != _floor_hour(end) else timedelta())
+        start_h = _floor_hour(start) if start is not None else end_h - timedelta(days=DEFAULT_DAYS)
+    except OverflowError:
+        raise _unprocessable("to", "out of range") from None
     if start_h >= end_h:
         raise _unprocessable("from", "must be before 'to'")
     if end_h - start_h > timedelta(days=MAX_RANGE_DAYS):
