@@ -58,7 +58,10 @@ _RULES: dict[str, tuple[str, ...]] = {
         r"(don'?t|do not) (make|handle) (the )?(decisions?|purchasing)",
     ),
     "no_need": (r"(don'?t|do not) need", r"no (use|need) for", r"we'?re all set", r"not (a )?priority"),
-    "send_info": (r"send (me |us )?(an |some |the |more )?(email|info|information|details|brochure)", r"email me"),
+    "send_info": (
+        r"send (me |us )?(an |some |the |more )?(email|info|information|details|brochure)",
+        r"email me",
+    ),
     "trust": (
         r"how did you get (my|this) number",
         r"(is|sounds like) (this|a) (a )?(scam|spam)",
