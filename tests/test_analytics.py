@@ -87,7 +87,9 @@ async def seed(client: httpx.AsyncClient) -> dict[str, str]:
     created = await client.post("/v1/convai/agents", json=AGENT)
     assert created.status_code == 201, created.text
     agent_id = created.json()["agent_id"]
-    assert (await client.patch(f"/v1/convai/agents/{agent_id}", json={"system_prompt": "Sell."})).status_code == 200
+    assert (
+        await client.patch(f"/v1/convai/agents/{agent_id}", json={"system_prompt": "Sell."})
+    ).status_code == 200
     versions = (await client.get(f"/v1/convai/agents/{agent_id}/versions")).json()["versions"]
     ids = {"agent": agent_id, **{f"v{v['number']}": v["id"] for v in versions}}
     db = db_of(client)
@@ -130,7 +132,9 @@ async def seed(client: httpx.AsyncClient) -> dict[str, str]:
             )
             turns: list[ConversationTurn] = []
             if "said" in call:
-                turns.append(ConversationTurn(seq=0, role="user", text=call["said"], intent=call.get("intent")))
+                turns.append(
+                    ConversationTurn(seq=0, role="user", text=call["said"], intent=call.get("intent"))
+                )
             for i, ms in enumerate(call.get("v2v", [])):
                 turns.append(
                     ConversationTurn(
@@ -147,7 +151,9 @@ async def seed(client: httpx.AsyncClient) -> dict[str, str]:
 
 
 def funnel_counts(body: dict[str, Any]) -> list[int]:
-    return [body[k] for k in ("dialled", "answered", "human", "conversations", "qualified", "meetings_booked")]
+    return [
+        body[k] for k in ("dialled", "answered", "human", "conversations", "qualified", "meetings_booked")
+    ]
 
 
 @pytest.mark.asyncio
@@ -166,18 +172,37 @@ async def test_funnel_timeseries_and_breakdowns_match_the_hand_count(app_client:
     assert [s["rate_of_previous"] for s in everything["steps"]] == [None, 0.75, 0.8889, 0.75, 0.5, 1.0]
     assert funnel_counts(await get("funnel", campaign_id=ids["C1"])) == [9, 6, 5, 4, 2, 2]
     assert funnel_counts(await get("funnel", version_id=ids["v2"])) == [5, 4, 4, 3, 2, 2]
-    assert funnel_counts(await get("funnel", agent_id=ids["agent"], version_id=ids["v1"])) == [7, 5, 4, 3, 1, 1]
+    assert funnel_counts(await get("funnel", agent_id=ids["agent"], version_id=ids["v1"])) == [
+        7,
+        5,
+        4,
+        3,
+        1,
+        1,
+    ]
     assert funnel_counts(await get("funnel", **{"from": "2026-11-03T00:00:00Z"})) == [6, 5, 5, 4, 2, 2]
     # widened to whole hours: 09:30 → 09:00 takes calls 1 and 2 of D1 09:10/09:20; 10:01 → 11:00 takes 3 and 4
     assert funnel_counts(await get("funnel", **{"from": "2026-11-02T09:30:00Z", "to": "2026-11-02T10:01:00Z"})) == [
         4, 2, 1, 0, 0, 0,
     ]  # fmt: skip
 
-    days = await get("timeseries", metric="calls", bucket="day", **{"from": "2026-11-02T00:00:00Z", "to": "2026-11-04"})
-    assert [(p["t"][:10], p["value"]) for p in days["series"][0]["points"]] == [("2026-11-02", 6), ("2026-11-03", 6)]
-    rates = await get("timeseries", metric="booking_rate", **{"from": "2026-11-02T00:00:00Z", "to": "2026-11-04"})
+    days = await get(
+        "timeseries", metric="calls", bucket="day", **{"from": "2026-11-02T00:00:00Z", "to": "2026-11-04"}
+    )
+    assert [(p["t"][:10], p["value"]) for p in days["series"][0]["points"]] == [
+        ("2026-11-02", 6),
+        ("2026-11-03", 6),
+    ]
+    rates = await get(
+        "timeseries", metric="booking_rate", **{"from": "2026-11-02T00:00:00Z", "to": "2026-11-04"}
+    )
     assert [p["value"] for p in rates["series"][0]["points"]] == [0.3333, 0.4]
-    hours = await get("timeseries", metric="calls", bucket="hour", **{"from": "2026-11-02T09:00:00Z", "to": "2026-11-02T12:00:00Z"})
+    hours = await get(
+        "timeseries",
+        metric="calls",
+        bucket="hour",
+        **{"from": "2026-11-02T09:00:00Z", "to": "2026-11-02T12:00:00Z"},
+    )
     assert [p["value"] for p in hours["series"][0]["points"]] == [2, 2, 0]
     p50 = await get("timeseries", metric="v2v_p50", **{"from": "2026-11-01T00:00:00Z", "to": "2026-11-02"})
     assert [p["value"] for p in p50["series"][0]["points"]] == [None]  # no turns that day
@@ -198,14 +223,21 @@ async def test_funnel_timeseries_and_breakdowns_match_the_hand_count(app_client:
         "unknown": [2, 2],
         "voicemail": [1, 0],
     }
-    p95 = await get("timeseries", metric="v2v_p95", bucket="day", **{"from": "2026-11-02T00:00:00Z", "to": "2026-11-04"})
+    p95 = await get(
+        "timeseries", metric="v2v_p95", bucket="day", **{"from": "2026-11-02T00:00:00Z", "to": "2026-11-04"}
+    )
     assert [p["value"] for p in p95["series"][0]["points"]] == [912.5, 1250.0]
 
     local = {r["key"]: r["calls"] for r in (await get("breakdowns/local_hour"))["rows"] if r["calls"]}
     assert local == {"4": 3, "5": 2, "9": 2, "10": 1, "12": 1, "8": 1, "11": 1}
-    campaigns = [(r["label"], r["calls"], r["meetings_booked"]) for r in (await get("breakdowns/campaign"))["rows"]]
+    campaigns = [
+        (r["label"], r["calls"], r["meetings_booked"]) for r in (await get("breakdowns/campaign"))["rows"]
+    ]
     assert campaigns == [("Q4 push", 9, 2), ("(none)", 3, 1)]
-    versions = [(r["label"], r["calls"], r["human"], r["meetings_booked"]) for r in (await get("breakdowns/version"))["rows"]]
+    versions = [
+        (r["label"], r["calls"], r["human"], r["meetings_booked"])
+        for r in (await get("breakdowns/version"))["rows"]
+    ]
     assert versions == [("v1", 7, 4, 1), ("v2", 5, 4, 2)]
     stages = {r["key"]: r["calls"] for r in (await get("breakdowns/stage"))["rows"]}
     assert stages == {"": 6, "booking": 3, "discovery": 2, "intro": 1}
@@ -226,9 +258,13 @@ async def test_funnel_timeseries_and_breakdowns_match_the_hand_count(app_client:
         ("dialled", 12), ("answered", 9), ("human", 8), ("conversations", 6), ("qualified", 3), ("meetings_booked", 3),
     ]  # fmt: skip
     r = await app_client.get(f"{A}/breakdowns/version", params={**RANGE, "format": "csv"})
-    assert [(row["label"], row["calls"]) for row in csv.DictReader(io.StringIO(r.text))] == [("v1", "7"), ("v2", "5")]
+    assert [(row["label"], row["calls"]) for row in csv.DictReader(io.StringIO(r.text))] == [
+        ("v1", "7"),
+        ("v2", "5"),
+    ]
     r = await app_client.get(
-        f"{A}/timeseries", params={"metric": "calls", "format": "csv", "from": "2026-11-02", "to": "2026-11-04"}
+        f"{A}/timeseries",
+        params={"metric": "calls", "format": "csv", "from": "2026-11-02", "to": "2026-11-04"},
     )
     assert [(row["t"][:10], row["value"]) for row in csv.DictReader(io.StringIO(r.text))] == [
         ("2026-11-02", "6"), ("2026-11-03", "6"),
@@ -283,7 +319,11 @@ async def test_calls_are_counted_when_they_end_by_status_callback_or_post_call(
     now = datetime.now(UTC)
     async with db.session() as session:
         rang = Conversation(
-            agent_id=agent_id, direction="outbound", status="ringing", call_sid="CA" + "1" * 32, to_number="+12025550123"
+            agent_id=agent_id,
+            direction="outbound",
+            status="ringing",
+            call_sid="CA" + "1" * 32,
+            to_number="+12025550123",
         )
         talked = Conversation(
             agent_id=agent_id, direction="inbound", status="completed", call_sid="CA" + "2" * 32,
@@ -291,9 +331,13 @@ async def test_calls_are_counted_when_they_end_by_status_callback_or_post_call(
             end_reason="caller_hung_up",
         )  # fmt: skip
         talked.turns = [ConversationTurn(seq=0, role="user", text="Can you send me some information?")]
-        live = Conversation(agent_id=agent_id, direction="inbound", status="in_progress", call_sid="CA" + "3" * 32)
+        live = Conversation(
+            agent_id=agent_id, direction="inbound", status="in_progress", call_sid="CA" + "3" * 32
+        )
         session.add_all([rang, talked, live])
-    status = await app_client.post("/twiml/status", data={"CallSid": rang.call_sid, "CallStatus": "no-answer"})
+    status = await app_client.post(
+        "/twiml/status", data={"CallSid": rang.call_sid, "CallStatus": "no-answer"}
+    )
     assert status.status_code == 200, status.text
     funnel = (await app_client.get(f"{A}/funnel", params={"agent_id": agent_id})).json()
     assert funnel_counts(funnel) == [1, 0, 0, 0, 0, 0]
