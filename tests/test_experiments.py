@@ -217,3 +217,54 @@ async def test_experiment_requests_are_checked(app_client: httpx.AsyncClient) ->
     assert (
         await app_client.patch(f"{EXPERIMENTS}/{first.json()['id']}", json={"status": "paused"})
     ).status_code == 422
+
+
+@SQLITE_ONLY
+@pytest.mark.asyncio
+async def test_a_campaign_experiment_stamps_each_lead_with_its_variant(app_client: httpx.AsyncClient) -> None:
+    """The outbound path (``telephony.outbound.place_call``) stamps its conversation with ``stamp_call``
+    and the campaign: the same lead always gets the same version."""
+    from models import Agent, Campaign
+    from storage.agent_versions import stamp_call
+
+    agent_id, va, vb = await _agent_with_two_versions(app_client)
+    db = db_of(app_client)
+    async with db.session() as session:
+        campaign = Campaign(name="Q4", agent_id=agent_id)
+        session.add(campaign)
+    body = {"agent_id": agent_id, "campaign_id": campaign.id,
+            "variants": [{"version_id": va, "weight": 1, "label": "control"}, {"version_id": vb, "weight": 3, "label": "new"}]}  # fmt: skip
+    created = await app_client.post(EXPERIMENTS, json=body)
+    assert created.status_code == 201, created.text
+    seen: dict[str, set[str]] = {}
+    for attempt in range(2):
+        async with db.session() as session:
+            agent = await session.get(Agent, agent_id)
+            assert agent is not None
+            for n in range(40):
+                lead = f"+1202555{n:04d}"
+                conversation = Conversation(
+                    agent_id=agent_id, direction="outbound", to_number=lead, campaign_id=campaign.id
+                )
+                session.add(conversation)
+                await session.flush()
+                choice = await stamp_call(
+                    session, conversation, agent, lead_number=lead, campaign_id=campaign.id
+                )
+                assert choice.experiment_id == created.json()["id"]
+                seen.setdefault(lead, set()).add(conversation.agent_version_id)
+    assert all(len(v) == 1 for v in seen.values())
+    shares = Counter(next(iter(v)) for v in seen.values())
+    assert shares[vb] > shares[va], shares  # 3:1
+    # another campaign of the agent, with no experiment: the latest version
+    async with db.session() as session:
+        agent = await session.get(Agent, agent_id)
+        conversation = Conversation(
+            agent_id=agent_id, direction="outbound", to_number="+12025550000", campaign_id="btcal_other"
+        )
+        session.add(conversation)
+        await session.flush()
+        choice = await stamp_call(
+            session, conversation, agent, lead_number="+12025550000", campaign_id="btcal_other"
+        )
+    assert (choice.version_id, choice.experiment_id) == (vb, None)
