@@ -8,7 +8,7 @@ The twelve calls (D1 = 2026-11-02, D2 = 2026-11-03, UTC; campaign leads in Ameri
 |---|-----|-----|----|-------------|------------------|-------------------|-----|----------|-----------|----------------------|
 | 1 | out | v1 | C1 | D1 09:10 | no_answer | - | - | | | |
 | 2 | out | v1 | C1 | D1 09:20 | busy | - | - | | | |
-| 3 | out | v1 | C1 | D1 10:05 | machine | voicemail | 20 | | | |
+| 3 | out | v1 | C1 | D1 10:05 | machine | voicemail | 20 | | | Hi, you've reached John. Leave a message. |
 | 4 | out | v1 | C1 | D1 10:30 | human | not_interested | 15 | | intro | No thanks, not interested |
 | 5 | out | v1 | C1 | D1 14:00 | human | callback_requested | 45 | | discovery | It's a bad time, call me back next week |
 | 6 | out | v2 | C1 | D1 14:30 | human | meeting_booked | 120 | budget, timeline | booking | Too expensive maybe but ok |
@@ -47,7 +47,7 @@ CALLS: list[dict[str, Any]] = [
     {"n": 1, "dir": "outbound", "v": 1, "c": True, "at": D1 + timedelta(hours=9, minutes=10), "status": "no_answer"},
     {"n": 2, "dir": "outbound", "v": 1, "c": True, "at": D1 + timedelta(hours=9, minutes=20), "status": "busy"},
     {"n": 3, "dir": "outbound", "v": 1, "c": True, "at": D1 + timedelta(hours=10, minutes=5),
-     "by": "machine", "outcome": "voicemail", "s": 20},
+     "by": "machine", "outcome": "voicemail", "s": 20, "said": "Hi, you've reached John. Leave a message."},
     {"n": 4, "dir": "outbound", "v": 1, "c": True, "at": D1 + timedelta(hours=10, minutes=30), "by": "human",
      "outcome": "not_interested", "s": 15, "stage": "intro", "said": "No thanks, not interested", "v2v": [800]},
     {"n": 5, "dir": "outbound", "v": 1, "c": True, "at": D1 + timedelta(hours=14), "by": "human",
@@ -334,16 +334,22 @@ async def test_calls_are_counted_when_they_end_by_status_callback_or_post_call(
         live = Conversation(
             agent_id=agent_id, direction="inbound", status="in_progress", call_sid="CA" + "3" * 32
         )
-        session.add_all([rang, talked, live])
+        silent = Conversation(  # answered, but nobody said a word and nothing said who it was
+            agent_id=agent_id, direction="outbound", status="completed", call_sid="CA" + "4" * 32,
+            to_number="+12025550125", started_at=now, ended_at=now, duration_sec=40.0, call_state="ENDED",
+            answered_by="unknown", end_reason="silence_timeout",
+        )  # fmt: skip
+        session.add_all([rang, talked, live, silent])
+    await count_ended_call(db, silent.id)
     status = await app_client.post(
         "/twiml/status", data={"CallSid": rang.call_sid, "CallStatus": "no-answer"}
     )
     assert status.status_code == 200, status.text
     funnel = (await app_client.get(f"{A}/funnel", params={"agent_id": agent_id})).json()
-    assert funnel_counts(funnel) == [1, 0, 0, 0, 0, 0]
+    assert funnel_counts(funnel) == [2, 1, 0, 0, 0, 0]
     await runtime.post_call(talked.id)
     await runtime.post_call(talked.id)
     funnel = (await app_client.get(f"{A}/funnel", params={"agent_id": agent_id})).json()
-    assert funnel_counts(funnel)[:4] == [2, 1, 1, 1]
+    assert funnel_counts(funnel)[:4] == [3, 2, 1, 1]
     objections = (await app_client.get(f"{A}/breakdowns/objection", params={"agent_id": agent_id})).json()
     assert [(r["key"], r["calls"]) for r in objections["rows"]] == [("send_info", 1)]
