@@ -553,15 +553,17 @@ class AnalyticsRecorded(Base):
 
 
 class AnalyticsRollup(Base):
-    """Pre-aggregated call counts per UTC hour (``storage.analytics``): one UPSERT per call end; the
-    analytics API reads only this table. Absent dimensions are ``""`` (so the unique key holds on NULL-free
-    columns); ``dim`` says what ``dim_value`` is: ``all`` (``""``), ``local_hour`` ("0".."23" of the lead's
+    """Pre-aggregated call counts (``storage.analytics``): one UPSERT per call end adds the call to its UTC
+    hour (``grain`` "h") and its UTC day ("d"); the analytics API reads only this table, whole days from
+    day rows. Absent dimensions are ``""`` (so the unique key holds on NULL-free columns); ``dim`` says
+    what ``dim_value`` is: ``all`` (``""``), ``local_hour`` ("0".."23" of the lead's
     day), ``stage`` (the playbook stage it ended in), ``outcome``, ``objection``, ``v2v`` (a latency bin:
     ``calls`` then counts turns)."""
 
     __tablename__ = "analytics_rollup"
     __table_args__ = (
         UniqueConstraint(
+            "grain",
             "dim",
             "bucket",
             "agent_id",
@@ -571,15 +573,16 @@ class AnalyticsRollup(Base):
             "dim_value",
             name="uq_analytics_rollup_key",
         ),
-        Index("ix_analytics_rollup_agent", "dim", "agent_id", "bucket"),
-        Index("ix_analytics_rollup_campaign", "dim", "campaign_id", "bucket"),
-        Index("ix_analytics_rollup_version", "dim", "version_id", "bucket"),
-        Index("ix_analytics_rollup_experiment", "experiment_id", "dim"),
+        Index("ix_analytics_rollup_agent", "grain", "dim", "agent_id", "bucket"),
+        Index("ix_analytics_rollup_campaign", "grain", "dim", "campaign_id", "bucket"),
+        Index("ix_analytics_rollup_version", "grain", "dim", "version_id", "bucket"),
+        Index("ix_analytics_rollup_experiment", "experiment_id", "grain", "dim"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    grain: Mapped[str] = mapped_column(String(1))  # h: bucket is an hour; d: a day
     dim: Mapped[str] = mapped_column(String(16))
-    bucket: Mapped[datetime] = mapped_column()  # the UTC hour the call started in
+    bucket: Mapped[datetime] = mapped_column()  # the UTC hour (or day) the call was placed in
     agent_id: Mapped[str] = mapped_column(String(40), default="")
     campaign_id: Mapped[str] = mapped_column(String(40), default="")
     version_id: Mapped[str] = mapped_column(String(40), default="")

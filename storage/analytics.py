@@ -22,7 +22,7 @@ A call's facts (the funnel, in order):
 Dimensions (``AnalyticsRollup.dim``): ``all``; ``local_hour`` (the hour of the lead's own day the call
 was placed in: the campaign lead's first time zone, else the zone of the caller's number); ``stage``
 (``conversations.ended_stage``); ``outcome``; ``objection`` (``speech.objections``); ``v2v`` (each agent
-turn's voice-to-voice latency in a bin: 25 ms wide below 1 s, 100 ms to 5 s, one bin beyond).
+turn's voice-to-voice latency in a bin: 50 ms wide below 1.5 s, 250 ms to 3 s, one bin beyond).
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ log = logging.getLogger(__name__)
 CONVERSATION_MIN_SEC = 30.0
 NOT_A_PERSON_OUTCOMES = frozenset({"voicemail", "screened", "ivr"})
 FUNNEL_MEASURES = ("calls", "answered", "human", "conversations", "qualified", "booked", "call_seconds")
-ROLLUP_KEY = ["dim", "bucket", "agent_id", "campaign_id", "version_id", "experiment_id", "dim_value"]
+ROLLUP_KEY = ["grain", "dim", "bucket", "agent_id", "campaign_id", "version_id", "experiment_id", "dim_value"]
 DIMENSIONS = ("all", "local_hour", "stage", "outcome", "objection", "v2v")
 
 
@@ -65,20 +65,21 @@ DIMENSIONS = ("all", "local_hour", "stage", "outcome", "objection", "v2v")
 
 
 def v2v_bin(ms: float) -> int:
-    """The lower edge (ms) of the bin a voice-to-voice latency falls in."""
-    if ms < 1000:
-        return int(max(ms, 0) // 25) * 25
-    if ms < 5000:
-        return int(ms // 100) * 100
-    return 5000
+    """The lower edge (ms) of the bin a voice-to-voice latency falls in: 50 ms wide below 1.5 s, 250 ms
+    wide to 3 s, one bin beyond (35 bins)."""
+    if ms < 1500:
+        return int(max(ms, 0) // 50) * 50
+    if ms < 3000:
+        return int(ms // 250) * 250
+    return 3000
 
 
 def bin_width(lower: int) -> int:
-    return 25 if lower < 1000 else 100 if lower < 5000 else 0
+    return 50 if lower < 1500 else 250 if lower < 3000 else 0
 
 
 def percentile_from_bins(bins: dict[int, int], q: float) -> float | None:
-    """The q-quantile (0..1) of binned latencies: the middle of the bin it falls in (5000 beyond 5 s)."""
+    """The q-quantile (0..1) of binned latencies: the middle of the bin it falls in (3000 beyond 3 s)."""
     total = sum(bins.values())
     if total == 0:
         return None
@@ -119,9 +120,17 @@ def hour_of(moment: datetime) -> datetime:
 
 
 def rollup_rows(facts: CallFacts) -> list[dict[str, Any]]:
-    """The rollup rows one call adds (the live recorder and the bulk loader share this)."""
+    """The rollup rows one call adds, to its hour and to its day (the live recorder and the bulk loader
+    share this)."""
+    hourly = _rows(facts, "h", facts.bucket)
+    day = facts.bucket.replace(hour=0)
+    return hourly + [{**row, "grain": "d", "bucket": day} for row in hourly]
+
+
+def _rows(facts: CallFacts, grain: str, bucket: datetime) -> list[dict[str, Any]]:
     base = {
-        "bucket": facts.bucket,
+        "grain": grain,
+        "bucket": bucket,
         "agent_id": facts.agent_id,
         "campaign_id": facts.campaign_id,
         "version_id": facts.version_id,

@@ -29,12 +29,33 @@ class Scope:
     experiment_id: str | None = None
 
 
+Part = tuple[str, datetime, datetime]  # (grain, from, to)
+
+
+def parts(scope: Scope, hourly: bool = False) -> list[Part]:
+    """The rows a range reads: day rows for its whole UTC days, hour rows for the hours at either end."""
+    if hourly:
+        return [("h", scope.start, scope.end)]
+    first_day = scope.start.replace(hour=0)
+    if first_day < scope.start:
+        first_day += timedelta(days=1)
+    last_day = scope.end.replace(hour=0)
+    if first_day >= last_day:
+        return [("h", scope.start, scope.end)]
+    found = [("h", scope.start, first_day)] if scope.start < first_day else []
+    found.append(("d", first_day, last_day))
+    if last_day < scope.end:
+        found.append(("h", last_day, scope.end))
+    return found
+
+
 def _sums() -> list[Any]:
     return [func.coalesce(func.sum(getattr(R, m)), 0).label(m) for m in (*COUNTS, "call_seconds")]
 
 
-def _where(scope: Scope, dim: str) -> list[Any]:
-    conditions = [R.dim == dim, R.bucket >= scope.start, R.bucket < scope.end]
+def _where(scope: Scope, dim: str, part: Part) -> list[Any]:
+    grain, start, end = part
+    conditions = [R.grain == grain, R.dim == dim, R.bucket >= start, R.bucket < end]
     for column, value in (
         (R.agent_id, scope.agent_id),
         (R.campaign_id, scope.campaign_id),
@@ -51,42 +72,50 @@ def _totals(row: Any) -> dict[str, float]:
     return {**values, "call_seconds": float(row.call_seconds or 0.0)}
 
 
+def _add(into: dict[str, float], more: dict[str, float]) -> None:
+    for name, value in more.items():
+        into[name] = into.get(name, 0) + value
+
+
+def empty_totals() -> dict[str, float]:
+    return {**dict.fromkeys(COUNTS, 0), "call_seconds": 0.0}
+
+
 async def totals(session: AsyncSession, scope: Scope) -> dict[str, float]:
-    row = (await session.execute(select(*_sums()).where(*_where(scope, "all")))).one()
-    return _totals(row)
+    out = empty_totals()
+    for part in parts(scope):
+        _add(out, _totals((await session.execute(select(*_sums()).where(*_where(scope, "all", part)))).one()))
+    return out
 
 
-async def grouped(session: AsyncSession, scope: Scope, dim: str, key: str) -> dict[str, dict[str, float]]:
+async def grouped(
+    session: AsyncSession, scope: Scope, dim: str, key: str, hourly: bool = False
+) -> dict[Any, dict[str, float]]:
     """Totals per value of ``key`` (a column: dim_value, campaign_id, version_id, bucket) within a dim."""
     column = getattr(R, key)
-    stmt = select(column.label("key"), *_sums()).where(*_where(scope, dim)).group_by(column)
-    return {row.key: _totals(row) for row in (await session.execute(stmt)).all()}
-
-
-async def latency_bins(session: AsyncSession, scope: Scope) -> dict[datetime, dict[int, int]]:
-    """Voice-to-voice turn counts per latency bin, per hour."""
-    stmt = (
-        select(R.bucket, R.dim_value, func.sum(R.calls).label("n"))
-        .where(*_where(scope, "v2v"))
-        .group_by(R.bucket, R.dim_value)
-    )
-    out: dict[datetime, dict[int, int]] = {}
-    for row in (await session.execute(stmt)).all():
-        bins = out.setdefault(_aware(row.bucket), {})
-        bins[int(row.dim_value)] = bins.get(int(row.dim_value), 0) + int(row.n)
+    out: dict[Any, dict[str, float]] = {}
+    for part in parts(scope, hourly):
+        stmt = select(column.label("key"), *_sums()).where(*_where(scope, dim, part)).group_by(column)
+        for row in (await session.execute(stmt)).all():
+            _add(
+                out.setdefault(_aware(row.key) if key == "bucket" else row.key, empty_totals()), _totals(row)
+            )
     return out
 
 
-async def outcome_series(session: AsyncSession, scope: Scope) -> dict[str, dict[datetime, int]]:
-    stmt = (
-        select(R.bucket, R.dim_value, func.sum(R.calls).label("n"))
-        .where(*_where(scope, "outcome"))
-        .group_by(R.bucket, R.dim_value)
-    )
-    out: dict[str, dict[datetime, int]] = {}
-    for row in (await session.execute(stmt)).all():
-        out.setdefault(row.dim_value, {})[_aware(row.bucket)] = int(row.n)
-    return out
+async def per_bucket_and_value(
+    session: AsyncSession, scope: Scope, dim: str, hourly: bool
+) -> list[tuple[datetime, str, int]]:
+    """(bucket, dim_value, calls) rows of a dim: latency bins' turn counts, outcomes' call counts."""
+    found: list[tuple[datetime, str, int]] = []
+    for part in parts(scope, hourly):
+        stmt = (
+            select(R.bucket, R.dim_value, func.sum(R.calls).label("n"))
+            .where(*_where(scope, dim, part))
+            .group_by(R.bucket, R.dim_value)
+        )
+        found += [(_aware(r.bucket), r.dim_value, int(r.n)) for r in (await session.execute(stmt)).all()]
+    return found
 
 
 # ---------------------------------------------------------------- buckets
@@ -123,30 +152,23 @@ def metric_value(metric: str, t: dict[str, float]) -> float | None:
 async def timeseries(session: AsyncSession, scope: Scope, metric: str, step: timedelta) -> dict[str, list]:
     """{series name: [(bucket start, value)]}, every bucket of the range present."""
     starts = bucket_starts(scope, step)
+    hourly = step < timedelta(days=1)
     if metric == "outcomes":
-        per_outcome = await outcome_series(session, scope)
-        series: dict[str, list] = {}
-        for outcome in sorted(per_outcome):
-            folded = dict.fromkeys(starts, 0)
-            for hour, n in per_outcome[outcome].items():
-                folded[bucket_of(hour, scope, step)] += n
-            series[outcome] = list(folded.items())
-        return series
+        per_outcome: dict[str, dict[datetime, int]] = {}
+        for bucket, outcome, n in await per_bucket_and_value(session, scope, "outcome", hourly):
+            folded = per_outcome.setdefault(outcome, dict.fromkeys(starts, 0))
+            folded[bucket_of(bucket, scope, step)] += n
+        return {outcome: list(per_outcome[outcome].items()) for outcome in sorted(per_outcome)}
     if metric in ("v2v_p50", "v2v_p95"):
         q = 0.5 if metric == "v2v_p50" else 0.95
         merged: dict[datetime, dict[int, int]] = {t: {} for t in starts}
-        for hour, bins in (await latency_bins(session, scope)).items():
-            target = merged[bucket_of(hour, scope, step)]
-            for lower, n in bins.items():
-                target[lower] = target.get(lower, 0) + n
+        for bucket, lower, n in await per_bucket_and_value(session, scope, "v2v", hourly):
+            target = merged[bucket_of(bucket, scope, step)]
+            target[int(lower)] = target.get(int(lower), 0) + n
         return {metric: [(t, percentile_from_bins(bins, q)) for t, bins in merged.items()]}
-    per_hour = await grouped(session, scope, "all", "bucket")
-    empty: dict[str, float] = {**dict.fromkeys(COUNTS, 0), "call_seconds": 0.0}
-    folded_totals: dict[datetime, dict[str, float]] = {t: dict(empty) for t in starts}
-    for hour, values in per_hour.items():
-        target = folded_totals[bucket_of(_aware(hour), scope, step)]
-        for name, value in values.items():
-            target[name] += value
+    folded_totals: dict[datetime, dict[str, float]] = {t: empty_totals() for t in starts}
+    for bucket, values in (await grouped(session, scope, "all", "bucket", hourly)).items():
+        _add(folded_totals[bucket_of(bucket, scope, step)], values)
     return {metric: [(t, metric_value(metric, values)) for t, values in folded_totals.items()]}
 
 

@@ -186,6 +186,10 @@ async def test_funnel_timeseries_and_breakdowns_match_the_hand_count(app_client:
         4, 2, 1, 0, 0, 0,
     ]  # fmt: skip
 
+    # hour rows for D1 14:00-24:00 and D3 00:00-01:00, day rows for D2: calls 5 to 12
+    mixed = await get("funnel", **{"from": "2026-11-02T14:00:00Z", "to": "2026-11-04T01:00:00Z"})
+    assert funnel_counts(mixed) == [8, 7, 7, 6, 3, 3]
+
     days = await get(
         "timeseries", metric="calls", bucket="day", **{"from": "2026-11-02T00:00:00Z", "to": "2026-11-04"}
     )
@@ -207,9 +211,9 @@ async def test_funnel_timeseries_and_breakdowns_match_the_hand_count(app_client:
     p50 = await get("timeseries", metric="v2v_p50", **{"from": "2026-11-01T00:00:00Z", "to": "2026-11-02"})
     assert [p["value"] for p in p50["series"][0]["points"]] == [None]  # no turns that day
     whole = {"from": "2026-11-02T00:00:00Z", "to": "2026-11-04"}
-    # 500 600 650 700 800 900 1200: the median in the 700-725 ms bin, p95 in 1200-1300
+    # D1 500 600 700 800 900: the median in the 700-750 ms bin; D2 650 1200: in 650-700
     assert [p["value"] for p in (await get("timeseries", metric="v2v_p50", **whole))["series"][0]["points"]] == [
-        712.5, 662.5,
+        725.0, 675.0,
     ]  # fmt: skip
     minutes = await get("timeseries", metric="call_minutes", **whole)
     assert [p["value"] for p in minutes["series"][0]["points"]] == [round(200 / 60, 2), round(395 / 60, 2)]
@@ -226,7 +230,7 @@ async def test_funnel_timeseries_and_breakdowns_match_the_hand_count(app_client:
     p95 = await get(
         "timeseries", metric="v2v_p95", bucket="day", **{"from": "2026-11-02T00:00:00Z", "to": "2026-11-04"}
     )
-    assert [p["value"] for p in p95["series"][0]["points"]] == [912.5, 1250.0]
+    assert [p["value"] for p in p95["series"][0]["points"]] == [925.0, 1225.0]
 
     local = {r["key"]: r["calls"] for r in (await get("breakdowns/local_hour"))["rows"] if r["calls"]}
     assert local == {"4": 3, "5": 2, "9": 2, "10": 1, "12": 1, "8": 1, "11": 1}

@@ -79,6 +79,7 @@ def upgrade() -> None:
     op.create_table(
         "analytics_rollup",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("grain", sa.String(length=1), nullable=False),
         sa.Column("dim", sa.String(length=16), nullable=False),
         sa.Column("bucket", TS, nullable=False),
         sa.Column("agent_id", sa.String(length=40), nullable=False),
@@ -95,6 +96,7 @@ def upgrade() -> None:
         sa.Column("call_seconds", sa.Float(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint(
+            "grain",
             "dim",
             "bucket",
             "agent_id",
@@ -105,10 +107,10 @@ def upgrade() -> None:
             name="uq_analytics_rollup_key",
         ),
     )
-    op.create_index("ix_analytics_rollup_agent", "analytics_rollup", ["dim", "agent_id", "bucket"])
-    op.create_index("ix_analytics_rollup_campaign", "analytics_rollup", ["dim", "campaign_id", "bucket"])
-    op.create_index("ix_analytics_rollup_version", "analytics_rollup", ["dim", "version_id", "bucket"])
-    op.create_index("ix_analytics_rollup_experiment", "analytics_rollup", ["experiment_id", "dim"])
+    op.create_index("ix_analytics_rollup_agent", "analytics_rollup", ["grain", "dim", "agent_id", "bucket"])
+    op.create_index("ix_analytics_rollup_campaign", "analytics_rollup", ["grain", "dim", "campaign_id", "bucket"])
+    op.create_index("ix_analytics_rollup_version", "analytics_rollup", ["grain", "dim", "version_id", "bucket"])
+    op.create_index("ix_analytics_rollup_experiment", "analytics_rollup", ["experiment_id", "grain", "dim"])
 
 
 def downgrade() -> None:
