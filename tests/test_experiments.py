@@ -237,7 +237,7 @@ async def test_a_campaign_experiment_stamps_each_lead_with_its_variant(app_clien
     created = await app_client.post(EXPERIMENTS, json=body)
     assert created.status_code == 201, created.text
     seen: dict[str, set[str]] = {}
-    for attempt in range(2):
+    for _attempt in range(2):
         async with db.session() as session:
             agent = await session.get(Agent, agent_id)
             assert agent is not None
