@@ -198,6 +198,13 @@ async def _load_postgres(url: str, world: World, n: int) -> tuple[float, int]:
     rollup_count = 0
     try:
         await _postgres_fixtures(conn, world)
+        # bulk load: the plain indexes are dropped and built again after (the unique ones stay)
+        indexes = await conn.fetch(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename IN ('conversations', 'analytics_rollup')"
+            " AND indexdef NOT LIKE 'CREATE UNIQUE%'"
+        )
+        for index in indexes:
+            await conn.execute(f'DROP INDEX "{index["indexname"]}"')
         conv_buf: list[tuple] = []
         roll_buf: list[tuple] = []
         for rows, rollup in _conversations(world, n, seed=1):
@@ -213,6 +220,9 @@ async def _load_postgres(url: str, world: World, n: int) -> tuple[float, int]:
         if roll_buf:
             await conn.copy_records_to_table("analytics_rollup", records=roll_buf, columns=ROLLUP_COLUMNS)
             rollup_count += len(roll_buf)
+        await conn.execute("SET maintenance_work_mem = '256MB'")
+        for index in indexes:
+            await conn.execute(index["indexdef"])
         await conn.execute("ANALYZE")
     finally:
         await conn.close()
@@ -394,7 +404,6 @@ async def _time_api(
     from main import create_app
     from tests.conftest import API_KEY, make_settings
 
-    tmp.mkdir(parents=True, exist_ok=True)
     app = create_app(make_settings(tmp, database_url=url, log_level="ERROR"))
     results = []
     upsert: dict[str, float] = {}
@@ -480,7 +489,7 @@ async def _explain(url: str, world: World) -> str:
         rows = await conn.fetch(
             "EXPLAIN (ANALYZE, BUFFERS OFF, TIMING OFF, SUMMARY ON) SELECT sum(calls), sum(answered), sum(human),"
             " sum(conversations), sum(qualified), sum(booked), sum(call_seconds) FROM analytics_rollup"
-            " WHERE dim = 'all' AND bucket >= $1 AND bucket < $2 AND agent_id = $3",
+            " WHERE grain = 'd' AND dim = 'all' AND bucket >= $1 AND bucket < $2 AND agent_id = $3",
             START,
             END,
             world.agents[0],
@@ -528,7 +537,6 @@ async def run_postgres(n: int, runs: int, tmp: Path) -> dict[str, Any]:
 async def run_sqlite(n: int, runs: int, tmp: Path) -> dict[str, Any]:
     from storage.db import Database
 
-    tmp.mkdir(parents=True, exist_ok=True)
     path = tmp / "bench.db"
     url = f"sqlite+aiosqlite:///{path}"
     db = Database(url)
@@ -583,6 +591,8 @@ def main() -> None:
     args = parser.parse_args()
     sections = []
     with tempfile.TemporaryDirectory(prefix="analytics-bench-") as tmp:
+        for sub in ("pg", "sqlite"):
+            (Path(tmp) / sub).mkdir()
         if args.pg:
             sections.append(
                 _table("PostgreSQL", asyncio.run(run_postgres(args.pg, args.runs, Path(tmp) / "pg")))
