@@ -199,8 +199,8 @@ def _flat_columns(body: AgentCreate | AgentUpdate, fields: Iterable[str]) -> dic
         value = getattr(body, name)
         if name in ("turn_settings", "providers"):
             value = value.model_dump(exclude_none=True)
-        elif name == "data_collection":
-            value = [f.model_dump() for f in value]
+        elif name == "data_collection":  # "qualifies" stored only when set (analytics' qualified step)
+            value = [f.model_dump(exclude={"qualifies"} if not f.qualifies else set()) for f in value]
         elif name == "builtin_tools":
             value = list(value)
         values[name] = value
