@@ -33,7 +33,7 @@ import httpx
 import pytest
 
 from models import Campaign, CampaignRecipient, Conversation, ConversationTurn
-from storage.analytics import count_ended_call
+from storage.analytics import backfill, count_ended_call
 from tests.api_helpers import db_of
 from tests.conftest import SQLITE_ONLY
 
@@ -357,3 +357,25 @@ async def test_calls_are_counted_when_they_end_by_status_callback_or_post_call(
     assert funnel_counts(funnel)[:4] == [3, 2, 1, 1]
     objections = (await app_client.get(f"{A}/breakdowns/objection", params={"agent_id": agent_id})).json()
     assert [(r["key"], r["calls"]) for r in objections["rows"]] == [("send_info", 1)]
+
+
+@SQLITE_ONLY
+@pytest.mark.asyncio
+async def test_backfill_counts_calls_that_ended_before_analytics(app_client: httpx.AsyncClient) -> None:
+    created = await app_client.post("/v1/convai/agents", json={"name": "Old"})
+    agent_id = created.json()["agent_id"]
+    db = db_of(app_client)
+    now = datetime.now(UTC)
+    async with db.session() as session:
+        session.add_all(
+            [
+                Conversation(agent_id=agent_id, status="completed", call_state="ENDED", started_at=now, duration_sec=50.0,
+                             outcome="meeting_booked", from_number="+12025550100"),
+                Conversation(agent_id=agent_id, direction="outbound", status="busy", to_number="+12025550101"),
+                Conversation(agent_id=agent_id, status="in_progress", started_at=now),  # still going: not yet
+            ]
+        )  # fmt: skip
+    assert await backfill(db, batch=1) == 2
+    assert await backfill(db) == 0  # counted once
+    funnel = (await app_client.get(f"{A}/funnel", params={"agent_id": agent_id})).json()
+    assert funnel_counts(funnel) == [2, 1, 1, 1, 0, 1]
