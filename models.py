@@ -554,11 +554,11 @@ class AnalyticsRecorded(Base):
 
 class AnalyticsRollup(Base):
     """Pre-aggregated call counts (``storage.analytics``): one UPSERT per call end adds the call to its UTC
-    hour (``grain`` "h") and its UTC day ("d"); the analytics API reads only this table, whole days from
-    day rows. Absent dimensions are ``""`` (so the unique key holds on NULL-free columns); ``dim`` says
-    what ``dim_value`` is: ``all`` (``""``), ``local_hour`` ("0".."23" of the lead's
-    day), ``stage`` (the playbook stage it ended in), ``outcome``, ``objection``, ``v2v`` (a latency bin:
-    ``calls`` then counts turns)."""
+    hour (``grain`` "h"), its UTC day ("d") and its month ("m"); the analytics API reads only this table,
+    whole months from month rows and whole days from day rows. Absent dimensions are ``""`` (so the
+    unique key holds on NULL-free columns); ``dim`` says what ``dim_value`` is: ``all`` (``""``),
+    ``local_hour`` ("0".."23" of the lead's day), ``stage`` (the playbook stage it ended in),
+    ``outcome``, ``objection``, ``v2v`` (a latency bin: ``calls`` then counts turns)."""
 
     __tablename__ = "analytics_rollup"
     __table_args__ = (
@@ -580,7 +580,7 @@ class AnalyticsRollup(Base):
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    grain: Mapped[str] = mapped_column(String(1))  # h: bucket is an hour; d: a day
+    grain: Mapped[str] = mapped_column(String(1))  # h: bucket is an hour; d: a day; m: a month
     dim: Mapped[str] = mapped_column(String(16))
     bucket: Mapped[datetime] = mapped_column()  # the UTC hour (or day) the call was placed in
     agent_id: Mapped[str] = mapped_column(String(40), default="")

@@ -120,11 +120,16 @@ def hour_of(moment: datetime) -> datetime:
 
 
 def rollup_rows(facts: CallFacts) -> list[dict[str, Any]]:
-    """The rollup rows one call adds, to its hour and to its day (the live recorder and the bulk loader
-    share this)."""
+    """The rollup rows one call adds, to its hour, its day and its month (the live recorder and the bulk
+    loader share this)."""
     hourly = _rows(facts, "h", facts.bucket)
     day = facts.bucket.replace(hour=0)
-    return hourly + [{**row, "grain": "d", "bucket": day} for row in hourly]
+    month = day.replace(day=1)
+    return (
+        hourly
+        + [{**row, "grain": "d", "bucket": day} for row in hourly]
+        + [{**row, "grain": "m", "bucket": month} for row in hourly]
+    )
 
 
 def _rows(facts: CallFacts, grain: str, bucket: datetime) -> list[dict[str, Any]]:

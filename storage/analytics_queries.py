@@ -32,21 +32,39 @@ class Scope:
 Part = tuple[str, datetime, datetime]  # (grain, from, to)
 
 
-def parts(scope: Scope, hourly: bool = False) -> list[Part]:
-    """The rows a range reads: day rows for its whole UTC days, hour rows for the hours at either end."""
-    if hourly:
-        return [("h", scope.start, scope.end)]
-    first_day = scope.start.replace(hour=0)
-    if first_day < scope.start:
-        first_day += timedelta(days=1)
-    last_day = scope.end.replace(hour=0)
-    if first_day >= last_day:
-        return [("h", scope.start, scope.end)]
-    found = [("h", scope.start, first_day)] if scope.start < first_day else []
-    found.append(("d", first_day, last_day))
-    if last_day < scope.end:
-        found.append(("h", last_day, scope.end))
-    return found
+GRAINS = ("m", "d", "h")  # coarsest first: month, day, hour (UTC)
+
+
+def _floor(grain: str, moment: datetime) -> datetime:
+    day = moment.replace(hour=0)
+    return day.replace(day=1) if grain == "m" else day
+
+
+def _next(grain: str, moment: datetime) -> datetime:
+    if grain == "m":
+        return (moment.replace(day=28) + timedelta(days=4)).replace(day=1)
+    return moment + timedelta(days=1)
+
+
+def parts(scope: Scope, coarsest: str = "m") -> list[Part]:
+    """The rows a range reads: month rows for its whole UTC months, day rows for the whole days around
+    them, hour rows for the hours at either end (``coarsest``: the largest grain a query may use)."""
+    return _split(scope.start, scope.end, GRAINS.index(coarsest))
+
+
+def _split(start: datetime, end: datetime, level: int) -> list[Part]:
+    if start >= end:
+        return []
+    grain = GRAINS[level]
+    if grain == "h":
+        return [("h", start, end)]
+    low = _floor(grain, start)
+    if low < start:
+        low = _next(grain, low)
+    high = _floor(grain, end)
+    if low >= high:
+        return _split(start, end, level + 1)
+    return [*_split(start, low, level + 1), (grain, low, high), *_split(high, end, level + 1)]
 
 
 def _sums() -> list[Any]:
@@ -89,12 +107,12 @@ async def totals(session: AsyncSession, scope: Scope) -> dict[str, float]:
 
 
 async def grouped(
-    session: AsyncSession, scope: Scope, dim: str, key: str, hourly: bool = False
+    session: AsyncSession, scope: Scope, dim: str, key: str, coarsest: str = "m"
 ) -> dict[Any, dict[str, float]]:
     """Totals per value of ``key`` (a column: dim_value, campaign_id, version_id, bucket) within a dim."""
     column = getattr(R, key)
     out: dict[Any, dict[str, float]] = {}
-    for part in parts(scope, hourly):
+    for part in parts(scope, coarsest):
         stmt = select(column.label("key"), *_sums()).where(*_where(scope, dim, part)).group_by(column)
         for row in (await session.execute(stmt)).all():
             _add(
@@ -104,11 +122,11 @@ async def grouped(
 
 
 async def per_bucket_and_value(
-    session: AsyncSession, scope: Scope, dim: str, hourly: bool
+    session: AsyncSession, scope: Scope, dim: str, coarsest: str
 ) -> list[tuple[datetime, str, int]]:
     """(bucket, dim_value, calls) rows of a dim: latency bins' turn counts, outcomes' call counts."""
     found: list[tuple[datetime, str, int]] = []
-    for part in parts(scope, hourly):
+    for part in parts(scope, coarsest):
         stmt = (
             select(R.bucket, R.dim_value, func.sum(R.calls).label("n"))
             .where(*_where(scope, dim, part))
@@ -152,22 +170,22 @@ def metric_value(metric: str, t: dict[str, float]) -> float | None:
 async def timeseries(session: AsyncSession, scope: Scope, metric: str, step: timedelta) -> dict[str, list]:
     """{series name: [(bucket start, value)]}, every bucket of the range present."""
     starts = bucket_starts(scope, step)
-    hourly = step < timedelta(days=1)
+    coarsest = "h" if step < timedelta(days=1) else "d"  # a bucket is never finer than the rows summed
     if metric == "outcomes":
         per_outcome: dict[str, dict[datetime, int]] = {}
-        for bucket, outcome, n in await per_bucket_and_value(session, scope, "outcome", hourly):
+        for bucket, outcome, n in await per_bucket_and_value(session, scope, "outcome", coarsest):
             folded = per_outcome.setdefault(outcome, dict.fromkeys(starts, 0))
             folded[bucket_of(bucket, scope, step)] += n
         return {outcome: list(per_outcome[outcome].items()) for outcome in sorted(per_outcome)}
     if metric in ("v2v_p50", "v2v_p95"):
         q = 0.5 if metric == "v2v_p50" else 0.95
         merged: dict[datetime, dict[int, int]] = {t: {} for t in starts}
-        for bucket, lower, n in await per_bucket_and_value(session, scope, "v2v", hourly):
+        for bucket, lower, n in await per_bucket_and_value(session, scope, "v2v", coarsest):
             target = merged[bucket_of(bucket, scope, step)]
             target[int(lower)] = target.get(int(lower), 0) + n
         return {metric: [(t, percentile_from_bins(bins, q)) for t, bins in merged.items()]}
     folded_totals: dict[datetime, dict[str, float]] = {t: empty_totals() for t in starts}
-    for bucket, values in (await grouped(session, scope, "all", "bucket", hourly)).items():
+    for bucket, values in (await grouped(session, scope, "all", "bucket", coarsest)).items():
         _add(folded_totals[bucket_of(bucket, scope, step)], values)
     return {metric: [(t, metric_value(metric, values)) for t, values in folded_totals.items()]}
 

@@ -189,6 +189,11 @@ async def test_funnel_timeseries_and_breakdowns_match_the_hand_count(app_client:
     # hour rows for D1 14:00-24:00 and D3 00:00-01:00, day rows for D2: calls 5 to 12
     mixed = await get("funnel", **{"from": "2026-11-02T14:00:00Z", "to": "2026-11-04T01:00:00Z"})
     assert funnel_counts(mixed) == [8, 7, 7, 6, 3, 3]
+    # month rows for November, day rows for Oct 30-31 and Dec 1, hour rows for Oct 29 23:00 and Dec 2 00:00
+    months = await get("funnel", **{"from": "2026-10-29T23:00:00Z", "to": "2026-12-02T01:00:00Z"})
+    assert funnel_counts(months) == [12, 9, 8, 6, 3, 3]
+    october = await get("funnel", **{"from": "2026-10-01T00:00:00Z", "to": "2026-11-01T00:00:00Z"})
+    assert funnel_counts(october) == [0, 0, 0, 0, 0, 0]
 
     days = await get(
         "timeseries", metric="calls", bucket="day", **{"from": "2026-11-02T00:00:00Z", "to": "2026-11-04"}
