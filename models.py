@@ -558,7 +558,8 @@ class AnalyticsRollup(Base):
     whole months from month rows and whole days from day rows. Absent dimensions are ``""`` (so the
     unique key holds on NULL-free columns); ``dim`` says what ``dim_value`` is: ``all`` (``""``),
     ``local_hour`` ("0".."23" of the lead's day), ``stage`` (the playbook stage it ended in),
-    ``outcome``, ``objection``, ``v2v`` (a latency bin: ``calls`` then counts turns)."""
+    ``outcome``, ``objection``, ``v2v`` (a latency bin: ``calls`` then counts turns), ``v2v_agent`` (the
+    same with only the agent as key)."""
 
     __tablename__ = "analytics_rollup"
     __table_args__ = (

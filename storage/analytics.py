@@ -22,7 +22,8 @@ A call's facts (the funnel, in order):
 Dimensions (``AnalyticsRollup.dim``): ``all``; ``local_hour`` (the hour of the lead's own day the call
 was placed in: the campaign lead's first time zone, else the zone of the caller's number); ``stage``
 (``conversations.ended_stage``); ``outcome``; ``objection`` (``speech.objections``); ``v2v`` (each agent
-turn's voice-to-voice latency in a bin: 50 ms wide below 1.5 s, 250 ms to 3 s, one bin beyond).
+turn's voice-to-voice latency in a bin: 50 ms wide below 1.5 s, 250 ms to 3 s, one bin beyond; and
+``v2v_agent``, the same keyed by agent alone, read when no campaign or version filter is given).
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ CONVERSATION_MIN_SEC = 30.0
 NOT_A_PERSON_OUTCOMES = frozenset({"voicemail", "screened", "ivr"})
 FUNNEL_MEASURES = ("calls", "answered", "human", "conversations", "qualified", "booked", "call_seconds")
 ROLLUP_KEY = ["grain", "dim", "bucket", "agent_id", "campaign_id", "version_id", "experiment_id", "dim_value"]
-DIMENSIONS = ("all", "local_hour", "stage", "outcome", "objection", "v2v")
+DIMENSIONS = ("all", "local_hour", "stage", "outcome", "objection", "v2v", "v2v_agent")
 
 
 # ---------------------------------------------------------------- latency bins
@@ -163,6 +164,9 @@ def _rows(facts: CallFacts, grain: str, bucket: datetime) -> list[dict[str, Any]
         bins[v2v_bin(ms)] = bins.get(v2v_bin(ms), 0) + 1
     for lower, n in sorted(bins.items()):
         rows.append({**base, "dim": "v2v", "dim_value": str(lower), **zero, "calls": n})
+        # the same bins per agent alone: latency with no campaign or version filter reads far fewer rows
+        per_agent = {**base, "campaign_id": "", "version_id": "", "experiment_id": ""}
+        rows.append({**per_agent, "dim": "v2v_agent", "dim_value": str(lower), **zero, "calls": n})
     return rows
 
 

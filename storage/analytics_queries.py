@@ -180,7 +180,10 @@ async def timeseries(session: AsyncSession, scope: Scope, metric: str, step: tim
     if metric in ("v2v_p50", "v2v_p95"):
         q = 0.5 if metric == "v2v_p50" else 0.95
         merged: dict[datetime, dict[int, int]] = {t: {} for t in starts}
-        for bucket, lower, n in await per_bucket_and_value(session, scope, "v2v", coarsest):
+        narrow = scope.campaign_id or scope.version_id or scope.experiment_id
+        for bucket, lower, n in await per_bucket_and_value(
+            session, scope, "v2v" if narrow else "v2v_agent", coarsest
+        ):
             target = merged[bucket_of(bucket, scope, step)]
             target[int(lower)] = target.get(int(lower), 0) + n
         return {metric: [(t, percentile_from_bins(bins, q)) for t, bins in merged.items()]}

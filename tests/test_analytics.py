@@ -236,6 +236,11 @@ async def test_funnel_timeseries_and_breakdowns_match_the_hand_count(app_client:
         "timeseries", metric="v2v_p95", bucket="day", **{"from": "2026-11-02T00:00:00Z", "to": "2026-11-04"}
     )
     assert [p["value"] for p in p95["series"][0]["points"]] == [925.0, 1225.0]
+    # with a filter: version 2's turns only (calls 6, 7, 8: 500 900 | 1200 650); by agent: every turn
+    p50_v2 = await get("timeseries", metric="v2v_p50", version_id=ids["v2"], **whole)
+    assert [p["value"] for p in p50_v2["series"][0]["points"]] == [525.0, 675.0]
+    p50_agent = await get("timeseries", metric="v2v_p50", agent_id=ids["agent"], **whole)
+    assert [p["value"] for p in p50_agent["series"][0]["points"]] == [725.0, 675.0]
 
     local = {r["key"]: r["calls"] for r in (await get("breakdowns/local_hour"))["rows"] if r["calls"]}
     assert local == {"4": 3, "5": 2, "9": 2, "10": 1, "12": 1, "8": 1, "11": 1}
