@@ -3,6 +3,8 @@ import { ApiError, del, get, patch, post, api, session } from "./api.js";
 import { BrowserCall } from "./phone.js";
 import { campaignPage, campaignsPage } from "./campaigns.js";
 import { testsPage } from "./tests.js";
+import { analyticsPage } from "./analytics.js";
+import { experimentPage, experimentsPage } from "./experiments.js";
 
 const view = document.getElementById("view");
 const BUILTIN_TOOLS = ["end_call", "transfer_call", "send_sms", "book_meeting", "add_to_dnc"];
@@ -432,6 +434,9 @@ async function route() {
     else if (parts[0] === "live") await livePage(v);
     else if (parts[0] === "campaigns" && parts[1]) cleanup = await campaignPage(v, { h, toast, fail, pill }, parts[1]);
     else if (parts[0] === "campaigns") await campaignsPage(v, { h, toast, fail, pill });
+    else if (parts[0] === "analytics") cleanup = await analyticsPage(v, { h, toast, fail, pill }, new URLSearchParams(query));
+    else if (parts[0] === "experiments" && parts[1]) cleanup = await experimentPage(v, { h, toast, fail, pill }, parts[1]);
+    else if (parts[0] === "experiments") await experimentsPage(v, { h, toast, fail, pill });
     else await agentsPage(v);
   } catch (error) { fail(error); }
 }
