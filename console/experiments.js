@@ -76,7 +76,9 @@ export async function experimentsPage(view, ui) {
 export async function experimentPage(view, ui, id) {
   const { h, fail } = ui;
   const e = await get(`${E}/${id}`);
-  const [versions] = await Promise.all([get(`/convai/agents/${e.agent_id}/versions?page_size=100`).catch(() => ({ versions: [] })), loadChart()]);
+  const [versions, campaigns] = await Promise.all([get(`/convai/agents/${e.agent_id}/versions?page_size=100`).catch(() => ({ versions: [] })),
+    get(`/convai/batch-calling/workspace?limit=100&agent_id=${e.agent_id}`).catch(() => ({ batch_calls: [] })), loadChart()]);
+  const campaign = campaigns.batch_calls.find((c) => c.id === e.campaign_id);
   const number = Object.fromEntries(versions.versions.map((v) => [v.id, `v${v.number}`]));
   const ci = (i) => (i ? `${pct(i.low)} – ${pct(i.high)}` : "—");
   const rows = e.variants.map((v) => h("tr", { "data-variant": v.label },
@@ -92,7 +94,7 @@ export async function experimentPage(view, ui, id) {
   view.replaceChildren(h("section", { id: "experiment", "data-verdict": e.verdict },
     h("div", { class: "actions" }, h("h1", {}, e.name || e.id), ui.pill(e.status),
       e.status === "running" && h("button", { class: "danger", id: "stop-experiment", onclick: stop }, "Stop")),
-    h("p", { class: "muted" }, e.campaign_id ? `On campaign ${e.campaign_id}` : `On inbound calls to ${e.phone_number}`,
+    h("p", { class: "muted" }, e.campaign_id ? `On campaign “${campaign?.name ?? e.campaign_id}”` : `On inbound calls to ${e.phone_number}`,
       ` · started ${new Date(e.created_at).toLocaleString()}`, e.stopped_at ? ` · stopped ${new Date(e.stopped_at).toLocaleString()}` : ""),
     h("div", { class: `card verdict ${e.verdict}`, id: "verdict" }, h("strong", {}, e.verdict.replaceAll("_", " ")), h("p", { id: "verdict-text" }, e.verdict_text),
       challenger && h("p", { class: "muted", id: "difference" }, `${challenger} − ${control}: ${points(e.difference)}`,

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+
 from models import Agent, Campaign, CampaignRecipient, Conversation, ConversationTurn
 from storage.agent_versions import stamp_call
 from storage.analytics import count_ended_call
@@ -225,7 +226,9 @@ async def test_analytics_and_experiment_pages_show_the_apis_numbers(tmp_path: An
         result = (await api.get(f"/v1/convai/experiments/{ids['experiment']}")).json()
         assert result["verdict"] == "challenger_better", result
         await page.click("nav a[data-page=experiments]")
-        await page.click(f"#experiments tr[data-experiment={ids['experiment']}]")
+        listed = f"#experiments tr[data-experiment={ids['experiment']}]"
+        assert await page.inner_text(f"{listed} .verdict-cell") == result["verdict"].replace("_", " ")
+        await page.click(listed)
         await page.wait_for_selector("#experiment")
         assert await page.get_attribute("#experiment", "data-verdict") == result["verdict"]
         assert await page.inner_text("#verdict-text") == result["verdict_text"]
@@ -263,5 +266,9 @@ async def test_analytics_and_experiment_pages_show_the_apis_numbers(tmp_path: An
             (ids["v1"], 1),
             (ids["v2"], 3),
         ]
+        page.once("dialog", lambda dialog: dialog.accept())
+        await page.click("#stop-experiment")
+        await page.wait_for_selector("#experiment:not(:has(#stop-experiment))")
+        assert (await api.get(f"/v1/convai/experiments/{new_id}")).json()["status"] == "stopped"
         assert not errors, errors
         await browser.close()
