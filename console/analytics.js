@@ -32,6 +32,7 @@ export function destroyCharts(names) {
 
 export const pct = (v) => (v == null ? "—" : `${(v * 100).toFixed(1)} %`);
 const percentAxis = { beginAtZero: true, ticks: { callback: (v) => `${Math.round(v * 100)} %` } };
+const percentTooltip = { callbacks: { label: (c) => `${c.dataset.label}: ${pct(c.parsed.y)}` } };
 const COLOURS = ["#2563eb", "#16a34a", "#f59e0b", "#dc2626", "#7c3aed", "#0891b2", "#db2777", "#65a30d", "#64748b"];
 const STEPS = ["dialled", "answered", "human", "conversations", "qualified", "meetings_booked"];
 const BREAKDOWNS = ["local_hour", "campaign", "version", "stage", "objection", "outcome"];
@@ -64,7 +65,7 @@ export async function analyticsPage(view, ui, params) {
   const filters = Object.fromEntries(FILTERS.map((k) => [k, f[k]]));
   const A = "/convai/analytics";
   const series = (metric) => get(`${A}/timeseries?${query(filters, { metric, bucket: f.bucket })}`);
-  const [Chart, agents, campaigns, versions, funnel, ts, breakdowns] = await Promise.all([
+  const [, agents, campaigns, versions, funnel, ts, breakdowns] = await Promise.all([
     loadChart(),
     get("/convai/agents?page_size=100"),
     get("/convai/batch-calling/workspace?limit=100"),
@@ -73,7 +74,6 @@ export async function analyticsPage(view, ui, params) {
     Promise.all(["calls", "human", "meetings_booked", "answer_rate", "booking_rate", "v2v_p50", "v2v_p95", "outcomes"].map(series)),
     Promise.all(BREAKDOWNS.map((by) => get(`${A}/breakdowns/${by}?${query(filters)}`))),
   ]);
-  void Chart;
 
   // ---- filters: applying them changes the address (a filtered view can be bookmarked or shared)
   const select = (id, all, options, value) => h("select", { id }, h("option", { value: "" }, all),
@@ -141,7 +141,8 @@ export async function analyticsPage(view, ui, params) {
     datasets: [line(ts[0], "calls", 0), line(ts[1], "a person answered", 1), line(ts[2], "meetings booked", 2)] },
     options: { scales: { y: { beginAtZero: true, ticks: { precision: 0 } } } } });
   draw("rates", cards.rates[1], { type: "line", data: { labels,
-    datasets: [line(ts[3], "answer rate", 0), line(ts[4], "booking rate", 2)] }, options: { scales: { y: percentAxis } } });
+    datasets: [line(ts[3], "answer rate", 0), line(ts[4], "booking rate", 2)] },
+    options: { scales: { y: percentAxis }, plugins: { tooltip: percentTooltip } } });
   draw("latency", cards.latency[1], { type: "line", data: { labels,
     datasets: [line(ts[5], "p50", 1), line(ts[6], "p95", 3)] }, options: { scales: { y: { beginAtZero: true } } } });
   draw("outcomes", cards.outcomes[1], { type: "bar", data: { labels,

@@ -107,6 +107,7 @@ export async function experimentPage(view, ui, id) {
     { type: "line", label: "booking rate", data: e.variants.map((v) => v.booking_rate), showLine: false, pointRadius: 6, backgroundColor: "#dc2626", borderColor: "#dc2626" },
     { label: "95 % interval", data: e.variants.map((v) => (v.booking_rate_ci95 ? [v.booking_rate_ci95.low, v.booking_rate_ci95.high] : null)),
       backgroundColor: "rgba(37, 99, 235, .35)", borderColor: "#2563eb", borderWidth: 1, barPercentage: 0.4 }] },
-    options: { scales: { y: { min: 0, max: 1, ticks: { callback: (v) => `${Math.round(v * 100)} %` } } } } });
+    options: { scales: { y: { min: 0, max: 1, ticks: { callback: (v) => `${Math.round(v * 100)} %` } } },
+      plugins: { tooltip: { callbacks: { label: (c) => (Array.isArray(c.raw) ? `95 % interval: ${pct(c.raw[0])} – ${pct(c.raw[1])}` : `booking rate: ${pct(c.raw)}`) } } } } });
   return () => destroyCharts(["experiment"]);
 }

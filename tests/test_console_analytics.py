@@ -241,6 +241,15 @@ async def test_analytics_and_experiment_pages_show_the_apis_numbers(tmp_path: An
         assert drawn["datasets"][1]["data"] == [
             [v["booking_rate_ci95"]["low"], v["booking_rate_ci95"]["high"]] for v in result["variants"]
         ]
+        # hovering B's point: the tooltip says its booking rate as a percentage
+        point = await page.evaluate(
+            "window.__charts.experiment.getDatasetMeta(0).data[1].getProps(['x', 'y'])"
+        )
+        await page.hover("#chart-experiment", position={"x": point["x"], "y": point["y"]})
+        await page.wait_for_function("window.__charts.experiment.tooltip.getActiveElements().length > 0")
+        lines = await page.evaluate("window.__charts.experiment.tooltip.body.flatMap((b) => b.lines)")
+        b_rate = result["variants"][1]["booking_rate"]
+        assert f"booking rate: {b_rate * 100:.1f} %" in lines, lines
         await page.screenshot(path=str(SCREENSHOTS / "experiment.png"), full_page=True)
 
         # Start one from the form: on an inbound number of the agent, v1 against v2 weighted 1:3.
