@@ -11,9 +11,13 @@ Screenshots land in ``artifacts/console/`` (docs/img/ holds copies).
 
 from __future__ import annotations
 
+import asyncio
+import csv
+import io
 import json
 import shutil
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,6 +31,7 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SCREENSHOTS = ROOT / "artifacts" / "console"
 D1 = datetime(2026, 11, 2, tzinfo=UTC)
 RANGE = {"from": "2026-11-01", "to": "2026-11-06"}
+STEPS = ["dialled", "answered", "human", "conversations", "qualified", "meetings_booked"]
 OUTCOMES = ["not_interested", "callback_requested", "interested", "voicemail"]
 AGENT = {
     "name": "Orbit SDR",
@@ -140,12 +145,11 @@ async def assert_charts_match_the_api(page: Any, api: Any, filters: dict[str, st
         return r.json()
 
     funnel = await get("funnel")
-    steps = ["dialled", "answered", "human", "conversations", "qualified", "meetings_booked"]
-    assert (await chart(page, "funnel"))["datasets"][0]["data"] == [funnel[s] for s in steps]
+    assert (await chart(page, "funnel"))["datasets"][0]["data"] == [funnel[s] for s in STEPS]
     rows = await page.eval_on_selector_all(
         "#funnel-table tr[data-step] td:nth-child(2)", "tds => tds.map(t => +t.textContent)"
     )
-    assert rows == [funnel[s] for s in steps]
+    assert rows == [funnel[s] for s in STEPS]
 
     def values(body: dict[str, Any], i: int = 0) -> list[Any]:
         return [p["value"] for p in body["series"][i]["points"]]
@@ -171,7 +175,7 @@ async def assert_charts_match_the_api(page: Any, api: Any, filters: dict[str, st
 
 
 @pytest.mark.asyncio
-async def test_analytics_and_experiment_pages_show_the_apis_numbers(tmp_path: Any) -> None:
+async def test_analytics_and_experiment_pages_show_the_apis_numbers(tmp_path: Path) -> None:
     from playwright.async_api import async_playwright
 
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
@@ -202,6 +206,15 @@ async def test_analytics_and_experiment_pages_show_the_apis_numbers(tmp_path: An
         everything = await assert_charts_match_the_api(page, api, {})
         assert everything["dialled"] == LEADS + 8 and everything["meetings_booked"] > 0
         await page.screenshot(path=str(SCREENSHOTS / "analytics.png"), full_page=True)
+        # a chart's CSV button downloads the API's CSV of the same numbers
+        async with page.expect_download() as info:
+            await page.click("[data-chart=funnel] button")
+        download = await info.value
+        saved = tmp_path / "funnel.csv"
+        await download.save_as(saved)
+        rows = list(csv.DictReader(io.StringIO(await asyncio.to_thread(saved.read_text))))
+        assert download.suggested_filename == "funnel.csv"
+        assert [(r["step"], int(r["count"])) for r in rows] == [(s, everything[s]) for s in STEPS]
 
         await page.select_option("#an-campaign", ids["campaign"])
         await page.click("#an-apply")
