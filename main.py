@@ -22,7 +22,9 @@ from api.middleware import BodySizeLimitMiddleware, RequestLogMiddleware
 from api.rate_limit import SharedTokenBuckets, TokenBuckets
 from api.routers import (
     agent_tests,
+    agent_versions,
     agents,
+    analytics,
     batch_calling,
     browser_calls,
     calls,
@@ -30,6 +32,7 @@ from api.routers import (
     conversations,
     dnc,
     elevenlabs,
+    experiments,
     health,
     knowledge,
     metrics,
@@ -165,6 +168,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         dnc,
         playbooks,
         seat,
+        agent_versions,
+        analytics,
+        experiments,
     )
     for module in api_modules:
         app.include_router(module.router, prefix="/v1", dependencies=api, responses=ERROR_RESPONSES)

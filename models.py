@@ -538,3 +538,118 @@ class ControlAction(Base):
     actor: Mapped[str] = mapped_column(String(80))
     command_id: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# ---------------------------------------------------------------- agent versions, experiments, analytics
+
+
+class AgentVersion(Base):
+    """An immutable snapshot of an agent's whole configuration (``storage.agent_versions``).
+
+    ``spec`` holds what a call runs (every agent column, its tools with their real configs, the ids of
+    its knowledge documents); ``spec_hash`` is its SHA-256, so a change that changes nothing makes no
+    version. A conversation records the version that ran it (``conversations.agent_version_id``)."""
+
+    __tablename__ = "agent_versions"
+    __table_args__ = (
+        UniqueConstraint("agent_id", "number", name="uq_agent_version_number"),
+        Index("ix_agent_versions_agent_created", "agent_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("agver"))
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)  # 1, 2, … per agent
+    spec: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    spec_hash: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str] = mapped_column(String(500), default="")
+    restored_from: Mapped[str | None] = mapped_column(String(40))  # the version a restore copied
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Experiment(TimestampMixin, Base):
+    """An A/B (/n) test between versions of one agent, on a campaign's calls or an inbound number's."""
+
+    __tablename__ = "experiments"
+    __table_args__ = (
+        Index("ix_experiments_campaign_status", "campaign_id", "status"),
+        Index("ix_experiments_number_status", "phone_number", "status"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("exp"))
+    name: Mapped[str] = mapped_column(String(200), default="")
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"), index=True)
+    campaign_id: Mapped[str | None] = mapped_column(String(40))
+    phone_number: Mapped[str | None] = mapped_column(String(32))  # E.164 of an inbound number
+    # [{"label": "A", "version_id": "agver_…", "weight": 50}, …] in order (the first is the control)
+    variants: Mapped[list[Any]] = mapped_column(default=list)
+    status: Mapped[str] = mapped_column(String(16), default="running")  # running | stopped
+    stopped_at: Mapped[datetime | None] = mapped_column()
+
+
+class ExperimentAssignment(Base):
+    """Which variant of which experiment a call was given (sticky per lead: a hash of its number)."""
+
+    __tablename__ = "experiment_assignments"
+    __table_args__ = (Index("ix_experiment_assignments_experiment", "experiment_id", "variant"),)
+
+    conversation_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    experiment_id: Mapped[str] = mapped_column(String(40))
+    variant: Mapped[str] = mapped_column(String(40))
+    version_id: Mapped[str] = mapped_column(String(40))
+    lead_key: Mapped[str] = mapped_column(String(64))  # SHA-256 prefix of the lead's number, not the number
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AnalyticsRecorded(Base):
+    """The calls already counted in ``analytics_rollup``: each call is added once (a claim by primary key)."""
+
+    __tablename__ = "analytics_recorded"
+
+    conversation_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    recorded_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AnalyticsRollup(Base):
+    """Pre-aggregated call counts (``storage.analytics``): one UPSERT per call end adds the call to its UTC
+    hour (``grain`` "h"), its UTC day ("d") and its month ("m"); the analytics API reads only this table,
+    whole months from month rows and whole days from day rows. Absent dimensions are ``""`` (so the
+    unique key holds on NULL-free columns); ``dim`` says what ``dim_value`` is: ``all`` (``""``),
+    ``local_hour`` ("0".."23" of the lead's day), ``stage`` (the playbook stage it ended in),
+    ``outcome``, ``objection``, ``v2v`` (a latency bin: ``calls`` then counts turns), ``v2v_agent`` (the
+    same with only the agent as key)."""
+
+    __tablename__ = "analytics_rollup"
+    __table_args__ = (
+        UniqueConstraint(
+            "grain",
+            "dim",
+            "bucket",
+            "agent_id",
+            "campaign_id",
+            "version_id",
+            "experiment_id",
+            "dim_value",
+            name="uq_analytics_rollup_key",
+        ),
+        Index("ix_analytics_rollup_agent", "grain", "dim", "agent_id", "bucket"),
+        Index("ix_analytics_rollup_campaign", "grain", "dim", "campaign_id", "bucket"),
+        Index("ix_analytics_rollup_version", "grain", "dim", "version_id", "bucket"),
+        Index("ix_analytics_rollup_experiment", "experiment_id", "grain", "dim"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    grain: Mapped[str] = mapped_column(String(1))  # h: bucket is an hour; d: a day; m: a month
+    dim: Mapped[str] = mapped_column(String(16))
+    bucket: Mapped[datetime] = mapped_column()  # the UTC hour (or day) the call was placed in
+    agent_id: Mapped[str] = mapped_column(String(40), default="")
+    campaign_id: Mapped[str] = mapped_column(String(40), default="")
+    version_id: Mapped[str] = mapped_column(String(40), default="")
+    experiment_id: Mapped[str] = mapped_column(String(40), default="")
+    dim_value: Mapped[str] = mapped_column(String(64), default="")
+    calls: Mapped[int] = mapped_column(Integer, default=0)
+    answered: Mapped[int] = mapped_column(Integer, default=0)
+    human: Mapped[int] = mapped_column(Integer, default=0)
+    conversations: Mapped[int] = mapped_column(Integer, default=0)
+    qualified: Mapped[int] = mapped_column(Integer, default=0)
+    booked: Mapped[int] = mapped_column(Integer, default=0)
+    call_seconds: Mapped[float] = mapped_column(Float, default=0.0)

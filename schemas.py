@@ -14,11 +14,14 @@ Each resource's shapes live in their own module of ``shapes/``; this module re-e
 """
 
 import shapes.agent_tests
+import shapes.agent_versions
 import shapes.agents
+import shapes.analytics
 import shapes.campaigns
 import shapes.common
 import shapes.conversations
 import shapes.dnc
+import shapes.experiments
 import shapes.outbound
 import shapes.phone_numbers
 import shapes.playbooks
@@ -26,11 +29,14 @@ import shapes.seat
 import shapes.tools
 import shapes.webhooks
 from shapes.agent_tests import *  # noqa: F403
+from shapes.agent_versions import *  # noqa: F403
 from shapes.agents import *  # noqa: F403
+from shapes.analytics import *  # noqa: F403
 from shapes.campaigns import *  # noqa: F403
 from shapes.common import *  # noqa: F403
 from shapes.conversations import *  # noqa: F403
 from shapes.dnc import *  # noqa: F403
+from shapes.experiments import *  # noqa: F403
 from shapes.outbound import *  # noqa: F403
 from shapes.phone_numbers import *  # noqa: F403
 from shapes.playbooks import *  # noqa: F403
@@ -51,4 +57,7 @@ __all__ = [
     *shapes.campaigns.__all__,
     *shapes.agent_tests.__all__,
     *shapes.seat.__all__,
+    *shapes.agent_versions.__all__,
+    *shapes.analytics.__all__,
+    *shapes.experiments.__all__,
 ]

@@ -20,19 +20,22 @@ from api.deps import conflict, flush_or_conflict, not_found
 from call.playbook import starter_playbook
 from call.playbook_check import check_playbook
 from config import BENCH_PROVIDERS, Settings, bench_provider_refusal
-from models import Agent, AgentTool, KnowledgeDocument
+from models import Agent, AgentTool, AgentVersion, KnowledgeDocument
 from schemas import (
     AccessInfo,
     AgentCreate,
     AgentMetadata,
     AgentResponse,
     AgentUpdate,
+    AgentVersionResponse,
+    AgentVersionSummary,
     ElevenLabsAgentCreate,
     Playbook,
     ProviderOverrides,
     ToolCreate,
     ToolResponse,
 )
+from storage.agent_versions import TOOL_FIELDS, agent_from_spec, record_version, versioned_columns
 
 DEFAULT_AGENT_NAME = "Untitled agent"
 
@@ -201,8 +204,8 @@ def _flat_columns(body: AgentCreate | AgentUpdate, fields: Iterable[str]) -> dic
         value = getattr(body, name)
         if name in ("turn_settings", "providers"):
             value = value.model_dump(exclude_none=True)
-        elif name == "data_collection":
-            value = [f.model_dump() for f in value]
+        elif name == "data_collection":  # "qualifies" stored only when set (analytics' qualified step)
+            value = [f.model_dump(exclude={"qualifies"} if not f.qualifies else set()) for f in value]
         elif name == "builtin_tools":
             value = list(value)
         values[name] = value
@@ -296,7 +299,9 @@ async def create_agent(
     await flush_or_conflict(session, "conflicts with existing data")
     session.add_all(new_tool(agent.id, t) for t in body.tools)
     await copy_documents(session, agent, body.knowledge_base_ids)
-    return await reload(session, agent)
+    agent = await reload(session, agent)
+    await record_version(session, agent, "created")  # version 1
+    return agent
 
 
 async def update_agent(session: AsyncSession, agent: Agent, body: AgentUpdate) -> Agent:
@@ -328,7 +333,16 @@ async def update_agent(session: AsyncSession, agent: Agent, body: AgentUpdate) -
         agent.playbook, agent.builtin_tools = checked_playbook(sent, list(agent.builtin_tools), custom)
     if body.knowledge_base_ids:
         await copy_documents(session, agent, body.knowledge_base_ids)
-    return await reload(session, agent)
+    agent = await reload(session, agent)
+    await record_version(session, agent)  # none when nothing changed
+    return agent
+
+
+async def record_change(session: AsyncSession, agent_id: str, description: str) -> None:
+    """A new version of the agent after a change to its tools or knowledge (none if nothing changed)."""
+    agent = await session.get(Agent, agent_id)
+    if agent is not None:
+        await record_version(session, agent, description)
 
 
 def _stored_playbook(stored: dict[str, Any] | None) -> Playbook | None:
@@ -455,3 +469,51 @@ def _pop_path(config: dict[str, Any], path: tuple[str, ...]) -> tuple[bool, Any]
     if isinstance(node, dict) and path[-1] in node:
         return True, node.pop(path[-1])
     return False, None
+
+
+# ---------------------------------------------------------------- versions
+
+
+def to_version_summary(version: AgentVersion, latest_number: int) -> AgentVersionSummary:
+    return AgentVersionSummary(
+        id=version.id,
+        agent_id=version.agent_id,
+        number=version.number,
+        description=version.description,
+        config_hash=version.spec_hash,
+        restored_from=version.restored_from,
+        is_current=version.number == latest_number,
+        created_at=version.created_at,
+    )
+
+
+def to_version_response(version: AgentVersion, latest_number: int) -> AgentVersionResponse:
+    snapshot = agent_from_spec(version.agent_id, version.spec, version.created_at)
+    return AgentVersionResponse(
+        **to_version_summary(version, latest_number).model_dump(), config=to_agent_response(snapshot)
+    )
+
+
+async def restore_version(session: AsyncSession, agent: Agent, version: AgentVersion) -> AgentVersion:
+    """Make the agent's configuration the version's again, as a new version (``restored_from`` set).
+
+    Columns and tools (with their stored header values) come back; knowledge documents are shared by
+    every version of the agent and stay as they are (a deleted document cannot come back)."""
+    spec = version.spec
+    known = set(versioned_columns())
+    for name, value in (spec.get("columns") or {}).items():
+        if name in known:
+            setattr(agent, name, copy.deepcopy(value))
+    for tool in list(agent.tools):
+        await session.delete(tool)
+    await session.flush()
+    session.add_all(
+        AgentTool(agent_id=agent.id, **{f: copy.deepcopy(t.get(f)) for f in TOOL_FIELDS})
+        for t in spec.get("tools") or []
+    )
+    await reload(session, agent)
+    restored = await record_version(
+        session, agent, f"restored version {version.number}", restored_from=version.id
+    )
+    assert restored is not None
+    return restored

@@ -7,6 +7,8 @@ import { dncPage } from "./dnc.js";
 import { livePage, seatPage } from "./seat.js";
 import { voicemailSection } from "./voicemail.js";
 import { playbookPage } from "./playbook.js";
+import { analyticsPage } from "./analytics.js";
+import { experimentPage, experimentsPage } from "./experiments.js";
 
 const view = document.getElementById("view");
 const BUILTIN_TOOLS = ["end_call", "transfer_call", "send_sms", "book_meeting", "add_to_dnc"];
@@ -426,6 +428,9 @@ async function route() {
     else if (parts[0] === "dnc") cleanup = await dncPage(v, { h, toast, fail, pill });
     else if (parts[0] === "campaigns" && parts[1]) cleanup = await campaignPage(v, { h, toast, fail, pill }, parts[1]);
     else if (parts[0] === "campaigns") await campaignsPage(v, { h, toast, fail, pill });
+    else if (parts[0] === "analytics") cleanup = await analyticsPage(v, { h, toast, fail, pill }, new URLSearchParams(query));
+    else if (parts[0] === "experiments" && parts[1]) cleanup = await experimentPage(v, { h, toast, fail, pill }, parts[1]);
+    else if (parts[0] === "experiments") await experimentsPage(v, { h, toast, fail, pill });
     else await agentsPage(v);
   } catch (error) { fail(error); }
 }

@@ -23,6 +23,7 @@ class SandboxedCall:
     call_sid: str
     agent_id: str
     conversation_id: str | None = None
+    version_id: str | None = None  # the agent version the call runs (None: the agent's latest)
     # {"kind": "webhook_event" | "twilio" | "tool", "name": ..., "requests": [{"method", "url", "body"}, ...]}
     would_have_sent: list[dict[str, Any]] = field(default_factory=list)
 
@@ -54,8 +55,8 @@ class Sandbox:
         self._by_sid: OrderedDict[str, SandboxedCall] = OrderedDict()
         self._by_conversation: OrderedDict[str, SandboxedCall] = OrderedDict()
 
-    def open(self, call_sid: str, agent_id: str) -> SandboxedCall:
-        call = SandboxedCall(call_sid, agent_id)
+    def open(self, call_sid: str, agent_id: str, version_id: str | None = None) -> SandboxedCall:
+        call = SandboxedCall(call_sid, agent_id, version_id=version_id)
         _remember(self._by_sid, call_sid, call)
         return call
 

@@ -9,7 +9,9 @@ from typing import Any, Protocol
 from sqlalchemy import select
 
 from call.playbook import stage_outcome
-from models import Agent, Conversation, Meeting
+from models import Conversation, Meeting
+from storage.agent_versions import agent_for_call
+from storage.analytics import count_ended_call
 
 
 class PostCallServices(Protocol):
@@ -19,6 +21,7 @@ class PostCallServices(Protocol):
     providers: Any
     webhooks: Any
     settings: Any
+    sandbox: Any  # core.sandbox.Sandbox: a scenario test's calls are not counted in analytics
 
 
 log = logging.getLogger(__name__)
@@ -48,7 +51,7 @@ async def run_post_call(runtime: PostCallServices, conversation_id: str) -> None
         conversation = await session.get(Conversation, conversation_id)
         if conversation is None:
             return
-        agent = await session.get(Agent, conversation.agent_id) if conversation.agent_id else None
+        agent = await agent_for_call(session, conversation)  # the version that ran the call
         transcript = transcript_as_heard(conversation)
         tool_calls = [
             {
@@ -137,3 +140,5 @@ async def run_post_call(runtime: PostCallServices, conversation_id: str) -> None
             agent_id=conversation.agent_id,
             conversation_id=conversation.id,
         )
+    if runtime.sandbox.of_conversation(conversation_id) is None:  # a scenario test's call is no lead's
+        await count_ended_call(runtime.db, conversation_id)  # its funnel, outcome and objections

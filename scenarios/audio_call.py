@@ -62,14 +62,19 @@ def _script(scenario: ScenarioSpec) -> list[Utterance]:
 
 
 async def run_audio_call(
-    runtime: Services, base_url: str, agent_id: str, to_number: str, scenario: ScenarioSpec
+    runtime: Services,
+    base_url: str,
+    agent_id: str,
+    to_number: str,
+    scenario: ScenarioSpec,
+    version_id: str | None = None,
 ) -> CallRecord:
     record = CallRecord(mode="audio")
     started = time.monotonic()
     caller = scenario.caller_number or test_caller_number()
     settings = runtime.settings
     call_sid = "CA" + uuid.uuid4().hex
-    sandboxed = runtime.sandbox.open(call_sid, agent_id)
+    sandboxed = runtime.sandbox.open(call_sid, agent_id, version_id)
     record.would_have_sent = sandboxed.would_have_sent
     try:
         script = await asyncio.to_thread(_script, scenario)

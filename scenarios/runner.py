@@ -10,11 +10,12 @@ from typing import Any
 
 from call.playbook import stage_outcome
 from events.analysis import analyze_conversation
-from models import Agent
+from models import Agent, AgentVersion
 from providers.base import ChatMessage
 from scenarios.evaluate import CallRecord, evaluate, passed
 from scenarios.services import Services
 from simulator.scenario import Mode, ScenarioSpec
+from storage.agent_versions import agent_from_spec
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +66,12 @@ async def run_suite(
     repeat: int = 1,
     concurrency: int = 4,
     base_url: str | None = None,
+    version_id: str | None = None,
 ) -> dict[str, Any]:
-    """Every scenario ``repeat`` times (at most ``concurrency`` calls at once); the pass rate of each."""
+    """Every scenario ``repeat`` times (at most ``concurrency`` calls at once); the pass rate of each.
+
+    ``version_id``: run a version of the agent (an experiment's variant before it takes traffic)
+    instead of its latest; the version's LLM and data-collection fields are used."""
     from scenarios.audio_call import agent_number, run_audio_call
     from scenarios.text_call import run_text_call
 
@@ -74,6 +79,11 @@ async def run_suite(
         agent = await session.get(Agent, agent_id)
         if agent is None:
             raise LookupError(f"agent not found: {agent_id}")
+        if version_id is not None:
+            version = await session.get(AgentVersion, version_id)
+            if version is None or version.agent_id != agent_id:
+                raise LookupError(f"agent version not found: {version_id}")
+            agent = agent_from_spec(agent_id, version.spec, version.created_at)
         override = (agent.providers or {}).get("llm")
         data_fields = list(agent.data_collection or [])
         playbook = agent.playbook
@@ -91,9 +101,11 @@ async def run_suite(
         async with gate:
             if mode == "audio":
                 assert base_url is not None
-                record = await run_audio_call(runtime, base_url, agent_id, to_number, scenario.spec)
+                record = await run_audio_call(
+                    runtime, base_url, agent_id, to_number, scenario.spec, version_id
+                )
             else:
-                record = await run_text_call(runtime, agent_id, scenario.spec)
+                record = await run_text_call(runtime, agent_id, scenario.spec, version_id)
             criteria = scenario.spec.criteria
             if (criteria.outcome or criteria.collected_data) and not record.error:
                 await _analyze(record, data_fields, llm, playbook)

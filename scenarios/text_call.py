@@ -40,6 +40,7 @@ from models import (
 from scenarios.evaluate import CallRecord, safe_error
 from scenarios.services import Services
 from simulator.scenario import ScenarioSpec
+from storage.agent_versions import stamp_call
 from storage.call_store import CallStore
 from tools.runner import ToolContext
 
@@ -94,15 +95,18 @@ def test_caller_number() -> str:
     return f"+1555010{uuid.uuid4().int % 10_000:04d}"
 
 
-async def run_text_call(runtime: Services, agent_id: str, scenario: ScenarioSpec) -> CallRecord:
+async def run_text_call(
+    runtime: Services, agent_id: str, scenario: ScenarioSpec, version_id: str | None = None
+) -> CallRecord:
     record = CallRecord(mode="text")
     started = time.monotonic()
     caller = scenario.caller_number or test_caller_number()
     call_sid = "CAtest" + uuid.uuid4().hex[:26]
-    sandboxed = runtime.sandbox.open(call_sid, agent_id)
+    sandboxed = runtime.sandbox.open(call_sid, agent_id, version_id)
     record.would_have_sent = sandboxed.would_have_sent
     async with runtime.db.session() as session:
-        if await session.get(Agent, agent_id) is None:
+        agent = await session.get(Agent, agent_id)
+        if agent is None:
             raise LookupError(f"agent not found: {agent_id}")
         conversation = Conversation(
             agent_id=agent_id,
@@ -115,6 +119,7 @@ async def run_text_call(runtime: Services, agent_id: str, scenario: ScenarioSpec
         )
         session.add(conversation)
         await session.flush()
+        await stamp_call(session, conversation, agent, lead_number=None, version_id=version_id)
         conversation_id = conversation.id
         runtime.sandbox.bind(sandboxed, conversation_id)
     record.conversation_id = conversation_id

@@ -68,6 +68,11 @@ class AgentTestRunCreate(Strict):
     scenarios: list[ScenarioSpec] | None = Field(
         default=None, max_length=200, description="Scenarios to run once, without storing them"
     )
+    version_id: Id | None = Field(
+        default=None,
+        description="Run this version of the agent (e.g. an experiment's variant before it takes traffic); "
+        "default: the agent's latest",
+    )
 
 
 class AgentTestScenarioSummary(BaseModel):

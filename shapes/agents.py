@@ -59,6 +59,11 @@ class DataCollectionField(Strict):
     name: str = Field(pattern=TOOL_NAME_PATTERN, examples=["budget"])
     type: Literal["string", "number", "boolean"] = "string"
     description: str = Field(default="", max_length=1000)
+    qualifies: bool = Field(
+        default=False,
+        description="Analytics: a call is qualified when every field marked so was collected (none marked: "
+        "every field)",
+    )
 
 
 def _unique_names(fields: list[DataCollectionField]) -> list[DataCollectionField]:

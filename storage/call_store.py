@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import noload
 
 from models import Agent, Conversation, ConversationTurn
+from storage.agent_versions import agent_for_call
 from storage.batch_writer import BatchWriter
 from storage.db import Database
 from utils import utcnow
@@ -73,7 +74,9 @@ class CallStore:
             conversation = await session.get(Conversation, self.conversation_id, options=CONVERSATION_ONLY)
             if conversation is None:
                 raise LookupError(f"unknown conversation {self.conversation_id}")
-            agent = await session.get(Agent, conversation.agent_id) if conversation.agent_id else None
+            # the version the call was stamped with when it was created (an experiment's variant, or the
+            # agent's latest then): a change to the agent during the call, or since, does not reach it
+            agent = await agent_for_call(session, conversation)
             last = await session.scalar(
                 select(ConversationTurn.seq)
                 .where(ConversationTurn.conversation_id == self.conversation_id)

@@ -40,8 +40,11 @@ async def record_call_status(
     status: str,
     call_sid: str,
     duration: str | None = None,
-) -> None:
-    """Apply one of our statuses (a ``STATUS_MAP`` value); a final status never goes back to a live one."""
+) -> bool:
+    """Apply one of our statuses (a ``STATUS_MAP`` value); a final status never goes back to a live one.
+
+    True when the call ends here: a final status for a call whose media stream never started (no engine
+    and no post-call analysis will close it), so the caller counts it in analytics once committed."""
     conversation.call_sid = conversation.call_sid or call_sid
     if conversation.status not in FINAL_STATUSES or status in FAILED_STATUSES:
         conversation.status = status
@@ -73,3 +76,4 @@ async def record_call_status(
             agent_id=conversation.agent_id,
             conversation_id=conversation.id,
         )
+    return status in FINAL_STATUSES and conversation.stream_jti is None

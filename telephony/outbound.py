@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from models import Agent, Conversation, PhoneNumber
 from speech.text import template_variables
+from storage.agent_versions import stamp_call
 from telephony import dnc
 from telephony.twilio_gateway import TelephonyError, TwilioGateway, TwilioNotConfigured
 
@@ -122,6 +123,8 @@ async def place_call(
         )
         session.add(conversation)
         await session.flush()
+        # the version this call runs: the campaign's experiment variant for this lead, else the latest
+        await stamp_call(session, conversation, agent, lead_number=to_number, campaign_id=campaign_id)
         conversation_id = conversation.id
 
     base = runtime.settings.public_url.rstrip("/")

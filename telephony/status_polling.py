@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import select
 
 from models import CampaignRecipient, Conversation
+from storage.analytics import count_ended_call
 from telephony.call_status import FINAL_STATUSES, STATUS_MAP, record_call_status
 from telephony.twilio_gateway import TelephonyError
 
@@ -67,7 +68,11 @@ class StatusPoller:
                 conversation = await session.get(Conversation, conversation_id)
                 if conversation is None or conversation.status in FINAL_STATUSES:
                     continue
-                await record_call_status(session, self.webhooks, conversation, status, call_sid, duration)
+                ends_here = await record_call_status(
+                    session, self.webhooks, conversation, status, call_sid, duration
+                )
+            if ends_here:
+                await count_ended_call(self.db, conversation_id)
             settled = True
             log.info(
                 "final call status fetched from twilio (its callback never came)",

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 
 from api.deps import RuntimeDep, Services, SessionDep, error_responses, not_found
-from models import Agent, AgentTest, AgentTestRun
+from models import Agent, AgentTest, AgentTestRun, AgentVersion
 from scenarios.runner import Scenario, run_suite
 from scenarios.starter_pack import starter_pack
 from schemas import (
@@ -174,6 +174,10 @@ async def run_tests(
     wait: Annotated[bool, Query(description="Answer once the run has finished (200)")] = False,
 ) -> AgentTestRunResponse:
     await _agent_or_404(session, agent_id)
+    if body.version_id is not None:
+        version = await session.get(AgentVersion, body.version_id)
+        if version is None or version.agent_id != agent_id:
+            raise not_found("agent version", body.version_id)
     scenarios: list[Scenario] = [Scenario(spec) for spec in body.scenarios or []]
     if body.scenarios is None or body.test_ids is not None:
         stmt = select(AgentTest).where(AgentTest.agent_id == agent_id).order_by(AgentTest.created_at)
@@ -222,6 +226,7 @@ async def _execute(
                 repeat=body.repeat,
                 concurrency=body.concurrency,
                 base_url=base_url,
+                version_id=body.version_id,
             )
         values = {
             "status": "passed" if outcome["passed"] else "failed",

@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 
 from api.deps import SessionDep, error_responses
 from models import Agent, Conversation
+from storage.agent_versions import stamp_call
 from telephony.stream_auth import make_stream_token
 
 router = APIRouter(prefix="/convai/agents", tags=["browser calls"])
@@ -39,7 +40,8 @@ class BrowserCallResponse(BaseModel):
 async def start_browser_call(
     agent_id: str, request: Request, session: SessionDep, body: BrowserCallRequest | None = None
 ) -> BrowserCallResponse:
-    if await session.get(Agent, agent_id) is None:
+    agent = await session.get(Agent, agent_id)
+    if agent is None:
         raise HTTPException(404, detail=f"agent {agent_id!r} not found")
     call_sid = "WB" + secrets.token_hex(16)
     conversation = Conversation(
@@ -52,6 +54,7 @@ async def start_browser_call(
     )
     session.add(conversation)
     await session.flush()
+    await stamp_call(session, conversation, agent, lead_number=None)  # the agent's latest version
     token = make_stream_token(request.app.state.runtime.settings, call_sid, conversation.id)
     return BrowserCallResponse(
         conversation_id=conversation.id,

@@ -17,6 +17,7 @@ from fastapi import APIRouter, File, HTTPException, Request, Response, UploadFil
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
+from api.agent_service import record_change
 from api.deps import SessionDep, error_responses
 from models import Agent, KnowledgeDocument
 
@@ -97,6 +98,7 @@ async def _store(
     session.add(document)
     await session.flush()
     response = _response(document)
+    await record_change(session, agent_id, f"added knowledge document {name[:200]}")
     await session.commit()  # the indexer reads the row: commit before waking it
     request.app.state.runtime.knowledge.wake_indexer()
     return response
@@ -210,6 +212,7 @@ async def delete_document(agent_id: str, document_id: str, request: Request, ses
     document = await _document_or_404(session, agent_id, document_id)
     await request.app.state.runtime.knowledge.delete_document(agent_id, document.id)
     await session.delete(document)
+    await record_change(session, agent_id, f"removed knowledge document {document.name[:200]}")
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

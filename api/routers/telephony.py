@@ -21,6 +21,8 @@ from api.deps import Services, error_responses
 from api.twilio_webhook import twilio_params as _twilio_params
 from call.amd import CARRIER_VERDICT
 from models import Agent, Conversation, PhoneNumber
+from storage.agent_versions import stamp_call
+from storage.analytics import count_ended_call
 from telephony.call_status import FINAL_STATUSES, STATUS_MAP, record_call_status
 from telephony.stream_auth import make_stream_token
 from telephony.stream_twiml import stream_connect
@@ -111,7 +113,8 @@ async def voice_inbound(request: Request) -> Response:
                 )
             )
             agent_id = agent_id or runtime.settings.default_agent_id or None
-            if agent_id is None or await session.get(Agent, agent_id) is None:
+            agent = await session.get(Agent, agent_id) if agent_id is not None else None
+            if agent is None:
                 log.warning(
                     "inbound call for a number with no agent", extra={"fields": {"call_sid": call_sid}}
                 )
@@ -126,6 +129,15 @@ async def voice_inbound(request: Request) -> Response:
             )
             session.add(conversation)
             await session.flush()
+            # the version this call runs: an experiment's variant for this caller, else the agent's latest
+            await stamp_call(
+                session,
+                conversation,
+                agent,
+                lead_number=None if sandboxed else from_number,
+                inbound_number=to_number,
+                version_id=sandboxed.version_id if sandboxed else None,
+            )
             if sandboxed:
                 runtime.sandbox.bind(sandboxed, conversation.id)
     runtime.prepare_greeting(conversation.agent_id)  # the greeting synthesizes while the stream connects
@@ -173,10 +185,13 @@ async def call_status(request: Request, conversation_id: str = "") -> dict[str, 
         raise HTTPException(400, detail="unknown CallStatus")
     async with runtime.db.session() as session:
         conversation = await _callback_conversation(session, conversation_id, call_sid)
-        await record_call_status(
+        ends_here = await record_call_status(
             session, runtime.webhooks, conversation, status, call_sid, params.get("CallDuration")
         )
         in_campaign = conversation.campaign_id is not None
+        ended_id = conversation.id
+    if ends_here:
+        await count_ended_call(runtime.db, ended_id)
     runtime.webhooks_notify()
     if in_campaign and status in FINAL_STATUSES:
         runtime.dialer.notify()

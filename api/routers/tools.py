@@ -30,9 +30,10 @@ async def _get_tool_or_404(session: AsyncSession, agent_id: str, tool_id: str) -
     return tool
 
 
-async def _save(session: AsyncSession, tool: AgentTool) -> ToolResponse:
+async def _save(session: AsyncSession, tool: AgentTool, change: str) -> ToolResponse:
     await flush_or_conflict(session, f"the agent already has a tool named {tool.name!r}")
     await session.refresh(tool)
+    await agent_service.record_change(session, tool.agent_id, f"{change} tool {tool.name}")
     return agent_service.to_tool_response(tool)
 
 
@@ -60,7 +61,7 @@ async def create_tool(agent_id: str, body: ToolCreate, session: SessionDep) -> T
     await agent_service.get_agent_or_404(session, agent_id)
     tool = agent_service.new_tool(agent_id, body)
     session.add(tool)
-    return await _save(session, tool)
+    return await _save(session, tool, "added")
 
 
 @router.get("/{tool_id}", response_model=ToolResponse, responses=error_responses(404), summary="Get a tool")
@@ -89,7 +90,7 @@ async def update_tool(agent_id: str, tool_id: str, body: ToolUpdate, session: Se
             ) from None
     for column, value in changes.items():
         setattr(tool, column, value)
-    return await _save(session, tool)
+    return await _save(session, tool, "changed")
 
 
 @router.delete(
@@ -102,4 +103,5 @@ async def update_tool(agent_id: str, tool_id: str, body: ToolUpdate, session: Se
 async def delete_tool(agent_id: str, tool_id: str, session: SessionDep) -> Response:
     tool = await _get_tool_or_404(session, agent_id, tool_id)
     await session.delete(tool)
+    await agent_service.record_change(session, agent_id, f"removed tool {tool.name}")
     return Response(status_code=status.HTTP_204_NO_CONTENT)
