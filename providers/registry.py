@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 from config import BENCH_PROVIDERS, Settings, bench_provider_refusal
-from providers.base import LLMProvider, STTProvider, TTSProvider
+from providers.base import LLMProvider, ProviderError, STTProvider, TTSProvider
 
 log = logging.getLogger(__name__)
 
@@ -196,10 +196,10 @@ class ProviderRegistry:
                 extra={"fields": {**seconds, "total_s": round(time.perf_counter() - started, 2)}},
             )
         except Exception as exc:
-            log.error(
-                "provider warm-up failed",
-                extra={"fields": {"error": type(exc).__name__}},
-            )
+            fields = {"error": type(exc).__name__}
+            if isinstance(exc, ProviderError):  # our own words (no URL, no key): e.g. a refused model file
+                fields["reason"] = str(exc)[:300]
+            log.error("provider warm-up failed", extra={"fields": fields})
 
     def readiness(self) -> dict[str, bool]:
         return {f"{kind}_loaded": ok for kind, ok in self._warmed.items()}
