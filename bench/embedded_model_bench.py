@@ -1,0 +1,138 @@
+"""The embedded LLMs side by side: speed as a call turn sees it, and the brain bench's off-script turns.
+
+    python -m bench.embedded_model_bench                       # smollm2-135m and qwen2.5-0.5b
+    python -m bench.embedded_model_bench --models smollm2-135m --runs 10
+
+qwen2.5-0.5b needs ``make setup-qwen`` first (the file is checked against its pinned sha256 on load).
+For each model: ``bench.llm_bench.measure`` (load, first token, tokens/s, whole reply on an SDR prompt
+with knowledge), then ``bench.brain_bench.run_set`` (44 off-script caller turns through the real
+``Responder``) with its measures, plus three read from the replies:
+
+- name misuse: the agent's own name (Ava) used other than in "I'm Ava" / "this is Ava" / "Ava from" —
+  the issue's "calling the prospect by the agent's name";
+- refusals: "I can't help with that", "as an AI"…;
+- meta talk: the reply talks about the conversation instead of to the caller ("the user", "the caller",
+  "this is a common phrase").
+
+Writes bench/results/embedded_models.md (tables, and every reply side by side) and embedded_models.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import statistics
+from typing import Any
+
+from bench.brain_bench import RESULTS, SET, run_set, summarise
+from bench.llm_bench import TIMING_HEADERS, TIMING_NOTE, measure, timing_row
+from bench.report import machine, markdown_table, pcts
+
+AGENT_NAME = "Ava"
+OWN_NAME_OK = re.compile(
+    rf"\b(?:I'm|I am|this is|it's|my name is|name's)\s+{AGENT_NAME}\b|\b{AGENT_NAME}\s+from\b", re.I
+)
+REFUSAL = re.compile(
+    r"\b(?:I can(?:'|no)t (?:help|assist|do that|provide)|I'm (?:sorry|afraid),? but I can|as an AI|"
+    r"language model|I am not able to)\b",
+    re.I,
+)
+META = re.compile(
+    r"\b(?:the user|the caller|the prospect|common phrase|this conversation|main conversation)\b", re.I
+)
+
+
+def name_misused(reply: str) -> bool:
+    return bool(re.search(rf"\b{AGENT_NAME}\b", OWN_NAME_OK.sub("", reply)))
+
+
+def quality(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    llm_rows = [r for r in rows if r["source"] == "llm"]
+    seconds = [r["seconds"] for r in rows]
+    p = pcts(seconds)
+    return {
+        "llm_replies": len(llm_rows),
+        "name_misuse": sum(name_misused(r["reply"]) for r in rows),
+        "refusals": sum(bool(REFUSAL.search(r["reply"])) for r in rows),
+        "meta_talk": sum(bool(META.search(r["reply"])) for r in rows),
+        "turn_p50_ms": p["p50"],
+        "turn_p95_ms": p["p95"],
+        "turn_mean_s": round(statistics.fmean(seconds), 2) if seconds else 0.0,
+    }
+
+
+async def run_model(name: str, runs: int) -> dict[str, Any]:
+    from config import Settings
+    from providers.local_llm import LocalLLMProvider
+
+    settings = Settings(_env_file=None, llm_provider="local", embedded_llm_model=name)  # type: ignore[call-arg]
+    llm = LocalLLMProvider(settings)
+    try:
+        timing = await measure(llm, runs)
+    finally:
+        await llm.aclose()
+    rows = await run_set(json.loads(SET.read_text()), settings)
+    return {"timing": timing, "rows": rows, "brain": summarise(rows), "quality": quality(rows)}
+
+
+def report(results: dict[str, dict[str, Any]]) -> str:
+    timing = markdown_table(TIMING_HEADERS, [timing_row(n, r["timing"]) for n, r in results.items()])
+    brain = markdown_table(
+        ["model", "turns", "≤ 2 sentences", "repeats", "endings polite", "other turns ended", "invented fact",
+         "mean words", "LLM-worded replies", "name misuse", "refusals", "meta talk", "turn p50 ms",
+         "turn p95 ms"],
+        [
+            [n, b["turns"], f"{b['short_pct']}%", f"{b['repeat_pct']}%", f"{b['ending_pct']}%",
+             b["ended_wrongly"], f"{b['invented_pct']}%", b["mean_words"], q["llm_replies"], q["name_misuse"],
+             q["refusals"], q["meta_talk"], q["turn_p50_ms"], q["turn_p95_ms"]]
+            for n, r in results.items()
+            for b, q in [(r["brain"], r["quality"])]
+        ],
+    )  # fmt: skip
+    names = list(results)
+    first = results[names[0]]["rows"]
+    side = markdown_table(
+        ["caller", *names],
+        [
+            [row["caller"], *(results[n]["rows"][i]["reply"].replace("|", "/") for n in names)]
+            for i, row in enumerate(first)
+        ],
+    )
+    return (
+        f"# Embedded LLMs compared (bench/embedded_model_bench.py)\n\nMachine: {machine()} (shared with other "
+        "work: timings are noisy).\n\n## Speed (bench.llm_bench.measure)\n\n"
+        + TIMING_NOTE
+        + "\n\n"
+        + timing
+        + "\n\n## Off-script turns (bench.brain_bench's set through the real Responder)\n\n"
+        "Turn times are whole turns as the Responder answers them (fixed lines are instant). "
+        "Name misuse, refusals and meta talk are counts of replies (see the module's docstring).\n\n"
+        + brain
+        + "\n\n## Every reply\n\n"
+        + side
+        + "\n"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", default="smollm2-135m,qwen2.5-0.5b")
+    parser.add_argument("--runs", type=int, default=20)
+    args = parser.parse_args()
+    results = {name: asyncio.run(run_model(name, args.runs)) for name in args.models.split(",")}
+    text = report(results)
+    print(text)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "embedded_models.md").write_text(text)
+    stored = {
+        n: {"brain": r["brain"], "quality": r["quality"], "timing": {k: v for k, v in r["timing"].items()},
+            "rows": r["rows"]}
+        for n, r in results.items()
+    }  # fmt: skip
+    (RESULTS / "embedded_models.json").write_text(json.dumps(stored, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
