@@ -13,7 +13,7 @@ comes from ``brain`` (a function of the request body): by default
 
 It can be told to fail: ``fail_status`` (401/429/500…, with OpenAI's error body; 429 with Retry-After),
 ``fail_times`` (fail only the next N requests, then answer), ``drop_after_chunks`` (close the connection
-mid-stream, no ``[DONE]``), ``error_after_chunks`` (an ``{"error": …}`` event mid-stream), delays before
+mid-stream, no ``[DONE]``), ``end_after_chunks`` (the body ends cleanly but unfinished), ``error_after_chunks`` (an ``{"error": …}`` event mid-stream), delays before
 the first chunk and between chunks. ``api_key`` set: requests without that bearer token get 401. It
 records every request and notes when a client hangs up mid-stream.
 
@@ -97,6 +97,9 @@ class OpenAIStandIn:
         self.fail_times: int | None = None  # None: every request while fail_status is set
         self.drop_after_chunks: int | None = None
         self.error_after_chunks: int | None = None
+        self.end_after_chunks: int | None = (
+            None  # the response ends cleanly, but with no finish and no [DONE]
+        )
         self.argument_piece = 7  # characters of a tool call's JSON arguments per delta
         self.tool_script: list[tuple[str, dict[str, Any]]] = []
         self.requests: list[tuple[str, str, dict[str, Any] | None, dict[str, str]]] = []
@@ -268,6 +271,9 @@ class OpenAIStandIn:
                 if self.drop_after_chunks is not None and sent >= self.drop_after_chunks:
                     assert request.transport is not None
                     request.transport.abort()  # the connection drops: no [DONE], no chunk terminator
+                    return response
+                if self.end_after_chunks is not None and sent >= self.end_after_chunks:
+                    await response.write_eof()  # a proxy or a crashed worker ending the body early
                     return response
                 if self.error_after_chunks is not None and sent >= self.error_after_chunks:
                     error = {

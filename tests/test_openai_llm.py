@@ -207,12 +207,14 @@ async def test_rate_limit_and_server_errors(tmp_path: Path, standin: OpenAIStand
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize("how", ["dropped", "error_event"])
+@pytest.mark.parametrize("how", ["dropped", "cut_short", "error_event"])
 async def test_a_stream_that_breaks_raises_after_the_words_so_far(
     provider: OpenAICompatLLMProvider, standin: OpenAIStandIn, how: str
 ) -> None:
     if how == "dropped":
         standin.drop_after_chunks = 3  # the role chunk and two words, then the connection is cut
+    elif how == "cut_short":
+        standin.end_after_chunks = 3  # the body ends cleanly after them: no finish_reason, no [DONE]
     else:
         standin.error_after_chunks = 3
     received: list[str] = []
@@ -221,7 +223,7 @@ async def test_a_stream_that_breaks_raises_after_the_words_so_far(
             received.append(chunk.text)
     assert [t for t in received if t] == ["You", " said:"]
     reason = str(raised.value)
-    assert ("dropped" in reason) if how == "dropped" else ("model runner crashed" in reason)
+    assert ("dropped" in reason) if how != "error_event" else ("model runner crashed" in reason)
     assert "127.0.0.1" not in reason
 
 
