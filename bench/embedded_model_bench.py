@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import statistics
 from typing import Any
@@ -50,10 +51,14 @@ def name_misused(reply: str) -> bool:
 
 def quality(rows: list[dict[str, Any]]) -> dict[str, Any]:
     llm_rows = [r for r in rows if r["source"] == "llm"]
+    fallbacks = [r for r in rows if r["source"] == "fallback"]
     seconds = [r["seconds"] for r in rows]
     p = pcts(seconds)
     return {
         "llm_replies": len(llm_rows),
+        "fallbacks": len(
+            fallbacks
+        ),  # the engine's deadline (or the model) failed: "could you say that again?"
         "name_misuse": sum(name_misused(r["reply"]) for r in rows),
         "refusals": sum(bool(REFUSAL.search(r["reply"])) for r in rows),
         "meta_talk": sum(bool(META.search(r["reply"])) for r in rows),
@@ -63,29 +68,66 @@ def quality(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-async def run_model(name: str, runs: int) -> dict[str, Any]:
+def cpu_figures(m: dict[str, Any], threads: int) -> tuple[float, float]:
+    """Median CPU seconds a reply, and tokens a second of one reply's wall time on an idle machine
+    (tokens / (CPU seconds / threads)): what the model costs, whatever else the machine was doing."""
+    pairs = [(c, n) for c, n in m["cpu"] if n > 0]
+    if not pairs:
+        return float("nan"), float("nan")
+    per_reply = statistics.median(c for c, _ in pairs)
+    rate = statistics.median(n / (c / threads) for c, n in pairs if c > 0)
+    return round(per_reply, 2), round(rate, 1)
+
+
+async def run_model(name: str, runs: int, patient: bool) -> dict[str, Any]:
     from config import Settings
     from providers.local_llm import LocalLLMProvider
 
-    settings = Settings(_env_file=None, llm_provider="local", embedded_llm_model=name)  # type: ignore[call-arg]
+    deadlines = {"llm_first_token_timeout_sec": 60.0, "llm_timeout_sec": 120.0} if patient else {}
+    settings = Settings(_env_file=None, llm_provider="local", embedded_llm_model=name, **deadlines)  # type: ignore[call-arg]
+    load_before = os.getloadavg()[0]
     llm = LocalLLMProvider(settings)
     try:
         timing = await measure(llm, runs)
     finally:
         await llm.aclose()
     rows = await run_set(json.loads(SET.read_text()), settings)
-    return {"timing": timing, "rows": rows, "brain": summarise(rows), "quality": quality(rows)}
+    cpu_reply, idle_rate = cpu_figures(timing, settings.local_llm_threads)
+    return {
+        "timing": timing,
+        "rows": rows,
+        "brain": summarise(rows),
+        "quality": quality(rows),
+        "cpu": {"reply_cpu_s_p50": cpu_reply, "idle_tokens_per_s": idle_rate},
+        "load": [round(load_before, 1), round(os.getloadavg()[0], 1)],
+        "patient": patient,
+    }
 
 
 def report(results: dict[str, dict[str, Any]]) -> str:
-    timing = markdown_table(TIMING_HEADERS, [timing_row(n, r["timing"]) for n, r in results.items()])
+    timing = markdown_table(
+        [*TIMING_HEADERS, "CPU s / reply p50", "tokens/s from CPU time", "load avg before → after"],
+        [
+            [*timing_row(n, r["timing"]), r["cpu"]["reply_cpu_s_p50"], r["cpu"]["idle_tokens_per_s"],
+             f"{r['load'][0]} → {r['load'][1]}"]
+            for n, r in results.items()
+        ],
+    )  # fmt: skip
+    patient = any(r["patient"] for r in results.values())
+    deadline_note = (
+        "Run with patient deadlines (LLM_FIRST_TOKEN_TIMEOUT_SEC=60, LLM_TIMEOUT_SEC=120): the replies are "
+        "what each model says, whatever the machine's load; turn times still show what a caller would wait."
+        if patient
+        else "Run with the engine's deadlines (first token 3 s, reply 8 s): a slow turn is a spoken fallback."
+    )
     brain = markdown_table(
         ["model", "turns", "≤ 2 sentences", "repeats", "endings polite", "other turns ended", "invented fact",
-         "mean words", "LLM-worded replies", "name misuse", "refusals", "meta talk", "turn p50 ms",
+         "mean words", "LLM-worded replies", "fallbacks", "name misuse", "refusals", "meta talk", "turn p50 ms",
          "turn p95 ms"],
         [
             [n, b["turns"], f"{b['short_pct']}%", f"{b['repeat_pct']}%", f"{b['ending_pct']}%",
-             b["ended_wrongly"], f"{b['invented_pct']}%", b["mean_words"], q["llm_replies"], q["name_misuse"],
+             b["ended_wrongly"], f"{b['invented_pct']}%", b["mean_words"], q["llm_replies"], q["fallbacks"],
+             q["name_misuse"],
              q["refusals"], q["meta_talk"], q["turn_p50_ms"], q["turn_p95_ms"]]
             for n, r in results.items()
             for b, q in [(r["brain"], r["quality"])]
@@ -106,8 +148,11 @@ def report(results: dict[str, dict[str, Any]]) -> str:
         + TIMING_NOTE
         + "\n\n"
         + timing
-        + "\n\n## Off-script turns (bench.brain_bench's set through the real Responder)\n\n"
-        "Turn times are whole turns as the Responder answers them (fixed lines are instant). "
+        + "\n\nWall times depend on what else ran (the load average is shown); the CPU columns do much less: "
+        "CPU seconds a reply, and the tokens a second that CPU time gives on the model's own threads.\n\n"
+        "## Off-script turns (bench.brain_bench's set through the real Responder)\n\n"
+        + deadline_note
+        + " Turn times are whole turns as the Responder answers them (fixed lines are instant). "
         "Name misuse, refusals and meta talk are counts of replies (see the module's docstring).\n\n"
         + brain
         + "\n\n## Every reply\n\n"
@@ -120,15 +165,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", default="smollm2-135m,qwen2.5-0.5b")
     parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--patient", action="store_true", help="long LLM deadlines: judge words, not load")
     args = parser.parse_args()
-    results = {name: asyncio.run(run_model(name, args.runs)) for name in args.models.split(",")}
+    results = {name: asyncio.run(run_model(name, args.runs, args.patient)) for name in args.models.split(",")}
     text = report(results)
     print(text)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "embedded_models.md").write_text(text)
     stored = {
-        n: {"brain": r["brain"], "quality": r["quality"], "timing": {k: v for k, v in r["timing"].items()},
-            "rows": r["rows"]}
+        n: {k: r[k] for k in ("brain", "quality", "timing", "cpu", "load", "patient", "rows")}
         for n, r in results.items()
     }  # fmt: skip
     (RESULTS / "embedded_models.json").write_text(json.dumps(stored, indent=1) + "\n")

@@ -35,18 +35,19 @@ QUESTIONS = [
 
 async def measure(llm: Any, runs: int) -> dict[str, Any]:
     """Warm ``llm``, then ``runs`` caller questions: load seconds, first-token and reply times (s), the
-    token rates after the first token, and the first reply to each question."""
+    token rates after the first token, the first reply to each question, and each reply's process CPU
+    seconds with its token count (``cpu``: steadier than wall time on a machine shared with other work)."""
     from call.prompt import build_messages
 
     load_started = time.perf_counter()
     if hasattr(llm, "warm"):
         await llm.warm()
     load_s = time.perf_counter() - load_started
-    ttft, rates, totals, samples = [], [], [], []
+    ttft, rates, totals, samples, cpu = [], [], [], [], []
     for i in range(runs):
         question = QUESTIONS[i % len(QUESTIONS)]
         messages = build_messages(SYSTEM, "ACTIVE", KNOWLEDGE, [], question)
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         first = None
         tokens = 0
         text = ""
@@ -62,9 +63,17 @@ async def measure(llm: Any, runs: int) -> dict[str, Any]:
             if tokens > 1 and end > first:
                 rates.append((tokens - 1) / (end - first))
         totals.append(end - started)
+        cpu.append((time.process_time() - cpu_started, tokens))
         if i < len(QUESTIONS):
             samples.append((question, " ".join(text.split())[:160]))
-    return {"load_s": load_s, "ttft": ttft, "rates": sorted(rates), "totals": totals, "samples": samples}
+    return {
+        "load_s": load_s,
+        "ttft": ttft,
+        "rates": sorted(rates),
+        "totals": totals,
+        "samples": samples,
+        "cpu": cpu,
+    }
 
 
 def timing_row(name: str, m: dict[str, Any]) -> list[Any]:
