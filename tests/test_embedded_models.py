@@ -120,3 +120,67 @@ def test_the_default_is_the_packaged_smollm2(tmp_path: Path) -> None:
     path = model_path(make_settings(tmp_path, llm_provider="local"))
     assert path.name == "SmolLM2-135M-Instruct.Q4_1.gguf" and path.is_file()
     assert model_path(make_settings(tmp_path, local_llm_path="/x/y.gguf")) == Path("/x/y.gguf")
+
+
+def _wheel(folder: Path, package: str, member: str, data: bytes) -> Path:
+    """A minimal wheel carrying one slice, as the part packages do."""
+    import zipfile
+
+    name = package.replace("-", "_")
+    path = folder / f"{name}-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr(f"{name}/__init__.py", "")
+        zf.writestr(member, data)
+        zf.writestr(
+            f"{name}-1.0.dist-info/METADATA", f"Metadata-Version: 2.1\nName: {package}\nVersion: 1.0\n"
+        )
+        zf.writestr(
+            f"{name}-1.0.dist-info/WHEEL",
+            "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        )
+        zf.writestr(f"{name}-1.0.dist-info/RECORD", "")
+    return path
+
+
+def test_the_setup_step_downloads_checks_and_joins_with_pip(tmp_path: Path) -> None:
+    """scripts/fetch_embedded_model.py end to end on a small model: pip in hash-checking mode (from a
+    local folder of wheels instead of the registry), the slices' and the joined file's hashes."""
+    import importlib.util
+
+    from tests.conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location(
+        "fetch_embedded_model", ROOT / "scripts" / "fetch_embedded_model.py"
+    )
+    assert spec is not None and spec.loader is not None
+    fetch_script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fetch_script)
+
+    pieces = [b"GGUF" + b"x" * 3000, b"y" * 2000]
+    index = tmp_path / "index"
+    index.mkdir()
+    wheels = [
+        _wheel(index, f"fake-part{i + 1}", f"fake_part{i + 1}/data/part0{i + 1}.bin", p)
+        for i, p in enumerate(pieces)
+    ]
+    whole = b"".join(pieces)
+    parts = tuple(
+        em.Part(f"fake-part{i + 1}", "1.0", em.sha256_of(w), f"fake_part{i + 1}/data/part0{i + 1}.bin",
+                hashlib.sha256(p).hexdigest())
+        for i, (w, p) in enumerate(zip(wheels, pieces, strict=True))
+    )  # fmt: skip
+    model = em.EmbeddedModel(
+        "fake", "fake.gguf", hashlib.sha256(whole).hexdigest(), len(whole), "test", parts
+    )
+    local = ("--no-index", "--find-links", str(index))
+    target = tmp_path / "models"
+    assert fetch_script.fetch(model, target, pip_args=local) == 0
+    assert (target / "fake.gguf").read_bytes() == whole
+    assert not (target / "parts-fake").exists()  # the wheels are not kept
+    assert fetch_script.fetch(model, target, pip_args=local) == 0  # already there: checked, not fetched
+
+    # A wheel whose bytes are not the pinned ones: pip refuses it, nothing is written.
+    (target / "fake.gguf").unlink()
+    _wheel(index, "fake-part2", "fake_part2/data/part02.bin", b"z" * 2000)
+    assert fetch_script.fetch(model, target, pip_args=local) == 1
+    assert not (target / "fake.gguf").exists()
