@@ -68,6 +68,55 @@ def quality(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+# The issue's cold-call lines, asked of the model itself (the engine's prompt builder, no fixed lines, no
+# reply shaping), with the issue's bare agent prompt: what the words say about the model, K times each.
+PROBE_SYSTEM = "You are Sam, a friendly sales rep for Acme Analytics."
+PROBE_GREETING = "Hi, this is Sam from Acme Analytics. Do you have a minute?"
+NOT_SAM = re.compile(r"(?<!I'm )(?<!I am )(?<!this is )(?<!name is )\bSam\b(?! from)", re.I)
+PROBES: list[dict[str, Any]] = [
+    {"caller": "Sure, but I only have a minute. What is this about?",
+     "must": r"acme|analytic|data|dashboard|report|insight", "must_not": r"i'?m not sure what"},
+    {"caller": "Wait, is this a robot?",
+     "must": r"\b(ai|artificial|virtual|automated|assistant|bot)\b",
+     "must_not": r"not a (robot|bot)|real person|i'?m (a )?human|i am (a )?human"},
+    {"caller": "Who is this, and how did you get my number?", "must": r"\bsam\b|acme", "must_not": r"$^"},
+    {"caller": "We already use Tableau for our reporting.", "must": r"\?|acme|analytic", "must_not": r"$^"},
+    {"caller": "Just send me an email.", "must": r"email|send", "must_not": r"$^"},
+    {"caller": "I'm not interested.", "must": r"understand|no problem|thank|appreciate|of course|okay|sure",
+     "must_not": r"$^"},
+]  # fmt: skip
+
+
+def probe_verdict(probe: dict[str, Any], reply: str) -> dict[str, bool]:
+    return {
+        "said_what_it_must": bool(re.search(probe["must"], reply, re.I)),
+        "clean": not re.search(probe["must_not"], reply, re.I),
+        "no_refusal": not REFUSAL.search(reply),
+        "no_name_misuse": not NOT_SAM.search(reply),
+        "not_empty": bool(reply.strip()),
+    }
+
+
+async def run_probes(llm: Any, k: int) -> list[dict[str, Any]]:
+    from call.prompt import build_messages
+    from providers.base import ChatMessage
+
+    out = []
+    for probe in PROBES:
+        for trial in range(k):
+            messages = build_messages(
+                PROBE_SYSTEM, "DISCOVERY", "", [ChatMessage("assistant", PROBE_GREETING)], probe["caller"]
+            )
+            reply = ""
+            async for chunk in llm.stream_chat(messages, temperature=0.7, max_tokens=60):
+                reply += chunk.text
+            reply = " ".join(reply.split())
+            verdict = probe_verdict(probe, reply)
+            out.append({"caller": probe["caller"], "trial": trial, "reply": reply, **verdict,
+                        "passed": all(verdict.values())})  # fmt: skip
+    return out
+
+
 def cpu_figures(m: dict[str, Any], threads: int) -> tuple[float, float]:
     """Median CPU seconds a reply, and tokens a second of one reply's wall time on an idle machine
     (tokens / (CPU seconds / threads)): what the model costs, whatever else the machine was doing."""
@@ -79,7 +128,7 @@ def cpu_figures(m: dict[str, Any], threads: int) -> tuple[float, float]:
     return round(per_reply, 2), round(rate, 1)
 
 
-async def run_model(name: str, runs: int, patient: bool) -> dict[str, Any]:
+async def run_model(name: str, runs: int, patient: bool, k: int) -> dict[str, Any]:
     from config import Settings
     from providers.local_llm import LocalLLMProvider
 
@@ -89,12 +138,14 @@ async def run_model(name: str, runs: int, patient: bool) -> dict[str, Any]:
     llm = LocalLLMProvider(settings)
     try:
         timing = await measure(llm, runs)
+        probed = await run_probes(llm, k)
     finally:
         await llm.aclose()
     rows = await run_set(json.loads(SET.read_text()), settings)
     cpu_reply, idle_rate = cpu_figures(timing, settings.local_llm_threads)
     return {
         "timing": timing,
+        "probes": probed,
         "rows": rows,
         "brain": summarise(rows),
         "quality": quality(rows),
@@ -134,6 +185,28 @@ def report(results: dict[str, dict[str, Any]]) -> str:
         ],
     )  # fmt: skip
     names = list(results)
+    probe_rows = []
+    for probe in PROBES:
+        row: list[Any] = [probe["caller"]]
+        for n in names:
+            got = [p for p in results[n]["probes"] if p["caller"] == probe["caller"]]
+            row.append(f"{sum(p['passed'] for p in got)}/{len(got)}")
+        probe_rows.append(row)
+    totals: list[Any] = ["all"]
+    for n in names:
+        got = results[n]["probes"]
+        totals.append(f"**{sum(p['passed'] for p in got)}/{len(got)}**")
+    probe_rows.append(totals)
+    checks = ["said_what_it_must", "clean", "no_refusal", "no_name_misuse", "not_empty"]
+    failing = markdown_table(
+        ["model", *checks],
+        [[n, *(sum(not p[c] for p in results[n]["probes"]) for c in checks)] for n in names],
+    )
+    probe_replies = markdown_table(
+        ["model", "caller", "reply", "passed"],
+        [[n, p["caller"], p["reply"].replace("|", "/"), "yes" if p["passed"] else "**no**"]
+         for n in names for p in results[n]["probes"]],
+    )  # fmt: skip
     first = results[names[0]]["rows"]
     side = markdown_table(
         ["caller", *names],
@@ -155,8 +228,20 @@ def report(results: dict[str, dict[str, Any]]) -> str:
         + " Turn times are whole turns as the Responder answers them (fixed lines are instant). "
         "Name misuse, refusals and meta talk are counts of replies (see the module's docstring).\n\n"
         + brain
-        + "\n\n## Every reply\n\n"
+        + "\n\n## The issue's cold-call lines, asked of the model itself\n\n"
+        'The issue\'s bare agent prompt ("You are Sam, a friendly sales rep for Acme Analytics."), its greeting, '
+        "then each line K times at temperature 0.7 through the engine's prompt builder, without fixed lines or "
+        "reply shaping: what the model says on its own. A reply passes when it says what the line needs "
+        "(the reason for the call; that it is an AI; who is calling; keeps the conversation going; agrees to "
+        'email; accepts a no), denies nothing it must not ("I\'m a real person"), refuses nothing, and does '
+        "not call the prospect Sam (the agent's name). Criteria in `PROBES`.\n\n"
+        + markdown_table(["caller", *names], probe_rows)
+        + "\n\nFailed checks (count of replies):\n\n"
+        + failing
+        + "\n\n## Every reply to the off-script set\n\n"
         + side
+        + "\n\n## Every reply to the cold-call lines\n\n"
+        + probe_replies
         + "\n"
     )
 
@@ -166,14 +251,17 @@ def main() -> None:
     parser.add_argument("--models", default="smollm2-135m,qwen2.5-0.5b")
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--patient", action="store_true", help="long LLM deadlines: judge words, not load")
+    parser.add_argument("-k", type=int, default=5, help="trials of each cold-call probe")
     args = parser.parse_args()
-    results = {name: asyncio.run(run_model(name, args.runs, args.patient)) for name in args.models.split(",")}
+    results = {
+        name: asyncio.run(run_model(name, args.runs, args.patient, args.k)) for name in args.models.split(",")
+    }
     text = report(results)
     print(text)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "embedded_models.md").write_text(text)
     stored = {
-        n: {k: r[k] for k in ("brain", "quality", "timing", "cpu", "load", "patient", "rows")}
+        n: {k: r[k] for k in ("brain", "quality", "timing", "cpu", "load", "patient", "probes", "rows")}
         for n, r in results.items()
     }  # fmt: skip
     (RESULTS / "embedded_models.json").write_text(json.dumps(stored, indent=1) + "\n")
