@@ -25,6 +25,7 @@ import json
 import os
 import re
 import statistics
+from pathlib import Path
 from typing import Any
 
 from bench.brain_bench import RESULTS, SET, run_set, summarise
@@ -252,19 +253,30 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--patient", action="store_true", help="long LLM deadlines: judge words, not load")
     parser.add_argument("-k", type=int, default=5, help="trials of each cold-call probe")
+    parser.add_argument("--out", default="embedded_models", help="bench/results/<out>.md and .json")
+    parser.add_argument(
+        "--combine",
+        nargs="+",
+        metavar="JSON",
+        help="no run: one report from earlier runs' JSON files (one per model)",
+    )
     args = parser.parse_args()
-    results = {
-        name: asyncio.run(run_model(name, args.runs, args.patient, args.k)) for name in args.models.split(",")
-    }
+    if args.combine:
+        results = {n: r for path in args.combine for n, r in json.loads(Path(path).read_text()).items()}
+    else:
+        results = {
+            name: asyncio.run(run_model(name, args.runs, args.patient, args.k))
+            for name in args.models.split(",")
+        }
     text = report(results)
     print(text)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "embedded_models.md").write_text(text)
+    (RESULTS / f"{args.out}.md").write_text(text)
     stored = {
         n: {k: r[k] for k in ("brain", "quality", "timing", "cpu", "load", "patient", "probes", "rows")}
         for n, r in results.items()
-    }  # fmt: skip
-    (RESULTS / "embedded_models.json").write_text(json.dumps(stored, indent=1) + "\n")
+    }
+    (RESULTS / f"{args.out}.json").write_text(json.dumps(stored, indent=1) + "\n")
 
 
 if __name__ == "__main__":
