@@ -388,3 +388,41 @@ async def test_a_text_call_on_an_openai_compatible_server_runs_its_tool_calls(tm
     spoken = json.dumps(result)
     assert "All done, it went through." in spoken  # the model's words about the result were said
     assert all(h.get("authorization") == f"Bearer {KEY}" for h in server.headers)
+
+
+@pytest.mark.asyncio
+async def test_a_failing_server_gets_a_spoken_fallback_and_the_next_turn_works(tmp_path: Path) -> None:
+    """As with Ollama: a 500, a rate limit and a refused key each cost one turn a short spoken fallback,
+    never silence or a dead call, and the next turn is answered by the model again."""
+    async with OpenAIStandIn(api_key=KEY) as server:
+        settings = settings_for(tmp_path, server)  # LLM_PROVIDER=openai, no retries
+        async with LiveServer(settings) as live, live.client() as client:
+            created = await client.post(
+                "/v1/convai/agents",
+                json={"name": "Ava", "system_prompt": "You sell.", "first_message": "Hi, this is Ava."},
+            )
+            assert created.status_code == 201, created.text
+            agent_id = created.json()["agent_id"]
+            agent_lines: list[str] = []
+            for status in (500, 429, 401):
+                server.fail_status, server.fail_times = status, 1
+                if status == 401:
+                    server.fail_status, server.fail_times, server.api_key = None, None, "rotated-key"
+                scenario = {"name": f"fails with {status}",
+                            "caller": [{"say": "Tell me about your product please."},
+                                       {"say": "And the pricing?", "pause_s": 0.3}],
+                            "criteria": {"agent_never_says": ["Traceback"]}}  # fmt: skip
+                if status == 401:
+                    scenario["caller"] = scenario["caller"][:1]
+                ran = await client.post(
+                    f"/v1/convai/agents/{agent_id}/tests/run?wait=true",
+                    json={"mode": "text", "scenarios": [scenario]},
+                )
+                assert ran.status_code == 200, ran.text
+                [result] = ran.json()["results"]
+                lines = [t["text"] for t in result["transcript"] if t["role"] not in ("user", "caller")]
+                agent_lines.append(" / ".join(lines))
+                assert result["error"] is None, result
+    for status, said in zip((500, 429, 401), agent_lines, strict=True):
+        assert "could you say that again" in said or "say it once more" in said, (status, said)
+    assert "You said: And the pricing?." in agent_lines[0] and "You said: And the pricing?." in agent_lines[1]
