@@ -44,7 +44,7 @@ class Reply:
     """What the model says: words, and/or tool calls (name, arguments)."""
 
     text: str = ""
-    tool_calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    tool_calls: list[tuple[str, Any]] = field(default_factory=list)  # arguments: a dict, or raw JSON text
 
 
 def last_user(body: dict[str, Any]) -> str:
@@ -259,7 +259,7 @@ class OpenAIStandIn:
                 chunk({"tool_calls": [{"index": index, "id": call_id, "type": "function",
                                        "function": {"name": name, "arguments": ""}}]})
             )  # fmt: skip
-            text = json.dumps(arguments)
+            text = arguments if isinstance(arguments, str) else json.dumps(arguments)  # str: sent as is
             for start in range(0, len(text), self.argument_piece):
                 piece = text[start : start + self.argument_piece]
                 events.append(chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]}))

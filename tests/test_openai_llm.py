@@ -134,6 +134,24 @@ async def test_two_tool_calls_and_words_in_one_reply(tmp_path: Path) -> None:
 
 
 @pytest.mark.asyncio
+async def test_a_tool_call_with_broken_arguments_is_dropped_not_run(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    def brain(body: dict[str, Any]) -> Reply:
+        return Reply("One moment.", [("book_meeting", '{"start_time": "2026-12-0'), ("end_call", "{}")])
+
+    async with OpenAIStandIn(brain=brain) as server:
+        llm = OpenAICompatLLMProvider(settings_for(tmp_path, server))
+        try:
+            chunks = await collect(llm.stream_chat([ChatMessage("user", "book it")], tools=[BOOK, END]))
+        finally:
+            await llm.aclose()
+    assert "".join(c.text for c in chunks) == "One moment."
+    assert [c.name for chunk in chunks for c in chunk.tool_calls or []] == ["end_call"]
+    assert any(r.getMessage() == "malformed tool call dropped" for r in caplog.records)
+
+
+@pytest.mark.asyncio
 async def test_tool_results_go_back_with_the_calls_id(
     provider: OpenAICompatLLMProvider, standin: OpenAIStandIn
 ) -> None:
