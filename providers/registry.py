@@ -4,9 +4,11 @@
 the embedded local model otherwise. Providers are created once, lazily, and
 shared by every call (the local models are loaded once per process).
 
-For the LLM, ``auto`` asks Ollama at start and asks again later: a call or ``/readyz`` that finds the
-answer older than LLM_AUTO_REPROBE_SEC starts a new probe in the background (never waited for), so an
-Ollama started after the service is used from the next call on, and one that goes away is left.
+For the LLM, ``auto`` asks the OpenAI-compatible server (when OPENAI_BASE_URL or OPENAI_API_KEY is set),
+then Ollama, at start and asks again later: a call or ``/readyz`` that finds the answer older than
+LLM_AUTO_REPROBE_SEC starts a new probe in the background (never waited for), so a server started after
+the service is used from the next call on, and one that goes away is left for the next in line (the
+embedded model last).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import time
 from typing import Any
 
 from config import BENCH_PROVIDERS, Settings, bench_provider_refusal
-from providers.base import LLMProvider, STTProvider, TTSProvider
+from providers.base import LLMProvider, ProviderError, STTProvider, TTSProvider
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +43,7 @@ class ProviderRegistry:
         self.settings = settings
         self._instances: dict[tuple[str, str], Any] = {}
         self._llm_auto_choice: str | None = None
-        self._llm_probed_at = 0.0  # time.monotonic() of the last Ollama probe's answer
+        self._llm_probed_at = 0.0  # time.monotonic() of the last probe's answer
         self._llm_probe: asyncio.Task[None] | None = None
         self._warm_task: asyncio.Task[None] | None = None
         self._warmed: dict[str, bool] = {}
@@ -65,29 +67,36 @@ class ProviderRegistry:
         if choice != "auto":
             return choice
         if self._llm_auto_choice is None:
-            await self._probe_ollama()
+            await self._probe_servers()
         else:
             self._reprobe_if_stale()
         assert self._llm_auto_choice is not None
         return self._llm_auto_choice
 
-    async def _probe_ollama(self) -> None:
-        ollama = self._get("llm", "ollama")
-        up = await ollama.is_available()
-        choice = "ollama" if up else "local"
+    async def _probe_servers(self) -> None:
+        choice = "local"
+        candidates = ["openai"] if self._openai_configured() else []
+        for name in [*candidates, "ollama"]:
+            if await self._get("llm", name).is_available():
+                choice = name
+                break
         self._llm_probed_at = time.monotonic()
         if choice != self._llm_auto_choice:
             changed = self._llm_auto_choice is not None
             self._llm_auto_choice = choice
             log.info("llm provider chosen", extra={"fields": {"provider": choice, "changed": changed}})
-            if changed and up:
-                await ollama.warm()  # load the model before the next call asks it
+            if changed and choice != "local":
+                await self._get("llm", choice).warm()  # load the model before the next call asks it
+
+    def _openai_configured(self) -> bool:
+        s = self.settings
+        return bool(s.openai_base_url or s.openai_api_key.get_secret_value())
 
     def _reprobe_if_stale(self) -> None:
         """Start a background probe when the last answer is stale and none is running."""
         stale = time.monotonic() - self._llm_probed_at >= self.settings.llm_auto_reprobe_sec
         if stale and (self._llm_probe is None or self._llm_probe.done()):
-            self._llm_probe = asyncio.create_task(self._probe_ollama(), name="probe-ollama")
+            self._llm_probe = asyncio.create_task(self._probe_servers(), name="probe-llm-servers")
 
     def llm_choice(self) -> dict[str, Any] | None:
         """For /readyz: which LLM ``auto`` gives a call now, and whether that is the embedded fallback.
@@ -145,6 +154,10 @@ class ProviderRegistry:
                 from providers.ollama_llm import OllamaLLMProvider
 
                 return OllamaLLMProvider(s)
+            case ("llm", "openai"):
+                from providers.openai_llm import OpenAICompatLLMProvider
+
+                return OpenAICompatLLMProvider(s)
             case ("llm", "local"):
                 from providers.local_llm import LocalLLMProvider
 
@@ -196,10 +209,10 @@ class ProviderRegistry:
                 extra={"fields": {**seconds, "total_s": round(time.perf_counter() - started, 2)}},
             )
         except Exception as exc:
-            log.error(
-                "provider warm-up failed",
-                extra={"fields": {"error": type(exc).__name__}},
-            )
+            fields = {"error": type(exc).__name__}
+            if isinstance(exc, ProviderError):  # our own words (no URL, no key): e.g. a refused model file
+                fields["reason"] = str(exc)[:300]
+            log.error("provider warm-up failed", extra={"fields": fields})
 
     def readiness(self) -> dict[str, bool]:
         return {f"{kind}_loaded": ok for kind, ok in self._warmed.items()}

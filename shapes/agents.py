@@ -100,7 +100,9 @@ class AgentFields(Strict):
     )
     interrupt_enabled: bool = True
     language: Language = "en"
-    llm_model: str | None = Field(default=None, max_length=200, description="null = OLLAMA_MODEL")
+    llm_model: str | None = Field(
+        default=None, max_length=200, description="null = the provider's default (OLLAMA_MODEL, OPENAI_MODEL)"
+    )
     temperature: float = Field(default=0.7, ge=0, le=2)
     max_call_duration_sec: int = Field(default=1800, ge=10, le=14_400)
     silence_timeout_sec: float = Field(default=20.0, ge=1, le=600)
