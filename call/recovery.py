@@ -5,6 +5,7 @@ We ended the turn on a pause and started answering; the caller was not done and 
 an agent turn: the caller heard a syllable or two of it) and the caller's new words join the turn they
 continue, which is answered whole. Later than that, the caller is talking over an answer they heard:
 an ordinary barge-in (the reply is stored as far as it was heard, the new words are a turn of their own).
+A reply that ends the call (a goodbye, a transfer) is never withdrawn: the call is closing already.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ class Recovery:
         caller going on with the turn it answers?"""
         if turn is None or self.window_ms <= 0 or turn.user_seq is None or turn.kind != "speech":
             return False
+        if turn.hang_up_after is not None or turn.end_reason is not None:
+            return False  # a goodbye (or a hand-over) is not taken back: the call is already closing
         first = turn.timings.get("first_frame_sent_ms")
         if first is None:
             return False

@@ -179,9 +179,9 @@ export async function playbookPage(view, ui, agentId) {
   // ---------------------------------------------------------------- save, JSON, starter
   const showErrors = (error) => {
     if (!(error instanceof ApiError) || error.status !== 422) { errorsBox.hidden = true; return fail(error); }
-    let detail; try { detail = JSON.parse(error.message); } catch { detail = [{ loc: [], msg: error.message }]; }
+    const detail = Array.isArray(error.detail) ? error.detail : [{ loc: [], msg: error.message }];
     const stages = new Set();
-    const items = (Array.isArray(detail) ? detail : [detail]).map((e) => {
+    const items = detail.map((e) => {
       const path = (e.loc || []).filter((p) => p !== "body");
       const at = path.indexOf("nodes") >= 0 ? path[path.indexOf("nodes") + 1] : path.indexOf("edges") >= 0 ? pb.edges?.[path[path.indexOf("edges") + 1]]?.source : null;
       if (at && pb.nodes[at]) stages.add(at);

@@ -203,6 +203,9 @@ async def test_the_caller_going_on_early_in_our_reply_withdraws_it_and_merges_th
         assert not recovery.applies(reply, onset + 0.6)  # later: a barge-in over an answer they heard
         assert not Recovery(0, clock.ms).applies(reply, onset)  # off
         assert not recovery.applies(replies.new_turn(kind="greeting"), onset)  # not an answer to a turn
+        reply.hang_up_after = "agent_goodbye"
+        assert not recovery.applies(reply, onset)  # a goodbye is not taken back: the call is closing
+        reply.hang_up_after = None
         await replies.withdraw(reply)
         assert reply.task.cancelled() and ("clear", None) in wire.sent and reply.saved
         assert await replies.take_unheard() == ("We looked at it", 3)  # the next words join turn 3
