@@ -8,7 +8,8 @@ the calling; these routes only read and write the campaign's rows.
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, HTTPException, Query, Response, UploadFile, status
 from pydantic import ValidationError
@@ -42,6 +43,19 @@ async def _summary(session: SessionDep, campaign: Campaign) -> BatchCallResponse
     agent_name = await session.scalar(select(Agent.name).where(Agent.id == campaign.agent_id)) or ""
     counts = (await campaigns.totals(session, [campaign.id]))[campaign.id]
     return campaigns.to_response(campaign, agent_name, counts)
+
+
+async def _change(
+    session: SessionDep, batch_id: str, action: Callable[[Any, Campaign], Awaitable[None]]
+) -> BatchCallResponse:
+    """One state change of a campaign (pause, resume, cancel, retry): 404/409 as the service says."""
+    campaign = await _get(session, batch_id)
+    try:
+        await action(session, campaign)
+    except CampaignError as exc:
+        raise HTTPException(exc.status, detail=exc.detail) from None
+    await session.flush()
+    return await _summary(session, campaign)
 
 
 async def _create(session: SessionDep, runtime: RuntimeDep, body: BatchCallSubmit) -> BatchCallResponse:
@@ -259,13 +273,7 @@ async def export_recipients(batch_id: str, session: SessionDep) -> Response:
     summary="Pause a campaign: no new calls until resumed (calls in progress finish)",
 )
 async def pause_batch_call(batch_id: str, session: SessionDep) -> BatchCallResponse:
-    campaign = await _get(session, batch_id)
-    try:
-        await campaigns.pause(session, campaign)
-    except CampaignError as exc:
-        raise HTTPException(exc.status, detail=exc.detail) from None
-    await session.flush()
-    return await _summary(session, campaign)
+    return await _change(session, batch_id, campaigns.pause)
 
 
 @router.post(
@@ -275,13 +283,7 @@ async def pause_batch_call(batch_id: str, session: SessionDep) -> BatchCallRespo
     summary="Resume a paused campaign",
 )
 async def resume_batch_call(batch_id: str, session: SessionDep, runtime: RuntimeDep) -> BatchCallResponse:
-    campaign = await _get(session, batch_id)
-    try:
-        await campaigns.resume(session, campaign)
-    except CampaignError as exc:
-        raise HTTPException(exc.status, detail=exc.detail) from None
-    await session.flush()
-    response = await _summary(session, campaign)
+    response = await _change(session, batch_id, campaigns.resume)
     await session.commit()
     runtime.dialer.notify()
     return response
@@ -294,13 +296,7 @@ async def resume_batch_call(batch_id: str, session: SessionDep, runtime: Runtime
     summary="Cancel a campaign: no new calls (calls in progress finish)",
 )
 async def cancel_batch_call(batch_id: str, session: SessionDep) -> BatchCallResponse:
-    campaign = await _get(session, batch_id)
-    try:
-        await campaigns.cancel(session, campaign)
-    except CampaignError as exc:
-        raise HTTPException(exc.status, detail=exc.detail) from None
-    await session.flush()
-    return await _summary(session, campaign)
+    return await _change(session, batch_id, campaigns.cancel)
 
 
 @router.post(
@@ -310,13 +306,7 @@ async def cancel_batch_call(batch_id: str, session: SessionDep) -> BatchCallResp
     summary="Call again the recipients that failed, were busy, did not answer or reached voicemail",
 )
 async def retry_batch_call(batch_id: str, session: SessionDep, runtime: RuntimeDep) -> BatchCallResponse:
-    campaign = await _get(session, batch_id)
-    try:
-        await campaigns.retry(session, campaign)
-    except CampaignError as exc:
-        raise HTTPException(exc.status, detail=exc.detail) from None
-    await session.flush()
-    response = await _summary(session, campaign)
+    response = await _change(session, batch_id, campaigns.retry)
     await session.commit()
     runtime.dialer.notify()
     return response
