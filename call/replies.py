@@ -185,15 +185,19 @@ class Replies:
                 await self.responder.llm_reply(turn, intent)  # type: ignore[union-attr]  (answer()'s other branches act)
             else:
                 await self.responder.answer(turn, intent or detect_intent(turn.user_text))  # type: ignore[union-attr]
-            await self.speaker.wait_played(turn)
-            self.transcript.save_reply(turn)
-            if turn.hang_up_after is not None:
-                self.endings.put_nowait(turn)
+            await self._finish(turn)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             fields = {**self._log_fields, "error": type(exc).__name__}
             log.error("reply failed", extra={"fields": fields})
+
+    async def _finish(self, turn: ReplyTurn) -> None:
+        """A reply said whole: stored once it has played, then handed to the ending if it ends the call."""
+        await self.speaker.wait_played(turn)
+        self.transcript.save_reply(turn)
+        if turn.hang_up_after is not None:
+            self.endings.put_nowait(turn)
 
     # ---------------------------------------------------------------- a supervisor's turn
 
@@ -230,10 +234,7 @@ class Replies:
                 if line:
                     await self.speaker.wait_played(turn)  # heard before it acts (a transfer)
                 await then(turn)
-            await self.speaker.wait_played(turn)
-            self.transcript.save_reply(turn)
-            if turn.hang_up_after is not None:
-                self.endings.put_nowait(turn)
+            await self._finish(turn)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
