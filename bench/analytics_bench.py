@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from storage.analytics import FUNNEL_MEASURES, ROLLUP_KEY, call_facts, rollup_rows  # noqa: E402
+from storage.analytics import ADDED, ROLLUP_KEY, call_facts, rollup_rows  # noqa: E402
 
 DAYS = 180
 END = datetime(2026, 12, 1, tzinfo=UTC)
@@ -61,7 +61,7 @@ CONV_COLUMNS = [
     "started_at", "ended_at", "duration_sec", "dynamic_variables", "summary", "outcome", "collected_data",
     "answered_by", "campaign_id", "agent_version_id", "stage_path", "ended_stage", "created_at", "updated_at",
 ]  # fmt: skip
-ROLLUP_COLUMNS = [*ROLLUP_KEY, *FUNNEL_MEASURES]
+ROLLUP_COLUMNS = [*ROLLUP_KEY, *ADDED]
 
 
 class World:
@@ -100,7 +100,7 @@ def _conversations(world: World, n: int, seed: int) -> Iterator[tuple[list[tuple
                 key = tuple(r[k] for k in ROLLUP_KEY)
                 into = months if r["grain"] == "m" else rollup
                 acc = into.get(key)
-                values = [r[m] for m in FUNNEL_MEASURES]
+                values = [r[m] for m in ADDED]
                 if acc is None:
                     into[key] = values
                 else:
@@ -455,7 +455,9 @@ def _sample(response: Any) -> str:
 
 async def _time_upserts(db: Any, world: World, n: int = 300) -> dict[str, float]:
     """Calls ending on the loaded database: each one's claim + rollup UPSERT (``count_ended_call``)."""
-    from models import Conversation, ConversationTurn
+    from sqlalchemy import delete
+
+    from models import AnalyticsRecorded, AnalyticsRollup, Conversation, ConversationTurn
     from storage.analytics import count_ended_call
 
     rng = random.Random(9)
@@ -464,11 +466,11 @@ async def _time_upserts(db: Any, world: World, n: int = 300) -> dict[str, float]
         for _ in range(n):
             agent = rng.choice(world.agents)
             campaign_id, _zone = rng.choice(world.campaigns[agent])
-            conv = Conversation(
+            conv = Conversation(  # after the queried range (END), so the data set stays as generated
                 agent_id=agent, direction="outbound", status="completed", campaign_id=campaign_id,
                 agent_version_id=world.versions[agent][3], to_number="+12025550100", answered_by="human",
-                started_at=END - timedelta(minutes=5), ended_at=END, duration_sec=95.0, outcome="interested",
-                call_state="ENDED", ended_stage="pitch", created_at=END - timedelta(minutes=6),
+                started_at=END + timedelta(minutes=5), ended_at=END + timedelta(minutes=7), duration_sec=95.0,
+                outcome="interested", call_state="ENDED", ended_stage="pitch", created_at=END + timedelta(minutes=4),
             )  # fmt: skip
             conv.turns = [
                 ConversationTurn(seq=0, role="user", text="We already use Salesforce."),
@@ -484,6 +486,10 @@ async def _time_upserts(db: Any, world: World, n: int = 300) -> dict[str, float]
         t0 = time.perf_counter()
         await count_ended_call(db, conv_id)
         times.append((time.perf_counter() - t0) * 1000)
+    async with db.session() as session:  # taken out again: a kept data set is the same on the next run
+        await session.execute(delete(AnalyticsRollup).where(AnalyticsRollup.bucket >= END))
+        await session.execute(delete(AnalyticsRecorded).where(AnalyticsRecorded.conversation_id.in_(ids)))
+        await session.execute(delete(Conversation).where(Conversation.id.in_(ids)))
     return {"n": n, "p50": statistics.median(times), "p95": _pct(times, 0.95)}
 
 
@@ -521,23 +527,78 @@ async def _counts(url: str) -> dict[str, int]:
         await db.dispose()
 
 
-async def run_postgres(n: int, runs: int, tmp: Path) -> dict[str, Any]:
+def _data_tag(n: int) -> str:
+    """Names a kept data set: what generated it (this loader, the rollup's code, the schema) and its size."""
+    import hashlib
+    import inspect
+
+    sources = [
+        inspect.getsource(f) for f in (World, _conversations, _one_call, _load_postgres, _postgres_fixtures)
+    ]
+    for path in sorted([*(ROOT / "migrations" / "versions").glob("*.py"), ROOT / "storage" / "analytics.py"]):
+        sources.append(path.read_text())
+    return f"pg-{n}-{hashlib.sha256(''.join(sources).encode()).hexdigest()[:12]}"
+
+
+async def run_postgres(n: int, runs: int, tmp: Path, keep: bool) -> dict[str, Any]:
     from tests.pg_server import PostgresServer, find_bin_dir
 
     bin_dir = find_bin_dir()
     if bin_dir is None:
         raise SystemExit("PostgreSQL is not installed (Debian package postgresql)")
-    server = PostgresServer(bin_dir).start()
+    cache = DATA / _data_tag(n) if keep else None
+    server: Any = _kept_postgres(bin_dir, cache) if cache else PostgresServer(bin_dir)
+    server.start()
+    world = World()
     try:
-        url = await server.create_database()
-        world = World()
-        load_s, _ = await _load_postgres(url, world, n)
+        if cache and (cache / "loaded.json").exists():  # generated by an earlier run: ~16 min saved
+            kept = json.loads((cache / "loaded.json").read_text())
+            url, load_s = server.url(kept["database"]), kept["load_s"]
+        else:
+            url = await server.create_database()
+            load_s, _ = await _load_postgres(url, world, n)
+            if cache:
+                database = url.rsplit("/", 1)[1]
+                (cache / "loaded.json").write_text(json.dumps({"database": database, "load_s": load_s}))
         counts = await _counts(url)
         results, upsert = await _time_api(url, world, runs, tmp)
         plan = await _explain(url, world)
     finally:
         server.stop()
     return {"n": n, "load_s": load_s, "counts": counts, "results": results, "upsert": upsert, "plan": plan}
+
+
+DATA = ROOT / "bench" / "data" / "analytics"  # git-ignored
+
+
+def _kept_server_class() -> Any:
+    from tests.pg_server import PostgresServer
+
+    class Kept(PostgresServer):
+        """A PostgreSQL whose data directory outlives the run (``initdb`` only the first time)."""
+
+        def __init__(self, bin_dir: Path, path: Path) -> None:
+            path.mkdir(parents=True, exist_ok=True)
+            super().__init__(bin_dir, existing=path)
+            for parent in (path.parent, path.parent.parent):  # runuser's postgres must reach it
+                parent.chmod(0o755)
+
+        def _run(self, *args: str) -> Any:
+            if Path(args[0]).name == "initdb" and (self.data / "PG_VERSION").exists():
+                return None
+            return super()._run(*args)
+
+        def stop(self) -> None:
+            try:
+                super()._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+            except Exception:
+                pass
+
+    return Kept
+
+
+def _kept_postgres(bin_dir: Path, path: Path) -> Any:
+    return _kept_server_class()(bin_dir, path)
 
 
 async def run_sqlite(n: int, runs: int, tmp: Path) -> dict[str, Any]:
@@ -595,6 +656,12 @@ def main() -> None:
     parser.add_argument(
         "--no-write", action="store_true", help="print only; do not write bench/results/analytics.md"
     )
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="do not keep the PostgreSQL data set in bench/data/analytics (kept by default, reused while"
+        " the generator, storage/analytics.py and the migrations are unchanged)",
+    )
     args = parser.parse_args()
     sections = []
     with tempfile.TemporaryDirectory(prefix="analytics-bench-") as tmp:
@@ -602,7 +669,10 @@ def main() -> None:
             (Path(tmp) / sub).mkdir()
         if args.pg:
             sections.append(
-                _table("PostgreSQL", asyncio.run(run_postgres(args.pg, args.runs, Path(tmp) / "pg")))
+                _table(
+                    "PostgreSQL",
+                    asyncio.run(run_postgres(args.pg, args.runs, Path(tmp) / "pg", not args.fresh)),
+                )
             )
             print(sections[-1], flush=True)
         if args.sqlite:

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models import AnalyticsRollup as R
-from storage.analytics import percentile_from_bins
+from storage.analytics import V2V_COLUMNS, bin_lower, percentile_from_bins
 
 COUNTS = ("calls", "answered", "human", "conversations", "qualified", "booked")
 
@@ -136,6 +136,18 @@ async def per_bucket_and_value(
     return found
 
 
+async def latency_histograms(
+    session: AsyncSession, scope: Scope, coarsest: str
+) -> list[tuple[datetime, list[int]]]:
+    """(bucket, turns per latency bin) of the ``all`` rows: the histograms summed in one GROUP BY."""
+    found: list[tuple[datetime, list[int]]] = []
+    sums = [func.sum(getattr(R, c)) for c in V2V_COLUMNS]
+    for part in parts(scope, coarsest):
+        stmt = select(R.bucket, *sums).where(*_where(scope, "all", part)).group_by(R.bucket)
+        found += [(_aware(r[0]), [int(n or 0) for n in r[1:]]) for r in (await session.execute(stmt)).all()]
+    return found
+
+
 # ---------------------------------------------------------------- buckets
 
 
@@ -179,14 +191,17 @@ async def timeseries(session: AsyncSession, scope: Scope, metric: str, step: tim
         return {outcome: list(per_outcome[outcome].items()) for outcome in sorted(per_outcome)}
     if metric in ("v2v_p50", "v2v_p95"):
         q = 0.5 if metric == "v2v_p50" else 0.95
-        merged: dict[datetime, dict[int, int]] = {t: {} for t in starts}
-        narrow = scope.campaign_id or scope.version_id or scope.experiment_id
-        for bucket, lower, n in await per_bucket_and_value(
-            session, scope, "v2v" if narrow else "v2v_agent", coarsest
-        ):
+        merged: dict[datetime, list[int]] = {t: [0] * len(V2V_COLUMNS) for t in starts}
+        for bucket, counts in await latency_histograms(session, scope, coarsest):
             target = merged[bucket_of(bucket, scope, step)]
-            target[int(lower)] = target.get(int(lower), 0) + n
-        return {metric: [(t, percentile_from_bins(bins, q)) for t, bins in merged.items()]}
+            for i, n in enumerate(counts):
+                target[i] += n
+        return {
+            metric: [
+                (t, percentile_from_bins({bin_lower(i): n for i, n in enumerate(c) if n}, q))
+                for t, c in merged.items()
+            ]
+        }
     folded_totals: dict[datetime, dict[str, float]] = {t: empty_totals() for t in starts}
     for bucket, values in (await grouped(session, scope, "all", "bucket", coarsest)).items():
         _add(folded_totals[bucket_of(bucket, scope, step)], values)
