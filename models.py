@@ -639,7 +639,6 @@ class AnalyticsRollup(Base):
         Index("ix_analytics_rollup_campaign", "grain", "dim", "campaign_id", "bucket"),
         Index("ix_analytics_rollup_version", "grain", "dim", "version_id", "bucket"),
         Index("ix_analytics_rollup_experiment", "experiment_id", "grain", "dim"),
-        Index("ix_analytics_rollup_time", "grain", "dim", "bucket"),  # no agent/campaign/version filter
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)

@@ -287,6 +287,19 @@ async def _postgres_fixtures(conn: Any, world: World) -> None:
         )
 
 
+def _niced(work: Any, *args: Any) -> Any:
+    """Run on this thread at nice 15 (the generation is CPU-heavy; the timing after it is not niced)."""
+    before = os.getpriority(os.PRIO_PROCESS, 0)  # Linux: this thread's
+    os.setpriority(os.PRIO_PROCESS, 0, 15)
+    try:
+        return work(*args)
+    finally:
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, before)
+        except PermissionError:  # not root: this worker thread stays niced, the timing is on another
+            pass
+
+
 def _load_sqlite(path: Path, world: World, n: int) -> tuple[float, int]:
     started = time.perf_counter()
     db = sqlite3.connect(path)
@@ -528,15 +541,20 @@ async def _counts(url: str) -> dict[str, int]:
 
 
 def _data_tag(n: int) -> str:
-    """Names a kept data set: what generated it (this loader, the rollup's code, the schema) and its size."""
+    """Names a kept data set by what made it: this generator and loader, the code that turns a call into
+    rollup rows, the schema (every table's columns and indexes) and the size."""
     import hashlib
     import inspect
 
-    sources = [
-        inspect.getsource(f) for f in (World, _conversations, _one_call, _load_postgres, _postgres_fixtures)
-    ]
-    for path in sorted([*(ROOT / "migrations" / "versions").glob("*.py"), ROOT / "storage" / "analytics.py"]):
-        sources.append(path.read_text())
+    import storage.analytics as a
+    from models import Base
+
+    made_by = [World, _conversations, _one_call, _load_postgres, _postgres_fixtures]
+    made_by += [a.call_facts, a.rollup_rows, a._rows, a.v2v_bin, a.bin_index, a.qualification_fields]
+    sources = [inspect.getsource(f) for f in made_by]
+    for table in Base.metadata.sorted_tables:
+        sources.append(repr([(c.name, str(c.type)) for c in table.columns]))
+        sources.append(repr(sorted(repr([c.name for c in i.columns]) for i in table.indexes)))
     return f"pg-{n}-{hashlib.sha256(''.join(sources).encode()).hexdigest()[:12]}"
 
 
@@ -610,7 +628,7 @@ async def run_sqlite(n: int, runs: int, tmp: Path) -> dict[str, Any]:
     await db.upgrade()
     await db.dispose()
     world = World()
-    load_s, _ = await asyncio.to_thread(_load_sqlite, path, world, n)
+    load_s, _ = await asyncio.to_thread(_niced, _load_sqlite, path, world, n)
     counts = await _counts(url)
     results, upsert = await _time_api(url, world, runs, tmp)
     return {"n": n, "load_s": load_s, "counts": counts, "results": results, "upsert": upsert, "plan": ""}

@@ -132,10 +132,22 @@ def hour_of(moment: datetime) -> datetime:
     return moment.replace(minute=0, second=0, microsecond=0)
 
 
+AGENT_LEVEL = "*"  # campaign, version and experiment of the rows keyed by the agent alone
+
+
 def rollup_rows(facts: CallFacts) -> list[dict[str, Any]]:
     """The rollup rows one call adds, to its hour, its day and its month (the live recorder and the bulk
-    loader share this)."""
-    hourly = _rows(facts, "h", facts.bucket)
+    loader share this). Each comes twice: keyed by agent, campaign, version and experiment, and keyed by
+    the agent alone (campaign, version and experiment ``*``), which the queries without a campaign,
+    version or experiment filter read: their row count then follows the agents, not the campaigns and
+    versions. The agent-alone rows come first, so two calls of one agent ending at once lock their
+    shared rows in the same order (no deadlock)."""
+    keyed = _rows(facts, "h", facts.bucket)
+    alone = [
+        {**row, "campaign_id": AGENT_LEVEL, "version_id": AGENT_LEVEL, "experiment_id": AGENT_LEVEL}
+        for row in keyed
+    ]
+    hourly = alone + keyed
     day = facts.bucket.replace(hour=0)
     month = day.replace(day=1)
     return (

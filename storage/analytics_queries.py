@@ -1,7 +1,8 @@
 """Reads of the analytics rollup (``storage.analytics``): sums over hour buckets, never ``conversations``.
 
 Every query is one ``SELECT … SUM(…) … GROUP BY`` on ``analytics_rollup`` restricted by dimension, hour
-range and the filters given (agent, campaign, version, experiment), which its indexes serve.
+range and the filters given (agent, campaign, version, experiment), which its indexes serve. Without a
+campaign, version or experiment filter it reads the rows keyed by the agent alone (``AGENT_LEVEL``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models import AnalyticsRollup as R
-from storage.analytics import V2V_COLUMNS, bin_lower, percentile_from_bins
+from storage.analytics import AGENT_LEVEL, V2V_COLUMNS, bin_lower, percentile_from_bins
 
 COUNTS = ("calls", "answered", "human", "conversations", "qualified", "booked")
 
@@ -71,9 +72,14 @@ def _sums() -> list[Any]:
     return [func.coalesce(func.sum(getattr(R, m)), 0).label(m) for m in (*COUNTS, "call_seconds")]
 
 
-def _where(scope: Scope, dim: str, part: Part) -> list[Any]:
+def _where(scope: Scope, dim: str, part: Part, key: str = "") -> list[Any]:
     grain, start, end = part
     conditions = [R.grain == grain, R.dim == dim, R.bucket >= start, R.bucket < end]
+    if scope.campaign_id is None and scope.version_id is None and scope.experiment_id is None:
+        # no campaign, version or experiment asked for: the rows keyed by the agent alone, unless the
+        # answer is per campaign, version or experiment (then every other row)
+        agent_level = key not in ("campaign_id", "version_id", "experiment_id")
+        conditions.append(R.campaign_id == AGENT_LEVEL if agent_level else R.campaign_id != AGENT_LEVEL)
     for column, value in (
         (R.agent_id, scope.agent_id),
         (R.campaign_id, scope.campaign_id),
@@ -113,7 +119,7 @@ async def grouped(
     column = getattr(R, key)
     out: dict[Any, dict[str, float]] = {}
     for part in parts(scope, coarsest):
-        stmt = select(column.label("key"), *_sums()).where(*_where(scope, dim, part)).group_by(column)
+        stmt = select(column.label("key"), *_sums()).where(*_where(scope, dim, part, key)).group_by(column)
         for row in (await session.execute(stmt)).all():
             _add(
                 out.setdefault(_aware(row.key) if key == "bucket" else row.key, empty_totals()), _totals(row)

@@ -1,5 +1,5 @@
-"""the rollup's voice-to-voice latency as a histogram on its ``all`` rows, an index for unfiltered reads;
-knowledge documents can be detached (kept for the versions that list them)
+"""the rollup's voice-to-voice latency as a histogram on its ``all`` rows, its rows also keyed by the agent
+alone; knowledge documents can be detached (kept for the versions that list them)
 
 Revision ID: 0020
 Revises: 0017
@@ -18,6 +18,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 BINS = 37
+MEASURES = ("calls", "answered", "human", "conversations", "qualified", "booked", "call_seconds")
 KEY = ("grain", "bucket", "agent_id", "campaign_id", "version_id", "experiment_id")
 
 
@@ -30,7 +31,6 @@ def upgrade() -> None:
         op.add_column(
             "analytics_rollup", sa.Column(f"v2v_{i:02d}", sa.Integer(), nullable=False, server_default="0")
         )
-    op.create_index("ix_analytics_rollup_time", "analytics_rollup", ["grain", "dim", "bucket"])
     # the bins that were rows of their own (dim "v2v") move onto the matching "all" row
     same_key = " AND ".join(f"b.{c} = analytics_rollup.{c}" for c in KEY)
     for i in range(BINS):
@@ -40,13 +40,22 @@ def upgrade() -> None:
             " WHERE dim = 'all'"
         )
     op.execute("DELETE FROM analytics_rollup WHERE dim IN ('v2v', 'v2v_agent')")
+    # every row again keyed by the agent alone (campaign, version, experiment "*"): what the queries
+    # without a campaign, version or experiment filter read
+    measures = [*MEASURES, *(f"v2v_{i:02d}" for i in range(BINS))]
+    op.execute(
+        f"INSERT INTO analytics_rollup (grain, dim, bucket, agent_id, campaign_id, version_id, experiment_id,"
+        f" dim_value, {', '.join(measures)}) SELECT grain, dim, bucket, agent_id, '*', '*', '*', dim_value,"
+        f" {', '.join(f'SUM({m})' for m in measures)} FROM analytics_rollup"
+        " GROUP BY grain, dim, bucket, agent_id, dim_value"
+    )
     op.add_column("knowledge_documents", sa.Column("detached_at", sa.DateTime(timezone=True), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("knowledge_documents") as batch:
         batch.drop_column("detached_at")
-    op.drop_index("ix_analytics_rollup_time", table_name="analytics_rollup")
+    op.execute("DELETE FROM analytics_rollup WHERE campaign_id = '*'")
     with op.batch_alter_table("analytics_rollup") as batch:
         for i in range(BINS):
             batch.drop_column(f"v2v_{i:02d}")
