@@ -425,6 +425,7 @@ async def _time_api(
 
     app = create_app(make_settings(tmp, database_url=url, log_level="ERROR"))
     results = []
+    load_before = os.getloadavg()
     upsert: dict[str, float] = {}
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
@@ -443,6 +444,7 @@ async def _time_api(
                     assert r.status_code == 200
                 results.append((name, statistics.median(times), _pct(times, 0.95), sample))
         upsert = await _time_upserts(app.state.runtime.db, world)
+    upsert["load"] = (load_before, os.getloadavg())  # 1/5/15-min load averages around the timing
     return results, upsert
 
 
@@ -652,6 +654,9 @@ def _table(title: str, run: dict[str, Any]) -> str:
         "",
         f"A call's end on this database (claim + one multi-row UPSERT, its own transaction; {u['n']} calls): "
         f"p50 {u['p50']:.1f} ms, p95 {u['p95']:.1f} ms.",
+        "",
+        "Load average (1, 5, 15 min) when the timing started: {:.2f}, {:.2f}, {:.2f}; when it ended: "
+        "{:.2f}, {:.2f}, {:.2f} (2 cores).".format(*u["load"][0], *u["load"][1]),
     ]
     if run["plan"]:
         lines += [
@@ -702,7 +707,7 @@ def main() -> None:
         "# Analytics at scale\n\n"
         f"`.venv/bin/python -m bench.analytics_bench --pg {args.pg} --sqlite {args.sqlite} --runs {args.runs}`, "
         f"{datetime.now(UTC):%Y-%m-%d}, on {os.cpu_count()} shared cores ({platform.machine()}, a noisy machine "
-        "shared with other jobs: the load average was well above 2 during the run). Each query is timed through "
+        "shared with other jobs: the load averages seen are given with each table). Each query is timed through "
         "the real app (in-process ASGI, API key auth, JSON or CSV out), after one warm-up request; "
         "target p95 ≤ 500 ms.\n"
     )
