@@ -561,13 +561,14 @@ def _data_tag(n: int) -> str:
 
 
 async def run_postgres(n: int, runs: int, tmp: Path, keep: bool) -> dict[str, Any]:
+    from bench.kept_postgres import KEPT, KeptPostgres
     from tests.pg_server import PostgresServer, find_bin_dir
 
     bin_dir = find_bin_dir()
     if bin_dir is None:
         raise SystemExit("PostgreSQL is not installed (Debian package postgresql)")
-    cache = DATA / _data_tag(n) if keep else None
-    server: Any = _kept_postgres(bin_dir, cache) if cache else PostgresServer(bin_dir)
+    cache = KEPT / _data_tag(n) if keep else None
+    server: Any = KeptPostgres(bin_dir, cache) if cache else PostgresServer(bin_dir)
     server.start()
     world = World()
     try:
@@ -586,39 +587,6 @@ async def run_postgres(n: int, runs: int, tmp: Path, keep: bool) -> dict[str, An
     finally:
         server.stop()
     return {"n": n, "load_s": load_s, "counts": counts, "results": results, "upsert": upsert, "plan": plan}
-
-
-DATA = ROOT / "bench" / "data" / "analytics"  # git-ignored
-
-
-def _kept_server_class() -> Any:
-    from tests.pg_server import PostgresServer
-
-    class Kept(PostgresServer):
-        """A PostgreSQL whose data directory outlives the run (``initdb`` only the first time)."""
-
-        def __init__(self, bin_dir: Path, path: Path) -> None:
-            path.mkdir(parents=True, exist_ok=True)
-            super().__init__(bin_dir, existing=path)
-            for parent in (path.parent, path.parent.parent):  # runuser's postgres must reach it
-                parent.chmod(0o755)
-
-        def _run(self, *args: str) -> Any:
-            if Path(args[0]).name == "initdb" and (self.data / "PG_VERSION").exists():
-                return None
-            return super()._run(*args)
-
-        def stop(self) -> None:
-            try:
-                super()._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
-            except Exception:
-                pass
-
-    return Kept
-
-
-def _kept_postgres(bin_dir: Path, path: Path) -> Any:
-    return _kept_server_class()(bin_dir, path)
 
 
 async def run_sqlite(n: int, runs: int, tmp: Path) -> dict[str, Any]:
