@@ -517,7 +517,8 @@ async def _explain(url: str, world: World) -> str:
         rows = await conn.fetch(
             "EXPLAIN (ANALYZE, BUFFERS OFF, TIMING OFF, SUMMARY ON) SELECT sum(calls), sum(answered), sum(human),"
             " sum(conversations), sum(qualified), sum(booked), sum(call_seconds) FROM analytics_rollup"
-            " WHERE grain = 'm' AND dim = 'all' AND bucket >= $1 AND bucket < $2 AND agent_id = $3",
+            " WHERE grain = 'm' AND dim = 'all' AND bucket >= $1 AND bucket < $2 AND agent_id = $3"
+            " AND campaign_id = '*'",  # the agent-alone rows, as the API reads them (no campaign filter)
             datetime(2026, 7, 1, tzinfo=UTC),
             END,
             world.agents[0],
@@ -630,8 +631,8 @@ def _table(title: str, run: dict[str, Any]) -> str:
     if run["plan"]:
         lines += [
             "",
-            "The funnel of one agent over 180 days reads day rows for June and month rows for July to"
-            " November; the month part, as PostgreSQL runs it:",
+            "The funnel of one agent over 180 days reads the agent-alone rows: day rows for June and month"
+            " rows for July to November; the month part, as PostgreSQL runs it:",
             "",
             "```",
             run["plan"],
