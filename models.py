@@ -95,8 +95,11 @@ class Agent(TimestampMixin, Base):
     tools: Mapped[list[AgentTool]] = relationship(
         back_populates="agent", cascade="all, delete-orphan", lazy="selectin"
     )
-    documents: Mapped[list[KnowledgeDocument]] = relationship(
-        back_populates="agent", cascade="all, delete-orphan", lazy="selectin"
+    documents: Mapped[list[KnowledgeDocument]] = relationship(  # attached ones (detached_at: the end)
+        back_populates="agent",
+        cascade="all, delete-orphan",
+        lazy="selectin",
+        primaryjoin="and_(Agent.id == KnowledgeDocument.agent_id, KnowledgeDocument.detached_at.is_(None))",
     )
 
 
@@ -615,8 +618,9 @@ class AnalyticsRollup(Base):
     whole months from month rows and whole days from day rows. Absent dimensions are ``""`` (so the
     unique key holds on NULL-free columns); ``dim`` says what ``dim_value`` is: ``all`` (``""``),
     ``local_hour`` ("0".."23" of the lead's day), ``stage`` (the playbook stage it ended in),
-    ``outcome``, ``objection``, ``v2v`` (a latency bin: ``calls`` then counts turns), ``v2v_agent`` (the
-    same with only the agent as key)."""
+    ``outcome``, ``objection``. The ``all`` rows also hold the calls' voice-to-voice latencies as a
+    fixed-bucket histogram (``v2v_00`` … ``v2v_36``: turns per bin, ``storage.analytics.v2v_bin``), so a
+    latency series sums the same rows as a count series, in one GROUP BY (migration 0020)."""
 
     __tablename__ = "analytics_rollup"
     __table_args__ = (
@@ -653,3 +657,19 @@ class AnalyticsRollup(Base):
     qualified: Mapped[int] = mapped_column(Integer, default=0)
     booked: Mapped[int] = mapped_column(Integer, default=0)
     call_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+# ---------------------------------------------------------------- migration 0020 (issue 29)
+
+V2V_BINS = 37  # voice-to-voice histogram bins of an analytics_rollup row (storage.analytics.v2v_bin)
+V2V_COLUMNS = [f"v2v_{i:02d}" for i in range(V2V_BINS)]
+for _column in V2V_COLUMNS:
+    setattr(
+        AnalyticsRollup,
+        _column,
+        mapped_column(_column, Integer, nullable=False, default=0, server_default="0"),
+    )
+# A document removed from an agent while a version still lists it is detached, not deleted: it keeps
+# its text and vectors, a call of that version still retrieves from it, and restoring that version
+# attaches it again (storage.agent_versions). ``Agent.documents`` holds only the attached ones.
+KnowledgeDocument.detached_at = mapped_column(UTCDateTime, nullable=True, default=None)

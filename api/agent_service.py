@@ -35,7 +35,13 @@ from schemas import (
     ToolCreate,
     ToolResponse,
 )
-from storage.agent_versions import TOOL_FIELDS, agent_from_spec, record_version, versioned_columns
+from storage.agent_versions import (
+    TOOL_FIELDS,
+    agent_from_spec,
+    attach_documents,
+    record_version,
+    versioned_columns,
+)
 
 DEFAULT_AGENT_NAME = "Untitled agent"
 
@@ -370,6 +376,7 @@ async def copy_documents(session: AsyncSession, agent: Agent, document_ids: list
     for doc_id in wanted:
         source = found[doc_id]
         if source.agent_id == agent.id:
+            source.detached_at = None  # its own, attached again if it was removed
             continue
         session.add(
             KnowledgeDocument(
@@ -497,8 +504,9 @@ def to_version_response(version: AgentVersion, latest_number: int) -> AgentVersi
 async def restore_version(session: AsyncSession, agent: Agent, version: AgentVersion) -> AgentVersion:
     """Make the agent's configuration the version's again, as a new version (``restored_from`` set).
 
-    Columns and tools (with their stored header values) come back; knowledge documents are shared by
-    every version of the agent and stay as they are (a deleted document cannot come back)."""
+    Columns, tools (with their stored header values) and the knowledge set come back: the version's
+    documents are attached again (kept, with their vectors, since a version lists them), the others
+    detached."""
     spec = version.spec
     known = set(versioned_columns())
     for name, value in (spec.get("columns") or {}).items():
@@ -511,6 +519,7 @@ async def restore_version(session: AsyncSession, agent: Agent, version: AgentVer
         AgentTool(agent_id=agent.id, **{f: copy.deepcopy(t.get(f)) for f in TOOL_FIELDS})
         for t in spec.get("tools") or []
     )
+    await attach_documents(session, agent, list(spec.get("knowledge_base_ids") or []))
     await reload(session, agent)
     restored = await record_version(
         session, agent, f"restored version {version.number}", restored_from=version.id

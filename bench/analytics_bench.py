@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from storage.analytics import FUNNEL_MEASURES, ROLLUP_KEY, call_facts, rollup_rows  # noqa: E402
+from storage.analytics import ADDED, ROLLUP_KEY, call_facts, rollup_rows  # noqa: E402
 
 DAYS = 180
 END = datetime(2026, 12, 1, tzinfo=UTC)
@@ -61,7 +61,7 @@ CONV_COLUMNS = [
     "started_at", "ended_at", "duration_sec", "dynamic_variables", "summary", "outcome", "collected_data",
     "answered_by", "campaign_id", "agent_version_id", "stage_path", "ended_stage", "created_at", "updated_at",
 ]  # fmt: skip
-ROLLUP_COLUMNS = [*ROLLUP_KEY, *FUNNEL_MEASURES]
+ROLLUP_COLUMNS = [*ROLLUP_KEY, *ADDED]
 
 
 class World:
@@ -100,7 +100,7 @@ def _conversations(world: World, n: int, seed: int) -> Iterator[tuple[list[tuple
                 key = tuple(r[k] for k in ROLLUP_KEY)
                 into = months if r["grain"] == "m" else rollup
                 acc = into.get(key)
-                values = [r[m] for m in FUNNEL_MEASURES]
+                values = [r[m] for m in ADDED]
                 if acc is None:
                     into[key] = values
                 else:
@@ -287,6 +287,19 @@ async def _postgres_fixtures(conn: Any, world: World) -> None:
         )
 
 
+def _niced(work: Any, *args: Any) -> Any:
+    """Run on this thread at nice 15 (the generation is CPU-heavy; the timing after it is not niced)."""
+    before = os.getpriority(os.PRIO_PROCESS, 0)  # Linux: this thread's
+    os.setpriority(os.PRIO_PROCESS, 0, 15)
+    try:
+        return work(*args)
+    finally:
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, before)
+        except PermissionError:  # not root: this worker thread stays niced, the timing is on another
+            pass
+
+
 def _load_sqlite(path: Path, world: World, n: int) -> tuple[float, int]:
     started = time.perf_counter()
     db = sqlite3.connect(path)
@@ -410,8 +423,10 @@ async def _time_api(
     from main import create_app
     from tests.conftest import API_KEY, make_settings
 
-    app = create_app(make_settings(tmp, database_url=url, log_level="ERROR"))
+    # the API rate limit off: the bench times queries, not the limiter (~600 requests in a minute)
+    app = create_app(make_settings(tmp, database_url=url, log_level="ERROR", api_rate_limit_per_min=0))
     results = []
+    load_before = os.getloadavg()
     upsert: dict[str, float] = {}
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
@@ -427,9 +442,10 @@ async def _time_api(
                     t0 = time.perf_counter()
                     r = await client.get(path, params=params)
                     times.append((time.perf_counter() - t0) * 1000)
-                    assert r.status_code == 200
+                    assert r.status_code == 200, (name, r.status_code, r.text[:200])
                 results.append((name, statistics.median(times), _pct(times, 0.95), sample))
         upsert = await _time_upserts(app.state.runtime.db, world)
+    upsert["load"] = (load_before, os.getloadavg())  # 1/5/15-min load averages around the timing
     return results, upsert
 
 
@@ -455,7 +471,9 @@ def _sample(response: Any) -> str:
 
 async def _time_upserts(db: Any, world: World, n: int = 300) -> dict[str, float]:
     """Calls ending on the loaded database: each one's claim + rollup UPSERT (``count_ended_call``)."""
-    from models import Conversation, ConversationTurn
+    from sqlalchemy import delete
+
+    from models import AnalyticsRecorded, AnalyticsRollup, Conversation, ConversationTurn
     from storage.analytics import count_ended_call
 
     rng = random.Random(9)
@@ -464,11 +482,11 @@ async def _time_upserts(db: Any, world: World, n: int = 300) -> dict[str, float]
         for _ in range(n):
             agent = rng.choice(world.agents)
             campaign_id, _zone = rng.choice(world.campaigns[agent])
-            conv = Conversation(
+            conv = Conversation(  # after the queried range (END), so the data set stays as generated
                 agent_id=agent, direction="outbound", status="completed", campaign_id=campaign_id,
                 agent_version_id=world.versions[agent][3], to_number="+12025550100", answered_by="human",
-                started_at=END - timedelta(minutes=5), ended_at=END, duration_sec=95.0, outcome="interested",
-                call_state="ENDED", ended_stage="pitch", created_at=END - timedelta(minutes=6),
+                started_at=END + timedelta(minutes=5), ended_at=END + timedelta(minutes=7), duration_sec=95.0,
+                outcome="interested", call_state="ENDED", ended_stage="pitch", created_at=END + timedelta(minutes=4),
             )  # fmt: skip
             conv.turns = [
                 ConversationTurn(seq=0, role="user", text="We already use Salesforce."),
@@ -484,6 +502,10 @@ async def _time_upserts(db: Any, world: World, n: int = 300) -> dict[str, float]
         t0 = time.perf_counter()
         await count_ended_call(db, conv_id)
         times.append((time.perf_counter() - t0) * 1000)
+    async with db.session() as session:  # taken out again: a kept data set is the same on the next run
+        await session.execute(delete(AnalyticsRollup).where(AnalyticsRollup.bucket >= END))
+        await session.execute(delete(AnalyticsRecorded).where(AnalyticsRecorded.conversation_id.in_(ids)))
+        await session.execute(delete(Conversation).where(Conversation.id.in_(ids)))
     return {"n": n, "p50": statistics.median(times), "p95": _pct(times, 0.95)}
 
 
@@ -495,7 +517,8 @@ async def _explain(url: str, world: World) -> str:
         rows = await conn.fetch(
             "EXPLAIN (ANALYZE, BUFFERS OFF, TIMING OFF, SUMMARY ON) SELECT sum(calls), sum(answered), sum(human),"
             " sum(conversations), sum(qualified), sum(booked), sum(call_seconds) FROM analytics_rollup"
-            " WHERE grain = 'm' AND dim = 'all' AND bucket >= $1 AND bucket < $2 AND agent_id = $3",
+            " WHERE grain = 'm' AND dim = 'all' AND bucket >= $1 AND bucket < $2 AND agent_id = $3"
+            " AND campaign_id = '*'",  # the agent-alone rows, as the API reads them (no campaign filter)
             datetime(2026, 7, 1, tzinfo=UTC),
             END,
             world.agents[0],
@@ -521,17 +544,45 @@ async def _counts(url: str) -> dict[str, int]:
         await db.dispose()
 
 
-async def run_postgres(n: int, runs: int, tmp: Path) -> dict[str, Any]:
+def _data_tag(n: int) -> str:
+    """Names a kept data set by what made it: this generator and loader, the code that turns a call into
+    rollup rows, the schema (every table's columns and indexes) and the size."""
+    import hashlib
+    import inspect
+
+    import storage.analytics as a
+    from models import Base
+
+    made_by = [World, _conversations, _one_call, _load_postgres, _postgres_fixtures]
+    made_by += [a.call_facts, a.rollup_rows, a._rows, a.v2v_bin, a.bin_index, a.qualification_fields]
+    sources = [inspect.getsource(f) for f in made_by]
+    for table in Base.metadata.sorted_tables:
+        sources.append(repr([(c.name, str(c.type)) for c in table.columns]))
+        sources.append(repr(sorted(repr([c.name for c in i.columns]) for i in table.indexes)))
+    return f"pg-{n}-{hashlib.sha256(''.join(sources).encode()).hexdigest()[:12]}"
+
+
+async def run_postgres(n: int, runs: int, tmp: Path, keep: bool) -> dict[str, Any]:
+    from bench.kept_postgres import KEPT, KeptPostgres
     from tests.pg_server import PostgresServer, find_bin_dir
 
     bin_dir = find_bin_dir()
     if bin_dir is None:
         raise SystemExit("PostgreSQL is not installed (Debian package postgresql)")
-    server = PostgresServer(bin_dir).start()
+    cache = KEPT / _data_tag(n) if keep else None
+    server: Any = KeptPostgres(bin_dir, cache) if cache else PostgresServer(bin_dir)
+    server.start()
+    world = World()
     try:
-        url = await server.create_database()
-        world = World()
-        load_s, _ = await _load_postgres(url, world, n)
+        if cache and (cache / "loaded.json").exists():  # generated by an earlier run: ~16 min saved
+            kept = json.loads((cache / "loaded.json").read_text())
+            url, load_s = server.url(kept["database"]), kept["load_s"]
+        else:
+            url = await server.create_database()
+            load_s, _ = await _load_postgres(url, world, n)
+            if cache:
+                database = url.rsplit("/", 1)[1]
+                (cache / "loaded.json").write_text(json.dumps({"database": database, "load_s": load_s}))
         counts = await _counts(url)
         results, upsert = await _time_api(url, world, runs, tmp)
         plan = await _explain(url, world)
@@ -549,7 +600,7 @@ async def run_sqlite(n: int, runs: int, tmp: Path) -> dict[str, Any]:
     await db.upgrade()
     await db.dispose()
     world = World()
-    load_s, _ = await asyncio.to_thread(_load_sqlite, path, world, n)
+    load_s, _ = await asyncio.to_thread(_niced, _load_sqlite, path, world, n)
     counts = await _counts(url)
     results, upsert = await _time_api(url, world, runs, tmp)
     return {"n": n, "load_s": load_s, "counts": counts, "results": results, "upsert": upsert, "plan": ""}
@@ -573,12 +624,15 @@ def _table(title: str, run: dict[str, Any]) -> str:
         "",
         f"A call's end on this database (claim + one multi-row UPSERT, its own transaction; {u['n']} calls): "
         f"p50 {u['p50']:.1f} ms, p95 {u['p95']:.1f} ms.",
+        "",
+        "Load average (1, 5, 15 min) when the timing started: {:.2f}, {:.2f}, {:.2f}; when it ended: "
+        "{:.2f}, {:.2f}, {:.2f} (2 cores).".format(*u["load"][0], *u["load"][1]),
     ]
     if run["plan"]:
         lines += [
             "",
-            "The funnel of one agent over 180 days reads day rows for June and month rows for July to"
-            " November; the month part, as PostgreSQL runs it:",
+            "The funnel of one agent over 180 days reads the agent-alone rows: day rows for June and month"
+            " rows for July to November; the month part, as PostgreSQL runs it:",
             "",
             "```",
             run["plan"],
@@ -595,6 +649,12 @@ def main() -> None:
     parser.add_argument(
         "--no-write", action="store_true", help="print only; do not write bench/results/analytics.md"
     )
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="do not keep the PostgreSQL data set in bench/data/analytics (kept by default, reused while"
+        " the generator, storage/analytics.py and the migrations are unchanged)",
+    )
     args = parser.parse_args()
     sections = []
     with tempfile.TemporaryDirectory(prefix="analytics-bench-") as tmp:
@@ -602,7 +662,10 @@ def main() -> None:
             (Path(tmp) / sub).mkdir()
         if args.pg:
             sections.append(
-                _table("PostgreSQL", asyncio.run(run_postgres(args.pg, args.runs, Path(tmp) / "pg")))
+                _table(
+                    "PostgreSQL",
+                    asyncio.run(run_postgres(args.pg, args.runs, Path(tmp) / "pg", not args.fresh)),
+                )
             )
             print(sections[-1], flush=True)
         if args.sqlite:
@@ -614,7 +677,7 @@ def main() -> None:
         "# Analytics at scale\n\n"
         f"`.venv/bin/python -m bench.analytics_bench --pg {args.pg} --sqlite {args.sqlite} --runs {args.runs}`, "
         f"{datetime.now(UTC):%Y-%m-%d}, on {os.cpu_count()} shared cores ({platform.machine()}, a noisy machine "
-        "shared with other jobs: the load average was well above 2 during the run). Each query is timed through "
+        "shared with other jobs: the load averages seen are given with each table). Each query is timed through "
         "the real app (in-process ASGI, API key auth, JSON or CSV out), after one warm-up request; "
         "target p95 ≤ 500 ms.\n"
     )

@@ -497,7 +497,9 @@ class Responder:
         said = self.transcript.last_agent_line()
         try:
             async with asyncio.timeout(1.5):
-                return await self.knowledge.query(self.profile.id, text, context=said.rstrip(" —"))
+                return await self.knowledge.query(
+                    self.profile.id, text, context=said.rstrip(" —"), document_ids=[d.id for d in documents]
+                )
         except Exception as exc:
             self._log("retrieval failed", logging.WARNING, error=type(exc).__name__)
             return []

@@ -196,10 +196,16 @@ class KnowledgeStore:
         )
 
     def _query_sync(
-        self, agent_id: str, text: str, top_k: int, min_score: float, context: str = ""
+        self,
+        agent_id: str,
+        text: str,
+        top_k: int,
+        min_score: float,
+        context: str = "",
+        document_ids: list[str] | None = None,
     ) -> list[RetrievedChunk]:
         collection = self._collection(agent_id, create=False)
-        if collection is None or collection.count() == 0:
+        if collection is None or collection.count() == 0 or document_ids == []:
             return []
         # A reply only makes sense after what the agent said ("How much is it?", or a name the
         # recogniser misheard): the turn is also searched with that context, and a chunk counts with
@@ -209,6 +215,8 @@ class KnowledgeStore:
             query_embeddings=self.embedder.embed_sync(queries),
             n_results=min(top_k, collection.count()),
             include=["documents", "metadatas", "distances"],
+            # only the documents of the version the call runs (a detached one keeps its vectors)
+            where={"document_id": {"$in": document_ids}} if document_ids is not None else None,
         )
         best: dict[str, RetrievedChunk] = {}
         for ids, docs, metas, distances in zip(
@@ -258,8 +266,11 @@ class KnowledgeStore:
         top_k: int | None = None,
         min_score: float | None = None,
         context: str = "",
+        document_ids: list[str] | None = None,
     ) -> list[RetrievedChunk]:
-        """Top chunks for a caller's turn; ``context`` is what the agent said just before it."""
+        """Top chunks for a caller's turn; ``context`` is what the agent said just before it;
+        ``document_ids``: search only these documents (the call's version's), None: all of the agent's
+        collection, detached documents included."""
         return await asyncio.to_thread(
             self._query_sync,
             agent_id,
@@ -267,6 +278,7 @@ class KnowledgeStore:
             top_k or self.settings.rag_top_k,
             self.settings.rag_min_score if min_score is None else min_score,
             context,
+            document_ids,
         )
 
     async def delete_document(self, agent_id: str, document_id: str) -> None:

@@ -3,7 +3,9 @@
 A version's ``spec`` is what a call needs: every column of the agent (prompt, voice, providers, data
 collection, ``extra_config`` with the playbook and the ElevenLabs settings …), its tools with their real
 configs, and the ids of its knowledge documents. ``spec_hash`` (SHA-256 of the canonical JSON, tool ids
-left out) makes a change that changes nothing make no version.
+left out) makes a change that changes nothing make no version. A document removed from the agent while a
+version lists it is detached, not deleted (:func:`remove_document`): a call of that version retrieves
+from the version's documents only, and a restore attaches them again (:func:`attach_documents`).
 
 A call is stamped with a version when its conversation row is created (:func:`stamp_call`): the
 variant a running experiment gives the lead, else the agent's latest version (recorded on the spot when
@@ -117,6 +119,42 @@ async def current_version(session: AsyncSession, agent: Agent) -> AgentVersion:
     last = await latest_version(session, agent.id)
     assert last is not None
     return last
+
+
+# ---------------------------------------------------------------- knowledge: part of a version
+
+
+async def listed_by_a_version(session: AsyncSession, agent_id: str, document_id: str) -> bool:
+    """Whether any version of the agent lists the document (its spec's ``knowledge_base_ids``)."""
+    specs = await session.scalars(select(AgentVersion.spec).where(AgentVersion.agent_id == agent_id))
+    return any(document_id in (spec or {}).get("knowledge_base_ids", []) for spec in specs)
+
+
+async def remove_document(session: AsyncSession, document: KnowledgeDocument) -> bool:
+    """Take a document off its agent. While a version lists it, it is only detached (``detached_at``):
+    its text and vectors stay, calls of that version still retrieve from it and restoring the version
+    attaches it again. True when it was kept (detached); False: nothing lists it, delete it and its
+    vectors."""
+    if await listed_by_a_version(session, document.agent_id, document.id):
+        document.detached_at = utcnow()
+        await session.flush()
+        return True
+    return False
+
+
+async def attach_documents(session: AsyncSession, agent: Agent, document_ids: list[str]) -> None:
+    """The agent's knowledge set becomes exactly these of its own documents (a restore): detached ones
+    listed come back, attached ones not listed are detached (kept: the versions that list them still
+    do). An id whose document was deleted (before documents were kept) is skipped."""
+    wanted = set(document_ids)
+    owned = await session.scalars(select(KnowledgeDocument).where(KnowledgeDocument.agent_id == agent.id))
+    now = utcnow()
+    for document in owned:
+        if document.id in wanted and document.detached_at is not None:
+            document.detached_at = None
+        elif document.id not in wanted and document.detached_at is None:
+            document.detached_at = now
+    await session.flush()
 
 
 def agent_from_spec(agent_id: str, spec: dict[str, Any], created_at: datetime) -> Agent:

@@ -21,9 +21,10 @@ A call's facts (the funnel, in order):
 
 Dimensions (``AnalyticsRollup.dim``): ``all``; ``local_hour`` (the hour of the lead's own day the call
 was placed in: the campaign lead's first time zone, else the zone of the caller's number); ``stage``
-(``conversations.ended_stage``); ``outcome``; ``objection`` (``speech.objections``); ``v2v`` (each agent
-turn's voice-to-voice latency in a bin: 50 ms wide below 1.5 s, 250 ms to 3 s, one bin beyond; and
-``v2v_agent``, the same keyed by agent alone, read when no campaign or version filter is given).
+(``conversations.ended_stage``); ``outcome``; ``objection`` (``speech.objections``). The ``all`` rows
+also carry each agent turn's voice-to-voice latency as a fixed-bucket histogram (``v2v_00`` …
+``v2v_36``: 50 ms wide bins below 1.5 s, 250 ms to 3 s, one bin beyond), so a latency percentile per
+bucket is one GROUP BY over the same rows as a count, never a row per bin.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.phone_numbers import InvalidPhoneNumber, describe
 from models import (
+    V2V_COLUMNS,
     Agent,
     AgentVersion,
     AnalyticsRecorded,
@@ -59,7 +61,8 @@ CONVERSATION_MIN_SEC = 30.0
 NOT_A_PERSON_OUTCOMES = frozenset({"voicemail", "screened", "ivr"})
 FUNNEL_MEASURES = ("calls", "answered", "human", "conversations", "qualified", "booked", "call_seconds")
 ROLLUP_KEY = ["grain", "dim", "bucket", "agent_id", "campaign_id", "version_id", "experiment_id", "dim_value"]
-DIMENSIONS = ("all", "local_hour", "stage", "outcome", "objection", "v2v", "v2v_agent")
+DIMENSIONS = ("all", "local_hour", "stage", "outcome", "objection")
+ADDED = [*FUNNEL_MEASURES, *V2V_COLUMNS]  # what a call's UPSERT adds to a row that exists
 
 
 # ---------------------------------------------------------------- latency bins
@@ -67,12 +70,21 @@ DIMENSIONS = ("all", "local_hour", "stage", "outcome", "objection", "v2v", "v2v_
 
 def v2v_bin(ms: float) -> int:
     """The lower edge (ms) of the bin a voice-to-voice latency falls in: 50 ms wide below 1.5 s, 250 ms
-    wide to 3 s, one bin beyond (35 bins)."""
+    wide to 3 s, one bin beyond (37 bins)."""
     if ms < 1500:
         return int(max(ms, 0) // 50) * 50
     if ms < 3000:
         return int(ms // 250) * 250
     return 3000
+
+
+def bin_index(lower: int) -> int:
+    """The histogram column (``V2V_COLUMNS``) of a bin's lower edge."""
+    return lower // 50 if lower < 1500 else 30 + (lower - 1500) // 250 if lower < 3000 else 36
+
+
+def bin_lower(index: int) -> int:
+    return index * 50 if index < 30 else 1500 + (index - 30) * 250 if index < 36 else 3000
 
 
 def bin_width(lower: int) -> int:
@@ -120,10 +132,22 @@ def hour_of(moment: datetime) -> datetime:
     return moment.replace(minute=0, second=0, microsecond=0)
 
 
+AGENT_LEVEL = "*"  # campaign, version and experiment of the rows keyed by the agent alone
+
+
 def rollup_rows(facts: CallFacts) -> list[dict[str, Any]]:
     """The rollup rows one call adds, to its hour, its day and its month (the live recorder and the bulk
-    loader share this)."""
-    hourly = _rows(facts, "h", facts.bucket)
+    loader share this). Each comes twice: keyed by agent, campaign, version and experiment, and keyed by
+    the agent alone (campaign, version and experiment ``*``), which the queries without a campaign,
+    version or experiment filter read: their row count then follows the agents, not the campaigns and
+    versions. The agent-alone rows come first, so two calls of one agent ending at once lock their
+    shared rows in the same order (no deadlock)."""
+    keyed = _rows(facts, "h", facts.bucket)
+    alone = [
+        {**row, "campaign_id": AGENT_LEVEL, "version_id": AGENT_LEVEL, "experiment_id": AGENT_LEVEL}
+        for row in keyed
+    ]
+    hourly = alone + keyed
     day = facts.bucket.replace(hour=0)
     month = day.replace(day=1)
     return (
@@ -151,22 +175,18 @@ def _rows(facts: CallFacts, grain: str, bucket: datetime) -> list[dict[str, Any]
         "booked": int(facts.booked),
         "call_seconds": float(facts.call_seconds),
     }
-    zero = dict.fromkeys(FUNNEL_MEASURES, 0) | {"call_seconds": 0.0}
-    rows = [{**base, "dim": "all", "dim_value": "", **funnel}]
+    no_latency = dict.fromkeys(V2V_COLUMNS, 0)
+    funnel |= no_latency  # every row of one INSERT names the same columns
+    latency = dict(no_latency)
+    for ms in facts.v2v_ms:
+        latency[V2V_COLUMNS[bin_index(v2v_bin(ms))]] += 1
+    rows = [{**base, "dim": "all", "dim_value": "", **funnel, **latency}]
     if facts.local_hour is not None:
         rows.append({**base, "dim": "local_hour", "dim_value": str(facts.local_hour), **funnel})
     rows.append({**base, "dim": "stage", "dim_value": (facts.ended_stage or "")[:64], **funnel})
     rows.append({**base, "dim": "outcome", "dim_value": (facts.outcome or "unknown")[:64], **funnel})
     for objection in sorted(set(facts.objections)):
         rows.append({**base, "dim": "objection", "dim_value": objection, **funnel})
-    bins: dict[int, int] = {}
-    for ms in facts.v2v_ms:
-        bins[v2v_bin(ms)] = bins.get(v2v_bin(ms), 0) + 1
-    for lower, n in sorted(bins.items()):
-        rows.append({**base, "dim": "v2v", "dim_value": str(lower), **zero, "calls": n})
-        # the same bins per agent alone: latency with no campaign or version filter reads far fewer rows
-        per_agent = {**base, "campaign_id": "", "version_id": "", "experiment_id": ""}
-        rows.append({**per_agent, "dim": "v2v_agent", "dim_value": str(lower), **zero, "calls": n})
     return rows
 
 
@@ -323,7 +343,7 @@ async def record_call(session: AsyncSession, conversation: Conversation) -> bool
         zones=await lead_zones(session, conversation),
         experiment_id=experiment_id,
     )
-    await upsert_adding(session, AnalyticsRollup, rollup_rows(facts), ROLLUP_KEY, list(FUNNEL_MEASURES))
+    await upsert_adding(session, AnalyticsRollup, rollup_rows(facts), ROLLUP_KEY, ADDED)
     return True
 
 

@@ -1,7 +1,8 @@
 """Reads of the analytics rollup (``storage.analytics``): sums over hour buckets, never ``conversations``.
 
 Every query is one ``SELECT … SUM(…) … GROUP BY`` on ``analytics_rollup`` restricted by dimension, hour
-range and the filters given (agent, campaign, version, experiment), which its indexes serve.
+range and the filters given (agent, campaign, version, experiment), which its indexes serve. Without a
+campaign, version or experiment filter it reads the rows keyed by the agent alone (``AGENT_LEVEL``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models import AnalyticsRollup as R
-from storage.analytics import percentile_from_bins
+from storage.analytics import AGENT_LEVEL, V2V_COLUMNS, bin_lower, percentile_from_bins
 
 COUNTS = ("calls", "answered", "human", "conversations", "qualified", "booked")
 
@@ -71,9 +72,14 @@ def _sums() -> list[Any]:
     return [func.coalesce(func.sum(getattr(R, m)), 0).label(m) for m in (*COUNTS, "call_seconds")]
 
 
-def _where(scope: Scope, dim: str, part: Part) -> list[Any]:
+def _where(scope: Scope, dim: str, part: Part, key: str = "") -> list[Any]:
     grain, start, end = part
     conditions = [R.grain == grain, R.dim == dim, R.bucket >= start, R.bucket < end]
+    if scope.campaign_id is None and scope.version_id is None and scope.experiment_id is None:
+        # no campaign, version or experiment asked for: the rows keyed by the agent alone, unless the
+        # answer is per campaign, version or experiment (then every other row)
+        agent_level = key not in ("campaign_id", "version_id", "experiment_id")
+        conditions.append(R.campaign_id == AGENT_LEVEL if agent_level else R.campaign_id != AGENT_LEVEL)
     for column, value in (
         (R.agent_id, scope.agent_id),
         (R.campaign_id, scope.campaign_id),
@@ -113,7 +119,7 @@ async def grouped(
     column = getattr(R, key)
     out: dict[Any, dict[str, float]] = {}
     for part in parts(scope, coarsest):
-        stmt = select(column.label("key"), *_sums()).where(*_where(scope, dim, part)).group_by(column)
+        stmt = select(column.label("key"), *_sums()).where(*_where(scope, dim, part, key)).group_by(column)
         for row in (await session.execute(stmt)).all():
             _add(
                 out.setdefault(_aware(row.key) if key == "bucket" else row.key, empty_totals()), _totals(row)
@@ -133,6 +139,18 @@ async def per_bucket_and_value(
             .group_by(R.bucket, R.dim_value)
         )
         found += [(_aware(r.bucket), r.dim_value, int(r.n)) for r in (await session.execute(stmt)).all()]
+    return found
+
+
+async def latency_histograms(
+    session: AsyncSession, scope: Scope, coarsest: str
+) -> list[tuple[datetime, list[int]]]:
+    """(bucket, turns per latency bin) of the ``all`` rows: the histograms summed in one GROUP BY."""
+    found: list[tuple[datetime, list[int]]] = []
+    sums = [func.sum(getattr(R, c)) for c in V2V_COLUMNS]
+    for part in parts(scope, coarsest):
+        stmt = select(R.bucket, *sums).where(*_where(scope, "all", part)).group_by(R.bucket)
+        found += [(_aware(r[0]), [int(n or 0) for n in r[1:]]) for r in (await session.execute(stmt)).all()]
     return found
 
 
@@ -179,14 +197,17 @@ async def timeseries(session: AsyncSession, scope: Scope, metric: str, step: tim
         return {outcome: list(per_outcome[outcome].items()) for outcome in sorted(per_outcome)}
     if metric in ("v2v_p50", "v2v_p95"):
         q = 0.5 if metric == "v2v_p50" else 0.95
-        merged: dict[datetime, dict[int, int]] = {t: {} for t in starts}
-        narrow = scope.campaign_id or scope.version_id or scope.experiment_id
-        for bucket, lower, n in await per_bucket_and_value(
-            session, scope, "v2v" if narrow else "v2v_agent", coarsest
-        ):
+        merged: dict[datetime, list[int]] = {t: [0] * len(V2V_COLUMNS) for t in starts}
+        for bucket, counts in await latency_histograms(session, scope, coarsest):
             target = merged[bucket_of(bucket, scope, step)]
-            target[int(lower)] = target.get(int(lower), 0) + n
-        return {metric: [(t, percentile_from_bins(bins, q)) for t, bins in merged.items()]}
+            for i, n in enumerate(counts):
+                target[i] += n
+        return {
+            metric: [
+                (t, percentile_from_bins({bin_lower(i): n for i, n in enumerate(c) if n}, q))
+                for t, c in merged.items()
+            ]
+        }
     folded_totals: dict[datetime, dict[str, float]] = {t: empty_totals() for t in starts}
     for bucket, values in (await grouped(session, scope, "all", "bucket", coarsest)).items():
         _add(folded_totals[bucket_of(bucket, scope, step)], values)

@@ -108,3 +108,62 @@ async def test_upgrading_a_database_of_the_first_release_keeps_its_agents(tmp_pa
             assert agent is not None and agent.name == "Old" and agent.stt_keywords == []
     finally:
         await db.dispose()
+
+
+@pytest.mark.asyncio
+async def test_0020_moves_latency_bins_onto_their_rows_and_adds_the_agent_level_rows(tmp_path: Path) -> None:
+    """A rollup counted before 0020 (a latency bin a row of its own) reads the same after it."""
+    from alembic import command
+
+    from storage.analytics import AGENT_LEVEL
+    from storage.db import alembic_config
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'rollup.db'}"
+    await asyncio.to_thread(command.upgrade, alembic_config(url), "0017")
+    db = Database(url)
+    rows = [  # dim, campaign, dim_value, calls, booked: two campaigns, their latency bins
+        ("all", "c1", "", 2, 1),
+        ("all", "c2", "", 1, 0),
+        ("v2v", "c1", "800", 3, 0),
+        ("v2v", "c1", "1750", 1, 0),
+        ("v2v", "c2", "800", 2, 0),
+        ("v2v_agent", "", "800", 5, 0),
+    ]
+    insert = text(
+        "INSERT INTO analytics_rollup (grain, dim, bucket, agent_id, campaign_id, version_id, experiment_id,"
+        " dim_value, calls, answered, human, conversations, qualified, booked, call_seconds) VALUES ('h', :dim,"
+        " '2026-11-02 10:00:00.000000', 'agent_x', :campaign, :version, '', :value, :calls, 0, 0, 0, 0, :booked, 0)"
+    )
+    try:
+        async with db.engine.begin() as conn:
+            for dim, campaign, value, calls, booked in rows:
+                version = "" if dim == "v2v_agent" else "agver_1"
+                await conn.execute(
+                    insert,
+                    {
+                        "dim": dim,
+                        "campaign": campaign,
+                        "version": version,
+                        "value": value,
+                        "calls": calls,
+                        "booked": booked,
+                    },
+                )
+        await db.upgrade()
+        async with db.engine.connect() as conn:
+            found = (
+                await conn.execute(
+                    text(
+                        "SELECT dim, campaign_id, calls, booked, v2v_16, v2v_31 FROM analytics_rollup"
+                        " ORDER BY campaign_id, dim"
+                    )
+                )
+            ).all()
+        # 800 ms is bin 16 (50 ms wide), 1750 ms bin 31 (250 ms wide from 1.5 s)
+        assert [tuple(r) for r in found] == [
+            ("all", AGENT_LEVEL, 3, 1, 5, 1),
+            ("all", "c1", 2, 1, 3, 1),
+            ("all", "c2", 1, 0, 2, 0),
+        ]
+    finally:
+        await db.dispose()

@@ -182,9 +182,15 @@ async def test_knowledge_routes(kb_client: httpx.AsyncClient) -> None:
     doc_id = created.json()["id"]
     assert (await app_client.delete(f"{base}/{doc_id}")).status_code == 204
     assert (await app_client.get(f"{base}/{doc_id}")).status_code == 404
-    assert all(
-        "Salesforce" not in h.text for h in await store.query(agent["agent_id"], "Salesforce", min_score=-1)
+    current = [d["id"] for d in (await app_client.get(base)).json()["documents"]]
+    assert doc_id not in current
+    assert all(  # what the agent's calls search: its documents now
+        "Salesforce" not in h.text
+        for h in await store.query(agent["agent_id"], "Salesforce", min_score=-1, document_ids=current)
     )
+    # the versions that list it still reach its vectors (test_knowledge_is_part_of_a_version)
+    kept = await store.query(agent["agent_id"], "Salesforce", min_score=-1, document_ids=[doc_id])
+    assert kept and "Salesforce" in kept[0].text
 
 
 @pytest.mark.asyncio
@@ -265,3 +271,85 @@ async def test_an_extractive_answer_is_the_sentence_without_its_heading_or_marku
             assert (await store.best_sentence(question, chunks))[0] == answer
     finally:
         store.close()
+
+
+PRICING = "# Pricing\n\nThe Team plan costs 30 dollars per seat per month, billed monthly."
+INTEGRATIONS = (
+    "# Integrations\n\nAcme connects to Salesforce, HubSpot and Pipedrive; data syncs every five minutes."
+)
+
+
+@pytest.mark.asyncio
+async def test_knowledge_is_part_of_a_version(tmp_path: Path) -> None:
+    """Removing a document detaches it (text and vectors kept while a version lists it); a call of the
+    version that had it still answers from it, a call of the later version cannot; restoring the version
+    attaches it again. Real MiniLM embeddings, embedded Chroma, the embedded LLM's extractive answers."""
+    from main import create_app
+    from models import KnowledgeDocument
+    from tests.api_helpers import db_of
+    from tests.conftest import API_KEY
+
+    app = create_app(make_settings(tmp_path, llm_provider="local"))
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://t", headers={"xi-api-key": API_KEY}
+        ) as client:
+            client.app = app  # type: ignore[attr-defined]
+            agent_id = (await client.post("/v1/convai/agents", json={"name": "Kai"})).json()["agent_id"]
+            base = f"/v1/convai/agents/{agent_id}/knowledge"
+            ids = {}
+            for name, text in (("Pricing", PRICING), ("Integrations", INTEGRATIONS)):
+                created = await client.post(base, json={"name": name, "text": text})
+                assert created.status_code == 201, created.text
+                ids[name] = created.json()["id"]
+                assert (await wait_indexed(client, f"{base}/{ids[name]}"))["status"] == "ready"
+            versions = f"/v1/convai/agents/{agent_id}/versions"
+            with_pricing = (await client.get(versions)).json()["versions"][0]
+            assert (await client.get(f"{versions}/{with_pricing['id']}")).json()["config"][
+                "knowledge_base_ids"
+            ] == [ids["Pricing"], ids["Integrations"]]
+
+            assert (await client.delete(f"{base}/{ids['Pricing']}")).status_code == 204
+            assert (await client.get(f"{base}/{ids['Pricing']}")).status_code == 404
+            assert [d["name"] for d in (await client.get(base)).json()["documents"]] == ["Integrations"]
+            agent = (await client.get(f"/v1/convai/agents/{agent_id}")).json()
+            assert agent["knowledge_base_ids"] == [ids["Integrations"]]
+            without = (await client.get(versions)).json()["versions"][0]
+            assert without["description"] == "removed knowledge document Pricing"
+            async with db_of(client).session() as session:  # kept: its text, and its vectors below
+                kept = await session.get(KnowledgeDocument, ids["Pricing"])
+                assert kept is not None and kept.detached_at is not None and kept.text == PRICING
+
+            question = {
+                "name": "price",
+                "caller": [{"say": "How much is the Team plan per seat?"}],
+                "criteria": {"agent_never_says": ["xyzzy"]},
+            }
+
+            async def answers(version_id: str | None) -> str:
+                body = {"scenarios": [question], **({"version_id": version_id} if version_id else {})}
+                run = await client.post(f"/v1/convai/agents/{agent_id}/tests/run?wait=true", json=body)
+                assert run.status_code == 200, run.text
+                return " ".join(
+                    t["text"] for t in run.json()["results"][0]["transcript"] if t["role"] == "agent"
+                )
+
+            assert "30 dollars" in await answers(with_pricing["id"])  # the version that had it
+            assert "30 dollars" not in await answers(without["id"])  # the one without it: not retrieved
+            assert "30 dollars" not in await answers(None)  # the agent as it is now
+
+            restored = await client.post(f"{versions}/{with_pricing['id']}/restore")
+            assert restored.status_code == 201, restored.text
+            assert restored.json()["config_hash"] == with_pricing["config_hash"]
+            listed = (await client.get(base)).json()["documents"]
+            assert [(d["name"], d["status"]) for d in listed] == [
+                ("Pricing", "ready"),
+                ("Integrations", "ready"),
+            ]
+            assert "30 dollars" in await answers(None)  # answered again, from the same vectors
+
+            # restoring the version without it detaches it again; removing a document the versions
+            # never listed would delete it with its vectors
+            assert (await client.post(f"{versions}/{without['id']}/restore")).status_code == 201
+            assert [d["name"] for d in (await client.get(base)).json()["documents"]] == ["Integrations"]
+            assert "30 dollars" not in await answers(None)

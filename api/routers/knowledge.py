@@ -1,7 +1,9 @@
 """An agent's knowledge base: ``/v1/convai/agents/{agent_id}/knowledge`` (text, Markdown, PDF, text files).
 
-Documents are stored as rows (their text kept for re-indexing) and their chunks as vectors in ChromaDB;
-deleting a document deletes its vectors. Extracted text and PDF pages are capped (KNOWLEDGE_MAX_TEXT_BYTES,
+Documents are stored as rows (their text kept for re-indexing) and their chunks as vectors in ChromaDB.
+Deleting a document takes it off the agent; while a version of the agent lists it, it is only detached
+(text and vectors kept for that version's calls and its restore: ``storage.agent_versions``), else it
+and its vectors are deleted. Extracted text and PDF pages are capped (KNOWLEDGE_MAX_TEXT_BYTES,
 KNOWLEDGE_MAX_PDF_PAGES: 413 beyond). A new document is answered at once with ``status: "pending"``
 and indexed in the background (``indexing`` -> ``ready`` or ``failed``; see ``knowledge.store``).
 """
@@ -20,6 +22,7 @@ from sqlalchemy import select
 from api.agent_service import record_change
 from api.deps import SessionDep, error_responses
 from models import Agent, KnowledgeDocument
+from storage.agent_versions import remove_document
 
 router = APIRouter(prefix="/convai/agents/{agent_id}/knowledge", tags=["knowledge base"])
 
@@ -112,7 +115,7 @@ async def list_documents(agent_id: str, request: Request, session: SessionDep) -
     documents = (
         await session.scalars(
             select(KnowledgeDocument)
-            .where(KnowledgeDocument.agent_id == agent_id)
+            .where(KnowledgeDocument.agent_id == agent_id, KnowledgeDocument.detached_at.is_(None))
             .order_by(KnowledgeDocument.created_at)
         )
     ).all()
@@ -206,18 +209,19 @@ async def get_document(agent_id: str, document_id: str, session: SessionDep) -> 
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
     responses=error_responses(404),
-    summary="Delete a document and its vectors",
+    summary="Remove a document from the agent (kept while a version lists it; else deleted with its vectors)",
 )
 async def delete_document(agent_id: str, document_id: str, request: Request, session: SessionDep) -> Response:
     document = await _document_or_404(session, agent_id, document_id)
-    await request.app.state.runtime.knowledge.delete_document(agent_id, document.id)
-    await session.delete(document)
+    if not await remove_document(session, document):
+        await request.app.state.runtime.knowledge.delete_document(agent_id, document.id)
+        await session.delete(document)
     await record_change(session, agent_id, f"removed knowledge document {document.name[:200]}")
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 async def _document_or_404(session: SessionDep, agent_id: str, document_id: str) -> KnowledgeDocument:
     document = await session.get(KnowledgeDocument, document_id)
-    if document is None or document.agent_id != agent_id:
+    if document is None or document.agent_id != agent_id or document.detached_at is not None:
         raise HTTPException(404, detail=f"document {document_id!r} not found")
     return document
