@@ -3,6 +3,7 @@
     python -m bench.sdr_bench --llm local                   # SmolLM2 (embedded default), with the starter playbook
     python -m bench.sdr_bench --llm local --no-playbook     # the same agent without a playbook
     python -m bench.sdr_bench --llm ollama --setting ollama_host=http://127.0.0.1:11434 --label llama3
+    python -m bench.sdr_bench --capable                     # the OpenAI-compatible stand-in of a capable model
     python -m bench.sdr_bench --table                       # print the table of every stored run
 
 The model is a parameter: ``--llm`` is any LLM provider name the service knows (``local``, ``ollama``,
@@ -67,6 +68,13 @@ def settings_for(tmp: Path, llm: str, extra: dict[str, str]) -> Any:
         **extra,
     }
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+def model_name(llm: str, extra: dict[str, str]) -> str:
+    """What answered: the embedded model's name, the server's model, or the provider."""
+    if llm == "local":
+        return extra.get("embedded_llm_model", "smollm2-135m")
+    return extra.get("openai_model") or extra.get("ollama_model") or llm
 
 
 def last_reply(transcript: list[dict[str, Any]]) -> str:
@@ -146,6 +154,7 @@ async def run_bench(
     playbook = starter_playbook()
     result: dict[str, Any] = {
         "llm": llm,
+        "model": model_name(llm, extra),
         "playbook": playbook_on,
         "repeat": repeat,
         "lines": {},
@@ -264,7 +273,7 @@ def table(stored: dict[str, Any]) -> str:
         if errors := sum(x.get("errors", 0) for x in result["lines"].values()):
             label = f"{label} ({errors} runs not finished, not counted)"
         rows.append(
-            f"| {label} | {result['llm']} | {'starter' if result['playbook'] else 'none'} | {s['lines']} | "
+            f"| {label} | {result.get('model') or result['llm']} | {'starter' if result['playbook'] else 'none'} | {s['lines']} | "
             f"{s['runs']} | {s['what_about']} | {s['robot']} | {result['reply_ms_p50']} / {result['reply_ms_p95']} |"
         )
     return "\n".join(rows)
@@ -323,6 +332,11 @@ def main() -> None:
     )
     parser.add_argument("--only", default=None, help="a regex of line ids to run (stored only with --label)")
     parser.add_argument("--set", type=Path, default=None, help="another set file (bench/sdr_heldout.json)")
+    parser.add_argument(
+        "--capable",
+        action="store_true",
+        help="the OpenAI-compatible stand-in playing a capable model's tool calls (bench/capable_llm.py)",
+    )
     parser.add_argument("--table", action="store_true", help="print the stored results and exit")
     args = parser.parse_args()
     store = RESULTS / "sdr.json"
@@ -331,6 +345,8 @@ def main() -> None:
         print(table(stored))
         return
     extra = dict(s.split("=", 1) for s in args.setting)
+    if args.capable:
+        args.llm = "openai"
     label = args.label or f"{args.llm}, {'no playbook' if args.no_playbook else 'starter playbook'}"
     if args.set is not None and not args.label:
         label += f" ({args.set.stem})"
@@ -343,9 +359,20 @@ def main() -> None:
             write_markdown(stored)
         print(f"{len(partial['lines'])} lines done, {partial['wall_s']} s", flush=True)
 
-    result = asyncio.run(
-        run_bench(args.llm, not args.no_playbook, args.repeat, extra, args.only, save, args.set)
-    )
+    async def bench() -> dict[str, Any]:
+        if not args.capable:
+            return await run_bench(
+                args.llm, not args.no_playbook, args.repeat, extra, args.only, save, args.set
+            )
+        from bench.capable_llm import MODEL, capable_server
+
+        async with capable_server() as server:  # served on loopback, driven through the `openai` SDK
+            extra.update(openai_base_url=server.url, openai_model=MODEL)
+            return await run_bench(
+                args.llm, not args.no_playbook, args.repeat, extra, args.only, save, args.set
+            )
+
+    result = asyncio.run(bench())
     shown = {label: result}
     print(table(shown))
     for line_id, x in result["lines"].items():
