@@ -4,7 +4,8 @@
 sentence) is checked before it is spoken:
 
 - a persona-breaking opening ("As an AI, …", "As a customer service rep, …") is cut off, and a sentence
-  that says the agent is an AI or a language model is dropped;
+  that says the agent is an AI or a language model is dropped — unless the caller asked whether this is
+  a bot (``disclose_ai``): then "I'm an AI assistant" is the honest answer and is kept;
 - a piece that repeats the previous agent line (or that line's start), parrots the caller's turn, or
   recites the engine's own instructions, is dropped with the rest of its sentence;
 - a piece naming a number, price, date or name found nowhere in what the agent was told (system prompt,
@@ -134,11 +135,14 @@ class ReplyShaper:
         max_sentences: int = MAX_SENTENCES,
         instructions: str = "",
         caller: str = "",
+        disclose_ai: bool = False,
     ) -> None:
         self.previous = previous  # the agent's last line
         self.caller = caller  # the caller's turn: a small model parrots it ("Sorry, we're not interested.")
         self.known = known  # everything a fact may come from
         self.instructions = instructions  # the engine's own rules: a small model recites them
+        # the caller asked whether this is a bot: "I'm an AI assistant" is the honest answer, kept
+        self.disclose_ai = disclose_ai
         self.max_sentences = max_sentences
         self.sentences = 0
         self.spoken: list[str] = []
@@ -161,7 +165,7 @@ class ReplyShaper:
         if self._skip_sentence:
             self._skip_sentence = not self._at_sentence_start
             return None
-        if starts_sentence and text:
+        if starts_sentence and text and not self.disclose_ai:
             trimmed = strip_persona(text)
             if trimmed != text:
                 self.dropped.append("persona")

@@ -121,6 +121,26 @@ async def test_the_responder_caps_the_reply_and_stops_the_model() -> None:
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("asked", "kept"),
+    [
+        ("Wait, am I talking to a robot?", True),
+        ("Is this a real person?", True),
+        ("Do you have a case study I could read?", False),  # not asked: AI talk is still dropped
+    ],
+)
+async def test_asked_whether_it_is_a_bot_the_agent_may_say_it_is_an_ai(asked: str, kept: bool) -> None:
+    """Without a playbook the model answers "is this a robot?": its honest "I'm an AI assistant" is not
+    dropped as persona-breaking (the issue: the agent never denies being an AI)."""
+    llm = ScriptedLLM(
+        [[LLMChunk("Yes, I'm an AI assistant calling for Acme. "), LLMChunk("Want to hear why?")]]
+    )
+    responder, speaker, _, _ = responder_for(llm)
+    await responder.answer(ReplyTurn(1, asked, 0), detect_intent(asked))
+    assert ("Yes, I'm an AI assistant calling for Acme." in speaker.said) is kept, speaker.said
+
+
+@pytest.mark.asyncio
 async def test_the_responder_never_says_the_previous_line_again() -> None:
     ramble = "As a customer service rep, I take pride in helping teams like yours grow. It is my passion."
     llm = ScriptedLLM([[LLMChunk(ramble)]])
