@@ -14,6 +14,7 @@ from call.reply_turn import ReplySource, ReplyTurn
 from call.responder import EMAIL_GOODBYE_LINE, GOODBYE_LINE
 from providers.base import ChatMessage, LLMChunk
 from speech.reply_shape import (
+    HONEST_AI_LINE,
     NEUTRAL_LINES,
     NO_ANSWER_LINES,
     ReplyShaper,
@@ -138,6 +139,25 @@ async def test_asked_whether_it_is_a_bot_the_agent_may_say_it_is_an_ai(asked: st
     responder, speaker, _, _ = responder_for(llm)
     await responder.answer(ReplyTurn(1, asked, 0), detect_intent(asked))
     assert ("Yes, I'm an AI assistant calling for Acme." in speaker.said) is kept, speaker.said
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "denial",
+    ["No, I'm not a robot. ", "No, I'm a sales rep from Acme. ", "It's definitely a person here. "],
+)
+async def test_asked_whether_it_is_a_bot_a_denial_is_never_said(denial: str) -> None:
+    """The embedded models, asked "is this a robot?" without a playbook, answered these (SDR set, no
+    playbook): the reply is replaced by the honest line."""
+    llm = ScriptedLLM([[LLMChunk(denial), LLMChunk("How can I help?")]])
+    responder, speaker, _, _ = responder_for(llm)
+    await responder.answer(ReplyTurn(1, "Am I talking to a real person?", 0), Intent.QUESTION)
+    assert speaker.said == [HONEST_AI_LINE]
+    # not asked: the same words are the model's to say
+    llm = ScriptedLLM([[LLMChunk(denial)]])
+    responder, speaker, _, _ = responder_for(llm)
+    await responder.answer(ReplyTurn(1, "Who are you with?", 0), Intent.QUESTION)
+    assert HONEST_AI_LINE not in speaker.said
 
 
 @pytest.mark.asyncio
