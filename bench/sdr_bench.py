@@ -322,6 +322,8 @@ def write_markdown(stored: dict[str, Any]) -> None:
             ),
             "",
         ]
+        if result.get("note"):
+            parts += [result["note"], ""]
         if result.get("reply_sources"):
             shares = ", ".join(f"{k} {v}" for k, v in sorted(result["reply_sources"].items()))
             parts += [f"The tested replies, by how they were produced: {shares}.", ""]

@@ -97,7 +97,7 @@ def reaching_the_branch() -> list[tuple[str, str, str]]:
     return found
 
 
-async def run(model: str, repeat: int) -> dict[str, Any]:
+async def run(model: str, repeat: int, threads: int) -> dict[str, Any]:
     from call.playbook import PlaybookRun, starter_playbook
     from providers.base import ChatMessage
     from providers.local_llm import LocalLLMProvider
@@ -105,7 +105,9 @@ async def run(model: str, repeat: int) -> dict[str, Any]:
     playbook = starter_playbook()
     facts = " ".join(str(v) for v in playbook["variables"].values())
     with tempfile.TemporaryDirectory() as tmp:
-        settings = settings_for(Path(tmp), "local", {"embedded_llm_model": model})
+        settings = settings_for(
+            Path(tmp), "local", {"embedded_llm_model": model, "local_llm_threads": str(threads)}
+        )
         llm = LocalLLMProvider(settings)
         await llm.warm()
         rows: list[dict[str, Any]] = []
@@ -160,6 +162,7 @@ async def run(model: str, repeat: int) -> dict[str, Any]:
     return {
         "model": model,
         "repeat": repeat,
+        "threads": threads,
         "rows": rows,
         "ms_p50": round(statistics.median(times)),
         "ms_p95": round(ordered[max(0, round(0.95 * len(ordered)) - 1)]),
@@ -178,7 +181,7 @@ def report(result: dict[str, Any], branch: list[tuple[str, str, str]]) -> str:
             reasons[r["rejected"]] = reasons.get(r["rejected"], 0) + 1
     bad = [r for r in rows if r["forbidden"]]
     lines = [
-        f"## {result['model']}, K={result['repeat']}",
+        f"## {result['model']}, K={result['repeat']}, {result['threads']} thread(s)",
         "",
         f"{result['date']}, {result['machine']}; load average at the end {' '.join(result['load'])}. "
         f"Acknowledgement first sentence p50 / p95: {result['ms_p50']} / {result['ms_p95']} ms "
@@ -219,9 +222,10 @@ def main() -> None:
     )
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2, help="LOCAL_LLM_THREADS (1 on a busy machine)")
     args = parser.parse_args()
     branch = reaching_the_branch()
-    result = asyncio.run(run(args.model, args.repeat))
+    result = asyncio.run(run(args.model, args.repeat, args.threads))
     text = report(result, branch)
     print(text)
     RESULTS.write_text(
