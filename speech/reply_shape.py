@@ -192,7 +192,9 @@ class ReplyShaper:
             self.dropped.append("repeat" if repeat else "parrot" if parrot else "echo")
             self._skip_sentence = not self._at_sentence_start
             return None
-        if self.known and unsupported_facts(text, self.known):
+        # asked whether it is a bot, "AI" is the honest answer, not a fact out of thin air
+        known = f"{self.known} AI A.I. chatbot bot" if self.disclose_ai else self.known
+        if self.known and unsupported_facts(text, known):
             self.dropped.append("fact")
             self.done = True
             if not self.spoken:

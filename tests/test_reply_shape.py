@@ -141,6 +141,16 @@ async def test_asked_whether_it_is_a_bot_the_agent_may_say_it_is_an_ai(asked: st
     assert ("Yes, I'm an AI assistant calling for Acme." in speaker.said) is kept, speaker.said
 
 
+def test_asked_whether_it_is_a_bot_ai_is_not_an_invented_fact() -> None:
+    """The small model's fact check read "AI" as a name found nowhere in the prompt and answered "I don't
+    have that detail…" instead (SmolLM2 and Qwen on the SDR set's robot lines, no playbook)."""
+    said = "Yes, I'm an AI assistant for Acme."
+    out, _ = shape([said], known="You are Sam, a sales rep for Acme.", disclose_ai=True)
+    assert out == [said]
+    out, _ = shape([said], known="You are Sam, a sales rep for Acme.")
+    assert out == [] or out[0] in NO_ANSWER_LINES
+
+
 @pytest.mark.asyncio
 @pytest.mark.parametrize(
     "denial",
