@@ -32,7 +32,9 @@ NO_ANSWER_LINES = (
 NO_ANSWER_LINE = NO_ANSWER_LINES[0]
 # Asked whether this is a bot, a reply that does not open by saying so ("No, I'm not a robot.", "No, I'm a
 # sales rep.", both heard from the embedded models) is replaced by this, and ends there.
-HONEST_AI_LINE = "Yes, I'm an AI assistant, calling on behalf of the team."
+HONEST_AI_LINE = (
+    "I'm an AI assistant, calling on behalf of the team."  # no "yes": also for "can I talk to a real person?"
+)
 NEUTRAL_LINES = (
     "I hear you. Would a short email with the details help?",
     "Understood. Is there anything specific I can answer for you?",
