@@ -18,6 +18,7 @@ from typing import Any
 
 from call.intents import Intent, detect_intent, extract_meeting_request
 from call.playbook import GOTO_PREFIX, RECORD_FIELDS, PlaybookRun, Step
+from call.playbook_words import playbook_intent
 from call.profile import AgentProfile
 from call.prompt import INSTRUCTIONS, build_messages
 from call.reply_turn import ReplySource, ReplyTurn
@@ -391,6 +392,7 @@ class Responder:
             known=known,
             instructions=" ".join([INSTRUCTIONS, *self.transcript.guidance]),  # whispers: never said
             caller=turn.user_text if extractive else "",  # the small model parrots; others quote on purpose
+            disclose_ai=playbook_intent(turn.user_text) == "robot",  # never hide it when asked
         )
         sentences: asyncio.Queue[str | None] = asyncio.Queue()
         speaking = asyncio.create_task(self.speaker.speak(turn, sentences))

@@ -4,7 +4,9 @@
 sentence) is checked before it is spoken:
 
 - a persona-breaking opening ("As an AI, …", "As a customer service rep, …") is cut off, and a sentence
-  that says the agent is an AI or a language model is dropped;
+  that says the agent is an AI or a language model is dropped — unless the caller asked whether this is
+  a bot (``disclose_ai``): then "I'm an AI assistant" is the honest answer and is kept, and a reply
+  that does not open by saying so ("No, I'm not a robot.") is replaced by ``HONEST_AI_LINE``;
 - a piece that repeats the previous agent line (or that line's start), parrots the caller's turn, or
   recites the engine's own instructions, is dropped with the rest of its sentence;
 - a piece naming a number, price, date or name found nowhere in what the agent was told (system prompt,
@@ -28,6 +30,11 @@ NO_ANSWER_LINES = (
     "That one I can't answer right now, but our team can send it to you in writing.",
 )
 NO_ANSWER_LINE = NO_ANSWER_LINES[0]
+# Asked whether this is a bot, a reply that does not open by saying so ("No, I'm not a robot.", "No, I'm a
+# sales rep.", both heard from the embedded models) is replaced by this, and ends there.
+HONEST_AI_LINE = (
+    "I'm an AI assistant, calling on behalf of the team."  # no "yes": also for "can I talk to a real person?"
+)
 NEUTRAL_LINES = (
     "I hear you. Would a short email with the details help?",
     "Understood. Is there anything specific I can answer for you?",
@@ -42,6 +49,11 @@ _PERSONA_OPENING = re.compile(
 _SELF_AS_AI = re.compile(
     r"\b(?:i am|i'm|i’m)\s+(?:just\s+|only\s+)?an?\s+(?:ai|a\.i\.|artificial intelligence|"
     r"(?:ai\s+)?language model|virtual assistant|chatbot|bot)\b",
+    re.IGNORECASE,
+)
+_SAYS_AI = re.compile(
+    r"\b(?:i am|i'm|i’m|this is)\s+(?:just\s+|only\s+)?an?\s+(?:ai|a\.i\.|artificial intelligence|"
+    r"(?:ai\s+)?language model|virtual assistant|automated assistant|chatbot|bot)\b",
     re.IGNORECASE,
 )
 _SENTENCE_END = re.compile(r"[.!?…][\"')\]]*(?=\s|$)")
@@ -134,11 +146,15 @@ class ReplyShaper:
         max_sentences: int = MAX_SENTENCES,
         instructions: str = "",
         caller: str = "",
+        disclose_ai: bool = False,
     ) -> None:
         self.previous = previous  # the agent's last line
         self.caller = caller  # the caller's turn: a small model parrots it ("Sorry, we're not interested.")
         self.known = known  # everything a fact may come from
         self.instructions = instructions  # the engine's own rules: a small model recites them
+        # the caller asked whether this is a bot: "I'm an AI assistant" is the honest answer, kept; a
+        # reply that does not begin by saying so is replaced by HONEST_AI_LINE
+        self.disclose_ai = disclose_ai
         self.max_sentences = max_sentences
         self.sentences = 0
         self.spoken: list[str] = []
@@ -161,20 +177,26 @@ class ReplyShaper:
         if self._skip_sentence:
             self._skip_sentence = not self._at_sentence_start
             return None
-        if starts_sentence and text:
+        if starts_sentence and text and not self.disclose_ai:
             trimmed = strip_persona(text)
             if trimmed != text:
                 self.dropped.append("persona")
             text = trimmed
         if not text or not re.search(r"[A-Za-z0-9]", text):
             return None
+        if self.disclose_ai and not self.spoken and not _SAYS_AI.search(text):
+            self.dropped.append("not disclosed")
+            self.done = True
+            return self._keep(HONEST_AI_LINE)
         repeat = bool(self.previous) and near_duplicate(text, self.previous)
         parrot = bool(self.caller) and near_duplicate(text, self.caller, threshold=0.75)
         if repeat or parrot or (self.instructions and echoes(text, self.instructions)):
             self.dropped.append("repeat" if repeat else "parrot" if parrot else "echo")
             self._skip_sentence = not self._at_sentence_start
             return None
-        if self.known and unsupported_facts(text, self.known):
+        # asked whether it is a bot, "AI" is the honest answer, not a fact out of thin air
+        known = f"{self.known} AI A.I. chatbot bot" if self.disclose_ai else self.known
+        if self.known and unsupported_facts(text, known):
             self.dropped.append("fact")
             self.done = True
             if not self.spoken:

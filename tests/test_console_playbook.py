@@ -1,12 +1,20 @@
 """The playbook editor in a real browser (Debian's Chromium, Playwright): pick the starter playbook, see
 every stage in the graph (Cytoscape.js, vendored), edit a scripted line and save it, see a 422 listed by
-its path, and test a stage through ``POST /v1/convai/playbooks/try``. The screenshot lands in docs/img/."""
+its path, and test a stage through ``POST /v1/convai/playbooks/try``. The screenshot lands in docs/img/.
+
+And the issue's "done when", end to end: a new user picks the starter, edits the meeting ask in the
+editor, calls the agent with the ``simulator`` command (README "First call": signed webhook, Media
+Streams, caller speech) and the edited ask is what the agent says at the ask stage."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import shutil
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,6 +23,7 @@ from tests.conftest import API_KEY, ROOT, LiveServer, make_settings
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SCREENSHOT = ROOT / "docs" / "img" / "playbook-editor.png"
 EDITED = "Quick version: {{reason_for_call}} {{discovery_question}}"
+EDITED_ASK = "Worth a look? Could we book a short demo with our team: {{meeting_ask}}"
 
 
 @pytest.mark.asyncio
@@ -36,25 +45,10 @@ async def test_playbook_editor(tmp_path: Path) -> None:
         )
         page.on("requestfailed", lambda req: errors.append(f"request failed: {req.url}"))
 
-        await page.goto(server.base_url + "/")
-        await page.fill("#api-key", API_KEY)
-        await page.click("#sign-in")
-
         # Create an agent, open its playbook page: no playbook yet; pick the starter.
-        await page.click("#new-agent")
-        await page.fill("#agent-name", "Sam")
-        await page.fill("#agent-system_prompt", "You are Sam, a friendly sales rep for Acme Analytics.")
-        await page.click("#save-agent")
-        await page.wait_for_selector("#agent-playbook")
-        agent_id = page.url.rsplit("/", 1)[-1]
-        await page.click("#agent-playbook")
-        await page.wait_for_selector("#starter-select")
-        await page.click("#use-starter")
+        agent_id = await sign_in_and_pick_the_starter(page, server.base_url)
 
         # The graph draws every stage the API stored (plus one "any stage" node for the global branches).
-        await page.wait_for_function(
-            "window.__playbookGraph && window.__playbookGraph.nodes('.stage').length > 0"
-        )
         stored = (await api.get(f"/v1/convai/agents/{agent_id}")).json()["playbook"]
         drawn = await page.evaluate("window.__playbookGraph.nodes('.stage').map((n) => n.id())")
         assert sorted(drawn) == sorted(stored["nodes"]) and len(drawn) == len(stored["nodes"]) > 10
@@ -117,3 +111,82 @@ async def test_playbook_editor(tmp_path: Path) -> None:
         provoked = [e for e in errors if "status of 422" in e and e.endswith(f"/v1/convai/agents/{agent_id}")]
         assert len(provoked) == 1 and len(errors) == 1, errors
         await browser.close()
+
+
+async def sign_in_and_pick_the_starter(page: Any, base_url: str) -> str:
+    """A new user's first steps in the console: an agent, its playbook page, the starter. The agent's id."""
+    await page.goto(base_url + "/")
+    await page.fill("#api-key", API_KEY)
+    await page.click("#sign-in")
+    await page.click("#new-agent")
+    await page.fill("#agent-name", "Sam")
+    await page.fill("#agent-system_prompt", "You are Sam, a friendly sales rep for Acme Analytics.")
+    await page.click("#save-agent")
+    await page.wait_for_selector("#agent-playbook")
+    agent_id = page.url.rsplit("/", 1)[-1]
+    await page.click("#agent-playbook")
+    await page.wait_for_selector("#starter-select")
+    await page.click("#use-starter")
+    await page.wait_for_function(
+        "window.__playbookGraph && window.__playbookGraph.nodes('.stage').length > 0"
+    )
+    return str(agent_id)
+
+
+@pytest.mark.asyncio
+async def test_a_new_user_edits_the_ask_and_hears_it_on_a_simulated_call(tmp_path: Path) -> None:
+    from playwright.async_api import async_playwright
+
+    from tests.deepgram_standin import DeepgramStandIn
+
+    # The caller's words: the Deepgram stand-in transcribes each utterance the simulator speaks, in order.
+    said = ["Okay, go ahead.", "We pull it together in spreadsheets.", "About five hours a week."]
+    async with DeepgramStandIn("dg-key", transcripts=said) as deepgram:
+        settings = make_settings(
+            tmp_path, stt_provider="deepgram", deepgram_api_key="dg-key", deepgram_url=deepgram.url
+        )
+        async with LiveServer(settings) as server, async_playwright() as pw, server.client() as api:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+            page = await browser.new_page(viewport={"width": 1400, "height": 1000})
+            agent_id = await sign_in_and_pick_the_starter(page, server.base_url)
+            # The ask stage, its first line rewritten in the editor, saved.
+            await page.select_option("#stage-select", "ask")
+            await page.wait_for_function("document.querySelector('#stage-label')?.value === 'The ask'")
+            await page.fill("#stage-line-0", EDITED_ASK)
+            await page.click("#save-playbook")
+            await page.wait_for_selector("#toast:has-text('Playbook saved')")
+            await browser.close()
+            stored = (await api.get(f"/v1/convai/agents/{agent_id}")).json()["playbook"]
+            assert stored["nodes"]["ask"]["lines"][0] == EDITED_ASK
+
+            # The README's first call: the simulator command dials the agent.
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "simulator",
+                "call",
+                "--agent",
+                agent_id,
+                *[arg for line in said for arg in ("--say", line)],
+                "--url",
+                server.base_url,
+                "--api-key",
+                settings.api_keys,
+                "--voice",
+                "espeak:en-us",  # the caller's voice only needs to be speech; espeak is the quick one
+                "--record",
+                "",
+                cwd=str(ROOT),
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"},
+            )
+            out, err = await asyncio.wait_for(proc.communicate(), 120)
+            text = out.decode()
+            assert proc.returncode == 0, err.decode()[-2000:]
+            meeting_ask = stored["variables"]["meeting_ask"]
+            heard = f"Worth a look? Could we book a short demo with our team: {meeting_ask}"
+            assert f"agent : {heard}" in text, text
+            conversation = text.split("conversation ", 1)[1].split()[0]
+            detail = (await api.get(f"/v1/convai/conversations/{conversation}")).json()
+            assert detail["stage_path"] == ["opener", "reason", "discovery", "ask"], detail["stage_path"]

@@ -14,6 +14,7 @@ from call.reply_turn import ReplySource, ReplyTurn
 from call.responder import EMAIL_GOODBYE_LINE, GOODBYE_LINE
 from providers.base import ChatMessage, LLMChunk
 from speech.reply_shape import (
+    HONEST_AI_LINE,
     NEUTRAL_LINES,
     NO_ANSWER_LINES,
     ReplyShaper,
@@ -118,6 +119,55 @@ async def test_the_responder_caps_the_reply_and_stops_the_model() -> None:
     await responder.answer(ReplyTurn(1, "Tell me about it", 0), Intent.OTHER)
     assert speaker.said == ["We help teams.", "It is simple."]
     assert len(produced) < 4  # generation stopped once two sentences were out
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("asked", "kept"),
+    [
+        ("Wait, am I talking to a robot?", True),
+        ("Is this a real person?", True),
+        ("Do you have a case study I could read?", False),  # not asked: AI talk is still dropped
+    ],
+)
+async def test_asked_whether_it_is_a_bot_the_agent_may_say_it_is_an_ai(asked: str, kept: bool) -> None:
+    """Without a playbook the model answers "is this a robot?": its honest "I'm an AI assistant" is not
+    dropped as persona-breaking (the issue: the agent never denies being an AI)."""
+    llm = ScriptedLLM(
+        [[LLMChunk("Yes, I'm an AI assistant calling for Acme. "), LLMChunk("Want to hear why?")]]
+    )
+    responder, speaker, _, _ = responder_for(llm)
+    await responder.answer(ReplyTurn(1, asked, 0), detect_intent(asked))
+    assert ("Yes, I'm an AI assistant calling for Acme." in speaker.said) is kept, speaker.said
+
+
+def test_asked_whether_it_is_a_bot_ai_is_not_an_invented_fact() -> None:
+    """The small model's fact check read "AI" as a name found nowhere in the prompt and answered "I don't
+    have that detail…" instead (SmolLM2 and Qwen on the SDR set's robot lines, no playbook)."""
+    said = "Yes, I'm an AI assistant for Acme."
+    out, _ = shape([said], known="You are Sam, a sales rep for Acme.", disclose_ai=True)
+    assert out == [said]
+    out, _ = shape([said], known="You are Sam, a sales rep for Acme.")
+    assert out == [] or out[0] in NO_ANSWER_LINES
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "denial",
+    ["No, I'm not a robot. ", "No, I'm a sales rep from Acme. ", "It's definitely a person here. "],
+)
+async def test_asked_whether_it_is_a_bot_a_denial_is_never_said(denial: str) -> None:
+    """The embedded models, asked "is this a robot?" without a playbook, answered these (SDR set, no
+    playbook): the reply is replaced by the honest line."""
+    llm = ScriptedLLM([[LLMChunk(denial), LLMChunk("How can I help?")]])
+    responder, speaker, _, _ = responder_for(llm)
+    await responder.answer(ReplyTurn(1, "Am I talking to a real person?", 0), Intent.QUESTION)
+    assert speaker.said == [HONEST_AI_LINE]
+    # not asked: the same words are the model's to say
+    llm = ScriptedLLM([[LLMChunk(denial)]])
+    responder, speaker, _, _ = responder_for(llm)
+    await responder.answer(ReplyTurn(1, "Who are you with?", 0), Intent.QUESTION)
+    assert HONEST_AI_LINE not in speaker.said
 
 
 @pytest.mark.asyncio
