@@ -139,7 +139,15 @@ async def run_once(server: Server | PipecatServer, cases: list[dict], round_no: 
                 outcome = await asyncio.wait_for(call.run(api), 60)
             except Exception as exc:  # a failed call is reported, not fatal
                 outcome = {"error": type(exc).__name__}
-            out.append({"id": case["id"], "paused": bool(case["pauses"]), "round": round_no, **outcome})
+            out.append(
+                {
+                    "id": case["id"],
+                    "paused": bool(case["pauses"]),
+                    "split": case.get("split", "fit"),
+                    "round": round_no,
+                    **outcome,
+                }
+            )
             print(f"  [{round_no}] {case['id']:<16} {json.dumps(outcome)}", flush=True)
     return out
 
@@ -165,6 +173,23 @@ def figures(outcomes: list[dict]) -> dict:
         "unanswered": sum(not o["answered"] for o in ok),
         "errors": len(outcomes) - len(ok),
     }
+
+
+SPLITS = ("fit", "held_out")
+
+
+def split_rows(name: str, outcomes: list[dict], split_of: dict[str, str]) -> list[list]:
+    """One row per split present (median run of each): ``fit`` (the sources the thresholds were fitted
+    on) and ``held_out`` (build.py's asterisk prompts)."""
+    rows = []
+    for split in SPLITS:
+        mine = [o for o in outcomes if o.get("split", split_of.get(o["id"], "fit")) == split]
+        rounds = sorted({o["round"] for o in mine})
+        if not mine or len({o.get("split", split_of.get(o["id"], "fit")) for o in outcomes}) < 2:
+            continue
+        runs = [figures([o for o in mine if o["round"] == r]) for r in rounds]
+        rows.append(table_row(f"{name}: {split} (median of {len(runs)})", median_run(runs)))
+    return rows
 
 
 def median_run(runs: list[dict]) -> dict:
@@ -229,7 +254,13 @@ async def main_async(repeat: int, name: str, env: dict[str, str], ids: set[str],
         f"{len(cases)} turns × {repeat} runs, one call at a time). The 2 cores are shared with other "
         f"engineers' work: 5-min load average {load_before:.1f} at the start, {os.getloadavg()[1]:.1f} at "
         "the end.\n\n"
-        + markdown_table(HEADER, [table_row(f"{name} (median of {repeat} runs)", median_run(runs))])
+        + markdown_table(
+            HEADER,
+            [
+                table_row(f"{name} (median of {repeat} runs)", median_run(runs)),
+                *split_rows(name, outcomes, {}),
+            ],
+        )
         + "\n\n"
         + per_run
     )
