@@ -204,6 +204,10 @@ class Settings(BaseSettings):
     turn_pause_adapt: bool = True
     turn_pause_margin_sec: float = Field(default=0.15, ge=0.0, le=2.0)
     turn_pause_cap_sec: float = Field(default=1.6, ge=0.0, le=5.0)
+    # The STT unsure of the final's last word (below this; the embedded Whisper says, 0: off): the turn
+    # needs TURN_WORD_DOUBT_HOLD_SEC of silence whatever the text model said (call/turns.py WordDoubt).
+    turn_word_doubt: float = Field(default=0.3, ge=0.0, le=1.0)
+    turn_word_doubt_hold_sec: float = Field(default=1.0, ge=0.0, le=5.0)
     # The caller goes on within this long of our reply's first audio: a recovery (call/recovery.py), the
     # reply withdrawn and their words merged into the turn; later, a barge-in. 0: off.
     turn_recovery_ms: int = Field(default=500, ge=0, le=3000)

@@ -16,7 +16,7 @@ from call.responder import Responder
 from call.seat import HeardSTT, SeatHub
 from call.speaker import Speaker
 from call.transcript import CallTranscript
-from call.turns import EndOfTurn, PauseHabit, TextTurnPolicy, TurnAssembler, TurnModelPolicy
+from call.turns import EndOfTurn, PauseHabit, TextTurnPolicy, TurnAssembler, TurnModelPolicy, WordDoubt
 from call.watchdog import Watchdog
 from providers.base import ChatMessage, LLMProvider, STTSession
 from speech.vad import FrameClassifier
@@ -99,9 +99,11 @@ def turn_assembler(services: Services, profile: AgentProfile, clock: CallClock) 
         else None
     )
     eot = EndOfTurn(profile.turn.silence_threshold_sec)
+    doubt = WordDoubt(settings.turn_word_doubt, settings.turn_word_doubt_hold_sec)
     return TurnAssembler(
         eot, clock.ms, clock.t0, judge=judge, policy=policy,
         text_judge=getattr(services, "text_judge", None), text_policy=text_policy, habit=habit,
+        doubt=doubt,
     )  # fmt: skip
 
 

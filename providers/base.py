@@ -42,6 +42,8 @@ class TranscriptEvent:
     # seconds of audio (from stream start) where the segment starts/ends, when known
     start_s: float | None = None
     end_s: float | None = None
+    # finals: how sure the recogniser was of the last word (0..1), when it says (call/turns.py WordDoubt)
+    last_word_confidence: float | None = None
 
 
 @runtime_checkable

@@ -104,11 +104,35 @@ class Transcript:
     no_speech_prob: float
     seconds: float
     avg_logprob: float = 0.0  # mean log-probability of the decoded tokens
+    # The least sure token of the last word (punctuation after it aside): Whisper completes a phrase cut
+    # by a pause ("Yeah go for a…" → "Yeah, go for it.") with words it is unsure of (call/turns.py).
+    last_word_p: float = 1.0
 
     @property
     def confidence(self) -> float:
         """Geometric-mean token probability, 0..1: clear speech ~0.7-0.95, mumbled or garbled < 0.5."""
         return math.exp(self.avg_logprob)
+
+
+def last_word_probability(
+    ids: Sequence[int], logits: Sequence[Any], decode: Callable[[list[int]], str]
+) -> float:
+    """The least probable token of the last word of ``ids`` (greedy decoding: ``logits[k]`` are step k's
+    log-probabilities over the vocabulary); 1.0 when unknown. Trailing punctuation is not the word."""
+    if not ids or len(logits) < len(ids):
+        return 1.0
+    k = len(ids)
+    while k > 0 and not any(ch.isalnum() for ch in decode([ids[k - 1]])):
+        k -= 1  # ".", "?", "…" after the word
+    lowest = 1.0
+    while k > 0:
+        k -= 1
+        step = np.asarray(logits[k], dtype=np.float64).reshape(-1)
+        step = step - step.max()
+        lowest = min(lowest, float(np.exp(step[ids[k]]) / np.exp(step).sum()))
+        if decode([ids[k]]).startswith(" ") or k == 0:
+            break  # the word's first token
+    return lowest
 
 
 class WhisperEngine:
@@ -195,15 +219,18 @@ class WhisperEngine:
             max_length=len(tokens) + min(220, 24 + int(len(audio) / WHISPER_RATE * 6)),
             return_no_speech_prob=True,
             return_scores=True,  # length-normalized log-probability: the transcript's confidence
+            return_logits_vocab=True,  # each step's log-probabilities: how sure of the last word
             suppress_blank=True,
             suppress_tokens=[-1],
         )[0]
-        text = tokenizer.decode([t for t in result.sequences_ids[0] if t < tokenizer.eot]).strip()
+        ids = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
+        text = tokenizer.decode(ids).strip()
         return Transcript(
             drop_repeats(text),
             float(result.no_speech_prob),
             time.perf_counter() - started,
             float(result.scores[0]) if result.scores else 0.0,
+            last_word_probability(ids, result.logits[0] if result.logits else [], tokenizer.decode),
         )
 
     def transcribe_urgent(self, *args: Any) -> Transcript | None:
@@ -251,7 +278,7 @@ class LocalSTTSession:
         self._in_flight = 0  # this session's transcriptions queued or running
         self._last_partial_at = 0.0
         self._closed = False
-        self._held: tuple[str, float, float, float] | None = None  # a final waiting for the endpoint
+        self._held: tuple[str, float, float, float, float] | None = None  # a final awaiting the endpoint
         # Partials cost a full transcription each; the engine only needs them while the agent talks.
         self._partials_wanted = True
 
@@ -387,7 +414,7 @@ class LocalSTTSession:
             return
         if not force and (generation != self._generation or self._silent_frames < self._speculate_frames):
             return  # the caller kept talking: this utterance is not over
-        held = (text, result.confidence, start_s, end_s)
+        held = (text, result.confidence, start_s, end_s, result.last_word_p)
         if force or self._silent_frames >= self._endpoint_frames:
             self._emit_final(*held)
         else:
@@ -397,14 +424,22 @@ class LocalSTTSession:
             if text:
                 self._events.put_nowait(TranscriptEvent("partial", text=text, start_s=start_s))
 
-    def _emit_final(self, text: str, confidence: float, start_s: float, end_s: float) -> None:
+    def _emit_final(
+        self, text: str, confidence: float, start_s: float, end_s: float, last_word_p: float | None = None
+    ) -> None:
         self._held = None
         if self._in_speech:
             self._reset_utterance()
         if text:
             self._events.put_nowait(
                 TranscriptEvent(
-                    "final", text=text, speech_final=True, confidence=confidence, start_s=start_s, end_s=end_s
+                    "final",
+                    text=text,
+                    speech_final=True,
+                    confidence=confidence,
+                    start_s=start_s,
+                    end_s=end_s,
+                    last_word_confidence=last_word_p,
                 )
             )
             self._events.put_nowait(TranscriptEvent("utterance_end", end_s=end_s))

@@ -137,3 +137,21 @@ async def test_local_tts_serves_a_prepared_greeting_from_memory(tmp_path: Path) 
         assert runs.count(long) == 1 and len(tts._phrases) == 1  # only the prepared greeting
     finally:
         await tts.aclose()
+
+
+def test_whisper_says_how_sure_it_is_of_the_last_word() -> None:
+    import numpy as np
+
+    from config import Settings
+    from providers.local_stt import WhisperEngine
+    from simulator.speech import synthesize_caller
+    from speech.audio import MULAW_TO_PCM16
+
+    engine = WhisperEngine(Settings(_env_file=None))  # type: ignore[call-arg]
+    try:
+        audio = synthesize_caller("Can we book a demo next Tuesday at three?")
+        heard = engine.transcribe(MULAW_TO_PCM16[np.frombuffer(audio, dtype=np.uint8)])
+        assert heard is not None and "three" in heard.text.lower()
+        assert 0.3 <= heard.last_word_p <= 1.0  # clear synthetic speech: sure of "three"
+    finally:
+        engine.close()

@@ -91,3 +91,28 @@ async def test_a_speculative_run_the_caller_talked_over_is_stopped(speech: list[
     await feed(session, [SILENCE] * 20, log)
     assert [e.kind for _, e in log if e.text] == ["partial", "final"]
     assert len(speech[0]) == FRAME_BYTES
+
+
+def test_last_word_probability_reads_the_last_word_not_its_punctuation() -> None:
+    from providers.local_stt import last_word_probability
+
+    vocab = {1: " Yeah", 2: ",", 3: " go", 4: " for", 5: " it", 6: ".", 7: " demon", 8: "strate"}
+
+    def step(token: int, p: float) -> np.ndarray:
+        logits = np.full(10, -30.0)
+        logits[token] = np.log(p)
+        logits[0] = np.log(1.0 - p)  # the rest of the mass on another token
+        return logits
+
+    def decode(ids: list[int]) -> str:
+        return "".join(vocab[i] for i in ids)
+
+    ids = [1, 2, 3, 4, 5, 6]
+    steps = [step(1, 0.9), step(2, 0.8), step(3, 0.9), step(4, 0.9), step(5, 0.27), step(6, 0.05)]
+    assert last_word_probability(ids, steps, decode) == pytest.approx(0.27, abs=1e-6)
+    # a word of two tokens: its least sure token
+    ids = [3, 7, 8]
+    steps = [step(3, 0.9), step(7, 0.6), step(8, 0.2)]
+    assert last_word_probability(ids, steps, decode) == pytest.approx(0.2, abs=1e-6)
+    assert last_word_probability([], [], decode) == 1.0
+    assert last_word_probability(ids, steps[:1], decode) == 1.0  # no log-probabilities: unknown

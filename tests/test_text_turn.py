@@ -11,6 +11,7 @@ from call.turns import (
     PauseHabit,
     TextTurnPolicy,
     TurnAssembler,
+    WordDoubt,
     looks_incomplete,
 )
 from providers.base import TranscriptEvent
@@ -157,6 +158,32 @@ def test_a_turn_ended_too_soon_teaches_the_pause(judge: TextTurnJudge) -> None:
     now = play(turns, now, 1.0, True)
     final(turns, "We have to look at the budget first.", now)
     assert ended_after(turns, now) == pytest.approx(0.85, abs=0.05)
+
+
+def test_word_doubt_holds_only_below_its_threshold() -> None:
+    doubt = WordDoubt(below=0.3, hold_s=1.0)
+    assert doubt.required(0.3, 0.27) == 1.0
+    assert doubt.required(0.3, 0.3) == 0.3 and doubt.required(0.3, None) == 0.3
+    assert doubt.required(2.5, 0.1) == 2.5  # never shorter than what the words or text model asked
+    assert WordDoubt(below=0.0).required(0.3, 0.01) == 0.3  # off
+
+
+def test_the_stt_unsure_of_the_last_word_holds_a_finished_looking_turn(judge: TextTurnJudge) -> None:
+    # Whisper completed a cut phrase ("Yeah go for a…" → "…it."): the words and the text model read it
+    # finished; the last word's low probability is what says the caller may not be done.
+    def waited(last_word_p: float | None, doubt: WordDoubt | None) -> float | None:
+        turns = TurnAssembler(
+            EndOfTurn(0.3), lambda *a: 0.0, 0.0, text_judge=judge, text_policy=TextTurnPolicy(), doubt=doubt
+        )
+        now = play(turns, 0.0, 1.0, True)
+        text = "Oh, hello, I didn't know you were there."
+        event = TranscriptEvent("final", text, speech_final=False, last_word_confidence=last_word_p)
+        turns.on_transcript(event, now, 0.0)
+        return ended_after(turns, now)
+
+    assert waited(0.27, WordDoubt(0.3, 1.0)) == pytest.approx(1.0, abs=0.03)
+    assert waited(0.9, WordDoubt(0.3, 1.0)) == pytest.approx(0.3, abs=0.03)
+    assert waited(0.27, None) == pytest.approx(0.3, abs=0.03)  # without the lever: answered at 0.3 s
 
 
 def test_a_busy_or_missing_text_model_leaves_the_words_to_decide() -> None:

@@ -8,6 +8,12 @@ Sources (fetched with pip as sdists into the cache, nothing committed; licences 
 - ``silero-vad`` 6.2.3 sdist (MIT): ``examples/c++/aepyx_8k.wav`` (169 s, 8 kHz, several speakers,
   no labels). Its turns are labelled here by silence alone (a true end = ≥ ``AEPYX_END_S`` of
   silence, then the next voice), so they are a second, weaker source and reported apart.
+- Debian's ``asterisk-core-sounds-en-wav`` 1.6.1 (CC BY-SA 3.0, recorded by Allison Smith; fetched with
+  ``apt-get download``): the telephone prompts, 8 kHz, one read utterance a file, its true end the end of
+  the file. Read, not conversational: one or two sentences, some with a pause between them (a turn-taker
+  that answers there cuts in). Every ``ASTERISK_EVERY``-th prompt of ``ASTERISK_MIN_MS``–``MAX_TURN_MS``
+  by name: the **held-out split** (``split: "held_out"``); the thresholds were fitted on the other two
+  sources (``split: "fit"``).
 
 A turn is one speaker's stretch of speech that nobody else talks over (RTTM), with a true end: the next
 speaker starts, or a long silence follows. Its internal pauses (≥ ``MIN_PAUSE_MS`` of silence between
@@ -16,7 +22,7 @@ mu-law at a phone's level (active speech RMS ``TARGET_RMS`` on the PCM16 scale, 
 written to ``bench/data/turns_real/<id>.ulaw`` with ``labels.json``: ``voice_ms`` (first voice),
 ``end_ms`` (the true end: last voice), ``pauses`` ([start, end] ms of each internal pause).
 
-    python -m bench.turns_real.build        # downloads the two sdists with pip, cuts, labels
+    python -m bench.turns_real.build        # downloads the two sdists (pip) and the .deb (apt-get), cuts, labels
 """
 
 from __future__ import annotations
@@ -37,7 +43,9 @@ ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "bench" / "data" / "turns_real"
 PKGS = DATA / "pkgs"
 SOURCES = {"pyannote-audio": "4.0.7", "silero-vad": "6.2.3"}
-SET_VERSION = 1
+DEB = "asterisk-core-sounds-en-wav"
+DEB_VERSION = "1.6.1-1"
+SET_VERSION = 2
 RATE = 8000
 FRAME_MS = 20
 MIN_PAUSE_MS = 300  # a silence this long inside one speaker's turn is a pause a turn-taker may act on
@@ -49,6 +57,8 @@ END_SILENCE_S = 0.8  # a true end without a next speaker: at least this much sil
 AEPYX_END_S = 1.0
 TARGET_RMS = 2000.0  # active speech on a phone line, PCM16 scale (the engine's barge-in floor is 800)
 LEAD_MS = 200  # silence kept before the first voice
+ASTERISK_MIN_MS = 1500  # voice from first to last frame
+ASTERISK_EVERY = 6  # of the ~200 prompts that long, by name: ~33 turns, a bench run stays short
 
 
 def download() -> dict[str, Path]:
@@ -78,6 +88,16 @@ def download() -> dict[str, Path]:
             existing = list(PKGS.glob(f"{stem}.tar.gz"))
         found[name] = existing[0]
     return found
+
+
+def download_deb() -> Path:
+    """The Debian package, by apt-get (the archive as configured), once."""
+    PKGS.mkdir(parents=True, exist_ok=True)
+    found = list(PKGS.glob(f"{DEB}_*.deb"))
+    if not found:
+        subprocess.run(["apt-get", "download", f"{DEB}={DEB_VERSION}"], cwd=PKGS, check=True)
+        found = list(PKGS.glob(f"{DEB}_*.deb"))
+    return found[0]
 
 
 def extract(archive: Path, wanted: tuple[str, ...]) -> dict[str, bytes]:
@@ -282,6 +302,47 @@ def aepyx_cases(archive: Path) -> list[dict]:
     return cases
 
 
+def asterisk_cases(deb: Path) -> list[dict]:
+    """Each prompt one turn: voice from its first to its last voiced frame, the end of the file its end."""
+    import io
+
+    tar_bytes = subprocess.run(
+        ["dpkg-deb", "--fsys-tarfile", str(deb)], check=True, capture_output=True
+    ).stdout
+    prompts: list[tuple[str, np.ndarray, int]] = []
+    with tarfile.open(fileobj=io.BytesIO(tar_bytes)) as tar:
+        for member in sorted(tar.getmembers(), key=lambda m: m.name):
+            if member.isfile() and member.name.endswith(".wav") and "/en_US_f_Allison/" in member.name:
+                handle = tar.extractfile(member)
+                if handle is not None:
+                    x, rate = read_wav(handle.read())
+                    name = member.name.split("/en_US_f_Allison/", 1)[1][:-4].replace("/", "_")
+                    prompts.append((name, x, rate))
+    cases = []
+    long_enough = []
+    for name, x, rate in prompts:
+        y = phone_band(x, rate)
+        voiced = runs(voiced_frames(frame_rms(y)))
+        if voiced and ASTERISK_MIN_MS <= (voiced[-1][1] - voiced[0][0]) * FRAME_MS <= MAX_TURN_MS:
+            long_enough.append((name, y, voiced))
+    for name, y, voiced in long_enough[::ASTERISK_EVERY]:
+        # a true end: the file ends; pad a second of silence so that the label's end is voice's end
+        padded = np.concatenate([y, np.zeros(RATE, dtype=np.float32)])
+        turn = label_turn(padded, voiced[0][0] * FRAME_MS / 1000, voiced[-1][1] * FRAME_MS / 1000)
+        if turn is not None:
+            cases.append(
+                {
+                    "id": f"ast_{name}",
+                    "source": f"Debian {DEB} {DEB_VERSION} (Allison Smith, CC BY-SA 3.0)",
+                    "speaker": "allison",
+                    "from_s": round(voiced[0][0] * FRAME_MS / 1000, 2),
+                    "split": "held_out",
+                    **turn,
+                }
+            )
+    return cases
+
+
 def transcribe(mulaw: bytes) -> list[tuple[float, float, str]]:
     """Words with times (s) by the packaged Whisper base: what the caller said, for reading the results."""
     global _whisper
@@ -306,7 +367,11 @@ _whisper = None
 
 def build() -> list[dict]:
     archives = download()
-    cases = ami_cases(archives["pyannote-audio"]) + aepyx_cases(archives["silero-vad"])
+    cases = [
+        {"split": "fit", **c}
+        for c in ami_cases(archives["pyannote-audio"]) + aepyx_cases(archives["silero-vad"])
+    ]
+    cases += asterisk_cases(download_deb())
     DATA.mkdir(parents=True, exist_ok=True)
     labels = []
     for case in cases:

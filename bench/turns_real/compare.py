@@ -10,12 +10,14 @@ import sys
 
 from bench.report import markdown_table, write_result
 from bench.turns_real.build import DATA
-from bench.turns_real.run import HEADER, median_run, table_row
+from bench.turns_real.run import HEADER, median_run, split_rows, table_row
 
 
 def main() -> None:
     names = sys.argv[1:] or ["baseline", "ours", "pipecat"]
     rows, settings, per_turn = [], [], {}
+    labels = {c["id"]: c for c in json.loads((DATA / "labels.json").read_text())}
+    split_of = {tid: c.get("split", "fit") for tid, c in labels.items()}
     for name in names:
         path = DATA / f"outcomes_{name}.json"
         if not path.exists():
@@ -23,6 +25,7 @@ def main() -> None:
             continue
         saved = json.loads(path.read_text())
         rows.append(table_row(f"{name} (median of {len(saved['runs'])} runs)", median_run(saved["runs"])))
+        rows += split_rows(name, saved["outcomes"], split_of)
         settings.append(f"- **{name}**: {saved['settings']}")
         for o in saved["outcomes"]:
             if "error" in o:
@@ -31,7 +34,6 @@ def main() -> None:
             cell.append(
                 "P" if o["premature"] else "-" if not o["answered"] else f"{o['response_s'] * 1000:.0f}"
             )
-    labels = {c["id"]: c for c in json.loads((DATA / "labels.json").read_text())}
     detail = markdown_table(
         ["turn", "pauses ms", *names],
         [
@@ -44,9 +46,10 @@ def main() -> None:
         ],
     )
     body = (
-        "The machine's 2 cores are shared with other engineers' tests and benches (load average 10–22 during "
-        "the 2026-12-07 runs): response times are inflated and vary from run to run; each row is the median "
-        "run.\n\n"
+        "The machine's 2 cores are shared with other engineers' tests and benches (each run's load average "
+        "is in its own result file): response times vary from run to run; each row is the median run. "
+        "Splits: `fit` (AMI + silero clip, where the thresholds were fitted), `held_out` (asterisk prompts, "
+        "bench.turns_real.build).\n\n"
         + markdown_table(HEADER, rows)
         + "\n\n"
         + "\n".join(settings)

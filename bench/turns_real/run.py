@@ -9,7 +9,8 @@ plays each recorded turn in real time, 20 ms frames, after the agent's short gre
 - ``unanswered``: no agent audio after the true end within ``ANSWER_WINDOW_S`` (a premature reply
   that ran into the end counts as answered).
 
-The set is played ``--repeat`` times (one call at a time); figures are per run, and the table gives the
+``--per-caller``: each speaker's turns in one call, in the order spoken (a caller's later turns are
+where a per-caller adaptation shows). The set is played ``--repeat`` times (one call at a time); figures are per run, and the table gives the
 median run (the machine is 2 shared cores with other work running). Server settings can be varied
 with ``--env KEY=VALUE`` (e.g. the turn-taking levers); the per-turn outcomes go to
 ``bench/data/turns_real/outcomes_<name>.json`` for bench.turns_real.compare.
@@ -44,17 +45,30 @@ NUMBER = "+15550002602"
 
 
 class RealTurnCall(CaseCall):
-    """One recorded turn, played after the greeting; agent audio timed against the turn's labels."""
+    """Recorded turns of one caller, played after the greeting; agent audio timed against each turn's
+    labels. One turn a call by default; ``--per-caller``: each speaker's turns in one call, in order, each
+    after the agent's reply to the one before (what a per-caller adaptation can learn from)."""
+
+    def __init__(self, base_url: str, number: str, turns: list[tuple[dict, bytes]], index: int) -> None:
+        super().__init__(base_url, number, turns[0][0], turns[0][1], index)
+        self.turns = turns
 
     async def _drive(self, ws) -> dict:  # type: ignore[no-untyped-def]
-        frames = [self.audio[i : i + FRAME] for i in range(0, len(self.audio), FRAME)]
-        frames[-1] = frames[-1].ljust(FRAME, b"\xff")
         await self._silence_until(ws, lambda: self.first_agent_frame is not None, 20)
         if self.first_agent_frame is None:
             return {"error": "no greeting"}
-        await self._silence_until(ws, lambda: time.perf_counter() - self.agent_frames[-1] > 0.6, 10)
+        outcomes = []
+        for case, audio in self.turns:
+            # the agent is done talking (greeting or the reply to the caller's previous turn)
+            await self._silence_until(ws, lambda: time.perf_counter() - self.agent_frames[-1] > 0.6, 15)
+            outcomes.append(await self._one_turn(ws, case, audio))
+        return {"turns": outcomes}
+
+    async def _one_turn(self, ws, case: dict, audio: bytes) -> dict:  # type: ignore[no-untyped-def]
+        frames = [audio[i : i + FRAME] for i in range(0, len(audio), FRAME)]
+        frames[-1] = frames[-1].ljust(FRAME, b"\xff")
         before = len(self.agent_frames)
-        end_frame = max(0, self.case["end_ms"] // 20 - 1)
+        end_frame = max(0, case["end_ms"] // 20 - 1)
         _, end = await self._play(ws, frames[: end_frame + 1])  # up to the last voiced frame
         spoke_early = len(self.agent_frames) > before
         await self._play(ws, frames[end_frame + 1 :])
@@ -69,6 +83,20 @@ class RealTurnCall(CaseCall):
             "answered": answered or spoke_early,
             "response_s": after[0] - end if answered and not spoke_early else None,
         }
+
+
+def callers(cases: list[dict], per_caller: bool) -> list[list[dict]]:
+    """The calls to place: one turn each, or (``per_caller``) one per speaker of a recording, their turns
+    in the order spoken (the asterisk prompts: one speaker; the silero clip's turns, whose speakers are not
+    labelled: one call each)."""
+    if not per_caller:
+        return [[c] for c in cases]
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for case in cases:
+        recording = case["id"].rsplit("_", 1)[0] if case["id"].startswith("ami_") else case["source"]
+        speaker = case.get("speaker") or case["id"]  # the silero clip's turns: speakers not labelled
+        groups.setdefault((recording, speaker), []).append(case)
+    return list(groups.values())  # build.py lists each recording's turns in the order spoken
 
 
 def load_cases() -> list[dict]:
@@ -125,22 +153,35 @@ class PipecatServer:
         self.log.close()
 
 
-async def run_once(server: Server | PipecatServer, cases: list[dict], round_no: int) -> list[dict]:
+async def run_once(
+    server: Server | PipecatServer, cases: list[dict], round_no: int, per_caller: bool = False
+) -> list[dict]:
     out = []
     async with httpx.AsyncClient(
         base_url=server.base_url, headers={"xi-api-key": API_KEY}, timeout=30
     ) as api:
         if round_no == 0 and isinstance(server, Server):
             await make_agent(api, SHORT_GREETING, NUMBER)
-        for k, case in enumerate(cases):
-            audio = (DATA / f"{case['id']}.ulaw").read_bytes()
-            call = RealTurnCall(server.base_url, NUMBER, case, audio, round_no * 1000 + k + 1)
+        for k, group in enumerate(callers(cases, per_caller)):
+            turns = [(case, (DATA / f"{case['id']}.ulaw").read_bytes()) for case in group]
+            call = RealTurnCall(server.base_url, NUMBER, turns, round_no * 1000 + k + 1)
             try:
-                outcome = await asyncio.wait_for(call.run(api), 60)
+                result = await asyncio.wait_for(call.run(api), 60 * len(turns))
+                outcomes = result.get("turns") or [result] * len(turns)
             except Exception as exc:  # a failed call is reported, not fatal
-                outcome = {"error": type(exc).__name__}
-            out.append({"id": case["id"], "paused": bool(case["pauses"]), "round": round_no, **outcome})
-            print(f"  [{round_no}] {case['id']:<16} {json.dumps(outcome)}", flush=True)
+                outcomes = [{"error": type(exc).__name__}] * len(turns)
+            for n, (case, outcome) in enumerate(zip(group, outcomes, strict=True)):
+                out.append(
+                    {
+                        "id": case["id"],
+                        "paused": bool(case["pauses"]),
+                        "split": case.get("split", "fit"),
+                        "round": round_no,
+                        "turn_in_call": n,
+                        **outcome,
+                    }
+                )
+                print(f"  [{round_no}] {case['id']:<16} {json.dumps(outcome)}", flush=True)
     return out
 
 
@@ -165,6 +206,23 @@ def figures(outcomes: list[dict]) -> dict:
         "unanswered": sum(not o["answered"] for o in ok),
         "errors": len(outcomes) - len(ok),
     }
+
+
+SPLITS = ("fit", "held_out")
+
+
+def split_rows(name: str, outcomes: list[dict], split_of: dict[str, str]) -> list[list]:
+    """One row per split present (median run of each): ``fit`` (the sources the thresholds were fitted
+    on) and ``held_out`` (build.py's asterisk prompts)."""
+    rows = []
+    for split in SPLITS:
+        mine = [o for o in outcomes if o.get("split", split_of.get(o["id"], "fit")) == split]
+        rounds = sorted({o["round"] for o in mine})
+        if not mine or len({o.get("split", split_of.get(o["id"], "fit")) for o in outcomes}) < 2:
+            continue
+        runs = [figures([o for o in mine if o["round"] == r]) for r in rounds]
+        rows.append(table_row(f"{name}: {split} (median of {len(runs)})", median_run(runs)))
+    return rows
 
 
 def median_run(runs: list[dict]) -> dict:
@@ -199,7 +257,9 @@ def save_outcomes(name: str, outcomes: list[dict], runs: list[dict], settings: s
     )
 
 
-async def main_async(repeat: int, name: str, env: dict[str, str], ids: set[str], pipecat: bool) -> None:
+async def main_async(
+    repeat: int, name: str, env: dict[str, str], ids: set[str], pipecat: bool, per_caller: bool = False
+) -> None:
     cases = [c for c in load_cases() if not ids or c["id"] in ids]
     os.environ.update(env)
     load_before = os.getloadavg()[1]
@@ -210,7 +270,7 @@ async def main_async(repeat: int, name: str, env: dict[str, str], ids: set[str],
         try:
             await server.ready()
             for r in range(repeat):
-                one = await run_once(server, cases, r)
+                one = await run_once(server, cases, r, per_caller)
                 outcomes += one
                 runs.append(figures(one))
         finally:
@@ -222,6 +282,8 @@ async def main_async(repeat: int, name: str, env: dict[str, str], ids: set[str],
     settings = ", ".join(f"{k}={v}" for k, v in env.items()) or "shipped defaults"
     if pipecat:
         settings = f"Pipecat {PIPECAT_VERSION} bot (its defaults: Silero VAD, Smart Turn v3 stop strategy)"
+    if per_caller:
+        settings += "; per caller: each speaker's turns in one call"
     save_outcomes(name, outcomes, runs, settings)
     per_run = markdown_table(HEADER, [table_row(f"run {k + 1}", f) for k, f in enumerate(runs)])
     body = (
@@ -229,7 +291,13 @@ async def main_async(repeat: int, name: str, env: dict[str, str], ids: set[str],
         f"{len(cases)} turns × {repeat} runs, one call at a time). The 2 cores are shared with other "
         f"engineers' work: 5-min load average {load_before:.1f} at the start, {os.getloadavg()[1]:.1f} at "
         "the end.\n\n"
-        + markdown_table(HEADER, [table_row(f"{name} (median of {repeat} runs)", median_run(runs))])
+        + markdown_table(
+            HEADER,
+            [
+                table_row(f"{name} (median of {repeat} runs)", median_run(runs)),
+                *split_rows(name, outcomes, {}),
+            ],
+        )
         + "\n\n"
         + per_run
     )
@@ -243,10 +311,11 @@ def main() -> None:
     parser.add_argument("--env", action="append", default=[], help="server setting KEY=VALUE")
     parser.add_argument("--ids", default="", help="only these case ids (comma-separated)")
     parser.add_argument("--pipecat", action="store_true", help="the Pipecat bot instead of our server")
+    parser.add_argument("--per-caller", action="store_true", help="each speaker's turns in one call")
     args = parser.parse_args()
     env = dict(kv.split("=", 1) for kv in args.env)
     ids = {x for x in args.ids.split(",") if x}
-    asyncio.run(main_async(args.repeat, args.name, env, ids, args.pipecat))
+    asyncio.run(main_async(args.repeat, args.name, env, ids, args.pipecat, args.per_caller))
 
 
 if __name__ == "__main__":
