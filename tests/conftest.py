@@ -182,3 +182,21 @@ async def app_client(tmp_path: Path, database_url: str) -> AsyncIterator[httpx.A
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return make_settings(tmp_path)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def caller_speech_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Caller lines synthesized once per session (``simulator/speech.py``: keyed by text, voice, speed
+    and steadiness), here and in the processes the tests start."""
+    from simulator.speech import CACHE_ENV
+
+    directory = tmp_path_factory.mktemp("caller-speech")
+    previous = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = str(directory)
+    try:
+        yield directory
+    finally:
+        if previous is None:
+            os.environ.pop(CACHE_ENV, None)
+        else:
+            os.environ[CACHE_ENV] = previous
