@@ -82,3 +82,28 @@ def test_a_fresh_sqlite_database_is_the_migrations_schema_at_head(
     fresh_sqlite(copied)
     make_settings(tmp_path)
     assert "kept" in [name for name, _ in _schema(copied)[0]]
+
+
+def test_the_embedding_model_is_loaded_once_per_process_and_shared() -> None:
+    """Every app (and knowledge store) of a process embeds with one loaded MiniLM: a second store does not
+    load it again, and encodes from two stores at once give the vectors each gives alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    from knowledge.embeddings import Embedder
+
+    first, second = Embedder(), Embedder("all-MiniLM-L6-v2")
+    try:
+        alone = first.embed_sync(["Orbit CRM costs 49 dollars per seat."])
+        assert alone.shape == (1, 384)
+        assert second._load() is first._load()  # the same model object: loaded once
+        texts = [f"Sentence number {i} about pricing and seats." for i in range(40)]
+        expected = first.embed_sync(texts)
+        with ThreadPoolExecutor(2) as pool:
+            together = list(pool.map(lambda e: e.embed_sync(texts), [first, second]))
+        for vectors in together:
+            assert np.allclose(vectors, expected, atol=1e-5)
+    finally:
+        first.close()
+        second.close()
