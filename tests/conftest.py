@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -33,6 +34,8 @@ SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 def make_settings(tmp_path: Path, **overrides: object) -> Settings:
     """Settings isolated from any .env: a fresh SQLite file and Chroma dir under tmp_path."""
+    if "database_url" not in overrides:
+        fresh_sqlite(tmp_path / "agents.db")
     values: dict[str, object] = {
         "database_url": f"sqlite+aiosqlite:///{tmp_path / 'agents.db'}",
         "chroma_path": str(tmp_path / "chroma"),
@@ -54,6 +57,32 @@ def make_settings(tmp_path: Path, **overrides: object) -> Settings:
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+# Set per session by the ``sqlite_template_dir`` fixture (in the environment: pytest imports this file
+# as ``conftest`` and the tests import it again as ``tests.conftest``).
+SQLITE_TEMPLATE_ENV = "TESTS_SQLITE_TEMPLATE_DIR"
+
+
+def fresh_sqlite(path: Path) -> None:
+    """A fresh database at ``path`` (when none is there yet): a copy of one file migrated once per
+    session, so the service finds its schema at head instead of running every migration again. The
+    migrations themselves run on empty databases in tests/test_migrations.py."""
+    directory = os.environ.get(SQLITE_TEMPLATE_ENV)
+    if not directory or path.exists():
+        return
+    template = Path(directory) / "migrated.db"
+    if not template.exists():
+        from concurrent.futures import ThreadPoolExecutor
+
+        from storage.db import upgrade_schema
+
+        building = Path(directory) / f"building-{os.getpid()}.db"
+        with ThreadPoolExecutor(1) as pool:  # Alembic runs its own event loop: not inside the test's
+            pool.submit(upgrade_schema, f"sqlite+aiosqlite:///{building}").result()
+        building.replace(template)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(template, path)
 
 
 def free_port() -> int:
@@ -150,6 +179,7 @@ def chroma_overrides(request: pytest.FixtureRequest) -> dict[str, object]:
 async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A fresh, migrated database on each backend: a SQLite file, or a PostgreSQL database of its own."""
     if request.param == "sqlite":
+        fresh_sqlite(tmp_path / "agents.db")
         return f"sqlite+aiosqlite:///{tmp_path / 'agents.db'}"
     server = request.getfixturevalue("postgres")
     return await server.create_database()
@@ -182,3 +212,36 @@ async def app_client(tmp_path: Path, database_url: str) -> AsyncIterator[httpx.A
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return make_settings(tmp_path)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def caller_speech_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Caller lines synthesized once per session (``simulator/speech.py``: keyed by text, voice, speed
+    and steadiness), here and in the processes the tests start."""
+    from simulator.speech import CACHE_ENV
+
+    directory = tmp_path_factory.mktemp("caller-speech")
+    previous = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = str(directory)
+    try:
+        yield directory
+    finally:
+        if previous is None:
+            os.environ.pop(CACHE_ENV, None)
+        else:
+            os.environ[CACHE_ENV] = previous
+
+
+@pytest.fixture(scope="session", autouse=True)
+def sqlite_template_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Where ``fresh_sqlite`` keeps the session's migrated SQLite file (built on first use)."""
+    directory = tmp_path_factory.mktemp("sqlite-template")
+    previous = os.environ.get(SQLITE_TEMPLATE_ENV)
+    os.environ[SQLITE_TEMPLATE_ENV] = str(directory)
+    try:
+        yield directory
+    finally:
+        if previous is None:
+            os.environ.pop(SQLITE_TEMPLATE_ENV, None)
+        else:
+            os.environ[SQLITE_TEMPLATE_ENV] = previous

@@ -11,13 +11,15 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import API_KEY, ROOT, free_port
+from tests.conftest import API_KEY, ROOT, free_port, fresh_sqlite
 
 JWT_SECRET = "test-jwt-secret-0123456789abcdef0123"
 
 
 def service_env(workdir: Path, **overrides: object) -> dict[str, str]:
     """Environment for one instance: instant providers, no model warm-up, files under ``workdir``."""
+    if "database_url" not in overrides:
+        fresh_sqlite(workdir / "agents.db")
     values: dict[str, object] = {
         "DATABASE_URL": f"sqlite+aiosqlite:///{workdir / 'agents.db'}",
         "CHROMA_PATH": str(workdir / "chroma"),
