@@ -171,6 +171,12 @@ def _with_real_ids(case: schemathesis.Case, ids: dict[str, str]) -> None:
             case.path_parameters[name] = real
 
 
+def _read_timeout(label: str) -> float:
+    """A hung route fails after 30 s; ``tests/run?wait=true`` waits, by contract, for its run, which queues
+    behind the runs the fuzzer started before it (one at a time per process), so it gets longer."""
+    return 240.0 if label.endswith("/tests/run") else 30.0
+
+
 class FuzzRun:
     """What one run saw: requests per operation, server errors, failing operation/mode pairs."""
 
@@ -203,7 +209,7 @@ class FuzzRun:
                     self.repeats += 1
                     return
                 self._sent.add(request)
-            response = case.call(headers={"xi-api-key": API_KEY}, timeout=30)
+            response = case.call(headers={"xi-api-key": API_KEY}, timeout=_read_timeout(label))
             self.requests[label] += 1
             if response.status_code >= 500:
                 self.server_errors.append(f"{label} -> {response.status_code}: {response.content[:200]!r}")
