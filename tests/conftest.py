@@ -214,34 +214,24 @@ def settings(tmp_path: Path) -> Settings:
     return make_settings(tmp_path)
 
 
+def _session_dir_in_env(factory: pytest.TempPathFactory, name: str, env: str) -> Iterator[Path]:
+    """A session temp dir named in ``env`` for this process and the service processes tests start."""
+    directory = factory.mktemp(name)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(env, str(directory))
+        yield directory
+
+
 @pytest.fixture(scope="session", autouse=True)
 def caller_speech_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Caller lines synthesized once per session (``simulator/speech.py``: keyed by text, voice, speed
     and steadiness), here and in the processes the tests start."""
     from simulator.speech import CACHE_ENV
 
-    directory = tmp_path_factory.mktemp("caller-speech")
-    previous = os.environ.get(CACHE_ENV)
-    os.environ[CACHE_ENV] = str(directory)
-    try:
-        yield directory
-    finally:
-        if previous is None:
-            os.environ.pop(CACHE_ENV, None)
-        else:
-            os.environ[CACHE_ENV] = previous
+    yield from _session_dir_in_env(tmp_path_factory, "caller-speech", CACHE_ENV)
 
 
 @pytest.fixture(scope="session", autouse=True)
 def sqlite_template_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Where ``fresh_sqlite`` keeps the session's migrated SQLite file (built on first use)."""
-    directory = tmp_path_factory.mktemp("sqlite-template")
-    previous = os.environ.get(SQLITE_TEMPLATE_ENV)
-    os.environ[SQLITE_TEMPLATE_ENV] = str(directory)
-    try:
-        yield directory
-    finally:
-        if previous is None:
-            os.environ.pop(SQLITE_TEMPLATE_ENV, None)
-        else:
-            os.environ[SQLITE_TEMPLATE_ENV] = previous
+    yield from _session_dir_in_env(tmp_path_factory, "sqlite-template", SQLITE_TEMPLATE_ENV)
