@@ -46,14 +46,12 @@ _PERSONA_OPENING = re.compile(
     r"salesperson|sales rep|customer service(?:\s+\w+)?|professional|employee)\b[^,.!?]*[,.!?]?\s*",
     re.IGNORECASE,
 )
-_SELF_AS_AI = re.compile(
-    r"\b(?:i am|i'm|i’m)\s+(?:just\s+|only\s+)?an?\s+(?:ai|a\.i\.|artificial intelligence|"
-    r"(?:ai\s+)?language model|virtual assistant|chatbot|bot)\b",
-    re.IGNORECASE,
-)
+_AI_NOUN = r"(?:ai|a\.i\.|artificial intelligence|(?:ai\s+)?language model|virtual assistant|chatbot|bot)"
+# "I'm an AI": out of character unless the caller asked
+_SELF_AS_AI = re.compile(rf"\b(?:i am|i'm|i’m)\s+(?:just\s+|only\s+)?an?\s+{_AI_NOUN}\b", re.IGNORECASE)
+# the honest answer when asked, in more words
 _SAYS_AI = re.compile(
-    r"\b(?:i am|i'm|i’m|this is)\s+(?:just\s+|only\s+)?an?\s+(?:ai|a\.i\.|artificial intelligence|"
-    r"(?:ai\s+)?language model|virtual assistant|automated assistant|chatbot|bot)\b",
+    rf"\b(?:i am|i'm|i’m|this is)\s+(?:just\s+|only\s+)?an?\s+(?:automated assistant|{_AI_NOUN})\b",
     re.IGNORECASE,
 )
 _SENTENCE_END = re.compile(r"[.!?…][\"')\]]*(?=\s|$)")
