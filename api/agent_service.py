@@ -58,6 +58,8 @@ CONVERSATION_CONFIG_MAP: dict[tuple[str, ...], str] = {
     ("conversation", "max_duration_seconds"): "max_call_duration_sec",
 }
 _NULLABLE_COLUMNS = {"voice_id", "llm_model"}
+# ElevenLabs conversation_config path -> a key of the agent's turn_settings (merged, not replaced).
+TURN_SETTINGS_MAP: dict[tuple[str, ...], str] = {("turn", "turn_eagerness"): "turn_eagerness"}
 
 
 # ---------------------------------------------------------------- presenting
@@ -119,6 +121,9 @@ def to_conversation_config(agent: Agent) -> dict[str, Any]:
     config = copy.deepcopy(agent.extra_config.get("conversation_config") or {})
     for path, column in CONVERSATION_CONFIG_MAP.items():
         _set_path(config, path, getattr(agent, column))
+    for path, key in TURN_SETTINGS_MAP.items():
+        if key in (agent.turn_settings or {}):
+            _set_path(config, path, agent.turn_settings[key])
     return config
 
 
@@ -318,9 +323,7 @@ async def update_agent(session: AsyncSession, agent: Agent, body: AgentUpdate) -
     # turn_settings / providers follow JSON merge patch: keys sent replace, keys sent as null are removed.
     for name in ("turn_settings", "providers"):
         if name in changes:
-            patch = getattr(body, name).model_dump(exclude_unset=True)
-            merged = {**getattr(agent, name), **patch}
-            setattr(agent, name, {k: v for k, v in merged.items() if v is not None})
+            merge_patch(agent, name, getattr(body, name))
     if body.conversation_config is not None:
         apply_conversation_config(agent, body.conversation_config, loc=("body", "conversation_config"))
     extra = dict(agent.extra_config or {})
@@ -404,6 +407,12 @@ def deep_merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def merge_patch(agent: Agent, name: str, patch: Any) -> None:
+    """JSON merge patch of a dict column: keys sent replace, keys sent as null are removed."""
+    merged = {**(getattr(agent, name) or {}), **patch.model_dump(exclude_unset=True)}
+    setattr(agent, name, {k: v for k, v in merged.items() if v is not None})
+
+
 def split_conversation_config(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(agent column values found in the config, the rest of the config to keep verbatim)."""
     rest = copy.deepcopy(config)
@@ -412,15 +421,21 @@ def split_conversation_config(config: dict[str, Any]) -> tuple[dict[str, Any], d
         found, value = _pop_path(rest, path)
         if found and (value is not None or column in _NULLABLE_COLUMNS):
             columns[column] = value
+    for path, key in TURN_SETTINGS_MAP.items():
+        found, value = _pop_path(rest, path)
+        if found:
+            columns.setdefault("turn_settings", {})[key] = value
     return columns, rest
 
 
 def _validation_error(exc: ValidationError, loc: tuple[str, ...]) -> RequestValidationError:
     """Re-home errors of mapped columns under their ElevenLabs path: a 422 that points at the input."""
     reverse = {column: path for path, column in CONVERSATION_CONFIG_MAP.items()}
+    reverse.update({f"turn_settings.{key}": path for path, key in TURN_SETTINGS_MAP.items()})
     errors = []
     for err in exc.errors():
-        field = str(err["loc"][0]) if err["loc"] else ""
+        field = ".".join(map(str, err["loc"][:2])) if err["loc"][:1] == ("turn_settings",) else ""
+        field = field if field in reverse else str(err["loc"][0]) if err["loc"] else ""
         where = (*loc, *reverse[field]) if field in reverse else (*loc, *map(str, err["loc"]))
         errors.append({"loc": where, "msg": err["msg"], "type": err["type"]})
     return RequestValidationError(errors)
@@ -434,7 +449,10 @@ def apply_conversation_config(agent: Agent, config: dict[str, Any], loc: tuple[s
     except ValidationError as exc:
         raise _validation_error(exc, loc) from None
     for column in checked.model_fields_set:
-        setattr(agent, column, getattr(checked, column))
+        if column == "turn_settings":
+            merge_patch(agent, column, checked.turn_settings)
+        else:
+            setattr(agent, column, getattr(checked, column))
     extra = dict(agent.extra_config or {})
     extra["conversation_config"] = deep_merge(extra.get("conversation_config") or {}, rest)
     agent.extra_config = extra

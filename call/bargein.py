@@ -36,6 +36,7 @@ class TurnSettings:
     silence_threshold_sec: float = 0.3
     vad_aggressiveness: int = 3
     turn_model: str = "smart_turn"  # "off": silence and the words alone decide the end of a turn
+    turn_eagerness: str = "normal"  # "eager" / "normal" / "patient" (call.turns.EAGERNESS)
 
     @classmethod
     def from_sources(

@@ -16,7 +16,15 @@ from call.responder import Responder
 from call.seat import HeardSTT, SeatHub
 from call.speaker import Speaker
 from call.transcript import CallTranscript
-from call.turns import EndOfTurn, PauseHabit, TextTurnPolicy, TurnAssembler, TurnModelPolicy, WordDoubt
+from call.turns import (
+    EAGERNESS,
+    EndOfTurn,
+    PauseHabit,
+    TextTurnPolicy,
+    TurnAssembler,
+    TurnModelPolicy,
+    WordDoubt,
+)
 from call.watchdog import Watchdog
 from providers.base import ChatMessage, LLMProvider, STTSession
 from speech.vad import FrameClassifier
@@ -100,6 +108,8 @@ def turn_assembler(services: Services, profile: AgentProfile, clock: CallClock) 
     )
     eot = EndOfTurn(profile.turn.silence_threshold_sec)
     doubt = WordDoubt(settings.turn_word_doubt, settings.turn_word_doubt_hold_sec)
+    eagerness = EAGERNESS[profile.turn.turn_eagerness]
+    text_policy, doubt = eagerness.text_policy(text_policy), eagerness.word_doubt(doubt)
     return TurnAssembler(
         eot, clock.ms, clock.t0, judge=judge, policy=policy,
         text_judge=getattr(services, "text_judge", None), text_policy=text_policy, habit=habit,

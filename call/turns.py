@@ -6,7 +6,7 @@ import asyncio
 import re
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any, Protocol
 
@@ -240,6 +240,41 @@ class WordDoubt:
         if last_word_p is None or self.below <= 0.0 or last_word_p >= self.below:
             return required
         return max(required, self.hold_s)
+
+
+@dataclass(slots=True, frozen=True)
+class Eagerness:
+    """How soon a pause after finished-sounding words ends the turn: the text tier that answers at
+    once (``likely``), the silence of the tier below it (``mid_s``) and the hold on an unsure last word
+    (``doubt_hold_s``). None: as configured (TURN_TEXT_LIKELY, TURN_TEXT_MID_SEC,
+    TURN_WORD_DOUBT_HOLD_SEC). Per agent as ElevenLabs' ``turn_eagerness``.
+
+    Why a choice and not one setting: on recorded speech (bench/results/turns_real.md) callers pause
+    0.6–1.6 s after words that read finished and then go on; no cue here tells those pauses from a true
+    end, so waiting them out costs the same wait on every finished turn. A team calling people who think
+    aloud picks "patient"; one that wants snappy answers, "eager"."""
+
+    likely: float | None = None
+    mid_s: float | None = None
+    doubt_hold_s: float | None = None
+
+    def text_policy(self, policy: TextTurnPolicy) -> TextTurnPolicy:
+        return replace(
+            policy,
+            likely=policy.likely if self.likely is None else self.likely,
+            mid_s=policy.mid_s if self.mid_s is None else self.mid_s,
+        )
+
+    def word_doubt(self, doubt: WordDoubt) -> WordDoubt:
+        return doubt if self.doubt_hold_s is None else replace(doubt, hold_s=self.doubt_hold_s)
+
+
+# Fitted by replaying the decisions on both sets (bench/results/turns_real.md, "turn eagerness").
+EAGERNESS: dict[str, Eagerness] = {
+    "eager": Eagerness(likely=0.15, mid_s=0.45, doubt_hold_s=0.7),
+    "normal": Eagerness(),
+    "patient": Eagerness(likely=0.8, mid_s=1.2, doubt_hold_s=1.2),
+}
 
 
 RECOVERY_S = 1.0  # the caller went on this soon after we ended their turn: that pause was theirs

@@ -113,6 +113,10 @@ async function agentPage(view, agentId) {
     interrupt_min_speech_ms: input("interrupt_min_speech_ms", ts.interrupt_min_speech_ms, { type: "number", placeholder: "default" }),
     interrupt_debounce_ms: input("interrupt_debounce_ms", ts.interrupt_debounce_ms, { type: "number", placeholder: "default" }),
     silence_threshold_sec: input("silence_threshold_sec", ts.silence_threshold_sec, { type: "number", step: "0.05", placeholder: "default" }),
+    turn_eagerness: h("select", { name: "turn_eagerness", id: "agent-turn_eagerness" },
+      [["", "service default"], ["eager", "eager: answers soonest"], ["normal", "normal"],
+        ["patient", "patient: waits out thinking pauses"]].map(([value, label]) =>
+        h("option", { value, selected: (ts.turn_eagerness || "") === value }, label))),
   };
   const voicemail = voicemailSection(h, agent);
   const builtins = BUILTIN_TOOLS.map((name) => h("label", {}, h("input", { type: "checkbox", value: name, checked: agent.builtin_tools.includes(name) }), name));
@@ -124,7 +128,8 @@ async function agentPage(view, agentId) {
     interrupt_enabled: f.interrupt_enabled.checked,
     stt_keywords: [...new Set(f.stt_keywords.value.split(",").map((k) => k.trim()).filter(Boolean))],
     turn_settings: Object.fromEntries(["interrupt_min_energy", "interrupt_baseline_factor", "interrupt_min_speech_ms",
-      "interrupt_debounce_ms", "silence_threshold_sec"].map((k) => [k, num(f[k])]).filter(([, v]) => v !== null)),
+      "interrupt_debounce_ms", "silence_threshold_sec"].map((k) => [k, num(f[k])]).filter(([, v]) => v !== null)
+      .concat([["turn_eagerness", f.turn_eagerness.value || null]])),
     builtin_tools: builtins.map((l) => l.firstChild).filter((c) => c.checked).map((c) => c.value),
     ...voicemail.values(),
   });
@@ -150,7 +155,8 @@ async function agentPage(view, agentId) {
     h("div", { class: "checks" }, h("label", {}, f.interrupt_enabled, "Caller can interrupt (barge-in)")),
     h("div", { class: "row" }, field("Min energy", f.interrupt_min_energy), field("Baseline factor", f.interrupt_baseline_factor),
       field("Min speech (ms)", f.interrupt_min_speech_ms)),
-    h("div", { class: "row" }, field("Debounce (ms)", f.interrupt_debounce_ms), field("End-of-turn silence (s)", f.silence_threshold_sec)),
+    h("div", { class: "row" }, field("Debounce (ms)", f.interrupt_debounce_ms), field("End-of-turn silence (s)", f.silence_threshold_sec),
+      field("Turn eagerness", f.turn_eagerness)),
     voicemail.section,
     h("h2", {}, "Built-in tools"), h("div", { class: "checks" }, builtins),
     h("div", { class: "actions" }, h("button", { type: "submit", id: "save-agent" }, isNew ? "Create agent" : "Save"),

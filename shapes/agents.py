@@ -43,6 +43,8 @@ class TurnSettings(Strict):
     interrupt_min_speech_ms: int | None = Field(default=None, ge=0, le=5000)
     silence_threshold_sec: float | None = Field(default=None, gt=0, le=10)
     turn_model: Literal["off", "smart_turn"] | None = None  # "off": silence and the words alone (TURN_MODEL)
+    # How soon a pause after finished-sounding words ends the turn (TURN_EAGERNESS; ElevenLabs' name)
+    turn_eagerness: Literal["eager", "normal", "patient"] | None = None
 
 
 class ProviderOverrides(Strict):

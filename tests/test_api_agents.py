@@ -393,6 +393,24 @@ async def test_elevenlabs_create_maps_conversation_config(app_client: httpx.Asyn
 
     r = await app_client.post(f"{AGENTS}/create", json={"conversation_config": {"turn": {"turn_timeout": 0}}})
     assert ["body", "conversation_config", "turn", "turn_timeout"] in error_locs(r)
+    r = await app_client.post(
+        f"{AGENTS}/create", json={"conversation_config": {"turn": {"turn_eagerness": "sluggish"}}}
+    )
+    assert r.status_code == 422 and error_locs(r) == [
+        ["body", "conversation_config", "turn", "turn_eagerness"]
+    ]
+
+    # turn_eagerness lives in turn_settings: a PATCH through conversation_config merges into them
+    r = await app_client.patch(f"{AGENTS}/{agent_id}", json={"turn_settings": {"interrupt_debounce_ms": 250}})
+    assert r.status_code == 200, r.text
+    r = await app_client.patch(
+        f"{AGENTS}/{agent_id}", json={"conversation_config": {"turn": {"turn_eagerness": "eager"}}}
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["turn_settings"] == {"interrupt_debounce_ms": 250, "turn_eagerness": "eager"}
+    assert r.json()["conversation_config"]["turn"] == {"turn_timeout": 9, "turn_eagerness": "eager"}
+    r = await app_client.patch(f"{AGENTS}/{agent_id}", json={"turn_settings": {"turn_eagerness": "slow"}})
+    assert r.status_code == 422 and error_locs(r) == [["body", "turn_settings", "turn_eagerness"]]
     r = await app_client.post(f"{AGENTS}/create", json={"name": "no config"})
     assert ["body", "conversation_config"] in error_locs(r)
 

@@ -27,6 +27,7 @@ from elevenlabs import (
     ConversationalConfig,
     PromptAgentApiModelOutput,
     TtsConversationalConfigOutput,
+    TurnConfig,
 )
 from elevenlabs.core.api_error import ApiError
 from elevenlabs.types import (
@@ -79,6 +80,7 @@ async def test_elevenlabs_sdk_round_trip_against_a_live_server(tmp_path: Path, d
                     prompt=PromptAgentApiModelOutput(prompt="Be brief.", llm="qwen2.5:3b", temperature=0.2),
                 ),
                 tts=TtsConversationalConfigOutput(voice_id="aura-2-thalia-en"),
+                turn=TurnConfig(turn_eagerness="patient"),
             ),
         )
         assert isinstance(created, CreateAgentResponseModel) and created.agent_id.startswith("agent_")
@@ -95,6 +97,9 @@ async def test_elevenlabs_sdk_round_trip_against_a_live_server(tmp_path: Path, d
             0.2,
         )
         assert cc.tts.voice_id == "aura-2-thalia-en"
+        assert cc.turn.turn_eagerness == "patient"  # the agent's calls wait out thinking pauses
+        flat = (await raw.get(f"/v1/convai/agents/{agent_id}")).json()
+        assert flat["turn_settings"] == {"turn_eagerness": "patient"}
         assert agent.metadata.created_at_unix_secs > 0
 
         page = await sdk.agents.list(page_size=10)
@@ -109,6 +114,7 @@ async def test_elevenlabs_sdk_round_trip_against_a_live_server(tmp_path: Path, d
         assert updated.name == "Renamed"
         assert updated.conversation_config.agent.first_message == "Hello again!"
         assert updated.conversation_config.agent.prompt.prompt == "Be brief."  # deep-merged, not replaced
+        assert updated.conversation_config.turn.turn_eagerness == "patient"
 
         # Conversations are written by calls: insert two directly, then read them through the SDK.
         t0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)

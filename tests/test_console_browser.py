@@ -79,11 +79,13 @@ async def test_console_browser_call(tmp_path: Path) -> None:
         await page.fill("#agent-system_prompt", "You are Alex, an SDR for Acme Analytics. Be brief.")
         await page.fill("#agent-first_message", "Hi, this is Alex from Acme.")
         await page.fill("#agent-stt_keywords", "Acme, Acme Analytics, Acme")
+        await page.select_option("#agent-turn_eagerness", "patient")
         await page.click("#save-agent")
         await page.wait_for_selector("#call-button")
         agent_id = page.url.rsplit("/", 1)[-1]
         assert agent_id.startswith("agent_")
         assert await page.input_value("#agent-stt_keywords") == "Acme, Acme Analytics"
+        assert await page.input_value("#agent-turn_eagerness") == "patient"  # stored, shown back
         await page.screenshot(path=str(SCREENSHOTS / "agent.png"), full_page=True)
 
         # Place a test call: the fake microphone speaks CALLER_LINE after the greeting.

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from call.turns import (
+    EAGERNESS,
     EndOfTurn,
     PauseHabit,
     TextTurnPolicy,
@@ -186,6 +187,37 @@ def test_the_stt_unsure_of_the_last_word_holds_a_finished_looking_turn(judge: Te
     assert waited(0.27, None) == pytest.approx(0.3, abs=0.03)  # without the lever: answered at 0.3 s
 
 
+@pytest.mark.parametrize(
+    ("eagerness", "waits"),
+    [("eager", (0.45, 0.3, 0.3, 0.7)), ("normal", (0.6, 0.6, 0.3, 1.0)), ("patient", (1.2, 1.2, 1.2, 1.2))],
+)
+def test_turn_eagerness_sets_the_wait_after_finished_sounding_words(
+    judge: TextTurnJudge, eagerness: str, waits: tuple[float, float, float, float]
+) -> None:
+    # The agent's turn_eagerness picks the tiers (call.turns.EAGERNESS), as call.parts wires them.
+    preset = EAGERNESS[eagerness]
+
+    def waited(text: str, last_word_p: float | None = None) -> float | None:
+        turns = TurnAssembler(
+            EndOfTurn(0.3), lambda *a: 0.0, 0.0, text_judge=judge,
+            text_policy=preset.text_policy(TextTurnPolicy()), doubt=preset.word_doubt(WordDoubt(0.3, 1.0)),
+        )  # fmt: skip
+        now = play(turns, 0.0, 1.0, True)
+        event = TranscriptEvent("final", text, speech_final=False, last_word_confidence=last_word_p)
+        turns.on_transcript(event, now, 0.0)
+        return ended_after(turns, now)
+
+    heard = (
+        waited("Send me an email."),  # finished words, text p ≈ 0.07
+        waited("I'm in New Jersey now."),  # p ≈ 0.21
+        waited("Oh, hello, I didn't know you were there."),  # p ≈ 0.74
+        waited("Oh, hello, I didn't know you were there.", 0.1),  # Whisper unsure of "there"
+    )
+    assert heard == pytest.approx(waits, abs=0.03)
+    waited_mid_phrase = waited("They are not seeing.")  # mid-phrase (p < 0.01): every preset holds 2.5 s
+    assert waited_mid_phrase is not None and waited_mid_phrase >= 2.4
+
+
 def test_a_busy_or_missing_text_model_leaves_the_words_to_decide() -> None:
     turns = assembler(TextTurnJudge(max_queued=1))  # never loaded: submit says no
     now = play(turns, 0.0, 1.0, True)
@@ -240,3 +272,24 @@ async def test_the_caller_going_on_early_in_our_reply_withdraws_it_and_merges_th
         assert not [t for t in sink.turns if t.role == "agent"]  # the withdrawn reply is not stored
     finally:
         await speaker.stop()
+
+
+def test_an_agents_turn_eagerness_reaches_its_calls_else_the_service_default() -> None:
+    from types import SimpleNamespace
+
+    from call.bargein import TurnSettings
+    from call.parts import turn_assembler
+    from config import Settings
+
+    def tiers(service_default: str, agent_turn_settings: dict) -> tuple[float, float, float]:
+        settings = Settings(_env_file=None, turn_eagerness=service_default)  # type: ignore[call-arg]
+        services = SimpleNamespace(settings=settings, turn_judge=None, text_judge=None)
+        profile = SimpleNamespace(turn=TurnSettings.from_sources(settings, agent_turn_settings, True))
+        turns = turn_assembler(services, profile, SimpleNamespace(ms=lambda *a: 0.0, t0=0.0))  # type: ignore[arg-type]
+        assert turns.doubt is not None
+        return turns.text_policy.likely, turns.text_policy.mid_s, turns.doubt.hold_s
+
+    assert tiers("normal", {}) == (0.3, 0.6, 1.0)  # TURN_TEXT_LIKELY, TURN_TEXT_MID_SEC, ..._HOLD_SEC
+    assert tiers("normal", {"turn_eagerness": "patient"}) == (0.8, 1.2, 1.2)
+    assert tiers("patient", {"turn_eagerness": "eager"}) == (0.15, 0.45, 0.7)
+    assert tiers("patient", {}) == (0.8, 1.2, 1.2)
