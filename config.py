@@ -210,7 +210,7 @@ class Settings(BaseSettings):
     turn_word_doubt_hold_sec: float = Field(default=1.0, ge=0.0, le=5.0)
     # How soon a pause after finished-sounding words ends a turn, per agent as turn_settings.turn_eagerness:
     # "normal" uses the TURN_TEXT_* / TURN_WORD_DOUBT_HOLD_SEC above; "patient" waits ~1.2 s there (fewer
-    # cut-ins on people who pause to think, slower answers), "eager" ~0.45 s (call/turns.py EAGERNESS).
+    # cut-ins on people who pause to think, slower answers), "eager" 0.3–0.45 s (call/turns.py EAGERNESS).
     turn_eagerness: Literal["eager", "normal", "patient"] = "normal"
     # The caller goes on within this long of our reply's first audio: a recovery (call/recovery.py), the
     # reply withdrawn and their words merged into the turn; later, a barge-in. 0: off.

@@ -273,7 +273,7 @@ class Eagerness:
 EAGERNESS: dict[str, Eagerness] = {
     "eager": Eagerness(likely=0.15, mid_s=0.45, doubt_hold_s=0.7),
     "normal": Eagerness(),
-    "patient": Eagerness(likely=0.8, mid_s=1.2, doubt_hold_s=1.2),
+    "patient": Eagerness(likely=1.0, mid_s=1.2, doubt_hold_s=1.2),  # 1.0: every finished-sounding pause
 }
 
 

@@ -290,6 +290,6 @@ def test_an_agents_turn_eagerness_reaches_its_calls_else_the_service_default() -
         return turns.text_policy.likely, turns.text_policy.mid_s, turns.doubt.hold_s
 
     assert tiers("normal", {}) == (0.3, 0.6, 1.0)  # TURN_TEXT_LIKELY, TURN_TEXT_MID_SEC, ..._HOLD_SEC
-    assert tiers("normal", {"turn_eagerness": "patient"}) == (0.8, 1.2, 1.2)
+    assert tiers("normal", {"turn_eagerness": "patient"}) == (1.0, 1.2, 1.2)
     assert tiers("patient", {"turn_eagerness": "eager"}) == (0.15, 0.45, 0.7)
-    assert tiers("patient", {}) == (0.8, 1.2, 1.2)
+    assert tiers("patient", {}) == (1.0, 1.2, 1.2)

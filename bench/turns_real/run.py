@@ -69,8 +69,10 @@ class RealTurnCall(CaseCall):
         frames[-1] = frames[-1].ljust(FRAME, b"\xff")
         before = len(self.agent_frames)
         end_frame = max(0, case["end_ms"] // 20 - 1)
-        _, end = await self._play(ws, frames[: end_frame + 1])  # up to the last voiced frame
+        start, end = await self._play(ws, frames[: end_frame + 1])  # up to the last voiced frame
         spoke_early = len(self.agent_frames) > before
+        # where in the turn the agent cut in (ms of the recording): which pause it took for an end
+        cut_in_ms = round((self.agent_frames[before] - start) * 1000) if spoke_early else None
         await self._play(ws, frames[end_frame + 1 :])
         await self._silence_until(
             ws, lambda: any(t > end for t in self.agent_frames[before:]), ANSWER_WINDOW_S
@@ -82,6 +84,7 @@ class RealTurnCall(CaseCall):
             "premature": spoke_early,
             "answered": answered or spoke_early,
             "response_s": after[0] - end if answered and not spoke_early else None,
+            "cut_in_ms": cut_in_ms,
         }
 
 
