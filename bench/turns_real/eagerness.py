@@ -33,6 +33,8 @@ from speech.text_turn import TextTurnModel
 
 DECISION_S = 0.06
 INTO_PAUSE_MS = 20  # LOCAL_STT_SPECULATE_MS: the speculative run starts this far into a pause
+SMART_TURN_ASKS_MS = 160  # TurnModelPolicy.ask_after_s: the audio model is asked this far into a pause
+WINDOW = 8 * 8000  # TurnAssembler.WINDOW_FRAMES: the audio model hears the caller's last 8 s
 RESET_AFTER_MS = 1200  # the local STT forgets an utterance after 4 × the endpoint of silence
 
 
@@ -41,11 +43,12 @@ def heard(settings: Settings) -> list[dict[str, Any]]:
     cache = DATA / "heard.json"
     if cache.exists():
         cached = json.loads(cache.read_text())
-        if cached.get("set_version") == SET_VERSION:
+        if cached.get("set_version") == SET_VERSION and "smart_turn_p" in cached["points"][0]:
             return cached["points"]
     from providers.local_stt import WhisperEngine
+    from speech.turn_model import TurnModel
 
-    engine = WhisperEngine(settings)
+    engine, smart_turn = WhisperEngine(settings), TurnModel()
     points = []
     for case in json.loads((DATA / "labels.json").read_text()):
         pcm = MULAW_TO_PCM16[np.frombuffer((DATA / f"{case['id']}.ulaw").read_bytes(), dtype=np.uint8)]
@@ -53,6 +56,7 @@ def heard(settings: Settings) -> list[dict[str, Any]]:
         for at_ms, pause_ms in [*((a, b - a) for a, b in case["pauses"]), (case["end_ms"], 0)]:
             result = engine.transcribe(pcm[start_ms * 8 : (at_ms + INTO_PAUSE_MS) * 8])
             text, last_word_p = (result.text, result.last_word_p) if result else ("", 1.0)
+            heard_to = (at_ms + SMART_TURN_ASKS_MS) * 8
             points.append(
                 {
                     "id": case["id"],
@@ -60,6 +64,9 @@ def heard(settings: Settings) -> list[dict[str, Any]]:
                     "pause_ms": pause_ms,
                     "text": text,
                     "lwp": last_word_p,
+                    "smart_turn_p": smart_turn.complete_probability(
+                        pcm[max(0, heard_to - WINDOW) : heard_to], 8000
+                    ),
                 }
             )
             if pause_ms >= RESET_AFTER_MS:
@@ -67,6 +74,24 @@ def heard(settings: Settings) -> list[dict[str, Any]]:
     engine.close()
     cache.write_text(json.dumps({"set_version": SET_VERSION, "points": points}, indent=1))
     return points
+
+
+def auc(ends: list[float], pauses: list[float]) -> float:
+    """How often a true end scores above a mid-turn pause (0.5: the cue does not tell them apart)."""
+    wins = sum((e > p) + 0.5 * (e == p) for e in ends for p in pauses)
+    return wins / max(1, len(ends) * len(pauses))
+
+
+def cue_rows(points: list[dict[str, Any]], text_p: Any) -> list[list[str]]:
+    rows = []
+    for split in ("fit", "held_out"):
+        ends = [p for p in points if p["split"] == split and not p["pause_ms"]]
+        pauses = [p for p in points if p["split"] == split and p["pause_ms"]]
+        row = [f"{split} ({len(ends)} ends, {len(pauses)} pauses)"]
+        for cue in (lambda p: p["smart_turn_p"], lambda p: text_p(p["text"]), lambda p: p["lwp"]):
+            row.append(f"{auc([cue(p) for p in ends], [cue(p) for p in pauses]):.2f}")
+        rows.append(row)
+    return rows
 
 
 def main() -> None:
@@ -138,6 +163,15 @@ def main() -> None:
                 "real held-out: end wait p50 / p95 ms",
             ],
             rows,
+        )
+    )
+    body += (
+        "\n\nHow well each cue tells a true end from a mid-turn pause on the same words and audio (AUC: the "
+        "chance a true end scores higher than a pause; 0.5 is a coin): Smart Turn v3.2 on the 8 kHz audio "
+        f"{SMART_TURN_ASKS_MS} ms into the pause, the text model on Whisper's words, Whisper's probability "
+        "of the last word.\n\n"
+        + markdown_table(
+            ["split", "Smart Turn p", "text end-of-turn p", "last word p"], cue_rows(points, text_p)
         )
     )
     write_result("turns_eagerness", "Turn eagerness replayed on both sets", body)
