@@ -1,7 +1,8 @@
 """The responder: a caller turn → the agent's reply, spoken through the speaker.
 
 Intent first: a goodbye or a second "not interested" ends the call, a booking or a transfer runs its tool
-straight from the words; otherwise knowledge (a sentence of the knowledge base when a small embedded
+straight from the words (``call/tool_turns.py`` ``ToolTurns``, which also runs the LLM's tools and
+transfers); otherwise knowledge (a sentence of the knowledge base when a small embedded
 model would paraphrase it unreliably) or the LLM, streamed sentence by sentence into the speaker, with
 the tools it calls run after its words. Each reply records how it was produced and each stage's time.
 """
@@ -9,39 +10,34 @@ the tools it calls run after its words. Each reply records how it was produced a
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import time
 from contextlib import aclosing, nullcontext
 from typing import Any
 
-from call.intents import Intent, detect_intent, extract_meeting_request
+from call.intents import Intent, detect_intent
 from call.playbook import GOTO_PREFIX, RECORD_FIELDS, PlaybookRun, Step
 from call.playbook_words import playbook_intent
 from call.profile import AgentProfile
 from call.prompt import INSTRUCTIONS, build_messages
 from call.reply_turn import ReplySource, ReplyTurn
 from call.speaker import FIRST_CLAUSE_CHARS, Speaker
+from call.tool_turns import GOODBYE_LINE, ToolTurns
 from call.transcript import CallState, CallTranscript
 from providers.base import ChatMessage, LLMProvider, ProviderError, ToolCall
 from speech.reply_shape import NO_ANSWER_LINES, ReplyShaper, fresh_line
 from speech.sentences import SentenceChunker
-from telephony.warm_transfer import COLD_LINE, WARM_HANDOVER, WARM_LINE
-from tools.runner import ToolContext, ToolError, ToolRunner
+from tools.runner import ToolContext, ToolRunner
 
 log = logging.getLogger("ai_sdr.call")
 
 FALLBACK_LINE = "Sorry, could you say that again?"
 FALLBACK_LINES = (FALLBACK_LINE, "Sorry, I missed that. Could you say it once more?")
-GOODBYE_LINE = "Thanks for your time. Goodbye!"
-FAREWELL = re.compile(r"\b(good ?bye|bye|take care|have a (good|great|nice|lovely|wonderful) \w+)\b", re.I)
 HOLD_LINE = "Sure, take your time."
-TRANSFER_FAILED_LINE = "Sorry, I couldn't connect you just now."
 EMAIL_GOODBYE_LINE = "Of course, I'll send you the details by email. Thanks for your time, goodbye!"
 REPLY_MAX_TOKENS = 64  # two spoken sentences; the shaper cuts at the second sentence end anyway
 EXTRACTIVE_MIN_SCORE = 0.45  # question ↔ knowledge-sentence cosine needed to answer with the sentence
-TOOL_FILLER_AFTER_S = 0.8  # a tool still running this long: say a filler line
 # Replies that act (book, transfer, hang up) are never started on a guess.
 NOT_PREEMPTED = frozenset(
     {
@@ -120,13 +116,22 @@ class Responder:
         self.llm = llm
         self.speaker = speaker
         self.transcript = transcript
-        self.tools = tool_runner
-        self.tool_context = tool_context
         self.knowledge = knowledge
         self.settings = settings
         self._ms = ms
-        self._after_tool = after_tool
         self._log_fields = log_fields or {}
+        self.tool_turns = ToolTurns(
+            profile=profile,
+            llm=llm,
+            speaker=speaker,
+            transcript=transcript,
+            tool_runner=tool_runner,
+            tool_context=tool_context,
+            settings=settings,
+            ms=ms,
+            after_tool=after_tool,
+            log_fields=self._log_fields,
+        )
         self.playbook: PlaybookRun | None = None
         if profile.playbook:
             self.playbook = PlaybookRun(profile.playbook, profile.variables, on_change=transcript.save_stages)
@@ -145,7 +150,7 @@ class Responder:
         if (
             intent == Intent.DO_NOT_CALL
         ):  # before any goodbye: the number goes on the list, then the call ends
-            await self.run_tool(turn, ToolCall("add_to_dnc", {"reason": turn.user_text[:200]}))
+            await self.tool_turns.run(turn, ToolCall("add_to_dnc", {"reason": turn.user_text[:200]}))
             return
         ends = intent in (Intent.GOODBYE, Intent.EMAIL_INSTEAD)
         if ends or (intent == Intent.NOT_INTERESTED and self._said_no_before()):
@@ -161,7 +166,7 @@ class Responder:
             turn.source = ReplySource.FIXED_LINE
             await self.speaker.say(turn, [HOLD_LINE])
             return
-        if await self._intent_tool(turn, intent):
+        if await self.tool_turns.from_words(turn, intent):
             return
         await self.llm_reply(turn, intent)
 
@@ -214,7 +219,7 @@ class Responder:
         """A stage entered: its tool, then its scripted lines; the call ends if the stage ends it."""
         turn.source = ReplySource.PLAYBOOK
         for call in step.tools:
-            outcome = await self.run_tool(turn, call, word_result=False)
+            outcome = await self.tool_turns.run(turn, call, word_result=False)
             if outcome.ends_call or turn.hang_up_after:
                 return  # the tool said its last line (do-not-call)
             if not outcome.success:
@@ -242,7 +247,7 @@ class Responder:
         await self._speak_step(turn, self.playbook.enter(target, turn.user_text, "llm"))
         return True
 
-    # ---------------------------------------------------------------- tools
+    # ---------------------------------------------------------------- answering, tools
 
     def _said_no_before(self) -> bool:
         return any(
@@ -250,110 +255,11 @@ class Responder:
             for m in self.transcript.history
         )
 
-    async def _intent_tool(self, turn: ReplyTurn, intent: Intent) -> bool:
-        """Run a tool straight from the caller's words, without an LLM round trip."""
-        names = {spec.name for spec in self.profile.tool_specs}
-        if intent == Intent.BOOK_MEETING and "book_meeting" in names:
-            request = extract_meeting_request(turn.user_text)
-            if request:
-                args = {"attendee_name": str(self.profile.variables.get("name") or "the caller"), **request}
-                await self.run_tool(turn, ToolCall("book_meeting", args))
-                return True
-        if intent == Intent.TRANSFER_REQUEST and "transfer_call" in names:
-            await self.run_tool(turn, ToolCall("transfer_call", {"reason": turn.user_text[:200]}))
-            return True
-        return False
-
-    async def run_tool(self, turn: ReplyTurn, call: ToolCall, *, word_result: bool = True) -> Any:
-        turn.source = ReplySource.TOOL
-        if mode := self.tools.transfer_mode(self.profile.agent, call):
-            await self._before_transfer(turn, mode)
-        task = asyncio.create_task(self.tools.execute(self.profile.agent, call, self.tool_context))
-        done, _ = await asyncio.wait({task}, timeout=TOOL_FILLER_AFTER_S)
-        if not done:
-            await self.speaker.say(turn, [self.tools.filler_for(call.name)])
-        outcome = await task
-        if mode and not (outcome.transferred or outcome.handed_over):
-            self._not_transferred(turn)
-        turn.timings["tool_result_ms"] = self._ms()
-        if self._after_tool is not None:
-            self._after_tool()
-        self._log("tool executed", tool=call.name, success=outcome.success, ms=round(outcome.duration_ms, 1))
-        self.transcript.tool_ran(call.name, outcome.success)
-        if outcome.say:
-            await self.speaker.say(turn, [outcome.say])
-        elif outcome.say is None and not outcome.ends_call and word_result:
-            await self._speak_tool_result(turn, call, outcome)
-        if outcome.ends_call:
-            self.transcript.set_state(CallState.COMPLETION)
-            turn.hang_up_after = "agent_ended_call"
-            # One goodbye: the model usually says its own before it ends the call.
-            if not outcome.say and not FAREWELL.search(" ".join(turn.planned)):
-                await self.speaker.say(turn, [GOODBYE_LINE])
-        if getattr(outcome, "transferred", False):
-            turn.hang_up_after = None
-            turn.end_reason = "transferred"
-        elif getattr(outcome, "handed_over", False):
-            turn.hang_up_after, turn.end_reason = None, WARM_HANDOVER
-        return outcome
-
-    def _not_transferred(self, turn: ReplyTurn) -> None:
-        """The transfer did not start: the call goes on with the agent, and what it says next is a turn
-        of its own (the line was stored already)."""
-        turn.end_reason = None
-        turn.planned.clear()
-        turn.saved = False
-
-    async def _before_transfer(self, turn: ReplyTurn, mode: str) -> None:
-        """The caller hears the line first; Twilio may end this stream before the REST answer is back,
-        so its end must already read as the transfer's."""
-        await self.speaker.say(turn, [WARM_LINE if mode == "warm" else COLD_LINE])
-        await self.speaker.wait_played(turn)
-        self.transcript.save_reply(turn)  # heard whole, stored before Twilio ends the stream
-        turn.end_reason = WARM_HANDOVER if mode == "warm" else "transferred"
-
     async def transfer(
         self, turn: ReplyTurn, number: str | None, mode: str, requested_by: str = "supervisor"
     ) -> Any:
-        """A transfer nobody asked the model for (a supervisor's command): the line, then the same entry
-        point as the ``transfer_call`` tool (``ToolRunner.transfer``). None: it could not start."""
-        turn.source = ReplySource.TOOL
-        await self._before_transfer(turn, mode)
-        try:
-            outcome = await self.tools.transfer(
-                self.profile.agent, self.tool_context, number=number, mode=mode, requested_by=requested_by
-            )
-        except ToolError as exc:
-            self._log("transfer failed", logging.WARNING, error=str(exc)[:200])
-            self._not_transferred(turn)
-            await self.speaker.say(turn, [TRANSFER_FAILED_LINE])
-            return None
-        turn.end_reason = "transferred" if outcome.transferred else WARM_HANDOVER
-        return outcome
-
-    async def _speak_tool_result(self, turn: ReplyTurn, call: ToolCall, outcome: Any) -> None:
-        """Let the LLM word a tool's result (one round: the call, then its result as a tool message)."""
-        result = outcome.result if outcome.success else {"error": outcome.error}
-        messages = self._messages("", turn.user_text)
-        messages += [
-            ChatMessage("assistant", "", tool_calls=[call]),
-            ChatMessage("tool", json.dumps(result, default=str)[:2000], tool_name=call.name),
-        ]
-        text = ""
-        try:
-            async with asyncio.timeout(self.settings.llm_timeout_sec):
-                async for chunk in self.llm.stream_chat(
-                    messages,
-                    model=self.profile.agent.llm_model,
-                    temperature=self.profile.agent.temperature,
-                    max_tokens=self.settings.llm_max_tokens,
-                ):
-                    text += chunk.text
-        except (ProviderError, TimeoutError) as exc:
-            self._log("llm tool follow-up failed", logging.WARNING, error=type(exc).__name__)
-        if not text.strip():
-            text = "Done." if outcome.success else "Sorry, I couldn't do that just now."
-        await self.speaker.say(turn, [text.strip()])
+        """A transfer nobody asked the model for (a supervisor's command): ``ToolTurns.transfer``."""
+        return await self.tool_turns.transfer(turn, number, mode, requested_by)
 
     # ---------------------------------------------------------------- knowledge and the LLM
 
@@ -465,7 +371,7 @@ class Responder:
             await turn.go.wait()  # a tool acts: never on a turn that is still a guess
         for call in tool_calls[:3]:
             if not await self._playbook_tool(turn, call):
-                await self.run_tool(turn, call)
+                await self.tool_turns.run(turn, call)
 
     def _unanswerable(self, intent: Intent | None, text: str) -> bool:
         """A question about the product, and the agent's knowledge base (it has one) found nothing for it."""
