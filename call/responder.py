@@ -2,22 +2,23 @@
 
 Intent first: a goodbye or a second "not interested" ends the call, a booking or a transfer runs its tool
 straight from the words (``call/tool_turns.py`` ``ToolTurns``, which also runs the LLM's tools and
-transfers); otherwise knowledge (a sentence of the knowledge base when a small embedded
-model would paraphrase it unreliably) or the LLM, streamed sentence by sentence into the speaker, with
-the tools it calls run after its words. Each reply records how it was produced and each stage's time.
+transfers); with a playbook, the current stage answers first (``call/playbook_turns.py``
+``PlaybookTurns``); otherwise knowledge (a sentence of the knowledge base when a small embedded model would
+paraphrase it unreliably) or the LLM, streamed sentence by sentence into the speaker, with the tools it
+calls run after its words. Each reply records how it was produced and each stage's time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from contextlib import aclosing, nullcontext
 from typing import Any
 
-from call.intents import Intent, detect_intent
-from call.playbook import GOTO_PREFIX, RECORD_FIELDS, PlaybookRun, Step
+from call.intents import CONVERSATIONAL, Intent, detect_intent
+from call.playbook import PlaybookRun
+from call.playbook_turns import PlaybookTurns
 from call.playbook_words import playbook_intent
 from call.profile import AgentProfile
 from call.prompt import INSTRUCTIONS, build_messages
@@ -61,22 +62,6 @@ ENGINE_HANDLED = frozenset(
         Intent.EMAIL_INSTEAD,
         Intent.NOT_INTERESTED,
     }
-)
-# Within a stage on the small embedded model: a short acknowledgement (or an honest "I don't know" to a
-# question the knowledge base does not answer), then the stage's question again.
-ACKNOWLEDGEMENTS = ("Got it.", "I hear you.", "Understood.", "Okay, thanks.")
-SMALL_TALK = re.compile(r"\b(how are you|how's it going|how are things|how's your day)\b", re.IGNORECASE)
-SMALL_TALK_LINE = "I'm doing well, thanks for asking."
-PLAYBOOK_NO_ANSWER_LINE = "Good question. I don't want to guess, so I'll make sure you get the exact answer."
-TOOL_FAILED_LINE = "Sorry, that didn't go through just now; someone from our team will follow up."
-# Questions that are small talk or about the call, not about the product: the model may answer them
-# without the knowledge base.
-CONVERSATIONAL = re.compile(
-    r"\b(how are you|how's your|how is your|how are things|your day|who is this|who's this|who am i|"
-    r"real person|robot|a human|a bot|an ai|where are you|are you from|lunch|weather|your name|hear me|"
-    r"repeat|say that again|tell me more|what do you mean|pardon|come again|why are you calling|"
-    r"what is this about|what's this about|what do you (do|sell|offer)|what is (it|this))\b",
-    re.IGNORECASE,
 )
 
 
@@ -132,10 +117,21 @@ class Responder:
             after_tool=after_tool,
             log_fields=self._log_fields,
         )
-        self.playbook: PlaybookRun | None = None
+        self.stages: PlaybookTurns | None = None
         if profile.playbook:
-            self.playbook = PlaybookRun(profile.playbook, profile.variables, on_change=transcript.save_stages)
-            self.playbook.record({})  # the start stage, where the greeting was said
+            self.stages = PlaybookTurns(
+                profile=profile,
+                llm=llm,
+                speaker=speaker,
+                transcript=transcript,
+                tool_turns=self.tool_turns,
+                log_fields=self._log_fields,
+            )
+
+    @property
+    def playbook(self) -> PlaybookRun | None:
+        """The call's playbook run (stages and transitions), when its agent has one."""
+        return self.stages.run if self.stages is not None else None
 
     # ---------------------------------------------------------------- entry points
 
@@ -145,7 +141,7 @@ class Responder:
 
     async def answer(self, turn: ReplyTurn, intent: Intent) -> None:
         self.transcript.set_state(state_after(self.transcript.state, intent))
-        if self.playbook is not None and await self._playbook_answer(turn, intent):
+        if self.stages is not None and await self._in_stage(turn, intent, self.stages):
             return
         if (
             intent == Intent.DO_NOT_CALL
@@ -170,96 +166,33 @@ class Responder:
             return
         await self.llm_reply(turn, intent)
 
-    # ---------------------------------------------------------------- the playbook
+    async def transfer(
+        self, turn: ReplyTurn, number: str | None, mode: str, requested_by: str = "supervisor"
+    ) -> Any:
+        """A transfer nobody asked the model for (a supervisor's command): ``ToolTurns.transfer``."""
+        return await self.tool_turns.transfer(turn, number, mode, requested_by)
 
-    @property
-    def _stage_model(self) -> bool:
-        """A model that calls tools and is not the small embedded one: it talks within the stage and
-        moves the call on with the stage's transition functions (the Pipecat Flows pattern)."""
-        return bool(getattr(self.llm, "supports_tools", False)) and not getattr(
-            self.llm, "extractive_knowledge", False
-        )
-
-    async def _playbook_answer(self, turn: ReplyTurn, intent: Intent) -> bool:
+    async def _in_stage(self, turn: ReplyTurn, intent: Intent, stages: PlaybookTurns) -> bool:
         """Answer within the playbook; False: no transition and the engine's own handling applies."""
-        assert self.playbook is not None
-        step = self.playbook.on_turn(turn.user_text)
-        self._log(
-            "playbook turn", intent=step.intent, stage=self.playbook.stage, entered=",".join(step.entered)
-        )
+        step = await stages.on_turn(turn)
         if not step.stay:
-            await self._speak_step(turn, step)
-            return True
+            return True  # a stage entered: its tool ran and its lines were said
         if intent in ENGINE_HANDLED:
             return False
-        if self._stage_model:
-            await self.llm_reply(turn, intent, stage_tools=self.playbook.stage_tools(self.profile.tool_specs))
+        if stages.stage_model:
+            await self.llm_reply(turn, intent, stage_tools=stages.stage_tools())
             return True
-        await self._within_stage(turn, intent, step)
-        return True
-
-    async def _within_stage(self, turn: ReplyTurn, intent: Intent, step: Step) -> None:
-        """The small model's turn in a stage: a knowledge answer or an acknowledgement, then the ask."""
+        # the small model's turn in a stage: a knowledge answer or an acknowledgement, then the ask
         chunks = await self._retrieve(turn.user_text) if intent == Intent.QUESTION else []
-        if not (chunks and await self._extractive_answer(turn, chunks)):
-            turn.source = ReplySource.PLAYBOOK
-            previous = self.transcript.last_agent_line()
-            if SMALL_TALK.search(turn.user_text):
-                line = SMALL_TALK_LINE
-            elif intent == Intent.QUESTION and not CONVERSATIONAL.search(turn.user_text):
-                line = PLAYBOOK_NO_ANSWER_LINE
-            else:
-                line = ACKNOWLEDGEMENTS[len(self.transcript.history) // 2 % len(ACKNOWLEDGEMENTS)]
-                line = fresh_line((line, *ACKNOWLEDGEMENTS), previous)
-            await self.speaker.say(turn, [line])
-        if step.ask:
-            await self.speaker.say(turn, [step.ask])
-
-    async def _speak_step(self, turn: ReplyTurn, step: Step) -> None:
-        """A stage entered: its tool, then its scripted lines; the call ends if the stage ends it."""
-        turn.source = ReplySource.PLAYBOOK
-        for call in step.tools:
-            outcome = await self.tool_turns.run(turn, call, word_result=False)
-            if outcome.ends_call or turn.hang_up_after:
-                return  # the tool said its last line (do-not-call)
-            if not outcome.success:
-                await self.speaker.say(turn, [TOOL_FAILED_LINE])
-        if step.lines:
-            await self.speaker.say(turn, step.lines)
-        if step.ends_call:
-            self.transcript.set_state(CallState.COMPLETION)
-            turn.hang_up_after = step.end_reason or "agent_goodbye"
-
-    async def _playbook_tool(self, turn: ReplyTurn, call: ToolCall) -> bool:
-        """A model's call of a stage's transition or of ``record_fields``; False: an ordinary tool."""
-        if self.playbook is None:
-            return False
-        if call.name == RECORD_FIELDS:
-            self.playbook.record(call.arguments or {})
-            if (step := self.playbook.follow_fields()) is not None:
-                await turn.go.wait()
-                await self._speak_step(turn, step)
-            return True
-        target = call.name.removeprefix(GOTO_PREFIX)
-        if not call.name.startswith(GOTO_PREFIX) or target not in {t for t, _ in self.playbook.exits()}:
-            return False
-        await turn.go.wait()
-        await self._speak_step(turn, self.playbook.enter(target, turn.user_text, "llm"))
+        answered = bool(chunks) and await self._extractive_answer(turn, chunks)
+        await stages.within_stage(turn, intent, step, answered=answered)
         return True
-
-    # ---------------------------------------------------------------- answering, tools
 
     def _said_no_before(self) -> bool:
         return any(
             m.role == "user" and detect_intent(m.content) == Intent.NOT_INTERESTED
             for m in self.transcript.history
         )
-
-    async def transfer(
-        self, turn: ReplyTurn, number: str | None, mode: str, requested_by: str = "supervisor"
-    ) -> Any:
-        """A transfer nobody asked the model for (a supervisor's command): ``ToolTurns.transfer``."""
-        return await self.tool_turns.transfer(turn, number, mode, requested_by)
 
     # ---------------------------------------------------------------- knowledge and the LLM
 
@@ -286,8 +219,8 @@ class Responder:
         tools = (
             self.profile.tool_specs if getattr(self.llm, "supports_tools", self.llm.name != "local") else None
         )
-        if stage_tools is not None and self.playbook is not None:
-            messages[0] = ChatMessage("system", messages[0].content + "\n\n" + self.playbook.stage_prompt())
+        if stage_tools is not None and self.stages is not None:
+            messages[0] = ChatMessage("system", messages[0].content + "\n\n" + self.stages.stage_prompt())
             tools = stage_tools
         previous = self.transcript.last_agent_line().rstrip(" —")
         # The fact check is for the small embedded model, which invents; a larger model's general words
@@ -370,7 +303,7 @@ class Responder:
         if tool_calls:
             await turn.go.wait()  # a tool acts: never on a turn that is still a guess
         for call in tool_calls[:3]:
-            if not await self._playbook_tool(turn, call):
+            if self.stages is None or not await self.stages.model_tool(turn, call):
                 await self.tool_turns.run(turn, call)
 
     def _unanswerable(self, intent: Intent | None, text: str) -> bool:
