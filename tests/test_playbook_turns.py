@@ -25,6 +25,7 @@ from tests.test_call_parts import FakeSpeaker, RecordingSink, ScriptedLLM
 
 REASON = "We help sales teams cut their weekly pipeline reporting"
 EMAIL_LINE = "Perfect. What's the best email address for the calendar invite?"
+HOURS_ASK = "Roughly how many hours a week does that take your team?"
 DEMO_ASK = "Would Tuesday at 10 or Thursday at 2 work for a 20-minute demo?"
 
 
@@ -102,7 +103,7 @@ async def test_the_small_model_follows_the_stages_with_fixed_lines_and_the_stage
     await say(responder, speaker, "Spreadsheets, mostly.")
     # a product question the knowledge base (none here) does not answer: no guess, then the question again
     turn = await say(responder, speaker, "Do you integrate with Zendesk?")
-    assert speaker.said == [PLAYBOOK_NO_ANSWER_LINE, "Roughly how many hours a week does that take your team?"]
+    assert speaker.said == [PLAYBOOK_NO_ANSWER_LINE, HOURS_ASK]
     assert turn.source is ReplySource.PLAYBOOK and responder.playbook.stage == "discovery"
     await say(responder, speaker, "Hmm, interesting.")
     assert responder.playbook.stage == "ask"
