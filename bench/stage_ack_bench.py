@@ -3,8 +3,9 @@
     python -m bench.stage_ack_bench [--model smollm2-135m|qwen2.5-0.5b] [--repeat 3]
 
 Today, when the playbook's rules do not recognise a caller line, the embedded default answers with a fixed
-acknowledgement ("Got it.", "I hear you.", …) and the stage's question again (``call/responder.py``,
-``_within_stage``). The alternative measured here: the model words a short acknowledgement, guarded —
+acknowledgement ("Got it.", "I hear you.", …) and the stage's question again
+(``call/playbook_turns.py``, ``PlaybookTurns.within_stage``). The alternative measured here: the model
+words a short acknowledgement, guarded —
 one sentence of at most 12 words, no question, no name, number or claim that is not in the caller's line
 or the playbook's facts, no promise of an action ("booked", "I'll send"), nothing the SDR set forbids
 (denying being an AI, calling the prospect by the agent's name) — and the fixed one is said when the

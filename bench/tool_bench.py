@@ -4,7 +4,7 @@ Runs the labelled caller turns of ``bench/tool_turns.json`` (caller words, recen
 tools, the expected tool or none, key arguments) through what the engine does on a turn:
 
 - the rule-based shortcuts (``call.intents``: a goodbye or a second "not interested" hangs up, a booking
-  with a day and a time books, a transfer request transfers), mirrored from ``call/responder.py``;
+  with a day and a time books, a transfer request transfers), mirrored from ``call/responder.py`` and ``call/tool_turns.py``;
 - then, for a turn the rules leave alone, the LLM with the agent's tools, when the provider takes tools.
 
 Configurations: the embedded model before (rules only: it was given no tools) and after (rules, then the
@@ -84,7 +84,8 @@ def load_turns(path: Path = SET) -> list[Turn]:
 
 
 def rule_call(turn: Turn) -> ToolCall | None:
-    """The engine's rule-based shortcuts (call/responder.py ``answer``), as the tool call they amount to.
+    """The engine's rule-based shortcuts (call/responder.py ``answer``, call/tool_turns.py
+    ``ToolTurns.from_words``), as the tool call they amount to.
 
     A goodbye (or a second "not interested") hangs up with a fixed line: counted as ``end_call``.
     """

@@ -238,9 +238,7 @@ class Answering:
         # is back here: the stream's end must already read as a redirect, and the tool's record survive it.
         self._redirected, self.ending.reason = True, STREAM_REDIRECTED
         press = ToolCall("send_dtmf", {"digits": digits})
-        outcome = await asyncio.shield(
-            asyncio.ensure_future(responder.tools.execute(self.profile.agent, press, responder.tool_context))
-        )
+        outcome = await asyncio.shield(asyncio.ensure_future(responder.tool_turns.execute(press)))
         if outcome.success and outcome.redirected:
             self._log("phone menu: keys pressed", digits=digits, chosen_by=how)
             return

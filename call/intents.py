@@ -261,3 +261,14 @@ def extract_meeting_request(text: str, now: datetime | None = None) -> dict[str,
         return None
     start = day.replace(hour=clock[0], minute=clock[1], second=0, microsecond=0)
     return {"start_time": start.isoformat(timespec="minutes"), "notes": text.strip()[:300]}
+
+
+# Questions that are small talk or about the call, not about the product: the model may answer them
+# without the knowledge base.
+CONVERSATIONAL = re.compile(
+    r"\b(how are you|how's your|how is your|how are things|your day|who is this|who's this|who am i|"
+    r"real person|robot|a human|a bot|an ai|where are you|are you from|lunch|weather|your name|hear me|"
+    r"repeat|say that again|tell me more|what do you mean|pardon|come again|why are you calling|"
+    r"what is this about|what's this about|what do you (do|sell|offer)|what is (it|this))\b",
+    re.IGNORECASE,
+)

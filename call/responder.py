@@ -1,47 +1,44 @@
 """The responder: a caller turn → the agent's reply, spoken through the speaker.
 
 Intent first: a goodbye or a second "not interested" ends the call, a booking or a transfer runs its tool
-straight from the words; otherwise knowledge (a sentence of the knowledge base when a small embedded
-model would paraphrase it unreliably) or the LLM, streamed sentence by sentence into the speaker, with
-the tools it calls run after its words. Each reply records how it was produced and each stage's time.
+straight from the words (``call/tool_turns.py`` ``ToolTurns``, which also runs the LLM's tools and
+transfers); with a playbook, the current stage answers first (``call/playbook_turns.py``
+``PlaybookTurns``); otherwise knowledge (a sentence of the knowledge base when a small embedded model would
+paraphrase it unreliably) or the LLM, streamed sentence by sentence into the speaker, with the tools it
+calls run after its words. Each reply records how it was produced and each stage's time.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import re
 import time
 from contextlib import aclosing, nullcontext
 from typing import Any
 
-from call.intents import Intent, detect_intent, extract_meeting_request
-from call.playbook import GOTO_PREFIX, RECORD_FIELDS, PlaybookRun, Step
+from call.intents import CONVERSATIONAL, Intent, detect_intent
+from call.playbook import PlaybookRun
+from call.playbook_turns import PlaybookTurns
 from call.playbook_words import playbook_intent
 from call.profile import AgentProfile
 from call.prompt import INSTRUCTIONS, build_messages
 from call.reply_turn import ReplySource, ReplyTurn
 from call.speaker import FIRST_CLAUSE_CHARS, Speaker
+from call.tool_turns import GOODBYE_LINE, ToolTurns
 from call.transcript import CallState, CallTranscript
 from providers.base import ChatMessage, LLMProvider, ProviderError, ToolCall
 from speech.reply_shape import NO_ANSWER_LINES, ReplyShaper, fresh_line
 from speech.sentences import SentenceChunker
-from telephony.warm_transfer import COLD_LINE, WARM_HANDOVER, WARM_LINE
-from tools.runner import ToolContext, ToolError, ToolRunner
+from tools.runner import ToolContext, ToolRunner
 
 log = logging.getLogger("ai_sdr.call")
 
 FALLBACK_LINE = "Sorry, could you say that again?"
 FALLBACK_LINES = (FALLBACK_LINE, "Sorry, I missed that. Could you say it once more?")
-GOODBYE_LINE = "Thanks for your time. Goodbye!"
-FAREWELL = re.compile(r"\b(good ?bye|bye|take care|have a (good|great|nice|lovely|wonderful) \w+)\b", re.I)
 HOLD_LINE = "Sure, take your time."
-TRANSFER_FAILED_LINE = "Sorry, I couldn't connect you just now."
 EMAIL_GOODBYE_LINE = "Of course, I'll send you the details by email. Thanks for your time, goodbye!"
 REPLY_MAX_TOKENS = 64  # two spoken sentences; the shaper cuts at the second sentence end anyway
 EXTRACTIVE_MIN_SCORE = 0.45  # question ↔ knowledge-sentence cosine needed to answer with the sentence
-TOOL_FILLER_AFTER_S = 0.8  # a tool still running this long: say a filler line
 # Replies that act (book, transfer, hang up) are never started on a guess.
 NOT_PREEMPTED = frozenset(
     {
@@ -65,22 +62,6 @@ ENGINE_HANDLED = frozenset(
         Intent.EMAIL_INSTEAD,
         Intent.NOT_INTERESTED,
     }
-)
-# Within a stage on the small embedded model: a short acknowledgement (or an honest "I don't know" to a
-# question the knowledge base does not answer), then the stage's question again.
-ACKNOWLEDGEMENTS = ("Got it.", "I hear you.", "Understood.", "Okay, thanks.")
-SMALL_TALK = re.compile(r"\b(how are you|how's it going|how are things|how's your day)\b", re.IGNORECASE)
-SMALL_TALK_LINE = "I'm doing well, thanks for asking."
-PLAYBOOK_NO_ANSWER_LINE = "Good question. I don't want to guess, so I'll make sure you get the exact answer."
-TOOL_FAILED_LINE = "Sorry, that didn't go through just now; someone from our team will follow up."
-# Questions that are small talk or about the call, not about the product: the model may answer them
-# without the knowledge base.
-CONVERSATIONAL = re.compile(
-    r"\b(how are you|how's your|how is your|how are things|your day|who is this|who's this|who am i|"
-    r"real person|robot|a human|a bot|an ai|where are you|are you from|lunch|weather|your name|hear me|"
-    r"repeat|say that again|tell me more|what do you mean|pardon|come again|why are you calling|"
-    r"what is this about|what's this about|what do you (do|sell|offer)|what is (it|this))\b",
-    re.IGNORECASE,
 )
 
 
@@ -120,17 +101,37 @@ class Responder:
         self.llm = llm
         self.speaker = speaker
         self.transcript = transcript
-        self.tools = tool_runner
-        self.tool_context = tool_context
         self.knowledge = knowledge
         self.settings = settings
         self._ms = ms
-        self._after_tool = after_tool
         self._log_fields = log_fields or {}
-        self.playbook: PlaybookRun | None = None
+        self.tool_turns = ToolTurns(
+            profile=profile,
+            llm=llm,
+            speaker=speaker,
+            transcript=transcript,
+            tool_runner=tool_runner,
+            tool_context=tool_context,
+            settings=settings,
+            ms=ms,
+            after_tool=after_tool,
+            log_fields=self._log_fields,
+        )
+        self.stages: PlaybookTurns | None = None
         if profile.playbook:
-            self.playbook = PlaybookRun(profile.playbook, profile.variables, on_change=transcript.save_stages)
-            self.playbook.record({})  # the start stage, where the greeting was said
+            self.stages = PlaybookTurns(
+                profile=profile,
+                llm=llm,
+                speaker=speaker,
+                transcript=transcript,
+                tool_turns=self.tool_turns,
+                log_fields=self._log_fields,
+            )
+
+    @property
+    def playbook(self) -> PlaybookRun | None:
+        """The call's playbook run (stages and transitions), when its agent has one."""
+        return self.stages.run if self.stages is not None else None
 
     # ---------------------------------------------------------------- entry points
 
@@ -140,12 +141,12 @@ class Responder:
 
     async def answer(self, turn: ReplyTurn, intent: Intent) -> None:
         self.transcript.set_state(state_after(self.transcript.state, intent))
-        if self.playbook is not None and await self._playbook_answer(turn, intent):
+        if self.stages is not None and await self._in_stage(turn, intent, self.stages):
             return
         if (
             intent == Intent.DO_NOT_CALL
         ):  # before any goodbye: the number goes on the list, then the call ends
-            await self.run_tool(turn, ToolCall("add_to_dnc", {"reason": turn.user_text[:200]}))
+            await self.tool_turns.run(turn, ToolCall("add_to_dnc", {"reason": turn.user_text[:200]}))
             return
         ends = intent in (Intent.GOODBYE, Intent.EMAIL_INSTEAD)
         if ends or (intent == Intent.NOT_INTERESTED and self._said_no_before()):
@@ -161,199 +162,37 @@ class Responder:
             turn.source = ReplySource.FIXED_LINE
             await self.speaker.say(turn, [HOLD_LINE])
             return
-        if await self._intent_tool(turn, intent):
+        if await self.tool_turns.from_words(turn, intent):
             return
         await self.llm_reply(turn, intent)
 
-    # ---------------------------------------------------------------- the playbook
+    async def transfer(
+        self, turn: ReplyTurn, number: str | None, mode: str, requested_by: str = "supervisor"
+    ) -> Any:
+        """A transfer nobody asked the model for (a supervisor's command): ``ToolTurns.transfer``."""
+        return await self.tool_turns.transfer(turn, number, mode, requested_by)
 
-    @property
-    def _stage_model(self) -> bool:
-        """A model that calls tools and is not the small embedded one: it talks within the stage and
-        moves the call on with the stage's transition functions (the Pipecat Flows pattern)."""
-        return bool(getattr(self.llm, "supports_tools", False)) and not getattr(
-            self.llm, "extractive_knowledge", False
-        )
-
-    async def _playbook_answer(self, turn: ReplyTurn, intent: Intent) -> bool:
+    async def _in_stage(self, turn: ReplyTurn, intent: Intent, stages: PlaybookTurns) -> bool:
         """Answer within the playbook; False: no transition and the engine's own handling applies."""
-        assert self.playbook is not None
-        step = self.playbook.on_turn(turn.user_text)
-        self._log(
-            "playbook turn", intent=step.intent, stage=self.playbook.stage, entered=",".join(step.entered)
-        )
+        step = await stages.on_turn(turn)
         if not step.stay:
-            await self._speak_step(turn, step)
-            return True
+            return True  # a stage entered: its tool ran and its lines were said
         if intent in ENGINE_HANDLED:
             return False
-        if self._stage_model:
-            await self.llm_reply(turn, intent, stage_tools=self.playbook.stage_tools(self.profile.tool_specs))
+        if stages.stage_model:
+            await self.llm_reply(turn, intent, stage_tools=stages.stage_tools())
             return True
-        await self._within_stage(turn, intent, step)
-        return True
-
-    async def _within_stage(self, turn: ReplyTurn, intent: Intent, step: Step) -> None:
-        """The small model's turn in a stage: a knowledge answer or an acknowledgement, then the ask."""
+        # the small model's turn in a stage: a knowledge answer or an acknowledgement, then the ask
         chunks = await self._retrieve(turn.user_text) if intent == Intent.QUESTION else []
-        if not (chunks and await self._extractive_answer(turn, chunks)):
-            turn.source = ReplySource.PLAYBOOK
-            previous = self.transcript.last_agent_line()
-            if SMALL_TALK.search(turn.user_text):
-                line = SMALL_TALK_LINE
-            elif intent == Intent.QUESTION and not CONVERSATIONAL.search(turn.user_text):
-                line = PLAYBOOK_NO_ANSWER_LINE
-            else:
-                line = ACKNOWLEDGEMENTS[len(self.transcript.history) // 2 % len(ACKNOWLEDGEMENTS)]
-                line = fresh_line((line, *ACKNOWLEDGEMENTS), previous)
-            await self.speaker.say(turn, [line])
-        if step.ask:
-            await self.speaker.say(turn, [step.ask])
-
-    async def _speak_step(self, turn: ReplyTurn, step: Step) -> None:
-        """A stage entered: its tool, then its scripted lines; the call ends if the stage ends it."""
-        turn.source = ReplySource.PLAYBOOK
-        for call in step.tools:
-            outcome = await self.run_tool(turn, call, word_result=False)
-            if outcome.ends_call or turn.hang_up_after:
-                return  # the tool said its last line (do-not-call)
-            if not outcome.success:
-                await self.speaker.say(turn, [TOOL_FAILED_LINE])
-        if step.lines:
-            await self.speaker.say(turn, step.lines)
-        if step.ends_call:
-            self.transcript.set_state(CallState.COMPLETION)
-            turn.hang_up_after = step.end_reason or "agent_goodbye"
-
-    async def _playbook_tool(self, turn: ReplyTurn, call: ToolCall) -> bool:
-        """A model's call of a stage's transition or of ``record_fields``; False: an ordinary tool."""
-        if self.playbook is None:
-            return False
-        if call.name == RECORD_FIELDS:
-            self.playbook.record(call.arguments or {})
-            if (step := self.playbook.follow_fields()) is not None:
-                await turn.go.wait()
-                await self._speak_step(turn, step)
-            return True
-        target = call.name.removeprefix(GOTO_PREFIX)
-        if not call.name.startswith(GOTO_PREFIX) or target not in {t for t, _ in self.playbook.exits()}:
-            return False
-        await turn.go.wait()
-        await self._speak_step(turn, self.playbook.enter(target, turn.user_text, "llm"))
+        answered = bool(chunks) and await self._extractive_answer(turn, chunks)
+        await stages.within_stage(turn, intent, step, answered=answered)
         return True
-
-    # ---------------------------------------------------------------- tools
 
     def _said_no_before(self) -> bool:
         return any(
             m.role == "user" and detect_intent(m.content) == Intent.NOT_INTERESTED
             for m in self.transcript.history
         )
-
-    async def _intent_tool(self, turn: ReplyTurn, intent: Intent) -> bool:
-        """Run a tool straight from the caller's words, without an LLM round trip."""
-        names = {spec.name for spec in self.profile.tool_specs}
-        if intent == Intent.BOOK_MEETING and "book_meeting" in names:
-            request = extract_meeting_request(turn.user_text)
-            if request:
-                args = {"attendee_name": str(self.profile.variables.get("name") or "the caller"), **request}
-                await self.run_tool(turn, ToolCall("book_meeting", args))
-                return True
-        if intent == Intent.TRANSFER_REQUEST and "transfer_call" in names:
-            await self.run_tool(turn, ToolCall("transfer_call", {"reason": turn.user_text[:200]}))
-            return True
-        return False
-
-    async def run_tool(self, turn: ReplyTurn, call: ToolCall, *, word_result: bool = True) -> Any:
-        turn.source = ReplySource.TOOL
-        if mode := self.tools.transfer_mode(self.profile.agent, call):
-            await self._before_transfer(turn, mode)
-        task = asyncio.create_task(self.tools.execute(self.profile.agent, call, self.tool_context))
-        done, _ = await asyncio.wait({task}, timeout=TOOL_FILLER_AFTER_S)
-        if not done:
-            await self.speaker.say(turn, [self.tools.filler_for(call.name)])
-        outcome = await task
-        if mode and not (outcome.transferred or outcome.handed_over):
-            self._not_transferred(turn)
-        turn.timings["tool_result_ms"] = self._ms()
-        if self._after_tool is not None:
-            self._after_tool()
-        self._log("tool executed", tool=call.name, success=outcome.success, ms=round(outcome.duration_ms, 1))
-        self.transcript.tool_ran(call.name, outcome.success)
-        if outcome.say:
-            await self.speaker.say(turn, [outcome.say])
-        elif outcome.say is None and not outcome.ends_call and word_result:
-            await self._speak_tool_result(turn, call, outcome)
-        if outcome.ends_call:
-            self.transcript.set_state(CallState.COMPLETION)
-            turn.hang_up_after = "agent_ended_call"
-            # One goodbye: the model usually says its own before it ends the call.
-            if not outcome.say and not FAREWELL.search(" ".join(turn.planned)):
-                await self.speaker.say(turn, [GOODBYE_LINE])
-        if getattr(outcome, "transferred", False):
-            turn.hang_up_after = None
-            turn.end_reason = "transferred"
-        elif getattr(outcome, "handed_over", False):
-            turn.hang_up_after, turn.end_reason = None, WARM_HANDOVER
-        return outcome
-
-    def _not_transferred(self, turn: ReplyTurn) -> None:
-        """The transfer did not start: the call goes on with the agent, and what it says next is a turn
-        of its own (the line was stored already)."""
-        turn.end_reason = None
-        turn.planned.clear()
-        turn.saved = False
-
-    async def _before_transfer(self, turn: ReplyTurn, mode: str) -> None:
-        """The caller hears the line first; Twilio may end this stream before the REST answer is back,
-        so its end must already read as the transfer's."""
-        await self.speaker.say(turn, [WARM_LINE if mode == "warm" else COLD_LINE])
-        await self.speaker.wait_played(turn)
-        self.transcript.save_reply(turn)  # heard whole, stored before Twilio ends the stream
-        turn.end_reason = WARM_HANDOVER if mode == "warm" else "transferred"
-
-    async def transfer(
-        self, turn: ReplyTurn, number: str | None, mode: str, requested_by: str = "supervisor"
-    ) -> Any:
-        """A transfer nobody asked the model for (a supervisor's command): the line, then the same entry
-        point as the ``transfer_call`` tool (``ToolRunner.transfer``). None: it could not start."""
-        turn.source = ReplySource.TOOL
-        await self._before_transfer(turn, mode)
-        try:
-            outcome = await self.tools.transfer(
-                self.profile.agent, self.tool_context, number=number, mode=mode, requested_by=requested_by
-            )
-        except ToolError as exc:
-            self._log("transfer failed", logging.WARNING, error=str(exc)[:200])
-            self._not_transferred(turn)
-            await self.speaker.say(turn, [TRANSFER_FAILED_LINE])
-            return None
-        turn.end_reason = "transferred" if outcome.transferred else WARM_HANDOVER
-        return outcome
-
-    async def _speak_tool_result(self, turn: ReplyTurn, call: ToolCall, outcome: Any) -> None:
-        """Let the LLM word a tool's result (one round: the call, then its result as a tool message)."""
-        result = outcome.result if outcome.success else {"error": outcome.error}
-        messages = self._messages("", turn.user_text)
-        messages += [
-            ChatMessage("assistant", "", tool_calls=[call]),
-            ChatMessage("tool", json.dumps(result, default=str)[:2000], tool_name=call.name),
-        ]
-        text = ""
-        try:
-            async with asyncio.timeout(self.settings.llm_timeout_sec):
-                async for chunk in self.llm.stream_chat(
-                    messages,
-                    model=self.profile.agent.llm_model,
-                    temperature=self.profile.agent.temperature,
-                    max_tokens=self.settings.llm_max_tokens,
-                ):
-                    text += chunk.text
-        except (ProviderError, TimeoutError) as exc:
-            self._log("llm tool follow-up failed", logging.WARNING, error=type(exc).__name__)
-        if not text.strip():
-            text = "Done." if outcome.success else "Sorry, I couldn't do that just now."
-        await self.speaker.say(turn, [text.strip()])
 
     # ---------------------------------------------------------------- knowledge and the LLM
 
@@ -380,8 +219,8 @@ class Responder:
         tools = (
             self.profile.tool_specs if getattr(self.llm, "supports_tools", self.llm.name != "local") else None
         )
-        if stage_tools is not None and self.playbook is not None:
-            messages[0] = ChatMessage("system", messages[0].content + "\n\n" + self.playbook.stage_prompt())
+        if stage_tools is not None and self.stages is not None:
+            messages[0] = ChatMessage("system", messages[0].content + "\n\n" + self.stages.stage_prompt())
             tools = stage_tools
         previous = self.transcript.last_agent_line().rstrip(" —")
         # The fact check is for the small embedded model, which invents; a larger model's general words
@@ -464,8 +303,8 @@ class Responder:
         if tool_calls:
             await turn.go.wait()  # a tool acts: never on a turn that is still a guess
         for call in tool_calls[:3]:
-            if not await self._playbook_tool(turn, call):
-                await self.run_tool(turn, call)
+            if self.stages is None or not await self.stages.model_tool(turn, call):
+                await self.tool_turns.run(turn, call)
 
     def _unanswerable(self, intent: Intent | None, text: str) -> bool:
         """A question about the product, and the agent's knowledge base (it has one) found nothing for it."""
