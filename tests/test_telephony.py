@@ -35,6 +35,20 @@ def speech() -> dict[str, list[bytes]]:
     return {key: frames_of(synthesize_caller(text)) for key, text in lines.items()}
 
 
+@pytest.mark.asyncio
+async def test_the_echo_voice_speaks_each_character_for_echo_tts_ms_per_char(tmp_path: Path) -> None:
+    """The stand-in TTS's tone lasts ECHO_TTS_MS_PER_CHAR per character (55 ms unless set; the call tests
+    that use QUICK_ECHO_VOICE rely on it)."""
+    from providers.registry import ProviderRegistry
+
+    async def seconds(**overrides: object) -> float:
+        tts = ProviderRegistry(make_settings(tmp_path, **overrides)).tts()
+        return sum([len(chunk) async for chunk in tts.synthesize("x" * 50)]) / 8000
+
+    assert await seconds() == 2.74  # 50 x 55 ms, in whole 20 ms frames
+    assert await seconds(**QUICK_ECHO_VOICE) == 1.0
+
+
 # ---------------------------------------------------------------- Twilio webhooks (REST without a stream: test_telephony_rest.py)
 
 
