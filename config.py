@@ -247,6 +247,8 @@ class Settings(BaseSettings):
     delayed_stt_ms: int = 150
     delayed_llm_ms: int = 250
     delayed_tts_ms: int = 150
+    # how long the echo/delayed TTS speaks each character of text (its tone; tests shorten their calls)
+    echo_tts_ms_per_char: int = Field(default=55, ge=5, le=200)
 
     record_calls: bool = True
     recordings_dir: str = Field(default="./recordings")

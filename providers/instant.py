@@ -8,7 +8,7 @@ benchmark can show how much of them the engine overlaps.
   as "caller turn N": interim results every 500 ms of speech, the final once
   ``endpointing_ms`` of silence follows it.
 - LLM: answers "You said: <last user text>." token by token.
-- TTS: a tone whose length follows the text (about 55 ms per character).
+- TTS: a tone whose length follows the text (ECHO_TTS_MS_PER_CHAR, 55 ms per character by default).
 """
 
 from __future__ import annotations
@@ -143,14 +143,15 @@ MS_PER_CHAR = 55
 
 
 class EchoTTSProvider:
-    def __init__(self, delay_s: float = 0.0) -> None:
+    def __init__(self, delay_s: float = 0.0, ms_per_char: int = MS_PER_CHAR) -> None:
         self.name = "echo" if delay_s == 0 else "delayed"
         self._delay_s = delay_s
+        self._ms_per_char = ms_per_char
 
     async def synthesize(self, text: str, *, voice: str | None = None) -> AsyncIterator[bytes]:
         if self._delay_s:
             await asyncio.sleep(self._delay_s)
-        frames = max(1, len(text) * MS_PER_CHAR // FRAME_MS)
+        frames = max(1, len(text) * self._ms_per_char // FRAME_MS)
         # Yield in 200 ms chunks, like a streaming TTS would.
         for start in range(0, frames, 10):
             yield TONE_FRAME * min(10, frames - start)
@@ -196,5 +197,7 @@ def create(kind: str, name: str, settings: Settings) -> object:
     if kind == "stt":
         return EchoSTTProvider(settings, settings.delayed_stt_ms / 1000 if delayed else 0.0)
     if kind == "tts":
-        return EchoTTSProvider(settings.delayed_tts_ms / 1000 if delayed else 0.0)
+        return EchoTTSProvider(
+            settings.delayed_tts_ms / 1000 if delayed else 0.0, settings.echo_tts_ms_per_char
+        )
     return EchoLLMProvider(settings.delayed_llm_ms / 1000 if delayed else 0.0)

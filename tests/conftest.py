@@ -28,6 +28,10 @@ from config import Settings  # noqa: E402
 
 API_KEY = "test-key-123"
 
+# The echo TTS at 20 ms a character instead of 55 (ECHO_TTS_MS_PER_CHAR): for call tests whose subject does
+# not depend on how long the agent's replies last (the echo voice is a tone), so their calls end sooner.
+QUICK_ECHO_VOICE: dict[str, object] = {"echo_tts_ms_per_char": 20}
+
 # For tests whose subject does not depend on the database (validation, auth, OpenAPI): SQLite only.
 SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 

@@ -15,7 +15,7 @@ from providers.base import FRAME_BYTES, SAMPLE_RATE
 from simulator.caller import SimulatedCaller, Utterance, frames_of
 from speech.audio import pcm16_to_mulaw, silence
 from speech.vad import FrameClassifier
-from tests.conftest import LiveServer, make_settings
+from tests.conftest import QUICK_ECHO_VOICE, LiveServer, make_settings
 
 NUMBER = "+15550100001"
 LEAD = "+15550107777"
@@ -223,8 +223,11 @@ async def outbound_call(
     from models import Conversation
 
     log_level = os.environ.get("AMD_TEST_LOG", "WARNING")
+    # the agent's echo voice at QUICK_ECHO_VOICE's pace (what the far end hears of it is measured against
+    # ``synthesized_s`` at the same pace)
+    overrides = {**QUICK_ECHO_VOICE, **(settings or {})}
     async with (
-        LiveServer(make_settings(tmp_path, log_level=log_level, **(settings or {}))) as server,
+        LiveServer(make_settings(tmp_path, log_level=log_level, **overrides)) as server,
         server.client() as client,
     ):
         body = {
@@ -347,7 +350,7 @@ async def test_a_plain_greeting_with_no_beep_gets_the_message_whole_once_it_stay
     closing_start = next(t["start_ms"] for t in detail["transcript"] if t["kind"] == "closing")
     assert closing_start - greeting_end >= 3500  # the quiet after the greeting decided it
     assert detail["metadata"]["termination_reason"] == "voicemail" and result.hung_up_by_agent
-    message_s = await synthesized_s(make_settings(tmp_path), message)
+    message_s = await synthesized_s(make_settings(tmp_path, **QUICK_ECHO_VOICE), message)
     assert result.last_reply_heard_s >= 0.99 * message_s, (result.last_reply_heard_s, message_s)
     # the facts after the revision: words were said, but by a machine — the outcome is voicemail
     from events.analysis import rule_outcome
@@ -426,7 +429,9 @@ async def test_a_voicemail_message_reaches_the_mailbox_whole(
     )
     assert answered["by"] == "machine" and answered["outcome"] == "voicemail"
     assert detail["metadata"]["termination_reason"] == "voicemail" and result.hung_up_by_agent
-    message_s = await synthesized_s(make_settings(tmp_path), MESSAGE.replace("{{customer_name}}", "Dana"))
+    message_s = await synthesized_s(
+        make_settings(tmp_path, **QUICK_ECHO_VOICE), MESSAGE.replace("{{customer_name}}", "Dana")
+    )
     assert result.agent_heard_s >= 0.99 * message_s, (result.agent_heard_s, message_s)
 
 

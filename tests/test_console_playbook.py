@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import API_KEY, ROOT, LiveServer, make_settings
+from tests.conftest import API_KEY, QUICK_ECHO_VOICE, ROOT, LiveServer, make_settings
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SCREENSHOT = ROOT / "docs" / "img" / "playbook-editor.png"
@@ -143,7 +143,11 @@ async def test_a_new_user_edits_the_ask_and_hears_it_on_a_simulated_call(tmp_pat
     said = ["Okay, go ahead.", "We pull it together in spreadsheets.", "About five hours a week."]
     async with DeepgramStandIn("dg-key", transcripts=said) as deepgram:
         settings = make_settings(
-            tmp_path, stt_provider="deepgram", deepgram_api_key="dg-key", deepgram_url=deepgram.url
+            tmp_path,
+            stt_provider="deepgram",
+            deepgram_api_key="dg-key",
+            deepgram_url=deepgram.url,
+            **QUICK_ECHO_VOICE,
         )
         async with LiveServer(settings) as server, async_playwright() as pw, server.client() as api:
             browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])

@@ -225,6 +225,19 @@ class FuzzRun:
         self.seconds[label] += time.perf_counter() - started
 
 
+def _nothing_to_make_invalid(operation: Any) -> bool:
+    """No body, no query, header or cookie parameter, and path parameters that are any string: no request
+    to this operation breaks its schema, so negative generation can only end in ``Unsatisfiable`` (after
+    hundreds of discarded drawings, ~0.4 s each of 45 such operations) without sending anything."""
+    if any(list(group) for group in (operation.body, operation.query, operation.headers, operation.cookies)):
+        return False
+    plain = {"type": "string"}
+    return all(
+        {k: v for k, v in p.definition.get("schema", {}).items() if k != "title"} == plain
+        for p in operation.path_parameters
+    )
+
+
 def test_every_route_survives_fuzzing(fuzz_target: FuzzTarget) -> None:
     """Each operation: up to MAX_EXAMPLES valid and MAX_EXAMPLES invalid requests (derandomized)."""
     schema = schemathesis.openapi.from_url(f"{fuzz_target.base_url}/openapi.json")
@@ -232,6 +245,8 @@ def test_every_route_survives_fuzzing(fuzz_target: FuzzTarget) -> None:
     run = FuzzRun(fuzz_target)
     for operation in operations:
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+            if mode is GenerationMode.NEGATIVE and _nothing_to_make_invalid(operation):
+                continue
             run.fuzz(operation, mode)
 
     total = sum(run.requests.values())

@@ -25,7 +25,7 @@ import websockets
 
 import simulator.caller
 from simulator.caller import CallResult, SimulatedCaller, Utterance, frames_of
-from tests.conftest import ROOT
+from tests.conftest import QUICK_ECHO_VOICE, ROOT
 from tests.fault_calls import NUMBER, make_agent
 from tests.service_process import ServiceProcess, service_env
 
@@ -102,7 +102,7 @@ class _GarblingSocket:
 async def test_malformed_media_streams_traffic_does_not_disturb_a_live_call(
     tmp_path: Path, hello: list[bytes], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    env = service_env(tmp_path, log_level="INFO")
+    env = service_env(tmp_path, log_level="INFO", **QUICK_ECHO_VOICE)
     async with ServiceProcess(tmp_path, env) as service, service.client() as client:
         await make_agent(client)
         ws_base = "ws" + service.base_url[len("http") :]

@@ -16,7 +16,7 @@ import pytest
 
 from call.responder import GOODBYE_LINE
 from simulator.caller import SimulatedCaller, Utterance, frames_of
-from tests.conftest import LiveServer, make_settings
+from tests.conftest import QUICK_ECHO_VOICE, LiveServer, make_settings
 from tests.deepgram_standin import DeepgramStandIn
 from tests.fault_calls import NUMBER, make_agent
 from tests.test_amd import synthesized_s
@@ -49,7 +49,11 @@ async def test_a_goodbye_is_heard_whole_before_the_hang_up(
     # the listener heard the audio before it, the audio's own duration is.
     async with DeepgramStandIn(KEY, transcripts=[words]) as deepgram:
         settings = make_settings(
-            tmp_path, stt_provider="deepgram", deepgram_api_key=KEY, deepgram_url=deepgram.url
+            tmp_path,
+            stt_provider="deepgram",
+            deepgram_api_key=KEY,
+            deepgram_url=deepgram.url,
+            **QUICK_ECHO_VOICE,
         )
         async with LiveServer(settings) as server, server.client() as client:
             await make_agent(client)
@@ -81,7 +85,7 @@ class _LateStream(SimulatedCaller):
 
 @pytest.mark.asyncio
 async def test_the_busy_line_is_heard_whole_and_the_call_ends_right_after(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path)
+    settings = make_settings(tmp_path, **QUICK_ECHO_VOICE)
     async with LiveServer(settings) as server, server.client() as client:
         await make_agent(client)
         caller = _LateStream(server, server.base_url, "CA" + "b2" * 16, NUMBER, [])

@@ -14,7 +14,7 @@ import pytest
 
 from simulator.caller import SimulatedCaller, Utterance, frames_of
 from speech.audio import MULAW_TO_PCM16
-from tests.conftest import LiveServer, make_settings
+from tests.conftest import QUICK_ECHO_VOICE, LiveServer, make_settings
 
 NUMBER = "+15550107070"
 NUMBERS = {"3": "three", "2": "two", "30": "thirty", "230": "two thirty", "2:30": "two thirty"}
@@ -55,7 +55,7 @@ async def test_local_stt_hears_a_sales_call_through_the_media_stream(tmp_path: P
             ["siobhan", "nguyen", "klaviyo"],
         ),
     ]
-    settings = make_settings(tmp_path, stt_provider="local")
+    settings = make_settings(tmp_path, stt_provider="local", **QUICK_ECHO_VOICE)
     async with LiveServer(settings) as server, server.client() as client:
         agent = await client.post(
             "/v1/convai/agents",

@@ -21,7 +21,7 @@ from sqlalchemy import select
 
 from config import ConfigError
 from storage.db import Database
-from tests.conftest import LiveServer, make_settings
+from tests.conftest import QUICK_ECHO_VOICE, LiveServer, make_settings
 from tests.phone_line import open_stream
 from tests.service_process import ServiceProcess, service_env
 
@@ -413,6 +413,7 @@ async def test_two_instances_on_one_postgresql_serve_calls_exactly_once(
         "chroma_port": chroma_server.port,
         "live_call_heartbeat_sec": 0.5,
         "webhook_retry_base_sec": 0.2,
+        **QUICK_ECHO_VOICE,
     }
     one = ServiceProcess(tmp_path / "one", service_env(tmp_path / "one", instance_id="app-1", **shared))
     two = ServiceProcess(tmp_path / "two", service_env(tmp_path / "two", instance_id="app-2", **shared))

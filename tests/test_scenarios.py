@@ -15,7 +15,7 @@ import pytest
 
 from scenarios.runner import Scenario, run_suite
 from simulator.scenario import ScenarioFile, ScenarioSpec
-from tests.conftest import API_KEY, ROOT, LiveServer, make_settings
+from tests.conftest import API_KEY, QUICK_ECHO_VOICE, ROOT, LiveServer, make_settings
 
 PACK = ROOT / "scenarios" / "starter_pack.json"
 AGENT = {
@@ -291,7 +291,7 @@ async def test_audio_mode_runs_the_real_call_path(tmp_path: Path) -> None:
         "caller": [{"say": "Hello, who is this?"}, {"say": "Take me off your list.", "pause_s": 0.5}],
         "criteria": {"agent_says": ["you said"], "ended_by": "caller", "max_v2v_p95_ms": 5000},
     }
-    async with LiveServer(make_settings(tmp_path)) as server, server.client() as client:
+    async with LiveServer(make_settings(tmp_path, **QUICK_ECHO_VOICE)) as server, server.client() as client:
         agent_id = await make_agent(client)
         ran = await client.post(
             f"/v1/convai/agents/{agent_id}/tests/run?wait=true",
@@ -439,6 +439,7 @@ async def test_a_scenario_run_sends_nothing_and_says_what_it_would_have_sent(
         settings = make_settings(
             tmp_path, llm_provider="ollama", ollama_host=ollama.url, ollama_model=DEFAULT_MODEL,
             twilio_account_sid=account, twilio_auth_token=token, twilio_api_base=twilio.url, record_calls=True,
+            **QUICK_ECHO_VOICE,
         )  # fmt: skip
         async with LiveServer(settings) as server, server.client() as client:
             agent = {"name": "Sandy", "system_prompt": "You help.", "first_message": "Hi, this is Sandy.",

@@ -22,7 +22,7 @@ import pytest
 import websockets
 
 from simulator.caller import SimulatedCaller, Utterance, frames_of
-from tests.conftest import ROOT, LiveServer, make_settings
+from tests.conftest import QUICK_ECHO_VOICE, ROOT, LiveServer, make_settings
 from tests.telephony_helpers import ACCOUNT_SID, AUTH_TOKEN, NUMBER, conversation, make_agent
 
 
@@ -35,6 +35,20 @@ def speech() -> dict[str, list[bytes]]:
     return {key: frames_of(synthesize_caller(text)) for key, text in lines.items()}
 
 
+@pytest.mark.asyncio
+async def test_the_echo_voice_speaks_each_character_for_echo_tts_ms_per_char(tmp_path: Path) -> None:
+    """The stand-in TTS's tone lasts ECHO_TTS_MS_PER_CHAR per character (55 ms unless set; the call tests
+    that use QUICK_ECHO_VOICE rely on it)."""
+    from providers.registry import ProviderRegistry
+
+    async def seconds(**overrides: object) -> float:
+        tts = ProviderRegistry(make_settings(tmp_path, **overrides)).tts()
+        return sum([len(chunk) async for chunk in tts.synthesize("x" * 50)]) / 8000
+
+    assert await seconds() == 2.74  # 50 x 55 ms, in whole 20 ms frames
+    assert await seconds(**QUICK_ECHO_VOICE) == 1.0
+
+
 # ---------------------------------------------------------------- Twilio webhooks (REST without a stream: test_telephony_rest.py)
 
 
@@ -42,7 +56,9 @@ def speech() -> dict[str, list[bytes]]:
 async def test_webhook_signatures_and_status_callbacks(
     tmp_path: Path, speech: dict[str, list[bytes]]
 ) -> None:
-    settings = make_settings(tmp_path, twilio_account_sid=ACCOUNT_SID, twilio_auth_token=AUTH_TOKEN)
+    settings = make_settings(
+        tmp_path, twilio_account_sid=ACCOUNT_SID, twilio_auth_token=AUTH_TOKEN, **QUICK_ECHO_VOICE
+    )
     async with LiveServer(settings) as server, server.client() as client:
         await make_agent(client, system_prompt="Hello.")
         form = {"CallSid": "CA" + "1" * 32, "From": "+15550001111", "To": NUMBER}
@@ -79,7 +95,7 @@ async def test_webhook_signatures_and_status_callbacks(
 async def test_multi_turn_call_records_every_turn_with_timings(
     tmp_path: Path, speech: dict[str, list[bytes]]
 ) -> None:
-    settings = make_settings(tmp_path)
+    settings = make_settings(tmp_path, **QUICK_ECHO_VOICE)
     async with LiveServer(settings) as server, server.client() as client:
         await make_agent(client, system_prompt="You are Ava.")
         from storage.recordings import CallRecorder
@@ -168,7 +184,7 @@ async def test_multi_turn_call_records_every_turn_with_timings(
 
 @pytest.mark.asyncio
 async def test_simulator_command_prints_a_transcript(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path)
+    settings = make_settings(tmp_path, **QUICK_ECHO_VOICE)
     async with LiveServer(settings) as server, server.client() as client:
         agent = await client.post(
             "/v1/convai/agents",
@@ -241,7 +257,7 @@ async def twiml_params(client: httpx.AsyncClient, call_sid: str) -> tuple[str, d
 async def test_bad_token_closes_the_stream_and_other_calls_go_on(
     tmp_path: Path, speech: dict[str, list[bytes]]
 ) -> None:
-    async with LiveServer(make_settings(tmp_path)) as server, server.client() as client:
+    async with LiveServer(make_settings(tmp_path, **QUICK_ECHO_VOICE)) as server, server.client() as client:
         await make_agent(client, system_prompt="Hello.")
         good = SimulatedCaller(server.base_url, "CA" + "6" * 32, NUMBER, [Utterance(speech["hello"])])
         running = asyncio.create_task(good.run(httpx.AsyncClient()))
@@ -344,7 +360,7 @@ async def test_calls_beyond_the_limit_are_refused_politely(
     tmp_path: Path, speech: dict[str, list[bytes]]
 ) -> None:
     async with (
-        LiveServer(make_settings(tmp_path, max_concurrent_calls=1)) as server,
+        LiveServer(make_settings(tmp_path, max_concurrent_calls=1, **QUICK_ECHO_VOICE)) as server,
         server.client() as client,
     ):
         await make_agent(client, system_prompt="Hello.")
@@ -361,7 +377,7 @@ async def test_calls_beyond_the_limit_are_refused_politely(
 
 @pytest.mark.asyncio
 async def test_silence_timeout_asks_then_says_goodbye(tmp_path: Path) -> None:
-    async with LiveServer(make_settings(tmp_path)) as server, server.client() as client:
+    async with LiveServer(make_settings(tmp_path, **QUICK_ECHO_VOICE)) as server, server.client() as client:
         await make_agent(client, system_prompt="Hello.", silence_timeout_sec=1.5)
         caller = SimulatedCaller(server.base_url, "CA" + "e" * 32, NUMBER, [])
         caller.TURN_TIMEOUT_S = 0.0
@@ -415,6 +431,7 @@ async def test_reply_starts_before_the_final_transcript_and_plays_once_confirmed
         llm_provider="delayed",
         tts_provider="delayed",
         silence_threshold_sec=0.6,
+        **QUICK_ECHO_VOICE,
     )
     async with LiveServer(settings) as server, server.client() as client:
         await make_agent(client, system_prompt="Hello.")
@@ -441,6 +458,7 @@ async def test_preemptive_replies_can_be_switched_off(tmp_path: Path, speech: di
         tts_provider="delayed",
         silence_threshold_sec=0.6,
         preemptive_replies=False,
+        **QUICK_ECHO_VOICE,
     )
     async with LiveServer(settings) as server, server.client() as client:
         await make_agent(client, system_prompt="Hello.")
@@ -463,7 +481,7 @@ async def test_a_preemptive_reply_is_dropped_when_the_caller_goes_on_after_a_pau
     reply the caller hears answers the whole turn."""
     from simulator.caller import SILENCE
 
-    async with LiveServer(make_settings(tmp_path)) as server, server.client() as client:
+    async with LiveServer(make_settings(tmp_path, **QUICK_ECHO_VOICE)) as server, server.client() as client:
         await make_agent(client, system_prompt="Hello.")
         before = preemptive_counts((await client.get("/metrics")).text)
         paused = speech["hello"] + [SILENCE] * 10 + speech["price"]
@@ -524,7 +542,9 @@ async def test_failed_or_slow_llm_gets_a_spoken_fallback_and_the_call_goes_on(
     from tests.ollama_standin import OllamaStandIn
 
     async with OllamaStandIn(fail="model runner crashed") as ollama:
-        settings = make_settings(tmp_path, llm_provider="ollama", ollama_host=ollama.url, llm_timeout_sec=1.0)
+        settings = make_settings(
+            tmp_path, llm_provider="ollama", ollama_host=ollama.url, llm_timeout_sec=1.0, **QUICK_ECHO_VOICE
+        )
         async with LiveServer(settings) as server, server.client() as client:
             await make_agent(client, system_prompt="Hello.")
             caller = SimulatedCaller(

@@ -21,7 +21,7 @@ from models import Agent
 from providers.base import ToolCall
 from speech.audio import silence
 from telephony.warm_transfer import BACK_LINE, COLD_LINE, WARM_LINE
-from tests.conftest import LiveServer
+from tests.conftest import QUICK_ECHO_VOICE, LiveServer
 from tests.phone_line import PhoneLine
 from tests.telephony_helpers import NUMBER, make_agent
 from tests.test_command_channel import ACCOUNT_SID, AUTH_TOKEN, ended, twilio_settings
@@ -104,7 +104,7 @@ async def _within(event: asyncio.Event, timeout: float, twilio: TwilioStandIn) -
 def _settings(tmp_path: Path, twilio: TwilioStandIn, deepgram_url: str, **overrides: Any) -> Any:
     return twilio_settings(
         tmp_path, twilio, stt_provider="deepgram", deepgram_api_key="dg-key", deepgram_url=deepgram_url,
-        transfer_default_mode="warm", transfer_hold_music_url="", **overrides,
+        transfer_default_mode="warm", transfer_hold_music_url="", **{**QUICK_ECHO_VOICE, **overrides},
     )  # fmt: skip
 
 
