@@ -434,9 +434,9 @@ def _validation_error(exc: ValidationError, loc: tuple[str, ...]) -> RequestVali
     reverse.update({f"turn_settings.{key}": path for path, key in TURN_SETTINGS_MAP.items()})
     errors = []
     for err in exc.errors():
-        field = ".".join(map(str, err["loc"][:2])) if err["loc"][:1] == ("turn_settings",) else ""
-        field = field if field in reverse else str(err["loc"][0]) if err["loc"] else ""
-        where = (*loc, *reverse[field]) if field in reverse else (*loc, *map(str, err["loc"]))
+        at = tuple(map(str, err["loc"]))
+        field = next((f for f in (".".join(at[:2]), ".".join(at[:1])) if f in reverse), None)
+        where = (*loc, *reverse[field]) if field else (*loc, *at)
         errors.append({"loc": where, "msg": err["msg"], "type": err["type"]})
     return RequestValidationError(errors)
 
