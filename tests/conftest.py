@@ -239,3 +239,18 @@ def caller_speech_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pa
 def sqlite_template_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Where ``fresh_sqlite`` keeps the session's migrated SQLite file (built on first use)."""
     yield from _session_dir_in_env(tmp_path_factory, "sqlite-template", SQLITE_TEMPLATE_ENV)
+
+
+async def run_simulator(*args: str, timeout_s: float = 120) -> tuple[str, str]:
+    """``python -m simulator ARGS`` as a user runs it (the venv's commands first on PATH, e.g. espeak's
+    and piper's); its stdout and stderr, once it exited 0."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "simulator", *args,
+        cwd=str(ROOT),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"},
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    return out.decode(), err.decode()

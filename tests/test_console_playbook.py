@@ -8,17 +8,14 @@ Streams, caller speech) and the edited ask is what the agent says at the ask sta
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import API_KEY, QUICK_ECHO_VOICE, ROOT, LiveServer, make_settings
+from tests.conftest import API_KEY, QUICK_ECHO_VOICE, ROOT, LiveServer, make_settings, run_simulator
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SCREENSHOT = ROOT / "docs" / "img" / "playbook-editor.png"
@@ -164,10 +161,7 @@ async def test_a_new_user_edits_the_ask_and_hears_it_on_a_simulated_call(tmp_pat
             assert stored["nodes"]["ask"]["lines"][0] == EDITED_ASK
 
             # The README's first call: the simulator command dials the agent.
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "simulator",
+            text, _ = await run_simulator(
                 "call",
                 "--agent",
                 agent_id,
@@ -180,14 +174,7 @@ async def test_a_new_user_edits_the_ask_and_hears_it_on_a_simulated_call(tmp_pat
                 "espeak:en-us",  # the caller's voice only needs to be speech; espeak is the quick one
                 "--record",
                 "",
-                cwd=str(ROOT),
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"},
             )
-            out, err = await asyncio.wait_for(proc.communicate(), 120)
-            text = out.decode()
-            assert proc.returncode == 0, err.decode()[-2000:]
             meeting_ask = stored["variables"]["meeting_ask"]
             heard = f"Worth a look? Could we book a short demo with our team: {meeting_ask}"
             assert f"agent : {heard}" in text, text

@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
-import sys
 import wave
 from pathlib import Path
 
@@ -22,7 +20,7 @@ import pytest
 import websockets
 
 from simulator.caller import SimulatedCaller, Utterance, frames_of
-from tests.conftest import QUICK_ECHO_VOICE, ROOT, LiveServer, make_settings
+from tests.conftest import QUICK_ECHO_VOICE, LiveServer, make_settings, run_simulator
 from tests.telephony_helpers import ACCOUNT_SID, AUTH_TOKEN, NUMBER, conversation, make_agent
 
 
@@ -192,10 +190,7 @@ async def test_simulator_command_prints_a_transcript(tmp_path: Path) -> None:
         )
         agent_id = agent.json()["agent_id"]
         record = tmp_path / "call.wav"
-        proc = await asyncio.create_subprocess_exec(
-            "python",
-            "-m",
-            "simulator",
+        text, err = await run_simulator(
             "call",
             "--agent",
             agent_id,
@@ -207,17 +202,10 @@ async def test_simulator_command_prints_a_transcript(tmp_path: Path) -> None:
             settings.api_keys,
             "--record",
             str(record),
-            cwd=str(ROOT),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"},
         )
-        out, err = await asyncio.wait_for(proc.communicate(), 120)
-        text = out.decode()
-        assert proc.returncode == 0, err.decode()[-2000:]
         assert "agent : Hello from Ava." in text
         assert "caller: caller turn 1" in text and "voice-to-voice" in text
-        assert "attached test number" in err.decode()
+        assert "attached test number" in err
         assert record.is_file()
 
 
