@@ -478,11 +478,15 @@ class FakeTools:
 
 
 def responder_for(
-    llm: ScriptedLLM, *, documents: list[Any] | None = None
-) -> tuple[Responder, FakeSpeaker, CallTranscript, FakeTools]:
+    llm: ScriptedLLM,
+    *,
+    documents: list[Any] | None = None,
+    profile: AgentProfile | None = None,
+    tools: Any = None,
+) -> tuple[Responder, FakeSpeaker, CallTranscript, Any]:
     agent = SimpleNamespace(id="a1", documents=documents or [], llm_model=None, temperature=0.2)
-    profile = AgentProfile(agent, "You are Ava.", "Hi!", TurnSettings(), [], {})
-    speaker, tools = FakeSpeaker(), FakeTools()
+    profile = profile or AgentProfile(agent, "You are Ava.", "Hi!", TurnSettings(), [], {})
+    speaker, tools = FakeSpeaker(), tools or FakeTools()
     transcript = CallTranscript(RecordingSink(), CallClock().ms)
     transcript.set_state(CallState.DISCOVERY)
     settings = SimpleNamespace(llm_timeout_sec=5.0, llm_first_token_timeout_sec=3.0, llm_max_tokens=100)

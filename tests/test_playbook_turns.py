@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 
 from call.bargein import TurnSettings
-from call.clock import CallClock
 from call.intents import Intent, detect_intent
 from call.playbook import starter_playbook
 from call.playbook_turns import ACKNOWLEDGEMENTS, PLAYBOOK_NO_ANSWER_LINE, SMALL_TALK_LINE, TOOL_FAILED_LINE
@@ -21,7 +20,7 @@ from call.reply_turn import ReplySource, ReplyTurn
 from call.responder import HOLD_LINE, Responder
 from call.transcript import CallState, CallTranscript
 from providers.base import ChatMessage, LLMChunk, ToolCall, ToolSpec
-from tests.test_call_parts import FakeSpeaker, RecordingSink, ScriptedLLM
+from tests.test_call_parts import FakeSpeaker, ScriptedLLM, responder_for
 
 REASON = "We help sales teams cut their weekly pipeline reporting"
 EMAIL_LINE = "Perfect. What's the best email address for the calendar invite?"
@@ -72,14 +71,7 @@ def playbook_responder(llm: ScriptedLLM, tools: Tools) -> tuple[Responder, FakeS
     profile = AgentProfile(
         agent, "You are Sam.", "", TurnSettings(), specs, {"agent_name": "Sam"}, playbook=starter_playbook()
     )
-    speaker = FakeSpeaker()
-    transcript = CallTranscript(RecordingSink(), CallClock().ms)
-    transcript.set_state(CallState.DISCOVERY)
-    settings = SimpleNamespace(llm_timeout_sec=5.0, llm_first_token_timeout_sec=3.0, llm_max_tokens=100)
-    responder = Responder(
-        profile=profile, llm=llm, speaker=speaker, transcript=transcript, tool_runner=tools,  # type: ignore[arg-type]
-        tool_context=None, knowledge=None, settings=settings, ms=CallClock().ms,  # type: ignore[arg-type]
-    )  # fmt: skip
+    responder, speaker, transcript, _ = responder_for(llm, profile=profile, tools=tools)
     return responder, speaker, transcript
 
 
